@@ -1,0 +1,76 @@
+"""The `dbguard` command line: a thin shell over the core.
+
+Each subcommand lives in ``dbguard_pipeline/commands/<name>.py`` with ``add_arguments(parser)`` and
+``run(args) -> int``; only the chosen one is imported, so ``dbguard introspect`` never pays for Dagster,
+pandas or Great Expectations. Errors a user can cause are one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from . import __version__
+from .errors import DbguardError
+
+# name -> (module under dbguard_pipeline.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "start the embedded PostgreSQL, load the demo database and audit it"),
+    "introspect": ("introspect", "write the JSON schema snapshot of a database"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # usage errors: one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def add_database_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dsn", metavar="URL",
+                        help="database URL (default: $DBGUARD_DATABASE_URL, else the embedded demo database)")
+    parser.add_argument("--config", metavar="FILE", help="dbguard.yaml (default: $DBGUARD_CONFIG or ./dbguard.yaml)")
+
+
+def _top_parser() -> _Parser:
+    parser = _Parser(prog="dbguard", description="Audit, prove and fix tenant isolation in multi-tenant PostgreSQL.")
+    parser.add_argument("--version", action="version", version=f"dbguard {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_mod, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv or argv[0].startswith("-") or argv[0] not in COMMANDS:
+        if argv and not argv[0].startswith("-"):
+            top.error(f"unknown command {argv[0]!r} (choose from {', '.join(COMMANDS)})")
+        top.parse_args(argv)  # --help / --version exit here
+        top.print_help()
+        return 2
+    name, rest = argv[0], argv[1:]
+    module_name, help_ = COMMANDS[name]
+    module = importlib.import_module(f"{__package__}.commands.{module_name}")
+    parser = _Parser(prog=f"dbguard {name}", description=getattr(module, "DESCRIPTION", help_))
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except DbguardError as exc:
+        print(f"dbguard {name}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"dbguard {name}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,133 @@
+"""dbguard settings: the tenant model, thresholds, ignores, targets. Loaded from dbguard.yaml.
+
+The tenant model is configuration, not code; the defaults fit Supabase and the demo database.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_NAMES = ("dbguard.yaml", "dbguard.yml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TenantModel(_Strict):
+    column: str = "tenant_id"
+    column_type: str = "uuid"  # uuid | bigint | integer | text: the SQL type of the tenant id
+    tenants_table: str = "public.tenants"  # schema.table
+    tenants_key: str = "id"
+    # How the application tells the database who the tenant is.
+    context: Literal["guc", "jwt"] = "guc"
+    guc: str = "app.current_tenant_id"
+    jwt_claim: str = "tenant_id"
+    # Functions (schema.name) whose result is the current tenant id, e.g. "public.current_tenant_id".
+    context_functions: tuple[str, ...] = ()
+    # The role the application's queries run as (Supabase: authenticated).
+    app_role: str = "authenticated"
+    # True when the application connects as the role that owns its tables: RLS must then be FORCEd.
+    app_role_owns_tables: bool = False
+
+    @property
+    def tenants_schema(self) -> str:
+        return self.tenants_table.split(".", 1)[0] if "." in self.tenants_table else "public"
+
+    @property
+    def tenants_name(self) -> str:
+        return self.tenants_table.split(".", 1)[1] if "." in self.tenants_table else self.tenants_table
+
+
+class Expectation(_Strict):
+    table: str  # schema.table
+    type: str  # a Great Expectations expectation class name, e.g. ExpectColumnValuesToNotBeNull
+    kwargs: dict = Field(default_factory=dict)
+    severity: Literal["critical", "warning", "info"] = "critical"
+
+
+class AlertsConfig(_Strict):
+    slack_channel: Optional[str] = None
+    slack_token_env: str = "SLACK_BOT_TOKEN"
+    webhook_url: Optional[str] = None
+    log: bool = True
+    ui_base_url: str = "http://localhost:3000"
+
+
+class DatabaseTarget(_Strict):
+    name: str
+    dsn_env: Optional[str] = None  # name of the env variable that holds the DSN (preferred)
+    dsn: Optional[str] = None  # a DSN without a password, or one read from the environment
+
+
+class ScheduleConfig(_Strict):
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+
+class Config(_Strict):
+    tenant: TenantModel = Field(default_factory=TenantModel)
+    # Schemas to audit; empty = every non-system schema. Excluded ones are never audited.
+    schemas: tuple[str, ...] = ()
+    exclude_schemas: tuple[str, ...] = (
+        "auth", "storage", "extensions", "graphql", "graphql_public", "realtime", "supabase_functions",
+        "supabase_migrations", "vault", "pgsodium", "pgsodium_masks", "net", "cron", "pgbouncer", "_realtime",
+    )
+    # Schemas exposed through an API (PostgREST): views there must not bypass RLS.
+    exposed_schemas: tuple[str, ...] = ("public",)
+    coverage_threshold: float = 100.0  # percent of rows that must carry a tenant
+    required_columns: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # "schema.table" -> columns
+    ignore: tuple[str, ...] = ()  # finding cache keys
+    sample_row_limit: int = 5_000_000  # above this estimated size, data metrics use TABLESAMPLE
+    sample_percent: float = 1.0
+    tenant_index_min_rows: int = 10_000  # missing_tenant_index applies above this size
+    statement_timeout_ms: int = 60_000
+    lock_timeout_ms: int = 2_000
+    expectations: tuple[Expectation, ...] = ()
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    databases: tuple[DatabaseTarget, ...] = ()
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+    @field_validator("coverage_threshold")
+    @classmethod
+    def _pct(cls, v: float) -> float:
+        if not 0 <= v <= 100:
+            raise ValueError("must be between 0 and 100")
+        return v
+
+
+def load_config(path: Optional[str | os.PathLike] = None) -> Config:
+    """Load dbguard.yaml. No path: $DBGUARD_CONFIG, else ./dbguard.yaml if present, else defaults."""
+    import yaml
+
+    if path is None:
+        path = os.environ.get("DBGUARD_CONFIG")
+        if path is None:
+            for name in DEFAULT_CONFIG_NAMES:
+                if Path(name).is_file():
+                    path = name
+                    break
+    if path is None:
+        return Config()
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {p} is not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping at the top level")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        raise ConfigError(f"config file {p}: {loc}: {err['msg']}") from None
