@@ -18,6 +18,10 @@ from .errors import DbguardError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "start the embedded PostgreSQL, load the demo database and audit it"),
     "introspect": ("introspect", "write the JSON schema snapshot of a database"),
+    "validate": ("validate", "audit RLS, tenancy, integrity, performance and security; report for people or CI"),
+    "generate-migration": ("generate_migration", "write a safe fix migration and its exact rollback"),
+    "migrate": ("migrate", "apply, list or roll back migrations with a ledger"),
+    "test-isolation": ("test_isolation", "prove tenant isolation by trying cross-tenant access (rolled back)"),
 }
 
 
@@ -52,7 +56,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     name, rest = argv[0], argv[1:]
     module_name, help_ = COMMANDS[name]
-    module = importlib.import_module(f"{__package__}.commands.{module_name}")
+    full_name = f"{__package__}.commands.{module_name}"
+    try:
+        module = importlib.import_module(full_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != full_name:
+            raise
+        print(f"dbguard {name}: error: this command is not available in this build", file=sys.stderr)
+        return 2
     parser = _Parser(prog=f"dbguard {name}", description=getattr(module, "DESCRIPTION", help_))
     module.add_arguments(parser)
     args = parser.parse_args(rest)
