@@ -54,9 +54,11 @@ class Expectation(_Strict):
 class AlertsConfig(_Strict):
     slack_channel: Optional[str] = None
     slack_token_env: str = "SLACK_BOT_TOKEN"
+    slack_base_url: Optional[str] = None  # a Slack-compatible API endpoint (proxy, gateway); default Slack's
     webhook_url: Optional[str] = None
     log: bool = True
     ui_base_url: str = "http://localhost:3000"
+    timeout_seconds: float = 10.0  # per delivery attempt
 
 
 class DatabaseTarget(_Strict):
