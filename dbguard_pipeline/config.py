@@ -71,6 +71,30 @@ class ScheduleConfig(_Strict):
     cron: str = "0 2 * * *"
     timezone: str = "UTC"
 
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        import re
+
+        v = " ".join(v.split())
+        if v in ("@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight"):
+            return v
+        fields = v.split(" ")
+        if len(fields) != 5 or not all(re.fullmatch(r"[0-9A-Za-z*,/\-?]+", f) for f in fields):
+            raise ValueError(f"not a cron expression with 5 fields: {v!r}")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
 
 class Config(_Strict):
     tenant: TenantModel = Field(default_factory=TenantModel)

@@ -1,47 +1,136 @@
-"""Assets: the schema snapshot and everything downstream of it."""
+"""Assets: the schema snapshot and the audit downstream of it, with their asset checks.
+
+``build_audit_assets`` makes the same four assets for one database (keys ``schema_snapshot``,
+``rls_audit``, ``tenant_coverage``, ``data_integrity``; resource ``database``) and for the fleet (keys
+``fleet/...``, one dynamic partition per database of ``databases:`` in dbguard.yaml; resource ``fleet``).
+``tenant_coverage`` and ``data_integrity`` come from one step so that each table is read once.
+"""
+
+import contextlib
+from typing import Optional, Sequence
 
 import dagster as dg
 
-from ..catalog import introspect
-from ..model import Snapshot
-from .resources import PostgresResource
+from ..errors import DbguardError
+from . import audit_steps as steps
+from .audit_steps import COVERAGE_CHECKS, INTEGRITY_CHECKS, RLS_AUDIT_CHECKS, Previous, snapshot_markdown  # noqa: F401
+from .resources import Target
 
 GROUP = "dbguard_audit"
+FLEET_GROUP = "dbguard_fleet"
 OWNERS = ["team:platform"]
+KINDS = {"postgres"}
+FLEET_PARTITIONS = dg.DynamicPartitionsDefinition(name="dbguard_databases")
+DATABASE_TAG = "dbguard/database"
 
 
-def snapshot_markdown(snapshot: Snapshot) -> str:
-    lines = ["| table | RLS | forced | policies | rows (est.) |", "|---|---|---|---|---|"]
-    for t in snapshot.tables:
-        name = t.qualified.replace("|", "\\|")
-        lines.append(f"| {name} | {'on' if t.rls_enabled else '**off**'} | {'yes' if t.rls_forced else 'no'} | "
-                     f"{len(t.policies)} | {max(t.row_estimate, 0)} |")
-    return "\n".join(lines)
+@contextlib.contextmanager
+def user_errors(what: str, target_name: Optional[str] = None):
+    """A DbguardError (bad input, unreachable database, timeout) fails the step with its one-line message."""
+    try:
+        yield
+    except DbguardError as exc:
+        metadata = {"database": dg.MetadataValue.text(target_name)} if target_name else {}
+        prefix = f"{target_name}: " if target_name else ""
+        raise dg.Failure(description=f"{what} failed: {prefix}{exc}", metadata=metadata, allow_retries=False) from None
 
 
-@dg.asset(
-    group_name=GROUP,
-    kinds={"postgres"},
-    owners=OWNERS,
-    description="Schema snapshot of the audited database: tables, columns, constraints, indexes, RLS flags, "
-                "policies, grants, views and functions, from a fixed number of read-only catalog queries.",
-)
-def schema_snapshot(context: dg.AssetExecutionContext, database: PostgresResource) -> dg.Output[Snapshot]:
-    config = database.load_config()
-    snapshot = introspect(database.resolved_dsn(), config.schemas or None,
-                          statement_timeout_ms=config.statement_timeout_ms, lock_timeout_ms=config.lock_timeout_ms)
-    s = snapshot.summary()
-    context.log.info(f"snapshot of {database.display_name()}: {s['tables']} tables, {s['policies']} policies")
-    return dg.Output(
-        snapshot,
-        metadata={
-            "database": dg.MetadataValue.text(database.display_name()),
-            "server_version": dg.MetadataValue.text(snapshot.server_version),
-            "tables": dg.MetadataValue.int(s["tables"]),
-            "policies": dg.MetadataValue.int(s["policies"]),
-            "tables_without_rls": dg.MetadataValue.int(s["tables_without_rls"]),
-            "views": dg.MetadataValue.int(s["views"]),
-            "functions": dg.MetadataValue.int(s["functions"]),
-            "tables_overview": dg.MetadataValue.md(snapshot_markdown(snapshot)),
-        },
+def _target(context, resource_key: str, partitioned: bool) -> Target:
+    resource = getattr(context.resources, resource_key)
+    key = context.partition_key if partitioned else None
+    with user_errors("loading the configuration and database target", key):
+        return resource.target(key)
+
+
+def _check_specs(asset_key: dg.AssetKey, defs: Sequence[steps.CheckDef]) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(d.name, asset=asset_key, description=d.description, blocking=d.blocking) for d in defs]
+
+
+def _emit_checks(outcomes, asset_key: dg.AssetKey, selected: Optional[set] = None):
+    for o in outcomes:
+        if selected is None or dg.AssetCheckKey(asset_key, o.name) in selected:
+            yield o.result(asset_key)
+
+
+def build_audit_assets(*, key_prefix: Sequence[str] = (), partitions_def: Optional[dg.PartitionsDefinition] = None,
+                       resource_key: str = "database", group: str = GROUP) -> list[dg.AssetsDefinition]:
+    prefix = list(key_prefix)
+    partitioned = partitions_def is not None
+    k_snapshot = dg.AssetKey([*prefix, "schema_snapshot"])
+    k_rls = dg.AssetKey([*prefix, "rls_audit"])
+    k_cov = dg.AssetKey([*prefix, "tenant_coverage"])
+    k_int = dg.AssetKey([*prefix, "data_integrity"])
+    scope = "each database of the fleet (one partition per database)" if partitioned else "the audited database"
+    common = dict(group_name=group, kinds=KINDS, owners=OWNERS, partitions_def=partitions_def)
+
+    @dg.asset(
+        key=k_snapshot, required_resource_keys={resource_key}, **common,
+        description=f"Schema snapshot of {scope}: tables, columns, constraints, indexes, RLS flags, policies, "
+                    "grants, views and functions, from a fixed number of read-only catalog queries.",
     )
+    def schema_snapshot(context: dg.AssetExecutionContext):
+        target = _target(context, resource_key, partitioned)
+        with user_errors("schema snapshot", target.name if partitioned else None):
+            out = steps.snapshot_step(target)
+        s = out.value.summary()
+        context.log.info(f"snapshot of {target.name}: {s['tables']} tables, {s['policies']} policies")
+        return dg.Output(out.value, metadata=dict(out.metadata))
+
+    @dg.asset(
+        key=k_rls, ins={"snapshot": dg.AssetIn(k_snapshot)}, required_resource_keys={resource_key},
+        check_specs=_check_specs(k_rls, RLS_AUDIT_CHECKS), **common,
+        description=f"Static audit of {scope}: RLS, tenancy, security and performance findings read from the "
+                    "schema alone (no table is scanned). Checks: critical findings (ERROR), warnings (WARN) and "
+                    "regressions against the previous materialization.",
+    )
+    def rls_audit(context: dg.AssetExecutionContext, snapshot):
+        target = _target(context, resource_key, partitioned)
+        previous = Previous.fetch(context.instance, k_rls, target.partition)
+        with user_errors("RLS audit", target.name if partitioned else None):
+            out = steps.rls_audit_step(target, snapshot, previous)
+        yield dg.Output(out.value, metadata=dict(out.metadata))
+        yield from _emit_checks(out.checks, k_rls, set(context.selected_asset_check_keys))
+
+    outs = {
+        "tenant_coverage": dg.AssetOut(
+            key=k_cov, is_required=False, group_name=group, kinds=KINDS, owners=OWNERS,
+            description=f"Tenant data coverage of {scope}: per tenant table, rows and rows carrying a tenant, "
+                        "measured with one scan per table (TABLESAMPLE above the configured size, marked estimated)."),
+        "data_integrity": dg.AssetOut(
+            key=k_int, is_required=False, group_name=group, kinds=KINDS, owners=OWNERS,
+            description=f"Data integrity of {scope}: orphaned rows, cross-tenant references, NULLs in required "
+                        "columns and the Great Expectations suites declared in the config."),
+    }
+
+    @dg.multi_asset(
+        outs=outs, ins={"snapshot": dg.AssetIn(k_snapshot)},
+        check_specs=_check_specs(k_cov, COVERAGE_CHECKS) + _check_specs(k_int, INTEGRITY_CHECKS),
+        required_resource_keys={resource_key}, partitions_def=partitions_def, can_subset=True,
+        name=("fleet_" if prefix else "") + "data_metrics",
+        description="One pass of data metrics (each table read once) feeding tenant_coverage and data_integrity.",
+    )
+    def data_metrics(context: dg.AssetExecutionContext, snapshot):
+        target = _target(context, resource_key, partitioned)
+        selected = set(context.selected_asset_keys)
+        checks = set(context.selected_asset_check_keys)
+        prev_cov = Previous.fetch(context.instance, k_cov, target.partition) if k_cov in selected else None
+        prev_int = Previous.fetch(context.instance, k_int, target.partition) if k_int in selected else None
+        with user_errors("data metrics", target.name if partitioned else None):
+            result = steps.data_audit(target, snapshot)
+            cov = steps.coverage_step(target, result, prev_cov)
+            integ = steps.integrity_step(target, result, prev_int)
+        if k_cov in selected:
+            yield dg.Output(cov.value, output_name="tenant_coverage", metadata=dict(cov.metadata))
+        if k_int in selected:
+            yield dg.Output(integ.value, output_name="data_integrity", metadata=dict(integ.metadata))
+        yield from _emit_checks(cov.checks, k_cov, checks)
+        yield from _emit_checks(integ.checks, k_int, checks)
+
+    return [schema_snapshot, rls_audit, data_metrics]
+
+
+schema_snapshot, rls_audit, data_metrics = build_audit_assets()
+fleet_assets = build_audit_assets(key_prefix=["fleet"], partitions_def=FLEET_PARTITIONS, resource_key="fleet",
+                                  group=FLEET_GROUP)
+audit_assets = [schema_snapshot, rls_audit, data_metrics]
+AUDIT_KEYS = ("schema_snapshot", "rls_audit", "tenant_coverage", "data_integrity")

@@ -1,0 +1,438 @@
+"""What each audit asset computes, shared by the assets (one database or a fleet partition) and the fleet
+job's ops: the value, the metadata people read in the UI, and the outcome of every asset check.
+
+The work itself is the core's (``catalog.introspect``, ``audit.static_findings`` / ``collect_data`` /
+``data_findings``); this module only turns
+results into Dagster metadata and check outcomes, including the regression checks that compare a run
+with the previous materialization of the same asset (and partition). What a regression check needs
+from the previous run travels in that run's metadata (``finding_keys``, ``rls_state``,
+``coverage_by_table``), so it works with any instance storage (SQLite, PostgreSQL) and any IO manager.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import dagster as dg
+
+from ..config import Config
+from ..model import Finding, Severity, Snapshot
+from .resources import Target
+
+ERROR = dg.AssetCheckSeverity.ERROR
+WARN = dg.AssetCheckSeverity.WARN
+MAX_MD_ROWS = 200
+MAX_LISTED = 50
+# Findings that make an existing policy weaker when they appear on it.
+POLICY_WEAKNESS_RULES = frozenset({
+    "weak_rls_policy", "missing_with_check", "rls_references_user_metadata", "tenant_context_cast_unsafe",
+})
+
+
+# --------------------------------------------------------------------------- check specs
+@dataclass(frozen=True)
+class CheckDef:
+    name: str
+    description: str
+    blocking: bool  # an ERROR result stops the run (and triggers the alert sensor)
+
+
+RLS_AUDIT_CHECKS = (
+    CheckDef("no_critical_findings", "ERROR: the schema has critical RLS, tenancy or security findings.", True),
+    CheckDef("no_warning_findings", "WARN: the schema has warnings (weak policies, missing indexes, ...).", False),
+    CheckDef("no_new_findings", "Regression: findings that were not there at the previous materialization "
+             "(by cache key). ERROR when a new one is critical, else WARN.", True),
+    CheckDef("no_policy_weakened", "Regression, ERROR: a policy removed, made permissive, widened to more roles or "
+             "rewritten into a flagged form; RLS disabled or no longer forced on a table.", True),
+    CheckDef("no_new_table_without_rls", "Regression, ERROR: a table that did not exist at the previous "
+             "materialization and has RLS off.", True),
+)
+COVERAGE_CHECKS = (
+    CheckDef("coverage_above_threshold", "ERROR: a tenant table has rows without a tenant beyond the configured "
+             "coverage threshold; WARN when tables could not be measured.", True),
+    CheckDef("coverage_not_dropped", "Regression, WARN: a table's tenant coverage is lower than at the previous "
+             "materialization.", False),
+)
+INTEGRITY_CHECKS = (
+    CheckDef("no_critical_findings", "ERROR: orphaned rows, cross-tenant references, NULLs in required columns or "
+             "failed critical expectations.", True),
+    CheckDef("no_warning_findings", "WARN: data warnings.", False),
+    CheckDef("no_new_findings", "Regression: data findings that were not there at the previous materialization. "
+             "ERROR when a new one is critical, else WARN.", True),
+)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    name: str
+    passed: bool
+    severity: dg.AssetCheckSeverity
+    description: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def result(self, asset_key: dg.AssetKey) -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(asset_key=asset_key, check_name=self.name, passed=self.passed,
+                                   severity=self.severity, description=self.description, metadata=dict(self.metadata))
+
+    def evaluation(self, asset_key: dg.AssetKey, partition: Optional[str], blocking: bool) -> dg.AssetCheckEvaluation:
+        return dg.AssetCheckEvaluation(asset_key=asset_key, check_name=self.name, passed=self.passed,
+                                       severity=self.severity, description=self.description,
+                                       metadata=dict(self.metadata), blocking=blocking, partition=partition)
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    value: Any
+    metadata: Mapping[str, Any]
+    checks: tuple[CheckOutcome, ...] = ()
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The previous materialization of an asset (partition): its metadata values and run."""
+
+    metadata: Mapping[str, Any]
+    run_id: str
+
+    @classmethod
+    def fetch(cls, instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: Optional[str] = None
+              ) -> Optional["Previous"]:
+        flt = dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition] if partition else None)
+        records = instance.fetch_materializations(flt, limit=1).records
+        if not records:
+            return None
+        mat = records[0].asset_materialization
+        if mat is None:
+            return None
+        return cls(metadata={k: v.value for k, v in mat.metadata.items()}, run_id=records[0].run_id)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.metadata.get(key, default)
+
+
+# --------------------------------------------------------------------------- helpers
+def md_cell(text: Any) -> str:
+    s = "" if text is None else str(text)
+    return " ".join(s.split()).replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`")
+
+
+def findings_markdown(findings: Sequence[Finding], empty: str = "No findings.") -> str:
+    if not findings:
+        return empty
+    lines = ["| severity | rule | table | object | message |", "|---|---|---|---|---|"]
+    for f in findings[:MAX_MD_ROWS]:
+        lines.append(f"| {f.severity.value} | {md_cell(f.rule)} | {md_cell(f.schema + '.' + f.table)} | "
+                     f"{md_cell(f.object or '')} | {md_cell(f.message)} |")
+    if len(findings) > MAX_MD_ROWS:
+        lines.append(f"\n… and {len(findings) - MAX_MD_ROWS} more (see the JSON report of `dbguard validate`).")
+    return "\n".join(lines)
+
+
+def count(findings: Iterable[Finding]) -> dict[str, int]:
+    out = {"critical": 0, "warning": 0, "info": 0}
+    for f in findings:
+        out[f.severity.value] += 1
+    return out
+
+
+def _listing(items: Sequence[str]) -> str:
+    head = ", ".join(items[:5])
+    return head + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+
+
+def _capped(items: Sequence[Any]) -> list[Any]:
+    return list(items[:MAX_LISTED]) + ([f"... and {len(items) - MAX_LISTED} more"] if len(items) > MAX_LISTED else [])
+
+
+def _hash(*parts: Optional[str]) -> str:
+    return hashlib.sha256("\x00".join(p or "" for p in parts).encode("utf-8")).hexdigest()[:12]
+
+
+def audited(snapshot: Snapshot, config: Config):
+    from ..tenancy import audited_tables
+
+    return audited_tables(snapshot, config)
+
+
+def rls_state(snapshot: Snapshot, config: Config) -> dict[str, Any]:
+    """What the policy regression check compares: per audited table, RLS flags and each policy's shape."""
+    state: dict[str, Any] = {}
+    for t in audited(snapshot, config):
+        state[t.qualified] = {
+            "rls": t.rls_enabled,
+            "forced": t.rls_forced,
+            "policies": {p.name: {"command": p.command, "permissive": p.permissive, "roles": sorted(p.roles),
+                                  "expr": _hash(p.using, p.with_check)} for p in t.policies},
+        }
+    return state
+
+
+# --------------------------------------------------------------------------- schema_snapshot
+def take_snapshot(target: Target) -> Snapshot:
+    from ..catalog import introspect
+
+    c = target.config
+    return introspect(target.dsn, list(c.schemas) or None, statement_timeout_ms=c.statement_timeout_ms,
+                      lock_timeout_ms=c.lock_timeout_ms)
+
+
+def snapshot_markdown(snapshot: Snapshot) -> str:
+    lines = ["| table | RLS | forced | policies | rows (est.) |", "|---|---|---|---|---|"]
+    for t in snapshot.tables[:MAX_MD_ROWS]:
+        lines.append(f"| {md_cell(t.qualified)} | {'on' if t.rls_enabled else '**off**'} | "
+                     f"{'yes' if t.rls_forced else 'no'} | {len(t.policies)} | {max(t.row_estimate, 0)} |")
+    if len(snapshot.tables) > MAX_MD_ROWS:
+        lines.append(f"\n… and {len(snapshot.tables) - MAX_MD_ROWS} more tables.")
+    return "\n".join(lines)
+
+
+def snapshot_step(target: Target) -> StepOutput:
+    snapshot = take_snapshot(target)
+    s = snapshot.summary()
+    metadata = {
+        "database": dg.MetadataValue.text(target.name),
+        "server_version": dg.MetadataValue.text(snapshot.server_version),
+        "tables": dg.MetadataValue.int(s["tables"]),
+        "policies": dg.MetadataValue.int(s["policies"]),
+        "tables_without_rls": dg.MetadataValue.int(s["tables_without_rls"]),
+        "views": dg.MetadataValue.int(s["views"]),
+        "functions": dg.MetadataValue.int(s["functions"]),
+        "tables_overview": dg.MetadataValue.md(snapshot_markdown(snapshot)),
+    }
+    return StepOutput(snapshot, metadata)
+
+
+# --------------------------------------------------------------------------- rls_audit
+def _severity_checks(findings: Sequence[Finding], what: str) -> list[CheckOutcome]:
+    crit = [f for f in findings if f.severity is Severity.CRITICAL]
+    warn = [f for f in findings if f.severity is Severity.WARNING]
+    return [
+        CheckOutcome(
+            "no_critical_findings", not crit, ERROR,
+            f"{len(crit)} critical {what} finding{'s' if len(crit) != 1 else ''}"
+            + (f": {_listing([f.cache_key for f in crit])}" if crit else ""),
+            {"critical": dg.MetadataValue.int(len(crit)),
+             "findings": dg.MetadataValue.md(findings_markdown(crit, "No critical findings."))},
+        ),
+        CheckOutcome(
+            "no_warning_findings", not warn, WARN,
+            f"{len(warn)} {what} warning{'s' if len(warn) != 1 else ''}"
+            + (f": {_listing([f.cache_key for f in warn])}" if warn else ""),
+            {"warning": dg.MetadataValue.int(len(warn)),
+             "findings": dg.MetadataValue.md(findings_markdown(warn, "No warnings."))},
+        ),
+    ]
+
+
+def _new_findings_check(findings: Sequence[Finding], previous: Optional[Previous]) -> CheckOutcome:
+    current = {f.cache_key: f for f in findings}
+    if previous is None or not isinstance(previous.get("finding_keys"), dict):
+        return CheckOutcome("no_new_findings", True, WARN, "first materialization: baseline recorded",
+                            {"baseline": dg.MetadataValue.bool(True), "findings": dg.MetadataValue.int(len(current))})
+    before: dict = previous.get("finding_keys")
+    new = sorted(k for k in current if k not in before)
+    resolved = sorted(k for k in before if k not in current)
+    new_crit = [k for k in new if current[k].severity is Severity.CRITICAL]
+    if new:
+        desc = f"{len(new)} new finding{'s' if len(new) != 1 else ''} since run {previous.run_id[:8]}: {_listing(new)}"
+    else:
+        desc = f"no new findings since run {previous.run_id[:8]}" + (f"; {len(resolved)} resolved" if resolved else "")
+    return CheckOutcome(
+        "no_new_findings", not new, ERROR if new_crit else WARN, desc,
+        {"new": dg.MetadataValue.json(_capped(new)),
+         "new_critical": dg.MetadataValue.int(len(new_crit)),
+         "resolved": dg.MetadataValue.json(_capped(resolved)),
+         "new_findings": dg.MetadataValue.md(findings_markdown([current[k] for k in new], "No new findings.")),
+         "previous_run_id": dg.MetadataValue.text(previous.run_id)},
+    )
+
+
+def _policy_checks(state: Mapping[str, Any], findings: Sequence[Finding], previous: Optional[Previous]
+                   ) -> list[CheckOutcome]:
+    prev_state = previous.get("rls_state") if previous else None
+    if not isinstance(prev_state, dict):
+        base = {"baseline": dg.MetadataValue.bool(True)}
+        return [CheckOutcome("no_policy_weakened", True, ERROR, "first materialization: baseline recorded", base),
+                CheckOutcome("no_new_table_without_rls", True, ERROR, "first materialization: baseline recorded", base)]
+    prev_keys = previous.get("finding_keys") if isinstance(previous.get("finding_keys"), dict) else {}
+    flagged_now: dict[tuple[str, str], list[str]] = {}
+    for f in findings:
+        if f.rule in POLICY_WEAKNESS_RULES and f.object and f.cache_key not in prev_keys:
+            flagged_now.setdefault((f"{f.schema}.{f.table}", f.object), []).append(f.rule)
+    weakened: list[str] = []
+    other: list[str] = []
+    for table, now in sorted(state.items()):
+        before = prev_state.get(table)
+        if not isinstance(before, dict):
+            continue
+        if before.get("rls") and not now["rls"]:
+            weakened.append(f"{table}: row level security disabled")
+        if before.get("forced") and not now["forced"] and now["rls"]:
+            weakened.append(f"{table}: row level security no longer forced")
+        bp: dict = before.get("policies") or {}
+        np_: dict = now["policies"]
+        for name in sorted(bp):
+            old = bp[name]
+            if name not in np_:
+                weakened.append(f"{table}: policy {name!r} removed")
+                continue
+            new = np_[name]
+            if not old.get("permissive", True) and new["permissive"]:
+                weakened.append(f"{table}: policy {name!r} changed from RESTRICTIVE to PERMISSIVE")
+            added_roles = sorted(set(new["roles"]) - set(old.get("roles") or []))
+            if added_roles and set(old.get("roles") or []) != {"public"}:
+                weakened.append(f"{table}: policy {name!r} now also applies to {', '.join(added_roles)}")
+            if old.get("command") != new["command"] and new["command"] == "all":
+                weakened.append(f"{table}: policy {name!r} widened from {old.get('command')} to all commands")
+            if old.get("expr") != new["expr"]:
+                rules = flagged_now.get((table, name))
+                if rules:
+                    weakened.append(f"{table}: policy {name!r} rewritten and now flagged {', '.join(sorted(rules))}")
+                else:
+                    other.append(f"{table}: policy {name!r} expression changed")
+        for name in sorted(set(np_) - set(bp)):
+            other.append(f"{table}: policy {name!r} added")
+    new_tables = sorted(t for t, now in state.items() if t not in prev_state and not now["rls"])
+    prev_run = previous.run_id[:8]
+    return [
+        CheckOutcome(
+            "no_policy_weakened", not weakened, ERROR,
+            (f"{len(weakened)} polic{'ies' if len(weakened) != 1 else 'y'} weakened since run {prev_run}: "
+             + "; ".join(weakened[:3]) + ("; …" if len(weakened) > 3 else "")) if weakened
+            else f"no policy weakened since run {prev_run}",
+            {"weakened": dg.MetadataValue.json(_capped(weakened)), "other_changes": dg.MetadataValue.json(_capped(other)),
+             "previous_run_id": dg.MetadataValue.text(previous.run_id)},
+        ),
+        CheckOutcome(
+            "no_new_table_without_rls", not new_tables, ERROR,
+            (f"{len(new_tables)} new table{'s' if len(new_tables) != 1 else ''} without row level security since run "
+             f"{prev_run}: {_listing(new_tables)}") if new_tables else f"no new table without RLS since run {prev_run}",
+            {"new_tables_without_rls": dg.MetadataValue.json(_capped(new_tables)),
+             "previous_run_id": dg.MetadataValue.text(previous.run_id)},
+        ),
+    ]
+
+
+def _findings_metadata(target: Target, findings: Sequence[Finding], ignored: Sequence[Finding]) -> dict[str, Any]:
+    c = count(findings)
+    return {
+        "database": dg.MetadataValue.text(target.name),
+        "critical": dg.MetadataValue.int(c["critical"]),
+        "warning": dg.MetadataValue.int(c["warning"]),
+        "info": dg.MetadataValue.int(c["info"]),
+        "ignored": dg.MetadataValue.int(len(ignored)),
+        "findings": dg.MetadataValue.md(findings_markdown(findings)),
+        "finding_keys": dg.MetadataValue.json({f.cache_key: f.severity.value for f in findings}),
+    }
+
+
+def rls_audit_step(target: Target, snapshot: Snapshot, previous: Optional[Previous]) -> StepOutput:
+    """Static findings (categories rls, tenancy, security, performance): no table is read."""
+    from ..audit import build_result, static_findings
+
+    result = build_result(snapshot, static_findings(snapshot, target.config), target.config)
+    findings, ignored = list(result.findings), list(result.ignored)
+    state = rls_state(snapshot, target.config)
+    without_rls = [t for t, s in state.items() if not s["rls"]]
+    metadata = _findings_metadata(target, findings, ignored)
+    metadata.update({
+        "tables_audited": dg.MetadataValue.int(len(state)),
+        "tables_without_rls": dg.MetadataValue.int(len(without_rls)),
+        "rls_state": dg.MetadataValue.json(state),
+    })
+    checks = _severity_checks(findings, "schema")
+    checks.append(_new_findings_check(findings, previous))
+    checks.extend(_policy_checks(state, findings, previous))
+    return StepOutput(tuple(findings), metadata, tuple(checks))
+
+
+# --------------------------------------------------------------------------- tenant_coverage + data_integrity
+def data_audit(target: Target, snapshot: Snapshot):
+    """One pass of data metrics (each table read once) for both tenant_coverage and data_integrity: an
+    AuditResult holding the data findings only, the coverage rows and the tables not measured."""
+    from ..audit import build_result, collect_data, data_findings
+
+    metrics = collect_data(target.dsn, snapshot, target.config)
+    return build_result(snapshot, data_findings(snapshot, metrics, target.config), target.config, metrics)
+
+
+def coverage_step(target: Target, result, previous: Optional[Previous]) -> StepOutput:
+    config = target.config
+    rows = list(result.coverage)
+    not_measured = [f"{s}.{t}" for s, t in result.not_measured]
+    total = sum(r.rows for r in rows)
+    with_tenant = sum(r.with_tenant for r in rows)
+    overall = round(100.0 * with_tenant / total, 4) if total else 100.0
+    lowest = min((r.percent for r in rows), default=100.0)
+    below = [r for r in rows if r.percent < config.coverage_threshold]
+    by_table = {f"{r.schema}.{r.table}": r.percent for r in rows}
+    table = dg.MetadataValue.table(
+        records=[dg.TableRecord({"table": f"{r.schema}.{r.table}", "rows": r.rows, "with_tenant": r.with_tenant,
+                                 "percent": float(r.percent), "estimated": bool(r.estimated)}) for r in rows[:1000]],
+        schema=dg.TableSchema(columns=[
+            dg.TableColumn("table", "string"), dg.TableColumn("rows", "int"), dg.TableColumn("with_tenant", "int"),
+            dg.TableColumn("percent", "float"), dg.TableColumn("estimated", "bool")]),
+    )
+    metadata = {
+        "database": dg.MetadataValue.text(target.name),
+        "coverage_percent": dg.MetadataValue.float(float(overall)),
+        "lowest_table_percent": dg.MetadataValue.float(float(lowest)),
+        "threshold_percent": dg.MetadataValue.float(float(config.coverage_threshold)),
+        "tables_measured": dg.MetadataValue.int(len(rows)),
+        "tables_below_threshold": dg.MetadataValue.int(len(below)),
+        "tables_not_measured": dg.MetadataValue.int(len(not_measured)),
+        "coverage": table,
+        "coverage_by_table": dg.MetadataValue.json(by_table),
+    }
+    if not_measured:
+        metadata["not_measured"] = dg.MetadataValue.json(_capped(not_measured))
+    below_desc = [f"{r.schema}.{r.table} {r.percent:g}%" for r in below]
+    if below:
+        threshold = CheckOutcome(
+            "coverage_above_threshold", False, ERROR,
+            f"{len(below)} table{'s' if len(below) != 1 else ''} below {config.coverage_threshold:g}% tenant "
+            f"coverage: {_listing(below_desc)}",
+            {"below_threshold": dg.MetadataValue.json(_capped(below_desc)),
+             "not_measured": dg.MetadataValue.json(_capped(not_measured))})
+    elif not_measured:
+        threshold = CheckOutcome(
+            "coverage_above_threshold", False, WARN,
+            f"{len(not_measured)} table{'s' if len(not_measured) != 1 else ''} not measured: {_listing(not_measured)}",
+            {"not_measured": dg.MetadataValue.json(_capped(not_measured))})
+    else:
+        threshold = CheckOutcome("coverage_above_threshold", True, ERROR,
+                                 f"all {len(rows)} tenant tables at or above {config.coverage_threshold:g}%",
+                                 {"lowest_table_percent": dg.MetadataValue.float(float(lowest))})
+    before = previous.get("coverage_by_table") if previous else None
+    if not isinstance(before, dict):
+        dropped = CheckOutcome("coverage_not_dropped", True, WARN, "first materialization: baseline recorded",
+                               {"baseline": dg.MetadataValue.bool(True)})
+    else:
+        drops = [f"{t}: {before[t]:g}% -> {p:g}%" for t, p in sorted(by_table.items())
+                 if isinstance(before.get(t), (int, float)) and p < before[t] - 1e-9]
+        prev_overall = previous.get("coverage_percent")
+        overall_drop = isinstance(prev_overall, (int, float)) and overall < prev_overall - 1e-9
+        dropped = CheckOutcome(
+            "coverage_not_dropped", not drops and not overall_drop, WARN,
+            (f"coverage dropped on {len(drops)} table{'s' if len(drops) != 1 else ''} since run "
+             f"{previous.run_id[:8]}: {_listing(drops)}") if drops
+            else (f"overall coverage dropped from {prev_overall:g}% to {overall:g}%" if overall_drop
+                  else f"no coverage drop since run {previous.run_id[:8]}"),
+            {"dropped": dg.MetadataValue.json(_capped(drops)),
+             "previous_coverage_percent": dg.MetadataValue.float(float(prev_overall))
+             if isinstance(prev_overall, (int, float)) else dg.MetadataValue.text("unknown"),
+             "previous_run_id": dg.MetadataValue.text(previous.run_id)})
+    return StepOutput(tuple(rows), metadata, (threshold, dropped))
+
+
+def integrity_step(target: Target, result, previous: Optional[Previous]) -> StepOutput:
+    """Data findings (rules that read the data), except tenant coverage which tenant_coverage owns."""
+    keep = lambda f: f.rule != "tenant_coverage"  # noqa: E731
+    findings = [f for f in result.findings if keep(f)]
+    ignored = [f for f in result.ignored if keep(f)]
+    metadata = _findings_metadata(target, findings, ignored)
+    metadata["tables_not_measured"] = dg.MetadataValue.int(len(result.not_measured))
+    checks = _severity_checks(findings, "data")
+    checks.append(_new_findings_check(findings, previous))
+    return StepOutput(tuple(findings), metadata, tuple(checks))
