@@ -192,13 +192,14 @@ def connect(dsn: str, *, autocommit: bool = False, connect_timeout: int = 10, ap
 
 
 @contextlib.contextmanager
-def read_only_session(dsn_or_conn, *, statement_timeout_ms: int = 60_000, lock_timeout_ms: int = 2_000
-                      ) -> Iterator[psycopg.Connection]:
+def read_only_session(dsn_or_conn, *, statement_timeout_ms: int = 60_000, lock_timeout_ms: int = 2_000,
+                      settings: Optional[dict[str, str]] = None) -> Iterator[psycopg.Connection]:
     """A connection inside one READ ONLY transaction with statement and lock timeouts.
 
     Accepts a DSN (opens and closes its own connection) or an open connection (which must not be in a
     transaction). The transaction is always rolled back: an audit never writes. search_path is pg_catalog
     inside, so every expression the catalog prints comes back schema-qualified whatever the user's setting.
+    ``settings``: more transaction-local settings, set in the same round trip (e.g. ``{"row_security": "off"}``).
     """
     own = isinstance(dsn_or_conn, str)
     conn = connect(dsn_or_conn) if own else dsn_or_conn
@@ -208,11 +209,13 @@ def read_only_session(dsn_or_conn, *, statement_timeout_ms: int = 60_000, lock_t
         conn.autocommit = False
         conn.read_only = True
         with conn.transaction(force_rollback=True):
+            extra = list((settings or {}).items())
             conn.execute(
                 "select set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true),"
                 " set_config('idle_in_transaction_session_timeout', %s, true),"
-                " set_config('search_path', 'pg_catalog', true)",
-                (f"{int(statement_timeout_ms)}ms", f"{int(lock_timeout_ms)}ms", f"{int(statement_timeout_ms) * 2}ms"),
+                " set_config('search_path', 'pg_catalog', true)" + ", set_config(%s, %s, true)" * len(extra),
+                (f"{int(statement_timeout_ms)}ms", f"{int(lock_timeout_ms)}ms", f"{int(statement_timeout_ms) * 2}ms",
+                 *[v for kv in extra for v in kv]),
             )
             yield conn
     except psycopg.errors.InsufficientPrivilege as exc:

@@ -64,6 +64,20 @@ def _object_names(items: list[Expectation]) -> list[str]:
     return names
 
 
+def _raised(info) -> Optional[str]:
+    """The exception message of a result that could not be computed. GX gives either one
+    ``{raised_exception, exception_message}`` dict or one such dict per metric."""
+    if not isinstance(info, dict):
+        return None
+    if "raised_exception" in info:
+        return (info.get("exception_message") or "error") if info.get("raised_exception") else None
+    for value in info.values():
+        msg = _raised(value)
+        if msg is not None:
+            return msg
+    return None
+
+
 def _key(e: Expectation) -> str:
     import json
 
@@ -115,6 +129,7 @@ def _engine_args(dsn: str, config: Config) -> tuple[str, dict]:
     options = " ".join(filter(None, [
         params.pop("options", ""),
         "-c default_transaction_read_only=on",
+        "-c row_security=off",
         f"-c statement_timeout={int(config.statement_timeout_ms)}",
         f"-c lock_timeout={int(config.lock_timeout_ms)}",
     ]))
@@ -194,9 +209,9 @@ def run_expectations(dsn: str, config: Config, snapshot: Optional[Snapshot] = No
                     if r is None or r.expectation_config.type != built[i].expectation_type:
                         results[i] = result(i, schema, table, error="no result from Great Expectations")
                         continue
-                    info = r.exception_info or {}
-                    if isinstance(info, dict) and info.get("raised_exception"):
-                        results[i] = result(i, schema, table, error=clean(info.get("exception_message") or "error"))
+                    raised = _raised(r.exception_info)
+                    if raised is not None:
+                        results[i] = result(i, schema, table, error=clean(raised))
                         continue
                     observed = {k: v for k, v in (r.result or {}).items()
                                 if k in _KEEP and (v is None or isinstance(v, (int, float, str, bool)))}

@@ -13,7 +13,9 @@ Cost grows with the job, not with the catalog:
 
 Every statement runs in its own READ ONLY transaction with statement and lock timeouts
 (:func:`dbguard_pipeline.db.read_only_session`), so locks are held for one statement and a table that times
-out or fails is reported as *not measured* with its reason, never as clean. Tables whose estimated size is
+out or fails is reported as *not measured* with its reason, never as clean. ``row_security`` is off in
+those transactions: when row level security would hide rows from the auditing role, PostgreSQL raises an
+error instead of returning partial counts, and the table is reported as not measured. Tables whose estimated size is
 above ``config.sample_row_limit`` are read with ``TABLESAMPLE SYSTEM (config.sample_percent) REPEATABLE (0)``;
 their counts are scaled up and marked ``estimated``. No rows are loaded into Python: every query returns one
 row of counts. Identifiers only ever go through :class:`psycopg.sql.Identifier`.
@@ -37,6 +39,10 @@ BATCH_TABLES = 100
 BATCH_ROWS = 200_000
 
 _INT_TYPES = {"smallint", "integer", "bigint"}
+
+# row_security = off: a query that row level security would filter raises an error instead of silently
+# counting only the rows the auditing role may see. Such a table is reported as not measured.
+SESSION_SETTINGS = {"row_security": "off"}
 
 
 # --------------------------------------------------------------------------- results
@@ -317,6 +323,9 @@ def _reason(exc: psycopg.Error, config: Config, dsn: str) -> str:
         return f"statement timeout ({config.statement_timeout_ms} ms)"
     if state == "55P03":
         return f"lock timeout ({config.lock_timeout_ms} ms): another session holds a conflicting lock"
+    if state == "42501" and "row-level security" in first:
+        return ("row level security would hide rows from this role: audit as the table owner, a superuser or a "
+                "role with BYPASSRLS")
     if state == "42501":
         return f"permission denied: {first}"
     return first
@@ -337,7 +346,7 @@ class _Runner:
     def fetch(self, query) -> tuple[Optional[list[tuple]], Optional[str]]:
         try:
             with read_only_session(self.conn, statement_timeout_ms=self.config.statement_timeout_ms,
-                                   lock_timeout_ms=self.config.lock_timeout_ms) as conn:
+                                   lock_timeout_ms=self.config.lock_timeout_ms, settings=SESSION_SETTINGS) as conn:
                 try:
                     return conn.execute(query).fetchall(), None
                 except psycopg.Error as exc:

@@ -102,8 +102,16 @@ class _Lines:
         return buf.getvalue()
 
 
+_PLAIN_IDENT = re.compile(r"^[a-z_][a-z0-9_$]*$")
+
+
+def _ident(name: str) -> str:
+    return name if _PLAIN_IDENT.match(name) else '"' + name.replace('"', '""') + '"'
+
+
 def _name(schema: str, table: str) -> str:
-    return f"{schema}.{table}"
+    """How people read a table name: quoted like SQL when it needs quotes, so that odd names stay readable."""
+    return f"{_ident(schema)}.{_ident(table)}"
 
 
 def _one_line(text: str) -> str:
@@ -160,9 +168,11 @@ def render_text(result, *, color: bool = False, fail_on: str = "critical") -> st
     flagged = {(f.schema, f.table) for f in rls} | {(f.schema, f.table) for f in result.ignored if f.category == "rls"}
     clean = [t for t in snap.tables if t.qualified in set(result.tables) and t.rls_enabled and t.policies
              and (t.schema, t.name) not in flagged]
-    if "rls" in {_category(r) for r in result.rules_run}:
+    if "rls" not in {_category(r) for r in result.rules_run}:
+        out.item("info", "no RLS rule selected")
+    else:
         for t in clean:
-            out.item("ok", f"{t.qualified}: RLS enabled, {len(t.policies)} "
+            out.item("ok", f"{_name(t.schema, t.name)}: RLS enabled, {len(t.policies)} "
                            f"polic{'y' if len(t.policies) == 1 else 'ies'}, no finding")
         if not rls and not clean:
             out.item("ok", "no finding")

@@ -304,3 +304,108 @@ def test_one_scan_statement_per_table_and_one_per_reference(empty_dsn):
         scans.clear()
         walk(plan)
         assert sorted(scans) == ["a", "b"]
+
+
+# --------------------------------------------------------------------------- the data rules, both ways
+DATA_RULES = ["tenant_coverage", "orphaned_rows", "cross_tenant_reference", "null_violation"]
+
+PROBLEMS = BASE + """
+create table projects (id int primary key, tenant_id uuid not null references tenants(id));
+insert into projects select i, md5('t' || (i % 3 + 1))::uuid from generate_series(1, 6) i;
+create table tasks (id int primary key, tenant_id uuid references tenants(id), project_id int, title text);
+insert into tasks select i, md5('t' || (i % 3 + 1))::uuid, i, 'task' from generate_series(1, 6) i;
+insert into tasks values (7, null, 1, 'no tenant'), (8, md5('t2')::uuid, 42, null);
+update tasks set tenant_id = md5('t3')::uuid where id = 1;  -- project 1 belongs to t2
+alter table tasks add constraint tasks_project_fk foreign key (project_id) references projects(id) not valid;
+"""
+FIXES = """
+update tasks set tenant_id = md5('t2')::uuid where id in (1, 7);
+update tasks set project_id = 2, title = 'fixed' where id = 8;
+update tasks set tenant_id = md5('t3')::uuid where id = 8;
+"""
+
+
+def _audit(dsn, config):
+    from dbguard_pipeline.audit import run_audit
+
+    return run_audit(dsn, config, rules=DATA_RULES)
+
+
+def test_data_rules_find_each_planted_problem_and_nothing_once_fixed(empty_dsn):
+    run_sql(empty_dsn, PROBLEMS)
+    config = Config(required_columns={"public.tasks": ("title",)})
+    result = _audit(empty_dsn, config)
+    keys = {f.cache_key: f for f in result.findings}
+    assert set(keys) == {
+        "tenant_coverage:public.tasks:tenant_id",
+        "orphaned_rows:public.tasks:tasks_project_fk",
+        "cross_tenant_reference:public.tasks:tasks_project_fk",
+        "null_violation:public.tasks:title",
+    }
+    assert all(f.severity.value == "critical" and f.category == "integrity" for f in keys.values())
+    assert keys["tenant_coverage:public.tasks:tenant_id"].detail["without_tenant"] == 1
+    assert "1 of 8 rows" in keys["tenant_coverage:public.tasks:tenant_id"].message
+    assert keys["orphaned_rows:public.tasks:tasks_project_fk"].detail["orphans"] == 1
+    assert "NOT VALID" in keys["orphaned_rows:public.tasks:tasks_project_fk"].message
+    assert "VALIDATE CONSTRAINT" in keys["orphaned_rows:public.tasks:tasks_project_fk"].remediation
+    assert keys["cross_tenant_reference:public.tasks:tasks_project_fk"].detail["rows"] == 1
+    assert keys["null_violation:public.tasks:title"].detail["nulls"] == 1
+    run_sql(empty_dsn, FIXES)
+    assert _audit(empty_dsn, config).findings == ()
+
+
+def test_tenant_coverage_threshold_and_inferred_orphans(empty_dsn):
+    run_sql(empty_dsn, BASE + """
+        create table notes (id int primary key, tenant_id uuid references tenants(id));
+        insert into notes select i, case when i = 1 then null else md5('t1')::uuid end from generate_series(1, 20) i;
+        create table projects (id int primary key);
+        create table tasks (id int primary key, project_id int);
+        insert into tasks values (1, 5);
+    """)
+    strict = _audit(empty_dsn, Config())
+    assert {f.cache_key for f in strict.findings} == {"tenant_coverage:public.notes:tenant_id",
+                                                      "orphaned_rows:public.tasks:project_id"}
+    orphan = next(f for f in strict.findings if f.rule == "orphaned_rows")
+    assert "no foreign key" in orphan.message and "add-foreign-key tasks projects" in orphan.remediation
+    assert [(c.table, c.rows, c.with_tenant, c.percent) for c in strict.coverage] == [("notes", 20, 19, 95.0)]
+    lenient = _audit(empty_dsn, Config(coverage_threshold=90))  # 95% >= 90%: no coverage finding
+    assert {f.rule for f in lenient.findings} == {"orphaned_rows"}
+
+
+def test_ignored_findings_are_counted_not_dropped(empty_dsn):
+    run_sql(empty_dsn, PROBLEMS)
+    config = Config(ignore=("orphaned_rows:public.tasks:tasks_project_fk", "null_violation:public.*"),
+                    required_columns={"public.tasks": ("title",)})
+    result = _audit(empty_dsn, config)
+    assert {f.rule for f in result.ignored} == {"orphaned_rows", "null_violation"}
+    assert {f.rule for f in result.findings} == {"tenant_coverage", "cross_tenant_reference"}
+    assert result.summary() == {"critical": 2, "warning": 0, "info": 0, "ignored": 2}
+
+
+def test_required_column_that_does_not_exist_is_reported_not_measured(empty_dsn):
+    run_sql(empty_dsn, BASE + "create table notes (id int primary key, tenant_id uuid references tenants(id));")
+    result = _audit(empty_dsn, Config(required_columns={"public.notes": ("nope",), "public.ghost": ("x",)}))
+    assert ("public.notes", "required column 'nope' does not exist") in result.not_measured
+    assert ("public.ghost", "table named in required_columns does not exist") in result.not_measured
+    assert result.exit_code("warning") == 1 and result.exit_code("critical") == 0
+
+
+@pytest.mark.security
+def test_row_level_security_never_yields_partial_counts(demo_dsn):
+    """A role subject to RLS would see only some rows: such tables are not measured, never under-counted."""
+    run_sql(demo_dsn, """
+        drop role if exists dbguard_rls_reader;
+        create role dbguard_rls_reader login;
+        grant usage on schema auth to dbguard_rls_reader;
+        grant select on all tables in schema public, auth to dbguard_rls_reader;
+    """)
+    p = parse_dsn(demo_dsn)
+    p["user"] = "dbguard_rls_reader"
+    reader = psycopg.conninfo.make_conninfo(**p)
+    try:
+        m = collect_metrics(reader, introspect(reader), Config())
+        assert m["public.garages"].rows == 6  # RLS disabled: measured
+        vehicles = m["public.vehicles"]  # RLS enabled: this role would see a filtered subset
+        assert vehicles.rows is None and "row level security" in vehicles.error
+    finally:
+        run_sql(demo_dsn, "drop owned by dbguard_rls_reader; drop role dbguard_rls_reader")
