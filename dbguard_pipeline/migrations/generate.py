@@ -19,7 +19,7 @@ from ..errors import DbguardError, NotFoundError
 from ..model import Constraint, Finding, Policy, Snapshot, Table
 from .. import tenancy
 from .plan import ACTIONS, Block, Migration
-from .sqltext import checked_type, ident, literal, pg_name, qname, role_name, tenant_context
+from .sqltext import checked_type, comment_safe, ident, literal, pg_name, qname, role_name, tenant_context
 
 BATCH_SIZE = 5_000
 
@@ -300,6 +300,7 @@ def plan_add_composite_index(ctx: Context, table_name: str, column_sets: Sequenc
     if not fwd_blocks:
         raise NothingToFix(f"{table.qualified} already has an index leading with ({'; '.join(skipped)}): nothing to fix")
     m = _migration(ctx, "add-composite-index", table)
+    m.params = {"column_sets": [list(c) for c in sorted(seen)]}
     if findings is None:
         findings = [f for f in ctx.table_findings(table, ("unindexed_foreign_key", "missing_tenant_index"))
                     if set(_finding_columns(table, f) or ()) & {c for s in seen for c in s[:1]}]
@@ -441,6 +442,7 @@ def plan_add_foreign_key(ctx: Context, table_name: str, ref_name: Optional[str] 
                            f"{table.name}_{column}", "fkey", ref.qualified)
     m = _migration(ctx, "add-foreign-key", table)
     m.notes = list(ctx.notes)
+    m.params = {"ref": ref.qualified, "column": column}
     m.forward = [
         Block((f"ALTER TABLE {q} ADD CONSTRAINT {ident(fk_name)} FOREIGN KEY ({ident(column)}) "
                f"REFERENCES {qname(ref.schema, ref.name)} ({ident(key)}) NOT VALID",),
@@ -603,6 +605,7 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
     rls = _rls_plan(ctx, future, column, col_type, adding_column=True)
 
     m = _migration(ctx, "add-tenant-isolation", table)
+    m.params = {"tenant_default": tenant_default}
     m.forward = [
         Block((f"ALTER TABLE {q} ADD COLUMN IF NOT EXISTS {col} {col_type}",
                f"ALTER TABLE {q} ALTER COLUMN {col} SET DEFAULT {tenant_context(cfg, col_type, for_default=True)}"),
@@ -646,6 +649,18 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
 
 
 # --------------------------------------------------------------------------- dispatch
+def replan(ctx: Context, m: Migration) -> Migration:
+    """Plan the same action again (on a newer snapshot): NothingToFix once the migration has been applied."""
+    table = f"{m.schema}.{m.table}"
+    if m.action == "add-composite-index":
+        return plan_add_composite_index(ctx, table, m.params.get("column_sets") or [])
+    if m.action == "add-foreign-key":
+        return plan_add_foreign_key(ctx, table, m.params.get("ref"), m.params.get("column"))
+    if m.action == "fix-rls-policy":
+        return plan_fix_rls_policy(ctx, table)
+    return plan_add_tenant_isolation(ctx, table, m.params.get("tenant_default"))
+
+
 def plan_action(ctx: Context, action: str, table: str, args: Sequence[str] = (),
                 tenant_default: Optional[str] = None) -> Migration:
     if action not in ACTIONS:
@@ -681,7 +696,7 @@ def plan_all(ctx: Context, findings: Optional[Iterable[Finding]] = None, pending
         action = FIXABLE.get(f.rule)
         if action is None:
             continue
-        if f.cache_key in pending:
+        if f.cache_key in pending or comment_safe(f.cache_key) in pending:
             skipped.append(f"{f.cache_key}: a migration for it is already in the folder")
             continue
         groups.setdefault((action, f.schema, f.table), []).append(f)

@@ -56,6 +56,7 @@ class Migration:
     rollback: list[Block] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     undo: list[str] = field(default_factory=list)  # what the rollback file does
+    params: dict = field(default_factory=dict)  # what the planner was asked (re-planning it must find nothing)
     lock_timeout_ms: int = 2_000
     statement_timeout_ms: int = 60_000
 

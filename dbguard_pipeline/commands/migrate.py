@@ -1,0 +1,78 @@
+"""dbguard migrate: apply, list or roll back migrations with a ledger."""
+from __future__ import annotations
+
+import sys
+
+from ..cli import add_database_arguments
+
+DESCRIPTION = (
+    "Apply pending migrations in order (up, the default), list them (status) or undo one (rollback NAME). "
+    "A ledger (dbguard.schema_migrations) records name, checksum, time and duration; an applied file whose "
+    "checksum changed stops the run; each file runs in transactions except its '-- dbguard:no-transaction' "
+    "steps; a failure after a committed step applies the file's rollback."
+)
+
+
+def add_arguments(parser):
+    parser.add_argument("command", nargs="?", default="up", choices=("up", "status", "rollback"),
+                        help="up (default) | status | rollback NAME")
+    parser.add_argument("name", nargs="?", metavar="NAME",
+                        help="rollback: the migration to undo; up: apply up to and including this one")
+    add_database_arguments(parser)
+    parser.add_argument("--dir", default="migrations", metavar="DIR", help="the migrations folder (default: migrations/)")
+    parser.add_argument("--dry-run", action="store_true", help="show what would run, change nothing")
+    parser.add_argument("--lock-retries", type=int, default=0, metavar="N",
+                        help="retry a transaction that hit lock_timeout up to N times (default 0)")
+
+
+def run(args) -> int:
+    from ..config import load_config
+    from ..db import describe_dsn, resolve_dsn
+    from ..errors import DbguardError
+    from ..migrations.runner import Runner
+
+    load_config(args.config)  # validates the file even though the runner needs nothing from it
+    if args.lock_retries < 0:
+        raise DbguardError("--lock-retries must be 0 or more")
+    dsn = resolve_dsn(args.dsn)
+    runner = Runner(dsn, args.dir, lock_retries=args.lock_retries, log=lambda line: print(line, flush=True))
+    where = describe_dsn(dsn)
+
+    if args.command == "status":
+        rows = runner.status()
+        if not rows:
+            print(f"no migrations in {args.dir}")
+        for state, name, detail in rows:
+            print(f"{state:<8} {name}{'  ' + detail if detail else ''}")
+        return 1 if any(state in ("CHANGED",) for state, _, _ in rows) else 0
+
+    if args.command == "rollback":
+        if not args.name:
+            raise DbguardError("rollback needs the migration NAME (see dbguard migrate status)")
+        result = runner.rollback(args.name, dry_run=args.dry_run)
+        verb = "would roll back" if args.dry_run else "rolled back"
+        print(f"{verb} {result.name} on {where}" + ("" if args.dry_run else f" in {result.duration_s:.2f}s"))
+        return 0
+
+    if args.dry_run:
+        plan = runner.plan()
+        if args.name:
+            plan = [(f, u) for f, u in plan if f.name <= args.name]
+        if not plan:
+            print(f"nothing to apply on {where}")
+        for f, units in plan:
+            kinds = ", ".join("tx" if u.transactional else "no-tx" for u in units)
+            print(f"would apply {f.name}: {len(units)} steps ({kinds})"
+                  + ("" if f.rollback_path else "  [no rollback file]"))
+        return 0
+    results = runner.up(args.name)
+    if not results:
+        print(f"nothing to apply on {where}: every migration in {args.dir} is applied")
+        return 0
+    total = sum(r.duration_s for r in results)
+    print(f"{len(results)} migration{'s' if len(results) != 1 else ''} applied on {where} in {total:.2f}s")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(0)
