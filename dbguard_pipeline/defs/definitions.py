@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 import dagster as dg
 
@@ -52,14 +53,20 @@ if (_HERE / "fix_migrations.py").exists():  # fix migrations downstream of the a
     _extra_jobs.append(generate_fix_migrations_job)
     _extra_sensors.append(fix_migrations_sensor)
 
-nightly_audit_job = build_nightly_audit_job(_extra_keys)
-schedules = build_schedules(nightly_audit_job, fleet_audit_job)
 
-defs = dg.Definitions(
-    assets=[*assets.audit_assets, *assets.fleet_assets, *_extra_assets],
-    asset_checks=_extra_checks,
-    jobs=[nightly_audit_job, fleet_audit_job, *_extra_jobs],
-    schedules=schedules,
-    sensors=[dbguard_alert_sensor, *_extra_sensors],
-    resources={"database": database_resource(), "fleet": FleetResource()},
-)
+def build_definitions(database: Optional[PostgresResource] = None, fleet: Optional[FleetResource] = None,
+                      config_path: Optional[str] = None) -> dg.Definitions:
+    """The code location. Tests and custom deployments pass their own resources; ``config_path`` (default
+    $DBGUARD_CONFIG or ./dbguard.yaml) is where the schedules read their cron expression."""
+    nightly = build_nightly_audit_job(_extra_keys)
+    return dg.Definitions(
+        assets=[*assets.audit_assets, *assets.fleet_assets, *_extra_assets],
+        asset_checks=_extra_checks,
+        jobs=[nightly, fleet_audit_job, *_extra_jobs],
+        schedules=build_schedules(nightly, fleet_audit_job, config_path),
+        sensors=[dbguard_alert_sensor, *_extra_sensors],
+        resources={"database": database or database_resource(), "fleet": fleet or FleetResource()},
+    )
+
+
+defs = build_definitions()
