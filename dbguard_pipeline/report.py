@@ -72,13 +72,13 @@ class _Lines:
         self.lines: list[list[tuple[str, Optional[str]]]] = []
 
     def add(self, *segments: tuple[str, Optional[str]]) -> None:
-        self.lines.append(list(segments))
+        self.lines.append([(_safe(s), style) for s, style in segments])
 
     def item(self, kind: str, text: str, extra: str = "", indent: int = 2) -> None:
         segs = [(" " * indent, None), (self.symbols[kind], STYLES[kind]), (" " + text, None)]
         if extra:
             segs.append((" " + extra, STYLES["dim"]))
-        self.lines.append(segs)
+        self.add(*segs)
 
     def blank(self) -> None:
         self.lines.append([])
@@ -100,6 +100,15 @@ class _Lines:
                 text.append(s, style=style or "")
             console.print(text)
         return buf.getvalue()
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _safe(text: str) -> str:
+    """Control characters (from hostile identifiers or data) shown escaped: a table name can neither
+    break a line nor send terminal escape sequences."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 _PLAIN_IDENT = re.compile(r"^[a-z_][a-z0-9_$]*$")

@@ -1,0 +1,174 @@
+"""`dbguard validate` as CI runs it: exit codes, formats, files, errors, imports, secrets, read-only."""
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import psycopg
+import pytest
+
+from dbguard_pipeline.db import connect, parse_dsn
+
+from .conftest import run_sql
+from .test_cli_foundation import SECRET, _as_user, assert_one_line_error, dbguard, password_role  # noqa: F401
+
+DATA_PROBLEM = """
+create table tenants (id uuid primary key);
+insert into tenants values (md5('t1')::uuid);
+create table notes (id int primary key, tenant_id uuid references tenants(id), title text);
+insert into notes values (1, md5('t1')::uuid, 'a'), (2, null, null);
+"""
+
+
+@pytest.fixture
+def problem_dsn(empty_dsn):
+    run_sql(empty_dsn, DATA_PROBLEM)
+    return empty_dsn
+
+
+@pytest.mark.integration
+def test_exit_codes_follow_fail_on(problem_dsn, tmp_path):
+    found = dbguard("validate", "--dsn", problem_dsn, "--rule", "tenant_coverage", "--format", "json")
+    assert found.returncode == 1, found.stderr
+    assert json.loads(found.stdout)["summary"]["critical"] == 1
+    clean = dbguard("validate", "--dsn", problem_dsn, "--rule", "orphaned_rows")
+    assert clean.returncode == 0, clean.stderr
+    # a table that cannot be measured: reported, fails --fail-on warning, not --fail-on critical
+    cfg = tmp_path / "dbguard.yaml"
+    cfg.write_text("required_columns:\n  public.notes: [no_such_column]\n")
+    args = ("validate", "--dsn", problem_dsn, "--config", str(cfg), "--rule", "null_violation")
+    assert dbguard(*args).returncode == 0
+    warn = dbguard(*args, "--fail-on", "warning")
+    assert warn.returncode == 1 and "no_such_column" in warn.stdout
+    # the same finding ignored by cache key: counted, and no longer fails the run
+    cfg.write_text("ignore: ['tenant_coverage:public.notes:tenant_id']\n")
+    ignored = dbguard("validate", "--dsn", problem_dsn, "--config", str(cfg), "--rule", "tenant_coverage",
+                      "--format", "json")
+    assert ignored.returncode == 0 and json.loads(ignored.stdout)["summary"]["ignored"] == 1
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("fmt", ["text", "json", "sarif", "junit"])
+def test_out_writes_the_report_file(problem_dsn, tmp_path, fmt):
+    out = tmp_path / "reports" / f"report.{fmt}"
+    proc = dbguard("validate", "--dsn", problem_dsn, "--rule", "tenant_coverage", "--format", fmt, "--out", str(out))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == "" and "wrote" in proc.stderr and "1 critical" in proc.stderr
+    body = out.read_text(encoding="utf-8")
+    if fmt in ("json", "sarif"):
+        json.loads(body)
+    elif fmt == "junit":
+        assert ET.fromstring(body.encode()).get("failures") == "1"
+    else:
+        assert "public.notes: 50.0% complete (1/2)" in body and "\x1b" not in body
+
+
+def test_usage_and_input_errors_exit_2_with_one_line(problem_dsn, tmp_path):
+    assert_one_line_error(dbguard("validate", "--dsn", problem_dsn, "--rule", "no_such_rule"), "unknown rule id")
+    bad = dbguard("validate", "--dsn", problem_dsn, "--format", "xml")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr and "Traceback" not in bad.stderr
+    assert dbguard("validate", "--fail-on", "info", "--dsn", problem_dsn).returncode == 2
+    cfg = tmp_path / "dbguard.yaml"
+    cfg.write_text("coverage_threshold: 150\n")
+    assert_one_line_error(dbguard("validate", "--dsn", problem_dsn, "--config", str(cfg)), "coverage_threshold")
+    assert_one_line_error(dbguard("validate", "--config", str(tmp_path / "missing.yaml"), "--dsn", problem_dsn),
+                          "config file not found")
+    assert_one_line_error(dbguard("validate", "--dsn", f"postgresql://app:{SECRET}@127.0.0.1:1/prod"),
+                          "cannot connect")
+    assert_one_line_error(dbguard("validate", "--dsn", problem_dsn, "--out", str(tmp_path)), "is a directory")
+
+
+@pytest.mark.security
+def test_no_right_to_connect_is_exit_2(server_dsn, problem_dsn):
+    dbname = parse_dsn(problem_dsn)["dbname"]
+    run_sql(server_dsn, "drop role if exists dbguard_validate_noconn; create role dbguard_validate_noconn login")
+    run_sql(problem_dsn, f'revoke connect on database "{dbname}" from public')
+    proc = dbguard("validate", "--dsn", _as_user(server_dsn, "dbguard_validate_noconn", None, dbname))
+    assert_one_line_error(proc, "permission denied")
+
+
+def test_validate_does_not_import_dagster_pandas_or_great_expectations(problem_dsn, tmp_path):
+    code = (
+        "import json, sys\n"
+        "from dbguard_pipeline.cli import main\n"
+        f"rc = main(['validate', '--dsn', {problem_dsn!r}, '--format', 'json', '--out', {str(tmp_path / 'r.json')!r}])\n"
+        "print(json.dumps([rc, sorted(m for m in ('dagster', 'pandas', 'great_expectations') if m in sys.modules)]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rc, heavy = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert rc == 1 and heavy == []
+
+
+@pytest.mark.security
+def test_password_never_appears_in_any_format(server_dsn, password_role, demo_dsn, tmp_path):  # noqa: F811
+    dbname = parse_dsn(demo_dsn)["dbname"]
+    run_sql(demo_dsn, f"grant usage on schema auth to {password_role};"
+                      f"grant select on all tables in schema public, auth to {password_role};")
+    dsn = _as_user(server_dsn, password_role, SECRET, dbname)
+    for fmt in ("text", "json", "sarif", "junit"):
+        out = tmp_path / f"r.{fmt}"
+        for extra in ((), ("--out", str(out))):
+            proc = dbguard("validate", "--dsn", dsn, "--format", fmt, "--fail-on", "warning", *extra)
+            assert proc.returncode in (0, 1), proc.stderr
+            assert SECRET not in proc.stdout + proc.stderr
+        body = out.read_text(encoding="utf-8")
+        assert SECRET not in body and dbname in body
+    # RLS tables are not readable by this role without BYPASSRLS: reported as not measured, no secret
+    assert "row level security" in json.dumps(json.loads((tmp_path / "r.json").read_text())["not_measured"])
+    wrong = dbguard("validate", "--dsn", _as_user(server_dsn, password_role, SECRET + "x", dbname))
+    assert_one_line_error(wrong, "wrong user name or password")
+
+
+@pytest.mark.security
+@pytest.mark.integration
+def test_a_select_only_role_gets_the_same_audit_and_nothing_changes(server_dsn, demo_dsn):
+    """The audit needs no write right at all: a role with SELECT (and BYPASSRLS, to see every row) gets the
+    same findings and coverage as the superuser, and the tables' write counters do not move."""
+    dbname = parse_dsn(demo_dsn)["dbname"]
+    run_sql(server_dsn, "drop role if exists dbguard_auditor; create role dbguard_auditor login bypassrls")
+    run_sql(demo_dsn, "grant usage on schema auth to dbguard_auditor;"
+                      "grant select on all tables in schema public, auth to dbguard_auditor;")
+    stats = ("select relname, n_tup_ins, n_tup_upd, n_tup_del from pg_stat_user_tables order by relname")
+    with connect(demo_dsn) as conn:
+        before = conn.execute(stats).fetchall()
+    as_owner = json.loads(dbguard("validate", "--dsn", demo_dsn, "--format", "json").stdout)
+    reader = _as_user(server_dsn, "dbguard_auditor", None, dbname)
+    as_reader = json.loads(dbguard("validate", "--dsn", reader, "--format", "json").stdout)
+    assert as_reader["not_measured"] == [] and as_reader["coverage"] == as_owner["coverage"]
+    assert as_reader["findings"] == as_owner["findings"]
+    with connect(demo_dsn) as conn:
+        assert conn.execute(stats).fetchall() == before
+    with psycopg.connect(reader, autocommit=True) as conn:  # and the role really cannot write
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("delete from public.garages")
+    run_sql(demo_dsn, "drop owned by dbguard_auditor")
+    run_sql(server_dsn, "drop role dbguard_auditor")
+
+
+@pytest.mark.integration
+def test_text_is_coloured_on_a_terminal_and_plain_when_piped(problem_dsn):
+    args = [sys.executable, "-m", "dbguard_pipeline.cli", "validate", "--dsn", problem_dsn, "--rule", "tenant_coverage"]
+    piped = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 1 and "\x1b[" not in piped.stdout and "✗ public.notes" in piped.stdout
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    proc = subprocess.Popen(args, stdout=slave, stderr=subprocess.PIPE, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(master)
+    tty_out = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 1 and "\x1b[" in tty_out and "public.notes" in tty_out
