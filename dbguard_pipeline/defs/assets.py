@@ -25,20 +25,26 @@ DATABASE_TAG = "dbguard/database"
 
 
 @contextlib.contextmanager
-def user_errors(what: str, target_name: Optional[str] = None):
-    """A DbguardError (bad input, unreachable database, timeout) fails the step with its one-line message."""
+def user_errors(what: str, database: Optional[str] = None, partition: Optional[str] = None):
+    """A DbguardError (bad input, unreachable database, timeout) fails the step with its one-line message.
+    The failure's metadata names the database (display name) and, in the fleet, its partition, so that the
+    alert sensor can say which database failed."""
     try:
         yield
     except DbguardError as exc:
-        metadata = {"database": dg.MetadataValue.text(target_name)} if target_name else {}
-        prefix = f"{target_name}: " if target_name else ""
+        metadata = {}
+        if database:
+            metadata["database"] = dg.MetadataValue.text(database)
+        if partition:
+            metadata["partition"] = dg.MetadataValue.text(partition)
+        prefix = f"{partition}: " if partition else ""
         raise dg.Failure(description=f"{what} failed: {prefix}{exc}", metadata=metadata, allow_retries=False) from None
 
 
 def _target(context, resource_key: str, partitioned: bool) -> Target:
     resource = getattr(context.resources, resource_key)
     key = context.partition_key if partitioned else None
-    with user_errors("loading the configuration and database target", key):
+    with user_errors("loading the configuration and database target", key, key):
         return resource.target(key)
 
 
@@ -70,7 +76,7 @@ def build_audit_assets(*, key_prefix: Sequence[str] = (), partitions_def: Option
     )
     def schema_snapshot(context: dg.AssetExecutionContext):
         target = _target(context, resource_key, partitioned)
-        with user_errors("schema snapshot", target.name if partitioned else None):
+        with user_errors("schema snapshot", target.name, target.partition):
             out = steps.snapshot_step(target)
         s = out.value.summary()
         context.log.info(f"snapshot of {target.name}: {s['tables']} tables, {s['policies']} policies")
@@ -86,7 +92,7 @@ def build_audit_assets(*, key_prefix: Sequence[str] = (), partitions_def: Option
     def rls_audit(context: dg.AssetExecutionContext, snapshot):
         target = _target(context, resource_key, partitioned)
         previous = Previous.fetch(context.instance, k_rls, target.partition)
-        with user_errors("RLS audit", target.name if partitioned else None):
+        with user_errors("RLS audit", target.name, target.partition):
             out = steps.rls_audit_step(target, snapshot, previous)
         yield dg.Output(out.value, metadata=dict(out.metadata))
         yield from _emit_checks(out.checks, k_rls, set(context.selected_asset_check_keys))
@@ -115,7 +121,7 @@ def build_audit_assets(*, key_prefix: Sequence[str] = (), partitions_def: Option
         checks = set(context.selected_asset_check_keys)
         prev_cov = Previous.fetch(context.instance, k_cov, target.partition) if k_cov in selected else None
         prev_int = Previous.fetch(context.instance, k_int, target.partition) if k_int in selected else None
-        with user_errors("data metrics", target.name if partitioned else None):
+        with user_errors("data metrics", target.name, target.partition):
             result = steps.data_audit(target, snapshot)
             cov = steps.coverage_step(target, result, prev_cov)
             integ = steps.integrity_step(target, result, prev_int)

@@ -69,7 +69,7 @@ def _emit(asset: str, out: steps.StepOutput, partition: str, blocking: dict):
 @dg.op(required_resource_keys={"fleet"}, tags={"kind": "postgres"},
        description="Audit one database of the fleet: snapshot, static audit, data metrics and checks.")
 def audit_database(context: dg.OpExecutionContext, name: str):
-    with user_errors("audit", name):
+    with user_errors("audit", name, name):
         target = context.resources.fleet.target(name)
     instance = context.instance
     prev = {a: Previous.fetch(instance, dg.AssetKey(["fleet", a]), name)
@@ -77,17 +77,18 @@ def audit_database(context: dg.OpExecutionContext, name: str):
     blocking_rls = {d.name: d.blocking for d in RLS_AUDIT_CHECKS}
     blocking_cov = {d.name: d.blocking for d in COVERAGE_CHECKS}
     blocking_int = {d.name: d.blocking for d in INTEGRITY_CHECKS}
-    with user_errors("schema snapshot", name):
+    with user_errors("schema snapshot", name, name):
         snap = steps.snapshot_step(target)
     yield from _emit("schema_snapshot", snap, name, {})
-    with user_errors("RLS audit", name):
+    with user_errors("RLS audit", name, name):
         rls = steps.rls_audit_step(target, snap.value, prev["rls_audit"])
     yield from _emit("rls_audit", rls, name, blocking_rls)
     try:
         result = steps.data_audit(target, snap.value)
     except DbguardError as exc:
-        raise dg.Failure(description=f"data metrics failed: {name}: {exc}",
-                         metadata={"database": dg.MetadataValue.text(name)}, allow_retries=False) from None
+        raise dg.Failure(description=f"data metrics failed: {name}: {exc}", allow_retries=False,
+                         metadata={"database": dg.MetadataValue.text(name),
+                                   "partition": dg.MetadataValue.text(name)}) from None
     cov = steps.coverage_step(target, result, prev["tenant_coverage"])
     integ = steps.integrity_step(target, result, prev["data_integrity"])
     yield from _emit("tenant_coverage", cov, name, blocking_cov)

@@ -99,16 +99,18 @@ def collect_alerts(instance: dg.DagsterInstance, run: dg.DagsterRun, *, ui_base_
             data = ev.step_failure_data
             if data.error is not None and data.error.cls_name == "DagsterAssetCheckFailedError":
                 continue  # the failing checks themselves are listed
-            partition = None
+            partition = database = None
             if data.user_failure_data is not None:
                 md = data.user_failure_data.metadata or {}
-                if "database" in md:
-                    partition = str(md["database"].value)
+                partition = str(md["partition"].value) if "partition" in md else None
+                database = str(md["database"].value) if "database" in md else None
                 message = data.user_failure_data.description or ""
             else:
                 message = data.error.message if data.error else ""
-            text = _first_line(message) or f"step {ev.step_key} failed"
-            group(partition).errors.append(text)
+            g = group(partition)
+            if database and not g.database:
+                g.database = database
+            g.errors.append(_first_line(message) or f"step {ev.step_key} failed")
     if not groups:
         groups[run_partition] = _Group(database=run_partition,
                                        errors=[_first_line(run_failure_message) or "the run failed"])
