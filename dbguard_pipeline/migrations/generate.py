@@ -61,13 +61,14 @@ class Context:
 
 
 def build_context(snapshot: Snapshot, config: Config, dsn: Optional[str] = None) -> Context:
-    """A planning context with the static rules' findings when the rule modules are installed."""
-    from ..rules import all_rules, run_rules
+    """A planning context with the audit's static findings (those the config ignores left out), when the rule
+    modules are installed."""
+    from ..audit import split_ignored, static_findings
+    from ..rules import all_rules
 
     registry = all_rules()
     available = all(r in registry for r in ("weak_rls_policy", "missing_with_check"))
-    static = [r for r, spec in registry.items() if not spec.needs_metrics]
-    findings = run_rules(snapshot, None, config, only=static) if static else []
+    findings, _ignored = split_ignored(static_findings(snapshot, config), config)
     return Context(snapshot=snapshot, config=config, dsn=dsn, findings=findings, rules_available=available)
 
 
@@ -293,8 +294,8 @@ def plan_add_composite_index(ctx: Context, table_name: str, column_sets: Sequenc
         taken.add(name)
         col_sql = ", ".join(ident(c) for c in cols)
         fwd_blocks.append(Block((f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {ident(name)} ON {qname(table.schema, table.name)} ({col_sql})",),
-                                transactional=False, comment=f"index ({', '.join(cols)}) without blocking writes"))
-        back_blocks.insert(0, Block((f"DROP INDEX CONCURRENTLY IF EXISTS {qname(table.schema, name)}",), transactional=False))
+                                transactional=False, untimed="all", comment=f"index ({', '.join(cols)}) without blocking writes"))
+        back_blocks.insert(0, Block((f"DROP INDEX CONCURRENTLY IF EXISTS {qname(table.schema, name)}",), transactional=False, untimed="all"))
         what.append(f"create index {ident(name)} on {table.qualified} ({', '.join(cols)}) concurrently")
         undo.insert(0, f"drop index {ident(name)} concurrently")
     if not fwd_blocks:
@@ -386,13 +387,19 @@ def _infer_fk(ctx: Context, table: Table, ref_name: Optional[str], column: Optio
         if col.name == cfg.tenant.column and tenants is not None:
             candidates.append((col.name, tenants, cfg.tenant.tenants_key))
             continue
+        found = None
         for guess in _singular_candidates(stem):
             ref = snap.table(f"{table.schema}.{guess}") or snap.table(guess)
-            if ref is not None and ref.qualified != table.qualified:
-                key = _single_key(ref)
-                if key:
-                    candidates.append((col.name, ref, key))
-                    break
+            if ref is not None and ref.qualified != table.qualified and _single_key(ref):
+                found = ref
+                break
+        if found is None:  # image_id -> vehicle_images: a unique table of the schema named *_<stem>s
+            suffixes = tuple(f"_{g}" for g in _singular_candidates(stem))
+            near = [t for t in snap.tables if t.schema == table.schema and t.name.endswith(suffixes)
+                    and t.qualified != table.qualified and _single_key(t)]
+            found = near[0] if len(near) == 1 else None
+        if found is not None:
+            candidates.append((col.name, found, _single_key(found)))
     if not candidates:
         if column is None and tenants is not None and table.column(cfg.tenant.column):
             fk = _has_fk(table, (cfg.tenant.column,), tenants)
@@ -457,8 +464,8 @@ def plan_add_foreign_key(ctx: Context, table_name: str, ref_name: Optional[str] 
     if not _index_leads_with(table, (column,)):
         idx = _unique_name(_relation_names(ctx.snapshot, table.schema), f"{table.name}_{column}", "idx", column)
         m.forward.append(Block((f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {ident(idx)} ON {q} ({ident(column)})",),
-                               transactional=False, comment=f"index the referencing column ({column})"))
-        m.rollback.append(Block((f"DROP INDEX CONCURRENTLY IF EXISTS {qname(table.schema, idx)}",), transactional=False))
+                               transactional=False, untimed="all", comment=f"index the referencing column ({column})"))
+        m.rollback.append(Block((f"DROP INDEX CONCURRENTLY IF EXISTS {qname(table.schema, idx)}",), transactional=False, untimed="all"))
         m.what.append(f"create index {ident(idx)} on ({column}) concurrently (no index leads with it)")
         m.undo.append(f"drop index {ident(idx)} concurrently")
     m.rollback.append(Block((
@@ -610,7 +617,7 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
         Block((f"ALTER TABLE {q} ADD COLUMN IF NOT EXISTS {col} {col_type}",
                f"ALTER TABLE {q} ALTER COLUMN {col} SET DEFAULT {tenant_context(cfg, col_type, for_default=True)}"),
               comment=f"1. the tenant column (nullable, no rewrite); new rows take the tenant from the context"),
-        Block((backfill,), transactional=False,
+        Block((backfill,), transactional=False, untimed="statement",
               comment=f"2. fill it {source}, {BATCH_SIZE} rows per transaction"),
         Block(tuple(catch_up),
               comment="3. from now on every row needs a tenant (checked for new rows only), and the rows written\n"
@@ -623,12 +630,13 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
                f"-- squawk-ignore ban-drop-constraint\nALTER TABLE {q} DROP CONSTRAINT IF EXISTS {ident(chk_name)}"),
               comment="6. NOT NULL without a scan (the validated CHECK proves it); the CHECK is then redundant"),
         Block((f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {ident(idx_name)} ON {q} ({col})",), transactional=False,
-              comment="7. index the tenant column without blocking writes"),
+              untimed="all", comment="7. index the tenant column without blocking writes"),
         Block(tuple(rls.forward), comment="8. row level security and the tenant policy"),
     ]
     m.rollback = [
         Block(tuple(rls.rollback), comment="policies and RLS flags as they were"),
-        Block((f"DROP INDEX CONCURRENTLY IF EXISTS {qname(table.schema, idx_name)}",), transactional=False),
+        Block((f"DROP INDEX CONCURRENTLY IF EXISTS {qname(table.schema, idx_name)}",), transactional=False,
+              untimed="all"),
         Block((f"-- squawk-ignore ban-drop-constraint\nALTER TABLE {q} DROP CONSTRAINT IF EXISTS {ident(fk_name)}",
                f"-- squawk-ignore ban-drop-constraint\nALTER TABLE {q} DROP CONSTRAINT IF EXISTS {ident(chk_name)}",
                f"-- squawk-ignore ban-drop-column\nALTER TABLE {q} DROP COLUMN IF EXISTS {col}"),

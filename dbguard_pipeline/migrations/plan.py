@@ -23,8 +23,13 @@ class Block:
     statements: tuple[str, ...]
     transactional: bool = True
     comment: Optional[str] = None
+    # Non-transactional steps only. "statement": no statement_timeout for this step (a batched backfill or an
+    # index build takes as long as the table needs); "all": no lock_timeout either: CONCURRENTLY never blocks
+    # reads or writes while it waits for older transactions, and a lock_timeout there would only leave an
+    # INVALID index behind. The file's timeouts are set again right after the step.
+    untimed: Optional[str] = None
 
-    def render(self) -> str:
+    def render(self, lock_timeout_ms: int = 2_000, statement_timeout_ms: int = 60_000) -> str:
         out = []
         if self.comment:
             out.extend(f"-- {comment_safe(line)}" for line in self.comment.splitlines())
@@ -32,10 +37,18 @@ class Block:
             out.append("BEGIN;")
             out.extend(_stmt(s) for s in self.statements)
             out.append("COMMIT;")
-        else:
-            for s in self.statements:
-                out.append(NO_TRANSACTION_MARKER)
-                out.append(_stmt(s))
+            return "\n".join(out)
+        if self.untimed:
+            out.append("SET statement_timeout = 0;")
+            if self.untimed == "all":
+                out.append("SET lock_timeout = 0;")
+        for s in self.statements:
+            out.append(NO_TRANSACTION_MARKER)
+            out.append(_stmt(s))
+        if self.untimed:
+            if self.untimed == "all":
+                out.append(f"SET lock_timeout = '{int(lock_timeout_ms)}ms';")
+            out.append(f"SET statement_timeout = '{int(statement_timeout_ms)}ms';")
         return "\n".join(out)
 
 
@@ -114,7 +127,7 @@ class Migration:
 
     def _render(self, head: list[str], blocks: list[Block]) -> str:
         parts = ["\n".join(head), "\n".join(self._settings())]
-        parts += [b.render() for b in blocks]
+        parts += [b.render(self.lock_timeout_ms, self.statement_timeout_ms) for b in blocks]
         return "\n\n".join(parts) + "\n"
 
 
