@@ -70,3 +70,9 @@ def build_definitions(database: Optional[PostgresResource] = None, fleet: Option
 
 
 defs = build_definitions()
+
+
+def resolve_job(name: str):
+    """A job of the code location, for ``dg.build_reconstructable_job`` (the multiprocess executor re-imports
+    the job in each step's process): ``build_reconstructable_job(__name__, "resolve_job", ("fleet_audit_job",))``."""
+    return defs.resolve_job_def(name)
