@@ -35,7 +35,7 @@ STYLES = {"ok": "green", "critical": "bold red", "warning": "yellow", "info": "c
           "head": "bold", "rule": "dim"}
 
 # Text report sections: (title, predicate on a finding). Order is the report's order; the rest follow by category.
-_FK_RULES = ("orphaned_rows", "cross_tenant_reference", "tenant_fk_missing", "unindexed_foreign_key")
+_FK_RULES = ("orphaned_rows", "cross_tenant_reference", "tenant_fk_missing")
 _CATEGORY_TITLES = {"tenancy": "Tenancy", "integrity": "Data integrity", "performance": "Performance",
                     "security": "Security", "expectations": "Expectations", "rls": "RLS status"}
 
@@ -127,8 +127,18 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _message(f: Finding) -> str:
+    """The message after the table name: a message that starts with "schema.table " drops that prefix,
+    since the line already begins with the name."""
+    msg = _one_line(f.message)
+    for prefix in (f"{f.schema}.{f.table} ", f"{_name(f.schema, f.table)} "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    return msg
+
+
 def _finding_lines(out: _Lines, f: Finding) -> None:
-    out.item(f.severity.value, f"{_name(f.schema, f.table)}: {_one_line(f.message)}", f"[{f.rule}]")
+    out.item(f.severity.value, f"{_name(f.schema, f.table)}: {_message(f)}", f"[{f.rule}]")
     if f.remediation:
         out.add(("      fix: ", STYLES["dim"]), (_one_line(f.remediation), STYLES["dim"]))
 
