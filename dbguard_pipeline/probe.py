@@ -1131,7 +1131,7 @@ class _TableRun:
             self.leak(probe, f"{who}, {what} returned {more}{_rows(n)}{of_tenant}", shape, n)
             return
         if of_tenant:
-            detail = f"{who}, {what} returned none of the{of_tenant} rows ({total} targeted)"
+            detail = f"{who}, {what} returned none of the rows{of_tenant} ({total} targeted)"
         else:
             detail = f"{who}, {what} returned no rows"
         if own is not None and own[0]:
