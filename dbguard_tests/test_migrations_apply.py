@@ -372,3 +372,55 @@ def test_concurrent_index_waits_for_an_open_transaction_instead_of_failing(demo_
         t.join()
     ix = [i for i in table_state(demo_dsn, "public.event_photos").indexes if i.columns == ("image_id",)]
     assert len(ix) == 1 and ix[0].valid
+
+
+# --------------------------------------------------------------------------- psql, other tenant types
+@pytest.mark.integration
+def test_psql_applies_the_files_as_they_are(demo_dsn, tmp_path):
+    """The file manages its own transactions: psql (no single-transaction wrapper) gives the same result."""
+    import subprocess
+
+    from dbguard_pipeline.migrations.sandbox import _binary, _libpq_env
+
+    before = introspect(demo_dsn)
+    m = plan(demo_dsn, "add-tenant-isolation", "conversation_messages")
+    fwd, rb = tmp_path / "f.sql", tmp_path / "r.sql"
+    fwd.write_text(m.render_forward())
+    rb.write_text(m.render_rollback())
+    for path in (fwd,):
+        proc = subprocess.run([_binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(path)],
+                              env=_libpq_env(demo_dsn), capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    assert_fixed(demo_dsn, m)
+    proc = subprocess.run([_binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(rb)],
+                          env=_libpq_env(demo_dsn), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert_same(before, introspect(demo_dsn))
+
+
+@pytest.mark.security
+@pytest.mark.integration
+@pytest.mark.parametrize("tenant_type,a,b", [("text", "acme", "bright"), ("integer", "1", "2")])
+def test_text_and_integer_tenant_ids(empty_dsn, tmp_path, tenant_type, a, b):
+    run_sql(empty_dsn, f"""
+        do $$ begin if not exists (select 1 from pg_roles where rolname = 'authenticated') then
+          create role authenticated nologin; end if; end $$;
+        create table public.tenants (id {tenant_type} primary key);
+        create table public.projects (id int primary key, tenant_id {tenant_type} not null references public.tenants (id));
+        create table public.tasks (id int primary key, project_id int not null references public.projects (id));
+        insert into public.tenants values ('{a}'), ('{b}');
+        insert into public.projects select g, (case when g % 2 = 0 then '{a}' else '{b}' end)::{tenant_type} from generate_series(1, 10) g;
+        insert into public.tasks select g, 1 + g % 10 from generate_series(1, 40) g;
+        grant select, insert, update, delete on all tables in schema public to authenticated;
+    """)
+    cfg = Config(tenant=TenantModel(column_type=tenant_type))
+    for action, table in (("fix-rls-policy", "projects"), ("add-tenant-isolation", "tasks")):
+        m = plan(empty_dsn, action, table, config=cfg)
+        assert f"nullif(current_setting('app.current_tenant_id', true), '')::{tenant_type})" in m.render_forward()
+
+        def isolated(table=table):
+            seen = rows_as_app(empty_dsn, f"public.{table}", a)
+            assert seen and set(seen) == {a}
+            assert rows_as_app(empty_dsn, f"public.{table}", a, where=f"where tenant_id = '{b}'") == []
+
+        apply_and_roll_back(empty_dsn, tmp_path / action, m, isolated, config=cfg)
