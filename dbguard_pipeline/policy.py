@@ -91,6 +91,8 @@ def _parse_json(sql_text: str) -> dict:
         return json.loads(parse_sql_json(sql_text))
     except ParseError as exc:
         raise PolicyParseError(str(exc)) from None
+    except RecursionError:
+        raise PolicyParseError("expression nested too deeply") from None
 
 
 def parse_expression(text: str) -> dict:
@@ -590,6 +592,25 @@ class Analyzer:
                 return same if kind == "AEXPR_NOT_DISTINCT" else not same
             if self._same(b.get("lexpr"), b.get("rexpr")):
                 return kind == "AEXPR_NOT_DISTINCT"
+            return UNKNOWN
+        if kind in ("AEXPR_OP_ANY", "AEXPR_OP_ALL"):
+            rt, rb = _ntype(b.get("rexpr"))
+            while rt == "TypeCast":
+                rt, rb = _ntype(rb.get("arg"))
+            if rt != "A_ArrayExpr":
+                return UNKNOWN
+            lv = self.fold(b.get("lexpr"), d)
+            vals = [_compare(op, lv, self.fold(e, d)) for e in rb.get("elements", [])]
+            if kind == "AEXPR_OP_ANY":
+                if any(v is True for v in vals):
+                    return True
+                if vals and all(v is False for v in vals):
+                    return False
+            else:
+                if any(v is False for v in vals):
+                    return False
+                if all(v is True for v in vals):
+                    return True
             return UNKNOWN
         if kind == "AEXPR_IN":
             lv = self.fold(b.get("lexpr"), d)
@@ -1447,7 +1468,10 @@ def _body_returns_cached(language: str, body: str, arguments: str, returns: str)
                 e = expr_of(_ntype(b["sqlstmt"])[1].get("query"), True)
                 if len(names) == 1 and names[0] and e is not None:
                     variables[names[0]] = e
-        # RETURN with no expression in a set-returning function: only RETURN QUERY counts
+        # "RETURN v;" of a plain variable: libpg_query keeps only its number, so read the name from the text
+        for name in re.findall(r"(?is)\breturn\s+([a-z_][a-z0-9_]*)\s*;", body):
+            if name.lower() in variables and name.lower() not in ("next", "query", "null", "true", "false"):
+                exprs.append(variables[name.lower()])
         return (exprs, variables) if exprs else None
     return None
 

@@ -2,6 +2,8 @@
 that trust data the user controls."""
 from __future__ import annotations
 
+from typing import Optional
+
 from ..model import Snapshot, Table, View
 from ..tenancy import audited_tables, tenant_column
 from . import rule
@@ -10,28 +12,34 @@ from ._common import analyzer, fix_rls_command, ident, in_tenant_scope, qname, r
 API_GRANTEES = ("anon", "authenticated", "public")
 
 
-def _rls_tables_read(snapshot: Snapshot, view: View) -> list[tuple[Table, str]]:
-    """RLS-enabled tables the view reads, with the role whose rights apply when it reads them: the view's
-    owner, through security_invoker views too (their invoker is then that owner); a definer view reached
-    on the way reads with its own owner's rights."""
+def _rls_tables_read(snapshot: Snapshot, view: View) -> list[tuple[Table, str, tuple[str, str]]]:
+    """RLS-enabled tables the view reads with somebody else's rights than the caller's, with that role:
+    a definer view reads with its owner's rights; a security_invoker view with the caller's, and a
+    definer view it reads (directly or through other views) switches to that view's owner.
+    Returns (table, role, the definer view whose owner's rights apply)."""
     views = {v.qualified: v for v in snapshot.views}
-    out: list[tuple[Table, str]] = []
+    out: list[tuple[Table, str, tuple[str, str]]] = []
     seen = set()
-    todo = [(view, view.owner)]
+    invoker = view.security_invoker and not view.materialized
+    todo: list[tuple[View, Optional[str], Optional[tuple[str, str]]]] = [
+        (view, None if invoker else view.owner, None if invoker else (view.schema, view.name))]
     while todo:
-        v, runner = todo.pop()
+        v, runner, via = todo.pop()
         for dep in v.depends_on:
             if (dep, runner) in seen:
                 continue
             seen.add((dep, runner))
-            t = snapshot.table(dep) if "." in dep else None
-            if t is not None and t.qualified == dep:
-                if t.rls_enabled:
-                    out.append((t, runner))
-                continue
             inner = views.get(dep)
-            if inner is not None and not inner.materialized:
-                todo.append((inner, runner if inner.security_invoker else inner.owner))
+            if inner is not None:
+                if not inner.materialized:
+                    if inner.security_invoker:
+                        todo.append((inner, runner, via))
+                    else:
+                        todo.append((inner, inner.owner, (inner.schema, inner.name)))
+                continue
+            t = snapshot.table(dep)
+            if t is not None and t.qualified == dep and t.rls_enabled and runner is not None:
+                out.append((t, runner, via))
     return out
 
 
@@ -52,13 +60,15 @@ def security_definer_view(snapshot, metrics, config, *, spec):
     exposed = set(config.exposed_schemas)
     app = config.tenant.app_role
     for v in snapshot.views:
-        if v.schema not in exposed or (v.security_invoker and not v.materialized):
+        if v.schema not in exposed:
             continue
         grantees = sorted({g.grantee for g in v.grants if g.privilege == "SELECT"
                            and (g.grantee in API_GRANTEES or g.grantee == app)})
         if not grantees:
             continue
-        leaking = sorted({t.qualified for t, runner in _rls_tables_read(snapshot, v) if _bypasses(snapshot, runner, t)})
+        reads = [(t, via) for t, runner, via in _rls_tables_read(snapshot, v) if _bypasses(snapshot, runner, t)]
+        leaking = sorted({t.qualified for t, _ in reads})
+        definers = sorted({via for _, via in reads})
         if not leaking:
             continue
         q = qname(v.schema, v.name)
@@ -67,6 +77,10 @@ def security_definer_view(snapshot, metrics, config, *, spec):
             message = (f"materialized view {v.qualified} stores rows of {', '.join(leaking)} read with the rights of "
                        f"{v.owner}, and {who} can select from it: row level security does not apply to it")
             fix = f"REVOKE SELECT ON {q} FROM {', '.join('PUBLIC' if g == 'public' else ident(g) for g in grantees)};  (or move it to a schema the API does not expose)"
+        elif v.security_invoker:
+            message = (f"view {v.qualified} is security_invoker but reads {', '.join(leaking)} through a view that "
+                       f"runs with its owner's rights, and {who} can select from it: it bypasses their policies")
+            fix = " ".join(f"ALTER VIEW {qname(*d)} SET (security_invoker = true);" for d in definers)
         else:
             message = (f"view {v.qualified} runs with the rights of its owner {v.owner} over {', '.join(leaking)} "
                        f"(row level security enabled) and {who} can select from it: it bypasses their policies")
@@ -76,7 +90,7 @@ def security_definer_view(snapshot, metrics, config, *, spec):
                 fix = (f"REVOKE SELECT ON {q} FROM {', '.join('PUBLIC' if g == 'public' else ident(g) for g in grantees)};"
                        f"  (PostgreSQL < 15 has no security_invoker views: move it out of the exposed schema)")
         yield spec.finding((v.schema, v.name), message, fix,
-                           detail={"owner": v.owner, "grantees": grantees, "tables": leaking,
+                           detail={"owner": v.owner, "grantees": grantees, "tables": leaking, "definer_views": [f"{a}.{b}" for a, b in definers],
                                    "materialized": v.materialized})
 
 
