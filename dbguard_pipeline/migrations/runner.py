@@ -187,6 +187,8 @@ def _find(directory: str | Path, name: str) -> MigrationFile:
 # --------------------------------------------------------------------------- execution
 def _pg_message(exc: Exception) -> str:
     diag = getattr(exc, "diag", None)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
     msg = getattr(diag, "message_primary", None) if diag is not None else None
     return " ".join((msg or str(exc) or exc.__class__.__name__).split())
 
@@ -230,6 +232,8 @@ def _run_units(conn: psycopg.Connection, units: list[Unit], *, lock_retries: int
                     continue
                 raise UnitFailed(i, unit, exc) from None
             except psycopg.Error as exc:
+                raise UnitFailed(i, unit, exc) from None
+            except KeyboardInterrupt as exc:  # psycopg cancelled the statement: roll back like any failure
                 raise UnitFailed(i, unit, exc) from None
     return True
 
