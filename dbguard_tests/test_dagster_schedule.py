@@ -44,7 +44,8 @@ def test_schedule_from_config_requests_a_run_that_audits_the_database(demo_dsn, 
         assert next(ticks) == datetime(2026, 7, 6, 3, 30, tzinfo=berlin)  # Monday, 01:30 UTC in summer
 
         when = datetime(2026, 7, 6, 3, 30, tzinfo=berlin)
-        data = nightly.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as ctx:
+            data = nightly.evaluate_tick(ctx)
         (request,) = data.run_requests
         assert request.run_key == "nightly:2026-07-06T03:30:00+02:00"
         assert request.tags["dbguard/trigger"] == "schedule"
@@ -61,14 +62,17 @@ def test_fleet_schedule_skips_without_databases_and_registers_partitions_with_th
     empty = write_config(tmp_path / "none.yaml", coverage_threshold=100)
     with dg.instance_for_test() as instance:
         _, _, fleet = _schedules(None, empty)
-        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(2026, 1, 1, 2, tzinfo=timezone.utc))
-        data = fleet.evaluate_tick(ctx)
+        when = datetime(2026, 1, 1, 2, tzinfo=timezone.utc)
+        # (contexts are used with `with`, as the daemon does, so that the instance they open is closed)
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as ctx:
+            data = fleet.evaluate_tick(ctx)
         assert not data.run_requests and "no databases" in data.skip_message
 
         two = write_config(tmp_path / "two.yaml", databases=[{"name": "eu-prod", "dsn_env": "EU_DSN"},
                                                              {"name": "us-prod", "dsn_env": "US_DSN"}])
         _, _, fleet = _schedules(None, two)
-        data = fleet.evaluate_tick(ctx)
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as ctx:
+            data = fleet.evaluate_tick(ctx)
         (request,) = data.run_requests
         assert request.run_key == "fleet:2026-01-01T02:00:00+00:00"
         assert instance.get_dynamic_partitions(FLEET_PARTITIONS.name) == ["eu-prod", "us-prod"]
@@ -80,7 +84,8 @@ def test_broken_config_keeps_the_code_location_loading_with_the_default_schedule
     with dg.instance_for_test() as instance:
         _, nightly, fleet = _schedules(None, str(bad))
         assert nightly.cron_schedule == "0 2 * * *"
-        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(2026, 1, 1, 2, tzinfo=timezone.utc))
+        when = datetime(2026, 1, 1, 2, tzinfo=timezone.utc)
         # the run is still requested: it fails with the config error in its event log, and the alert says so
-        assert len(nightly.evaluate_tick(ctx).run_requests) == 1
-        assert len(fleet.evaluate_tick(ctx).run_requests) == 1
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as ctx:
+            assert len(nightly.evaluate_tick(ctx).run_requests) == 1
+            assert len(fleet.evaluate_tick(ctx).run_requests) == 1

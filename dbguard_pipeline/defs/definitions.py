@@ -18,6 +18,7 @@ import dagster as dg
 
 from ..db import ENV_DSN
 from . import assets
+from .isolation import isolation_checks, isolation_report
 from .jobs import build_nightly_audit_job, fleet_audit_job
 from .resources import FleetResource, PostgresResource
 from .schedules import build_schedules
@@ -32,39 +33,27 @@ def database_resource() -> PostgresResource:
     return PostgresResource()
 
 
-_extra_assets: list = []
-_extra_checks: list = []
-_extra_jobs: list = []
-_extra_sensors: list = []
-_extra_keys: list = []
-
 _HERE = Path(__file__).parent
-
-if (_HERE / "isolation.py").exists():  # the cross-tenant probe's asset and checks (guard until it lands)
-    from .isolation import isolation_checks, isolation_report
-
-    _extra_assets.append(isolation_report)
-    _extra_checks.extend(isolation_checks if isinstance(isolation_checks, (list, tuple)) else [isolation_checks])
-    _extra_keys.append("isolation_report")
-
+_fix_jobs: list = []
+_fix_sensors: list = []
 if (_HERE / "fix_migrations.py").exists():  # fix migrations downstream of the audit (guard until it lands)
     from .fix_migrations import fix_migrations_sensor, generate_fix_migrations_job
 
-    _extra_jobs.append(generate_fix_migrations_job)
-    _extra_sensors.append(fix_migrations_sensor)
+    _fix_jobs.append(generate_fix_migrations_job)
+    _fix_sensors.append(fix_migrations_sensor)
 
 
 def build_definitions(database: Optional[PostgresResource] = None, fleet: Optional[FleetResource] = None,
                       config_path: Optional[str] = None) -> dg.Definitions:
     """The code location. Tests and custom deployments pass their own resources; ``config_path`` (default
     $DBGUARD_CONFIG or ./dbguard.yaml) is where the schedules read their cron expression."""
-    nightly = build_nightly_audit_job(_extra_keys)
+    nightly = build_nightly_audit_job(["isolation_report"])
     return dg.Definitions(
-        assets=[*assets.audit_assets, *assets.fleet_assets, *_extra_assets],
-        asset_checks=_extra_checks,
-        jobs=[nightly, fleet_audit_job, *_extra_jobs],
+        assets=[*assets.audit_assets, isolation_report, *assets.fleet_assets],
+        asset_checks=isolation_checks,
+        jobs=[nightly, fleet_audit_job, *_fix_jobs],
         schedules=build_schedules(nightly, fleet_audit_job, config_path),
-        sensors=[dbguard_alert_sensor, *_extra_sensors],
+        sensors=[dbguard_alert_sensor, *_fix_sensors],
         resources={"database": database or database_resource(), "fleet": fleet or FleetResource()},
     )
 

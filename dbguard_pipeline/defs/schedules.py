@@ -27,7 +27,10 @@ def schedule_config(config_path: Optional[str] = None) -> ScheduleConfig:
 
 
 def _run_key(prefix: str, context: dg.ScheduleEvaluationContext) -> str:
-    when = context.scheduled_execution_time
+    try:
+        when = context.scheduled_execution_time
+    except Exception:  # evaluated by hand (UI "test schedule", tests) without a scheduled time
+        when = None
     return f"{prefix}:{when.isoformat() if when else 'manual'}"
 
 

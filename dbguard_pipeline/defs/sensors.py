@@ -10,6 +10,7 @@ is tagged ``dbguard/alerted`` so that a reset cursor cannot replay it.
 """
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -105,8 +106,8 @@ def collect_alerts(instance: dg.DagsterInstance, run: dg.DagsterRun, *, ui_base_
                 partition = str(md["partition"].value) if "partition" in md else None
                 database = str(md["database"].value) if "database" in md else None
                 message = data.user_failure_data.description or ""
-            else:
-                message = data.error.message if data.error else ""
+            else:  # an exception other than dg.Failure: drop the "module.ClassName: " prefix
+                message = re.sub(r"^[\w.]+: ", "", data.error.message if data.error else "")
             g = group(partition)
             if database and not g.database:
                 g.database = database
