@@ -164,3 +164,23 @@ def test_the_password_never_reaches_the_output(empty_dsn, tmp_path, capsys):
     rc = main(["generate-migration", "fix-rls-policy", "x", "--dsn", dsn, "--out-dir", str(tmp_path / "g")])
     out = capsys.readouterr()
     assert rc == 2 and "s3cr3t-Pa55" not in out.out + out.err
+
+
+@pytest.mark.security
+def test_generated_files_and_output_hold_no_password(demo_dsn, tmp_path, capsys):
+    from dbguard_pipeline.db import parse_dsn
+    from psycopg import conninfo
+
+    params = parse_dsn(demo_dsn)
+    params["password"] = "s3cr3t-Pa55"
+    dsn = conninfo.make_conninfo(**params)
+    out_dir = tmp_path / "g"
+    assert main(["generate-migration", "--all", "--dsn", dsn, "--out-dir", str(out_dir)]) == 0
+    out = capsys.readouterr()
+    assert "round trip on a scratch copy (template): 13/13 ok" in out.out
+    assert "s3cr3t-Pa55" not in out.out + out.err
+    files = list(out_dir.iterdir())
+    assert len(files) == 26
+    for f in files:
+        text = f.read_text()
+        assert "s3cr3t-Pa55" not in text and "password" not in text.lower()
