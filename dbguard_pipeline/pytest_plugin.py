@@ -128,5 +128,10 @@ def pytest_collection_modifyitems(session, config, items):
         raise pytest.UsageError(f"dbguard: {exc}") from None
     shell = ProbeReport(database="", app_role="", tenant_context={}, tables=[t.qualified for t in targets],
                         kinds={t.qualified: t.kind for t in targets})
-    suite = IsolationSuite.from_parent(session, name="dbguard-isolation", cases=shell.cases())
-    items.extend(suite.collect())
+    suite = IsolationSuite.from_parent(session, name="dbguard-isolation", nodeid="dbguard-isolation",
+                                       cases=shell.cases())
+    # collected through the regular hooks, so that counts, --collect-only and the terminal summary see them
+    rep = suite.ihook.pytest_make_collect_report(collector=suite)
+    session.ihook.pytest_collectreport(report=rep)
+    if rep.passed:
+        items.extend(x for x in rep.result if isinstance(x, pytest.Item))
