@@ -210,7 +210,7 @@ class ProbeReport:
         s = self.summary()
         lines += ["", f"{s['tables']} relations, {s['probes']} probes: {s['leaks']} leaks in {s['leaking_tables']} "
                       f"relations, {s['not_probed']} not probed ({self.seconds:.2f} s; all rolled back)"]
-        return "\n".join(lines) + "\n"
+        return "\n".join(printable(line) for line in lines) + "\n"
 
     def to_junit(self) -> str:
         from xml.etree import ElementTree as ET
@@ -220,20 +220,20 @@ class ProbeReport:
         failures = skipped = 0
         for q, cmd in cases:
             verdict, res, nps = self.outcome(q, cmd)
-            tc = ET.SubElement(suite, "testcase", classname="dbguard.isolation", name=f"test_isolation[{q}-{cmd}]",
+            tc = ET.SubElement(suite, "testcase", classname="dbguard.isolation", name=printable(f"test_isolation[{q}-{cmd}]"),
                                time=f"{self.table_seconds.get(q, 0.0) / (1 if self.kinds.get(q) != 'table' else 4):.4f}")
             if verdict == "leak":
                 failures += 1
                 leaks = [r for r in res if not r.isolated]
-                el = ET.SubElement(tc, "failure", message=leaks[0].detail, type="TenantIsolationLeak")
-                el.text = "\n".join(f"{r.probe}: {r.detail}" for r in leaks)
+                el = ET.SubElement(tc, "failure", message=printable(leaks[0].detail), type="TenantIsolationLeak")
+                el.text = "\n".join(printable(f"{r.probe}: {r.detail}") for r in leaks)
             elif verdict == "not probed":
                 skipped += 1
                 reason = "; ".join(f"{n.probe}: {n.reason}" for n in nps) or "no probe ran"
-                ET.SubElement(tc, "skipped", message=f"not probed: {reason}")
+                ET.SubElement(tc, "skipped", message=printable(f"not probed: {reason}"))
             else:
                 out = ET.SubElement(tc, "system-out")
-                out.text = "\n".join(f"{r.probe}: {r.detail}" for r in res)
+                out.text = "\n".join(printable(f"{r.probe}: {r.detail}") for r in res)
         suite.set("failures", str(failures))
         suite.set("skipped", str(skipped))
         suite.set("errors", "0")
@@ -350,6 +350,11 @@ class _Outcome:
         diag = getattr(self.error, "diag", None)
         msg = (diag.message_primary if diag is not None else None) or str(self.error).splitlines()[0]
         return " ".join(msg.split())
+
+
+def printable(text: str) -> str:
+    """Names as a terminal or an XML file can show them: control characters escaped."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
 
 
 def _lit(value: Optional[str], type_: str) -> sql.Composable:
@@ -1204,8 +1209,11 @@ def probe(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence[s
                                   lock_timeout_ms=config.lock_timeout_ms)
         targets = plan_targets(snapshot, config, tables)
         prober = _Prober(conn, snapshot, config, sample_rows=sample_rows)
-        prober.preflight()
-        prober.choose_tenants(tenants, targets)
+        with conn.transaction(force_rollback=True):  # read only, with the same timeouts as the probes
+            conn.execute("SET TRANSACTION READ ONLY")
+            prober.timeouts()
+            prober.preflight()
+            prober.choose_tenants(tenants, targets)
         report = ProbeReport(database=describe_dsn(dsn), app_role=config.tenant.app_role,
                              tenant_context=prober.tenant_context())
         for target in targets:

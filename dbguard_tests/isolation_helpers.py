@@ -143,7 +143,7 @@ H_KEY = "Schlüssel"
 H_COL = 'Mandant"ID'
 H_RLS_OFF = 'Fahrzeüge "Größe"'
 H_SAFE = "S" + "x" * 61 + "E"  # 63 characters, the longest name PostgreSQL keeps
-H_CHILD = "Kind'; --"
+H_CHILD = "Kind'; --\nzwei"  # a newline in a name: text and XML output must stay well-formed
 
 
 def hostile_sql() -> sql.Composable:
