@@ -3,21 +3,14 @@
 For every tenant table (a table with the tenant column, or one that reaches such a table through foreign
 keys) the probe acts as the application's role with tenant A's context and tries, on tenant B's rows:
 
-======================  =========  ==========================================================================
-probe                   command    what is tried
-======================  =========  ==========================================================================
-select_without_context  select     no tenant context at all: is anything visible?
-select_other_tenant     select     SELECT tenant B's rows (filtered to them)
-insert_for_other_tenant insert     INSERT a valid row that belongs to tenant B
-update_other_tenant     update     UPDATE B's rows filtered to them (Postgres also applies SELECT policies)
-update_other_tenant_    update     UPDATE with no WHERE and constants only, so nothing is read and only the
-blind                              UPDATE policies apply
-move_row_to_other_      update     UPDATE one of A's rows so that it belongs to tenant B (filtered)
-tenant[_blind]                     and blind
-delete_other_tenant     delete     DELETE B's rows filtered to them
-delete_other_tenant_    delete     DELETE with no WHERE: only the DELETE policies apply
-blind
-======================  =========  ==========================================================================
+- select_without_context (select): with no tenant context at all, is anything visible?
+- select_other_tenant (select): SELECT tenant B's rows
+- insert_for_other_tenant (insert): INSERT a valid new row that belongs to tenant B
+- update_other_tenant (update): UPDATE B's rows, filtered to them (PostgreSQL also applies SELECT policies)
+- update_other_tenant_blind (update): the same with no WHERE and constants only: nothing is read, so only
+  the UPDATE policies apply
+- move_row_to_other_tenant[_blind] (update): UPDATE one of A's rows so that it belongs to tenant B
+- delete_other_tenant[_blind] (delete): DELETE B's rows, filtered to them, and with no WHERE
 
 Views in the audited schemas that read tenant tables get the two SELECT probes (a view that runs with its
 owner's rights shows every tenant's rows).
@@ -46,9 +39,9 @@ from psycopg import sql
 
 from . import tenancy
 from .config import Config
-from .db import ConnectionError_, connect, describe_dsn, mask_secrets
-from .errors import DbguardError, NotFoundError, PermissionError_
-from .model import Constraint, Snapshot, Table, View
+from .db import connect, describe_dsn, mask_secrets
+from .errors import ConnectionError_, DbguardError, NotFoundError, PermissionError_
+from .model import Snapshot, Table, View
 
 COMMANDS = ("select", "insert", "update", "delete")
 DEFAULT_SAMPLE_ROWS = 1000
@@ -1228,12 +1221,11 @@ def probe(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence[s
         report.warnings = list(dict.fromkeys(prober.warnings))
         report.seconds = time.perf_counter() - started
         return report
-    except psycopg.OperationalError as exc:
-        raise ConnectionError_(f"lost the connection to {describe_dsn(dsn)}: "
-                               f"{mask_secrets(str(exc).splitlines()[0] if str(exc) else '', dsn)}") from None
     except psycopg.Error as exc:
-        raise DbguardError(f"isolation probe failed on {describe_dsn(dsn)}: "
-                           f"{mask_secrets(_Outcome(error=exc).message, dsn)}") from None
+        msg = mask_secrets(_Outcome(error=exc).message, dsn)
+        if conn.broken or conn.closed:
+            raise ConnectionError_(f"lost the connection to {describe_dsn(dsn)}: {msg}") from None
+        raise DbguardError(f"isolation probe failed on {describe_dsn(dsn)}: {msg}") from None
     finally:
         try:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE and not conn.closed:
