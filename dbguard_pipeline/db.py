@@ -222,6 +222,10 @@ def read_only_session(dsn_or_conn, *, statement_timeout_ms: int = 60_000, lock_t
         raise PermissionError_(f"permission denied: {_explain(exc, dsn)}") from None
     except psycopg.errors.QueryCanceled as exc:
         raise DbguardError(f"query cancelled by the statement timeout ({statement_timeout_ms} ms): {_explain(exc, dsn)}") from None
+    except psycopg.errors.LockNotAvailable as exc:
+        # a subclass of OperationalError, but the connection is fine: a lock was held too long
+        raise DbguardError(f"gave up waiting for a lock after the lock timeout ({lock_timeout_ms} ms): "
+                           f"{_explain(exc, dsn)}") from None
     except psycopg.OperationalError as exc:
         raise ConnectionError_(f"lost the connection to the database: {_explain(exc, dsn)}") from None
     finally:

@@ -193,3 +193,18 @@ def test_introspection_changes_nothing(demo_dsn):
     before = state()
     introspect(demo_dsn)
     assert state() == before
+
+
+def test_a_held_lock_is_reported_as_a_lock_timeout_not_a_lost_connection(demo_dsn):
+    from dbguard_pipeline.errors import ConnectionError_, DbguardError
+
+    holder = psycopg.connect(demo_dsn)
+    try:
+        holder.execute("lock table public.vehicles in access exclusive mode")
+        with pytest.raises(DbguardError, match="lock timeout") as info:
+            with read_only_session(demo_dsn, lock_timeout_ms=100) as conn:
+                conn.execute("select count(*) from public.vehicles")
+        assert not isinstance(info.value, ConnectionError_)
+    finally:
+        holder.rollback()
+        holder.close()
