@@ -11,13 +11,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 
 from ..db import ENV_DSN
 from . import assets
+from .fix_migrations import fix_migrations_sensor, generate_fix_migrations_job
 from .isolation import isolation_checks, isolation_report
 from .jobs import build_nightly_audit_job, fleet_audit_job
 from .resources import FleetResource, PostgresResource
@@ -33,16 +33,6 @@ def database_resource() -> PostgresResource:
     return PostgresResource()
 
 
-_HERE = Path(__file__).parent
-_fix_jobs: list = []
-_fix_sensors: list = []
-if (_HERE / "fix_migrations.py").exists():  # fix migrations downstream of the audit (guard until it lands)
-    from .fix_migrations import fix_migrations_sensor, generate_fix_migrations_job
-
-    _fix_jobs.append(generate_fix_migrations_job)
-    _fix_sensors.append(fix_migrations_sensor)
-
-
 def build_definitions(database: Optional[PostgresResource] = None, fleet: Optional[FleetResource] = None,
                       config_path: Optional[str] = None) -> dg.Definitions:
     """The code location. Tests and custom deployments pass their own resources; ``config_path`` (default
@@ -51,9 +41,9 @@ def build_definitions(database: Optional[PostgresResource] = None, fleet: Option
     return dg.Definitions(
         assets=[*assets.audit_assets, isolation_report, *assets.fleet_assets],
         asset_checks=isolation_checks,
-        jobs=[nightly, fleet_audit_job, *_fix_jobs],
+        jobs=[nightly, fleet_audit_job, generate_fix_migrations_job],
         schedules=build_schedules(nightly, fleet_audit_job, config_path),
-        sensors=[dbguard_alert_sensor, *_fix_sensors],
+        sensors=[dbguard_alert_sensor, fix_migrations_sensor],
         resources={"database": database or database_resource(), "fleet": fleet or FleetResource()},
     )
 
