@@ -35,7 +35,7 @@ from .model import Snapshot, Table
 from .tenancy import audited_tables, has_tenant_column, is_tenants_table
 
 # Small tables are measured together: at most this many tables, or this many estimated rows, per statement.
-BATCH_TABLES = 100
+BATCH_TABLES = 40
 BATCH_ROWS = 200_000
 
 _INT_TYPES = {"smallint", "integer", "bigint"}
@@ -189,17 +189,17 @@ def _infer_parent(snapshot: Snapshot, table: Table, column: str, by_name: Mappin
 
 
 def plan_references(snapshot: Snapshot, table: Table, config: Config,
-                    by_name: Optional[Mapping[str, list[Table]]] = None) -> tuple[Reference, ...]:
+                    lookup: Optional[_Lookup] = None) -> tuple[Reference, ...]:
     """The references of ``table`` that need a data check (see :class:`Reference`)."""
-    if by_name is None:
-        by_name = _tables_by_name(snapshot)
+    lookup = lookup or _Lookup(snapshot)
+    by_name = lookup.by_name
     tcol = config.tenant.column
     child_tenant = has_tenant_column(table, config)
     refs: list[Reference] = []
     fk_columns: set[str] = set()
     for fk in table.foreign_keys:
         fk_columns.update(fk.columns)
-        parent = snapshot.table(f"{fk.ref_schema}.{fk.ref_table}")
+        parent = lookup.table(f"{fk.ref_schema}.{fk.ref_table}")
         parent_tenant = parent is not None and has_tenant_column(parent, config)
         pins_tenant = any(c == tcol and r == tcol for c, r in zip(fk.columns, fk.ref_columns))
         check_tenant = bool(child_tenant and parent_tenant and not pins_tenant
@@ -214,7 +214,7 @@ def plan_references(snapshot: Snapshot, table: Table, config: Config,
             tenant_column=tcol if check_tenant else None, ref_tenant_column=tcol if check_tenant else None,
             ref_only=parent is None or parent.kind == "table"))
     # The tenant column without any foreign key: its values must still exist in the tenants table.
-    tenants = snapshot.table(config.tenant.tenants_table)
+    tenants = lookup.table(config.tenant.tenants_table)
     if (child_tenant and tcol not in fk_columns and tenants is not None
             and tenants.column(config.tenant.tenants_key) is not None
             and _types_compatible(_column_type(table, tcol), _column_type(tenants, config.tenant.tenants_key))):
@@ -249,11 +249,32 @@ def _tables_by_name(snapshot: Snapshot) -> dict[str, list[Table]]:
     return out
 
 
-def estimated_rows(snapshot: Snapshot, table: Table) -> int:
+class _Lookup:
+    """``snapshot.table(name)`` in O(1): planning a thousand tables must not cost a million comparisons."""
+
+    def __init__(self, snapshot: Snapshot):
+        self.snapshot = snapshot
+        self.by_qualified = {t.qualified: t for t in snapshot.tables}
+        self.by_name = _tables_by_name(snapshot)
+        self.children: dict[str, list[Table]] = {}
+        for t in snapshot.tables:
+            if t.parent:
+                self.children.setdefault(t.parent, []).append(t)
+
+    def table(self, name: str) -> Optional[Table]:
+        t = self.by_qualified.get(name)
+        if t is not None:
+            return t
+        matches = self.by_name.get(name, [])
+        return matches[0] if len(matches) == 1 else None
+
+
+def estimated_rows(snapshot: Snapshot, table: Table, lookup: Optional[_Lookup] = None) -> int:
     """reltuples, summed over the partitions of a partitioned table; -1 when never analyzed."""
     if table.kind != "partitioned":
         return table.row_estimate
-    parts = [t.row_estimate for t in snapshot.tables if t.parent == table.qualified]
+    children = (lookup or _Lookup(snapshot)).children.get(table.qualified, [])
+    parts = [t.row_estimate for t in children]
     known = [p for p in parts if p >= 0]
     if not known:
         return -1
@@ -287,8 +308,13 @@ def scan_query(table: Table, columns: Sequence[str], sample: Optional[float], in
         i=sql.Literal(index), n=nulls, f=_from(table.schema, table.name, "c", table.kind == "table", sample))
 
 
-def reference_query(table: Table, ref: Reference, sample: Optional[float]) -> sql.Composed:
-    """One statement per reference, returning (orphans, cross_tenant); a value is NULL when not checked."""
+def reference_query(table: Table, ref: Reference, sample: Optional[float], index: int = 0) -> sql.Composed:
+    """One statement per reference, returning (index, orphans, cross_tenant); a count is NULL when not checked."""
+    return sql.SQL("SELECT {i}::int, o, x FROM ({q}) AS r(o, x)").format(
+        i=sql.Literal(index), q=_reference_counts(table, ref, sample))
+
+
+def _reference_counts(table: Table, ref: Reference, sample: Optional[float]) -> sql.Composed:
     child = _from(table.schema, table.name, "c", table.kind == "table", sample)
     parent = _from(ref.ref_schema, ref.ref_table, "p", ref.ref_only, None)
     cond = sql.SQL(" AND ").join(
@@ -375,7 +401,7 @@ def _plans(snapshot: Snapshot, config: Config, tables: Optional[Iterable]) -> li
     if tables is not None:
         wanted = {t.qualified if isinstance(t, Table) else str(t) for t in tables}
         candidates = [t for t in candidates if t.qualified in wanted or t.name in wanted]
-    by_name = _tables_by_name(snapshot)
+    lookup = _Lookup(snapshot)
     plans = []
     for t in candidates:
         tcol = config.tenant.column if has_tenant_column(t, config) else None
@@ -383,31 +409,50 @@ def _plans(snapshot: Snapshot, config: Config, tables: Optional[Iterable]) -> li
         present = tuple(c for c in required if t.column(c) is not None)
         missing = tuple(c for c in required if t.column(c) is None)
         cols = ((tcol,) if tcol else ()) + tuple(c for c in present if c != tcol)
-        est = estimated_rows(snapshot, t)
+        est = estimated_rows(snapshot, t, lookup)
         sample = config.sample_percent if est > config.sample_row_limit and config.sample_percent < 100 else None
-        plans.append(_Plan(t, tcol, cols, present, missing, plan_references(snapshot, t, config, by_name),
+        plans.append(_Plan(t, tcol, cols, present, missing, plan_references(snapshot, t, config, lookup),
                            sample, est))
     return plans
 
 
-def _batches(plans: list[_Plan]) -> list[list[int]]:
-    """Group small tables for one statement; large, sampled or never-analyzed tables go alone."""
+def _batches(units: list[tuple[bool, int]]) -> list[list[int]]:
+    """Group units (small?, estimated rows) for one UNION ALL statement each; large, sampled or never-analyzed
+    tables go alone."""
     out: list[list[int]] = []
     cur: list[int] = []
     cur_rows = 0
-    for i, p in enumerate(plans):
-        small = p.sample is None and 0 <= p.estimate < BATCH_ROWS
+    for i, (small, est) in enumerate(units):
         if not small:
             out.append([i])
             continue
-        if cur and (len(cur) >= BATCH_TABLES or cur_rows + p.estimate > BATCH_ROWS):
+        if cur and (len(cur) >= BATCH_TABLES or cur_rows + est > BATCH_ROWS):
             out.append(cur)
             cur, cur_rows = [], 0
         cur.append(i)
-        cur_rows += p.estimate
+        cur_rows += est
     if cur:
         out.append(cur)
     return out
+
+
+def _run_units(runner: "_Runner", queries: list, sizes: list[tuple[bool, int]]) -> list[tuple[Optional[tuple], Optional[str]]]:
+    """Run ``queries[i](i)`` (each returns one row starting with i), grouped by :func:`_batches`; a group that
+    fails is retried unit by unit so that one failing table never hides the others."""
+    results: list[tuple[Optional[tuple], Optional[str]]] = [(None, "not measured")] * len(queries)
+    for batch in _batches(sizes):
+        rows, err = runner.fetch(sql.SQL(" UNION ALL ").join(queries[i](i) for i in batch))
+        if err is None:
+            for row in rows:
+                results[row[0]] = (tuple(row[1:]), None)
+            continue
+        if len(batch) == 1:
+            results[batch[0]] = (None, err)
+            continue
+        for i in batch:
+            rows, err = runner.fetch(queries[i](i))
+            results[i] = (tuple(rows[0][1:]), None) if err is None else (None, err)
+    return results
 
 
 def _scale(value: Optional[int], sample: Optional[float]) -> Optional[int]:
@@ -423,60 +468,56 @@ def collect_metrics(dsn: str, snapshot: Snapshot, config: Config, tables: Option
     ``error``; its unmeasured values are None, never 0.
     """
     plans = _plans(snapshot, config, tables)
-    scans: dict[int, tuple[Optional[tuple[int, list]], Optional[str]]] = {}
     runner = _Runner(dsn, config)
     try:
-        for batch in _batches(plans):
-            query = sql.SQL(" UNION ALL ").join(
-                scan_query(plans[i].table, plans[i].columns, plans[i].sample, i) for i in batch)
-            rows, err = runner.fetch(query)
-            if err is None:
-                for idx, count, nulls in rows:
-                    scans[idx] = ((count, list(nulls or [])), None)
-                continue
-            if len(batch) == 1:
-                scans[batch[0]] = (None, err)
-                continue
-            for i in batch:  # isolate the table that failed
-                rows, err = runner.fetch(scan_query(plans[i].table, plans[i].columns, plans[i].sample, i))
-                scans[i] = ((rows[0][1], list(rows[0][2] or [])), None) if err is None else (None, err)
-
-        out = Metrics()
-        for i, p in enumerate(plans):
-            result, err = scans.get(i, (None, "not measured"))
-            errors = [err] if err else []
-            errors.extend(f"required column {c!r} does not exist" for c in p.missing)
-            rows = tenant_nulls = None
-            null_counts: dict[str, Optional[int]] = {c: None for c in p.required}
-            if result is not None:
-                count, nulls = result
-                rows = _scale(count, p.sample)
-                by_col = dict(zip(p.columns, nulls))
-                if p.tenant_column:
-                    tenant_nulls = _scale(by_col.get(p.tenant_column), p.sample)
-                null_counts = {c: _scale(by_col.get(c), p.sample) for c in p.required}
-            orphans: dict[str, Optional[int]] = {}
-            cross: dict[str, Optional[int]] = {}
-            for ref in p.references:
-                if result is not None and rows == 0:
-                    o = x = 0  # an empty table has no orphans: skip the join
-                    ref_err = None
-                else:
-                    res, ref_err = runner.fetch(reference_query(p.table, ref, p.sample))
-                    o, x = (res[0][0], res[0][1]) if res else (None, None)
-                if ref_err:
-                    errors.append(f"reference {ref.name}: {ref_err}")
-                if ref.check_orphans:
-                    orphans[ref.name] = _scale(o, p.sample)
-                if ref.check_tenant:
-                    cross[ref.name] = _scale(x, p.sample)
-            out[p.table.qualified] = TableMetrics(
-                schema=p.table.schema, table=p.table.name, rows=rows, tenant_nulls=tenant_nulls,
-                null_counts=null_counts, orphans=orphans, cross_tenant=cross, estimated=p.sample is not None,
-                error="; ".join(errors) if errors else None, tenant_column=p.tenant_column,
-                references=p.references, sample_percent=p.sample)
+        # one scan per table
+        scans = _run_units(
+            runner,
+            [lambda i, p=p: scan_query(p.table, p.columns, p.sample, i) for p in plans],
+            [(p.sample is None and 0 <= p.estimate < BATCH_ROWS, max(p.estimate, 0)) for p in plans])
+        # one (anti-)join per reference, skipped for tables found empty
+        ref_units = [(pi, ref) for pi, p in enumerate(plans) for ref in p.references
+                     if not (scans[pi][0] is not None and scans[pi][0][0] == 0)]
+        refs = _run_units(
+            runner,
+            [lambda i, p=plans[pi], ref=ref: reference_query(p.table, ref, p.sample, i) for pi, ref in ref_units],
+            [(plans[pi].sample is None and 0 <= plans[pi].estimate < BATCH_ROWS, max(plans[pi].estimate, 0))
+             for pi, _ in ref_units])
     finally:
         runner.close()
+    ref_results = {(pi, ref.name): res for (pi, ref), res in zip(ref_units, refs)}
+
+    out = Metrics()
+    for i, p in enumerate(plans):
+        result, err = scans[i]
+        errors = [err] if err else []
+        errors.extend(f"required column {c!r} does not exist" for c in p.missing)
+        rows = tenant_nulls = None
+        null_counts: dict[str, Optional[int]] = {c: None for c in p.required}
+        if result is not None:
+            count, nulls = result
+            nulls = list(nulls or [])
+            rows = _scale(count, p.sample)
+            by_col = dict(zip(p.columns, nulls))
+            if p.tenant_column:
+                tenant_nulls = _scale(by_col.get(p.tenant_column), p.sample)
+            null_counts = {c: _scale(by_col.get(c), p.sample) for c in p.required}
+        orphans: dict[str, Optional[int]] = {}
+        cross: dict[str, Optional[int]] = {}
+        for ref in p.references:
+            res, ref_err = ref_results.get((i, ref.name), ((0, 0), None))  # absent: the table is empty
+            o, x = res if res is not None else (None, None)
+            if ref_err:
+                errors.append(f"reference {ref.name}: {ref_err}")
+            if ref.check_orphans:
+                orphans[ref.name] = _scale(o, p.sample)
+            if ref.check_tenant:
+                cross[ref.name] = _scale(x, p.sample)
+        out[p.table.qualified] = TableMetrics(
+            schema=p.table.schema, table=p.table.name, rows=rows, tenant_nulls=tenant_nulls,
+            null_counts=null_counts, orphans=orphans, cross_tenant=cross, estimated=p.sample is not None,
+            error="; ".join(errors) if errors else None, tenant_column=p.tenant_column,
+            references=p.references, sample_percent=p.sample)
     missing_tables = []
     for key in config.required_columns:
         if snapshot.table(key) is None:
