@@ -109,12 +109,15 @@ def parse_expression(text: str) -> dict:
     return sel["whereClause"]
 
 
+_EMPTY: dict = {}
+
+
 def _ntype(node: Any) -> tuple[Optional[str], dict]:
-    if isinstance(node, dict) and len(node) == 1:
-        (k, v), = node.items()
-        if isinstance(v, dict) and k[:1].isupper():
-            return k, v
-    return None, {}
+    if type(node) is dict and len(node) == 1:
+        for k, v in node.items():
+            if type(v) is dict and "A" <= k[:1] <= "Z":
+                return k, v
+    return None, _EMPTY
 
 
 def _names(lst: Optional[list]) -> list[str]:
@@ -178,16 +181,26 @@ def _typed_children(body: Any) -> Iterator[Any]:
 
 
 def _walk(node: Any) -> Iterator[tuple[str, dict]]:
-    """Every typed node below (and including) node, depth first."""
+    """Every typed node below (and including) node."""
     stack = [node]
+    pop, push = stack.pop, stack.append
     while stack:
-        cur = stack.pop()
-        t, b = _ntype(cur)
-        if t is not None:
-            yield t, b
-            stack.extend(reversed([c for c in _iter_children(b)]))
-        else:
-            stack.extend(reversed([c for c in _iter_children(cur)]))
+        cur = pop()
+        tc = type(cur)
+        if tc is list:
+            stack.extend(cur)
+            continue
+        if tc is not dict:
+            continue
+        if len(cur) == 1:
+            for k, v in cur.items():
+                if type(v) is dict and "A" <= k[:1] <= "Z":
+                    yield k, v
+                    cur = v
+        for x in cur.values():
+            tx = type(x)
+            if tx is dict or tx is list:
+                push(x)
 
 
 def _strip_locations(node: Any) -> Any:
@@ -391,17 +404,24 @@ class Analyzer:
         self._stack: list[tuple] = []
         self._cache: dict[tuple, ExprAnalysis] = {}
         self._top_names: frozenset = frozenset()
-        self.identity_is_tenant = self._identity_is_tenant()
+        self._fold_memo: dict[int, tuple[Any, Any]] = {}
+        self._used_table = False  # did the last analysis depend on the policy's table (names, columns)?
 
     # ------------------------------------------------------------------ public API
     def analyze(self, text: Optional[str], *, table: Optional[Table] = None,
                 tenant_column: Optional[str] = None) -> ExprAnalysis:
+        generic = (text, tenant_column)
+        hit = self._cache.get(generic)
+        if hit is not None:
+            return hit
         key = (text, table.qualified if table else None, tenant_column)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
+        self._used_table = False
         result = self._analyze(text, table, tenant_column)
-        self._cache[key] = result
+        # Most policies read the same whatever table they are on; share those results.
+        self._cache[key if self._used_table else generic] = result
         return result
 
     def analyze_policy(self, table: Table, policy: Policy, tenant_column: Optional[str]
@@ -420,16 +440,20 @@ class Analyzer:
         except PolicyParseError as exc:
             return ExprAnalysis(text=text, parsed=False, error=str(exc).splitlines()[0][:200])
         self._top_names = frozenset({table.name}) if table is not None else frozenset()
+        self._fold_memo = {}
         try:
             value = self.fold(node)
             scopes = [self._top_scope(table)]
             res = self.restriction(node, scopes)
             level = self._level(res, tenant_column)
+            nodes = list(_walk(node))
+            called = self.functions_called(node, nodes)
             return ExprAnalysis(
                 text=text, parsed=True, always_true=value is True, always_false=value is False or value is NULL,
                 level=FALSE if value is False or value is NULL else (NONE if value is True else level),
-                unsafe_casts=tuple(self.unsafe_casts(node)), per_row_calls=tuple(self.per_row_calls(node)),
-                user_metadata=tuple(self.user_metadata(node)))
+                unsafe_casts=tuple(self.unsafe_casts(node, called, nodes)),
+                per_row_calls=tuple(self.per_row_calls(node)),
+                user_metadata=tuple(self.user_metadata(node, called, nodes)))
         except RecursionError:
             return ExprAnalysis(text=text, parsed=False, error="expression nested too deeply")
         except Exception as exc:  # an unexpected tree shape must never crash the audit
@@ -440,23 +464,12 @@ class Analyzer:
             return FALSE
         top = {col: kind for (lvl, col), kind in res.pins.items() if lvl == 0}
         if tenant_column is not None and tenant_column in top:
-            kind = top[tenant_column]
-            if kind >= TENANT_KIND or (kind == IDENTITY and self.identity_is_tenant):
-                return TENANT
+            # the tenant column equals a value the session cannot choose (the tenant context, or the
+            # caller's identity where tenants are principals: tenant_id = current_user, = auth.uid())
+            return TENANT
         if top:
             return INDIRECT
         return NONE
-
-    def _identity_is_tenant(self) -> bool:
-        """True when tenants are users (the tenants table is auth.users or its key references it)."""
-        schema, name = self.tenant.tenants_schema, self.tenant.tenants_name
-        if (schema, name) == ("auth", "users"):
-            return True
-        t = self._tables.get((schema, name))
-        if t is None:
-            return False
-        return any(fk.ref_schema == "auth" and fk.ref_table == "users" and fk.columns == (self.tenant.tenants_key,)
-                   for fk in t.foreign_keys)
 
     # ------------------------------------------------------------------ lookups
     def _table_for(self, schema: Optional[str], name: str) -> Optional[Table]:
@@ -482,6 +495,14 @@ class Analyzer:
         """The constant value of an expression: True/False/int/float/str/NULL, or UNKNOWN."""
         if depth > 60:
             return UNKNOWN
+        hit = self._fold_memo.get(id(node))
+        if hit is not None and hit[0] is node:
+            return hit[1]
+        value = self._fold(node, depth)
+        self._fold_memo[id(node)] = (node, value)  # the node is kept alive, so its id stays unique
+        return value
+
+    def _fold(self, node: Any, depth: int) -> Any:
         t, b = _ntype(node)
         d = depth + 1
         if t == "A_Const":
@@ -657,7 +678,7 @@ class Analyzer:
 
     def _fold_func(self, b: dict, d: int) -> Any:
         schema, name = _func_name(b)
-        if b.get("args") or d > 30:
+        if b.get("args") or d > 30 or (schema == "auth" and name in AUTH_FUNCS):
             return UNKNOWN
         fn = self._function_for(schema, name, 0)
         if fn is None:
@@ -674,6 +695,11 @@ class Analyzer:
         """Structurally the same expression (ignoring positions and how a column is qualified at top level)."""
         if a is None or b is None:
             return False
+        ta, tb = _ntype(a)[0], _ntype(b)[0]
+        if ta != tb:
+            return False
+        if self._top_names:
+            self._used_table = True
         return _canon(a, self._top_names) == _canon(b, self._top_names) and not _volatile(a)
 
     # ------------------------------------------------------------------ scopes
@@ -719,8 +745,7 @@ class Analyzer:
             add(item)
         return _Scope(names=names, columns=columns)
 
-    @staticmethod
-    def _resolve(fields: list[str], scopes: list[_Scope]) -> int:
+    def _resolve(self, fields: list[str], scopes: list[_Scope]) -> int:
         """The scope level a column reference belongs to."""
         inner = len(scopes) - 1
         if len(fields) >= 2:
@@ -736,6 +761,8 @@ class Analyzer:
         col = fields[0] if fields else ""
         for lvl in range(inner, -1, -1):
             sc = scopes[lvl]
+            if lvl == 0 and inner > 0:
+                self._used_table = True
             if sc.columns is None or col in sc.columns:
                 return lvl
         return inner
@@ -794,6 +821,13 @@ class Analyzer:
                 return self._eq(b.get("lexpr"), b.get("rexpr"), scopes, d)
             if kind == "AEXPR_OP_ANY" and op == "=":
                 return self._any(b.get("lexpr"), b.get("rexpr"), scopes, d)
+            if kind == "AEXPR_OP" and op in ("@>", "<@", "?"):
+                # <context> @> <column>, <column> <@ <context>, <jwt list> ? <column>::text
+                container, member = (b.get("lexpr"), b.get("rexpr")) if op != "<@" else (b.get("rexpr"), b.get("lexpr"))
+                col = self._column_in(member, scopes)
+                k = self.ctx_kind(container, scopes, d)
+                if col is not None and k is not None and k > 0:
+                    return _Res(pins={col: k})
             if kind == "AEXPR_IN" and op == "=":
                 col = self._column(b.get("lexpr"), scopes)
                 items = _ntype(b.get("rexpr"))[1].get("items", [])
@@ -845,6 +879,21 @@ class Analyzer:
             parts.append(self.restriction(default, scopes, d) if default is not None else _Res(false=True))
             return _Res.either(parts)
         return _Res()
+
+    def _column_in(self, node: Any, scopes: list[_Scope]) -> Optional[tuple[int, str]]:
+        """The column a containment test is about: col, col::text, to_jsonb(col), ARRAY[col], ..."""
+        col = self._column(node, scopes)
+        if col is not None:
+            return col
+        t, b = _ntype(node)
+        while t == "TypeCast":
+            t, b = _ntype(b.get("arg"))
+        if t == "FuncCall" and len(b.get("args", [])) == 1 and _func_name(b)[1] in (
+                "to_jsonb", "to_json", "jsonb_build_array", "json_build_array", "array"):
+            return self._column_in(b["args"][0], scopes)
+        if t == "A_ArrayExpr" and len(b.get("elements", [])) == 1:
+            return self._column_in(b["elements"][0], scopes)
+        return None
 
     def _eq(self, left: Any, right: Any, scopes: list[_Scope], d: int) -> _Res:
         for a, b in ((left, right), (right, left)):
@@ -962,12 +1011,7 @@ class Analyzer:
         if t == "A_Expr" and "".join(_names(b.get("name"))) in ("->", "->>", "#>", "#>>"):
             jwt, path = self._json_path(node, d)
             if jwt:
-                key = (path[-1] if path else "").lower()
-                if key in self.tenant_claims:
-                    return TENANT_KIND
-                if key in IDENTITY_CLAIMS:
-                    return IDENTITY
-                return None
+                return self._claim_kind(path[-1] if path else "")
         if t == "SubLink":
             kind = b.get("subLinkType")
             if kind in ("EXPR_SUBLINK", "ARRAY_SUBLINK"):
@@ -1012,6 +1056,16 @@ class Analyzer:
             kind = _combine(kind, self.ctx_kind(a, scopes, d))
         return kind
 
+    def _claim_kind(self, key: str) -> Optional[int]:
+        k = key.lower()
+        if k in self.tenant_claims:
+            return TENANT_KIND
+        if k in IDENTITY_CLAIMS:
+            return IDENTITY
+        if _TENANTISH_GUC.search(k) or self.tenant.column.lower() in k:
+            return TENANT_KIND  # tenants, tenant_ids, orgs, ...: the tenants the token lists
+        return None
+
     def _guc_kind(self, guc: str) -> Optional[int]:
         g = guc.strip().lower()
         if g == self.tenant.guc.lower():
@@ -1019,10 +1073,7 @@ class Analyzer:
         if g in ("request.jwt.claims", "request.jwt.claim"):
             return None
         if g.startswith("request.jwt.claim."):
-            claim = g[len("request.jwt.claim."):]
-            if claim in self.tenant_claims:
-                return TENANT_KIND
-            return IDENTITY if claim in IDENTITY_CLAIMS else None
+            return self._claim_kind(g[len("request.jwt.claim."):])
         if "." not in g:
             return None  # a built-in setting (search_path, role, ...)
         if _USERISH_GUC.search(g):
@@ -1098,17 +1149,21 @@ class Analyzer:
             return []
         exprs, variables = body
         params = _arg_names(fn.arguments)
+        if not args and not params and not variables:
+            return exprs  # nothing to substitute: the parsed body is shared (never mutated)
         bound = [_bind(a, scopes, self) for a in args]
+        # parameters left to their defaults: assume NULL (the usual default of optional filters)
+        bound += [{"A_Const": {"isnull": True}}] * max(0, len(params) - len(bound))
         return [_substitute(e, bound, params, fn.name, variables) for e in exprs]
 
-    def functions_called(self, node: Any) -> list[Function]:
+    def functions_called(self, node: Any, nodes: Optional[list] = None) -> list[Function]:
         """User functions (with a body) the expression calls, directly or through other functions."""
         out: list[Function] = []
         seen = set()
         todo = [node]
         while todo and len(seen) < 50:
             cur = todo.pop()
-            for t, b in _walk(cur):
+            for t, b in (nodes if nodes is not None and cur is node else _walk(cur)):
                 if t != "FuncCall":
                     continue
                 schema, name = _func_name(b)
@@ -1126,11 +1181,12 @@ class Analyzer:
         return out
 
     # ------------------------------------------------------------------ detectors
-    def unsafe_casts(self, node: Any) -> list[str]:
+    def unsafe_casts(self, node: Any, called: Optional[list[Function]] = None, nodes: Optional[list] = None
+                     ) -> list[str]:
         """current_setting(...) cast to a non-text type without nullif: ''::uuid raises an error once the
         setting has been reset (a pooled connection after SET LOCAL / set_config(..., true))."""
-        found = [c for c in _unsafe_casts_in(node)]
-        for fn in self.functions_called(node):
+        found = [c for c in _unsafe_casts_in(node, nodes)]
+        for fn in (self.functions_called(node) if called is None else called):
             tree = _body_tree(fn)
             if tree is not None:
                 inner = _unsafe_casts_in(tree)
@@ -1167,11 +1223,12 @@ class Analyzer:
         visit(node, False)
         return out
 
-    def user_metadata(self, node: Any) -> list[str]:
+    def user_metadata(self, node: Any, called: Optional[list[Function]] = None, nodes: Optional[list] = None
+                      ) -> list[str]:
         """References to user-editable metadata: the JWT's user_metadata claim or auth.users'
         raw_user_meta_data column, in the policy or in a function it calls."""
-        found = list(_user_metadata_in(node))
-        for fn in self.functions_called(node):
+        found = list(_user_metadata_in(node, nodes))
+        for fn in (self.functions_called(node) if called is None else called):
             tree = _body_tree(fn)
             inner = list(_user_metadata_in(tree)) if tree is not None else (
                 ["user_metadata"] if re.search(r"user_metadata|raw_user_meta_data", fn.body or "", re.I) else [])
@@ -1506,9 +1563,9 @@ _UNSAFE_CAST_RE = re.compile(r"current_setting\s*\([^()]*\)\s*::\s*(?!text\b|var
                              r"([a-z_][a-z0-9_]*)", re.I)
 
 
-def _unsafe_casts_in(node: Any) -> list[str]:
+def _unsafe_casts_in(node: Any, nodes: Optional[list] = None) -> list[str]:
     out = []
-    for t, b in _walk(node):
+    for t, b in (nodes if nodes is not None else _walk(node)):
         if t != "TypeCast":
             continue
         target = _type_name(b).lower()
@@ -1526,8 +1583,8 @@ def _unsafe_casts_in(node: Any) -> list[str]:
     return out
 
 
-def _user_metadata_in(node: Any) -> Iterator[str]:
-    for t, b in _walk(node):
+def _user_metadata_in(node: Any, nodes: Optional[list] = None) -> Iterator[str]:
+    for t, b in (nodes if nodes is not None else _walk(node)):
         if t == "A_Expr" and "".join(_names(b.get("name"))) in ("->", "->>", "#>", "#>>"):
             keys = _path_keys(b.get("rexpr"))
             if any(k.lower() in ("user_metadata", "raw_user_meta_data") for k in keys):

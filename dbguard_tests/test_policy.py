@@ -53,6 +53,13 @@ CREATE FUNCTION public.unsafe_tenant() RETURNS uuid LANGUAGE sql STABLE
   AS $$ SELECT current_setting('app.current_tenant_id')::uuid $$;
 CREATE FUNCTION public.meta_tenant() RETURNS uuid LANGUAGE sql STABLE
   AS $$ SELECT (auth.jwt() -> 'user_metadata' ->> 'tenant_id')::uuid $$;
+CREATE FUNCTION public.has_role_on_account(account_id uuid, account_role text DEFAULT NULL) RETURNS boolean
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
+  SELECT EXISTS (SELECT 1 FROM public.user_tenants wu WHERE wu.user_id = auth.uid()
+    AND wu.tenant_id = has_role_on_account.account_id
+    AND (has_role_on_account.account_role IS NULL OR has_role_on_account.account_role = 'owner')) $$;
+CREATE FUNCTION public.get_my_claim(claim text) RETURNS jsonb LANGUAGE sql STABLE AS $$
+  SELECT coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb -> 'app_metadata' -> claim, null) $$;
 CREATE FUNCTION public.ctx() RETURNS uuid LANGUAGE sql STABLE AS $$ SELECT current_setting('app.ctx', true)::uuid $$;
 '''
 
@@ -122,6 +129,12 @@ PINS = {
     "pin_owner_of_tenant": "tenant_id in (select id from public.tenants where owner_id = auth.uid())",
     "pin_guc_array": "tenant_id = any (string_to_array(current_setting('app.tenant_ids', true), ',')::uuid[])",
     "pin_never": "false",
+    "pin_basejump_default_arg": "public.has_role_on_account(tenant_id)",
+    "pin_custom_claims_fn": "tenant_id::text = (select public.get_my_claim('tenant_id') #>> '{}')",
+    "pin_jwt_list_contains": "((select auth.jwt()) -> 'app_metadata' -> 'tenant_ids') ? tenant_id::text",
+    "pin_jwt_list_containment": "(auth.jwt() -> 'app_metadata' -> 'tenants') @> to_jsonb(tenant_id::text)",
+    "pin_jwt_list_elements": "tenant_id::text in (select jsonb_array_elements_text(auth.jwt() -> 'app_metadata' -> 'tenants'))",
+    "pin_role_per_tenant": "tenant_id::text = current_user",
 }
 NO_PIN = {
     "nopin_true": "true",
@@ -147,9 +160,12 @@ NO_PIN = {
     "nopin_array_member": "auth.uid() = any (member_ids)",
     "nopin_unset_or": "tenant_id = public.current_tenant_id() or public.current_tenant_id() is null",
     "nopin_ctx_guc_unknown": "tenant_id = public.ctx()",
+    "nopin_member_wrong_column": "public.has_role_on_account(project_id)",
+    "nopin_jwt_list_other_column": "((select auth.jwt()) -> 'app_metadata' -> 'tenant_ids') ? project_id::text",
 }
 # restrict the rows to the caller without pinning the tenant column: accepted for reads, not for writes
-INDIRECT = {"nopin_owner_only", "nopin_parent_only", "nopin_array_member"}
+INDIRECT = {"nopin_owner_only", "nopin_parent_only", "nopin_array_member", "nopin_member_wrong_column",
+            "nopin_jwt_list_other_column"}
 
 OTHER = r'''
 CREATE POLICY int_cast ON public.t_int USING (tenant_id = current_setting('app.current_tenant_id')::bigint);
