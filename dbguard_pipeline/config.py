@@ -103,6 +103,7 @@ class Config(_Strict):
     exclude_schemas: tuple[str, ...] = (
         "auth", "storage", "extensions", "graphql", "graphql_public", "realtime", "supabase_functions",
         "supabase_migrations", "vault", "pgsodium", "pgsodium_masks", "net", "cron", "pgbouncer", "_realtime",
+        "dbguard",  # the migration runner's ledger
     )
     # Schemas exposed through an API (PostgREST): views there must not bypass RLS.
     exposed_schemas: tuple[str, ...] = ("public",)

@@ -156,8 +156,10 @@ def test_sandbox_round_trip_of_every_fixable_finding_on_the_demo(demo_dsn):
             ("add-tenant-isolation", "public.conversation_messages"),
             ("add-composite-index", "public.event_photos"),
             ("add-foreign-key", "public.vehicle_spec_enhancements")} <= actions
-    # the nine USING (true) tables, garages, and nothing on the tables done right
-    assert sum(1 for a, _ in actions if a == "fix-rls-policy") == 10
+    # the nine USING (true) tables, garages, conversations (unsafe cast evaluated per row),
+    # and nothing on the tables done right
+    assert ("fix-rls-policy", "public.conversations") in actions
+    assert sum(1 for a, _ in actions if a == "fix-rls-policy") == 11
     assert not {t for _, t in actions} & {"public.vision_accuracy", "public.vision_metrics"}
     before = introspect(demo_dsn)
     result = round_trip(demo_dsn, planned.migrations, config)

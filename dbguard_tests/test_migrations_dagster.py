@@ -30,19 +30,19 @@ def test_the_job_writes_linted_round_tripped_migrations_and_applies_nothing(demo
     out = tmp_path / "migrations"
     result = _run_job(demo_dsn, out)
     assert result.success
-    assert _meta(result, "plan_fixes")["migrations"] == 13
+    assert _meta(result, "plan_fixes")["migrations"] == 14
     assert _meta(result, "lint_migrations")["violations"] == 0
     assert _meta(result, "round_trip_migrations")["failed"] == 0
-    assert _meta(result, "round_trip_migrations")["passed"] == 13
+    assert _meta(result, "round_trip_migrations")["passed"] == 14
     files = sorted(p.name for p in out.iterdir())
-    assert len(files) == 26
+    assert len(files) == 28
     assert "20250101000000_add_tenant_isolation_conversation_messages.sql" in files
     # nothing was applied: every migration is pending, the audited database has no ledger
     assert {s for s, _, _ in Runner(demo_dsn, out).status()} == {"pending"}
     # a second run finds every fixable finding already covered by a file: writes nothing
     again = _run_job(demo_dsn, out, timestamp="20250101000001")
     assert again.success and _meta(again, "plan_fixes")["migrations"] == 0
-    assert len(list(out.iterdir())) == 26
+    assert len(list(out.iterdir())) == 28
 
 
 @pytest.mark.integration

@@ -177,10 +177,10 @@ def test_generated_files_and_output_hold_no_password(demo_dsn, tmp_path, capsys)
     out_dir = tmp_path / "g"
     assert main(["generate-migration", "--all", "--dsn", dsn, "--out-dir", str(out_dir)]) == 0
     out = capsys.readouterr()
-    assert "round trip on a scratch copy (template): 13/13 ok" in out.out
+    assert "round trip on a scratch copy (template): 14/14 ok" in out.out
     assert "s3cr3t-Pa55" not in out.out + out.err
     files = list(out_dir.iterdir())
-    assert len(files) == 26
+    assert len(files) == 28
     for f in files:
         text = f.read_text()
         assert "s3cr3t-Pa55" not in text and "password" not in text.lower()

@@ -30,12 +30,18 @@ FIXABLE: dict[str, str] = {
     "rls_disabled_with_tenant_column": "fix-rls-policy",
     "policy_exists_rls_disabled": "fix-rls-policy",
     "rls_not_forced": "fix-rls-policy",
+    # policies that pin the tenant but would raise once the setting is reset, or evaluate it per row:
+    # replaced by the canonical tenant policy (nullif + scalar subquery), restored exactly on rollback
+    "tenant_context_cast_unsafe": "fix-rls-policy",
+    "auth_rls_initplan": "fix-rls-policy",
     "missing_tenant_column": "add-tenant-isolation",
     "tenant_fk_missing": "add-foreign-key",
     "unindexed_foreign_key": "add-composite-index",
     "missing_tenant_index": "add-composite-index",
 }
 RLS_RULES = tuple(k for k, v in FIXABLE.items() if v == "fix-rls-policy")
+# rules whose finding names a policy that fix-rls-policy replaces
+REPLACED_POLICY_RULES = ("weak_rls_policy", "missing_with_check", "tenant_context_cast_unsafe", "auth_rls_initplan")
 
 
 class NothingToFix(Exception):
@@ -173,17 +179,19 @@ def _weak_policies(ctx: Context, table: Table, column: str, findings: list[Findi
     from .policies import policy_is_weak
 
     if ctx.rules_available:
-        flagged = {f.object for f in findings if f.rule in ("weak_rls_policy", "missing_with_check") and f.object}
+        flagged = {f.object for f in findings if f.rule in REPLACED_POLICY_RULES and f.object}
         unknown = flagged - {p.name for p in table.policies}
         weak = [p for p in table.policies if p.name in flagged]
-        if unknown or any(f.rule in ("weak_rls_policy", "missing_with_check") and not f.object for f in findings):
+        if unknown or any(f.rule in REPLACED_POLICY_RULES and not f.object for f in findings):
             weak += [p for p in table.policies if p not in weak and policy_is_weak(p, column, ctx.config)]
         return sorted(weak, key=lambda p: p.name)
     return [p for p in table.policies if policy_is_weak(p, column, ctx.config)]
 
 
 def _rls_plan(ctx: Context, table: Table, column: str, col_type: str, *, adding_column: bool) -> Optional[_RlsPlan]:
-    """Enable (and FORCE) RLS, replace weak policies by one tenant policy for every command."""
+    """Enable (and FORCE) RLS, replace weak or unsafe policies by one tenant policy for every command."""
+    from .policies import policy_is_weak
+
     cfg = ctx.config
     role = _check_role(ctx)
     findings = ctx.table_findings(table, RLS_RULES)
@@ -207,7 +215,8 @@ def _rls_plan(ctx: Context, table: Table, column: str, col_type: str, *, adding_
         undo.append("remove FORCE ROW LEVEL SECURITY")
     for p in weak:
         fwd.append(_drop_policy(table.schema, table.name, p.name))
-        what.append(f"drop the weak policy {ident(p.name)} ({p.command}, TO {', '.join(p.roles)})")
+        what.append(f"drop the {'weak' if policy_is_weak(p, column, cfg) else 'unsafe'} policy {ident(p.name)} "
+                    f"({p.command}, TO {', '.join(p.roles)})")
     if create:
         ctx_expr = tenant_context(cfg, col_type)
         fwd.append("\n".join([
