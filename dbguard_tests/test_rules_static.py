@@ -3,6 +3,7 @@ in a real PostgreSQL, read with catalog.introspect and judged with rules.run_rul
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -572,3 +573,41 @@ def test_demo_database_static_findings_match_the_original_validation(demo_dsn):
         "dbguard generate-migration add-composite-index public.event_photos image_id"
     # the rules are pure functions of the snapshot: same input, same findings, in the same order
     assert rules.run_rules(snap, None, Config(), only=STATIC_RULES) == fs
+
+
+@pytest.mark.security
+def test_every_static_rule_on_hostile_identifiers(empty_dsn):
+    schema = 'Schéma "x"; DROP SCHEMA public; --'
+    table = "t" * 40 + '"; DELETE FROM x; ü' + "zzz"  # 63 bytes: the longest name PostgreSQL keeps
+    qs = '"' + schema.replace('"', '""') + '"'
+    qt = '"' + table.replace('"', '""') + '"'
+    fs = audit(empty_dsn, f"""
+        CREATE SCHEMA {qs};
+        CREATE TABLE {qs}.{qt} (id int, tenant_id uuid, "Ref ""Id"" x" int);
+        CREATE TABLE {qs}."Parent" (id int PRIMARY KEY);
+        ALTER TABLE {qs}.{qt} ADD CONSTRAINT "fk ""r"" x" FOREIGN KEY ("Ref ""Id"" x") REFERENCES {qs}."Parent";
+        CREATE INDEX "a dup" ON {qs}.{qt} (id);
+        CREATE INDEX "dup ""2"" b" ON {qs}.{qt} (id);
+        CREATE POLICY "p; DROP TABLE x" ON {qs}.{qt} FOR ALL
+          USING (tenant_id = current_setting('app.current_tenant_id')::uuid OR true);
+        CREATE FUNCTION {qs}."f ""()"" g" () RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;
+    """)
+    assert len(table.encode()) == 63
+    got = {(f.rule, f.object) for f in fs if f.schema == schema and f.table == table}
+    assert got >= {("policy_exists_rls_disabled", None), ("rls_disabled_with_tenant_column", None),
+                   ("weak_rls_policy", "p; DROP TABLE x"), ("tenant_context_cast_unsafe", "p; DROP TABLE x"),
+                   ("auth_rls_initplan", "p; DROP TABLE x"), ("tenant_column_nullable", "tenant_id"),
+                   ("tenant_fk_missing", "tenant_id"), ("duplicate_index", 'dup "2" b'), ("no_primary_key", None),
+                   ("unindexed_foreign_key", 'fk "r" x')}, got
+    (fn,) = [f for f in fs if f.rule == "function_search_path_mutable"]
+    assert (fn.schema, fn.table, fn.object) == (schema, 'f "()" g', 'f "()" g()')
+    assert fn.remediation.startswith(f'ALTER FUNCTION {qs}."f ""()"" g"() SET search_path')
+    fixes = [f for f in fs if f.remediation.startswith("dbguard generate-migration")]
+    assert fixes
+    for f in fixes:
+        # the table is one shell word holding the SQL-quoted name: the shell cannot split it or run anything
+        assert shlex.split(f.remediation)[3] == f"{qs}.{qt}", f.remediation
+    (dup,) = [f for f in fs if f.rule == "duplicate_index"]
+    assert dup.remediation == f'DROP INDEX CONCURRENTLY IF EXISTS {qs}."dup ""2"" b";'
+    (fk,) = [f for f in fs if f.rule == "unindexed_foreign_key"]
+    assert shlex.split(fk.remediation)[4] == 'Ref "Id" x'
