@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dbguard-installed
 
-.PHONY: demo test security integration bench dev lock clean
+.PHONY: demo test security integration bench dev ui-screenshot lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,9 +31,19 @@ integration: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
+# The Dagster UI and daemon on http://127.0.0.1:3000 (DAGSTER_HOME defaults to ./.dagster_home, whose
+# dagster.yaml is written once). Dagster's own notice that `dagster dev` has a successor (`dg dev`, not
+# installed) is silenced; every other warning shows.
 dev: $(STAMP)
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(BIN)/python -m dbguard_pipeline.defs.home && \
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(BIN)/dagster dev -w workspace.yaml
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} \
+	PYTHONWARNINGS='ignore:Function `dev_command` is superseded' \
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${DAGSTER_PORT:-3000}
+
+# Audit the demo, serve the UI on a free local port, and save the asset lineage page as seen by headless
+# Chromium (Debian's `chromium` package) to docs/img/lineage.png.
+ui-screenshot: $(STAMP)
+	$(BIN)/python -m dbguard_pipeline.defs.ui_screenshot --out docs/img/lineage.png
 
 lock:
 	$(BIN)/python -m pip freeze --exclude-editable | grep -vi '^dbguard' > requirements.lock

@@ -19,6 +19,9 @@ DAGSTER_YAML = """\
 telemetry:
   enabled: false
 
+nux:
+  enabled: false
+
 run_queue:
   max_concurrent_runs: 4
 
