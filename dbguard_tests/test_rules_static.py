@@ -87,10 +87,12 @@ def test_rls_disabled_with_tenant_column(empty_dsn):
                                     PRIMARY KEY (tenant_id, id, at)) PARTITION BY RANGE (at);
         CREATE TABLE public.events_2025 PARTITION OF public.events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
         CREATE TABLE auth.sessions_copy (id int PRIMARY KEY, tenant_id uuid);  -- platform schema: not audited
+        ALTER TABLE public.tenants DISABLE ROW LEVEL SECURITY;  -- the tenants themselves, listed to everyone
     """, "rls_disabled_with_tenant_column")
     assert keys(fs) == {"rls_disabled_with_tenant_column:public.open_t",
                         'rls_disabled_with_tenant_column:Sälës "Ops" Dept.Örders; drop',
-                        "rls_disabled_with_tenant_column:public.events"}
+                        "rls_disabled_with_tenant_column:public.events",
+                        "rls_disabled_with_tenant_column:public.tenants"}
     (weird,) = [f for f in fs if f.table == "Örders; drop"]
     assert weird.severity == Severity.CRITICAL and weird.category == "rls"
     assert weird.remediation == 'dbguard generate-migration fix-rls-policy \'"Sälës ""Ops"" Dept"."Örders; drop"\''

@@ -4,9 +4,9 @@ Policies are read on the parse tree (:mod:`dbguard_pipeline.policy`), not as tex
 """
 from __future__ import annotations
 
-from ..tenancy import audited_tables, has_tenant_column, is_tenants_table, tenant_column
+from ..tenancy import audited_tables, is_tenants_table, tenant_column
 from . import rule
-from ._common import (analyzer, check_analysis, commands_of, covered_by_restrictive, fix_rls_command,
+from ._common import (analyzer, check_analysis, covered_by_restrictive, fix_rls_command,
                       good_enough, in_tenant_scope, policy_is_moot, qname, roles_text, tenant_scope_tables,
                       using_analysis)
 
@@ -17,12 +17,12 @@ def _grantees(table) -> str:
 
 
 @rule("rls_disabled_with_tenant_column", "critical", "rls", "Tenant table without row level security",
-      "The table has the tenant column but row level security is disabled, so nothing stops one tenant "
-      "from reading or changing another tenant's rows.")
+      "The table has the tenant column (for the tenants table: its key) but row level security is disabled, "
+      "so nothing stops one tenant from reading or changing another tenant's rows.")
 def rls_disabled_with_tenant_column(snapshot, metrics, config, *, spec):
-    col = config.tenant.column
     for t in audited_tables(snapshot, config):
-        if t.rls_enabled or not has_tenant_column(t, config):
+        col = tenant_column(t, config)  # the tenants table counts too: its key is its tenant column
+        if t.rls_enabled or col is None:
             continue
         exposed = _grantees(t)
         who = f" ({exposed} can query it)" if exposed else ""
