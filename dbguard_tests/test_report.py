@@ -100,6 +100,7 @@ def test_sarif_is_what_github_code_scanning_reads(result):
     assert run["invocations"][0]["executionSuccessful"] is True
 
 
+@pytest.mark.integration
 def test_junit_parses_and_fails_exactly_the_findings_at_or_above_fail_on(result):
     for fail_on in ("critical", "warning"):
         root = ET.fromstring(render(result, "junit", fail_on=fail_on).encode())
@@ -123,6 +124,7 @@ def test_junit_parses_and_fails_exactly_the_findings_at_or_above_fail_on(result)
     assert f"{HOSTILE_SCHEMA}.a\"b; drop table x\n✓ fake line\ufffd[2J" in names
 
 
+@pytest.mark.security
 def test_text_report_sections_symbols_and_count_line(result):
     text = render(result, "text", color=False)
     assert "\x1b" not in text  # plain: no colour codes, and the hostile name's escape sequence is neutralised
