@@ -402,6 +402,8 @@ class Analyzer:
         self.tenant_claims = set(TENANT_CLAIMS) | {self.tenant.jwt_claim.lower(), self.tenant.column.lower()}
         self._bodies: dict[tuple, Optional[list]] = {}
         self._stack: list[tuple] = []
+        self._definer: list[bool] = []
+        self._isolated: dict[str, bool] = {}
         self._cache: dict[tuple, ExprAnalysis] = {}
         self._top_names: frozenset = frozenset()
         self._fold_memo: dict[int, tuple[Any, Any]] = {}
@@ -937,7 +939,7 @@ class Analyzer:
         res = self._select_where(sel, inner, d)
         if res.false:
             return _Res(false=True)
-        restricted = any(k[0] == lvl for k in res.pins)
+        restricted = any(k[0] == lvl for k in res.pins) or self._from_isolated(sel)
         out = _Res(pins={k: v for k, v in res.pins.items() if k[0] < lvl})  # outer pins written inside
         if restricted:
             for a, b in res.corr:
@@ -983,7 +985,7 @@ class Analyzer:
                         if k is not None and k > 0:
                             return TENANT_KIND
         res = self._select_where(sel, inner, d)
-        if res.false or any(k[0] == lvl for k in res.pins):
+        if res.false or any(k[0] == lvl for k in res.pins) or self._from_isolated(sel):
             return TENANT_KIND
         if any(k[0] < lvl for k in res.corr):  # correlated: not a context
             return None
@@ -1134,10 +1136,72 @@ class Analyzer:
         if key in self._stack or len(self._stack) >= 6:
             return False
         self._stack.append(key)
+        self._definer.append(fn.security_definer)
         return True
 
     def _leave(self) -> None:
         self._stack.pop()
+        self._definer.pop()
+
+    # ------------------------------------------------------------------ tables isolated by their own RLS
+    def _from_isolated(self, sel: dict) -> bool:
+        """A subquery whose rows come (through inner joins) from a table that row level security already
+        restricts to the caller: policies that read other tables are filtered by those tables' policies,
+        unless they run inside a SECURITY DEFINER function (whose owner usually bypasses RLS)."""
+        if any(self._definer):
+            return False
+
+        def rels(item) -> Iterator[dict]:
+            t, b = _ntype(item)
+            if t == "RangeVar":
+                yield b
+            elif t == "JoinExpr":
+                jt = b.get("jointype", "JOIN_INNER")
+                if jt in ("JOIN_INNER", "JOIN_LEFT"):
+                    yield from rels(b.get("larg"))
+                if jt in ("JOIN_INNER", "JOIN_RIGHT"):
+                    yield from rels(b.get("rarg"))
+
+        for item in sel.get("fromClause") or ():
+            for rv in rels(item):
+                tbl = self._table_for(rv.get("schemaname"), rv.get("relname", ""))
+                if tbl is not None and self.table_isolated(tbl):
+                    return True
+        return False
+
+    def table_isolated(self, table: Table) -> bool:
+        """RLS is enabled and every permissive policy that lets rows be read restricts them to the caller
+        (or a restrictive one does): reading the table shows only the caller's rows."""
+        key = table.qualified
+        if key in self._isolated:
+            return self._isolated[key]
+        self._isolated[key] = False  # while in progress (policies that read each other)
+        result = False
+        if table.rls_enabled and self.snapshot is not None:
+            from .tenancy import tenant_column
+
+            tcol = tenant_column(table, self.config)
+            bypass = {r.name for r in self.snapshot.roles if r.superuser or r.bypassrls}
+            saved = (self._fold_memo, self._used_table, self._top_names)
+            try:
+                readers = [p for p in table.policies if p.command in ("select", "all")
+                           and ("public" in p.roles or not set(p.roles) <= bypass)]
+                restrictive = [p for p in readers if not p.permissive and "public" in p.roles and p.using]
+                if any(self.analyze(p.using, table=table, tenant_column=tcol).restricts for p in restrictive):
+                    result = True
+                else:
+                    result = True
+                    for p in readers:
+                        if not p.permissive or not p.using:
+                            continue
+                        a = self.analyze(p.using, table=table, tenant_column=tcol)
+                        if not a.parsed or a.always_true or not a.restricts:
+                            result = False
+                            break
+            finally:
+                self._fold_memo, self._used_table, self._top_names = saved
+        self._isolated[key] = result
+        return result
 
     def _returns(self, fn: Function, args: list, scopes: list[_Scope]) -> list:
         """The expressions the function returns, with its parameters replaced by the call's arguments."""

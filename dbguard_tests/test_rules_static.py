@@ -137,10 +137,15 @@ def test_weak_rls_policy_true_positives(empty_dsn):
         "CREATE TABLE public.child (id uuid PRIMARY KEY, t_id uuid NOT NULL REFERENCES public.t_true);",
         "CREATE INDEX ON public.child (t_id); ALTER TABLE public.child ENABLE ROW LEVEL SECURITY;",
         "CREATE POLICY child_all ON public.child FOR SELECT USING (true);",
+        # membership read from a table nobody restricts: every tenant id is in it
+        "CREATE TABLE public.open_members (user_id uuid, tenant_id uuid);",
+        tenant_table("t_open_member"), "CREATE POLICY p ON public.t_open_member USING (tenant_id IN "
+                                       "(SELECT tenant_id FROM public.open_members));",
     ]), "weak_rls_policy")
     expected = {f"weak_rls_policy:public.{t}:p" for t in ("t_true", "t_anon", "t_self", "t_or", "t_uncorr", "t_delete")}
     expected |= {"weak_rls_policy:public.t_role:Authenticated users can read", "weak_rls_policy:public.t_mixed:bad",
-                 "weak_rls_policy:public.tenants:tenants_all", "weak_rls_policy:public.child:child_all"}
+                 "weak_rls_policy:public.tenants:tenants_all", "weak_rls_policy:public.child:child_all",
+                 "weak_rls_policy:public.t_open_member:p"}
     assert keys(fs) == expected
     by = {(f.table, f.object): f for f in fs}
     assert "always true" in by[("t_true", "p")].message and by[("t_true", "p")].detail["always_true"]
@@ -177,6 +182,13 @@ def test_weak_rls_policy_true_negatives(empty_dsn):
         "CREATE TABLE public.child (id uuid PRIMARY KEY, n_id uuid NOT NULL REFERENCES public.n_guc);",
         "ALTER TABLE public.child ENABLE ROW LEVEL SECURITY;",
         f"CREATE POLICY p ON public.child USING (EXISTS (SELECT 1 FROM public.n_guc g WHERE g.id = child.n_id AND g.tenant_id = {CTX}));",
+        # membership read from user_tenants, whose own policy shows each user only their rows (RLS applies
+        # inside policy subqueries): Supabase's common "tenant_id IN (SELECT tenant_id FROM members)"
+        tenant_table("n_rls_member"), "CREATE POLICY p ON public.n_rls_member USING (tenant_id IN "
+                                      "(SELECT tenant_id FROM public.user_tenants));",
+        "CREATE TABLE public.child2 (id uuid PRIMARY KEY, n_id uuid NOT NULL REFERENCES public.n_guc);",
+        "ALTER TABLE public.child2 ENABLE ROW LEVEL SECURITY;",
+        "CREATE POLICY p ON public.child2 USING (EXISTS (SELECT 1 FROM public.n_guc g WHERE g.id = child2.n_id));",
     ]), "weak_rls_policy")
     assert keys(fs) == set()
 
@@ -218,7 +230,10 @@ def test_weak_rls_policy_function_context_and_configured_function(empty_dsn):
     sql = tenant_table("f_body") + tenant_table("f_conf") + tenant_table("f_member") + """
         CREATE FUNCTION public.current_tenant_id() RETURNS uuid LANGUAGE sql STABLE SET search_path = ''
           AS $$ SELECT nullif(current_setting('app.current_tenant_id', true), '')::uuid $$;
-        CREATE FUNCTION public.session_tenant() RETURNS uuid LANGUAGE sql STABLE SET search_path = ''
+        -- SECURITY DEFINER: the tenants' own RLS does not apply inside, so nothing ties the result to the caller
+        CREATE FUNCTION public.session_tenant() RETURNS uuid LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+          AS $$ SELECT id FROM public.tenants ORDER BY id LIMIT 1 $$;
+        CREATE FUNCTION public.visible_tenant() RETURNS uuid LANGUAGE sql STABLE SET search_path = ''
           AS $$ SELECT id FROM public.tenants ORDER BY id LIMIT 1 $$;
         CREATE FUNCTION public.has_tenant_access(t uuid) RETURNS boolean LANGUAGE plpgsql STABLE SECURITY DEFINER
           SET search_path = '' AS $$ BEGIN RETURN EXISTS (SELECT 1 FROM public.user_tenants ut
@@ -226,6 +241,8 @@ def test_weak_rls_policy_function_context_and_configured_function(empty_dsn):
         CREATE POLICY p ON public.f_body USING (tenant_id = (select public.current_tenant_id()));
         CREATE POLICY p ON public.f_conf USING (tenant_id = (select public.session_tenant()));
         CREATE POLICY p ON public.f_member USING ((select public.has_tenant_access(tenant_id)));
+        -- the invoker's rights: tenants' policy (id = context) filters what the function can see
+        CREATE POLICY p2 ON public.f_body FOR SELECT USING (tenant_id = (select public.visible_tenant()));
     """
     fs = audit(empty_dsn, sql, "weak_rls_policy")
     assert keys(fs) == {"weak_rls_policy:public.f_conf:p"}  # its body is no tenant context
@@ -613,3 +630,44 @@ def test_every_static_rule_on_hostile_identifiers(empty_dsn):
     assert dup.remediation == f'DROP INDEX CONCURRENTLY IF EXISTS {qs}."dup ""2"" b";'
     (fk,) = [f for f in fs if f.rule == "unindexed_foreign_key"]
     assert shlex.split(fk.remediation)[4] == 'Ref "Id" x'
+
+
+ISOLATION_RULES = ("rls_disabled_with_tenant_column", "policy_exists_rls_disabled", "weak_rls_policy",
+                   "missing_with_check", "rls_not_forced", "missing_tenant_column", "security_definer_view")
+
+
+@pytest.mark.security
+def test_static_rules_agree_with_the_isolation_probe_styles_guc(empty_dsn):
+    """The policy styles the isolation probe proves leaky or safe (isolation_helpers): the static audit must
+    name every leaky one and none of the safe ones."""
+    from .isolation_helpers import APP, GUC_STYLES_SQL
+
+    run_sql(empty_dsn, GUC_STYLES_SQL)
+    snap = introspect(empty_dsn)
+    fs = rules.run_rules(snap, None, Config(tenant=TenantModel(app_role=APP)), only=ISOLATION_RULES)
+    assert keys(fs) == {
+        "rls_disabled_with_tenant_column:public.rls_off",
+        "rls_disabled_with_tenant_column:public.tenants",  # the helper leaves the tenants table open
+        "weak_rls_policy:public.using_true:p", "missing_with_check:public.using_true:p",
+        "missing_with_check:public.check_missing:p",
+        "weak_rls_policy:public.function_ignores_tenant:p", "missing_with_check:public.function_ignores_tenant:p",
+        "weak_rls_policy:public.blind_only:u", "weak_rls_policy:public.blind_only:d",
+        "rls_not_forced:public.owned_by_app",
+        "missing_tenant_column:public.child_ok",  # isolated by its parent's RLS, but still no tenant column
+        "missing_tenant_column:public.child_leak",
+        "security_definer_view:public.owner_view",
+    }
+    # child_ok's policy reads public.safe_guc, whose own policy pins the tenant: not weak
+    assert not [f for f in fs if f.table in ("safe_guc", "invoker_view") or
+                (f.table == "child_ok" and f.rule != "missing_tenant_column")]
+
+
+@pytest.mark.security
+def test_static_rules_agree_with_the_isolation_probe_styles_jwt(empty_dsn):
+    from .isolation_helpers import JWT_STYLES_SQL, supabase_shim
+
+    run_sql(empty_dsn, supabase_shim() + JWT_STYLES_SQL)
+    snap = introspect(empty_dsn)
+    fs = rules.run_rules(snap, None, Config(tenant=TenantModel(context="jwt")), only=ISOLATION_RULES)
+    assert keys(fs) == {"weak_rls_policy:public.any_user:p", "missing_with_check:public.any_user:p",
+                        "rls_disabled_with_tenant_column:public.tenants"}
