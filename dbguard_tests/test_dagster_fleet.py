@@ -88,3 +88,35 @@ def test_fleet_audits_each_database_in_its_own_process_and_isolates_the_unreacha
 
         again = resolve_job("fleet_audit_job").execute_in_process(instance=instance, raise_on_error=False)
         assert partitions_materialized(instance, FLEET, again.run_id) == {"eu", "us", "apac"}
+
+
+@pytest.mark.integration
+def test_one_fleet_partition_materializes_on_its_own(databases, tmp_path, monkeypatch):
+    """What the UI's "Materialize" on one partition (or a backfill) does: the partitioned fleet/... assets."""
+    from dbguard_pipeline.defs.assets import fleet_assets
+    from dbguard_pipeline.defs.resources import FleetResource
+
+    db = databases.create()
+    run_sql(db, CLEAN_TENANT_SQL)
+    cfg = write_config(tmp_path / "dbguard.yaml", databases=[{"name": "billing db", "dsn_env": "FLEET_BILLING"}])
+    monkeypatch.setenv("FLEET_BILLING", db)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(FLEET_PARTITIONS.name, ["billing db"])
+        result = dg.materialize(fleet_assets, partition_key="billing db", instance=instance,
+                                resources={"fleet": FleetResource(config_path=cfg)})
+        assert result.success
+        assert partitions_materialized(instance, FLEET, result.run_id) == {"billing db"}
+        evals = [e.asset_check_evaluation_data for e in result.all_events
+                 if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+        assert evals and all(d.passed for d in evals)
+        mats = result.asset_materializations_for_node("fleet__rls_audit")
+        assert mats[0].metadata["database"].value == "billing db"
+        # a partition that is not in the config fails with a one-line message
+        instance.add_dynamic_partitions(FLEET_PARTITIONS.name, ["gone"])
+        bad = dg.materialize(fleet_assets, partition_key="gone", instance=instance, raise_on_error=False,
+                             resources={"fleet": FleetResource(config_path=cfg)})
+        assert not bad.success
+        (failure,) = [e for e in bad.all_events if e.is_step_failure]
+        assert failure.step_failure_data.user_failure_data.description == (
+            "loading the configuration and database target failed: gone: database 'gone' is not listed under "
+            "databases: in the config")

@@ -71,6 +71,10 @@ class CheckOutcome:
     description: str
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self):
+        # one line whatever the identifiers in it (a table name may hold a newline)
+        object.__setattr__(self, "description", self.description.replace("\r", "\\r").replace("\n", "\\n"))
+
     def result(self, asset_key: dg.AssetKey) -> dg.AssetCheckResult:
         return dg.AssetCheckResult(asset_key=asset_key, check_name=self.name, passed=self.passed,
                                    severity=self.severity, description=self.description, metadata=dict(self.metadata))
