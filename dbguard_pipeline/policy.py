@@ -203,25 +203,6 @@ def _walk(node: Any) -> Iterator[tuple[str, dict]]:
                 push(x)
 
 
-def _strip_locations(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _strip_locations(v) for k, v in node.items()
-                if k not in ("location", "list_start", "list_end", "rexpr_list_start", "rexpr_list_end")}
-    if isinstance(node, list):
-        return [_strip_locations(v) for v in node]
-    return node
-
-
-def _flatten(node: Any, op: str) -> list:
-    t, b = _ntype(node)
-    if t == "BoolExpr" and b.get("boolop") == op:
-        out = []
-        for a in b.get("args", []):
-            out.extend(_flatten(a, op))
-        return out
-    return [node]
-
-
 # --------------------------------------------------------------------------- tiny printer for messages
 def snippet(node: Any, limit: int = 120) -> str:
     """A readable (not necessarily complete) rendering of an expression node, for finding messages."""

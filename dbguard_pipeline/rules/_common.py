@@ -141,13 +141,3 @@ def analyzer(snapshot: Snapshot, config: Config) -> Analyzer:
 
 def fix_rls_command(table: Table) -> str:
     return f"dbguard generate-migration fix-rls-policy {table_arg(table.schema, table.name)}"
-
-
-def context_sql(config: Config) -> str:
-    """The tenant context as the generated policies write it (read once per query, safe when reset)."""
-    t = config.tenant
-    cast = {"uuid": "uuid", "bigint": "bigint", "integer": "integer", "int": "integer", "text": "text"}.get(
-        t.column_type, t.column_type)
-    if t.context == "jwt":
-        return f"(select (auth.jwt() ->> '{t.jwt_claim}')::{cast})"
-    return f"(select nullif(current_setting('{t.guc}', true), '')::{cast})"

@@ -9,7 +9,7 @@ from ..model import Index, Snapshot, Table
 from ..tenancy import audited_tables, has_tenant_column, tenant_column
 from . import rule
 from ._common import (ALL_COMMANDS, analyzer, bypass_roles, fix_rls_command, ident, in_tenant_scope, qname,
-                      roles_text, table_arg, using_analysis)
+                      table_arg, using_analysis)
 
 
 def _usable(idx: Index) -> bool:
