@@ -298,13 +298,17 @@ class _Res:
     false: bool = False
     pins: dict = field(default_factory=dict)  # (level, column) -> kind
     corr: set = field(default_factory=set)  # {((level, col), (level, col))} equalities across levels
+    lv: Optional[frozenset] = None  # levels whose rows are restricted to the caller (default: pinned ones)
+
+    def levels(self) -> frozenset:
+        return self.lv if self.lv is not None else frozenset(k[0] for k in self.pins)
 
     @staticmethod
     def both(a: "_Res", b: "_Res") -> "_Res":  # AND
         pins = dict(a.pins)
         for k, v in b.pins.items():
             pins[k] = max(pins.get(k, 0), v)
-        return _Res(a.false or b.false, pins, a.corr | b.corr)
+        return _Res(a.false or b.false, pins, a.corr | b.corr, a.levels() | b.levels())
 
     @staticmethod
     def either(parts: list["_Res"]) -> "_Res":  # OR
@@ -313,10 +317,12 @@ class _Res:
             return _Res(false=True)
         pins = dict(live[0].pins)
         corr = set(live[0].corr)
+        levels = live[0].levels()
         for p in live[1:]:
             pins = {k: min(v, p.pins[k]) for k, v in pins.items() if k in p.pins}
             corr &= p.corr
-        return _Res(False, pins, corr)
+            levels &= p.levels()  # every branch restricts the rows, not necessarily on the same column
+        return _Res(False, pins, corr, levels)
 
 
 # --------------------------------------------------------------------------- results
@@ -450,7 +456,7 @@ class Analyzer:
             # the tenant column equals a value the session cannot choose (the tenant context, or the
             # caller's identity where tenants are principals: tenant_id = current_user, = auth.uid())
             return TENANT
-        if top:
+        if top or 0 in res.levels():
             return INDIRECT
         return NONE
 
@@ -829,6 +835,11 @@ class Analyzer:
                     k = self.sub_kind(b.get("subselect"), scopes, d)
                     if k is not None and k > 0:
                         return _Res(pins={col: k})
+                    return _Res()
+                # <context> IN (SELECT member FROM ... WHERE <correlated with the row>)
+                k = self.ctx_kind(b.get("testexpr"), scopes, d)
+                if k is not None and k > 0:
+                    return self._exists(b.get("subselect"), scopes, d, target_kind=k)
                 return _Res()
             if kind == "EXISTS_SUBLINK":
                 return self._exists(b.get("subselect"), scopes, d)
@@ -838,7 +849,8 @@ class Analyzer:
                     inner = scopes + [_Scope(set(), set())]
                     res = self.restriction(_ntype(sel["targetList"][0])[1].get("val"), inner, d)
                     return _Res(res.false, {k: v for k, v in res.pins.items() if k[0] < len(scopes)},
-                                {c for c in res.corr if c[0][0] < len(scopes) and c[1][0] < len(scopes)})
+                                {c for c in res.corr if c[0][0] < len(scopes) and c[1][0] < len(scopes)},
+                                frozenset(x for x in res.levels() if x < len(scopes)))
             return _Res()
         if t == "FuncCall":
             schema, name = _func_name(b)
@@ -909,9 +921,10 @@ class Analyzer:
                 return _Res(pins={arr: IDENTITY})
         return _Res()
 
-    def _exists(self, subselect: Any, scopes: list[_Scope], d: int) -> _Res:
+    def _exists(self, subselect: Any, scopes: list[_Scope], d: int, target_kind: Optional[int] = None) -> _Res:
         """EXISTS (subquery): restricted when the subquery is pinned to the context and correlated with an
-        outer column (a membership check); the correlated outer column is then pinned."""
+        outer column (a membership check); the correlated outer column is then pinned. With target_kind,
+        the form ``<context> IN (SELECT col ...)``: the selected column equals the context."""
         st, sel = _ntype(subselect)
         if st != "SelectStmt" or sel.get("op", "SETOP_NONE") != "SETOP_NONE":
             return _Res()
@@ -920,14 +933,23 @@ class Analyzer:
         res = self._select_where(sel, inner, d)
         if res.false:
             return _Res(false=True)
-        restricted = any(k[0] == lvl for k in res.pins) or self._from_isolated(sel)
+        if target_kind is not None:
+            targets = sel.get("targetList", [])
+            col = self._column(_ntype(targets[0])[1].get("val"), inner) if len(targets) == 1 else None
+            if col is None or col[0] != lvl:
+                return _Res()
+            res = _Res.both(res, _Res(pins={col: target_kind}))
+        restricted = lvl in res.levels() or self._from_isolated(sel)
         out = _Res(pins={k: v for k, v in res.pins.items() if k[0] < lvl})  # outer pins written inside
+        levels = {x for x in res.levels() if x < lvl}
         if restricted:
             for a, b in res.corr:
                 for mine, theirs in ((a, b), (b, a)):
                     if mine[0] == lvl and theirs[0] < lvl:
                         out.pins[theirs] = max(out.pins.get(theirs, 0), TENANT_KIND)
+                        levels.add(theirs[0])
         out.corr = {c for c in res.corr if c[0][0] < lvl and c[1][0] < lvl}
+        out.lv = frozenset(levels)
         return out
 
     def _select_where(self, sel: dict, scopes: list[_Scope], d: int) -> _Res:
@@ -966,7 +988,7 @@ class Analyzer:
                         if k is not None and k > 0:
                             return TENANT_KIND
         res = self._select_where(sel, inner, d)
-        if res.false or any(k[0] == lvl for k in res.pins) or self._from_isolated(sel):
+        if res.false or lvl in res.levels() or self._from_isolated(sel):
             return TENANT_KIND
         if any(k[0] < lvl for k in res.corr):  # correlated: not a context
             return None

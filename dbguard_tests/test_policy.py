@@ -60,6 +60,7 @@ CREATE FUNCTION public.has_role_on_account(account_id uuid, account_role text DE
     AND (has_role_on_account.account_role IS NULL OR has_role_on_account.account_role = 'owner')) $$;
 CREATE FUNCTION public.get_my_claim(claim text) RETURNS jsonb LANGUAGE sql STABLE AS $$
   SELECT coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb -> 'app_metadata' -> claim, null) $$;
+CREATE FUNCTION public.owner_id_is(u uuid) RETURNS boolean LANGUAGE sql STABLE AS $$ SELECT u = auth.uid() $$;
 CREATE FUNCTION public.ctx() RETURNS uuid LANGUAGE sql STABLE AS $$ SELECT current_setting('app.ctx', true)::uuid $$;
 '''
 
@@ -135,6 +136,9 @@ PINS = {
     "pin_jwt_list_containment": "(auth.jwt() -> 'app_metadata' -> 'tenants') @> to_jsonb(tenant_id::text)",
     "pin_jwt_list_elements": "tenant_id::text in (select jsonb_array_elements_text(auth.jwt() -> 'app_metadata' -> 'tenants'))",
     "pin_role_per_tenant": "tenant_id::text = current_user",
+    "pin_ctx_in_members": "(select auth.uid()) in (select ut.user_id from public.user_tenants ut "
+                          "where ut.tenant_id = t.tenant_id)",
+    "pin_ctx_any_members": "auth.uid() = any (select ut.user_id from public.user_tenants ut where ut.tenant_id = t.tenant_id)",
 }
 NO_PIN = {
     "nopin_true": "true",
@@ -161,10 +165,15 @@ NO_PIN = {
     "nopin_unset_or": "tenant_id = public.current_tenant_id() or public.current_tenant_id() is null",
     "nopin_ctx_guc_unknown": "tenant_id = public.ctx()",
     "nopin_member_wrong_column": "public.has_role_on_account(project_id)",
+    "nopin_owner_or_shared": "owner_id_is(user_id) or exists (select 1 from public.user_tenants ut "
+                             "where ut.tenant_id = t.project_id and ut.user_id = auth.uid())",
+    # unqualified tenant_id inside the subquery is user_tenants.tenant_id: the classic self-correlation bug
+    "nopin_ctx_any_self_corr": "auth.uid() = any (select ut.user_id from public.user_tenants ut where ut.tenant_id = tenant_id)",
+    "nopin_ctx_in_uncorrelated": "auth.uid() in (select ut.user_id from public.user_tenants ut)",
     "nopin_jwt_list_other_column": "((select auth.jwt()) -> 'app_metadata' -> 'tenant_ids') ? project_id::text",
 }
 # restrict the rows to the caller without pinning the tenant column: accepted for reads, not for writes
-INDIRECT = {"nopin_owner_only", "nopin_parent_only", "nopin_array_member", "nopin_member_wrong_column",
+INDIRECT = {"nopin_owner_or_shared", "nopin_owner_only", "nopin_parent_only", "nopin_array_member", "nopin_member_wrong_column",
             "nopin_jwt_list_other_column"}
 
 OTHER = r'''
