@@ -52,8 +52,9 @@ def fleet_targets(config: Config) -> tuple[DatabaseTarget, ...]:
     if dupes:
         raise ConfigError(f"databases: duplicate name {', '.join(map(repr, dupes))}")
     for n in names:
-        if not n.strip() or any(ch in n for ch in "\n\r\t"):
-            raise ConfigError(f"databases: invalid name {n!r}")
+        # a name is a partition key: Dagster refuses control characters and "..." (its range separator)
+        if not n.strip() or "..." in n or any(ord(ch) < 32 or ch == "\x7f" for ch in n):
+            raise ConfigError(f"databases: invalid name {n!r} (no control characters, no '...')")
     return config.databases
 
 

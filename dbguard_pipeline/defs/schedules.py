@@ -14,6 +14,7 @@ import dagster as dg
 from ..config import Config, ScheduleConfig, load_config
 from ..errors import DbguardError
 from .assets import FLEET_PARTITIONS
+from .resources import fleet_targets
 
 LOG = logging.getLogger("dbguard.defs")
 
@@ -51,14 +52,14 @@ def build_schedules(nightly_job, fleet_job, config_path: Optional[str] = None) -
     def fleet_audit_schedule(context: dg.ScheduleEvaluationContext):
         try:
             config: Optional[Config] = load_config(config_path)
+            names = [t.name for t in fleet_targets(config)]
         except DbguardError:
             config = None  # the run fails with the config error in its event log; the alert sensor reports it
         if config is not None:
-            if not config.databases:
+            if not names:
                 return dg.SkipReason("no databases listed under databases: in dbguard.yaml")
-            names = [t.name for t in config.databases]
             known = set(context.instance.get_dynamic_partitions(FLEET_PARTITIONS.name))
-            missing = [n for n in dict.fromkeys(names) if n not in known]
+            missing = [n for n in names if n not in known]
             if missing:
                 context.instance.add_dynamic_partitions(FLEET_PARTITIONS.name, missing)
         return dg.RunRequest(run_key=_run_key("fleet", context), tags={"dbguard/trigger": "schedule"})
