@@ -389,6 +389,8 @@ class Analyzer:
         self.tenant_claims = set(TENANT_CLAIMS) | {self.tenant.jwt_claim.lower(), self.tenant.column.lower()}
         self._bodies: dict[tuple, Optional[list]] = {}
         self._stack: list[tuple] = []
+        self._bypass_roles = {r.name for r in (snapshot.roles if snapshot else ()) if r.superuser or r.bypassrls} | {
+            "service_role", "supabase_admin"}
         self._definer: list[bool] = []
         self._isolated: dict[str, bool] = {}
         self._cache: dict[tuple, ExprAnalysis] = {}
@@ -890,7 +892,30 @@ class Analyzer:
             return self._column_in(b["elements"][0], scopes)
         return None
 
+    def _privileged_only(self, left: Any, right: Any) -> bool:
+        """``auth.role() = 'service_role'`` and the like: true only for a role that bypasses row level
+        security anyway, so the branch opens nothing to the clients the policy is about."""
+        for a, b in ((left, right), (right, left)):
+            name = _const_string(b)
+            if name is None or name not in self._bypass_roles:
+                continue
+            t, body = _ntype(a)
+            while t == "TypeCast":
+                t, body = _ntype(body.get("arg"))
+            if t == "SQLValueFunction" and body.get("op") in ("SVFOP_CURRENT_USER", "SVFOP_CURRENT_ROLE",
+                                                              "SVFOP_SESSION_USER", "SVFOP_USER"):
+                return True
+            if t == "FuncCall" and _func_name(body) == ("auth", "role"):
+                return True
+            if t == "A_Expr":
+                jwt, path = self._json_path({t: body}, 0)
+                if jwt and path and path[-1] == "role":
+                    return True
+        return False
+
     def _eq(self, left: Any, right: Any, scopes: list[_Scope], d: int) -> _Res:
+        if self._privileged_only(left, right):
+            return _Res(false=True)
         for a, b in ((left, right), (right, left)):
             col = self._column(a, scopes)
             if col is None:
@@ -1344,7 +1369,17 @@ def _cast(v: Any, type_name: str) -> Any:
         if isinstance(v, bool):
             return "true" if v else "false"
         return str(v)
-    return v
+    if tn in ("numeric", "decimal", "float4", "float8", "real", "double precision"):
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+        if isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                return UNKNOWN
+        return UNKNOWN
+    # other types (uuid, interval, dates, json, ...): their literals do not compare as text
+    return UNKNOWN
 
 
 def _compare(op: str, a: Any, b: Any) -> Any:

@@ -94,6 +94,7 @@ NOT_ALWAYS_TRUE = {
     "nt_exists_table": "exists (select 1 from public.tenants)",
     "nt_in_col": "tenant_id in (select tenant_id from public.user_tenants)",
     "nt_false": "1 = 2",
+    "nt_interval": "interval '1 day' = interval '24 hours' or is_public",
 }
 
 PINS = {
@@ -130,6 +131,9 @@ PINS = {
     "pin_owner_of_tenant": "tenant_id in (select id from public.tenants where owner_id = auth.uid())",
     "pin_guc_array": "tenant_id = any (string_to_array(current_setting('app.tenant_ids', true), ',')::uuid[])",
     "pin_never": "false",
+    "pin_or_service_role": "auth.role() = 'service_role' or tenant_id = public.current_tenant_id()",
+    "pin_case_service_role": "case when (auth.jwt() ->> 'role') = 'service_role' then true "
+                             "else tenant_id = public.current_tenant_id() end",
     "pin_basejump_default_arg": "public.has_role_on_account(tenant_id)",
     "pin_custom_claims_fn": "tenant_id::text = (select public.get_my_claim('tenant_id') #>> '{}')",
     "pin_jwt_list_contains": "((select auth.jwt()) -> 'app_metadata' -> 'tenant_ids') ? tenant_id::text",
@@ -145,6 +149,7 @@ NO_PIN = {
     "nopin_role": "auth.role() = 'authenticated'",
     "nopin_uid_notnull": "auth.uid() is not null",
     "nopin_or_public": "tenant_id = public.current_tenant_id() or is_public",
+    "nopin_or_authenticated": "auth.role() = 'authenticated' or tenant_id = public.current_tenant_id()",
     "nopin_or_admin": "tenant_id = public.current_tenant_id() or public.is_admin()",
     "nopin_self": "tenant_id = tenant_id",
     "nopin_exists_uncorrelated": "exists (select 1 from public.user_tenants ut where ut.user_id = auth.uid())",
