@@ -20,6 +20,7 @@ from ..alerts import Alert, FailedCheck, deliver
 from ..config import AlertsConfig, load_config
 from ..db import ENV_DSN, DEMO_DATABASE, describe_dsn, mask_secrets
 from ..errors import DbguardError
+from .jobs import FLEET_JOB
 
 ALERTED_TAG = "dbguard/alerted"
 PARTITION_TAG = "dagster/partition"
@@ -141,6 +142,7 @@ def alert_for_failed_run(context: dg.RunFailureSensorContext, config_path: Optio
         return 0
     cfg = alerts_config(config_path)
     alerts = collect_alerts(context.instance, run, ui_base_url=cfg.ui_base_url,
+                            default_database="fleet" if run.job_name == FLEET_JOB else None,
                             run_failure_message=context.failure_event.message or "")
     channels = []
     for alert in alerts:
