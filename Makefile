@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dbguard-installed
 
-.PHONY: demo test security integration bench dev ui-screenshot lock clean
+.PHONY: install demo test security integration bench dev ui-screenshot lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
