@@ -165,7 +165,18 @@ def _params_for(query: str, schemas: Optional[Sequence[str]]) -> Optional[dict]:
 
 def introspect_connection(conn: psycopg.Connection, schemas: Optional[Sequence[str]] = None) -> Snapshot:
     """Snapshot through an open connection already inside a (read-only) transaction: the ten queries in turn."""
-    rows = {q: _fetch(conn, q, _params_for(q, schemas)) for q in QUERIES}
+    # Pipeline mode: all ten statements go out at once, so the server runs the next query while the client
+    # turns the previous result into objects (one round trip instead of ten, and the two sides overlap).
+    with conn.pipeline():
+        cursors = []
+        for q in QUERIES:
+            cur = conn.cursor(row_factory=dict_row)
+            cur.execute(q, _params_for(q, schemas))
+            cursors.append((q, cur))
+        rows = {}
+        for q, cur in cursors:
+            rows[q] = cur.fetchall()
+            cur.close()
     return _assemble(rows)
 
 

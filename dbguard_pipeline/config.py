@@ -5,6 +5,7 @@ The tenant model is configuration, not code; the defaults fit Supabase and the d
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -35,11 +36,11 @@ class TenantModel(_Strict):
     # True when the application connects as the role that owns its tables: RLS must then be FORCEd.
     app_role_owns_tables: bool = False
 
-    @property
+    @cached_property
     def tenants_schema(self) -> str:
         return self.tenants_table.split(".", 1)[0] if "." in self.tenants_table else "public"
 
-    @property
+    @cached_property
     def tenants_name(self) -> str:
         return self.tenants_table.split(".", 1)[1] if "." in self.tenants_table else self.tenants_table
 

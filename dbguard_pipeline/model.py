@@ -11,6 +11,7 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Optional
 
 
@@ -171,12 +172,22 @@ class Snapshot:
     functions: tuple[Function, ...] = ()
     roles: tuple[Role, ...] = ()
 
-    def table(self, qualified_or_name: str) -> Optional[Table]:
-        """Find a table by "schema.table" or, when unambiguous, by bare name."""
+    @cached_property
+    def _tables_by_key(self) -> tuple[dict[str, Table], dict[str, list[Table]]]:
+        by_qualified: dict[str, Table] = {}
+        by_name: dict[str, list[Table]] = {}
         for t in self.tables:
-            if t.qualified == qualified_or_name:
-                return t
-        matches = [t for t in self.tables if t.name == qualified_or_name]
+            by_qualified.setdefault(t.qualified, t)
+            by_name.setdefault(t.name, []).append(t)
+        return by_qualified, by_name
+
+    def table(self, qualified_or_name: str) -> Optional[Table]:
+        """Find a table by "schema.table" or, when unambiguous, by bare name (a dictionary look-up)."""
+        by_qualified, by_name = self._tables_by_key
+        found = by_qualified.get(qualified_or_name)
+        if found is not None:
+            return found
+        matches = by_name.get(qualified_or_name, ())
         return matches[0] if len(matches) == 1 else None
 
     def role(self, name: str) -> Optional[Role]:

@@ -14,9 +14,27 @@ from .config import Config
 from .model import Constraint, Snapshot, Table
 
 
+# The last answer of each function below, for the snapshot and config it was computed from: every rule asks
+# the same questions of the same snapshot, and the answer is a pure function of the two (compared by identity).
+_last: dict[str, tuple[Snapshot, Config, list]] = {}
+
+
+def _memo(name: str, snapshot: Snapshot, config: Config, compute) -> list:
+    hit = _last.get(name)
+    if hit is not None and hit[0] is snapshot and hit[1] is config:
+        return list(hit[2])
+    value = compute()
+    _last[name] = (snapshot, config, value)
+    return list(value)
+
+
 def audited_tables(snapshot: Snapshot, config: Config) -> list[Table]:
     """Tables the audit looks at: every snapshot table outside the excluded (platform-managed) schemas,
     unless the config names schemas explicitly. Partitions are audited through their parent."""
+    return _memo("audited_tables", snapshot, config, lambda: _audited_tables(snapshot, config))
+
+
+def _audited_tables(snapshot: Snapshot, config: Config) -> list[Table]:
     explicit = set(config.schemas)
     out = []
     for t in snapshot.tables:
@@ -93,4 +111,5 @@ def is_tenant_table(snapshot: Snapshot, table: Table, config: Config) -> bool:
 
 
 def tenant_tables(snapshot: Snapshot, config: Config) -> list[Table]:
-    return [t for t in audited_tables(snapshot, config) if is_tenant_table(snapshot, t, config)]
+    return _memo("tenant_tables", snapshot, config, lambda: [
+        t for t in audited_tables(snapshot, config) if is_tenant_table(snapshot, t, config)])
