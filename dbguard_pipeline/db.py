@@ -14,6 +14,7 @@ from typing import Iterator, Optional
 
 import psycopg
 from psycopg import conninfo as _conninfo
+from psycopg import sql
 
 from .errors import ConnectionError_, DbguardError, PermissionError_
 
@@ -193,22 +194,30 @@ def connect(dsn: str, *, autocommit: bool = False, connect_timeout: int = 10, ap
 
 @contextlib.contextmanager
 def read_only_session(dsn_or_conn, *, statement_timeout_ms: int = 60_000, lock_timeout_ms: int = 2_000,
-                      settings: Optional[dict[str, str]] = None) -> Iterator[psycopg.Connection]:
+                      settings: Optional[dict[str, str]] = None,
+                      snapshot: Optional[str] = None) -> Iterator[psycopg.Connection]:
     """A connection inside one READ ONLY transaction with statement and lock timeouts.
 
     Accepts a DSN (opens and closes its own connection) or an open connection (which must not be in a
     transaction). The transaction is always rolled back: an audit never writes. search_path is pg_catalog
     inside, so every expression the catalog prints comes back schema-qualified whatever the user's setting.
     ``settings``: more transaction-local settings, set in the same round trip (e.g. ``{"row_security": "off"}``).
+    ``snapshot``: "export" runs the transaction at REPEATABLE READ so that ``pg_export_snapshot()`` can share
+    its view; an exported snapshot id makes this transaction read exactly that view (``SET TRANSACTION
+    SNAPSHOT``), so two connections see one state of the database.
     """
     own = isinstance(dsn_or_conn, str)
     conn = connect(dsn_or_conn) if own else dsn_or_conn
     dsn = dsn_or_conn if own else ""
-    prev_ro, prev_ac = conn.read_only, conn.autocommit
+    prev_ro, prev_ac, prev_iso = conn.read_only, conn.autocommit, conn.isolation_level
     try:
         conn.autocommit = False
         conn.read_only = True
+        if snapshot:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with conn.transaction(force_rollback=True):
+            if snapshot and snapshot != "export":  # must be the transaction's first statement
+                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
             extra = list((settings or {}).items())
             conn.execute(
                 "select set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true),"
@@ -232,4 +241,4 @@ def read_only_session(dsn_or_conn, *, statement_timeout_ms: int = 60_000, lock_t
         if own:
             conn.close()
         elif not conn.closed:
-            conn.read_only, conn.autocommit = prev_ro, prev_ac
+            conn.read_only, conn.autocommit, conn.isolation_level = prev_ro, prev_ac, prev_iso

@@ -91,11 +91,12 @@ class Table:
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
 
+    @cached_property
+    def _columns_by_name(self) -> dict[str, Column]:
+        return {c.name: c for c in self.columns}
+
     def column(self, name: str) -> Optional[Column]:
-        for c in self.columns:
-            if c.name == name:
-                return c
-        return None
+        return self._columns_by_name.get(name)
 
     @property
     def primary_key(self) -> Optional[Constraint]:

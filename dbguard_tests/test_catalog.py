@@ -208,3 +208,33 @@ def test_a_held_lock_is_reported_as_a_lock_timeout_not_a_lost_connection(demo_ds
     finally:
         holder.rollback()
         holder.close()
+
+
+def _without_clock(snap):
+    import dataclasses
+
+    return dataclasses.replace(snap, taken_at="")
+
+
+def test_two_connections_and_one_give_the_same_snapshot(demo_dsn):
+    two = catalog.introspect(demo_dsn)  # a DSN: split over two connections sharing one snapshot
+    with connect(demo_dsn) as conn:
+        one = catalog.introspect(conn)  # an open connection: all ten queries on it
+    assert _without_clock(two) == _without_clock(one)
+
+
+def test_a_role_limited_to_one_connection_still_gets_its_snapshot(server_dsn, demo_dsn):
+    from psycopg import sql as _sql
+
+    from dbguard_pipeline.db import parse_dsn
+
+    with connect(server_dsn, autocommit=True) as conn:
+        conn.execute("drop role if exists dbguard_one_conn")
+        conn.execute("create role dbguard_one_conn login connection limit 1")
+        conn.execute(_sql.SQL("grant connect on database {} to dbguard_one_conn").format(
+            _sql.Identifier(parse_dsn(demo_dsn)["dbname"])))
+    p = parse_dsn(demo_dsn)
+    p["user"] = "dbguard_one_conn"
+    snap = catalog.introspect(psycopg.conninfo.make_conninfo(**p))
+    assert snap.current_user == "dbguard_one_conn"
+    assert snap.table("public.garages") is not None
