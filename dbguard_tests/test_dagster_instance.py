@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def socket_url(dsn: str) -> str:
     """postgresql+psycopg2://user@/db?host=/socket/dir, the form dagster-postgres (SQLAlchemy) accepts."""
     p = parse_dsn(dsn)
-    return f"postgresql+psycopg2://{quote(p['user'])}@/{quote(p['dbname'])}?host={quote(p['host'], safe='/')}"
+    port = f"&port={quote(p['port'])}" if p.get("port") else ""
+    return (f"postgresql+psycopg2://{quote(p['user'])}@/{quote(p['dbname'])}?host={quote(p['host'], safe='/')}"
+            f"{port}")
 
 
 @pytest.mark.integration
