@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 import dagster as dg
+from dbguard_pipeline.defs.ui_screenshot import serve_ui
 from dbguard_tests.dagster_support import run_nightly
 
-ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 180
 
 QUERY = """
@@ -45,12 +40,6 @@ QUERY = """
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def graphql(port: int, query: str) -> dict:
     req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
                                  headers={"Content-Type": "application/json"}, method="POST")
@@ -60,21 +49,6 @@ def graphql(port: int, query: str) -> dict:
     return body["data"]
 
 
-def wait_for_webserver(proc: subprocess.Popen, port: int, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"dagster-webserver exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"dagster-webserver did not answer within {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.mark.integration
 def test_webserver_graphql_shows_the_asset_graph_and_latest_check_results(demo_dsn, tmp_path):
     home = tmp_path / "dagster_home"
@@ -82,25 +56,11 @@ def test_webserver_graphql_shows_the_asset_graph_and_latest_check_results(demo_d
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         run = run_nightly(instance, demo_dsn)  # results the UI must show
-    port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "DBGUARD_DATABASE_URL": demo_dsn,
            "PYTHONWARNINGS": "ignore"}
     env.pop("DBGUARD_CONFIG", None)
-    log = tmp_path / "webserver.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("dagster-webserver")), "-w", "workspace.yaml", "-h", "127.0.0.1",
-             "-p", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for_webserver(proc, port, log)
+    with serve_ui(env, tmp_path / "webserver.log", STARTUP_TIMEOUT_S) as port:
         data = graphql(port, QUERY)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
     (location,) = data["workspaceOrError"]["locationEntries"]
     assert location["name"] == "dbguard" and location["loadStatus"] == "LOADED"

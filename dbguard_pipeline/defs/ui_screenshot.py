@@ -10,6 +10,7 @@ at the end. Exit code 0 when the screenshot was written, 2 with a one-line messa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Iterator, Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PATH = "/locations/dbguard/asset-groups/dbguard_audit/lineage"
@@ -44,11 +46,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
+def wait_for(url: str, proc: subprocess.Popen, timeout_s: float, log: Optional[Path] = None) -> None:
+    def tail() -> str:
+        return f":\n{log.read_text(errors='replace')[-3000:]}" if log is not None and log.is_file() else ""
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ScreenshotError(f"dagster-webserver exited with code {proc.returncode}")
+            raise ScreenshotError(f"dagster-webserver exited with code {proc.returncode}{tail()}")
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
                 if resp.status == 200:
@@ -56,7 +61,28 @@ def wait_for(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
         except OSError:
             pass
         time.sleep(0.5)
-    raise ScreenshotError(f"dagster-webserver did not answer within {timeout_s:.0f} s")
+    raise ScreenshotError(f"dagster-webserver did not answer within {timeout_s:.0f} s{tail()}")
+
+
+@contextlib.contextmanager
+def serve_ui(env: dict, log: Path, timeout_s: float = 180) -> Iterator[int]:
+    """dagster-webserver for workspace.yaml on a free local port (yielded once it answers); on exit its whole
+    process group is stopped, SIGTERM then SIGKILL."""
+    port = free_port()
+    webserver = Path(sys.executable).with_name("dagster-webserver")
+    with open(log, "w", encoding="utf-8") as fh:
+        proc = subprocess.Popen([str(webserver), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+                                cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/server_info", proc, timeout_s, log)
+        yield port
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 def audit_demo(home: Path, dsn: str) -> None:
@@ -96,23 +122,9 @@ def run(out: Path, path: str, *, budget_ms: int) -> Path:
         home = Path(tmp)
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n", encoding="utf-8")
         audit_demo(home, dsn)
-        port = free_port()
         env = {**os.environ, "DAGSTER_HOME": str(home), "DBGUARD_DATABASE_URL": dsn}
-        webserver = Path(sys.executable).with_name("dagster-webserver")
-        log = home / "webserver.log"
-        with open(log, "w", encoding="utf-8") as fh:
-            proc = subprocess.Popen([str(webserver), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                                    cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_for(f"http://127.0.0.1:{port}/server_info", proc, 180)
+        with serve_ui(env, home / "webserver.log") as port:
             screenshot(f"http://127.0.0.1:{port}{path}", out, chromium=chromium, budget_ms=budget_ms)
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
     return out
 
 
