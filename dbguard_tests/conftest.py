@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -16,10 +15,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from dbguard_pipeline.db import connect, embedded_dsn, with_database
+from dbguard_pipeline.db import connect, embedded_dsn, parse_dsn, with_database
 from dbguard_pipeline.demo import create_demo_database
 
 DEMO_TEMPLATE = "dbguard_test_demo_template"
+SECRET = "s3cr3t-Pa55"  # the password of the password_role fixture: it must never appear in any output
 _counter = itertools.count()
 
 
@@ -89,3 +89,25 @@ def empty_dsn(databases) -> str:
 def run_sql(dsn: str, statements: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(statements)
+
+
+@pytest.fixture
+def password_role(server_dsn, pgdata_dir):
+    """A login role that must authenticate with a password (pg_hba rule added for it alone)."""
+    hba = pgdata_dir / "pg_hba.conf"
+    original = hba.read_text()
+    with connect(server_dsn, autocommit=True) as conn:
+        conn.execute("drop role if exists dbguard_pw_user")
+        conn.execute(sql.SQL("create role dbguard_pw_user login password {}").format(sql.Literal(SECRET)))
+        hba.write_text("local all dbguard_pw_user scram-sha-256\nhost all dbguard_pw_user all scram-sha-256\n" + original)
+        conn.execute("select pg_reload_conf()")
+    yield "dbguard_pw_user"
+    hba.write_text(original)
+    with connect(server_dsn, autocommit=True) as conn:
+        conn.execute("select pg_reload_conf()")
+
+
+def _as_user(server_dsn, user, password, dbname="postgres"):
+    p = parse_dsn(server_dsn)
+    p.update(user=user, password=password, dbname=dbname)
+    return psycopg.conninfo.make_conninfo(**p)

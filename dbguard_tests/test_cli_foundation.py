@@ -5,17 +5,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import psycopg
-import pytest
 from psycopg import sql
 
 from dbguard_pipeline.db import connect, parse_dsn, with_database
 
-from .conftest import run_sql
+from .conftest import SECRET, _as_user  # noqa: F401  (password_role is a conftest fixture)
 
-SECRET = "s3cr3t-Pa55"
 
 
 def dbguard(*args, env=None, timeout=120):
@@ -81,28 +77,6 @@ def test_malformed_dsn_never_echoes_the_password():
 def test_database_that_does_not_exist(server_dsn):
     proc = dbguard("introspect", "--dsn", with_database(server_dsn, "no_such_database"))
     assert_one_line_error(proc, "no_such_database", "does not exist")
-
-
-@pytest.fixture
-def password_role(server_dsn, pgdata_dir):
-    """A login role that must authenticate with a password (pg_hba rule added for it alone)."""
-    hba = pgdata_dir / "pg_hba.conf"
-    original = hba.read_text()
-    with connect(server_dsn, autocommit=True) as conn:
-        conn.execute("drop role if exists dbguard_pw_user")
-        conn.execute(sql.SQL("create role dbguard_pw_user login password {}").format(sql.Literal(SECRET)))
-        hba.write_text("local all dbguard_pw_user scram-sha-256\nhost all dbguard_pw_user all scram-sha-256\n" + original)
-        conn.execute("select pg_reload_conf()")
-    yield "dbguard_pw_user"
-    hba.write_text(original)
-    with connect(server_dsn, autocommit=True) as conn:
-        conn.execute("select pg_reload_conf()")
-
-
-def _as_user(server_dsn, user, password, dbname="postgres"):
-    p = parse_dsn(server_dsn)
-    p.update(user=user, password=password, dbname=dbname)
-    return psycopg.conninfo.make_conninfo(**p)
 
 
 def test_wrong_password(server_dsn, password_role):

@@ -12,8 +12,8 @@ from dbguard_pipeline.db import parse_dsn
 from dbguard_pipeline.errors import ConfigError
 from dbguard_pipeline.expectations import _engine_args, run_expectations
 
-from .conftest import run_sql
-from .test_cli_foundation import SECRET, _as_user, dbguard, password_role  # noqa: F401
+from .conftest import SECRET, _as_user, run_sql
+from .test_cli_foundation import dbguard  # noqa: F401
 
 
 def exp(table, type_, severity="critical", **kwargs):

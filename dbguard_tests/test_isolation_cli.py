@@ -11,8 +11,9 @@ from psycopg import conninfo
 from dbguard_pipeline.cli import main
 from dbguard_pipeline.db import parse_dsn
 
+from .conftest import SECRET, _as_user
 from .isolation_helpers import APP, GUC_STYLES_SQL, ROLES_SQL, TENANTS_SQL, scratch_database
-from .test_cli_foundation import SECRET, _as_user, password_role  # noqa: F401  (fixture)
+
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:

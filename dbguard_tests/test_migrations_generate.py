@@ -10,7 +10,6 @@ from dbguard_pipeline.cli import main
 from dbguard_pipeline.config import Config, TenantModel
 from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.migrations import files as mfiles
-from dbguard_pipeline.migrations.generate import NothingToFix
 from dbguard_pipeline.migrations.lint import lint_texts
 from dbguard_pipeline.migrations.sqltext import pg_name
 

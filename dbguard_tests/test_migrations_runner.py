@@ -8,7 +8,6 @@ from dbguard_pipeline.cli import main
 from dbguard_pipeline.errors import MigrationError
 from dbguard_pipeline.migrations.runner import Runner, parse_units
 
-from .conftest import run_sql
 
 
 def _write(d, name, text, rollback=None):

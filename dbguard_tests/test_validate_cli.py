@@ -13,8 +13,8 @@ import pytest
 
 from dbguard_pipeline.db import connect, parse_dsn
 
-from .conftest import run_sql
-from .test_cli_foundation import SECRET, _as_user, assert_one_line_error, dbguard, password_role  # noqa: F401
+from .conftest import SECRET, _as_user, run_sql
+from .test_cli_foundation import assert_one_line_error, dbguard  # noqa: F401
 
 DATA_PROBLEM = """
 create table tenants (id uuid primary key);

@@ -625,7 +625,7 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
     m.forward = [
         Block((f"ALTER TABLE {q} ADD COLUMN IF NOT EXISTS {col} {col_type}",
                f"ALTER TABLE {q} ALTER COLUMN {col} SET DEFAULT {tenant_context(cfg, col_type, for_default=True)}"),
-              comment=f"1. the tenant column (nullable, no rewrite); new rows take the tenant from the context"),
+              comment="1. the tenant column (nullable, no rewrite); new rows take the tenant from the context"),
         Block((backfill,), transactional=False, untimed="statement",
               comment=f"2. fill it {source}, {BATCH_SIZE} rows per transaction"),
         Block(tuple(catch_up),

@@ -8,7 +8,7 @@ from typing import Iterable, Optional
 from ..config import Config
 from ..model import Policy, Snapshot, Table
 from ..policy import Analyzer, ExprAnalysis, analyzer_for
-from ..tenancy import audited_tables, is_tenant_table, is_tenants_table, tenant_column
+from ..tenancy import audited_tables, is_tenant_table, is_tenants_table
 
 ALL_COMMANDS = ("select", "insert", "update", "delete")
 # Roles through which API clients reach the database on Supabase (PostgREST), besides the configured app role.
