@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate-migration": ("generate_migration", "write a safe fix migration and its exact rollback"),
     "migrate": ("migrate", "apply, list or roll back migrations with a ledger"),
     "test-isolation": ("test_isolation", "prove tenant isolation by trying cross-tenant access (rolled back)"),
+    "diff": ("diff", "compare two databases or snapshots: what changed, and what got weaker"),
 }
 
 
