@@ -1,5 +1,5 @@
 # Two commands for a newcomer: `make demo` and `make test`. Each bootstraps the virtual environment
-# from the pinned lock file the first time (about 45 s) and reuses it afterwards.
+# from the pinned lock file the first time (about 35 s) and reuses it afterwards.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
