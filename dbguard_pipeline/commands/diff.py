@@ -1,0 +1,112 @@
+"""dbguard diff: compare two databases or snapshots; what changed, and what got weaker."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+DESCRIPTION = ("Compare two databases or schema snapshots (JSON written by `dbguard introspect --out`): tables, "
+               "columns, constraints, indexes, row level security, policies, grants, views, functions and roles, "
+               "with the changes that weaken tenant isolation marked and the audit findings that appeared or went "
+               "away. SOURCE and TARGET are each a snapshot file or a database URL. Exit 0, or 1 with "
+               "--fail-on-weaker when something got weaker; 2 on errors.")
+
+
+def add_arguments(parser):
+    parser.add_argument("source", metavar="SOURCE", help="before: a snapshot JSON file or a database URL")
+    parser.add_argument("target", metavar="TARGET", help="after: a snapshot JSON file or a database URL")
+    parser.add_argument("--config", metavar="FILE", help="dbguard.yaml (default: $DBGUARD_CONFIG or ./dbguard.yaml)")
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    parser.add_argument("--out", metavar="FILE", help="write the diff here (default: standard output)")
+    parser.add_argument("--fail-on-weaker", action="store_true",
+                        help="exit 1 when a change weakens tenant isolation or a critical or warning finding is new")
+
+
+def _is_snapshot_path(arg: str) -> bool:
+    p = Path(arg)
+    if arg.lower().endswith(".json"):
+        return True
+    try:
+        if p.is_file():
+            with p.open("rb") as fh:
+                return fh.read(4096).lstrip().startswith(b"{")
+    except OSError:
+        return False
+    return False
+
+
+def load_snapshot_file(arg: str, side: str):
+    """Read and check a snapshot written by ``dbguard introspect --out``; one-line errors."""
+    from ..errors import DbguardError
+    from ..model import Snapshot, from_jsonable
+    from ..diff import check_snapshot_json
+
+    p = Path(arg)
+    if p.is_dir():
+        raise DbguardError(f"{side} {arg} is a directory, not a snapshot file")
+    if not p.is_file():
+        raise DbguardError(f"{side} snapshot file not found: {arg}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DbguardError(f"{side} {arg} is not a snapshot: not UTF-8 text") from None
+    except OSError as exc:
+        raise DbguardError(f"cannot read {side} {arg}: {exc.strerror or exc}") from None
+    if not text.lstrip().startswith("{"):
+        raise DbguardError(f"{side} {arg} is not a snapshot: expected a JSON object written by "
+                           f"dbguard introspect --out")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DbguardError(f"{side} {arg} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") \
+            from None
+    except RecursionError:
+        raise DbguardError(f"{side} {arg} is not a snapshot: JSON nested too deeply") from None
+    problem = check_snapshot_json(data)
+    if problem:
+        raise DbguardError(f"{side} {arg} is not a dbguard snapshot: {problem} "
+                           f"(write one with dbguard introspect --out FILE)")
+    return from_jsonable(Snapshot, data)
+
+
+def load_side(arg: str, side: str, config):
+    """(snapshot, label, kind) for SOURCE or TARGET: a snapshot file, else a database URL (introspected
+    read-only). The label never holds a password."""
+    from ..db import describe_dsn, parse_dsn
+    from ..errors import DbguardError
+
+    if not arg or not arg.strip():
+        raise DbguardError(f"{side} is empty: give a snapshot file or a database URL")
+    if _is_snapshot_path(arg):
+        return load_snapshot_file(arg, side), arg, "snapshot"
+    if Path(arg).is_dir():
+        raise DbguardError(f"{side} {arg} is a directory, not a snapshot file")
+    if Path(arg).exists():
+        raise DbguardError(f"{side} {arg} is not a snapshot: expected a JSON object written by "
+                           f"dbguard introspect --out")
+    if "://" not in arg and "=" not in arg:
+        raise DbguardError(f"{side} {arg}: no such snapshot file, and not a database URL")
+    from ..catalog import introspect
+
+    try:
+        parse_dsn(arg)
+        snapshot = introspect(arg, list(config.schemas) or None, statement_timeout_ms=config.statement_timeout_ms,
+                              lock_timeout_ms=config.lock_timeout_ms)
+    except DbguardError as exc:
+        raise type(exc)(f"{side}: {exc}") from None
+    return snapshot, describe_dsn(arg), "database"
+
+
+def run(args) -> int:
+    from ..config import load_config
+    from ..diff import closing_line, diff_snapshots, render
+    from ..output import write_output
+
+    config = load_config(args.config)
+    a, label_a, kind_a = load_side(args.source, "source", config)
+    b, label_b, kind_b = load_side(args.target, "target", config)
+    d = diff_snapshots(a, b, config, source=label_a, target=label_b, source_kind=kind_a, target_kind=kind_b)
+    write_output(render(d, args.format), args.out)
+    if args.out and args.out != "-":
+        print(f"wrote {args.out}: {closing_line(d)}", file=sys.stderr)
+    return 1 if args.fail_on_weaker and d.weakens_isolation else 0
