@@ -31,11 +31,11 @@ from __future__ import annotations
 import difflib
 import json
 import unicodedata
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Optional
 
 from .config import Config
-from .model import Finding, Function, Policy, Role, Severity, Snapshot, Table, View, to_jsonable
+from .model import Finding, Policy, Role, Severity, Snapshot, Table, to_jsonable
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 _MARK = {ADDED: "+", REMOVED: "-", CHANGED: "~"}
@@ -220,7 +220,7 @@ def _by(items: Iterable, key) -> dict:
     return out
 
 
-def _is_tenant_fk(table: Table, fk, config: Config, path_fks: set[str]) -> bool:
+def _is_tenant_fk(fk, config: Config, path_fks: set[str]) -> bool:
     """A foreign key that ties ``table`` to its tenant: tenant column -> tenants key, or one hop of the
     foreign-key path by which a table without a tenant column reaches a tenant table."""
     if fk.kind != "foreign_key":
@@ -316,15 +316,17 @@ class _Differ:
                         out[-1] = c.weaken("tenant column now allows NULL")
 
         # constraints
-        path_a = {s.constraint.name for s in (tenant_path(self.a, ta, cfg) or []) if s.child is ta}
-        path_b = {s.constraint.name for s in (tenant_path(self.b, tb, cfg) or []) if s.child is tb}
+        def first_hops(snap: Snapshot, t: Table) -> set[str]:
+            return {s.constraint.name for s in (tenant_path(snap, t, cfg) or []) if s.child is t}
+
         ka, kb = _by(ta.constraints, lambda c: c.name), _by(tb.constraints, lambda c: c.name)
         for name in sorted(set(ka) | set(kb)):
             old, new = ka.get(name), kb.get(name)
             if old is None:
                 ch(ADDED, "constraint", name, after=new)
                 continue
-            tying = _is_tenant_fk(ta, old, cfg, path_a)
+            if new is None or _attrs(old, new, ("kind", "definition", "validated")):
+                tying = _is_tenant_fk(old, cfg, first_hops(self.a, ta))
             if new is None:
                 c = ch(REMOVED, "constraint", name, before=old)
                 if tying:
@@ -333,7 +335,7 @@ class _Differ:
             attrs = _attrs(old, new, ("kind", "definition", "validated"))
             if attrs:
                 c = ch(CHANGED, "constraint", name, attributes=attrs)
-                if tying and not _is_tenant_fk(tb, new, cfg, path_b):
+                if tying and not _is_tenant_fk(new, cfg, first_hops(self.b, tb)):
                     out[-1] = c.weaken("foreign key no longer ties the table to its tenant")
                 elif tying and old.validated and not new.validated:
                     out[-1] = c.weaken("foreign key that ties the table to its tenant is no longer validated")
@@ -397,7 +399,7 @@ class _Differ:
                 lost = sorted(set(pa.roles) - set(pb.roles))
                 if lost:
                     reasons.append(f"RESTRICTIVE policy no longer applies to {roles_text(lost)}")
-            if pa.command == "all" and pb.command != "all" or pa.command != pb.command and pb.command != "all":
+            if pb.command != "all" and pa.command != pb.command:
                 reasons.append(f"RESTRICTIVE policy narrowed from {pa.command.upper()} to {pb.command.upper()}")
         if policy_is_moot(pb, self.b):
             return reasons  # only roles that bypass RLS anyway: its expressions open nothing

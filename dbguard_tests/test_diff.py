@@ -433,3 +433,39 @@ def test_diff_does_not_import_dagster_pandas_or_great_expectations(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [0, []]
+
+
+@pytest.mark.integration
+@pytest.mark.security
+def test_ci_diff_around_a_fix_migration_and_its_rollback(demo_dsn, tmp_path):
+    """CI: snapshot before and after `dbguard migrate`. dbguard's own fix drops the open permissive policy and
+    creates the tenant policy: nothing weaker, findings resolved. Its rollback reopens the table: weaker."""
+    from dbguard_pipeline.migrations.runner import Runner
+
+    from .migrations_helpers import plan, write
+
+    migrations = tmp_path / "migrations"
+    before, after, rolled = tmp_path / "before.json", tmp_path / "after.json", tmp_path / "rolled_back.json"
+    assert dbguard("introspect", "--dsn", demo_dsn, "--out", str(before)).returncode == 0
+    name = write(plan(demo_dsn, "fix-rls-policy", "profiles"), migrations)
+    runner = Runner(demo_dsn, migrations)
+    assert [r.name for r in runner.up()] == [name]
+    after.write_text(dump_snapshot(introspect(demo_dsn)), encoding="utf-8")
+
+    proc = dbguard("diff", str(before), str(after), "--fail-on-weaker", "--format", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(proc.stdout)
+    assert {(c["name"], c["item_type"], c["change"]) for c in data["changes"]} >= {
+        ("profiles", "policy", "removed"), ("profiles", "policy", "added")}
+    assert data["summary"]["weaker"] == 0 and data["new_findings"] == []
+    assert "weak_rls_policy:public.profiles:Enable read access for all users" in [
+        f["cache_key"] for f in data["resolved_findings"]]
+    assert {c["schema"] for c in data["changes"]} == {"public"}  # the runner's ledger schema is not reported
+
+    runner.rollback(name)
+    rolled.write_text(dump_snapshot(introspect(demo_dsn)), encoding="utf-8")
+    assert dbguard("diff", str(before), str(rolled)).stdout.rstrip().endswith("no differences")
+    back = dbguard("diff", str(after), str(rolled), "--fail-on-weaker")
+    assert back.returncode == 1
+    assert ('  + policy "Enable read access for all users": PERMISSIVE SELECT TO PUBLIC USING (true)  '
+            "[weaker: now flagged weak_rls_policy]") in back.stdout
