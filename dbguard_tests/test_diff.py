@@ -403,6 +403,11 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     proc = dbguard("diff", str(good), f"postgresql://app:{SECRET}@127.0.0.1:1/prod", timeout=60)
     assert_one_line_error(proc, "target: cannot connect to app@127.0.0.1:1/prod")
     assert_one_line_error(dbguard("diff", str(good)), "the following arguments are required: TARGET")
+    # a URL that happens to end in .json is a URL, not a file name to echo
+    proc = dbguard("diff", f"postgresql://app:{SECRET}@127.0.0.1:1/prod?application_name=x.json", str(good))
+    assert_one_line_error(proc, "source: cannot connect to app@127.0.0.1:1/prod")
+    assert main(["diff", str(good), str(good), "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
 
 
 @pytest.mark.security

@@ -22,17 +22,23 @@ def add_arguments(parser):
                         help="exit 1 when a change weakens tenant isolation or a critical or warning finding is new")
 
 
+def _looks_like_dsn(arg: str) -> bool:
+    return "://" in arg or "=" in arg
+
+
 def _is_snapshot_path(arg: str) -> bool:
+    """An existing file ending in .json or starting with '{'; a missing *.json path that is not a URL."""
     p = Path(arg)
-    if arg.lower().endswith(".json"):
-        return True
     try:
         if p.is_file():
+            if arg.lower().endswith(".json"):
+                return True
             with p.open("rb") as fh:
                 return fh.read(4096).lstrip().startswith(b"{")
     except OSError:
         return False
-    return False
+    # never echo a URL as a file name: it may hold a password
+    return arg.lower().endswith(".json") and not p.exists() and not _looks_like_dsn(arg)
 
 
 def load_snapshot_file(arg: str, side: str):
@@ -84,7 +90,7 @@ def load_side(arg: str, side: str, config):
     if Path(arg).exists():
         raise DbguardError(f"{side} {arg} is not a snapshot: expected a JSON object written by "
                            f"dbguard introspect --out")
-    if "://" not in arg and "=" not in arg:
+    if not _looks_like_dsn(arg):
         raise DbguardError(f"{side} {arg}: no such snapshot file, and not a database URL")
     from ..catalog import introspect
 
