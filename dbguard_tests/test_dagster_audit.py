@@ -183,3 +183,26 @@ def test_hostile_table_names_come_through_metadata_and_checks_unchanged(empty_ds
     assert not check.passed and f"public.{name} 50%" in check.description
     snap = materializations(result)["schema_snapshot"]["tables_overview"]
     assert 'public.Tenant "x" \\| data; drop table y' in snap  # the pipe is escaped, the table stays one row
+
+
+@pytest.mark.integration
+def test_applying_our_own_fix_is_not_reported_as_a_weakened_policy(demo_dsn, tmp_path):
+    from dbguard_pipeline.cli import main
+
+    with dg.instance_for_test() as instance:
+        run_nightly(instance, demo_dsn)
+        out = tmp_path / "fix"
+        assert main(["generate-migration", "fix-rls-policy", "public.vehicles", "--dsn", demo_dsn,
+                     "--out-dir", str(out), "--no-test"]) == 0
+        assert main(["migrate", "up", "--dsn", demo_dsn, "--dir", str(out)]) == 0
+        got = checks(run_nightly(instance, demo_dsn))
+        weakened = got[("rls_audit", "no_policy_weakened")]
+        assert weakened.passed, weakened.description
+        assert "public.vehicles: flagged policy 'Enable read access for all users' removed" in \
+            weakened.metadata["other_changes"].value
+        # and dropping a sound policy is still a regression
+        run_sql(demo_dsn, "DROP POLICY vehicles_tenant_isolation ON public.vehicles")
+        got = checks(run_nightly(instance, demo_dsn))
+        weakened = got[("rls_audit", "no_policy_weakened")]
+        assert not weakened.passed
+        assert "public.vehicles: policy 'vehicles_tenant_isolation' removed" in weakened.metadata["weakened"].value

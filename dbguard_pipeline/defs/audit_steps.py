@@ -43,8 +43,9 @@ RLS_AUDIT_CHECKS = (
     CheckDef("no_warning_findings", "WARN: the schema has warnings (weak policies, missing indexes, ...).", False),
     CheckDef("no_new_findings", "Regression: findings that were not there at the previous materialization "
              "(by cache key). ERROR when a new one is critical, else WARN.", True),
-    CheckDef("no_policy_weakened", "Regression, ERROR: a policy removed, made permissive, widened to more roles or "
-             "rewritten into a flagged form; RLS disabled or no longer forced on a table.", True),
+    CheckDef("no_policy_weakened", "Regression, ERROR: a policy removed (unless it was a permissive policy the audit "
+             "had flagged, as fix-rls-policy removes), made permissive, widened to more roles or rewritten into a "
+             "flagged form; RLS disabled or no longer forced on a table.", True),
     CheckDef("no_new_table_without_rls", "Regression, ERROR: a table that did not exist at the previous "
              "materialization and has RLS off.", True),
 )
@@ -279,7 +280,14 @@ def _policy_checks(state: Mapping[str, Any], findings: Sequence[Finding], previo
         for name in sorted(bp):
             old = bp[name]
             if name not in np_:
-                weakened.append(f"{table}: policy {name!r} removed")
+                # Removing a RESTRICTIVE policy widens access; removing a sound PERMISSIVE one is suspicious (the
+                # table's isolation policy is gone). Removing a permissive policy the audit had flagged is the
+                # fix itself (what `fix-rls-policy` does): reported, not a regression.
+                was_flagged = any(f"{rule}:{table}:{name}" in prev_keys for rule in POLICY_WEAKNESS_RULES)
+                if old.get("permissive", True) and was_flagged:
+                    other.append(f"{table}: flagged policy {name!r} removed")
+                else:
+                    weakened.append(f"{table}: policy {name!r} removed")
                 continue
             new = np_[name]
             if not old.get("permissive", True) and new["permissive"]:
