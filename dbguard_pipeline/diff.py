@@ -220,6 +220,13 @@ def _by(items: Iterable, key) -> dict:
     return out
 
 
+def _pairs(a: Iterable, b: Iterable, key) -> Iterable[tuple]:
+    """(key, object in a or None, object in b or None) for every key on either side, in key order."""
+    da, db = _by(a, key), _by(b, key)
+    for k in sorted(set(da) | set(db)):
+        yield k, da.get(k), db.get(k)
+
+
 def _is_tenant_fk(fk, config: Config, path_fks: set[str]) -> bool:
     """A foreign key that ties ``table`` to its tenant: tenant column -> tenants key, or one hop of the
     foreign-key path by which a table without a tenant column reaches a tenant table."""
@@ -261,10 +268,8 @@ class _Differ:
     # ----------------------------------------------------------------- tables
     def _tables(self) -> None:
         cfg = self.config
-        ta = _by((t for t in self.a.tables if in_scope(t.schema, cfg)), lambda t: (t.schema, t.name))
-        tb = _by((t for t in self.b.tables if in_scope(t.schema, cfg)), lambda t: (t.schema, t.name))
-        for key in sorted(set(ta) | set(tb)):
-            old, new = ta.get(key), tb.get(key)
+        for key, old, new in _pairs((t for t in self.a.tables if in_scope(t.schema, cfg)),
+                                    (t for t in self.b.tables if in_scope(t.schema, cfg)), lambda t: (t.schema, t.name)):
             if old is None:
                 self.changes.append(Change("table", key[0], key[1], ADDED, "table", after=new))
             elif new is None:
@@ -299,9 +304,7 @@ class _Differ:
 
         # columns
         tenant_col = cfg.tenant.column if has_tenant_column(ta, cfg) else None
-        ca, cb = _by(ta.columns, lambda c: c.name), _by(tb.columns, lambda c: c.name)
-        for name in sorted(set(ca) | set(cb)):
-            old, new = ca.get(name), cb.get(name)
+        for name, old, new in _pairs(ta.columns, tb.columns, lambda c: c.name):
             if old is None:
                 ch(ADDED, "column", name, after=new)
             elif new is None:
@@ -319,9 +322,7 @@ class _Differ:
         def first_hops(snap: Snapshot, t: Table) -> set[str]:
             return {s.constraint.name for s in (tenant_path(snap, t, cfg) or []) if s.child is t}
 
-        ka, kb = _by(ta.constraints, lambda c: c.name), _by(tb.constraints, lambda c: c.name)
-        for name in sorted(set(ka) | set(kb)):
-            old, new = ka.get(name), kb.get(name)
+        for name, old, new in _pairs(ta.constraints, tb.constraints, lambda c: c.name):
             if old is None:
                 ch(ADDED, "constraint", name, after=new)
                 continue
@@ -341,9 +342,7 @@ class _Differ:
                     out[-1] = c.weaken("foreign key that ties the table to its tenant is no longer validated")
 
         # indexes
-        ia, ib = _by(ta.indexes, lambda i: i.name), _by(tb.indexes, lambda i: i.name)
-        for name in sorted(set(ia) | set(ib)):
-            old, new = ia.get(name), ib.get(name)
+        for name, old, new in _pairs(ta.indexes, tb.indexes, lambda i: i.name):
             if old is None:
                 ch(ADDED, "index", name, after=new)
             elif new is None:
@@ -354,9 +353,7 @@ class _Differ:
                     ch(CHANGED, "index", name, attributes=attrs)
 
         # policies
-        pa, pb = _by(ta.policies, lambda p: p.name), _by(tb.policies, lambda p: p.name)
-        for name in sorted(set(pa) | set(pb)):
-            old, new = pa.get(name), pb.get(name)
+        for name, old, new in _pairs(ta.policies, tb.policies, lambda p: p.name):
             if old is None:
                 ch(ADDED, "policy", name, after=new)
             elif new is None:
@@ -422,10 +419,8 @@ class _Differ:
     # ----------------------------------------------------------------- views
     def _views(self) -> None:
         cfg = self.config
-        va = _by((v for v in self.a.views if in_scope(v.schema, cfg)), lambda v: (v.schema, v.name))
-        vb = _by((v for v in self.b.views if in_scope(v.schema, cfg)), lambda v: (v.schema, v.name))
-        for key in sorted(set(va) | set(vb)):
-            old, new = va.get(key), vb.get(key)
+        for key, old, new in _pairs((v for v in self.a.views if in_scope(v.schema, cfg)),
+                                    (v for v in self.b.views if in_scope(v.schema, cfg)), lambda v: (v.schema, v.name)):
             if old is None:
                 self.changes.append(Change("view", key[0], key[1], ADDED, "view", after=new))
                 continue
@@ -449,10 +444,9 @@ class _Differ:
     # ----------------------------------------------------------------- functions
     def _functions(self) -> None:
         cfg = self.config
-        fa = _by((f for f in self.a.functions if in_scope(f.schema, cfg)), lambda f: (f.schema, f.name, f.arguments))
-        fb = _by((f for f in self.b.functions if in_scope(f.schema, cfg)), lambda f: (f.schema, f.name, f.arguments))
-        for key in sorted(set(fa) | set(fb)):
-            old, new = fa.get(key), fb.get(key)
+        for key, old, new in _pairs((f for f in self.a.functions if in_scope(f.schema, cfg)),
+                                    (f for f in self.b.functions if in_scope(f.schema, cfg)),
+                                    lambda f: (f.schema, f.name, f.arguments)):
             base = dict(object_type="function", schema=key[0], name=key[1], item_type="function", arguments=key[2])
             if old is None:
                 self.changes.append(Change(change=ADDED, after=new, **base))
@@ -473,10 +467,7 @@ class _Differ:
 
     # ----------------------------------------------------------------- roles
     def _roles(self) -> None:
-        ra = _by(self.a.roles, lambda r: r.name)
-        rb = _by(self.b.roles, lambda r: r.name)
-        for name in sorted(set(ra) | set(rb)):
-            old, new = ra.get(name), rb.get(name)
+        for name, old, new in _pairs(self.a.roles, self.b.roles, lambda r: r.name):
             if old is None:
                 c = Change("role", None, name, ADDED, "role", after=new)
                 if new.superuser or new.bypassrls:
