@@ -35,7 +35,7 @@ bench: $(STAMP)
 # dagster.yaml is written once). Dagster's own notice that `dagster dev` has a successor (`dg dev`, not
 # installed) is silenced; every other warning shows.
 dev: $(STAMP)
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(BIN)/python -m dbguard_pipeline.defs.home && \
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(BIN)/python -m dbguard_pipeline.devtools.home && \
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} \
 	PYTHONWARNINGS='ignore:Function `dev_command` is superseded' \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${DAGSTER_PORT:-3000}
@@ -43,7 +43,7 @@ dev: $(STAMP)
 # Audit the demo, serve the UI on a free local port, and save the asset lineage page as seen by headless
 # Chromium (Debian's `chromium` package) to docs/img/lineage.png.
 ui-screenshot: $(STAMP)
-	$(BIN)/python -m dbguard_pipeline.defs.ui_screenshot --out docs/img/lineage.png
+	$(BIN)/python -m dbguard_pipeline.devtools.ui_screenshot --out docs/img/lineage.png
 
 lock:
 	$(BIN)/python -m pip freeze --exclude-editable | grep -vi '^dbguard' > requirements.lock

@@ -31,7 +31,10 @@ def main(argv=None) -> int:
     import yaml
     from psycopg import sql
 
-    from dbguard_pipeline.db import DEMO_DATABASE, connect, embedded_dsn, with_database
+    from dbguard_pipeline.demo import DEMO_DATABASE
+    from dbguard_pipeline.pg.session import connect
+    from dbguard_pipeline.pg.embedded import embedded_dsn
+    from dbguard_pipeline.pg.dsn import with_database
     from dbguard_pipeline.demo import ensure_demo_database
 
     demo = ensure_demo_database()

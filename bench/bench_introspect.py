@@ -15,8 +15,10 @@ import time
 
 from psycopg import sql
 
-from dbguard_pipeline import catalog
-from dbguard_pipeline.db import connect, embedded_dsn, with_database
+from dbguard_pipeline.pg import catalog
+from dbguard_pipeline.pg.session import connect
+from dbguard_pipeline.pg.embedded import embedded_dsn
+from dbguard_pipeline.pg.dsn import with_database
 from dbguard_pipeline.demo import create_demo_database
 
 

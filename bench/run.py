@@ -32,7 +32,9 @@ from pathlib import Path
 
 from psycopg import sql
 
-from dbguard_pipeline.db import connect, embedded_dsn, parse_dsn, with_database
+from dbguard_pipeline.pg.session import connect
+from dbguard_pipeline.pg.embedded import embedded_dsn
+from dbguard_pipeline.pg.dsn import parse_dsn, with_database
 
 HERE = Path(__file__).resolve().parent
 MARKER = "dbguard bench v1"
@@ -136,7 +138,7 @@ def _median(fn, repeat: int) -> tuple[float, object]:
 
 def static_audit(dsn: str, config):
     from dbguard_pipeline.audit import static_findings
-    from dbguard_pipeline.catalog import introspect
+    from dbguard_pipeline.pg.catalog import introspect
 
     snap = introspect(dsn)
     return snap, static_findings(snap, config)
@@ -166,7 +168,7 @@ def count_each(dsn: str, tables: list[str]) -> int:
 
 
 def metrics_run(dsn: str, snapshot, config):
-    from dbguard_pipeline.metrics import collect_metrics
+    from dbguard_pipeline.pg.metrics import collect_metrics
 
     return collect_metrics(dsn, snapshot, config)
 
@@ -180,7 +182,7 @@ def gx_usual_way(dsn: str, tables: list[str]) -> int:
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     from dbguard_pipeline.config import Config
-    from dbguard_pipeline.expectations import _engine_args
+    from dbguard_pipeline.pg.expectations import _engine_args
 
     url, connect_args = _engine_args(dsn, Config())
     failed = 0
@@ -209,9 +211,9 @@ def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
-from dbguard_pipeline.catalog import introspect
+from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.config import Config
-from dbguard_pipeline.metrics import collect_metrics
+from dbguard_pipeline.pg.metrics import collect_metrics
 dsn, tables = sys.argv[1], json.loads(sys.argv[2])
 snap = introspect(dsn)
 before = hwm()
@@ -256,7 +258,7 @@ def main(argv=None) -> int:
         return _run(server, args)
     finally:
         if tmp:
-            from dbguard_pipeline import db
+            from dbguard_pipeline.pg import embedded as db
 
             srv = db._servers.pop(str(Path(tmp).resolve()), None) or db._servers.pop(tmp, None)
             if srv is not None:
@@ -283,7 +285,7 @@ def _run(server: str, args) -> int:
     pg_dump_schema(dsn), static_audit(dsn, config)
     t_dump, _ = _median(lambda: pg_dump_schema(dsn), r)
     t_static, (snap, static) = _median(lambda: static_audit(dsn, config), r)
-    from dbguard_pipeline.catalog import introspect as _snap_only
+    from dbguard_pipeline.pg.catalog import introspect as _snap_only
 
     t_intro, _ = _median(lambda: _snap_only(dsn), r)
     results["a"] = {"pg_dump": t_dump, "dbguard": t_static, "introspect": t_intro, "tables": len(snap.tables),
@@ -314,8 +316,8 @@ def _run(server: str, args) -> int:
     t0 = time.perf_counter()
     import great_expectations  # noqa: F401  (import time reported separately)
     t_gx_import = time.perf_counter() - t0
-    from dbguard_pipeline.catalog import introspect as _introspect
-    from dbguard_pipeline.metrics import collect_metrics
+    from dbguard_pipeline.pg.catalog import introspect as _introspect
+    from dbguard_pipeline.pg.metrics import collect_metrics
 
     def dbguard_nulls():
         s = _introspect(dsn)

@@ -26,8 +26,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-from .config import AlertsConfig
-from .db import mask_secrets
+from dbguard_pipeline.config import AlertsConfig
+from dbguard_pipeline.pg.dsn import mask_secrets
 
 LOG = logging.getLogger("dbguard.alerts")
 USER_AGENT = "dbguard-alerts/1"

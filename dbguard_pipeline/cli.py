@@ -11,8 +11,8 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
-from . import __version__
-from .errors import DbguardError
+from dbguard_pipeline import __version__
+from dbguard_pipeline.errors import DbguardError
 
 # name -> (module under dbguard_pipeline.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -29,12 +29,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # usage errors: one line, exit 2
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def add_database_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dsn", metavar="URL",
-                        help="database URL (default: $DBGUARD_DATABASE_URL, else the embedded demo database)")
-    parser.add_argument("--config", metavar="FILE", help="dbguard.yaml (default: $DBGUARD_CONFIG or ./dbguard.yaml)")
 
 
 def _top_parser() -> _Parser:

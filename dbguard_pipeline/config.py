@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError
+from dbguard_pipeline.errors import ConfigError
 
 DEFAULT_CONFIG_NAMES = ("dbguard.yaml", "dbguard.yml")
 

@@ -93,9 +93,9 @@ def _report(session):
     """Probe once per session, for the tables of the selected isolation tests."""
     cached = session.stash.get(_REPORT, None)
     if cached is None:
-        from .config import load_config
-        from .errors import DbguardError
-        from .probe import probe
+        from dbguard_pipeline.config import load_config
+        from dbguard_pipeline.errors import DbguardError
+        from dbguard_pipeline.probe import probe
 
         config = session.config
         tables = list(dict.fromkeys(i.qualified for i in session.items if isinstance(i, IsolationItem)))
@@ -114,10 +114,10 @@ def pytest_collection_modifyitems(session, config, items):
     dsn = _dsn(config)
     if not dsn:
         return
-    from .catalog import introspect
-    from .config import load_config
-    from .errors import DbguardError
-    from .probe import ProbeReport, plan_targets
+    from dbguard_pipeline.pg.catalog import introspect
+    from dbguard_pipeline.config import load_config
+    from dbguard_pipeline.errors import DbguardError
+    from dbguard_pipeline.probe import ProbeReport, plan_targets
 
     try:
         cfg = load_config(config.getoption("dbguard_config"))

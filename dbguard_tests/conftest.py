@@ -15,7 +15,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from dbguard_pipeline.db import connect, embedded_dsn, parse_dsn, with_database
+from dbguard_pipeline.pg.session import connect
+from dbguard_pipeline.pg.embedded import embedded_dsn
+from dbguard_pipeline.pg.dsn import parse_dsn, with_database
 from dbguard_pipeline.demo import create_demo_database
 
 DEMO_TEMPLATE = "dbguard_test_demo_template"

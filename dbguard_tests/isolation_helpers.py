@@ -10,7 +10,8 @@ from importlib import resources
 import psycopg
 from psycopg import sql
 
-from dbguard_pipeline.db import connect, with_database
+from dbguard_pipeline.pg.session import connect
+from dbguard_pipeline.pg.dsn import with_database
 
 APP = "dbguard_test_app"
 BYPASS = "dbguard_test_bypass"

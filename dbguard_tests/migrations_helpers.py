@@ -8,13 +8,13 @@ from typing import Optional, Sequence
 import psycopg
 from psycopg import sql
 
-from dbguard_pipeline.catalog import introspect
+from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.config import Config
-from dbguard_pipeline.migrations import files as mfiles
-from dbguard_pipeline.migrations.generate import build_context, plan_action
-from dbguard_pipeline.migrations.plan import Migration
-from dbguard_pipeline.migrations.runner import Runner
-from dbguard_pipeline.migrations.sandbox import differences
+from dbguard_pipeline.fixes import script as mfiles
+from dbguard_pipeline.fixes.generate import build_context, plan_action
+from dbguard_pipeline.fixes.plan import Migration
+from dbguard_pipeline.fixes.ledger import Runner
+from dbguard_pipeline.fixes.sandbox import differences
 
 def tenant_id(dsn: str, n: int) -> str:
     with psycopg.connect(dsn) as conn:

@@ -4,10 +4,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from dbguard_pipeline import catalog
-from dbguard_pipeline.catalog import introspect
-from dbguard_pipeline.db import connect, read_only_session
-from dbguard_pipeline.model import dump_snapshot, load_snapshot
+from dbguard_pipeline.pg import catalog
+from dbguard_pipeline.pg.catalog import introspect
+from dbguard_pipeline.pg.session import connect, read_only_session
+from dbguard_pipeline.model.snapshot_json import dump_snapshot, load_snapshot
 
 from .conftest import run_sql
 
@@ -226,7 +226,7 @@ def test_two_connections_and_one_give_the_same_snapshot(demo_dsn):
 def test_a_role_limited_to_one_connection_still_gets_its_snapshot(server_dsn, demo_dsn):
     from psycopg import sql as _sql
 
-    from dbguard_pipeline.db import parse_dsn
+    from dbguard_pipeline.pg.dsn import parse_dsn
 
     with connect(server_dsn, autocommit=True) as conn:
         conn.execute("drop role if exists dbguard_one_conn")

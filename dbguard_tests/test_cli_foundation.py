@@ -8,7 +8,8 @@ import sys
 
 from psycopg import sql
 
-from dbguard_pipeline.db import connect, parse_dsn, with_database
+from dbguard_pipeline.pg.session import connect
+from dbguard_pipeline.pg.dsn import parse_dsn, with_database
 
 from .conftest import SECRET, _as_user  # noqa: F401  (password_role is a conftest fixture)
 

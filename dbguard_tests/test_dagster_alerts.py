@@ -10,7 +10,7 @@ from psycopg import conninfo
 import dagster as dg
 from dbguard_pipeline.alerts import Alert, FailedCheck, deliver
 from dbguard_pipeline.config import AlertsConfig
-from dbguard_pipeline.db import describe_dsn, parse_dsn
+from dbguard_pipeline.pg.dsn import describe_dsn, parse_dsn
 from dbguard_pipeline.defs.sensors import ALERTED_TAG, dbguard_alert_sensor
 from dbguard_tests.conftest import run_sql
 from dbguard_tests.dagster_support import local_receiver, run_nightly, write_config

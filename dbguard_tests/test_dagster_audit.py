@@ -7,7 +7,7 @@ import pytest
 from psycopg import conninfo
 
 import dagster as dg
-from dbguard_pipeline.db import describe_dsn, parse_dsn
+from dbguard_pipeline.pg.dsn import describe_dsn, parse_dsn
 from dbguard_tests.conftest import run_sql
 from dbguard_tests.dagster_support import (checks, event_log_text, materializations, run_nightly, step_failures,
                                            write_config)

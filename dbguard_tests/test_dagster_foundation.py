@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dbguard_pipeline.db import parse_dsn
+from dbguard_pipeline.pg.dsn import parse_dsn
 from dbguard_pipeline.defs import assets
 from dbguard_pipeline.defs.definitions import defs
 from dbguard_pipeline.defs.resources import PostgresResource

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 import dagster as dg
-from dbguard_pipeline.db import parse_dsn
-from dbguard_pipeline.defs.home import ensure_dagster_home
+from dbguard_pipeline.pg.dsn import parse_dsn
+from dbguard_pipeline.devtools.home import ensure_dagster_home
 from dbguard_pipeline.defs.sensors import dbguard_alert_sensor
 from dbguard_tests.dagster_support import checks, run_nightly, sensor_tick
 

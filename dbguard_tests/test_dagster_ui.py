@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 import dagster as dg
-from dbguard_pipeline.defs.ui_screenshot import serve_ui
+from dbguard_pipeline.devtools.ui_screenshot import serve_ui
 from dbguard_tests.dagster_support import run_nightly
 
 STARTUP_TIMEOUT_S = 180

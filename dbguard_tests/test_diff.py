@@ -9,12 +9,14 @@ from dataclasses import replace
 import pytest
 from psycopg import sql
 
-from dbguard_pipeline.catalog import introspect
+from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.cli import main
 from dbguard_pipeline.config import Config
-from dbguard_pipeline.db import connect, describe_dsn, parse_dsn
+from dbguard_pipeline.pg.session import connect
+from dbguard_pipeline.pg.dsn import describe_dsn, parse_dsn
 from dbguard_pipeline.diff import Change, SnapshotDiff, diff_snapshots, render
-from dbguard_pipeline.model import Role, dump_snapshot
+from dbguard_pipeline.model.schema import Role
+from dbguard_pipeline.model.snapshot_json import dump_snapshot
 
 from .conftest import SECRET, _as_user, run_sql
 from .test_cli_foundation import assert_one_line_error, dbguard
@@ -445,7 +447,7 @@ def test_diff_does_not_import_dagster_pandas_or_great_expectations(tmp_path):
 def test_ci_diff_around_a_fix_migration_and_its_rollback(demo_dsn, tmp_path):
     """CI: snapshot before and after `dbguard migrate`. dbguard's own fix drops the open permissive policy and
     creates the tenant policy: nothing weaker, findings resolved. Its rollback reopens the table: weaker."""
-    from dbguard_pipeline.migrations.runner import Runner
+    from dbguard_pipeline.fixes.ledger import Runner
 
     from .migrations_helpers import plan, write
 

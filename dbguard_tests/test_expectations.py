@@ -8,9 +8,9 @@ from psycopg import sql
 
 from dbguard_pipeline.audit import run_audit
 from dbguard_pipeline.config import Config, Expectation
-from dbguard_pipeline.db import parse_dsn
+from dbguard_pipeline.pg.dsn import parse_dsn
 from dbguard_pipeline.errors import ConfigError
-from dbguard_pipeline.expectations import _engine_args, run_expectations
+from dbguard_pipeline.pg.expectations import _engine_args, run_expectations
 
 from .conftest import SECRET, _as_user, run_sql
 from .test_cli_foundation import dbguard  # noqa: F401

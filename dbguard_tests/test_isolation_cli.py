@@ -9,7 +9,7 @@ import pytest
 from psycopg import conninfo
 
 from dbguard_pipeline.cli import main
-from dbguard_pipeline.db import parse_dsn
+from dbguard_pipeline.pg.dsn import parse_dsn
 
 from .conftest import SECRET, _as_user
 from .isolation_helpers import APP, GUC_STYLES_SQL, ROLES_SQL, TENANTS_SQL, scratch_database

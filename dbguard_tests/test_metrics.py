@@ -7,10 +7,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from dbguard_pipeline.catalog import introspect
+from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.config import Config, TenantModel
-from dbguard_pipeline.db import connect, parse_dsn
-from dbguard_pipeline.metrics import collect_metrics, plan_references, reference_query, scan_query
+from dbguard_pipeline.pg.session import connect
+from dbguard_pipeline.pg.dsn import parse_dsn
+from dbguard_pipeline.pg.metrics import collect_metrics, plan_references, reference_query, scan_query
 
 from .conftest import run_sql
 

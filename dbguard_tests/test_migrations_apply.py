@@ -9,12 +9,12 @@ import time
 import psycopg
 import pytest
 
-from dbguard_pipeline.catalog import introspect
+from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.config import Config, TenantModel
 from dbguard_pipeline.errors import MigrationError
-from dbguard_pipeline.migrations.generate import NothingToFix, build_context, replan
-from dbguard_pipeline.migrations.runner import Runner
-from dbguard_pipeline.migrations.sandbox import round_trip
+from dbguard_pipeline.fixes.generate import NothingToFix, build_context, replan
+from dbguard_pipeline.fixes.ledger import Runner
+from dbguard_pipeline.fixes.sandbox import round_trip
 
 from .conftest import run_sql
 from .migrations_helpers import assert_same, findings_for, plan, rows_as_app, table_state, tenant_id, write
@@ -147,7 +147,7 @@ def test_add_foreign_key_vehicle_spec_enhancements(demo_dsn, tmp_path):
 @pytest.mark.integration
 def test_sandbox_round_trip_of_every_fixable_finding_on_the_demo(demo_dsn):
     config = Config()
-    from dbguard_pipeline.migrations.generate import plan_all
+    from dbguard_pipeline.fixes.generate import plan_all
 
     ctx = build_context(introspect(demo_dsn), config, demo_dsn)
     planned = plan_all(ctx)
@@ -222,8 +222,8 @@ def test_hostile_identifiers_every_action_round_trips(empty_dsn, tmp_path):
     ]
     for action, table, args in cases:
         m = plan(empty_dsn, action, table, args, config=cfg)
-        from dbguard_pipeline.migrations.lint import lint_texts
-        from dbguard_pipeline.migrations import files as mfiles
+        from dbguard_pipeline.fixes.lint import lint_texts
+        from dbguard_pipeline.fixes import script as mfiles
 
         lint = lint_texts(mfiles.rendered([m], "20250101000000"))
         assert lint.ok, [str(v) for v in lint.violations] + lint.parse_errors
@@ -382,7 +382,7 @@ def test_psql_applies_the_files_as_they_are(demo_dsn, tmp_path):
     """The file manages its own transactions: psql (no single-transaction wrapper) gives the same result."""
     import subprocess
 
-    from dbguard_pipeline.migrations.sandbox import _binary, _libpq_env
+    from dbguard_pipeline.fixes.sandbox import _binary, _libpq_env
 
     before = introspect(demo_dsn)
     m = plan(demo_dsn, "add-tenant-isolation", "conversation_messages")

@@ -9,9 +9,9 @@ import pytest
 from dbguard_pipeline.cli import main
 from dbguard_pipeline.config import Config, TenantModel
 from dbguard_pipeline.errors import DbguardError
-from dbguard_pipeline.migrations import files as mfiles
-from dbguard_pipeline.migrations.lint import lint_texts
-from dbguard_pipeline.migrations.sqltext import pg_name
+from dbguard_pipeline.fixes import script as mfiles
+from dbguard_pipeline.fixes.lint import lint_texts
+from dbguard_pipeline.fixes.sql import pg_name
 
 from .conftest import run_sql
 from .migrations_helpers import plan

@@ -6,7 +6,7 @@ import pytest
 
 from dbguard_pipeline.cli import main
 from dbguard_pipeline.errors import MigrationError
-from dbguard_pipeline.migrations.runner import Runner, parse_units
+from dbguard_pipeline.fixes.ledger import Runner, parse_units
 
 
 
@@ -147,7 +147,7 @@ def test_one_runner_at_a_time(empty_dsn, tmp_path):
 
 @pytest.mark.security
 def test_the_password_never_reaches_the_output(empty_dsn, tmp_path, capsys):
-    from dbguard_pipeline.db import parse_dsn
+    from dbguard_pipeline.pg.dsn import parse_dsn
     from psycopg import conninfo
 
     params = parse_dsn(empty_dsn)
@@ -167,7 +167,7 @@ def test_the_password_never_reaches_the_output(empty_dsn, tmp_path, capsys):
 
 @pytest.mark.security
 def test_generated_files_and_output_hold_no_password(demo_dsn, tmp_path, capsys):
-    from dbguard_pipeline.db import parse_dsn
+    from dbguard_pipeline.pg.dsn import parse_dsn
     from psycopg import conninfo
 
     params = parse_dsn(demo_dsn)

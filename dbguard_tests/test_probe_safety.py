@@ -9,9 +9,9 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-from dbguard_pipeline.catalog import introspect
+from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.config import Config, TenantModel
-from dbguard_pipeline.db import parse_dsn
+from dbguard_pipeline.pg.dsn import parse_dsn
 from dbguard_pipeline.errors import DbguardError, NotFoundError
 from dbguard_pipeline.probe import ProbeRefused, probe
 

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 
 from dbguard_pipeline import rules
-from dbguard_pipeline.catalog import introspect
+from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.config import Config, TenantModel
-from dbguard_pipeline.model import Severity
+from dbguard_pipeline.model.findings import Severity
 
 from .conftest import run_sql
 

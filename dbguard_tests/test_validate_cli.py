@@ -11,7 +11,8 @@ import xml.etree.ElementTree as ET
 import psycopg
 import pytest
 
-from dbguard_pipeline.db import connect, parse_dsn
+from dbguard_pipeline.pg.session import connect
+from dbguard_pipeline.pg.dsn import parse_dsn
 
 from .conftest import SECRET, _as_user, run_sql
 from .test_cli_foundation import assert_one_line_error, dbguard  # noqa: F401

@@ -14,9 +14,10 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from ..catalog import introspect
-    from ..db import dbguard_home, describe_dsn
-    from ..demo import ensure_demo_database
+    from dbguard_pipeline.pg.catalog import introspect
+    from dbguard_pipeline.pg.embedded import dbguard_home
+    from dbguard_pipeline.pg.dsn import describe_dsn
+    from dbguard_pipeline.demo import ensure_demo_database
 
     t0 = time.perf_counter()
     dsn = ensure_demo_database(reset=not args.keep)
@@ -26,7 +27,7 @@ def run(args) -> int:
     print(f"demo database ready: {describe_dsn(dsn)} (data directory {dbguard_home() / 'pgdata'}, "
           f"{time.perf_counter() - t0:.1f}s)", file=sys.stderr)
     try:
-        from ..audit import run_audit_for_demo  # the audit engine, when present
+        from dbguard_pipeline.audit import run_audit_for_demo
     except ImportError:
         run_audit_for_demo = None
     if run_audit_for_demo is not None:

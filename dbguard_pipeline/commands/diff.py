@@ -43,9 +43,10 @@ def _is_snapshot_path(arg: str) -> bool:
 
 def load_snapshot_file(arg: str, side: str):
     """Read and check a snapshot written by ``dbguard introspect --out``; one-line errors."""
-    from ..errors import DbguardError
-    from ..model import Snapshot, from_jsonable
-    from ..diff import check_snapshot_json
+    from dbguard_pipeline.errors import DbguardError
+    from dbguard_pipeline.model.schema import Snapshot
+    from dbguard_pipeline.model.snapshot_json import from_jsonable
+    from dbguard_pipeline.diff import check_snapshot_json
 
     p = Path(arg)
     if p.is_dir():
@@ -78,8 +79,8 @@ def load_snapshot_file(arg: str, side: str):
 def load_side(arg: str, side: str, config):
     """(snapshot, label, kind) for SOURCE or TARGET: a snapshot file, else a database URL (introspected
     read-only). The label never holds a password."""
-    from ..db import describe_dsn, parse_dsn
-    from ..errors import DbguardError
+    from dbguard_pipeline.pg.dsn import describe_dsn, parse_dsn
+    from dbguard_pipeline.errors import DbguardError
 
     if not arg or not arg.strip():
         raise DbguardError(f"{side} is empty: give a snapshot file or a database URL")
@@ -92,7 +93,7 @@ def load_side(arg: str, side: str, config):
                            f"dbguard introspect --out")
     if not _looks_like_dsn(arg):
         raise DbguardError(f"{side} {arg}: no such snapshot file, and not a database URL")
-    from ..catalog import introspect
+    from dbguard_pipeline.pg.catalog import introspect
 
     try:
         parse_dsn(arg)
@@ -104,9 +105,9 @@ def load_side(arg: str, side: str, config):
 
 
 def run(args) -> int:
-    from ..config import load_config
-    from ..diff import closing_line, diff_snapshots, render
-    from ..output import write_output
+    from dbguard_pipeline.config import load_config
+    from dbguard_pipeline.diff import closing_line, diff_snapshots, render
+    from dbguard_pipeline.commands.output import write_output
 
     config = load_config(args.config)
     a, label_a, kind_a = load_side(args.source, "source", config)

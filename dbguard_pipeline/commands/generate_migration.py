@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import add_database_arguments
+from dbguard_pipeline.commands._args import add_database_arguments
 
 DESCRIPTION = (
     "Write a safe fix migration and its exact rollback: ACTION TABLE [ARGS...], or --all for one migration per "
@@ -37,13 +37,13 @@ def _out(line: str = "") -> None:
 
 
 def run(args) -> int:
-    from ..catalog import introspect
-    from ..config import load_config
-    from ..db import resolve_dsn
-    from ..errors import DbguardError, MigrationError
-    from ..migrations import files as mfiles
-    from ..migrations.generate import NothingToFix, build_context, plan_action, plan_all
-    from ..migrations.lint import lint_texts
+    from dbguard_pipeline.pg.catalog import introspect
+    from dbguard_pipeline.config import load_config
+    from dbguard_pipeline.services import resolve_dsn
+    from dbguard_pipeline.errors import DbguardError, MigrationError
+    from dbguard_pipeline.fixes import script as mfiles
+    from dbguard_pipeline.fixes.generate import NothingToFix, build_context, plan_action, plan_all
+    from dbguard_pipeline.fixes.lint import lint_texts
 
     if args.all and args.action:
         raise DbguardError("give either --all or ACTION TABLE, not both")
@@ -57,7 +57,7 @@ def run(args) -> int:
     ctx = build_context(snapshot, config, dsn)
 
     if args.all:
-        from ..rules import all_rules
+        from dbguard_pipeline.rules import all_rules
 
         if not all_rules():
             raise DbguardError("--all needs the audit rules, which are not installed in this build")
@@ -93,7 +93,7 @@ def run(args) -> int:
         raise MigrationError("the generated SQL did not pass squawk/pglast (a dbguard bug): nothing was written")
 
     if args.test != "no":
-        from ..migrations.sandbox import round_trip
+        from dbguard_pipeline.fixes.sandbox import round_trip
 
         try:
             result = round_trip(dsn, migrations, config)

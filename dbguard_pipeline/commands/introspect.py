@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import add_database_arguments
+from dbguard_pipeline.commands._args import add_database_arguments
 
 DESCRIPTION = "Write the JSON schema snapshot of a database (tables, columns, constraints, indexes, RLS, policies, grants, views, functions)."
 
@@ -15,11 +15,11 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from ..catalog import introspect
-    from ..config import load_config
-    from ..db import resolve_dsn
-    from ..model import dump_snapshot
-    from ..output import write_output
+    from dbguard_pipeline.pg.catalog import introspect
+    from dbguard_pipeline.config import load_config
+    from dbguard_pipeline.services import resolve_dsn
+    from dbguard_pipeline.model.snapshot_json import dump_snapshot
+    from dbguard_pipeline.commands.output import write_output
 
     config = load_config(args.config)
     dsn = resolve_dsn(args.dsn)
@@ -28,7 +28,7 @@ def run(args) -> int:
     if args.schema:
         missing = [s for s in args.schema if s not in snapshot.schemas]
         if missing:
-            from ..errors import NotFoundError
+            from dbguard_pipeline.errors import NotFoundError
 
             raise NotFoundError(f"schema not found in {snapshot.database}: {', '.join(missing)}")
     write_output(dump_snapshot(snapshot) + "\n", args.out)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import add_database_arguments
+from dbguard_pipeline.commands._args import add_database_arguments
 
 DESCRIPTION = (
     "Apply pending migrations in order (up, the default), list them (status) or undo one (rollback NAME). "
@@ -26,10 +26,11 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from ..config import load_config
-    from ..db import describe_dsn, resolve_dsn
-    from ..errors import DbguardError
-    from ..migrations.runner import Runner
+    from dbguard_pipeline.config import load_config
+    from dbguard_pipeline.pg.dsn import describe_dsn
+    from dbguard_pipeline.services import resolve_dsn
+    from dbguard_pipeline.errors import DbguardError
+    from dbguard_pipeline.fixes.ledger import Runner
 
     load_config(args.config)  # validates the file even though the runner needs nothing from it
     if args.lock_retries < 0:

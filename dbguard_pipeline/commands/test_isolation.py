@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import add_database_arguments
+from dbguard_pipeline.commands._args import add_database_arguments
 
 DESCRIPTION = (
     "Prove tenant isolation the way an attacker would: as the application's role with tenant A's context, try to "
@@ -26,11 +26,11 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from ..config import load_config
-    from ..db import resolve_dsn
-    from ..errors import DbguardError
-    from ..output import write_output
-    from ..probe import probe
+    from dbguard_pipeline.config import load_config
+    from dbguard_pipeline.services import resolve_dsn
+    from dbguard_pipeline.errors import DbguardError
+    from dbguard_pipeline.commands.output import write_output
+    from dbguard_pipeline.probe import probe
 
     if bool(args.tenant_a) != bool(args.tenant_b):
         raise DbguardError("give both --tenant-a and --tenant-b, or neither")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import add_database_arguments
+from dbguard_pipeline.commands._args import add_database_arguments
 
 DESCRIPTION = ("Audit row level security, tenancy, data integrity, performance and security of a PostgreSQL "
                "database (read-only) and report the findings. Exit 0 when nothing is at or above --fail-on, 1 "
@@ -24,11 +24,11 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from ..audit import run_audit, selected_rules
-    from ..config import load_config
-    from ..db import resolve_dsn
-    from ..output import write_output
-    from ..report import render
+    from dbguard_pipeline.audit import run_audit, selected_rules
+    from dbguard_pipeline.config import load_config
+    from dbguard_pipeline.services import resolve_dsn
+    from dbguard_pipeline.commands.output import write_output
+    from dbguard_pipeline.report import render
 
     config = load_config(args.config)
     selected_rules(args.rules)  # unknown rule ids fail before any connection

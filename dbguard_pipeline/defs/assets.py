@@ -11,10 +11,10 @@ from typing import Optional, Sequence
 
 import dagster as dg
 
-from ..errors import DbguardError
-from . import audit_steps as steps
-from .audit_steps import COVERAGE_CHECKS, INTEGRITY_CHECKS, RLS_AUDIT_CHECKS, Previous, snapshot_markdown  # noqa: F401
-from .resources import Target
+from dbguard_pipeline.errors import DbguardError
+from dbguard_pipeline.defs import audit_steps as steps
+from dbguard_pipeline.defs.audit_steps import (COVERAGE_CHECKS, INTEGRITY_CHECKS, RLS_AUDIT_CHECKS, Previous, snapshot_markdown)
+from dbguard_pipeline.defs.resources import Target
 
 GROUP = "dbguard_audit"
 FLEET_GROUP = "dbguard_fleet"

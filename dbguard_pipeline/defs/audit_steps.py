@@ -16,9 +16,10 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import dagster as dg
 
-from ..config import Config
-from ..model import Finding, Severity, Snapshot
-from .resources import Target
+from dbguard_pipeline.config import Config
+from dbguard_pipeline.model.findings import Finding, Severity
+from dbguard_pipeline.model.schema import Snapshot
+from dbguard_pipeline.defs.resources import Target
 
 ERROR = dg.AssetCheckSeverity.ERROR
 WARN = dg.AssetCheckSeverity.WARN
@@ -155,7 +156,7 @@ def _hash(*parts: Optional[str]) -> str:
 
 
 def audited(snapshot: Snapshot, config: Config):
-    from ..tenancy import audited_tables
+    from dbguard_pipeline.semantics.tenancy import audited_tables
 
     return audited_tables(snapshot, config)
 
@@ -175,7 +176,7 @@ def rls_state(snapshot: Snapshot, config: Config) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- schema_snapshot
 def take_snapshot(target: Target) -> Snapshot:
-    from ..catalog import introspect
+    from dbguard_pipeline.pg.catalog import introspect
 
     c = target.config
     return introspect(target.dsn, list(c.schemas) or None, statement_timeout_ms=c.statement_timeout_ms,
@@ -341,7 +342,7 @@ def _findings_metadata(target: Target, findings: Sequence[Finding], ignored: Seq
 
 def rls_audit_step(target: Target, snapshot: Snapshot, previous: Optional[Previous]) -> StepOutput:
     """Static findings (categories rls, tenancy, security, performance): no table is read."""
-    from ..audit import build_result, static_findings
+    from dbguard_pipeline.audit import build_result, static_findings
 
     result = build_result(snapshot, static_findings(snapshot, target.config), target.config)
     findings, ignored = list(result.findings), list(result.ignored)
@@ -363,7 +364,7 @@ def rls_audit_step(target: Target, snapshot: Snapshot, previous: Optional[Previo
 def data_audit(target: Target, snapshot: Snapshot):
     """One pass of data metrics (each table read once) for both tenant_coverage and data_integrity: an
     AuditResult holding the data findings only, the coverage rows and the tables not measured."""
-    from ..audit import build_result, collect_data, data_findings
+    from dbguard_pipeline.audit import build_result, collect_data, data_findings
 
     metrics = collect_data(target.dsn, snapshot, target.config)
     return build_result(snapshot, data_findings(snapshot, metrics, target.config), target.config, metrics)

@@ -15,14 +15,14 @@ from typing import Optional
 
 import dagster as dg
 
-from ..db import ENV_DSN
-from . import assets
-from .fix_migrations import fix_migrations_sensor, generate_fix_migrations_job
-from .isolation import isolation_checks, isolation_report
-from .jobs import build_nightly_audit_job, fleet_audit_job
-from .resources import FleetResource, PostgresResource
-from .schedules import build_schedules
-from .sensors import dbguard_alert_sensor
+from dbguard_pipeline.pg.dsn import ENV_DSN
+from dbguard_pipeline.defs import assets
+from dbguard_pipeline.defs.fix_migrations import fix_migrations_sensor, generate_fix_migrations_job
+from dbguard_pipeline.defs.isolation import isolation_checks, isolation_report
+from dbguard_pipeline.defs.jobs import build_nightly_audit_job, fleet_audit_job
+from dbguard_pipeline.defs.resources import FleetResource, PostgresResource
+from dbguard_pipeline.defs.schedules import build_schedules
+from dbguard_pipeline.defs.sensors import dbguard_alert_sensor
 
 
 def database_resource() -> PostgresResource:

@@ -9,7 +9,7 @@ the audited database: the files wait for review (``dbguard migrate up``).
 
 Sensor ``fix_migrations_sensor``: an asset sensor on ``rls_audit``. It reads the materialization's
 ``finding_keys`` metadata (``{cache_key: severity}``, written by the audit asset), keeps the fixable ones
-(:data:`~dbguard_pipeline.migrations.generate.FIXABLE`) that no migration file in the folder names, and
+(:data:`~dbguard_pipeline.fixes.generate.FIXABLE`) that no migration file in the folder names, and
 requests a run whose run key is a hash of those cache keys, so the same findings never launch it twice.
 The folder is ``$DBGUARD_MIGRATIONS_DIR`` (default ``migrations``), for the sensor and the job alike.
 """
@@ -21,7 +21,7 @@ from typing import Optional
 
 import dagster as dg
 
-from .resources import PostgresResource
+from dbguard_pipeline.defs.resources import PostgresResource
 
 MIGRATIONS_DIR_ENV = "DBGUARD_MIGRATIONS_DIR"
 AUDIT_ASSET = dg.AssetKey("rls_audit")
@@ -42,7 +42,7 @@ class FixMigrationsConfig(dg.Config):
 
 @dataclass
 class FixPlan:
-    migrations: list  # dbguard_pipeline.migrations.plan.Migration
+    migrations: list  # dbguard_pipeline.fixes.plan.Migration
     out_dir: str
     timestamp: str
     round_trip: bool
@@ -57,9 +57,9 @@ def _table(rows: list[dict], columns: list[tuple[str, str]]) -> dg.MetadataValue
 
 @dg.op(description="Plan one fix migration per table and action from the audit's findings on a fresh snapshot.")
 def plan_fixes(context: dg.OpExecutionContext, config: FixMigrationsConfig, database: PostgresResource) -> FixPlan:
-    from ..catalog import introspect
-    from ..migrations import files as mfiles
-    from ..migrations.generate import build_context, plan_all
+    from dbguard_pipeline.pg.catalog import introspect
+    from dbguard_pipeline.fixes import script as mfiles
+    from dbguard_pipeline.fixes.generate import build_context, plan_all
 
     target = database.target()
     cfg = target.config
@@ -86,7 +86,7 @@ def plan_fixes(context: dg.OpExecutionContext, config: FixMigrationsConfig, data
 
 @dg.op(description="Render the forward and rollback SQL of each planned migration (deterministic templates).")
 def render_migrations(context: dg.OpExecutionContext, plan: FixPlan) -> FixPlan:
-    from ..migrations import files as mfiles
+    from dbguard_pipeline.fixes import script as mfiles
 
     plan.texts = mfiles.rendered(plan.migrations, plan.timestamp)
     context.add_output_metadata({"files": dg.MetadataValue.int(len(plan.texts))})
@@ -95,7 +95,7 @@ def render_migrations(context: dg.OpExecutionContext, plan: FixPlan) -> FixPlan:
 
 @dg.op(description="Lint every file with squawk (zero violations required) and the PostgreSQL parser (pglast).")
 def lint_migrations(context: dg.OpExecutionContext, plan: FixPlan) -> FixPlan:
-    from ..migrations.lint import lint_texts
+    from dbguard_pipeline.fixes.lint import lint_texts
 
     if not plan.texts:
         context.add_output_metadata({"squawk": dg.MetadataValue.text("nothing to lint")})
@@ -115,7 +115,7 @@ def lint_migrations(context: dg.OpExecutionContext, plan: FixPlan) -> FixPlan:
 
 @dg.op(description="Apply, check and roll back each migration on a scratch copy of the database.")
 def round_trip_migrations(context: dg.OpExecutionContext, plan: FixPlan, database: PostgresResource) -> FixPlan:
-    from ..migrations.sandbox import round_trip
+    from dbguard_pipeline.fixes.sandbox import round_trip
 
     if not plan.migrations or not plan.round_trip:
         context.add_output_metadata({"round_trip": dg.MetadataValue.text("skipped")})
@@ -136,7 +136,7 @@ def round_trip_migrations(context: dg.OpExecutionContext, plan: FixPlan, databas
 
 @dg.op(description="Write the reviewed-to-be files into the migrations folder (all or none).")
 def write_migration_files(context: dg.OpExecutionContext, plan: FixPlan) -> list[str]:
-    from ..migrations import files as mfiles
+    from dbguard_pipeline.fixes import script as mfiles
 
     if not plan.texts:
         context.log.info("nothing to fix: no file written")
@@ -162,7 +162,7 @@ def generate_fix_migrations_job():
 
 def fixable_keys(finding_keys) -> list[str]:
     """The fixable cache keys among the audit's ``finding_keys`` metadata (a {key: severity} map or a list)."""
-    from ..migrations.generate import FIXABLE
+    from dbguard_pipeline.fixes.generate import FIXABLE
 
     keys = list(finding_keys.keys()) if isinstance(finding_keys, dict) else list(finding_keys or [])
     return sorted(k for k in keys if isinstance(k, str) and k.split(":", 1)[0] in FIXABLE)
@@ -177,7 +177,7 @@ def run_key(keys: list[str]) -> str:
                  description="After each rls_audit materialization: launch generate_fix_migrations for the fixable "
                              "findings that no migration file names yet (run key = hash of their cache keys).")
 def fix_migrations_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-    from ..migrations.files import pending_fixes
+    from dbguard_pipeline.fixes.script import pending_fixes
 
     materialization = asset_event.asset_materialization
     metadata = materialization.metadata if materialization else {}

@@ -5,9 +5,9 @@
 
 import dagster as dg
 
-from ..probe import ProbeReport, probe
-from .assets import GROUP, OWNERS, schema_snapshot
-from .resources import PostgresResource
+from dbguard_pipeline.probe import ProbeReport, probe
+from dbguard_pipeline.defs.assets import GROUP, OWNERS, schema_snapshot
+from dbguard_pipeline.defs.resources import PostgresResource
 
 MAX_WITNESSES = 200  # metadata stays readable; the full report is the asset value
 

@@ -12,10 +12,10 @@ import re
 
 import dagster as dg
 
-from ..errors import DbguardError
-from . import audit_steps as steps
-from .assets import AUDIT_KEYS, FLEET_PARTITIONS, user_errors
-from .audit_steps import COVERAGE_CHECKS, INTEGRITY_CHECKS, RLS_AUDIT_CHECKS, Previous
+from dbguard_pipeline.errors import DbguardError
+from dbguard_pipeline.defs import audit_steps as steps
+from dbguard_pipeline.defs.assets import AUDIT_KEYS, FLEET_PARTITIONS, user_errors
+from dbguard_pipeline.defs.audit_steps import COVERAGE_CHECKS, INTEGRITY_CHECKS, RLS_AUDIT_CHECKS, Previous
 
 NIGHTLY_JOB = "nightly_audit_job"
 FLEET_JOB = "fleet_audit_job"

@@ -13,8 +13,8 @@ from typing import Optional
 
 import dagster as dg
 
-from ..config import Config, DatabaseTarget
-from ..errors import ConfigError, NotFoundError
+from dbguard_pipeline.config import Config, DatabaseTarget
+from dbguard_pipeline.errors import ConfigError, NotFoundError
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Target:
 
 def target_dsn(target: DatabaseTarget, environ=os.environ) -> str:
     """The DSN of a fleet database: the environment variable ``dsn_env`` (preferred) or ``dsn``."""
-    from ..db import parse_dsn
+    from dbguard_pipeline.pg.dsn import parse_dsn
 
     if target.dsn_env:
         dsn = environ.get(target.dsn_env)
@@ -69,22 +69,22 @@ class PostgresResource(dg.ConfigurableResource):
     config_path: Optional[str] = None  # dbguard.yaml; None = $DBGUARD_CONFIG or ./dbguard.yaml or defaults
 
     def resolved_dsn(self) -> str:
-        from ..db import resolve_dsn
+        from dbguard_pipeline.services import resolve_dsn
 
         return resolve_dsn(self.dsn)
 
     def display_name(self) -> str:
-        from ..db import describe_dsn
+        from dbguard_pipeline.pg.dsn import describe_dsn
 
         return describe_dsn(self.resolved_dsn())
 
     def load_config(self) -> Config:
-        from ..config import load_config
+        from dbguard_pipeline.config import load_config
 
         return load_config(self.config_path)
 
     def target(self, partition_key: Optional[str] = None) -> Target:
-        from ..db import describe_dsn
+        from dbguard_pipeline.pg.dsn import describe_dsn
 
         config = self.load_config()
         dsn = self.resolved_dsn()
@@ -97,7 +97,7 @@ class FleetResource(dg.ConfigurableResource):
     config_path: Optional[str] = None
 
     def load_config(self) -> Config:
-        from ..config import load_config
+        from dbguard_pipeline.config import load_config
 
         return load_config(self.config_path)
 

@@ -11,10 +11,10 @@ from typing import Optional
 
 import dagster as dg
 
-from ..config import Config, ScheduleConfig, load_config
-from ..errors import DbguardError
-from .assets import FLEET_PARTITIONS
-from .resources import fleet_targets
+from dbguard_pipeline.config import Config, ScheduleConfig, load_config
+from dbguard_pipeline.errors import DbguardError
+from dbguard_pipeline.defs.assets import FLEET_PARTITIONS
+from dbguard_pipeline.defs.resources import fleet_targets
 
 LOG = logging.getLogger("dbguard.defs")
 

@@ -16,11 +16,12 @@ from typing import Optional
 
 import dagster as dg
 
-from ..alerts import Alert, FailedCheck, deliver
-from ..config import AlertsConfig, load_config
-from ..db import ENV_DSN, DEMO_DATABASE, describe_dsn, mask_secrets
-from ..errors import DbguardError
-from .jobs import FLEET_JOB
+from dbguard_pipeline.alerts import Alert, FailedCheck, deliver
+from dbguard_pipeline.config import AlertsConfig, load_config
+from dbguard_pipeline.pg.dsn import ENV_DSN, describe_dsn, mask_secrets
+from dbguard_pipeline.demo import DEMO_DATABASE
+from dbguard_pipeline.errors import DbguardError
+from dbguard_pipeline.defs.jobs import FLEET_JOB
 
 ALERTED_TAG = "dbguard/alerted"
 PARTITION_TAG = "dagster/partition"

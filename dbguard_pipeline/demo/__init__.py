@@ -7,6 +7,7 @@ from typing import Optional
 from psycopg import sql
 
 DEMO_MARKER = "dbguard demo v1"
+DEMO_DATABASE = "dbguard_demo"
 SQL_FILES = ("supabase_shim.sql", "schema.sql", "data.sql")
 
 
@@ -16,7 +17,7 @@ def demo_sql() -> str:
 
 def load_demo(dsn: str) -> None:
     """Load the shim, schema and rows into an empty database (one transaction: all or nothing)."""
-    from ..db import connect
+    from dbguard_pipeline.pg.session import connect
 
     with connect(dsn) as conn:
         with conn.transaction():
@@ -28,7 +29,8 @@ def load_demo(dsn: str) -> None:
 
 def create_demo_database(server_dsn: str, dbname: str, *, replace: bool = True) -> str:
     """(Re)create database ``dbname`` on the server of ``server_dsn`` and load the demo into it."""
-    from ..db import connect, with_database
+    from dbguard_pipeline.pg.session import connect
+    from dbguard_pipeline.pg.dsn import with_database
 
     with connect(server_dsn, autocommit=True) as conn:
         exists = conn.execute("select 1 from pg_database where datname = %s", (dbname,)).fetchone()
@@ -44,7 +46,7 @@ def create_demo_database(server_dsn: str, dbname: str, *, replace: bool = True) 
 
 
 def is_demo_loaded(server_dsn: str, dbname: str) -> bool:
-    from ..db import connect
+    from dbguard_pipeline.pg.session import connect
 
     with connect(server_dsn, autocommit=True) as conn:
         row = conn.execute(
@@ -55,7 +57,7 @@ def is_demo_loaded(server_dsn: str, dbname: str) -> bool:
 
 def ensure_demo_database(*, reset: bool = False, pgdata: Optional[str] = None) -> str:
     """The embedded server's demo database, created and loaded when missing (or when ``reset``)."""
-    from ..db import DEMO_DATABASE, embedded_dsn
+    from dbguard_pipeline.pg.embedded import embedded_dsn
 
     server = embedded_dsn("postgres", pgdata)
     if reset or not is_demo_loaded(server, DEMO_DATABASE):

@@ -10,8 +10,9 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from ..config import Config
-from ..model import Finding, Severity, Snapshot, Table
+from dbguard_pipeline.config import Config
+from dbguard_pipeline.model.findings import Finding, Severity
+from dbguard_pipeline.model.schema import Snapshot, Table
 
 RULE_MODULES = ("rls", "tenancy", "integrity", "performance", "security", "expectations")
 
@@ -27,6 +28,8 @@ class RuleSpec:
     description: str
     func: RuleFunc
     needs_metrics: bool = False
+    fix_action: Optional[str] = None  # the generate-migration action that fixes a finding of this rule
+    tags: frozenset[str] = frozenset()  # e.g. "weakens-policy": a new finding on a policy weakens isolation
 
     def finding(self, table: Table | tuple[str, str], message: str, remediation: str, *, object: Optional[str] = None,
                 severity: Optional[Severity] = None, detail: Optional[dict] = None) -> Finding:
@@ -39,7 +42,8 @@ REGISTRY: dict[str, RuleSpec] = {}
 
 
 def rule(id: str, severity: Severity | str, category: str, title: str, description: str = "",
-         needs_metrics: bool = False) -> Callable[[RuleFunc], RuleFunc]:
+         needs_metrics: bool = False, fix_action: Optional[str] = None,
+         tags: Iterable[str] = ()) -> Callable[[RuleFunc], RuleFunc]:
     """Register a rule. The decorated function receives (snapshot, metrics, config) and the spec as
     ``spec`` keyword so it can build findings with ``spec.finding(...)``."""
 
@@ -48,7 +52,7 @@ def rule(id: str, severity: Severity | str, category: str, title: str, descripti
             raise ValueError(f"duplicate rule id {id}")
         REGISTRY[id] = RuleSpec(id=id, severity=Severity(severity), category=category, title=title,
                                 description=description or (func.__doc__ or "").strip(), func=func,
-                                needs_metrics=needs_metrics)
+                                needs_metrics=needs_metrics, fix_action=fix_action, tags=frozenset(tags))
         return func
 
     return deco
@@ -62,6 +66,15 @@ def all_rules() -> dict[str, RuleSpec]:
             if exc.name != f"{__name__}.{name}":
                 raise
     return dict(REGISTRY)
+
+
+def fix_actions() -> dict[str, str]:
+    """Rule id -> the action that fixes its findings, for every fixable rule."""
+    return {k: v.fix_action for k, v in all_rules().items() if v.fix_action}
+
+
+def rules_tagged(tag: str) -> frozenset[str]:
+    return frozenset(k for k, v in all_rules().items() if tag in v.tags)
 
 
 _ORDER = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
@@ -78,7 +91,7 @@ def run_rules(snapshot: Snapshot, metrics: Optional[Mapping[str, Any]], config: 
     if only:
         unknown = sorted(set(only) - set(rules))
         if unknown:
-            from ..errors import DbguardError
+            from dbguard_pipeline.errors import DbguardError
 
             raise DbguardError(f"unknown rule id: {', '.join(unknown)} (see docs/rules.md)")
         rules = {k: v for k, v in rules.items() if k in set(only)}

@@ -5,14 +5,13 @@ import re
 import shlex
 from typing import Iterable, Optional
 
-from ..config import Config
-from ..model import Policy, Snapshot, Table
-from ..policy import Analyzer, ExprAnalysis, analyzer_for
-from ..tenancy import audited_tables, is_tenant_table, is_tenants_table
+from dbguard_pipeline.config import Config
+from dbguard_pipeline.model.schema import Policy, Snapshot, Table
+from dbguard_pipeline.policy import Analyzer, ExprAnalysis, analyzer_for
+from dbguard_pipeline.semantics.roles import API_ROLES, bypass_roles, policy_is_moot  # noqa: F401
+from dbguard_pipeline.semantics.tenancy import audited_tables, is_tenant_table, is_tenants_table
 
 ALL_COMMANDS = ("select", "insert", "update", "delete")
-# Roles through which API clients reach the database on Supabase (PostgREST), besides the configured app role.
-API_ROLES = ("anon", "authenticated")
 
 _SIMPLE = re.compile(r"[a-z_][a-z0-9_$]*")
 
@@ -54,18 +53,6 @@ def roles_text(roles: Iterable[str]) -> str:
 
 def commands_of(policy: Policy) -> set[str]:
     return set(ALL_COMMANDS) if policy.command == "all" else {policy.command}
-
-
-def bypass_roles(snapshot: Snapshot) -> set[str]:
-    return {r.name for r in snapshot.roles if r.superuser or r.bypassrls}
-
-
-def policy_is_moot(policy: Policy, snapshot: Snapshot) -> bool:
-    """True when every role the policy applies to bypasses RLS anyway (e.g. ``TO service_role``)."""
-    if "public" in policy.roles or not policy.roles:
-        return False
-    bypass = bypass_roles(snapshot)
-    return all(r in bypass for r in policy.roles)
 
 
 def in_tenant_scope(snapshot: Snapshot, table: Table, config: Config) -> bool:

@@ -1,6 +1,6 @@
 """expectation_failed: the Great Expectations suites declared in dbguard.yaml.
 
-The audit runs the suites (:func:`dbguard_pipeline.expectations.run_expectations`) and attaches the results
+The audit runs the suites (:func:`dbguard_pipeline.pg.expectations.run_expectations`) and attaches the results
 to the metrics (``metrics.expectations``); this rule turns each failed expectation into a finding with the
 severity the config gives it. An expectation that could not be evaluated is listed as not measured.
 """
@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from ..config import Config
-from ..model import Finding, Severity, Snapshot
-from . import RuleSpec, rule
+from dbguard_pipeline.config import Config
+from dbguard_pipeline.model.findings import Finding, Severity
+from dbguard_pipeline.model.schema import Snapshot
+from dbguard_pipeline.rules import RuleSpec, rule
 
 
 def _observed(obs: dict) -> str:

@@ -1,4 +1,4 @@
-"""Data rules: they read the measured metrics (:mod:`dbguard_pipeline.metrics`), never the database.
+"""Data rules: they read the measured metrics (:mod:`dbguard_pipeline.pg.metrics`), never the database.
 
 A table or reference that could not be measured produces no finding here: it is listed as *not measured*
 in the audit result (``AuditResult.not_measured``) and in every report format, never counted as clean.
@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Optional
 
-from ..config import Config
-from ..model import Finding, Severity, Snapshot
-from . import RuleSpec, rule
+from dbguard_pipeline.config import Config
+from dbguard_pipeline.model.findings import Finding, Severity
+from dbguard_pipeline.model.schema import Snapshot
+from dbguard_pipeline.rules import RuleSpec, rule
 
 
 def _metrics(metrics: Optional[Mapping[str, Any]]) -> Iterable:

@@ -5,32 +5,21 @@ import re
 import shlex
 from typing import Any, Mapping, Optional
 
-from ..model import Index, Snapshot, Table
-from ..tenancy import audited_tables, has_tenant_column, tenant_column
-from . import rule
-from ._common import (ALL_COMMANDS, analyzer, bypass_roles, fix_rls_command, ident, in_tenant_scope, qname,
-                      table_arg, using_analysis)
-
-
-def _usable(idx: Index) -> bool:
-    return idx.valid and not idx.predicate
+from dbguard_pipeline.model.schema import Index, Snapshot, Table
+from dbguard_pipeline.semantics.tenancy import audited_tables, has_tenant_column, tenant_column
+from dbguard_pipeline.rules import rule
+from dbguard_pipeline.semantics.indexes import covering_index
+from dbguard_pipeline.rules._common import (ALL_COMMANDS, analyzer, bypass_roles, fix_rls_command, ident, in_tenant_scope, qname, table_arg, using_analysis)
 
 
 def _leads_with(table: Table, columns: tuple[str, ...]) -> bool:
-    """Some valid, non-partial index has exactly these columns (in any order) as its leading keys."""
-    n = len(columns)
-    for idx in table.indexes:
-        if not _usable(idx) or len(idx.columns) < n:
-            continue
-        lead = idx.columns[:n]
-        if None not in lead and set(lead) == set(columns):
-            return True
-    return False
+    return covering_index(table, columns) is not None
 
 
 @rule("unindexed_foreign_key", "info", "performance", "Foreign key without an index",
       "No index leads with the foreign-key columns: joins on the key scan the table, and every delete or "
-      "key update of a parent row scans the child table while holding locks.")
+      "key update of a parent row scans the child table while holding locks.",
+      fix_action="add-composite-index")
 def unindexed_foreign_key(snapshot, metrics, config, *, spec):
     for t in audited_tables(snapshot, config):
         for fk in t.foreign_keys:
@@ -71,7 +60,8 @@ def _rows(snapshot: Snapshot, table: Table, metrics: Optional[Mapping[str, Any]]
 
 @rule("missing_tenant_index", "warning", "performance", "No index leads with the tenant column",
       "Every policy filters on the tenant column; without an index that leads with it, every query of a "
-      "large table scans all tenants' rows.")
+      "large table scans all tenants' rows.",
+      fix_action="add-composite-index")
 def missing_tenant_index(snapshot, metrics, config, *, spec):
     col = config.tenant.column
     threshold = config.tenant_index_min_rows
@@ -91,7 +81,8 @@ def missing_tenant_index(snapshot, metrics, config, *, spec):
 @rule("auth_rls_initplan", "warning", "performance", "Auth function evaluated per row in a policy",
       "auth.uid(), auth.jwt(), auth.role(), auth.email() or current_setting() called directly in a policy "
       "is evaluated for every row. Wrapped in a scalar subquery, (select auth.uid()), PostgreSQL evaluates "
-      "it once per query (an initPlan).")
+      "it once per query (an initPlan).",
+      fix_action="fix-rls-policy", tags=("replaces-policy",))
 def auth_rls_initplan(snapshot, metrics, config, *, spec):
     an = analyzer(snapshot, config)
     for t in audited_tables(snapshot, config):

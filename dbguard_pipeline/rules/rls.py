@@ -4,11 +4,9 @@ Policies are read on the parse tree (:mod:`dbguard_pipeline.policy`), not as tex
 """
 from __future__ import annotations
 
-from ..tenancy import audited_tables, is_tenants_table, tenant_column
-from . import rule
-from ._common import (analyzer, check_analysis, covered_by_restrictive, fix_rls_command,
-                      good_enough, in_tenant_scope, policy_is_moot, qname, roles_text, tenant_scope_tables,
-                      using_analysis)
+from dbguard_pipeline.semantics.tenancy import audited_tables, is_tenants_table, tenant_column
+from dbguard_pipeline.rules import rule
+from dbguard_pipeline.rules._common import (analyzer, check_analysis, covered_by_restrictive, fix_rls_command, good_enough, in_tenant_scope, policy_is_moot, qname, roles_text, tenant_scope_tables, using_analysis)
 
 
 def _grantees(table) -> str:
@@ -18,7 +16,8 @@ def _grantees(table) -> str:
 
 @rule("rls_disabled_with_tenant_column", "critical", "rls", "Tenant table without row level security",
       "The table has the tenant column (for the tenants table: its key) but row level security is disabled, "
-      "so nothing stops one tenant from reading or changing another tenant's rows.")
+      "so nothing stops one tenant from reading or changing another tenant's rows.",
+      fix_action="fix-rls-policy", tags=("weakens-table",))
 def rls_disabled_with_tenant_column(snapshot, metrics, config, *, spec):
     for t in audited_tables(snapshot, config):
         col = tenant_column(t, config)  # the tenants table counts too: its key is its tenant column
@@ -33,7 +32,8 @@ def rls_disabled_with_tenant_column(snapshot, metrics, config, *, spec):
 
 
 @rule("policy_exists_rls_disabled", "critical", "rls", "Policies exist but row level security is off",
-      "Policies were written for the table but row level security is disabled, so none of them applies.")
+      "Policies were written for the table but row level security is disabled, so none of them applies.",
+      fix_action="fix-rls-policy")
 def policy_exists_rls_disabled(snapshot, metrics, config, *, spec):
     for t in audited_tables(snapshot, config):
         if t.rls_enabled or not t.policies:
@@ -60,7 +60,8 @@ def _weak(an, t, p, tcol):
 @rule("weak_rls_policy", "warning", "rls", "Permissive policy that does not restrict rows to the tenant",
       "A permissive policy whose USING expression is always true in any spelling (true, 1=1, (select true), "
       "tenant_id = tenant_id, true or ...) or never compares the tenant column with the tenant context. "
-      "Permissive policies are OR-ed, so one weak policy opens the table.")
+      "Permissive policies are OR-ed, so one weak policy opens the table.",
+      fix_action="fix-rls-policy", tags=("replaces-policy", "weakens-policy", "weakens-table",))
 def weak_rls_policy(snapshot, metrics, config, *, spec):
     an = analyzer(snapshot, config)
     for t in tenant_scope_tables(snapshot, config):
@@ -87,7 +88,8 @@ def weak_rls_policy(snapshot, metrics, config, *, spec):
 @rule("missing_with_check", "warning", "rls", "Write policy that lets rows be written for another tenant",
       "An INSERT, UPDATE or ALL policy whose WITH CHECK does not pin the tenant column, or that has no WITH "
       "CHECK while its USING does not pin it either (PostgreSQL checks new rows against USING when WITH "
-      "CHECK is absent, so USING alone can be correct).")
+      "CHECK is absent, so USING alone can be correct).",
+      fix_action="fix-rls-policy", tags=("replaces-policy", "weakens-policy", "weakens-table",))
 def missing_with_check(snapshot, metrics, config, *, spec):
     an = analyzer(snapshot, config)
     for t in tenant_scope_tables(snapshot, config):
@@ -136,7 +138,8 @@ def rls_enabled_no_policy(snapshot, metrics, config, *, spec):
 
 @rule("rls_not_forced", "warning", "rls", "RLS not forced on a table the application role owns",
       "Table owners bypass row level security unless it is FORCEd. When the application connects as the "
-      "role that owns its tables, its policies never apply.")
+      "role that owns its tables, its policies never apply.",
+      fix_action="fix-rls-policy", tags=("weakens-table",))
 def rls_not_forced(snapshot, metrics, config, *, spec):
     app = config.tenant.app_role
     for t in tenant_scope_tables(snapshot, config):
@@ -154,7 +157,8 @@ def rls_not_forced(snapshot, metrics, config, *, spec):
 @rule("tenant_context_cast_unsafe", "warning", "rls", "current_setting() cast without nullif",
       "A policy casts current_setting(...) to a non-text type without nullif. Once the setting has been set "
       "in a session and reset (connection pools, SET LOCAL), it reads as '' and ''::uuid raises an error, "
-      "so queries fail instead of returning no rows.")
+      "so queries fail instead of returning no rows.",
+      fix_action="fix-rls-policy", tags=("replaces-policy",))
 def tenant_context_cast_unsafe(snapshot, metrics, config, *, spec):
     an = analyzer(snapshot, config)
     for t in audited_tables(snapshot, config):

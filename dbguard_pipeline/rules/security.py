@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..model import Snapshot, Table, View
-from ..tenancy import audited_tables, tenant_column
-from . import rule
-from ._common import analyzer, fix_rls_command, ident, in_tenant_scope, qname, roles_text, using_analysis
+from dbguard_pipeline.model.schema import Snapshot, Table, View
+from dbguard_pipeline.semantics.tenancy import audited_tables, tenant_column
+from dbguard_pipeline.rules import rule
+from dbguard_pipeline.rules._common import (analyzer, fix_rls_command, ident, in_tenant_scope, qname, roles_text, using_analysis)
 
 API_GRANTEES = ("anon", "authenticated", "public")
 
@@ -55,7 +55,8 @@ def _bypasses(snapshot: Snapshot, role: str, table: Table) -> bool:
 @rule("security_definer_view", "critical", "security", "View in an exposed schema bypasses row level security",
       "A view runs with its owner's rights unless it is created WITH (security_invoker = true) (PostgreSQL "
       "15+). When the owner is a superuser, has BYPASSRLS or owns the tables, the view returns every "
-      "tenant's rows to whoever may select from it: through the API, to anon and authenticated.")
+      "tenant's rows to whoever may select from it: through the API, to anon and authenticated.",
+      tags=("weakens-view",))
 def security_definer_view(snapshot, metrics, config, *, spec):
     exposed = set(config.exposed_schemas)
     app = config.tenant.app_role
@@ -97,7 +98,8 @@ def security_definer_view(snapshot, metrics, config, *, spec):
 @rule("function_search_path_mutable", "warning", "security", "Function without a fixed search_path",
       "A function that does not set search_path resolves names through the caller's search_path. A caller "
       "who can create objects in a schema on that path can make it run their code, with the function "
-      "owner's rights when it is SECURITY DEFINER.")
+      "owner's rights when it is SECURITY DEFINER.",
+      tags=("weakens-function",))
 def function_search_path_mutable(snapshot, metrics, config, *, spec):
     explicit = set(config.schemas)
     for f in snapshot.functions:
@@ -119,7 +121,8 @@ def function_search_path_mutable(snapshot, metrics, config, *, spec):
 @rule("rls_references_user_metadata", "critical", "security", "Policy trusts user_metadata",
       "user_metadata in a Supabase JWT (raw_user_meta_data in auth.users) is editable by the user "
       "(supabase.auth.updateUser). A policy that takes the tenant or a role from it lets any user pick "
-      "their tenant. Use app_metadata, which only the server can write, or a membership table.")
+      "their tenant. Use app_metadata, which only the server can write, or a membership table.",
+      tags=("weakens-policy", "weakens-table",))
 def rls_references_user_metadata(snapshot, metrics, config, *, spec):
     an = analyzer(snapshot, config)
     for t in audited_tables(snapshot, config):

@@ -1,14 +1,15 @@
 """Tenancy rules: does every table of tenant data carry the tenant, and is the tenant column sound?"""
 from __future__ import annotations
 
-from ..tenancy import audited_tables, has_tenant_column, is_tenant_table, tenant_path
-from . import rule
-from ._common import ident, qname, table_arg
+from dbguard_pipeline.semantics.tenancy import audited_tables, has_tenant_column, is_tenant_table, tenant_path
+from dbguard_pipeline.rules import rule
+from dbguard_pipeline.rules._common import ident, qname, table_arg
 
 
 @rule("missing_tenant_column", "critical", "tenancy", "Tenant data without a tenant column",
       "The table holds tenant data (it reaches a tenant table through foreign keys) but has no tenant column, "
-      "so row level security cannot isolate it without a join, and every query must remember the join.")
+      "so row level security cannot isolate it without a join, and every query must remember the join.",
+      fix_action="add-tenant-isolation", tags=("weakens-table",))
 def missing_tenant_column(snapshot, metrics, config, *, spec):
     col = config.tenant.column
     for t in audited_tables(snapshot, config):
@@ -26,7 +27,8 @@ def missing_tenant_column(snapshot, metrics, config, *, spec):
 
 @rule("tenant_column_nullable", "warning", "tenancy", "Tenant column allows NULL",
       "A row with a NULL tenant belongs to no tenant: policies comparing the tenant column never match it "
-      "(invisible data) or, with careless policies (IS NULL branches, coalesce), match it for everyone.")
+      "(invisible data) or, with careless policies (IS NULL branches, coalesce), match it for everyone.",
+      tags=("weakens-table",))
 def tenant_column_nullable(snapshot, metrics, config, *, spec):
     col = config.tenant.column
     for t in audited_tables(snapshot, config):
@@ -58,7 +60,8 @@ def _references_tenants(t, config) -> bool:
 
 @rule("tenant_fk_missing", "warning", "tenancy", "Tenant column without a foreign key to the tenants table",
       "Without the foreign key, rows can name tenants that do not exist (typos, deleted tenants), and "
-      "deleting a tenant leaves its rows behind.")
+      "deleting a tenant leaves its rows behind.",
+      fix_action="add-foreign-key")
 def tenant_fk_missing(snapshot, metrics, config, *, spec):
     col = config.tenant.column
     tenants = f"{config.tenant.tenants_schema}.{config.tenant.tenants_name}"

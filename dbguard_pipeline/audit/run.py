@@ -1,0 +1,235 @@
+"""The audit run: snapshot -> data metrics (+ expectation suites) -> rules -> ignores -> AuditResult.
+
+``run_audit`` is what ``dbguard validate``, ``dbguard demo`` and the Dagster assets call. The pieces are
+exposed separately for the assets (``rls_audit`` = :func:`static_findings`, ``tenant_coverage`` =
+:func:`coverage_rows`, ``data_integrity`` = :func:`data_findings`), so each asset can compute its part from the
+upstream ``schema_snapshot`` without redoing the rest.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from dbguard_pipeline.config import Config
+from dbguard_pipeline.model.findings import Finding, Severity
+from dbguard_pipeline.model.schema import Snapshot
+from dbguard_pipeline.semantics.tenancy import audited_tables, has_tenant_column
+
+
+@dataclass(frozen=True)
+class CoverageRow:
+    schema: str
+    table: str
+    rows: int
+    with_tenant: int
+    percent: float
+    estimated: bool
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    def to_dict(self) -> dict:
+        return {"schema": self.schema, "table": self.table, "rows": self.rows, "with_tenant": self.with_tenant,
+                "percent": round(self.percent, 4), "estimated": self.estimated}
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    database: str  # database name (never a DSN)
+    generated_at: str  # ISO 8601 UTC
+    snapshot: Snapshot
+    findings: tuple[Finding, ...]  # after ignores, sorted (rules.sort_findings)
+    ignored: tuple[Finding, ...]  # matched config.ignore: counted, not dropped silently
+    coverage: tuple[CoverageRow, ...]
+    not_measured: tuple[tuple[str, str], ...]  # ("schema.table", reason)
+    rules_run: tuple[str, ...] = ()  # ids of the rules that ran
+    metrics_collected: bool = True
+    coverage_threshold: float = 100.0
+    tables: tuple[str, ...] = ()  # "schema.table" of the audited tables
+    metrics: Optional[Mapping[str, Any]] = field(default=None, compare=False, repr=False)  # TableMetrics
+
+    def summary(self) -> dict:
+        out = {s.value: 0 for s in Severity}
+        for f in self.findings:
+            out[f.severity.value] += 1
+        out["ignored"] = len(self.ignored)
+        return out
+
+    def at_or_above(self, level: str | Severity) -> list[Finding]:
+        rank = Severity(level).rank
+        return [f for f in self.findings if f.severity.rank >= rank]
+
+    def exit_code(self, fail_on: str | Severity = Severity.CRITICAL) -> int:
+        """0 when nothing at or above ``fail_on``; 1 otherwise. A table that could not be measured counts as a
+        warning: ``--fail-on warning`` fails on it, ``--fail-on critical`` reports it without failing."""
+        if self.at_or_above(fail_on):
+            return 1
+        if self.not_measured and Severity(fail_on).rank <= Severity.WARNING.rank:
+            return 1
+        return 0
+
+    def to_json_dict(self) -> dict:
+        s = self.summary()
+        return {
+            "database": self.database,
+            "generated_at": self.generated_at,
+            "summary": {"critical": s["critical"], "warning": s["warning"], "info": s["info"],
+                        "ignored": s["ignored"], "not_measured": len(self.not_measured)},
+            "findings": [_finding_json(f) for f in self.findings],
+            "coverage": [c.to_dict() for c in self.coverage],
+            "ignored": [_finding_json(f) for f in self.ignored],
+            "not_measured": [{"table": t, "reason": r} for t, r in self.not_measured],
+            "server_version": self.snapshot.server_version,
+            "tables": list(self.tables),
+            "rules": list(self.rules_run),
+        }
+
+
+def _finding_json(f: Finding) -> dict:
+    return {"rule": f.rule, "severity": f.severity.value, "category": f.category, "schema": f.schema,
+            "table": f.table, "object": f.object, "message": f.message, "cache_key": f.cache_key,
+            "remediation": f.remediation}
+
+
+# --------------------------------------------------------------------------- pieces (also for Dagster)
+def coverage_rows(snapshot: Snapshot, metrics: Optional[Mapping[str, Any]], config: Config) -> tuple[CoverageRow, ...]:
+    """Tenant data coverage of every measured table that has the tenant column, in snapshot order."""
+    if not metrics:
+        return ()
+    out = []
+    for t in audited_tables(snapshot, config):
+        m = metrics.get(t.qualified)
+        if m is None or not has_tenant_column(t, config) or m.rows is None or m.tenant_nulls is None:
+            continue
+        with_tenant = m.rows - m.tenant_nulls
+        pct = 100.0 if m.rows == 0 else 100.0 * with_tenant / m.rows
+        out.append(CoverageRow(t.schema, t.name, m.rows, with_tenant, pct, m.estimated))
+    return tuple(out)
+
+
+def split_ignored(findings: Iterable[Finding], config: Config) -> tuple[list[Finding], list[Finding]]:
+    """(kept, ignored). An ignore entry is a cache key (``rule:schema.table[:object]``); entries with ``*``
+    are glob patterns (``weak_rls_policy:public.*``)."""
+    exact = set(config.ignore)
+    patterns = [p for p in config.ignore if "*" in p]
+    kept, ignored = [], []
+    for f in findings:
+        key = f.cache_key
+        if key in exact or any(fnmatch.fnmatchcase(key, p) for p in patterns):
+            ignored.append(f)
+        else:
+            kept.append(f)
+    return kept, ignored
+
+
+def selected_rules(only: Optional[Iterable[str]] = None) -> dict:
+    """The registry, restricted to ``only`` (unknown ids raise a one-line DbguardError)."""
+    from dbguard_pipeline import rules as rules_pkg
+    from dbguard_pipeline.errors import DbguardError
+
+    registry = rules_pkg.all_rules()
+    if not only:
+        return registry
+    only = list(only)
+    unknown = sorted(set(only) - set(registry))
+    if unknown:
+        raise DbguardError(f"unknown rule id: {', '.join(unknown)} (known: {', '.join(sorted(registry))})")
+    return {k: v for k, v in registry.items() if k in set(only)}
+
+
+def collect_data(dsn: str, snapshot: Snapshot, config: Config, *, expectations: bool = True):
+    """Data metrics of the audited tables, with the configured expectation suites attached
+    (``metrics.expectations``) when ``expectations`` and the config declares any."""
+    from dbguard_pipeline.pg.metrics import collect_metrics
+
+    metrics = collect_metrics(dsn, snapshot, config)
+    if expectations and config.expectations:
+        from dbguard_pipeline.pg.expectations import run_expectations
+
+        metrics.expectations = run_expectations(dsn, config, snapshot)
+    return metrics
+
+
+def static_findings(snapshot: Snapshot, config: Config, metrics: Optional[Mapping[str, Any]] = None,
+                    only: Optional[Iterable[str]] = None) -> list[Finding]:
+    """Findings of the rules that read the snapshot only (the ``rls_audit`` asset). ``metrics``, when given,
+    lets size-dependent static rules use measured row counts instead of estimates."""
+    from dbguard_pipeline import rules as rules_pkg
+
+    ids = [k for k, v in selected_rules(only).items() if not v.needs_metrics]
+    return rules_pkg.run_rules(snapshot, metrics, config, only=ids) if ids else []
+
+
+def data_findings(snapshot: Snapshot, metrics: Mapping[str, Any], config: Config,
+                  only: Optional[Iterable[str]] = None) -> list[Finding]:
+    """Findings of the data rules (the ``data_integrity`` asset), from measured metrics."""
+    from dbguard_pipeline import rules as rules_pkg
+
+    ids = [k for k, v in selected_rules(only).items() if v.needs_metrics]
+    return rules_pkg.run_rules(snapshot, metrics, config, only=ids) if ids else []
+
+
+def build_result(snapshot: Snapshot, findings: Iterable[Finding], config: Config,
+                 metrics: Optional[Mapping[str, Any]] = None, rules_run: Sequence[str] = ()) -> AuditResult:
+    """Apply the ignores, sort, and assemble an AuditResult (for callers that ran the rules themselves)."""
+    from dbguard_pipeline.rules import sort_findings
+
+    unique: dict[str, Finding] = {}
+    for f in findings:
+        unique.setdefault(f.cache_key, f)
+    kept, ignored = split_ignored(unique.values(), config)
+    not_measured = tuple(metrics.not_measured()) if metrics is not None and hasattr(metrics, "not_measured") else ()
+    return AuditResult(
+        database=snapshot.database,
+        generated_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        snapshot=snapshot,
+        findings=tuple(sort_findings(kept)),
+        ignored=tuple(sort_findings(ignored)),
+        coverage=coverage_rows(snapshot, metrics, config),
+        not_measured=not_measured,
+        rules_run=tuple(sorted(rules_run)),
+        metrics_collected=metrics is not None,
+        coverage_threshold=config.coverage_threshold,
+        tables=tuple(t.qualified for t in audited_tables(snapshot, config)),
+        metrics=metrics,
+    )
+
+
+# --------------------------------------------------------------------------- the audit
+def run_audit(dsn: str, config: Config, *, rules: Optional[Iterable[str]] = None, with_metrics: bool = True,
+              snapshot: Optional[Snapshot] = None) -> AuditResult:
+    """Audit a database: introspect (unless ``snapshot`` is given), measure the data (unless
+    ``with_metrics`` is False or only static rules are selected), run the rules, apply the ignores.
+    Read-only throughout."""
+    from dbguard_pipeline import rules as rules_pkg
+    from dbguard_pipeline.pg.catalog import introspect
+
+    selected = selected_rules(rules)
+    if snapshot is None:
+        snapshot = introspect(dsn, config.schemas or None, statement_timeout_ms=config.statement_timeout_ms,
+                              lock_timeout_ms=config.lock_timeout_ms)
+    need_data = with_metrics and (rules is None or any(v.needs_metrics for v in selected.values()))
+    metrics = None
+    if need_data:
+        want_gx = "expectation_failed" in selected
+        metrics = collect_data(dsn, snapshot, config, expectations=want_gx)
+    findings = rules_pkg.run_rules(snapshot, metrics, config, only=list(selected)) if selected else []
+    ran = [k for k, v in selected.items() if metrics is not None or not v.needs_metrics]
+    return build_result(snapshot, findings, config, metrics, ran)
+
+
+def run_audit_for_demo(dsn: str) -> int:
+    """`dbguard demo`: audit the demo database with the default config, print the text report, return the
+    exit code (1: critical findings, as the demo has)."""
+    import sys
+
+    from dbguard_pipeline.report import render
+
+    config = Config()
+    result = run_audit(dsn, config)
+    sys.stdout.write(render(result, "text", color=None))
+    sys.stdout.flush()
+    return result.exit_code("critical")

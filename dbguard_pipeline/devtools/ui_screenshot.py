@@ -1,0 +1,147 @@
+"""Browser check of the Dagster UI: audit the demo database, serve the code location with dagster-webserver,
+open the asset lineage page in headless Chromium and save a screenshot (``make ui-screenshot``).
+
+    python -m dbguard_pipeline.devtools.ui_screenshot [--out docs/img/lineage.png] [--path /asset-groups/dbguard_audit]
+
+Needs Debian's ``chromium`` (``apt-get install -y chromium``; Playwright's own browser download does not work
+on these machines). Everything runs on 127.0.0.1 with a throwaway DAGSTER_HOME; the webserver is stopped
+at the end. Exit code 0 when the screenshot was written, 2 with a one-line message otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator, Optional
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PATH = "/locations/dbguard/asset-groups/dbguard_audit/lineage"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+class ScreenshotError(Exception):
+    pass
+
+
+def find_chromium() -> str:
+    for name in CHROMIUM_NAMES:
+        path = shutil.which(name)
+        if path:
+            return path
+    raise ScreenshotError("chromium not found: install it with `apt-get install -y chromium`")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, proc: subprocess.Popen, timeout_s: float, log: Optional[Path] = None) -> None:
+    def tail() -> str:
+        return f":\n{log.read_text(errors='replace')[-3000:]}" if log is not None and log.is_file() else ""
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ScreenshotError(f"dagster-webserver exited with code {proc.returncode}{tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise ScreenshotError(f"dagster-webserver did not answer within {timeout_s:.0f} s{tail()}")
+
+
+@contextlib.contextmanager
+def serve_ui(env: dict, log: Path, timeout_s: float = 180) -> Iterator[int]:
+    """dagster-webserver for workspace.yaml on a free local port (yielded once it answers); on exit its whole
+    process group is stopped, SIGTERM then SIGKILL."""
+    port = free_port()
+    webserver = Path(sys.executable).with_name("dagster-webserver")
+    with open(log, "w", encoding="utf-8") as fh:
+        proc = subprocess.Popen([str(webserver), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+                                cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/server_info", proc, timeout_s, log)
+        yield port
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def audit_demo(home: Path, dsn: str) -> None:
+    """One nightly audit run in the throwaway instance, so the lineage shows materializations and checks."""
+    import dagster as dg
+
+    from dbguard_pipeline.defs.definitions import build_definitions
+    from dbguard_pipeline.defs.resources import PostgresResource
+
+    job = build_definitions(database=PostgresResource(dsn=dsn)).resolve_job_def("nightly_audit_job")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        job.execute_in_process(instance=instance, raise_on_error=False)
+
+
+def screenshot(url: str, out: Path, *, chromium: str, width: int = 1600, height: int = 1200,
+               budget_ms: int = 25_000, timeout_s: float = 120) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="dbguard-chromium-") as profile:
+        cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--hide-scrollbars", f"--user-data-dir={profile}", f"--screenshot={out}",
+               f"--window-size={width},{height}", f"--virtual-time-budget={budget_ms}", url]
+        try:
+            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            raise ScreenshotError(f"chromium did not finish within {timeout_s:.0f} s") from None
+    if not out.is_file() or out.stat().st_size < 10_000:
+        raise ScreenshotError(f"chromium wrote no usable screenshot to {out}")
+
+
+def run(out: Path, path: str, *, budget_ms: int) -> Path:
+    from dbguard_pipeline.demo import ensure_demo_database
+
+    chromium = find_chromium()
+    dsn = ensure_demo_database()  # keeps the embedded server up while this process lives
+    with tempfile.TemporaryDirectory(prefix="dbguard-dagster-home-") as tmp:
+        home = Path(tmp)
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n", encoding="utf-8")
+        audit_demo(home, dsn)
+        env = {**os.environ, "DAGSTER_HOME": str(home), "DBGUARD_DATABASE_URL": dsn}
+        with serve_ui(env, home / "webserver.log") as port:
+            screenshot(f"http://127.0.0.1:{port}{path}", out, chromium=chromium, budget_ms=budget_ms)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dbguard_pipeline.devtools.ui_screenshot", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=str(ROOT / "docs" / "img" / "lineage.png"), help="PNG to write")
+    parser.add_argument("--path", default=DEFAULT_PATH, help=f"UI page to open (default {DEFAULT_PATH})")
+    parser.add_argument("--budget-ms", type=int, default=25_000, help="Chromium virtual time budget")
+    args = parser.parse_args(argv)
+    try:
+        out = run(Path(args.out), args.path, budget_ms=args.budget_ms)
+    except ScreenshotError as exc:
+        print(f"ui-screenshot: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

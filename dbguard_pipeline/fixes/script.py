@@ -1,0 +1,87 @@
+"""Writing migration files and finding the ones already written (shared by the CLI and the Dagster job)."""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Optional
+
+from dbguard_pipeline.errors import DbguardError
+from dbguard_pipeline.fixes.plan import Migration, read_fixes
+
+_TIMESTAMP = re.compile(r"^\d{14}$")
+
+
+def timestamp(value: Optional[str] = None) -> str:
+    if value is None:
+        return datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+    if not _TIMESTAMP.match(value):
+        raise DbguardError(f"--timestamp must be YYYYMMDDHHMMSS, got {value!r}")
+    return value
+
+
+def rendered(migrations: Iterable[Migration], ts: str) -> dict[str, str]:
+    """{file name: text} for the forward and rollback file of each migration."""
+    out: dict[str, str] = {}
+    for m in migrations:
+        fwd, rb = m.file_names(ts)
+        if fwd in out:
+            raise DbguardError(f"two migrations would be written to {fwd}")
+        out[fwd] = m.render_forward()
+        out[rb] = m.render_rollback()
+    return out
+
+
+def write_files(out_dir: str | os.PathLike, texts: dict[str, str]) -> list[Path]:
+    """Write every file or none: refuses when one exists; each is written atomically."""
+    d = Path(out_dir)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DbguardError(f"cannot create {d}: {exc.strerror or exc}") from None
+    clashes = [n for n in texts if (d / n).exists()]
+    if clashes:
+        raise DbguardError(f"{d / clashes[0]} already exists (generate again a second later, or pass --timestamp)")
+    written = []
+    try:
+        for name, text in texts.items():
+            fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{name}.", suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+                fh.write(text)
+            os.replace(tmp, d / name)
+            written.append(d / name)
+    except OSError as exc:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise DbguardError(f"cannot write to {d}: {exc.strerror or exc}") from None
+    return written
+
+
+def pending_fixes(out_dir: str | os.PathLike, applied: Iterable[str] = ()) -> set[str]:
+    """Finding cache keys named by the migration files in the folder that are not applied yet."""
+    d = Path(out_dir)
+    if not d.is_dir():
+        return set()
+    applied = set(applied)
+    keys: set[str] = set()
+    for p in sorted(d.glob("*.sql")):
+        if p.name.endswith("_rollback.sql") or p.name[:-4] in applied:
+            continue
+        try:
+            keys.update(read_fixes(p.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError):
+            continue
+    return keys
+
+
+def applied_names(dsn: str) -> set[str]:
+    """Names in the runner's ledger (empty when there is none yet)."""
+    from dbguard_pipeline.pg.session import connect
+
+    with connect(dsn, autocommit=True) as conn:
+        exists = conn.execute("select to_regclass('dbguard.schema_migrations') is not null").fetchone()[0]
+        if not exists:
+            return set()
+        return {r[0] for r in conn.execute("select name from dbguard.schema_migrations").fetchall()}

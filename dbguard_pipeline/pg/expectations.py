@@ -1,0 +1,224 @@
+"""Great Expectations suites declared in dbguard.yaml, run with SQL push-down against the database.
+
+``config.expectations`` lists ``{table, type, kwargs, severity}``: ``type`` is a GX expectation class name
+(``ExpectColumnValuesToNotBeNull``; the snake_case name ``expect_column_values_to_not_be_null`` works too).
+The expectations of one table form one suite validated on one whole-table batch of a GX SQL (postgres)
+datasource: GX's SqlAlchemy execution engine computes every metric in the database, no table is loaded into
+pandas. The GX context is ephemeral (nothing is written to disk); its connections are READ ONLY with the
+configured statement and lock timeouts; the password never enters the GX connection string.
+
+Great Expectations takes seconds to import: this module imports it only inside :func:`run_expectations`,
+which the audit calls only when the config declares expectations.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from dbguard_pipeline.config import Config, Expectation
+from dbguard_pipeline.pg.dsn import mask_secrets, parse_dsn
+from dbguard_pipeline.errors import ConfigError
+from dbguard_pipeline.model.schema import Snapshot
+
+# What a result may carry into reports: counts and observed scalars, never sampled row values.
+_KEEP = ("element_count", "unexpected_count", "unexpected_percent", "missing_count", "observed_value")
+
+
+@dataclass(frozen=True)
+class ExpectationResult:
+    table: str  # "schema.table"
+    type: str  # class name, e.g. ExpectColumnValuesToNotBeNull
+    kwargs: dict = field(default_factory=dict, compare=False, hash=False)
+    severity: str = "critical"
+    success: Optional[bool] = None  # None: could not be evaluated (see error)
+    observed: dict = field(default_factory=dict, compare=False, hash=False)
+    error: Optional[str] = None
+    object: str = ""  # stable name within the table: type(column), de-duplicated with #n
+
+    @property
+    def schema_name(self) -> str:
+        return self.table.split(".", 1)[0]
+
+    @property
+    def table_name(self) -> str:
+        return self.table.split(".", 1)[1] if "." in self.table else self.table
+
+
+def class_name(type_: str) -> str:
+    """ExpectColumnValuesToNotBeNull from either spelling."""
+    if "_" in type_ or type_.islower():
+        return "".join(part[:1].upper() + part[1:] for part in type_.split("_") if part)
+    return type_
+
+
+def _object_names(items: list[Expectation]) -> list[str]:
+    names, seen = [], {}
+    for e in items:
+        col = e.kwargs.get("column")
+        base = class_name(e.type) + (f"({col})" if isinstance(col, str) else "")
+        key = (e.table, base)
+        seen[key] = seen.get(key, 0) + 1
+        names.append(base if seen[key] == 1 else f"{base}#{seen[key]}")
+    return names
+
+
+def _raised(info) -> Optional[str]:
+    """The exception message of a result that could not be computed. GX gives either one
+    ``{raised_exception, exception_message}`` dict or one such dict per metric."""
+    if not isinstance(info, dict):
+        return None
+    if "raised_exception" in info:
+        return (info.get("exception_message") or "error") if info.get("raised_exception") else None
+    for value in info.values():
+        msg = _raised(value)
+        if msg is not None:
+            return msg
+    return None
+
+
+def _key(e: Expectation) -> str:
+    import json
+
+    return class_name(e.type) + json.dumps(e.kwargs, sort_keys=True, default=str)
+
+
+def _resolve_table(snapshot: Optional[Snapshot], name: str) -> tuple[Optional[str], Optional[str]]:
+    """(schema, table) from "schema.table" (or a bare name, when unambiguous in the snapshot)."""
+    if snapshot is not None:
+        t = snapshot.table(name)
+        if t is not None:
+            return t.schema, t.name
+        return None, None
+    if "." in name:
+        s, t = name.split(".", 1)
+        return s, t
+    return "public", name
+
+
+def build_expectations(config: Config) -> list[Any]:
+    """Instantiate the configured expectations (imports great_expectations); a bad type or bad kwargs raise
+    a one-line ConfigError naming the entry."""
+    import great_expectations as gx
+
+    out = []
+    for i, e in enumerate(config.expectations):
+        name = class_name(e.type)
+        cls = getattr(gx.expectations, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, gx.expectations.Expectation)):
+            raise ConfigError(f"expectations[{i}]: unknown Great Expectations expectation type {e.type!r}")
+        try:
+            out.append(cls(**e.kwargs))
+        except Exception as exc:  # pydantic validation errors from GX
+            msg = " ".join(str(exc).split())
+            raise ConfigError(f"expectations[{i}] ({name} on {e.table}): invalid kwargs: {msg[:300]}") from None
+    return out
+
+
+def _engine_args(dsn: str, config: Config) -> tuple[str, dict]:
+    """A password-free SQLAlchemy URL that GX's Postgres datasource accepts, and psycopg2 connect_args that
+    carry everything else (socket directory or host, port, password, TLS settings) plus READ ONLY and the
+    timeouts as server options."""
+    from urllib.parse import quote
+
+    params = parse_dsn(dsn)
+    user = params.pop("user", None) or "postgres"
+    dbname = params.pop("dbname", None) or user
+    url = f"postgresql+psycopg2://{quote(user, safe='')}@localhost/{quote(dbname, safe='')}"
+    options = " ".join(filter(None, [
+        params.pop("options", ""),
+        "-c default_transaction_read_only=on",
+        "-c row_security=off",
+        f"-c statement_timeout={int(config.statement_timeout_ms)}",
+        f"-c lock_timeout={int(config.lock_timeout_ms)}",
+    ]))
+    connect_args: dict[str, Any] = dict(params)
+    connect_args["options"] = options
+    connect_args.setdefault("host", "localhost")
+    connect_args.setdefault("application_name", "dbguard-expectations")
+    connect_args.setdefault("connect_timeout", "10")
+    return url, connect_args
+
+
+def run_expectations(dsn: str, config: Config, snapshot: Optional[Snapshot] = None) -> tuple[ExpectationResult, ...]:
+    """Validate every configured expectation; one suite and one batch per table."""
+    if not config.expectations:
+        return ()
+    items = list(config.expectations)
+    built = build_expectations(config)
+    objects = _object_names(items)
+
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from sqlalchemy import quoted_name
+
+    def clean(text: str) -> str:
+        return mask_secrets(" ".join(str(text).split()), dsn)[:500]
+
+    groups: dict[tuple[Optional[str], Optional[str], str], list[int]] = {}
+    for i, e in enumerate(items):
+        schema, table = _resolve_table(snapshot, e.table)
+        groups.setdefault((schema, table, e.table), []).append(i)
+
+    results: dict[int, ExpectationResult] = {}
+
+    def result(i: int, schema: Optional[str], table: Optional[str], **kw) -> ExpectationResult:
+        e = items[i]
+        qualified = f"{schema}.{table}" if schema and table else e.table
+        return ExpectationResult(table=qualified, type=class_name(e.type), kwargs=dict(e.kwargs),
+                                 severity=e.severity, object=objects[i], **kw)
+
+    url, connect_args = _engine_args(dsn, config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        datasource = context.data_sources.add_postgres(
+            "dbguard", connection_string=url, kwargs={"connect_args": connect_args})
+        try:
+            for n, ((schema, table, raw), idxs) in enumerate(sorted(groups.items(), key=lambda kv: kv[1][0])):
+                if schema is None or table is None:
+                    for i in idxs:
+                        results[i] = result(i, None, None, error=f"table {raw} does not exist")
+                    continue
+                try:
+                    asset = datasource.add_table_asset(
+                        f"t{n}", table_name=quoted_name(table, True), schema_name=quoted_name(schema, True))
+                    batch = asset.add_batch_definition_whole_table("whole_table").get_batch()
+                    suite = gx.ExpectationSuite(name=f"dbguard_{n}")
+                    position: dict[int, int] = {}  # config index -> position in the suite (GX de-duplicates)
+                    keys: list[str] = []
+                    for i in idxs:
+                        key = _key(items[i])
+                        if key not in keys:
+                            keys.append(key)
+                            suite.add_expectation(built[i])
+                        position[i] = keys.index(key)
+                    validation = batch.validate(suite, result_format="BASIC")
+                except Exception as exc:  # connection, permission, missing table: GX raises many kinds
+                    reason = clean(getattr(exc, "orig", None) or exc)
+                    reason = re.sub(r"^Attempt to connect to table: .*? failed because ", "", reason)
+                    for i in idxs:
+                        results[i] = result(i, schema, table, error=reason)
+                    continue
+                ordered = list(validation.results)
+                for i in idxs:
+                    pos = position[i]
+                    r = ordered[pos] if pos < len(ordered) else None
+                    if r is None or r.expectation_config.type != built[i].expectation_type:
+                        results[i] = result(i, schema, table, error="no result from Great Expectations")
+                        continue
+                    raised = _raised(r.exception_info)
+                    if raised is not None:
+                        results[i] = result(i, schema, table, error=clean(raised))
+                        continue
+                    observed = {k: v for k, v in (r.result or {}).items()
+                                if k in _KEEP and (v is None or isinstance(v, (int, float, str, bool)))}
+                    results[i] = result(i, schema, table, success=bool(r.success), observed=observed)
+        finally:
+            try:
+                context.data_sources.delete("dbguard")
+            except Exception:
+                pass
+    return tuple(results[i] for i in range(len(items)))

@@ -1,0 +1,107 @@
+"""Connections: every connection dbguard opens goes through :func:`connect`, which turns driver errors into
+one-line :class:`~dbguard_pipeline.errors.DbguardError` messages that never contain the password, and
+:func:`read_only_session`, the read-only transaction with timeouts every audit query runs in."""
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Iterator, Optional
+
+import psycopg
+from psycopg import conninfo as _conninfo
+from psycopg import sql
+
+from dbguard_pipeline.errors import ConnectionError_, DbguardError, PermissionError_
+from dbguard_pipeline.pg.dsn import describe_dsn, mask_secrets, parse_dsn
+
+
+def _explain(exc: Exception, dsn: str) -> str:
+    raw = str(exc).strip()
+    lines = [ln.strip() for ln in raw.splitlines() if ln.strip()]
+    # libpq puts the interesting part after "connection failed:" / "FATAL:"
+    text = " ".join(lines) if lines else exc.__class__.__name__
+    text = re.sub(r"connection (is bad|failed): ", "", text)
+    text = re.sub(r'connection to server (at|on) (socket )?"[^"]*"( \([^)]*\))?(, port \d+)? failed: ', "", text)
+    text = text.replace("FATAL:  ", "").replace("FATAL: ", "")
+    # several attempts (IPv4/IPv6, multiple hosts) repeat the same reason
+    parts = []
+    for part in re.split(r"(?<=\S)\s+(?=Multiple connection attempts failed)", text):
+        parts.append(part)
+    text = parts[0]
+    text = text.split(" Multiple connection attempts failed")[0]
+    return mask_secrets(text, dsn)
+
+
+def connect(dsn: str, *, autocommit: bool = False, connect_timeout: int = 10, application_name: str = "dbguard",
+            **kwargs) -> psycopg.Connection:
+    """Open a connection, or raise a one-line DbguardError naming the database (never the password)."""
+    params = parse_dsn(dsn)
+    params.setdefault("connect_timeout", str(connect_timeout))
+    params.setdefault("application_name", application_name)
+    where = describe_dsn(dsn)
+    try:
+        return psycopg.connect(_conninfo.make_conninfo(**params), autocommit=autocommit, **kwargs)
+    except psycopg.OperationalError as exc:
+        msg = _explain(exc, dsn)
+        low = msg.lower()
+        if "password authentication failed" in low or "no password supplied" in low:
+            raise ConnectionError_(f"cannot connect to {where}: wrong user name or password") from None
+        if "does not exist" in low and "database" in low:
+            raise ConnectionError_(f"cannot connect to {where}: {msg}") from None
+        if "permission denied" in low:
+            raise PermissionError_(f"cannot connect to {where}: {msg}") from None
+        raise ConnectionError_(f"cannot connect to {where}: {msg}") from None
+    except psycopg.Error as exc:
+        raise ConnectionError_(f"cannot connect to {where}: {_explain(exc, dsn)}") from None
+
+
+@contextlib.contextmanager
+def read_only_session(dsn_or_conn, *, statement_timeout_ms: int = 60_000, lock_timeout_ms: int = 2_000,
+                      settings: Optional[dict[str, str]] = None,
+                      snapshot: Optional[str] = None) -> Iterator[psycopg.Connection]:
+    """A connection inside one READ ONLY transaction with statement and lock timeouts.
+
+    Accepts a DSN (opens and closes its own connection) or an open connection (which must not be in a
+    transaction). The transaction is always rolled back: an audit never writes. search_path is pg_catalog
+    inside, so every expression the catalog prints comes back schema-qualified whatever the user's setting.
+    ``settings``: more transaction-local settings, set in the same round trip (e.g. ``{"row_security": "off"}``).
+    ``snapshot``: "export" runs the transaction at REPEATABLE READ so that ``pg_export_snapshot()`` can share
+    its view; an exported snapshot id makes this transaction read exactly that view (``SET TRANSACTION
+    SNAPSHOT``), so two connections see one state of the database.
+    """
+    own = isinstance(dsn_or_conn, str)
+    conn = connect(dsn_or_conn) if own else dsn_or_conn
+    dsn = dsn_or_conn if own else ""
+    prev_ro, prev_ac, prev_iso = conn.read_only, conn.autocommit, conn.isolation_level
+    try:
+        conn.autocommit = False
+        conn.read_only = True
+        if snapshot:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        with conn.transaction(force_rollback=True):
+            if snapshot and snapshot != "export":  # must be the transaction's first statement
+                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            extra = list((settings or {}).items())
+            conn.execute(
+                "select set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true),"
+                " set_config('idle_in_transaction_session_timeout', %s, true),"
+                " set_config('search_path', 'pg_catalog', true)" + ", set_config(%s, %s, true)" * len(extra),
+                (f"{int(statement_timeout_ms)}ms", f"{int(lock_timeout_ms)}ms", f"{int(statement_timeout_ms) * 2}ms",
+                 *[v for kv in extra for v in kv]),
+            )
+            yield conn
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise PermissionError_(f"permission denied: {_explain(exc, dsn)}") from None
+    except psycopg.errors.QueryCanceled as exc:
+        raise DbguardError(f"query cancelled by the statement timeout ({statement_timeout_ms} ms): {_explain(exc, dsn)}") from None
+    except psycopg.errors.LockNotAvailable as exc:
+        # a subclass of OperationalError, but the connection is fine: a lock was held too long
+        raise DbguardError(f"gave up waiting for a lock after the lock timeout ({lock_timeout_ms} ms): "
+                           f"{_explain(exc, dsn)}") from None
+    except psycopg.OperationalError as exc:
+        raise ConnectionError_(f"lost the connection to the database: {_explain(exc, dsn)}") from None
+    finally:
+        if own:
+            conn.close()
+        elif not conn.closed:
+            conn.read_only, conn.autocommit, conn.isolation_level = prev_ro, prev_ac, prev_iso
