@@ -128,6 +128,27 @@ class Config(_Strict):
             raise ValueError("must be between 0 and 100")
         return v
 
+    @field_validator("sample_percent")
+    @classmethod
+    def _sample_pct(cls, v: float) -> float:
+        if not 0 < v <= 100:
+            raise ValueError("must be more than 0 and at most 100")
+        return v
+
+    @field_validator("statement_timeout_ms", "lock_timeout_ms")
+    @classmethod
+    def _timeout(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be a positive number of milliseconds (the audit never runs without a timeout)")
+        return v
+
+    @field_validator("sample_row_limit", "tenant_index_min_rows")
+    @classmethod
+    def _count(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be 0 or more")
+        return v
+
 
 def load_config(path: Optional[str | os.PathLike] = None) -> Config:
     """Load dbguard.yaml. No path: $DBGUARD_CONFIG, else ./dbguard.yaml if present, else defaults."""
@@ -147,6 +168,10 @@ def load_config(path: Optional[str | os.PathLike] = None) -> Config:
         raise ConfigError(f"config file not found: {p}")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -158,4 +183,5 @@ def load_config(path: Optional[str | os.PathLike] = None) -> Config:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise ConfigError(f"config file {p}: {loc}: {err['msg']}") from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"config file {p}: {loc}: {msg}") from None

@@ -15,6 +15,10 @@ class ConfigError(DbguardError):
     pass
 
 
+class UsageError(DbguardError):
+    """The command line asks for something that cannot be meant (an empty --dsn, ...)."""
+
+
 class ConnectionError_(DbguardError):
     """The database cannot be reached or refused us."""
 
