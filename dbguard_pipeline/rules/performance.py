@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 from dbguard_pipeline.model.schema import Index, Snapshot, Table
 from dbguard_pipeline.semantics.tenancy import audited_tables, has_tenant_column, tenant_column
 from dbguard_pipeline.rules import rule
-from dbguard_pipeline.semantics.indexes import covering_index
+from dbguard_pipeline.semantics.indexes import covering_index, usable
 from dbguard_pipeline.rules._common import (ALL_COMMANDS, analyzer, bypass_roles, fix_rls_command, ident, in_tenant_scope, qname, table_arg, using_analysis)
 
 
@@ -184,7 +184,7 @@ def no_primary_key(snapshot, metrics, config, *, spec):
         q = qname(t.schema, t.name)
         candidate = None
         for idx in t.indexes:
-            if idx.unique and _usable(idx) and idx.columns and None not in idx.columns and all(
+            if idx.unique and usable(idx) and idx.columns and None not in idx.columns and all(
                     (t.column(c) is not None and t.column(c).not_null) for c in idx.columns):
                 candidate = idx
                 break
