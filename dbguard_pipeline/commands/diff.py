@@ -45,8 +45,7 @@ def load_snapshot_file(arg: str, side: str):
     """Read and check a snapshot written by ``dbguard introspect --out``; one-line errors."""
     from dbguard_pipeline.errors import DbguardError
     from dbguard_pipeline.model.schema import Snapshot
-    from dbguard_pipeline.model.snapshot_json import from_jsonable
-    from dbguard_pipeline.diff import check_snapshot_json
+    from dbguard_pipeline.model.snapshot_json import check_snapshot_json, from_jsonable, newer_format
 
     p = Path(arg)
     if p.is_dir():
@@ -69,6 +68,9 @@ def load_snapshot_file(arg: str, side: str):
             from None
     except RecursionError:
         raise DbguardError(f"{side} {arg} is not a snapshot: JSON nested too deeply") from None
+    newer = newer_format(data)
+    if newer:
+        raise DbguardError(f"{side} {arg}: {newer}")
     problem = check_snapshot_json(data)
     if problem:
         raise DbguardError(f"{side} {arg} is not a dbguard snapshot: {problem} "
@@ -79,8 +81,8 @@ def load_snapshot_file(arg: str, side: str):
 def load_side(arg: str, side: str, config):
     """(snapshot, label, kind) for SOURCE or TARGET: a snapshot file, else a database URL (introspected
     read-only). The label never holds a password."""
-    from dbguard_pipeline.pg.dsn import describe_dsn, parse_dsn
     from dbguard_pipeline.errors import DbguardError
+    from dbguard_pipeline.pg.dsn import describe_dsn, parse_dsn
 
     if not arg or not arg.strip():
         raise DbguardError(f"{side} is empty: give a snapshot file or a database URL")
@@ -105,9 +107,9 @@ def load_side(arg: str, side: str, config):
 
 
 def run(args) -> int:
+    from dbguard_pipeline.commands.output import write_output
     from dbguard_pipeline.config import load_config
     from dbguard_pipeline.diff import closing_line, diff_snapshots, render
-    from dbguard_pipeline.commands.output import write_output
 
     config = load_config(args.config)
     a, label_a, kind_a = load_side(args.source, "source", config)

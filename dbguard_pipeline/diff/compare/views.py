@@ -1,0 +1,27 @@
+"""Views (and materialized views) and their grants."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from dbguard_pipeline.diff.compare._walk import Context, attrs, pairs
+from dbguard_pipeline.diff.compare.grants import compare_grants
+from dbguard_pipeline.diff.result import ADDED, CHANGED, REMOVED, Change
+from dbguard_pipeline.semantics.weakening import view_weakening
+
+ATTRIBUTES = ("materialized", "security_invoker", "security_barrier", "owner", "definition")
+
+
+def compare_views(ctx: Context) -> Iterator[Change]:
+    for (schema, name), old, new in pairs((v for v in ctx.a.views if ctx.in_scope(v.schema)),
+                                          (v for v in ctx.b.views if ctx.in_scope(v.schema)),
+                                          lambda v: (v.schema, v.name)):
+        if old is None:
+            yield Change("view", schema, name, ADDED, "view", after=new)
+        elif new is None:
+            yield Change("view", schema, name, REMOVED, "view", before=old)
+        else:
+            changed = attrs(old, new, ATTRIBUTES)
+            if changed:
+                yield Change("view", schema, name, CHANGED, "view", attributes=changed).weaken(
+                    *view_weakening(old, new))
+            yield from compare_grants("view", schema, name, old.grants, new.grants)
