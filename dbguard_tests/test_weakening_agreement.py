@@ -7,6 +7,7 @@ The check's `weakened` and `other_changes` lists must hold exactly the diff's po
 same reasons; and each case pins what PostgreSQL's semantics say (a RESTRICTIVE policy that grows narrows
 access, a PERMISSIVE one that grows widens it, removing a permissive policy narrows access).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -54,89 +55,176 @@ class Case:
 
 CASES = [
     # ---------------------------------------------------------------- permissive policies
-    Case("permissive added, sound", f"create policy va_read on {VA} for select to authenticated using ({PINNED});",
-         {f"{VA}:va_read": None}),
-    Case("permissive added, open", f"create policy va_open on {VA} for select to authenticated using (true);",
-         {f"{VA}:va_open": "now flagged weak_rls_policy"}),
+    Case(
+        "permissive added, sound",
+        f"create policy va_read on {VA} for select to authenticated using ({PINNED});",
+        {f"{VA}:va_read": None},
+    ),
+    Case(
+        "permissive added, open",
+        f"create policy va_open on {VA} for select to authenticated using (true);",
+        {f"{VA}:va_open": "now flagged weak_rls_policy"},
+    ),
     Case("permissive removed, sound", f"drop policy {VA_POLICY} on {VA};", {f"{VA}:{VA_POLICY}": None}),
-    Case("permissive removed, flagged (what fix-rls-policy drops)",
-         'drop policy "Enable read access for all users" on public.profiles;',
-         {"public.profiles:Enable read access for all users": None}),
-    Case("permissive roles grown", f"alter policy {VA_POLICY} on {VA} to authenticated, anon;",
-         {f"{VA}:{VA_POLICY}": "now applies to anon"}),
-    Case("permissive roles grown by a role that bypasses RLS", f"alter policy {VA_POLICY} on {VA} to authenticated, "
-         "service_role;", {f"{VA}:{VA_POLICY}": None}),
-    Case("permissive roles shrunk", f"alter policy {VA_POLICY} on {VA} to authenticated;",
-         {f"{VA}:{VA_POLICY}": None}, setup=f"alter policy {VA_POLICY} on {VA} to authenticated, anon;"),
-    Case("permissive commands grown",
-         f"drop policy va_read on {VA}; create policy va_read on {VA} for all to authenticated using ({PINNED});",
-         {f"{VA}:va_read": "now allows INSERT, UPDATE, DELETE (was SELECT)"},
-         setup=f"create policy va_read on {VA} for select to authenticated using ({PINNED});"),
-    Case("permissive commands shrunk",
-         f"drop policy {VA_POLICY} on {VA}; create policy {VA_POLICY} on {VA} for select to authenticated "
-         f"using ({PINNED});", {f"{VA}:{VA_POLICY}": None}),
-    Case("permissive USING opened", f"alter policy {VA_POLICY} on {VA} using (true);",
-         {f"{VA}:{VA_POLICY}": "USING no longer pins the tenant: it is always true"}),
-    Case("permissive USING tightened", f'alter policy "Enable read access for all users" on public.vehicles '
-         f"using ({PINNED});", {"public.vehicles:Enable read access for all users": None}),
-    Case("permissive WITH CHECK opened", f"alter policy {VA_POLICY} on {VA} with check (true);",
-         {f"{VA}:{VA_POLICY}": "WITH CHECK no longer pins the tenant: it is always true"}),
-    Case("permissive made RESTRICTIVE",
-         f"drop policy {VA_POLICY} on {VA}; create policy {VA_POLICY} on {VA} as restrictive for all to "
-         f"authenticated using ({PINNED}) with check ({PINNED});", {f"{VA}:{VA_POLICY}": None}),
+    Case(
+        "permissive removed, flagged (what fix-rls-policy drops)",
+        'drop policy "Enable read access for all users" on public.profiles;',
+        {"public.profiles:Enable read access for all users": None},
+    ),
+    Case(
+        "permissive roles grown",
+        f"alter policy {VA_POLICY} on {VA} to authenticated, anon;",
+        {f"{VA}:{VA_POLICY}": "now applies to anon"},
+    ),
+    Case(
+        "permissive roles grown by a role that bypasses RLS",
+        f"alter policy {VA_POLICY} on {VA} to authenticated, service_role;",
+        {f"{VA}:{VA_POLICY}": None},
+    ),
+    Case(
+        "permissive roles shrunk",
+        f"alter policy {VA_POLICY} on {VA} to authenticated;",
+        {f"{VA}:{VA_POLICY}": None},
+        setup=f"alter policy {VA_POLICY} on {VA} to authenticated, anon;",
+    ),
+    Case(
+        "permissive commands grown",
+        f"drop policy va_read on {VA}; create policy va_read on {VA} for all to authenticated using ({PINNED});",
+        {f"{VA}:va_read": "now allows INSERT, UPDATE, DELETE (was SELECT)"},
+        setup=f"create policy va_read on {VA} for select to authenticated using ({PINNED});",
+    ),
+    Case(
+        "permissive commands shrunk",
+        f"drop policy {VA_POLICY} on {VA}; create policy {VA_POLICY} on {VA} for select to authenticated "
+        f"using ({PINNED});",
+        {f"{VA}:{VA_POLICY}": None},
+    ),
+    Case(
+        "permissive USING opened",
+        f"alter policy {VA_POLICY} on {VA} using (true);",
+        {f"{VA}:{VA_POLICY}": "USING no longer pins the tenant: it is always true"},
+    ),
+    Case(
+        "permissive USING tightened",
+        f'alter policy "Enable read access for all users" on public.vehicles using ({PINNED});',
+        {"public.vehicles:Enable read access for all users": None},
+    ),
+    Case(
+        "permissive WITH CHECK opened",
+        f"alter policy {VA_POLICY} on {VA} with check (true);",
+        {f"{VA}:{VA_POLICY}": "WITH CHECK no longer pins the tenant: it is always true"},
+    ),
+    Case(
+        "permissive made RESTRICTIVE",
+        f"drop policy {VA_POLICY} on {VA}; create policy {VA_POLICY} on {VA} as restrictive for all to "
+        f"authenticated using ({PINNED}) with check ({PINNED});",
+        {f"{VA}:{VA_POLICY}": None},
+    ),
     # ---------------------------------------------------------------- restrictive policies
     Case("restrictive added", GUARD, {"public.vehicles:tenant_guard": None}),
-    Case("restrictive removed", "drop policy tenant_guard on public.vehicles;",
-         {"public.vehicles:tenant_guard": "RESTRICTIVE policy removed"}, setup=GUARD),
-    Case("restrictive made PERMISSIVE",
-         f"drop policy tenant_guard on public.vehicles; create policy tenant_guard on public.vehicles for all "
-         f"using ({PINNED});", {"public.vehicles:tenant_guard": "made PERMISSIVE (was RESTRICTIVE)"}, setup=GUARD),
-    Case("restrictive roles grown", "alter policy tenant_guard on public.vehicles to authenticated, anon;",
-         {"public.vehicles:tenant_guard": None},
-         setup=GUARD + " alter policy tenant_guard on public.vehicles to authenticated;"),
-    Case("restrictive roles shrunk", "alter policy tenant_guard on public.vehicles to authenticated;",
-         {"public.vehicles:tenant_guard": "RESTRICTIVE policy no longer applies to PUBLIC"}, setup=GUARD),
-    Case("restrictive commands grown",
-         f"drop policy tenant_guard on public.vehicles; {GUARD}", {"public.vehicles:tenant_guard": None},
-         setup=f"create policy tenant_guard on public.vehicles as restrictive for select using ({PINNED});"),
-    Case("restrictive commands shrunk",
-         "drop policy tenant_guard on public.vehicles; create policy tenant_guard on public.vehicles as restrictive "
-         f"for select using ({PINNED});",
-         {"public.vehicles:tenant_guard": "RESTRICTIVE policy narrowed from ALL to SELECT"}, setup=GUARD),
-    Case("restrictive USING opened", "alter policy tenant_guard on public.vehicles using (true);",
-         {"public.vehicles:tenant_guard": "USING no longer pins the tenant: it is always true"}, setup=GUARD),
-    Case("restrictive USING tightened", f"alter policy tenant_guard on public.vehicles using ({PINNED});",
-         {"public.vehicles:tenant_guard": None},
-         setup="create policy tenant_guard on public.vehicles as restrictive for all using (true);"),
+    Case(
+        "restrictive removed",
+        "drop policy tenant_guard on public.vehicles;",
+        {"public.vehicles:tenant_guard": "RESTRICTIVE policy removed"},
+        setup=GUARD,
+    ),
+    Case(
+        "restrictive made PERMISSIVE",
+        f"drop policy tenant_guard on public.vehicles; create policy tenant_guard on public.vehicles for all "
+        f"using ({PINNED});",
+        {"public.vehicles:tenant_guard": "made PERMISSIVE (was RESTRICTIVE)"},
+        setup=GUARD,
+    ),
+    Case(
+        "restrictive roles grown",
+        "alter policy tenant_guard on public.vehicles to authenticated, anon;",
+        {"public.vehicles:tenant_guard": None},
+        setup=GUARD + " alter policy tenant_guard on public.vehicles to authenticated;",
+    ),
+    Case(
+        "restrictive roles shrunk",
+        "alter policy tenant_guard on public.vehicles to authenticated;",
+        {"public.vehicles:tenant_guard": "RESTRICTIVE policy no longer applies to PUBLIC"},
+        setup=GUARD,
+    ),
+    Case(
+        "restrictive commands grown",
+        f"drop policy tenant_guard on public.vehicles; {GUARD}",
+        {"public.vehicles:tenant_guard": None},
+        setup=f"create policy tenant_guard on public.vehicles as restrictive for select using ({PINNED});",
+    ),
+    Case(
+        "restrictive commands shrunk",
+        "drop policy tenant_guard on public.vehicles; create policy tenant_guard on public.vehicles as restrictive "
+        f"for select using ({PINNED});",
+        {"public.vehicles:tenant_guard": "RESTRICTIVE policy narrowed from ALL to SELECT"},
+        setup=GUARD,
+    ),
+    Case(
+        "restrictive USING opened",
+        "alter policy tenant_guard on public.vehicles using (true);",
+        {"public.vehicles:tenant_guard": "USING no longer pins the tenant: it is always true"},
+        setup=GUARD,
+    ),
+    Case(
+        "restrictive USING tightened",
+        f"alter policy tenant_guard on public.vehicles using ({PINNED});",
+        {"public.vehicles:tenant_guard": None},
+        setup="create policy tenant_guard on public.vehicles as restrictive for all using (true);",
+    ),
     # ---------------------------------------------------------------- row level security
     Case("RLS disabled", f"alter table {VA} disable row level security;", {VA: "row level security disabled"}),
-    Case("RLS no longer forced", f"alter table {VA} no force row level security;",
-         {VA: "row level security no longer forced"}, setup=f"alter table {VA} force row level security;"),
+    Case(
+        "RLS no longer forced",
+        f"alter table {VA} no force row level security;",
+        {VA: "row level security no longer forced"},
+        setup=f"alter table {VA} force row level security;",
+    ),
     Case("RLS enabled", "alter table public.garages enable row level security;", {"public.garages": None}),
     # ---------------------------------------------------------------- the other tests' cases, as they are
-    Case("test_diff: weakening", f"alter policy {VA_POLICY} on {VA} using (true) with check (true);",
-         {f"{VA}:{VA_POLICY}": "now flagged missing_with_check"}),
-    Case("test_diff: removals and role changes", """
+    Case(
+        "test_diff: weakening",
+        f"alter policy {VA_POLICY} on {VA} using (true) with check (true);",
+        {f"{VA}:{VA_POLICY}": "now flagged missing_with_check"},
+    ),
+    Case(
+        "test_diff: removals and role changes",
+        """
         drop policy tenant_guard on public.vehicles;
         drop policy "Enable read access for all users" on public.profiles;
         alter policy guard_all on public.vehicle_images to authenticated;
         alter policy vision_metrics_tenant_isolation on public.vision_metrics to authenticated, anon;""",
-         {"public.vehicles:tenant_guard": "RESTRICTIVE policy removed",
-          "public.profiles:Enable read access for all users": None,
-          "public.vehicle_images:guard_all": "RESTRICTIVE policy no longer applies to PUBLIC",
-          "public.vision_metrics:vision_metrics_tenant_isolation": "now applies to anon"},
-         setup=GUARD + f" create policy guard_all on public.vehicle_images as restrictive for all using ({PINNED});"),
-    Case("test_dagster_audit: regression", """
+        {
+            "public.vehicles:tenant_guard": "RESTRICTIVE policy removed",
+            "public.profiles:Enable read access for all users": None,
+            "public.vehicle_images:guard_all": "RESTRICTIVE policy no longer applies to PUBLIC",
+            "public.vision_metrics:vision_metrics_tenant_isolation": "now applies to anon",
+        },
+        setup=GUARD + f" create policy guard_all on public.vehicle_images as restrictive for all using ({PINNED});",
+    ),
+    Case(
+        "test_dagster_audit: regression",
+        """
         drop policy vision_metrics_tenant_isolation on public.vision_metrics;
         alter policy vision_accuracy_tenant_isolation on public.vision_accuracy to authenticated, anon;
         alter table public.conversations disable row level security;""",
-         {"public.vision_metrics:vision_metrics_tenant_isolation": None,
-          f"{VA}:{VA_POLICY}": "now applies to anon", "public.conversations": "row level security disabled"}),
-    Case("test_diff: hostile policy name", 'alter policy "line\nbreak" on public.vision_metrics using (true);',
-         {"public.vision_metrics:line\nbreak": "USING no longer pins the tenant: it is always true"},
-         setup=f'create policy "line\nbreak" on public.vision_metrics for select to authenticated using ({PINNED});'),
-    Case("fix-rls-policy migration", _fix_profiles,
-         {"public.profiles:Enable read access for all users": None, "public.profiles:profiles_tenant_isolation": None}),
+        {
+            "public.vision_metrics:vision_metrics_tenant_isolation": None,
+            f"{VA}:{VA_POLICY}": "now applies to anon",
+            "public.conversations": "row level security disabled",
+        },
+    ),
+    Case(
+        "test_diff: hostile policy name",
+        'alter policy "line\nbreak" on public.vision_metrics using (true);',
+        {"public.vision_metrics:line\nbreak": "USING no longer pins the tenant: it is always true"},
+        setup=f'create policy "line\nbreak" on public.vision_metrics for select to authenticated using ({PINNED});',
+    ),
+    Case(
+        "fix-rls-policy migration",
+        _fix_profiles,
+        {"public.profiles:Enable read access for all users": None, "public.profiles:profiles_tenant_isolation": None},
+    ),
 ]
 
 
@@ -191,4 +279,5 @@ def test_nightly_check_and_diff_agree(case: Case, demo_dsn, tmp_path):
     assert check.passed is not bool(weaker), check.description
     assert sorted(check.metadata["weakened"].value) == sorted(_nightly_line(c) for c in weaker.values())
     assert sorted(check.metadata["other_changes"].value) == sorted(
-        _nightly_line(c) for c in judged if c.item_type == "policy" and not c.weaker)
+        _nightly_line(c) for c in judged if c.item_type == "policy" and not c.weaker
+    )

@@ -1,5 +1,6 @@
 """The diff for people (text, grouped by object) and for machines (JSON, ``"format": "dbguard-diff"``).
 Every name and value goes through :func:`text.escape_controls`: a hostile identifier cannot break a line."""
+
 from __future__ import annotations
 
 import difflib
@@ -74,21 +75,28 @@ def _item_text(c: Change, obj: Any) -> str:
     if t == "grant":
         return ", ".join(obj)
     if t == "table":
-        rls = "row level security " + ("enabled" + (", forced" if obj.rls_forced else "") if obj.rls_enabled
-                                       else "disabled")
-        return (f"{plural(len(obj.columns), 'column')}, {rls}, "
-                f"{plural(len(obj.policies), 'policy', 'policies')}, owner {_ident(obj.owner)}")
+        rls = "row level security " + (
+            "enabled" + (", forced" if obj.rls_forced else "") if obj.rls_enabled else "disabled"
+        )
+        return (
+            f"{plural(len(obj.columns), 'column')}, {rls}, "
+            f"{plural(len(obj.policies), 'policy', 'policies')}, owner {_ident(obj.owner)}"
+        )
     if t == "view":
-        kind = "materialized" if obj.materialized else ("security_invoker" if obj.security_invoker
-                                                        else "runs with its owner's rights")
+        kind = (
+            "materialized"
+            if obj.materialized
+            else ("security_invoker" if obj.security_invoker else "runs with its owner's rights")
+        )
         return f"{kind}, owner {_ident(obj.owner)}"
     if t == "function":
         sd = ", SECURITY DEFINER" if obj.security_definer else ""
         sp = f", search_path={_value(obj.search_path)}" if obj.search_path is not None else ""
         return f"returns {_value(obj.returns)}, {obj.language}{sd}{sp}"
     if t == "role":
-        flags = [n for n, on in (("superuser", obj.superuser), ("bypassrls", obj.bypassrls),
-                                 ("login", obj.can_login)) if on]
+        flags = [
+            n for n, on in (("superuser", obj.superuser), ("bypassrls", obj.bypassrls), ("login", obj.can_login)) if on
+        ]
         return ", ".join(flags) if flags else "no login"
     return ""
 
@@ -138,8 +146,9 @@ def closing_line(d: SnapshotDiff) -> str:
     s = d.summary()
     objects = [plural(n, t) for t, n in s["objects_changed"].items() if n]
     head = (", ".join(objects) + " changed: ") if objects else "no schema changes: "
-    counts = f"{plural(s['additions'], 'addition')}, {plural(s['removals'], 'removal')}, " \
-             f"{plural(s['changes'], 'change')}"
+    counts = (
+        f"{plural(s['additions'], 'addition')}, {plural(s['removals'], 'removal')}, {plural(s['changes'], 'change')}"
+    )
     weaker = f"{s['weaker']} change{' weakens' if s['weaker'] == 1 else 's weaken'} isolation"
     findings = f"{plural(s['new_findings'], 'new finding')}, {s['resolved_findings']} resolved"
     return f"{head}{counts}; {weaker}; {findings}"
@@ -148,13 +157,16 @@ def closing_line(d: SnapshotDiff) -> str:
 def _side_text(side: Side) -> str:
     what = "database" if side.kind == "database" else "snapshot"
     when = f", taken {side.taken_at}" if side.kind == "snapshot" else ""
-    return (f"{escape_controls(side.label)} ({what} {escape_controls(side.database)}, PostgreSQL "
-            f"{escape_controls(side.server_version)}{when})")
+    return (
+        f"{escape_controls(side.label)} ({what} {escape_controls(side.database)}, PostgreSQL "
+        f"{escape_controls(side.server_version)}{when})"
+    )
 
 
 def _finding_lines(mark: str, findings: tuple[Finding, ...]) -> list[str]:
-    return [f"  {mark} [{f.severity.value}] {escape_controls(f.cache_key)}: {escape_controls(f.message)}"
-            for f in findings]
+    return [
+        f"  {mark} [{f.severity.value}] {escape_controls(f.cache_key)}: {escape_controls(f.message)}" for f in findings
+    ]
 
 
 def render_text(d: SnapshotDiff) -> str:
@@ -200,27 +212,47 @@ def _jsonable(obj: Any) -> Any:
 
 def change_dict(c: Change) -> dict[str, Any]:
     return {
-        "object_type": c.object_type, "schema": c.schema, "name": c.name,
-        "arguments": c.arguments, "qualified": c.qualified, "change": c.change,
-        "item_type": c.item_type, "item": c.item,
-        "attributes": [{"attribute": a.attribute, "before": to_jsonable(a.before), "after": to_jsonable(a.after)}
-                       for a in c.attributes],
-        "before": _jsonable(c.before), "after": _jsonable(c.after),
-        "weaker": c.weaker, "reasons": list(c.reasons), "note": c.note,
+        "object_type": c.object_type,
+        "schema": c.schema,
+        "name": c.name,
+        "arguments": c.arguments,
+        "qualified": c.qualified,
+        "change": c.change,
+        "item_type": c.item_type,
+        "item": c.item,
+        "attributes": [
+            {"attribute": a.attribute, "before": to_jsonable(a.before), "after": to_jsonable(a.after)}
+            for a in c.attributes
+        ],
+        "before": _jsonable(c.before),
+        "after": _jsonable(c.after),
+        "weaker": c.weaker,
+        "reasons": list(c.reasons),
+        "note": c.note,
         "text": describe_change(c),
     }
 
 
 def _finding_dict(f: Finding) -> dict[str, Any]:
-    return {"rule": f.rule, "severity": f.severity.value, "category": f.category, "schema": f.schema,
-            "table": f.table, "object": f.object, "cache_key": f.cache_key, "message": f.message,
-            "remediation": f.remediation}
+    return {
+        "rule": f.rule,
+        "severity": f.severity.value,
+        "category": f.category,
+        "schema": f.schema,
+        "table": f.table,
+        "object": f.object,
+        "cache_key": f.cache_key,
+        "message": f.message,
+        "remediation": f.remediation,
+    }
 
 
 def diff_dict(d: SnapshotDiff) -> dict[str, Any]:
     return {
-        "format": "dbguard-diff", "version": 1,
-        "source": d.source.to_dict(), "target": d.target.to_dict(),
+        "format": "dbguard-diff",
+        "version": 1,
+        "source": d.source.to_dict(),
+        "target": d.target.to_dict(),
         "summary": d.summary(),
         "changes": [change_dict(c) for c in d.changes],
         "new_findings": [_finding_dict(f) for f in d.new_findings],

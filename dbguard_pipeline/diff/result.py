@@ -1,5 +1,6 @@
 """What ``dbguard diff`` found: plain data (changes, the two sides, new and resolved findings). Its text and
 JSON forms are :mod:`dbguard_pipeline.diff.render`'s."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -11,8 +12,12 @@ ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 # object types in output order
 OBJECT_TYPES = ("schema", "table", "view", "function", "role")
 # items of a table in output order
-_ITEM_ORDER = {t: i for i, t in enumerate(
-    ("schema", "table", "view", "function", "role", "rls", "column", "constraint", "index", "policy", "grant"))}
+_ITEM_ORDER = {
+    t: i
+    for i, t in enumerate(
+        ("schema", "table", "view", "function", "role", "rls", "column", "constraint", "index", "policy", "grant")
+    )
+}
 _FAILING = (Severity.CRITICAL, Severity.WARNING)
 
 
@@ -59,8 +64,13 @@ class Change:
         return (OBJECT_TYPES.index(self.object_type), self.schema or "", self.name, self.arguments or "")
 
     def sort_key(self) -> tuple[Any, ...]:
-        return (*self.object_key, 0 if self.own else 1, _ITEM_ORDER.get(self.item_type, 99), self.item or "",
-                {REMOVED: 0, CHANGED: 1, ADDED: 2}[self.change])
+        return (
+            *self.object_key,
+            0 if self.own else 1,
+            _ITEM_ORDER.get(self.item_type, 99),
+            self.item or "",
+            {REMOVED: 0, CHANGED: 1, ADDED: 2}[self.change],
+        )
 
     def weaken(self, *reasons: str) -> Change:
         new = tuple(r for r in reasons if r and r not in self.reasons)
@@ -78,8 +88,13 @@ class Side:
     taken_at: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"label": self.label, "kind": self.kind, "database": self.database,
-                "server_version": self.server_version, "taken_at": self.taken_at}
+        return {
+            "label": self.label,
+            "kind": self.kind,
+            "database": self.database,
+            "server_version": self.server_version,
+            "taken_at": self.taken_at,
+        }
 
 
 @dataclass(frozen=True)

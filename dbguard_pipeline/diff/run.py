@@ -9,6 +9,7 @@ or on an added table, marks that change weaker too.
 
 No database access and no Dagster here: the CLI (``dbguard diff``) loads or introspects the two sides.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -39,9 +40,16 @@ def static_findings(snapshot: Snapshot, config: Config) -> dict[str, Finding]:
     return {f.cache_key: f for f in kept}
 
 
-def diff_snapshots(a: Snapshot, b: Snapshot, config: Optional[Config] = None, *,
-                   source: Optional[str] = None, target: Optional[str] = None,
-                   source_kind: str = "snapshot", target_kind: str = "snapshot") -> SnapshotDiff:
+def diff_snapshots(
+    a: Snapshot,
+    b: Snapshot,
+    config: Optional[Config] = None,
+    *,
+    source: Optional[str] = None,
+    target: Optional[str] = None,
+    source_kind: str = "snapshot",
+    target_kind: str = "snapshot",
+) -> SnapshotDiff:
     """Compare snapshot ``a`` (before, e.g. local or the snapshot before migrations) with ``b`` (after, e.g.
     production). ``source`` and ``target`` are labels for people (never pass a DSN with a password)."""
     from dbguard_pipeline.rules import sort_findings
@@ -54,8 +62,12 @@ def diff_snapshots(a: Snapshot, b: Snapshot, config: Optional[Config] = None, *,
     changes = [] if same_schema(a, b) else _flag_objects(compare(ctx), new)
     changes.sort(key=Change.sort_key)
     return SnapshotDiff(
-        source=_side(a, source, source_kind), target=_side(b, target, target_kind),
-        changes=tuple(changes), new_findings=tuple(new), resolved_findings=tuple(resolved))
+        source=_side(a, source, source_kind),
+        target=_side(b, target, target_kind),
+        changes=tuple(changes),
+        new_findings=tuple(new),
+        resolved_findings=tuple(resolved),
+    )
 
 
 def _flag_objects(changes: list[Change], new: list[Finding]) -> list[Change]:
@@ -75,8 +87,10 @@ def _flag_objects(changes: list[Change], new: list[Finding]) -> list[Change]:
     for c in changes:
         rules: set[str] = set()
         if c.change in (ADDED, CHANGED):
-            for key in ((c.object_type, c.schema, c.name, c.item_type, c.item),
-                        (c.object_type, c.schema, c.name, c.item_type, c.item, c.change)):
+            for key in (
+                (c.object_type, c.schema, c.name, c.item_type, c.item),
+                (c.object_type, c.schema, c.name, c.item_type, c.item, c.change),
+            ):
                 rules |= flagged.get(key, set())
             if c.object_type == "function" and c.change == ADDED:  # a changed one is judged above
                 rules |= flagged.get(("function", c.schema, f"{c.name}({c.arguments})"), set())
@@ -85,5 +99,10 @@ def _flag_objects(changes: list[Change], new: list[Finding]) -> list[Change]:
 
 
 def _side(s: Snapshot, label: Optional[str], kind: str) -> Side:
-    return Side(label=label or f"snapshot of {s.database}", kind=kind, database=s.database,
-                server_version=s.server_version, taken_at=s.taken_at)
+    return Side(
+        label=label or f"snapshot of {s.database}",
+        kind=kind,
+        database=s.database,
+        server_version=s.server_version,
+        taken_at=s.taken_at,
+    )

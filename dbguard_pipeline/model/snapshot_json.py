@@ -6,6 +6,7 @@ by a dbguard before the key existed and are version 1; a newer version than this
 with a one-line error rather than half read. The version lives in the JSON only: the :class:`Snapshot`
 dataclass (and its equality) does not carry it.
 """
+
 from __future__ import annotations
 
 import dataclasses

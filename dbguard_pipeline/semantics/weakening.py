@@ -16,6 +16,7 @@ expressions) and what the policy analyzer says of its expressions, computed by t
 (``dbguard_pipeline.diff.policy_facts``) or read back from the compact state the nightly check keeps
 between runs (:meth:`TableFacts.from_json`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -75,21 +76,31 @@ class PolicyFacts:
         return (self.permissive, self.command, self.roles, self.expressions)
 
     def to_json(self) -> dict[str, Any]:
-        return {"command": self.command, "permissive": self.permissive, "roles": list(self.roles),
-                "expr": self.expressions,
-                "using_isolates": None if self.using is None else self.using.isolates,
-                "check_isolates": None if self.check is None else self.check.isolates}
+        return {
+            "command": self.command,
+            "permissive": self.permissive,
+            "roles": list(self.roles),
+            "expr": self.expressions,
+            "using_isolates": None if self.using is None else self.using.isolates,
+            "check_isolates": None if self.check is None else self.check.isolates,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PolicyFacts:
         """Read back :meth:`to_json` (and the older form without the analyzer's verdicts)."""
+
         def expr(key: str) -> Optional[ExprFacts]:
             value = data.get(key)
             return ExprFacts(value) if isinstance(value, bool) else None
 
-        return cls(permissive=bool(data.get("permissive", True)), command=str(data.get("command", "all")),
-                   roles=tuple(sorted(str(r) for r in data.get("roles") or ())), expressions=str(data.get("expr")),
-                   using=expr("using_isolates"), check=expr("check_isolates"))
+        return cls(
+            permissive=bool(data.get("permissive", True)),
+            command=str(data.get("command", "all")),
+            roles=tuple(sorted(str(r) for r in data.get("roles") or ())),
+            expressions=str(data.get("expr")),
+            using=expr("using_isolates"),
+            check=expr("check_isolates"),
+        )
 
 
 def expressions_fingerprint(using: Optional[str], with_check: Optional[str]) -> str:
@@ -100,8 +111,7 @@ def commands(command: str) -> tuple[str, ...]:
     return COMMANDS if command == "all" else (command,)
 
 
-def judge_policy(before: Optional[PolicyFacts], after: Optional[PolicyFacts], flagged: Iterable[str] = ()
-                 ) -> Verdict:
+def judge_policy(before: Optional[PolicyFacts], after: Optional[PolicyFacts], flagged: Iterable[str] = ()) -> Verdict:
     """A policy added (``before`` None), removed (``after`` None) or changed. ``flagged``: the isolation rules
     whose finding on this policy is new (a policy that comes with one is weaker)."""
     if after is None:
@@ -143,18 +153,23 @@ def _expression_reasons(a: PolicyFacts, b: PolicyFacts) -> list[str]:
     reasons = []
     what = "pins the tenant" if b.tenant_column else "restricts rows to the caller"
     rewritten = a.expressions != b.expressions
-    if (rewritten or a.permissive != b.permissive) and a.using and b.using \
-            and a.using.isolates and not b.using.isolates:
+    if (
+        (rewritten or a.permissive != b.permissive)
+        and a.using
+        and b.using
+        and a.using.isolates
+        and not b.using.isolates
+    ):
         reasons.append(f"USING no longer {what}: it {b.using.problem}")
-    if rewritten and b.command in WRITE_COMMANDS and a.check and b.check and a.check.isolates \
-            and not b.check.isolates:
+    if rewritten and b.command in WRITE_COMMANDS and a.check and b.check and a.check.isolates and not b.check.isolates:
         side = "WITH CHECK" if b.has_with_check else "USING (checked for writes, no WITH CHECK)"
         reasons.append(f"{side} no longer {what}: it {b.check.problem}")
     return reasons
 
 
-def newly_flagged(findings: Iterable[Finding], before: Container[str], rules: Container[str]
-                  ) -> dict[tuple[str, str, str], tuple[str, ...]]:
+def newly_flagged(
+    findings: Iterable[Finding], before: Container[str], rules: Container[str]
+) -> dict[tuple[str, str, str], tuple[str, ...]]:
     """(schema, table, policy) -> the ``rules`` whose finding on that policy is not in ``before`` (cache keys)."""
     out: dict[tuple[str, str, str], set[str]] = {}
     for f in findings:
@@ -164,8 +179,9 @@ def newly_flagged(findings: Iterable[Finding], before: Container[str], rules: Co
 
 
 # --------------------------------------------------------------------------- row level security
-def rls_weakening(enabled_before: bool, forced_before: bool, enabled_after: bool, forced_after: bool
-                  ) -> tuple[str, ...]:
+def rls_weakening(
+    enabled_before: bool, forced_before: bool, enabled_after: bool, forced_after: bool
+) -> tuple[str, ...]:
     reasons = []
     if enabled_before and not enabled_after:
         reasons.append("row level security disabled")
@@ -183,17 +199,24 @@ class TableFacts:
     policies: Mapping[str, PolicyFacts] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"rls": self.rls_enabled, "forced": self.rls_forced,
-                "policies": {name: p.to_json() for name, p in self.policies.items()}}
+        return {
+            "rls": self.rls_enabled,
+            "forced": self.rls_forced,
+            "policies": {name: p.to_json() for name, p in self.policies.items()},
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> Optional[TableFacts]:
         if not isinstance(data, Mapping):
             return None
         policies = data.get("policies")
-        return cls(bool(data.get("rls")), bool(data.get("forced")),
-                   {str(n): PolicyFacts.from_json(p) for n, p in (policies or {}).items() if isinstance(p, Mapping)}
-                   if isinstance(policies, Mapping) else {})
+        return cls(
+            bool(data.get("rls")),
+            bool(data.get("forced")),
+            {str(n): PolicyFacts.from_json(p) for n, p in (policies or {}).items() if isinstance(p, Mapping)}
+            if isinstance(policies, Mapping)
+            else {},
+        )
 
 
 @dataclass(frozen=True)
@@ -206,8 +229,9 @@ class Judged:
     verdict: Verdict
 
 
-def judge_tables(before: Mapping[str, TableFacts], after: Mapping[str, TableFacts],
-                 flagged: Mapping[tuple[str, str], Iterable[str]]) -> list[Judged]:
+def judge_tables(
+    before: Mapping[str, TableFacts], after: Mapping[str, TableFacts], flagged: Mapping[tuple[str, str], Iterable[str]]
+) -> list[Judged]:
     """Every RLS and policy change of the tables in both states (by qualified name, in name order).
     ``flagged``: (table, policy) -> the isolation rules newly flagged on it."""
     out: list[Judged] = []
@@ -259,8 +283,9 @@ def ties_to_tenant(fk: Constraint, snapshot: Snapshot, table: Table, config: Con
     return dict(zip(fk.columns, fk.ref_columns, strict=False)).get(t.column) == t.tenants_key
 
 
-def tenant_fk_weakening(tied_before: bool, before: Constraint, after: Optional[Constraint], tied_after: bool
-                        ) -> tuple[str, ...]:
+def tenant_fk_weakening(
+    tied_before: bool, before: Constraint, after: Optional[Constraint], tied_after: bool
+) -> tuple[str, ...]:
     """A foreign key that tied the table to its tenant dropped (``after`` None) or changed."""
     if not tied_before:
         return ()

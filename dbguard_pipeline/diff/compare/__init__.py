@@ -2,6 +2,7 @@
 snapshots with :func:`_walk.pairs` and yields :class:`~dbguard_pipeline.diff.result.Change` objects, marked
 weaker by :mod:`dbguard_pipeline.semantics.weakening`. Tables hand what they hold to their own comparers
 (``tables.TABLE_COMPARERS``)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -16,7 +17,11 @@ from dbguard_pipeline.diff.compare.views import compare_views
 from dbguard_pipeline.diff.result import Change
 
 COMPARERS: tuple[Callable[[Context], Iterable[Change]], ...] = (
-    compare_schemas, compare_tables, compare_views, compare_functions, compare_roles,
+    compare_schemas,
+    compare_tables,
+    compare_views,
+    compare_functions,
+    compare_roles,
 )
 
 

@@ -1,5 +1,6 @@
 """What every comparer shares: the two snapshots and the config, the walk over two collections by key, and
 the attributes that differ."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping

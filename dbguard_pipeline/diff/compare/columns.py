@@ -1,4 +1,5 @@
 """Columns of a table (their position is not compared)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -21,4 +22,5 @@ def compare_columns(ctx: Context, ta: Table, tb: Table) -> Iterator[Change]:
             changed = attrs(old, new, ("type", "not_null", "default", "identity", "generated"))
             if changed:
                 yield table_item(tb, CHANGED, "column", name, attributes=changed).weaken(
-                    *tenant_column_weakening(name == tenant_col, old, new))
+                    *tenant_column_weakening(name == tenant_col, old, new)
+                )

@@ -1,4 +1,5 @@
 """Constraints of a table; a foreign key that ties the table to its tenant is watched."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -18,11 +19,13 @@ def compare_constraints(ctx: Context, ta: Table, tb: Table) -> Iterator[Change]:
         elif new is None:
             tied = ties_to_tenant(old, ctx.a, ta, ctx.config)
             yield table_item(tb, REMOVED, "constraint", name, before=old).weaken(
-                *tenant_fk_weakening(tied, old, None, False))
+                *tenant_fk_weakening(tied, old, None, False)
+            )
         else:
             changed = attrs(old, new, ATTRIBUTES)
             if changed:
                 tied = ties_to_tenant(old, ctx.a, ta, ctx.config)
                 still = tied and ties_to_tenant(new, ctx.b, tb, ctx.config)
                 yield table_item(tb, CHANGED, "constraint", name, attributes=changed).weaken(
-                    *tenant_fk_weakening(tied, old, new, still))
+                    *tenant_fk_weakening(tied, old, new, still)
+                )

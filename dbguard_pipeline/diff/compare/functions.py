@@ -1,4 +1,5 @@
 """Functions, by schema, name and identity arguments."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -11,9 +12,11 @@ ATTRIBUTES = ("returns", "language", "security_definer", "volatility", "config",
 
 
 def compare_functions(ctx: Context) -> Iterator[Change]:
-    for (schema, name, arguments), old, new in pairs((f for f in ctx.a.functions if ctx.in_scope(f.schema)),
-                                                     (f for f in ctx.b.functions if ctx.in_scope(f.schema)),
-                                                     lambda f: (f.schema, f.name, f.arguments)):
+    for (schema, name, arguments), old, new in pairs(
+        (f for f in ctx.a.functions if ctx.in_scope(f.schema)),
+        (f for f in ctx.b.functions if ctx.in_scope(f.schema)),
+        lambda f: (f.schema, f.name, f.arguments),
+    ):
         if old is None:
             yield Change("function", schema, name, ADDED, "function", arguments=arguments, after=new)
         elif new is None:
@@ -21,5 +24,6 @@ def compare_functions(ctx: Context) -> Iterator[Change]:
         else:
             changed = attrs(old, new, ATTRIBUTES)
             if changed:
-                yield Change("function", schema, name, CHANGED, "function", arguments=arguments,
-                             attributes=changed).weaken(*function_weakening(old, new))
+                yield Change(
+                    "function", schema, name, CHANGED, "function", arguments=arguments, attributes=changed
+                ).weaken(*function_weakening(old, new))

@@ -1,4 +1,5 @@
 """Privileges granted on a table or view, per grantee."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -16,8 +17,9 @@ def _by_grantee(grants: Iterable[Grant]) -> dict[str, set[str]]:
     return out
 
 
-def compare_grants(object_type: str, schema: str, name: str, a: Iterable[Grant], b: Iterable[Grant]
-                   ) -> Iterator[Change]:
+def compare_grants(
+    object_type: str, schema: str, name: str, a: Iterable[Grant], b: Iterable[Grant]
+) -> Iterator[Change]:
     ga, gb = _by_grantee(a), _by_grantee(b)
     for grantee in sorted(set(ga) | set(gb)):
         before, after = ga.get(grantee, set()), gb.get(grantee, set())
@@ -26,7 +28,8 @@ def compare_grants(object_type: str, schema: str, name: str, a: Iterable[Grant],
             yield Change(object_type, schema, name, REMOVED, "grant", grantee, before=tuple(removed))
         if added:
             yield Change(object_type, schema, name, ADDED, "grant", grantee, after=tuple(added)).weaken(
-                *grant_weakening(grantee, added))
+                *grant_weakening(grantee, added)
+            )
 
 
 def compare_table_grants(ctx: Context, ta: Table, tb: Table) -> Iterator[Change]:

@@ -1,4 +1,5 @@
 """Indexes of a table."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -1,5 +1,6 @@
 """Row level security policies of a table, judged by :func:`semantics.weakening.judge_policy` on the facts
 the policy analyzer gives for each side (the nightly ``no_policy_weakened`` check asks the same function)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -35,16 +36,23 @@ def policy_facts(snapshot: Snapshot, table: Table, policy: Policy, config: Confi
         return ExprFacts(good_enough(analysis, tcol, strict=True), analysis.describe())
 
     return PolicyFacts(
-        permissive=policy.permissive, command=policy.command, roles=tuple(sorted(policy.roles)),
+        permissive=policy.permissive,
+        command=policy.command,
+        roles=tuple(sorted(policy.roles)),
         expressions=expressions_fingerprint(policy.using, policy.with_check),
-        using=facts(using_analysis(an, table, policy, tcol)), check=facts(check_analysis(an, table, policy, tcol)),
-        has_with_check=bool(policy.with_check), tenant_column=tcol is not None,
-        moot=policy_is_moot(policy, snapshot), bypass=frozenset(bypass_roles(snapshot)))
+        using=facts(using_analysis(an, table, policy, tcol)),
+        check=facts(check_analysis(an, table, policy, tcol)),
+        has_with_check=bool(policy.with_check),
+        tenant_column=tcol is not None,
+        moot=policy_is_moot(policy, snapshot),
+        bypass=frozenset(bypass_roles(snapshot)),
+    )
 
 
 def table_facts(snapshot: Snapshot, table: Table, config: Config) -> TableFacts:
-    return TableFacts(table.rls_enabled, table.rls_forced,
-                      {p.name: policy_facts(snapshot, table, p, config) for p in table.policies})
+    return TableFacts(
+        table.rls_enabled, table.rls_forced, {p.name: policy_facts(snapshot, table, p, config) for p in table.policies}
+    )
 
 
 def compare_policies(ctx: Context, ta: Table, tb: Table) -> Iterator[Change]:
@@ -61,8 +69,10 @@ def compare_policies(ctx: Context, ta: Table, tb: Table) -> Iterator[Change]:
             if not changed:
                 continue
             c = table_item(tb, CHANGED, "policy", name, attributes=changed)
-        verdict = judge_policy(None if old is None else policy_facts(ctx.a, ta, old, ctx.config),
-                               None if new is None else policy_facts(ctx.b, tb, new, ctx.config),
-                               ctx.flagged_policies.get((tb.schema, tb.name, name), ()))
+        verdict = judge_policy(
+            None if old is None else policy_facts(ctx.a, ta, old, ctx.config),
+            None if new is None else policy_facts(ctx.b, tb, new, ctx.config),
+            ctx.flagged_policies.get((tb.schema, tb.name, name), ()),
+        )
         c = c.weaken(*verdict.reasons)
         yield replace(c, note=verdict.note) if verdict.note else c

@@ -1,4 +1,5 @@
 """A table's row level security flags (enabled, forced)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -13,4 +14,5 @@ def compare_rls(ctx: Context, ta: Table, tb: Table) -> Iterator[Change]:
     changed = attrs(ta, tb, ("rls_enabled", "rls_forced"))
     if changed:
         yield table_item(tb, CHANGED, "rls", attributes=changed).weaken(
-            *rls_weakening(ta.rls_enabled, ta.rls_forced, tb.rls_enabled, tb.rls_forced))
+            *rls_weakening(ta.rls_enabled, ta.rls_forced, tb.rls_enabled, tb.rls_forced)
+        )

@@ -1,4 +1,5 @@
 """Roles (cluster-wide: not limited by the schema scope)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

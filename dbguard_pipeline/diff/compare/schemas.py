@@ -1,4 +1,5 @@
 """Schemas: added or removed (in the audit's scope)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -1,5 +1,6 @@
 """Tables: added, removed, or their own attributes changed; then each kind of item inside a table has its
 comparer (row level security, columns, constraints, indexes, policies, grants)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
@@ -25,15 +26,22 @@ def compare_table_attributes(ctx: Context, ta: Table, tb: Table) -> Iterator[Cha
 
 # Each comparer of what a table holds, for a table on both sides.
 TABLE_COMPARERS: tuple[TableComparer, ...] = (
-    compare_table_attributes, compare_rls, compare_columns, compare_constraints, compare_indexes,
-    compare_policies, compare_table_grants,
+    compare_table_attributes,
+    compare_rls,
+    compare_columns,
+    compare_constraints,
+    compare_indexes,
+    compare_policies,
+    compare_table_grants,
 )
 
 
 def compare_tables(ctx: Context) -> Iterator[Change]:
-    for (schema, name), old, new in pairs((t for t in ctx.a.tables if ctx.in_scope(t.schema)),
-                                          (t for t in ctx.b.tables if ctx.in_scope(t.schema)),
-                                          lambda t: (t.schema, t.name)):
+    for (schema, name), old, new in pairs(
+        (t for t in ctx.a.tables if ctx.in_scope(t.schema)),
+        (t for t in ctx.b.tables if ctx.in_scope(t.schema)),
+        lambda t: (t.schema, t.name),
+    ):
         if old is None:
             yield Change("table", schema, name, ADDED, "table", after=new)
         elif new is None:

@@ -1,4 +1,5 @@
 """Views (and materialized views) and their grants."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -12,9 +13,11 @@ ATTRIBUTES = ("materialized", "security_invoker", "security_barrier", "owner", "
 
 
 def compare_views(ctx: Context) -> Iterator[Change]:
-    for (schema, name), old, new in pairs((v for v in ctx.a.views if ctx.in_scope(v.schema)),
-                                          (v for v in ctx.b.views if ctx.in_scope(v.schema)),
-                                          lambda v: (v.schema, v.name)):
+    for (schema, name), old, new in pairs(
+        (v for v in ctx.a.views if ctx.in_scope(v.schema)),
+        (v for v in ctx.b.views if ctx.in_scope(v.schema)),
+        lambda v: (v.schema, v.name),
+    ):
         if old is None:
             yield Change("view", schema, name, ADDED, "view", after=new)
         elif new is None:
@@ -23,5 +26,6 @@ def compare_views(ctx: Context) -> Iterator[Change]:
             changed = attrs(old, new, ATTRIBUTES)
             if changed:
                 yield Change("view", schema, name, CHANGED, "view", attributes=changed).weaken(
-                    *view_weakening(old, new))
+                    *view_weakening(old, new)
+                )
             yield from compare_grants("view", schema, name, old.grants, new.grants)
