@@ -5,14 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, Protocol, TypeVar
 
 from dbguard_pipeline.config import Config
-from dbguard_pipeline.diff.result import AttributeChange, Change
+from dbguard_pipeline.diff.result import ADDED, REMOVED, AttributeChange, Change
 from dbguard_pipeline.model.schema import Snapshot, Table
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
+
+
+class InSchema(Protocol):
+    @property
+    def schema(self) -> str: ...
+
+
+S = TypeVar("S", bound=InSchema)
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,12 @@ class Context:
         cfg = self.config
         return schema in cfg.schemas if cfg.schemas else schema not in cfg.exclude_schemas
 
+    def scoped_pairs(
+        self, a: Iterable[S], b: Iterable[S], key: Callable[[S], K]
+    ) -> Iterator[tuple[K, Optional[S], Optional[S]]]:
+        """:func:`pairs` of the objects in the schemas the audit looks at."""
+        return pairs((x for x in a if self.in_scope(x.schema)), (x for x in b if self.in_scope(x.schema)), key)
+
 
 def pairs(a: Iterable[T], b: Iterable[T], key: Callable[[T], K]) -> Iterator[tuple[K, Optional[T], Optional[T]]]:
     """(key, object in a or None, object in b or None) for every key on either side, in key order."""
@@ -38,6 +52,13 @@ def pairs(a: Iterable[T], b: Iterable[T], key: Callable[[T], K]) -> Iterator[tup
             side.setdefault(key(it), it)
     for k in sorted(set(da) | set(db)):
         yield k, da.get(k), db.get(k)
+
+
+def whole(object_type: str, schema: str, name: str, old: Any, new: Any, **kw: Any) -> Change:
+    """An object added (``old`` None) or removed (``new`` None) as a whole."""
+    if old is None:
+        return Change(object_type, schema, name, ADDED, object_type, after=new, **kw)
+    return Change(object_type, schema, name, REMOVED, object_type, before=old, **kw)
 
 
 def attrs(a: Any, b: Any, names: Iterable[str]) -> tuple[AttributeChange, ...]:

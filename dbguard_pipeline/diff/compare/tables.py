@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from dbguard_pipeline.diff.compare._walk import Context, attrs, pairs, table_item
+from dbguard_pipeline.diff.compare._walk import Context, attrs, table_item, whole
 from dbguard_pipeline.diff.compare.columns import compare_columns
 from dbguard_pipeline.diff.compare.constraints import compare_constraints
 from dbguard_pipeline.diff.compare.grants import compare_table_grants
 from dbguard_pipeline.diff.compare.indexes import compare_indexes
 from dbguard_pipeline.diff.compare.policies import compare_policies
 from dbguard_pipeline.diff.compare.rls import compare_rls
-from dbguard_pipeline.diff.result import ADDED, CHANGED, REMOVED, Change
+from dbguard_pipeline.diff.result import CHANGED, Change
 from dbguard_pipeline.model.schema import Table
 
 TableComparer = Callable[[Context, Table, Table], Iterable[Change]]
@@ -37,15 +37,9 @@ TABLE_COMPARERS: tuple[TableComparer, ...] = (
 
 
 def compare_tables(ctx: Context) -> Iterator[Change]:
-    for (schema, name), old, new in pairs(
-        (t for t in ctx.a.tables if ctx.in_scope(t.schema)),
-        (t for t in ctx.b.tables if ctx.in_scope(t.schema)),
-        lambda t: (t.schema, t.name),
-    ):
-        if old is None:
-            yield Change("table", schema, name, ADDED, "table", after=new)
-        elif new is None:
-            yield Change("table", schema, name, REMOVED, "table", before=old)
+    for (schema, name), old, new in ctx.scoped_pairs(ctx.a.tables, ctx.b.tables, lambda t: (t.schema, t.name)):
+        if old is None or new is None:
+            yield whole("table", schema, name, old, new)
         else:
             for comparer in TABLE_COMPARERS:
                 yield from comparer(ctx, old, new)

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from dbguard_pipeline.diff.compare._walk import Context, attrs, pairs
+from dbguard_pipeline.diff.compare._walk import Context, attrs, whole
 from dbguard_pipeline.diff.compare.grants import compare_grants
-from dbguard_pipeline.diff.result import ADDED, CHANGED, REMOVED, Change
+from dbguard_pipeline.diff.result import CHANGED, Change
 from dbguard_pipeline.semantics.weakening import view_weakening
 
 ATTRIBUTES = ("materialized", "security_invoker", "security_barrier", "owner", "definition")
 
 
 def compare_views(ctx: Context) -> Iterator[Change]:
-    for (schema, name), old, new in pairs(
-        (v for v in ctx.a.views if ctx.in_scope(v.schema)),
-        (v for v in ctx.b.views if ctx.in_scope(v.schema)),
-        lambda v: (v.schema, v.name),
-    ):
-        if old is None:
-            yield Change("view", schema, name, ADDED, "view", after=new)
-        elif new is None:
-            yield Change("view", schema, name, REMOVED, "view", before=old)
+    for (schema, name), old, new in ctx.scoped_pairs(ctx.a.views, ctx.b.views, lambda v: (v.schema, v.name)):
+        if old is None or new is None:
+            yield whole("view", schema, name, old, new)
         else:
             changed = attrs(old, new, ATTRIBUTES)
             if changed:
