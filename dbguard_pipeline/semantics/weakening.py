@@ -28,6 +28,7 @@ from dbguard_pipeline.config import Config
 from dbguard_pipeline.model.findings import Finding
 from dbguard_pipeline.model.schema import Column, Constraint, Function, Role, Snapshot, Table, View
 from dbguard_pipeline.semantics.roles import UNAUTHENTICATED_GRANTEES, bypass_text, bypasses_rls
+from dbguard_pipeline.semantics.tenancy import tenant_path
 from dbguard_pipeline.text import role_list
 
 COMMANDS = ("select", "insert", "update", "delete")  # in the order reasons name them
@@ -271,8 +272,6 @@ def tenant_column_weakening(is_tenant_column: bool, before: Column, after: Colum
 def ties_to_tenant(fk: Constraint, snapshot: Snapshot, table: Table, config: Config) -> bool:
     """A foreign key that ties ``table`` to its tenant: tenant column -> tenants key, or the first hop of the
     foreign-key path by which a table without a tenant column reaches a tenant table."""
-    from dbguard_pipeline.semantics.tenancy import tenant_path
-
     if fk.kind != "foreign_key":
         return False
     if fk.name in {s.constraint.name for s in (tenant_path(snapshot, table, config) or []) if s.child is table}:
