@@ -76,10 +76,13 @@ def test_regression_checks_say_exactly_what_changed_since_the_previous_run(demo_
 
         weakened = got[("rls_audit", "no_policy_weakened")]
         assert not weakened.passed and weakened.severity == dg.AssetCheckSeverity.ERROR
-        changes = weakened.metadata["weakened"].value
-        assert "public.vision_metrics: policy 'vision_metrics_tenant_isolation' removed" in changes
-        assert "public.vision_accuracy: policy 'vision_accuracy_tenant_isolation' now also applies to anon" in changes
-        assert "public.conversations: row level security disabled" in changes
+        assert weakened.metadata["weakened"].value == [
+            "public.conversations: row level security disabled",
+            "public.vision_accuracy: policy 'vision_accuracy_tenant_isolation' changed: now applies to anon"]
+        # a permissive policy removed narrows access (PostgreSQL OR-s permissive policies): reported, not weaker
+        assert weakened.metadata["other_changes"].value == [
+            "public.vision_metrics: policy 'vision_metrics_tenant_isolation' removed "
+            "(permissive policy removed: access narrows)"]
         assert weakened.metadata["previous_run_id"].value == first_run
 
         new_table = got[("rls_audit", "no_new_table_without_rls")]
@@ -198,11 +201,43 @@ def test_applying_our_own_fix_is_not_reported_as_a_weakened_policy(demo_dsn, tmp
         got = checks(run_nightly(instance, demo_dsn))
         weakened = got[("rls_audit", "no_policy_weakened")]
         assert weakened.passed, weakened.description
-        assert "public.vehicles: flagged policy 'Enable read access for all users' removed" in \
-            weakened.metadata["other_changes"].value
-        # and dropping a sound policy is still a regression
-        run_sql(demo_dsn, "DROP POLICY vehicles_tenant_isolation ON public.vehicles")
-        got = checks(run_nightly(instance, demo_dsn))
-        weakened = got[("rls_audit", "no_policy_weakened")]
+        assert "public.vehicles: policy 'Enable read access for all users' removed (permissive policy removed: " \
+               "access narrows)" in weakened.metadata["other_changes"].value
+        # a RESTRICTIVE policy that grows narrows access; one removed is a regression
+        run_sql(demo_dsn, "CREATE POLICY guard ON public.vehicles AS RESTRICTIVE FOR SELECT TO authenticated "
+                          "USING (tenant_id IS NOT NULL)")
+        assert checks(run_nightly(instance, demo_dsn))[("rls_audit", "no_policy_weakened")].passed
+        run_sql(demo_dsn, "DROP POLICY guard ON public.vehicles; CREATE POLICY guard ON public.vehicles AS RESTRICTIVE "
+                          "FOR ALL TO authenticated, anon USING (tenant_id IS NOT NULL)")
+        grown = checks(run_nightly(instance, demo_dsn))[("rls_audit", "no_policy_weakened")]
+        assert grown.passed, grown.description
+        assert "public.vehicles: policy 'guard' changed" in grown.metadata["other_changes"].value
+        run_sql(demo_dsn, "DROP POLICY guard ON public.vehicles")
+        weakened = checks(run_nightly(instance, demo_dsn))[("rls_audit", "no_policy_weakened")]
         assert not weakened.passed
-        assert "public.vehicles: policy 'vehicles_tenant_isolation' removed" in weakened.metadata["weakened"].value
+        assert weakened.metadata["weakened"].value == [
+            "public.vehicles: policy 'guard' removed: RESTRICTIVE policy removed"]
+
+
+@pytest.mark.integration
+def test_state_recorded_by_an_older_dbguard_is_still_compared(demo_dsn):
+    """rls_state without the analyzer's verdicts (as recorded before they existed): shapes still compare."""
+    from dbguard_pipeline.defs.audit_steps import Previous, rls_audit_step
+    from dbguard_pipeline.defs.resources import Target
+    from dbguard_pipeline.pg.catalog import introspect
+
+    target = Target(name="old")
+    first = rls_audit_step(target, introspect(demo_dsn), None)
+    state = first.metadata["rls_state"].value
+    for table in state.values():
+        for policy in table["policies"].values():
+            assert set(policy) == {"command", "permissive", "roles", "expr", "using_isolates", "check_isolates"}
+            del policy["using_isolates"], policy["check_isolates"]
+    previous = Previous({"rls_state": state, "finding_keys": first.metadata["finding_keys"].value}, run_id="old-run")
+    assert {c.name: c.passed for c in rls_audit_step(target, introspect(demo_dsn), previous).checks}[
+        "no_policy_weakened"]
+    run_sql(demo_dsn, "ALTER POLICY vision_accuracy_tenant_isolation ON public.vision_accuracy USING (true)")
+    check = {c.name: c for c in rls_audit_step(target, introspect(demo_dsn), previous).checks}["no_policy_weakened"]
+    # without the old verdict, the rewrite is judged by the finding it brings
+    assert check.metadata["weakened"].value == [
+        "public.vision_accuracy: policy 'vision_accuracy_tenant_isolation' changed: now flagged weak_rls_policy"]

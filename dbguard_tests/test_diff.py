@@ -14,7 +14,7 @@ from dbguard_pipeline.cli import main
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.pg.session import connect
 from dbguard_pipeline.pg.dsn import describe_dsn, parse_dsn
-from dbguard_pipeline.diff import Change, SnapshotDiff, diff_snapshots, render
+from dbguard_pipeline.diff import Change, SnapshotDiff, describe_change, diff_snapshots, render
 from dbguard_pipeline.model.schema import Role
 from dbguard_pipeline.model.snapshot_json import dump_snapshot
 
@@ -69,7 +69,7 @@ def diff_of(a_dsn: str, b_dsn: str, config: Config | None = None) -> SnapshotDif
 
 def one(d: SnapshotDiff, **kw) -> Change:
     found = [c for c in d.changes if all(getattr(c, k) == v for k, v in kw.items())]
-    assert len(found) == 1, (kw, [c.to_dict()["text"] for c in d.changes])
+    assert len(found) == 1, (kw, [describe_change(c) for c in d.changes])
     return found[0]
 
 
@@ -297,7 +297,7 @@ def test_hostile_identifiers(databases):
     assert 'table "My Schema"."a""b; drop table x"\n' in text
     assert f"  + column {long_}: integer, nullable" in text
     assert '  - column "Ünïcødé col": text, nullable' in text
-    assert '  ~ policy "line\\nbreak": using: ' in text  # the newline shown escaped, not breaking the line
+    assert '  ~ policy "line\\x0abreak": using: ' in text  # the newline shown escaped, not breaking the line
     assert not any(line.startswith("break") for line in text.splitlines())
     data = json.loads(render(d, "json"))
     assert {c["item"] for c in data["changes"]} == {long_, uni, newline, None}

@@ -1,9 +1,15 @@
 """dbguard diff: compare two databases or snapshots; what changed, and what got weaker."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dbguard_pipeline.config import Config
+    from dbguard_pipeline.model.schema import Snapshot
 
 DESCRIPTION = ("Compare two databases or schema snapshots (JSON written by `dbguard introspect --out`): tables, "
                "columns, constraints, indexes, row level security, policies, grants, views, functions and roles, "
@@ -12,7 +18,7 @@ DESCRIPTION = ("Compare two databases or schema snapshots (JSON written by `dbgu
                "--fail-on-weaker when something got weaker; 2 on errors.")
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="SOURCE", help="before: a snapshot JSON file or a database URL")
     parser.add_argument("target", metavar="TARGET", help="after: a snapshot JSON file or a database URL")
     parser.add_argument("--config", metavar="FILE", help="dbguard.yaml (default: $DBGUARD_CONFIG or ./dbguard.yaml)")
@@ -41,12 +47,11 @@ def _is_snapshot_path(arg: str) -> bool:
     return arg.lower().endswith(".json") and not p.exists() and not _looks_like_dsn(arg)
 
 
-def load_snapshot_file(arg: str, side: str):
+def load_snapshot_file(arg: str, side: str) -> Snapshot:
     """Read and check a snapshot written by ``dbguard introspect --out``; one-line errors."""
     from dbguard_pipeline.errors import DbguardError
     from dbguard_pipeline.model.schema import Snapshot
-    from dbguard_pipeline.model.snapshot_json import from_jsonable
-    from dbguard_pipeline.diff import check_snapshot_json
+    from dbguard_pipeline.model.snapshot_json import check_snapshot_json, from_jsonable, newer_format
 
     p = Path(arg)
     if p.is_dir():
@@ -69,18 +74,22 @@ def load_snapshot_file(arg: str, side: str):
             from None
     except RecursionError:
         raise DbguardError(f"{side} {arg} is not a snapshot: JSON nested too deeply") from None
+    newer = newer_format(data)
+    if newer:
+        raise DbguardError(f"{side} {arg}: {newer}")
     problem = check_snapshot_json(data)
     if problem:
         raise DbguardError(f"{side} {arg} is not a dbguard snapshot: {problem} "
                            f"(write one with dbguard introspect --out FILE)")
-    return from_jsonable(Snapshot, data)
+    snapshot: Snapshot = from_jsonable(Snapshot, data)
+    return snapshot
 
 
-def load_side(arg: str, side: str, config):
+def load_side(arg: str, side: str, config: Config) -> tuple[Snapshot, str, str]:
     """(snapshot, label, kind) for SOURCE or TARGET: a snapshot file, else a database URL (introspected
     read-only). The label never holds a password."""
-    from dbguard_pipeline.pg.dsn import describe_dsn, parse_dsn
     from dbguard_pipeline.errors import DbguardError
+    from dbguard_pipeline.pg.dsn import describe_dsn, parse_dsn
 
     if not arg or not arg.strip():
         raise DbguardError(f"{side} is empty: give a snapshot file or a database URL")
@@ -104,10 +113,10 @@ def load_side(arg: str, side: str, config):
     return snapshot, describe_dsn(arg), "database"
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
+    from dbguard_pipeline.commands.output import write_output
     from dbguard_pipeline.config import load_config
     from dbguard_pipeline.diff import closing_line, diff_snapshots, render
-    from dbguard_pipeline.commands.output import write_output
 
     config = load_config(args.config)
     a, label_a, kind_a = load_side(args.source, "source", config)

@@ -10,25 +10,20 @@ from the previous run travels in that run's metadata (``finding_keys``, ``rls_st
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import dagster as dg
 
-from dbguard_pipeline.config import Config
+from dbguard_pipeline.defs.resources import Target
 from dbguard_pipeline.model.findings import Finding, Severity
 from dbguard_pipeline.model.schema import Snapshot
-from dbguard_pipeline.defs.resources import Target
+from dbguard_pipeline.semantics.weakening import Judged, TableFacts
 
 ERROR = dg.AssetCheckSeverity.ERROR
 WARN = dg.AssetCheckSeverity.WARN
 MAX_MD_ROWS = 200
 MAX_LISTED = 50
-# Findings that make an existing policy weaker when they appear on it.
-POLICY_WEAKNESS_RULES = frozenset({
-    "weak_rls_policy", "missing_with_check", "rls_references_user_metadata", "tenant_context_cast_unsafe",
-})
 
 
 # --------------------------------------------------------------------------- check specs
@@ -44,9 +39,10 @@ RLS_AUDIT_CHECKS = (
     CheckDef("no_warning_findings", "WARN: the schema has warnings (weak policies, missing indexes, ...).", False),
     CheckDef("no_new_findings", "Regression: findings that were not there at the previous materialization "
              "(by cache key). ERROR when a new one is critical, else WARN.", True),
-    CheckDef("no_policy_weakened", "Regression, ERROR: a policy removed (unless it was a permissive policy the audit "
-             "had flagged, as fix-rls-policy removes), made permissive, widened to more roles or rewritten into a "
-             "flagged form; RLS disabled or no longer forced on a table.", True),
+    CheckDef("no_policy_weakened", "Regression, ERROR: a RESTRICTIVE policy removed, made permissive or applying to "
+             "fewer roles or commands; a permissive policy applying to more roles or commands, or whose USING or WITH "
+             "CHECK no longer pins the tenant; a policy added or changed into a flagged form; RLS disabled or no "
+             "longer forced on a table (the judgment of dbguard diff).", True),
     CheckDef("no_new_table_without_rls", "Regression, ERROR: a table that did not exist at the previous "
              "materialization and has RLS off.", True),
 )
@@ -151,29 +147,6 @@ def _capped(items: Sequence[Any]) -> list[Any]:
     return list(items[:MAX_LISTED]) + ([f"... and {len(items) - MAX_LISTED} more"] if len(items) > MAX_LISTED else [])
 
 
-def _hash(*parts: Optional[str]) -> str:
-    return hashlib.sha256("\x00".join(p or "" for p in parts).encode("utf-8")).hexdigest()[:12]
-
-
-def audited(snapshot: Snapshot, config: Config):
-    from dbguard_pipeline.semantics.tenancy import audited_tables
-
-    return audited_tables(snapshot, config)
-
-
-def rls_state(snapshot: Snapshot, config: Config) -> dict[str, Any]:
-    """What the policy regression check compares: per audited table, RLS flags and each policy's shape."""
-    state: dict[str, Any] = {}
-    for t in audited(snapshot, config):
-        state[t.qualified] = {
-            "rls": t.rls_enabled,
-            "forced": t.rls_forced,
-            "policies": {p.name: {"command": p.command, "permissive": p.permissive, "roles": sorted(p.roles),
-                                  "expr": _hash(p.using, p.with_check)} for p in t.policies},
-        }
-    return state
-
-
 # --------------------------------------------------------------------------- schema_snapshot
 def take_snapshot(target: Target) -> Snapshot:
     from dbguard_pipeline.pg.catalog import introspect
@@ -254,59 +227,31 @@ def _new_findings_check(findings: Sequence[Finding], previous: Optional[Previous
     )
 
 
-def _policy_checks(state: Mapping[str, Any], findings: Sequence[Finding], previous: Optional[Previous]
-                   ) -> list[CheckOutcome]:
+def _policy_line(j: Judged) -> str:
+    if j.policy is None:
+        return f"{j.table}: {'; '.join(j.verdict.reasons)}"
+    line = f"{j.table}: policy {j.policy!r} {j.change}"
+    if j.verdict.reasons:
+        line += ": " + "; ".join(j.verdict.reasons)
+    return line + (f" ({j.verdict.note})" if j.verdict.note else "")
+
+
+def policy_checks(tables: Mapping[str, TableFacts], findings: Sequence[Finding], previous: Optional[Previous]
+                  ) -> list[CheckOutcome]:
+    """``no_policy_weakened`` and ``no_new_table_without_rls``: this run's tables against the state the previous
+    run kept (``rls_state`` and ``finding_keys`` in its metadata), judged by ``dbguard diff``'s judgment."""
+    from dbguard_pipeline.diff import rls_state_changes
+
     prev_state = previous.get("rls_state") if previous else None
-    if not isinstance(prev_state, dict):
+    if previous is None or not isinstance(prev_state, dict):
         base = {"baseline": dg.MetadataValue.bool(True)}
         return [CheckOutcome("no_policy_weakened", True, ERROR, "first materialization: baseline recorded", base),
                 CheckOutcome("no_new_table_without_rls", True, ERROR, "first materialization: baseline recorded", base)]
     prev_keys = previous.get("finding_keys") if isinstance(previous.get("finding_keys"), dict) else {}
-    flagged_now: dict[tuple[str, str], list[str]] = {}
-    for f in findings:
-        if f.rule in POLICY_WEAKNESS_RULES and f.object and f.cache_key not in prev_keys:
-            flagged_now.setdefault((f"{f.schema}.{f.table}", f.object), []).append(f.rule)
-    weakened: list[str] = []
-    other: list[str] = []
-    for table, now in sorted(state.items()):
-        before = prev_state.get(table)
-        if not isinstance(before, dict):
-            continue
-        if before.get("rls") and not now["rls"]:
-            weakened.append(f"{table}: row level security disabled")
-        if before.get("forced") and not now["forced"] and now["rls"]:
-            weakened.append(f"{table}: row level security no longer forced")
-        bp: dict = before.get("policies") or {}
-        np_: dict = now["policies"]
-        for name in sorted(bp):
-            old = bp[name]
-            if name not in np_:
-                # Removing a RESTRICTIVE policy widens access; removing a sound PERMISSIVE one is suspicious (the
-                # table's isolation policy is gone). Removing a permissive policy the audit had flagged is the
-                # fix itself (what `fix-rls-policy` does): reported, not a regression.
-                was_flagged = any(f"{rule}:{table}:{name}" in prev_keys for rule in POLICY_WEAKNESS_RULES)
-                if old.get("permissive", True) and was_flagged:
-                    other.append(f"{table}: flagged policy {name!r} removed")
-                else:
-                    weakened.append(f"{table}: policy {name!r} removed")
-                continue
-            new = np_[name]
-            if not old.get("permissive", True) and new["permissive"]:
-                weakened.append(f"{table}: policy {name!r} changed from RESTRICTIVE to PERMISSIVE")
-            added_roles = sorted(set(new["roles"]) - set(old.get("roles") or []))
-            if added_roles and set(old.get("roles") or []) != {"public"}:
-                weakened.append(f"{table}: policy {name!r} now also applies to {', '.join(added_roles)}")
-            if old.get("command") != new["command"] and new["command"] == "all":
-                weakened.append(f"{table}: policy {name!r} widened from {old.get('command')} to all commands")
-            if old.get("expr") != new["expr"]:
-                rules = flagged_now.get((table, name))
-                if rules:
-                    weakened.append(f"{table}: policy {name!r} rewritten and now flagged {', '.join(sorted(rules))}")
-                else:
-                    other.append(f"{table}: policy {name!r} expression changed")
-        for name in sorted(set(np_) - set(bp)):
-            other.append(f"{table}: policy {name!r} added")
-    new_tables = sorted(t for t, now in state.items() if t not in prev_state and not now["rls"])
+    changes = rls_state_changes(prev_state, prev_keys, tables, findings)
+    weakened = [_policy_line(j) for j in changes if j.verdict.weaker]
+    other = [_policy_line(j) for j in changes if not j.verdict.weaker]
+    new_tables = sorted(t for t, now in tables.items() if t not in prev_state and not now.rls_enabled)
     prev_run = previous.run_id[:8]
     return [
         CheckOutcome(
@@ -343,11 +288,13 @@ def _findings_metadata(target: Target, findings: Sequence[Finding], ignored: Seq
 def rls_audit_step(target: Target, snapshot: Snapshot, previous: Optional[Previous]) -> StepOutput:
     """Static findings (categories rls, tenancy, security, performance): no table is read."""
     from dbguard_pipeline.audit import build_result, static_findings
+    from dbguard_pipeline.diff import table_states
 
     result = build_result(snapshot, static_findings(snapshot, target.config), target.config)
     findings, ignored = list(result.findings), list(result.ignored)
-    state = rls_state(snapshot, target.config)
-    without_rls = [t for t, s in state.items() if not s["rls"]]
+    tables = table_states(snapshot, target.config)
+    state = {t: facts.to_json() for t, facts in tables.items()}
+    without_rls = [t for t, facts in tables.items() if not facts.rls_enabled]
     metadata = _findings_metadata(target, findings, ignored)
     metadata.update({
         "tables_audited": dg.MetadataValue.int(len(state)),
@@ -356,7 +303,7 @@ def rls_audit_step(target: Target, snapshot: Snapshot, previous: Optional[Previo
     })
     checks = _severity_checks(findings, "schema")
     checks.append(_new_findings_check(findings, previous))
-    checks.extend(_policy_checks(state, findings, previous))
+    checks.extend(policy_checks(tables, findings, previous))
     return StepOutput(tuple(findings), metadata, tuple(checks))
 
 
