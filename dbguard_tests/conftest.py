@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -23,6 +25,21 @@ from dbguard_pipeline.demo import create_demo_database
 DEMO_TEMPLATE = "dbguard_test_demo_template"
 SECRET = "s3cr3t-Pa55"  # the password of the password_role fixture: it must never appear in any output
 _counter = itertools.count()
+_OWN_BASETEMP: list[str] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """A temporary folder of this run's own: pytest's default (/tmp/pytest-of-USER/pytest-N) deletes all but
+    the three newest runs' folders, which pulls the data directory from under a concurrent run's server."""
+    if not config.option.basetemp:
+        config.option.basetemp = tempfile.mkdtemp(prefix="dbguard-pytest-")
+        _OWN_BASETEMP.append(config.option.basetemp)
+
+
+def pytest_unconfigure(config):
+    for path in _OWN_BASETEMP:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from psycopg import sql
 from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.fixes import script as mfiles
-from dbguard_pipeline.fixes.generate import build_context, plan_action
+from dbguard_pipeline.fixes.actions import build_context, plan_action
 from dbguard_pipeline.fixes.plan import Migration
 from dbguard_pipeline.fixes.ledger import Runner
 from dbguard_pipeline.fixes.sandbox import differences

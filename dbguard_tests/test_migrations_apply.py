@@ -12,7 +12,7 @@ import pytest
 from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.config import Config, TenantModel
 from dbguard_pipeline.errors import MigrationError
-from dbguard_pipeline.fixes.generate import NothingToFix, build_context, replan
+from dbguard_pipeline.fixes.actions import NothingToFix, build_context, replan
 from dbguard_pipeline.fixes.ledger import Runner
 from dbguard_pipeline.fixes.sandbox import round_trip
 
@@ -147,7 +147,7 @@ def test_add_foreign_key_vehicle_spec_enhancements(demo_dsn, tmp_path):
 @pytest.mark.integration
 def test_sandbox_round_trip_of_every_fixable_finding_on_the_demo(demo_dsn):
     config = Config()
-    from dbguard_pipeline.fixes.generate import plan_all
+    from dbguard_pipeline.fixes.select import plan_all
 
     ctx = build_context(introspect(demo_dsn), config, demo_dsn)
     planned = plan_all(ctx)

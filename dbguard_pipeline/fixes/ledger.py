@@ -184,6 +184,23 @@ def _find(directory: str | Path, name: str) -> MigrationFile:
     raise DbguardError(f"no migration named {base} in {directory}")
 
 
+# --------------------------------------------------------------------------- the ledger
+def read_ledger(conn: psycopg.Connection) -> dict[str, tuple[str, object]]:
+    """{name: (checksum, applied_at)} of every applied migration (empty when there is no ledger yet)."""
+    if not conn.execute("select to_regclass('dbguard.schema_migrations') is not null").fetchone()[0]:
+        return {}
+    rows = conn.execute("select name, checksum, applied_at from dbguard.schema_migrations order by name").fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def applied_names(dsn: str) -> set[str]:
+    """Names in the runner's ledger (empty when there is none yet)."""
+    from dbguard_pipeline.pg.session import connect
+
+    with connect(dsn, autocommit=True) as conn:
+        return set(read_ledger(conn))
+
+
 # --------------------------------------------------------------------------- execution
 def _pg_message(exc: Exception) -> str:
     diag = getattr(exc, "diag", None)
@@ -265,14 +282,8 @@ class Runner:
         return conn
 
     @staticmethod
-    def _ledger_exists(conn: psycopg.Connection) -> bool:
-        return conn.execute("select to_regclass('dbguard.schema_migrations') is not null").fetchone()[0]
-
-    def _ledger(self, conn: psycopg.Connection) -> dict[str, tuple[str, object]]:
-        if not self._ledger_exists(conn):
-            return {}
-        rows = conn.execute("select name, checksum, applied_at from dbguard.schema_migrations order by name").fetchall()
-        return {r[0]: (r[1], r[2]) for r in rows}
+    def _ledger(conn: psycopg.Connection) -> dict[str, tuple[str, object]]:
+        return read_ledger(conn)
 
     @staticmethod
     def _ensure_ledger(conn: psycopg.Connection) -> None:
@@ -321,14 +332,16 @@ class Runner:
                                      "migration (rename it with a later timestamp)")
         return pending
 
-    def plan(self) -> list[tuple[MigrationFile, list[Unit]]]:
-        """What ``up`` would do, without writing anything."""
+    def plan(self, target: Optional[str] = None) -> list[tuple[MigrationFile, list[Unit]]]:
+        """What ``up`` (up to ``target``, a file name) would do, without writing anything."""
         files = discover(self.directory)
         from dbguard_pipeline.pg.session import connect
 
         with connect(self.dsn, autocommit=True) as conn:
             ledger = self._ledger(conn)
         pending = self._check(files, ledger)
+        if target:
+            pending = [f for f in pending if f.name <= target]
         return [(f, parse_units(f.text(), f.path.name)) for f in pending]
 
     def up(self, target: Optional[str] = None) -> list[ApplyResult]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,6 +61,12 @@ def squawk_binary() -> str:
     if not found:
         raise DbguardError("squawk is not installed (pip install squawk-cli==2.70.0)")
     return found
+
+
+def squawk_pg_version(server_version: str) -> Optional[str]:
+    """The ``--pg-version`` squawk expects (``16.4``, ``15.0``) from the server's version text, or None."""
+    m = re.match(r"(\d+)(?:\.(\d+))?", server_version or "")
+    return f"{m.group(1)}.{m.group(2) or 0}" if m else None
 
 
 def parse_check(text: str) -> Optional[str]:

@@ -27,6 +27,8 @@ from dbguard_pipeline.pg.session import connect
 from dbguard_pipeline.pg.dsn import database_name, describe_dsn, parse_dsn, with_database
 from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.model.schema import Snapshot
+from dbguard_pipeline.fixes.actions import NothingToFix, build_context, replan
+from dbguard_pipeline.fixes.ledger import apply_sql
 from dbguard_pipeline.fixes.plan import Migration
 
 TEMPLATE_SIZE_LIMIT = 1 << 30  # above 1 GiB, copy the schema only
@@ -212,9 +214,6 @@ class SandboxResult:
 
 
 def _check_one(dsn: str, m: Migration, config: Config) -> RoundTrip:
-    from dbguard_pipeline.fixes.generate import NothingToFix, build_context, replan
-    from dbguard_pipeline.fixes.ledger import apply_sql
-
     trip = RoundTrip(m.action, m.qualified)
     before = introspect(dsn)
     try:
@@ -222,7 +221,7 @@ def _check_one(dsn: str, m: Migration, config: Config) -> RoundTrip:
         trip.applied = True
         after = introspect(dsn)
         ctx = build_context(after, config, dsn)
-        left = {f.cache_key for f in (ctx.findings or [])} & set(m.fixes)
+        left = {f.cache_key for f in ctx.findings} & set(m.fixes)
         trip.remaining = sorted(left)
         try:
             replan(ctx, m)

@@ -75,13 +75,3 @@ def pending_fixes(out_dir: str | os.PathLike, applied: Iterable[str] = ()) -> se
             continue
     return keys
 
-
-def applied_names(dsn: str) -> set[str]:
-    """Names in the runner's ledger (empty when there is none yet)."""
-    from dbguard_pipeline.pg.session import connect
-
-    with connect(dsn, autocommit=True) as conn:
-        exists = conn.execute("select to_regclass('dbguard.schema_migrations') is not null").fetchone()[0]
-        if not exists:
-            return set()
-        return {r[0] for r in conn.execute("select name from dbguard.schema_migrations").fetchall()}
