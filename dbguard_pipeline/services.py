@@ -3,9 +3,10 @@ every judgment and every database conversation lives below this module."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Optional
 
 from dbguard_pipeline.pg.dsn import ENV_DSN, parse_dsn
 

@@ -1,6 +1,7 @@
 """dbguard generate-migration: write a safe fix migration and its exact rollback, linted and round-trip tested."""
 from __future__ import annotations
 
+import argparse
 import sys
 
 from dbguard_pipeline.commands._args import add_database_arguments
@@ -13,7 +14,7 @@ DESCRIPTION = (
 )
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", nargs="?", metavar="ACTION",
                         help="add-tenant-isolation | fix-rls-policy | add-composite-index | add-foreign-key")
     parser.add_argument("table", nargs="?", metavar="TABLE", help="schema.table (or a table name when unambiguous)")
@@ -36,7 +37,7 @@ def _out(line: str = "") -> None:
     print(line, flush=True)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from dbguard_pipeline.config import load_config
     from dbguard_pipeline.errors import DbguardError
     from dbguard_pipeline.services import generate_fixes

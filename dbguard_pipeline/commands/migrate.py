@@ -1,6 +1,8 @@
 """dbguard migrate: apply, list or roll back migrations with a ledger."""
 from __future__ import annotations
 
+import argparse
+
 from dbguard_pipeline.commands._args import add_database_arguments
 
 DESCRIPTION = (
@@ -11,7 +13,7 @@ DESCRIPTION = (
 )
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("command", nargs="?", default="up", choices=("up", "status", "rollback"),
                         help="up (default) | status | rollback NAME")
     parser.add_argument("name", nargs="?", metavar="NAME",
@@ -23,7 +25,7 @@ def add_arguments(parser):
                         help="retry a transaction that hit lock_timeout up to N times (default 0)")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from dbguard_pipeline.config import load_config
     from dbguard_pipeline.errors import DbguardError
     from dbguard_pipeline.pg.dsn import describe_dsn

@@ -49,7 +49,7 @@ class FixRun:
     round_trip: bool
 
 
-def _table(rows: list[dict], columns: list[tuple[str, str]]) -> dg.MetadataValue:
+def _table(rows: list[dict[str, str | int | float | bool | None]], columns: list[tuple[str, str]]) -> dg.MetadataValue:
     return dg.MetadataValue.table(
         records=[dg.TableRecord(r) for r in rows],
         schema=dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in columns]))
@@ -140,16 +140,18 @@ def write_migration_files(context: dg.OpExecutionContext, run: FixRun) -> list[s
         description="Plan, render, lint (squawk), round-trip test and write fix migrations for the audit's fixable "
                     "findings. Nothing is applied to the audited database: the files wait for review.",
         tags={"dbguard/kind": "fix-migrations"})
-def generate_fix_migrations_job():
+def generate_fix_migrations_job() -> None:
     write_migration_files(round_trip_migrations(lint_migrations(render_migrations(plan_fixes()))))
 
 
-def _keys(finding_keys) -> list[str]:
+def _keys(finding_keys: object) -> list[str]:
     """The cache keys of the audit's ``finding_keys`` metadata (a {key: severity} map or a list)."""
-    return list(finding_keys.keys()) if isinstance(finding_keys, dict) else list(finding_keys or [])
+    if isinstance(finding_keys, (dict, list, tuple, set, frozenset)):
+        return [k for k in finding_keys if isinstance(k, str)]
+    return []
 
 
-def fixable_keys(finding_keys) -> list[str]:
+def fixable_keys(finding_keys: object) -> list[str]:
     """The fixable cache keys among the audit's ``finding_keys`` metadata."""
     from dbguard_pipeline.fixes.select import fixable_keys as fixable
 
@@ -164,7 +166,8 @@ def run_key(keys: list[str]) -> str:
                  minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
                  description="After each rls_audit materialization: launch generate_fix_migrations for the fixable "
                              "findings that no migration file names yet (run key = hash of their cache keys).")
-def fix_migrations_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+def fix_migrations_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
+                          ) -> dg.SkipReason | dg.RunRequest:
     materialization = asset_event.asset_materialization
     metadata = materialization.metadata if materialization else {}
     raw = metadata.get("finding_keys")

@@ -18,12 +18,15 @@ time per database (advisory lock).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import psycopg
 
@@ -100,7 +103,7 @@ def parse_units(text: str, source: str = "migration") -> list[Unit]:
     explicit = False
     prev_end = 0
 
-    def flush():
+    def flush() -> None:
         nonlocal group
         if group:
             units.append(Unit(True, tuple(group), group_line))
@@ -187,7 +190,8 @@ def _find(directory: str | Path, name: str) -> MigrationFile:
 # --------------------------------------------------------------------------- the ledger
 def read_ledger(conn: psycopg.Connection) -> dict[str, tuple[str, object]]:
     """{name: (checksum, applied_at)} of every applied migration (empty when there is no ledger yet)."""
-    if not conn.execute("select to_regclass('dbguard.schema_migrations') is not null").fetchone()[0]:
+    row = conn.execute("select to_regclass('dbguard.schema_migrations') is not null").fetchone()
+    if row is None or not row[0]:
         return {}
     rows = conn.execute("select name, checksum, applied_at from dbguard.schema_migrations order by name").fetchall()
     return {r[0]: (r[1], r[2]) for r in rows}
@@ -202,7 +206,7 @@ def applied_names(dsn: str) -> set[str]:
 
 
 # --------------------------------------------------------------------------- execution
-def _pg_message(exc: Exception) -> str:
+def _pg_message(exc: BaseException) -> str:
     diag = getattr(exc, "diag", None)
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
@@ -214,7 +218,7 @@ def _pg_message(exc: Exception) -> str:
 class UnitFailed(Exception):
     index: int
     unit: Unit
-    error: Exception
+    error: BaseException
 
 
 def _run_units(conn: psycopg.Connection, units: list[Unit], *, lock_retries: int = 0,
@@ -275,8 +279,8 @@ class Runner:
         from dbguard_pipeline.pg.session import connect
 
         conn = connect(self.dsn, autocommit=True, application_name="dbguard migrate")
-        got = conn.execute("select pg_try_advisory_lock(%s)", (ADVISORY_KEY,)).fetchone()[0]
-        if not got:
+        row = conn.execute("select pg_try_advisory_lock(%s)", (ADVISORY_KEY,)).fetchone()
+        if row is None or not row[0]:
             conn.close()
             raise MigrationError("another dbguard migrate is running on this database (advisory lock held)")
         return conn
@@ -317,7 +321,7 @@ class Runner:
         return rows
 
     # ---------------------------------------------------------------- up
-    def _check(self, files: list[MigrationFile], ledger: dict) -> list[MigrationFile]:
+    def _check(self, files: list[MigrationFile], ledger: dict[str, tuple[str, object]]) -> list[MigrationFile]:
         for f in files:
             if f.name in ledger and ledger[f.name][0] != f.checksum:
                 raise MigrationError(f"{f.name} was applied with checksum {ledger[f.name][0][:12]} but the file now has "
@@ -349,7 +353,7 @@ class Runner:
         # Parse everything first: a file that cannot be parsed stops the run before anything is applied.
         parsed = {f.name: parse_units(f.text(), f.path.name) for f in files}
         conn = self._connect()
-        results = []
+        results: list[ApplyResult] = []
         try:
             ledger = self._ledger(conn)
             pending = self._check(files, ledger)
@@ -405,10 +409,8 @@ class Runner:
 
     @staticmethod
     def _reset_session(conn: psycopg.Connection) -> None:
-        try:
+        with contextlib.suppress(psycopg.Error):
             conn.execute("RESET ALL")
-        except psycopg.Error:
-            pass
 
     # ---------------------------------------------------------------- rollback
     def rollback(self, name: str, dry_run: bool = False) -> ApplyResult:
@@ -443,9 +445,7 @@ class Runner:
             conn.close()
 
 
-def _interval(seconds: float):
-    from datetime import timedelta
-
+def _interval(seconds: float) -> timedelta:
     return timedelta(seconds=round(seconds, 3))
 
 

@@ -11,7 +11,7 @@ inside BEGIN/COMMIT.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from dbguard_pipeline.fixes.sql import FIXES_PREFIX, NO_TRANSACTION_MARKER, file_slug
 from dbguard_pipeline.text import escape_controls, quoted_qname
@@ -31,7 +31,7 @@ class Block:
     untimed: Optional[str] = None
 
     def render(self, lock_timeout_ms: int = 2_000, statement_timeout_ms: int = 60_000) -> str:
-        out = []
+        out: list[str] = []
         if self.comment:
             out.extend(f"-- {escape_controls(line)}" for line in self.comment.splitlines())
         if self.transactional:
@@ -70,7 +70,7 @@ class Migration:
     rollback: list[Block] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     undo: list[str] = field(default_factory=list)  # what the rollback file does
-    params: dict = field(default_factory=dict)  # what the planner was asked (re-planning it must find nothing)
+    params: dict[str, Any] = field(default_factory=dict)  # what the planner was asked (re-planning it must find nothing)
     lock_timeout_ms: int = 2_000
     statement_timeout_ms: int = 60_000
 

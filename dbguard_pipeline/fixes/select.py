@@ -5,12 +5,20 @@ A finding is fixable when its rule declares a ``fix_action`` (``RuleSpec.fix_act
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Optional
 
 from dbguard_pipeline.errors import DbguardError
-from dbguard_pipeline.fixes.actions import (Context, NothingToFix, plan_add_composite_index, plan_add_foreign_key,
-                                            plan_add_tenant_isolation, plan_fix_rls_policy, resolve_table)
+from dbguard_pipeline.fixes.actions import (
+    Context,
+    NothingToFix,
+    plan_add_composite_index,
+    plan_add_foreign_key,
+    plan_add_tenant_isolation,
+    plan_fix_rls_policy,
+    resolve_table,
+)
 from dbguard_pipeline.fixes.actions.add_composite_index import finding_columns
 from dbguard_pipeline.fixes.actions.context import why
 from dbguard_pipeline.fixes.plan import Migration

@@ -8,7 +8,8 @@ quoted (``text.quoted``, psycopg's ``sql.Identifier``); every value is a literal
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.fixes.actions.add_composite_index import plan_add_composite_index

@@ -2,11 +2,19 @@
 non-partial index already leads with (in any order: ``semantics.indexes``, the same judgment as the rules)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from dbguard_pipeline.errors import DbguardError, NotFoundError
-from dbguard_pipeline.fixes.actions.context import (Context, NothingToFix, new_migration, relation_names,
-                                                    resolve_table, unique_name, why)
+from dbguard_pipeline.fixes.actions.context import (
+    Context,
+    NothingToFix,
+    new_migration,
+    relation_names,
+    resolve_table,
+    unique_name,
+    why,
+)
 from dbguard_pipeline.fixes.plan import Block, Migration
 from dbguard_pipeline.model.findings import Finding
 from dbguard_pipeline.model.schema import Table

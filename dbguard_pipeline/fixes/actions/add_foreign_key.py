@@ -8,8 +8,17 @@ from typing import Optional
 from psycopg import sql
 
 from dbguard_pipeline.errors import DbguardError, NotFoundError
-from dbguard_pipeline.fixes.actions.context import (Context, NothingToFix, constraint_names, data_value,
-                                                    new_migration, relation_names, resolve_table, unique_name, why)
+from dbguard_pipeline.fixes.actions.context import (
+    Context,
+    NothingToFix,
+    constraint_names,
+    data_value,
+    new_migration,
+    relation_names,
+    resolve_table,
+    unique_name,
+    why,
+)
 from dbguard_pipeline.fixes.plan import Block, Migration
 from dbguard_pipeline.model.findings import Finding
 from dbguard_pipeline.model.schema import Constraint, Table

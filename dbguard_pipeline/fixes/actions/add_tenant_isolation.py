@@ -15,8 +15,18 @@ from psycopg import sql
 
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.errors import DbguardError
-from dbguard_pipeline.fixes.actions.context import (Context, NothingToFix, check_role, constraint_names, data_value,
-                                                    new_migration, relation_names, resolve_table, unique_name, why)
+from dbguard_pipeline.fixes.actions.context import (
+    Context,
+    NothingToFix,
+    check_role,
+    constraint_names,
+    data_value,
+    new_migration,
+    relation_names,
+    resolve_table,
+    unique_name,
+    why,
+)
 from dbguard_pipeline.fixes.actions.fix_rls_policy import RlsPlan, rls_plan
 from dbguard_pipeline.fixes.plan import Block, Migration
 from dbguard_pipeline.fixes.sql import checked_type, tenant_context
@@ -35,11 +45,12 @@ def _path_join(snap_path: list[tenancy.FkStep], table: Table, config: Config) ->
     for i, step in enumerate(snap_path, start=1):
         alias = f"p{i}"
         conds = " AND ".join(f"{alias}.{quoted(rc)} = {prev}.{quoted(cc)}"
-                             for cc, rc in zip(step.constraint.columns, step.constraint.ref_columns))
+                             for cc, rc in zip(step.constraint.columns, step.constraint.ref_columns, strict=True))
         parts.append(f"JOIN {quoted_qname(step.parent.schema, step.parent.name)} AS {alias} ON {conds}")
         prev = alias
-    end = snap_path[-1].parent
-    return "\n".join(parts), f"{prev}.{quoted(tenancy.tenant_column(end, config))}"
+    end_column = tenancy.tenant_column(snap_path[-1].parent, config)
+    assert end_column is not None  # a tenant path ends at a table with the tenant column
+    return "\n".join(parts), f"{prev}.{quoted(end_column)}"
 
 
 def _dollar_tag(body: str) -> str:

@@ -3,8 +3,9 @@ small helpers for names, roles, policies and the read-only data checks."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
+from typing import Optional
 
 from psycopg import sql
 
@@ -120,7 +121,7 @@ def drop_policy(schema: str, table: str, name: str) -> str:
 
 
 # --------------------------------------------------------------------------- data checks
-def data_value(ctx: Context, query: sql.Composable) -> Optional[int]:
+def data_value(ctx: Context, query: sql.SQL | sql.Composed) -> Optional[int]:
     """One number from the database in a read-only session, or None without a DSN."""
     if not ctx.dsn:
         return None

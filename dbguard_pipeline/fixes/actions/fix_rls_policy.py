@@ -11,8 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dbguard_pipeline.errors import DbguardError
-from dbguard_pipeline.fixes.actions.context import (Context, NothingToFix, check_role, create_policy, drop_policy,
-                                                    new_migration, resolve_table, why)
+from dbguard_pipeline.fixes.actions.context import (
+    Context,
+    NothingToFix,
+    check_role,
+    create_policy,
+    drop_policy,
+    new_migration,
+    resolve_table,
+    why,
+)
 from dbguard_pipeline.fixes.plan import Block, Migration
 from dbguard_pipeline.fixes.sql import pg_name, role_name, tenant_context
 from dbguard_pipeline.model.findings import Finding
