@@ -3,10 +3,21 @@ every judgment and every database conversation lives below this module."""
 from __future__ import annotations
 
 import os
-from typing import Optional
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
 from dbguard_pipeline.errors import UsageError
 from dbguard_pipeline.pg.dsn import ENV_DSN, parse_dsn
+
+if TYPE_CHECKING:
+    from dbguard_pipeline.config import Config
+    from dbguard_pipeline.errors import DbguardError
+    from dbguard_pipeline.fixes.ledger import Runner
+    from dbguard_pipeline.fixes.lint import LintResult
+    from dbguard_pipeline.fixes.plan import Migration
+    from dbguard_pipeline.fixes.sandbox import SandboxResult
 
 
 def resolve_dsn(dsn: Optional[str] = None, *, allow_demo: bool = True) -> str:
@@ -29,3 +40,165 @@ def resolve_dsn(dsn: Optional[str] = None, *, allow_demo: bool = True) -> str:
     from dbguard_pipeline.demo import ensure_demo_database
 
     return ensure_demo_database()
+
+
+# --------------------------------------------------------------------------- fix migrations
+@dataclass
+class GeneratedFixes:
+    """One run of the fix pipeline: plan -> render -> lint -> round trip -> write. Each step fills its part;
+    ``failure`` (lint or round trip) stops the run before anything is written. Holds no DSN (the Dagster ops
+    pass it between them and may store it)."""
+
+    database: str
+    server_version: str
+    timestamp: str  # of the file names
+    out_dir: str
+    migrations: list[Migration] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # all fixable findings: why a group or a finding is not planned
+    nothing: Optional[str] = None  # one action that finds nothing to fix: why
+    texts: dict[str, str] = field(default_factory=dict)  # {file name: SQL}, once rendered
+    lint: Optional[LintResult] = None
+    round_trip: Optional[SandboxResult] = None
+    round_trip_skipped: Optional[str] = None  # why the optional round trip could not run
+    written: list[Path] = field(default_factory=list)
+    failure: Optional[DbguardError] = None
+
+
+def plan_fixes(dsn: Optional[str], config: Config, *, action: Optional[str] = None, table: Optional[str] = None,
+               args: Sequence[str] = (), tenant_default: Optional[str] = None,
+               cache_keys: Optional[Sequence[str]] = None, out_dir: str = "migrations",
+               timestamp: Optional[str] = None) -> GeneratedFixes:
+    """Plan on a fresh snapshot: ``action`` on ``table``, or (no action) one migration per table and action for
+    the audit's fixable findings (only ``cache_keys`` when given) that no pending file in ``out_dir`` fixes."""
+    from dbguard_pipeline.fixes import script
+    from dbguard_pipeline.fixes.actions import NothingToFix, build_context, plan_action
+    from dbguard_pipeline.fixes.ledger import applied_names
+    from dbguard_pipeline.fixes.select import plan_all
+    from dbguard_pipeline.pg.catalog import introspect
+
+    ts = script.timestamp(timestamp)
+    dsn = resolve_dsn(dsn)
+    snapshot = introspect(dsn, config.schemas or None, statement_timeout_ms=config.statement_timeout_ms,
+                          lock_timeout_ms=config.lock_timeout_ms)
+    ctx = build_context(snapshot, config, dsn)
+    fixes = GeneratedFixes(snapshot.database, snapshot.server_version, ts, out_dir)
+    if action is None:
+        findings = ctx.findings
+        if cache_keys:
+            wanted = set(cache_keys)
+            findings = [f for f in findings if f.cache_key in wanted]
+        planned = plan_all(ctx, findings, pending_fixes=script.pending_fixes(out_dir, applied_names(dsn)),
+                           tenant_default=tenant_default)
+        fixes.migrations, fixes.skipped = planned.migrations, planned.skipped
+        return fixes
+    try:
+        fixes.migrations = [plan_action(ctx, action, table or "", args, tenant_default)]
+    except NothingToFix as exc:
+        fixes.nothing = str(exc)
+    return fixes
+
+
+def render_fixes(fixes: GeneratedFixes) -> GeneratedFixes:
+    """The forward and rollback file of each migration (deterministic: same plan, same bytes)."""
+    from dbguard_pipeline.fixes import script
+
+    fixes.texts = script.rendered(fixes.migrations, fixes.timestamp)
+    return fixes
+
+
+def lint_fixes(fixes: GeneratedFixes) -> GeneratedFixes:
+    """squawk (for the audited server's version; zero violations required) and the PostgreSQL parser."""
+    from dbguard_pipeline.errors import MigrationError
+    from dbguard_pipeline.fixes.lint import lint_texts, squawk_pg_version
+
+    fixes.lint = lint_texts(fixes.texts, pg_version=squawk_pg_version(fixes.server_version))
+    if not fixes.lint.ok:
+        fixes.failure = MigrationError("the generated SQL did not pass squawk/pglast (a dbguard bug): "
+                                       "nothing was written")
+    return fixes
+
+
+def round_trip_fixes(dsn: str, config: Config, fixes: GeneratedFixes, mode: str = "auto") -> GeneratedFixes:
+    """Apply, check and roll back each migration on a scratch copy of the database. ``mode``: "yes" (required:
+    a copy that cannot be made is a failure), "auto" (skipped, with the reason, when the server does not allow
+    it) or "no"."""
+    from dbguard_pipeline.errors import DbguardError, MigrationError
+    from dbguard_pipeline.fixes.sandbox import round_trip
+
+    if mode == "no" or not fixes.migrations:
+        return fixes
+    try:
+        fixes.round_trip = round_trip(dsn, fixes.migrations, config)
+    except DbguardError as exc:
+        if mode == "yes":
+            fixes.failure = exc
+        else:
+            fixes.round_trip_skipped = str(exc)
+        return fixes
+    if not fixes.round_trip.ok:
+        fixes.failure = MigrationError("the round trip on a scratch copy failed: nothing was written")
+    return fixes
+
+
+def write_fixes(fixes: GeneratedFixes) -> GeneratedFixes:
+    """Write every file into ``out_dir`` or none (never after a failure)."""
+    from dbguard_pipeline.fixes import script
+
+    if fixes.failure is not None:
+        raise fixes.failure
+    if fixes.texts:
+        fixes.written = script.write_files(fixes.out_dir, fixes.texts)
+    return fixes
+
+
+def generate_fixes(dsn: Optional[str], config: Config, *, action: Optional[str] = None, table: Optional[str] = None,
+                   args: Sequence[str] = (), tenant_default: Optional[str] = None,
+                   cache_keys: Optional[Sequence[str]] = None, out_dir: str = "migrations",
+                   timestamp: Optional[str] = None, round_trip: str = "auto",
+                   dry_run: bool = False) -> GeneratedFixes:
+    """The whole fix pipeline: plan, render, then (unless ``dry_run``) lint, round trip and write. Stops at
+    the first failure (``failure`` set, nothing written)."""
+    from dbguard_pipeline.fixes.script import timestamp as checked_timestamp
+
+    timestamp = checked_timestamp(timestamp)  # a bad --timestamp fails before any connection
+    dsn = resolve_dsn(dsn)
+    fixes = plan_fixes(dsn, config, action=action, table=table, args=args, tenant_default=tenant_default,
+                       cache_keys=cache_keys, out_dir=out_dir, timestamp=timestamp)
+    if not fixes.migrations:
+        return fixes
+    render_fixes(fixes)
+    if dry_run:
+        return fixes
+    lint_fixes(fixes)
+    if fixes.failure is None:
+        round_trip_fixes(dsn, config, fixes, round_trip)
+    if fixes.failure is None:
+        write_fixes(fixes)
+    return fixes
+
+
+def fixes_wanted(cache_keys: Sequence[str], out_dir: str) -> tuple[list[str], list[str]]:
+    """Of the audit's finding cache keys: the fixable ones, and those of them that no migration file in
+    ``out_dir`` names yet (what a fix run would be for; read from the files alone, without a connection)."""
+    from dbguard_pipeline.fixes.script import pending_fixes
+    from dbguard_pipeline.fixes.select import fixable_keys
+
+    fixable = fixable_keys(cache_keys)
+    pending = pending_fixes(out_dir)
+    return fixable, [k for k in fixable if k not in pending]
+
+
+# --------------------------------------------------------------------------- the migration runner
+def migrator(dsn: Optional[str], directory: str | Path, *, lock_retries: int = 0,
+             log: Optional[Callable[[str], None]] = None) -> Runner:
+    """The runner for the migrations in ``directory`` on the database (``dsn`` as :func:`resolve_dsn` reads
+    it): ``status()``, ``plan(target)``, ``up(target)``, ``rollback(name, dry_run)``."""
+    from dbguard_pipeline.errors import DbguardError
+    from dbguard_pipeline.fixes.ledger import Runner
+
+    if lock_retries < 0:
+        raise DbguardError("--lock-retries must be 0 or more")
+    runner = Runner(resolve_dsn(dsn), directory, lock_retries=lock_retries)
+    if log is not None:
+        runner.log = log
+    return runner

@@ -2,19 +2,21 @@
 application role, snapshot comparison."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import psycopg
 from psycopg import sql
 
-from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.fixes import script as mfiles
-from dbguard_pipeline.fixes.generate import build_context, plan_action
-from dbguard_pipeline.fixes.plan import Migration
+from dbguard_pipeline.fixes.actions import build_context, plan_action
 from dbguard_pipeline.fixes.ledger import Runner
+from dbguard_pipeline.fixes.plan import Migration
 from dbguard_pipeline.fixes.sandbox import differences
+from dbguard_pipeline.pg.catalog import introspect
+
 
 def tenant_id(dsn: str, n: int) -> str:
     with psycopg.connect(dsn) as conn:
@@ -52,12 +54,11 @@ def findings_for(dsn: str, rules: Sequence[str], config: Optional[Config] = None
 def rows_as_app(dsn: str, table_sql: str, tenant: str, *, column: str = "tenant_id", role: str = "authenticated",
                 where: str = "") -> list:
     """The tenant column of every row the application role sees with the tenant context set to ``tenant``."""
-    with psycopg.connect(dsn) as conn:
-        with conn.transaction(force_rollback=True):
-            conn.execute("select set_config('app.current_tenant_id', %s, true)", (tenant,))
-            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
-            q = f"select {sql.Identifier(column).as_string(conn)}::text from {table_sql} {where}"
-            return [r[0] for r in conn.execute(q).fetchall()]
+    with psycopg.connect(dsn) as conn, conn.transaction(force_rollback=True):
+        conn.execute("select set_config('app.current_tenant_id', %s, true)", (tenant,))
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
+        q = f"select {sql.Identifier(column).as_string(conn)}::text from {table_sql} {where}"
+        return [r[0] for r in conn.execute(q).fetchall()]
 
 
 def assert_same(before, after) -> None:

@@ -9,12 +9,12 @@ import time
 import psycopg
 import pytest
 
-from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.config import Config, TenantModel
 from dbguard_pipeline.errors import MigrationError
-from dbguard_pipeline.fixes.generate import NothingToFix, build_context, replan
+from dbguard_pipeline.fixes.actions import NothingToFix, build_context, replan
 from dbguard_pipeline.fixes.ledger import Runner
 from dbguard_pipeline.fixes.sandbox import round_trip
+from dbguard_pipeline.pg.catalog import introspect
 
 from .conftest import run_sql
 from .migrations_helpers import assert_same, findings_for, plan, rows_as_app, table_state, tenant_id, write
@@ -55,11 +55,11 @@ def test_fix_rls_policy_profiles_isolates_tenants_and_rolls_back_exactly(demo_ds
         assert seen and set(seen) == {a}
         assert rows_as_app(demo_dsn, "public.profiles", a, where=f"where tenant_id = '{b}'") == []
         # writes are pinned too: inserting a row for tenant B as tenant A is refused by WITH CHECK
-        with psycopg.connect(demo_dsn) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
-            with conn.transaction(force_rollback=True):
-                conn.execute("select set_config('app.current_tenant_id', %s, true)", (a,))
-                conn.execute("set local role authenticated")
-                conn.execute("update public.profiles set tenant_id = %s where tenant_id = %s", (b, a))
+        with psycopg.connect(demo_dsn) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege), \
+                conn.transaction(force_rollback=True):
+            conn.execute("select set_config('app.current_tenant_id', %s, true)", (a,))
+            conn.execute("set local role authenticated")
+            conn.execute("update public.profiles set tenant_id = %s where tenant_id = %s", (b, a))
 
     apply_and_roll_back(demo_dsn, tmp_path, m, isolated)
     assert b in rows_as_app(demo_dsn, "public.profiles", a)  # rolled back: the old (weak) policy is back
@@ -104,14 +104,13 @@ def test_add_tenant_isolation_conversation_messages(demo_dsn, tmp_path):
         assert seen and set(seen) == {a}
         assert rows_as_app(demo_dsn, "public.conversation_messages", a, where=f"where tenant_id = '{b}'") == []
         # the application inserts without naming the tenant: the column default takes it from the context
-        with psycopg.connect(demo_dsn) as conn:
-            with conn.transaction(force_rollback=True):
-                conn.execute("select set_config('app.current_tenant_id', %s, true)", (a,))
-                conn.execute("set local role authenticated")
-                conv = conn.execute("select id from public.conversations limit 1").fetchone()[0]
-                got = conn.execute("insert into public.conversation_messages (id, conversation_id, body) values "
-                                   "(gen_random_uuid(), %s, 'hi') returning tenant_id::text", (conv,)).fetchone()[0]
-                assert got == a
+        with psycopg.connect(demo_dsn) as conn, conn.transaction(force_rollback=True):
+            conn.execute("select set_config('app.current_tenant_id', %s, true)", (a,))
+            conn.execute("set local role authenticated")
+            conv = conn.execute("select id from public.conversations limit 1").fetchone()[0]
+            got = conn.execute("insert into public.conversation_messages (id, conversation_id, body) values "
+                               "(gen_random_uuid(), %s, 'hi') returning tenant_id::text", (conv,)).fetchone()[0]
+            assert got == a
 
     apply_and_roll_back(demo_dsn, tmp_path, m, isolated)
     assert table_state(demo_dsn, "public.conversation_messages").column("tenant_id") is None
@@ -147,7 +146,7 @@ def test_add_foreign_key_vehicle_spec_enhancements(demo_dsn, tmp_path):
 @pytest.mark.integration
 def test_sandbox_round_trip_of_every_fixable_finding_on_the_demo(demo_dsn):
     config = Config()
-    from dbguard_pipeline.fixes.generate import plan_all
+    from dbguard_pipeline.fixes.select import plan_all
 
     ctx = build_context(introspect(demo_dsn), config, demo_dsn)
     planned = plan_all(ctx)
@@ -222,8 +221,8 @@ def test_hostile_identifiers_every_action_round_trips(empty_dsn, tmp_path):
     ]
     for action, table, args in cases:
         m = plan(empty_dsn, action, table, args, config=cfg)
-        from dbguard_pipeline.fixes.lint import lint_texts
         from dbguard_pipeline.fixes import script as mfiles
+        from dbguard_pipeline.fixes.lint import lint_texts
 
         lint = lint_texts(mfiles.rendered([m], "20250101000000"))
         assert lint.ok, [str(v) for v in lint.violations] + lint.parse_errors
@@ -261,11 +260,10 @@ def test_hostile_add_foreign_key(empty_dsn, tmp_path):
 
 # --------------------------------------------------------------------------- live conditions
 def _hold(dsn: str, sql_text: str, release: threading.Event, ready: threading.Event) -> None:
-    with psycopg.connect(dsn) as conn:
-        with conn.transaction():
-            conn.execute(sql_text)
-            ready.set()
-            release.wait(30)
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        conn.execute(sql_text)
+        ready.set()
+        release.wait(30)
 
 
 @pytest.mark.integration

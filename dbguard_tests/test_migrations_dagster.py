@@ -4,7 +4,12 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from dbguard_pipeline.defs.fix_migrations import (fix_migrations_sensor, fixable_keys, generate_fix_migrations_job, run_key)
+from dbguard_pipeline.defs.fix_migrations import (
+    fix_migrations_sensor,
+    fixable_keys,
+    generate_fix_migrations_job,
+    run_key,
+)
 from dbguard_pipeline.defs.resources import PostgresResource
 from dbguard_pipeline.fixes.ledger import Runner
 

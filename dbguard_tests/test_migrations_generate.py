@@ -48,6 +48,16 @@ def test_lint_catches_unsafe_sql(tmp_path):
     assert lint_texts({"broken.sql": "CREAT TABLE x ();"}).parse_errors
 
 
+def test_squawk_is_told_the_server_version():
+    """The CLI and the Dagster job lint through services.lint_fixes, which passes the audited server's version."""
+    from dbguard_pipeline.fixes.lint import squawk_pg_version
+
+    assert squawk_pg_version("16.2") == "16.2"
+    assert squawk_pg_version("15.8 (Ubuntu 15.8-1.pgdg22.04+1)") == "15.8"
+    assert squawk_pg_version("17") == "17.0"
+    assert squawk_pg_version("") is None
+
+
 def test_same_database_and_action_give_the_same_bytes(demo_dsn):
     for action, table, args in DEMO_ACTIONS:
         a = plan(demo_dsn, action, table, args)
@@ -234,3 +244,63 @@ def test_a_newline_in_a_table_name_cannot_escape_the_header_comment(empty_dsn):
             assert not (isinstance(node, ast.DropStmt) and node.removeType == ObjectType.OBJECT_TABLE)
         assert "-- dbguard migration: fix-rls-policy on \"public\".\"evil\\x0aDROP TABLE victim; --\"" in text \
             or "undoes fix-rls-policy on \"public\".\"evil\\x0aDROP TABLE victim; --\"" in text
+
+
+def _snapshot(*tables):
+    from dbguard_pipeline.model.schema import Snapshot
+
+    return Snapshot(database="d", server_version="16.2", server_version_num=160002, current_user="u",
+                    taken_at="", schemas=("public", "other"), tables=tuple(tables))
+
+
+def _table(name, *columns, pk="id", schema="public", kind="table", unique=None):
+    from dbguard_pipeline.model.schema import Column, Constraint, Table
+
+    cons = []
+    if pk:
+        cons.append(Constraint(f"{name}_pkey", "primary_key", (pk,)))
+    if unique:
+        cons.append(Constraint(f"{name}_{unique}_key", "unique", (unique,)))
+    cols = tuple(Column(n, t, False) for n, t in columns)
+    return Table(schema=schema, name=name, kind=kind, owner="o", rls_enabled=False, rls_forced=False,
+                 row_estimate=0, columns=cols, constraints=tuple(cons))
+
+
+def test_one_foreign_key_inference_for_the_data_checks_and_the_generator():
+    """semantics.references.infer_parent: the same answer for pg/metrics.py and add-foreign-key."""
+    from dbguard_pipeline.semantics.references import infer_parent
+
+    child = _table("event_photos", ("id", "uuid"), ("image_id", "uuid"), ("box_id", "uuid"), ("category_id", "integer"),
+                   ("label_id", "text"), ("event_id", "uuid"), ("part_id", "uuid"))
+    snap = _snapshot(
+        child,
+        _table("vehicle_images", ("id", "uuid")),  # image_id: the only *_images table of the schema
+        _table("box", ("id", "uuid")), _table("boxes", ("id", "uuid")),  # box_id: the plural first
+        _table("categories", ("id", "bigint")),  # integer -> bigint: compatible
+        _table("labels", ("id", "uuid")),  # text -> uuid: not a reference
+        _table("vehicle_events", ("id", "uuid")), _table("audit_events", ("id", "uuid")),  # two *_events: ambiguous
+        _table("parts", ("code", "uuid"), pk=None, unique="code"),  # no primary key: its single-column unique key
+    )
+
+    def parent(col):
+        found = infer_parent(snap, child, col)
+        return found and (found[0].qualified, found[1])
+
+    assert parent("image_id") == ("public.vehicle_images", "id")
+    assert parent("box_id") == ("public.boxes", "id")
+    assert parent("category_id") == ("public.categories", "id")
+    assert parent("label_id") is None
+    assert parent("event_id") is None
+    assert parent("part_id") == ("public.parts", "code")
+    assert parent("id") is None
+
+
+def test_foreign_key_inference_skips_partitions_and_prefers_the_same_schema():
+    from dbguard_pipeline.semantics.references import infer_parent
+
+    child = _table("orders", ("id", "uuid"), ("customer_id", "uuid"), ("shop_id", "uuid"))
+    snap = _snapshot(child, _table("customers", ("id", "uuid"), schema="other"),
+                     _table("customers", ("id", "uuid")),
+                     _table("shops", ("id", "uuid"), kind="partition"))
+    assert infer_parent(snap, child, "customer_id")[0].qualified == "public.customers"
+    assert infer_parent(snap, child, "shop_id") is None

@@ -9,7 +9,6 @@ from dbguard_pipeline.errors import MigrationError
 from dbguard_pipeline.fixes.ledger import Runner, parse_units
 
 
-
 def _write(d, name, text, rollback=None):
     d.mkdir(parents=True, exist_ok=True)
     (d / f"{name}.sql").write_text(text)
@@ -147,8 +146,9 @@ def test_one_runner_at_a_time(empty_dsn, tmp_path):
 
 @pytest.mark.security
 def test_the_password_never_reaches_the_output(empty_dsn, tmp_path, capsys):
-    from dbguard_pipeline.pg.dsn import parse_dsn
     from psycopg import conninfo
+
+    from dbguard_pipeline.pg.dsn import parse_dsn
 
     params = parse_dsn(empty_dsn)
     params["password"] = "s3cr3t-Pa55"
@@ -167,8 +167,9 @@ def test_the_password_never_reaches_the_output(empty_dsn, tmp_path, capsys):
 
 @pytest.mark.security
 def test_generated_files_and_output_hold_no_password(demo_dsn, tmp_path, capsys):
-    from dbguard_pipeline.pg.dsn import parse_dsn
     from psycopg import conninfo
+
+    from dbguard_pipeline.pg.dsn import parse_dsn
 
     params = parse_dsn(demo_dsn)
     params["password"] = "s3cr3t-Pa55"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.config import Config
-from dbguard_pipeline.fixes.sandbox import differences, round_trip, scratch_database
 from dbguard_pipeline.fixes.plan import Block
+from dbguard_pipeline.fixes.sandbox import differences, round_trip, scratch_database
+from dbguard_pipeline.pg.catalog import introspect
 
 from .conftest import run_sql
 from .migrations_helpers import plan

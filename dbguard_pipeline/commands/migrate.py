@@ -1,7 +1,7 @@
 """dbguard migrate: apply, list or roll back migrations with a ledger."""
 from __future__ import annotations
 
-import sys
+import argparse
 
 from dbguard_pipeline.commands._args import add_database_arguments
 
@@ -13,7 +13,7 @@ DESCRIPTION = (
 )
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("command", nargs="?", default="up", choices=("up", "status", "rollback"),
                         help="up (default) | status | rollback NAME")
     parser.add_argument("name", nargs="?", metavar="NAME",
@@ -25,19 +25,15 @@ def add_arguments(parser):
                         help="retry a transaction that hit lock_timeout up to N times (default 0)")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from dbguard_pipeline.config import load_config
-    from dbguard_pipeline.pg.dsn import describe_dsn
-    from dbguard_pipeline.services import resolve_dsn
     from dbguard_pipeline.errors import DbguardError
-    from dbguard_pipeline.fixes.ledger import Runner
+    from dbguard_pipeline.pg.dsn import describe_dsn
+    from dbguard_pipeline.services import migrator
 
     load_config(args.config)  # validates the file even though the runner needs nothing from it
-    if args.lock_retries < 0:
-        raise DbguardError("--lock-retries must be 0 or more")
-    dsn = resolve_dsn(args.dsn)
-    runner = Runner(dsn, args.dir, lock_retries=args.lock_retries, log=lambda line: print(line, flush=True))
-    where = describe_dsn(dsn)
+    runner = migrator(args.dsn, args.dir, lock_retries=args.lock_retries, log=lambda line: print(line, flush=True))
+    where = describe_dsn(runner.dsn)
 
     if args.command == "status":
         rows = runner.status()
@@ -56,9 +52,7 @@ def run(args) -> int:
         return 0
 
     if args.dry_run:
-        plan = runner.plan()
-        if args.name:
-            plan = [(f, u) for f, u in plan if f.name <= args.name]
+        plan = runner.plan(args.name)
         if not plan:
             print(f"nothing to apply on {where}")
         for f, units in plan:
@@ -74,6 +68,3 @@ def run(args) -> int:
     print(f"{len(results)} migration{'s' if len(results) != 1 else ''} applied on {where} in {total:.2f}s")
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(0)

@@ -18,12 +18,15 @@ time per database (advisory lock).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import psycopg
 
@@ -100,7 +103,7 @@ def parse_units(text: str, source: str = "migration") -> list[Unit]:
     explicit = False
     prev_end = 0
 
-    def flush():
+    def flush() -> None:
         nonlocal group
         if group:
             units.append(Unit(True, tuple(group), group_line))
@@ -184,8 +187,26 @@ def _find(directory: str | Path, name: str) -> MigrationFile:
     raise DbguardError(f"no migration named {base} in {directory}")
 
 
+# --------------------------------------------------------------------------- the ledger
+def read_ledger(conn: psycopg.Connection) -> dict[str, tuple[str, object]]:
+    """{name: (checksum, applied_at)} of every applied migration (empty when there is no ledger yet)."""
+    row = conn.execute("select to_regclass('dbguard.schema_migrations') is not null").fetchone()
+    if row is None or not row[0]:
+        return {}
+    rows = conn.execute("select name, checksum, applied_at from dbguard.schema_migrations order by name").fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def applied_names(dsn: str) -> set[str]:
+    """Names in the runner's ledger (empty when there is none yet)."""
+    from dbguard_pipeline.pg.session import connect
+
+    with connect(dsn, autocommit=True) as conn:
+        return set(read_ledger(conn))
+
+
 # --------------------------------------------------------------------------- execution
-def _pg_message(exc: Exception) -> str:
+def _pg_message(exc: BaseException) -> str:
     diag = getattr(exc, "diag", None)
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
@@ -197,7 +218,7 @@ def _pg_message(exc: Exception) -> str:
 class UnitFailed(Exception):
     index: int
     unit: Unit
-    error: Exception
+    error: BaseException
 
 
 def _run_units(conn: psycopg.Connection, units: list[Unit], *, lock_retries: int = 0,
@@ -258,21 +279,15 @@ class Runner:
         from dbguard_pipeline.pg.session import connect
 
         conn = connect(self.dsn, autocommit=True, application_name="dbguard migrate")
-        got = conn.execute("select pg_try_advisory_lock(%s)", (ADVISORY_KEY,)).fetchone()[0]
-        if not got:
+        row = conn.execute("select pg_try_advisory_lock(%s)", (ADVISORY_KEY,)).fetchone()
+        if row is None or not row[0]:
             conn.close()
             raise MigrationError("another dbguard migrate is running on this database (advisory lock held)")
         return conn
 
     @staticmethod
-    def _ledger_exists(conn: psycopg.Connection) -> bool:
-        return conn.execute("select to_regclass('dbguard.schema_migrations') is not null").fetchone()[0]
-
-    def _ledger(self, conn: psycopg.Connection) -> dict[str, tuple[str, object]]:
-        if not self._ledger_exists(conn):
-            return {}
-        rows = conn.execute("select name, checksum, applied_at from dbguard.schema_migrations order by name").fetchall()
-        return {r[0]: (r[1], r[2]) for r in rows}
+    def _ledger(conn: psycopg.Connection) -> dict[str, tuple[str, object]]:
+        return read_ledger(conn)
 
     @staticmethod
     def _ensure_ledger(conn: psycopg.Connection) -> None:
@@ -306,7 +321,7 @@ class Runner:
         return rows
 
     # ---------------------------------------------------------------- up
-    def _check(self, files: list[MigrationFile], ledger: dict) -> list[MigrationFile]:
+    def _check(self, files: list[MigrationFile], ledger: dict[str, tuple[str, object]]) -> list[MigrationFile]:
         for f in files:
             if f.name in ledger and ledger[f.name][0] != f.checksum:
                 raise MigrationError(f"{f.name} was applied with checksum {ledger[f.name][0][:12]} but the file now has "
@@ -321,14 +336,16 @@ class Runner:
                                      "migration (rename it with a later timestamp)")
         return pending
 
-    def plan(self) -> list[tuple[MigrationFile, list[Unit]]]:
-        """What ``up`` would do, without writing anything."""
+    def plan(self, target: Optional[str] = None) -> list[tuple[MigrationFile, list[Unit]]]:
+        """What ``up`` (up to ``target``, a file name) would do, without writing anything."""
         files = discover(self.directory)
         from dbguard_pipeline.pg.session import connect
 
         with connect(self.dsn, autocommit=True) as conn:
             ledger = self._ledger(conn)
         pending = self._check(files, ledger)
+        if target:
+            pending = [f for f in pending if f.name <= target]
         return [(f, parse_units(f.text(), f.path.name)) for f in pending]
 
     def up(self, target: Optional[str] = None) -> list[ApplyResult]:
@@ -336,7 +353,7 @@ class Runner:
         # Parse everything first: a file that cannot be parsed stops the run before anything is applied.
         parsed = {f.name: parse_units(f.text(), f.path.name) for f in files}
         conn = self._connect()
-        results = []
+        results: list[ApplyResult] = []
         try:
             ledger = self._ledger(conn)
             pending = self._check(files, ledger)
@@ -392,10 +409,8 @@ class Runner:
 
     @staticmethod
     def _reset_session(conn: psycopg.Connection) -> None:
-        try:
+        with contextlib.suppress(psycopg.Error):
             conn.execute("RESET ALL")
-        except psycopg.Error:
-            pass
 
     # ---------------------------------------------------------------- rollback
     def rollback(self, name: str, dry_run: bool = False) -> ApplyResult:
@@ -430,9 +445,7 @@ class Runner:
             conn.close()
 
 
-def _interval(seconds: float):
-    from datetime import timedelta
-
+def _interval(seconds: float) -> timedelta:
     return timedelta(seconds=round(seconds, 3))
 
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 from dbguard_pipeline.errors import DbguardError
 
@@ -62,6 +64,12 @@ def squawk_binary() -> str:
     return found
 
 
+def squawk_pg_version(server_version: str) -> Optional[str]:
+    """The ``--pg-version`` squawk expects (``16.4``, ``15.0``) from the server's version text, or None."""
+    m = re.match(r"(\d+)(?:\.(\d+))?", server_version or "")
+    return f"{m.group(1)}.{m.group(2) or 0}" if m else None
+
+
 def parse_check(text: str) -> Optional[str]:
     """None when pglast parses the text, else the parser's one-line error."""
     import pglast
@@ -73,14 +81,14 @@ def parse_check(text: str) -> Optional[str]:
     return None
 
 
-def lint_files(paths: Iterable[str | os.PathLike], pg_version: Optional[str] = None) -> LintResult:
-    paths = [str(p) for p in paths]
-    result = LintResult(files=[os.path.basename(p) for p in paths])
-    for p in paths:
+def lint_files(paths: Iterable[str | os.PathLike[str]], pg_version: Optional[str] = None) -> LintResult:
+    files = [str(p) for p in paths]
+    result = LintResult(files=[os.path.basename(p) for p in files])
+    for p in files:
         err = parse_check(Path(p).read_text(encoding="utf-8"))
         if err:
             result.parse_errors.append(f"{os.path.basename(p)}: {err}")
-    if not paths:
+    if not files:
         return result
     exe = squawk_binary()
     cmd = [exe, "--reporter", "json"]
@@ -90,7 +98,7 @@ def lint_files(paths: Iterable[str | os.PathLike], pg_version: Optional[str] = N
     try:
         version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60, env=env)
         result.squawk_version = version.stdout.strip().split()[-1] if version.stdout.strip() else "?"
-        proc = subprocess.run(cmd + paths, capture_output=True, text=True, timeout=120, env=env)
+        proc = subprocess.run(cmd + files, capture_output=True, text=True, timeout=120, env=env)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise DbguardError(f"could not run squawk: {exc}") from None
     out = proc.stdout.strip()

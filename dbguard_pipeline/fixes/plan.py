@@ -11,9 +11,10 @@ inside BEGIN/COMMIT.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
-from dbguard_pipeline.fixes.sql import FIXES_PREFIX, NO_TRANSACTION_MARKER, comment_safe, file_slug, qname
+from dbguard_pipeline.fixes.sql import FIXES_PREFIX, NO_TRANSACTION_MARKER, file_slug
+from dbguard_pipeline.text import escape_controls, quoted_qname
 
 ACTIONS = ("add-tenant-isolation", "fix-rls-policy", "add-composite-index", "add-foreign-key")
 
@@ -30,9 +31,9 @@ class Block:
     untimed: Optional[str] = None
 
     def render(self, lock_timeout_ms: int = 2_000, statement_timeout_ms: int = 60_000) -> str:
-        out = []
+        out: list[str] = []
         if self.comment:
-            out.extend(f"-- {comment_safe(line)}" for line in self.comment.splitlines())
+            out.extend(f"-- {escape_controls(line)}" for line in self.comment.splitlines())
         if self.transactional:
             out.append("BEGIN;")
             out.extend(_stmt(s) for s in self.statements)
@@ -69,7 +70,7 @@ class Migration:
     rollback: list[Block] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     undo: list[str] = field(default_factory=list)  # what the rollback file does
-    params: dict = field(default_factory=dict)  # what the planner was asked (re-planning it must find nothing)
+    params: dict[str, Any] = field(default_factory=dict)  # what the planner was asked (re-planning it must find nothing)
     lock_timeout_ms: int = 2_000
     statement_timeout_ms: int = 60_000
 
@@ -95,13 +96,13 @@ class Migration:
                 f"SET statement_timeout = '{int(self.statement_timeout_ms)}ms';"]
 
     def render_forward(self) -> str:
-        head = [f"-- dbguard migration: {self.action} on {comment_safe(qname(self.schema, self.table))}", "--",
+        head = [f"-- dbguard migration: {self.action} on {escape_controls(quoted_qname(self.schema, self.table))}", "--",
                 "-- What:"]
-        head += [f"--   - {comment_safe(w)}" for w in self.what]
+        head += [f"--   - {escape_controls(w)}" for w in self.what]
         head += ["-- Why:"]
-        head += [f"--   - {comment_safe(w)}" for w in (self.why or ["requested explicitly"])]
+        head += [f"--   - {escape_controls(w)}" for w in (self.why or ["requested explicitly"])]
         for note in self.notes:
-            head.append(f"-- Note: {comment_safe(note)}")
+            head.append(f"-- Note: {escape_controls(note)}")
         head += [
             "-- How to apply (the file manages its own transactions; never wrap it in one):",
             "--   dbguard migrate up --dir <this folder>     ledger, checksum, automatic rollback on failure",
@@ -110,13 +111,13 @@ class Migration:
             "-- Undo: the *_rollback.sql file with the same name (dbguard migrate rollback <name>).",
             f"-- A statement after \"{NO_TRANSACTION_MARKER}\" runs outside any transaction block.",
         ]
-        head += [f"{FIXES_PREFIX}{comment_safe(k)}" for k in sorted(set(self.fixes))]
+        head += [f"{FIXES_PREFIX}{escape_controls(k)}" for k in sorted(set(self.fixes))]
         return self._render(head, self.forward)
 
     def render_rollback(self) -> str:
-        head = [f"-- dbguard rollback: undoes {self.action} on {comment_safe(qname(self.schema, self.table))}",
+        head = [f"-- dbguard rollback: undoes {self.action} on {escape_controls(quoted_qname(self.schema, self.table))}",
                 "--", "-- What:"]
-        head += [f"--   - {comment_safe(w)}" for w in self.undo]
+        head += [f"--   - {escape_controls(w)}" for w in self.undo]
         head += [
             "-- Restores the state the forward file found: dropped policies are recreated with their original",
             "-- roles, command, permissive flag and expressions; RLS flags as they were; added objects dropped.",

@@ -14,27 +14,30 @@ import dataclasses
 import os
 import subprocess
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Any, Optional
 
 import psycopg
 from psycopg import sql
 
-from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.config import Config
-from dbguard_pipeline.pg.session import connect
-from dbguard_pipeline.pg.dsn import database_name, describe_dsn, parse_dsn, with_database
 from dbguard_pipeline.errors import DbguardError
-from dbguard_pipeline.model.schema import Snapshot
+from dbguard_pipeline.fixes.actions import NothingToFix, build_context, replan
+from dbguard_pipeline.fixes.ledger import apply_sql
 from dbguard_pipeline.fixes.plan import Migration
+from dbguard_pipeline.model.schema import Snapshot
+from dbguard_pipeline.pg.catalog import introspect
+from dbguard_pipeline.pg.dsn import database_name, describe_dsn, parse_dsn, with_database
+from dbguard_pipeline.pg.session import connect
 
 TEMPLATE_SIZE_LIMIT = 1 << 30  # above 1 GiB, copy the schema only
 VOLATILE_SCHEMAS = ("dbguard",)  # the runner's ledger
 
 
 # --------------------------------------------------------------------------- snapshot comparison
-def signature(snapshot: Snapshot, exclude_schemas: Sequence[str] = VOLATILE_SCHEMAS) -> dict:
+def signature(snapshot: Snapshot, exclude_schemas: Sequence[str] = VOLATILE_SCHEMAS) -> dict[str, Any]:
     """What must be identical before a migration and after its rollback: every table (columns, constraints,
     indexes, policies, grants, RLS flags, owner, comment), view, function and role; not the time the snapshot
     was taken, not the planner's row estimates, not dbguard's own ledger schema."""
@@ -121,8 +124,8 @@ def scratch_database(target_dsn: str, method: str = "auto") -> Iterator[tuple[st
     used = None
     with connect(admin, autocommit=True) as conn:
         if method in ("auto", "template"):
-            size = conn.execute("select pg_database_size(%s)", (source,)).fetchone()[0]
-            if method == "template" or size <= TEMPLATE_SIZE_LIMIT:
+            row = conn.execute("select pg_database_size(%s)", (source,)).fetchone()
+            if method == "template" or (row is not None and row[0] <= TEMPLATE_SIZE_LIMIT):
                 try:
                     conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(source)))
                     used = "template"
@@ -212,9 +215,6 @@ class SandboxResult:
 
 
 def _check_one(dsn: str, m: Migration, config: Config) -> RoundTrip:
-    from dbguard_pipeline.fixes.generate import NothingToFix, build_context, replan
-    from dbguard_pipeline.fixes.ledger import apply_sql
-
     trip = RoundTrip(m.action, m.qualified)
     before = introspect(dsn)
     try:
@@ -222,7 +222,7 @@ def _check_one(dsn: str, m: Migration, config: Config) -> RoundTrip:
         trip.applied = True
         after = introspect(dsn)
         ctx = build_context(after, config, dsn)
-        left = {f.cache_key for f in (ctx.findings or [])} & set(m.fixes)
+        left = {f.cache_key for f in ctx.findings} & set(m.fixes)
         trip.remaining = sorted(left)
         try:
             replan(ctx, m)

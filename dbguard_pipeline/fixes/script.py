@@ -4,9 +4,10 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.fixes.plan import Migration, read_fixes
@@ -16,7 +17,7 @@ _TIMESTAMP = re.compile(r"^\d{14}$")
 
 def timestamp(value: Optional[str] = None) -> str:
     if value is None:
-        return datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+        return datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     if not _TIMESTAMP.match(value):
         raise DbguardError(f"--timestamp must be YYYYMMDDHHMMSS, got {value!r}")
     return value
@@ -34,7 +35,7 @@ def rendered(migrations: Iterable[Migration], ts: str) -> dict[str, str]:
     return out
 
 
-def write_files(out_dir: str | os.PathLike, texts: dict[str, str]) -> list[Path]:
+def write_files(out_dir: str | os.PathLike[str], texts: dict[str, str]) -> list[Path]:
     """Write every file or none: refuses when one exists; each is written atomically."""
     d = Path(out_dir)
     try:
@@ -59,7 +60,7 @@ def write_files(out_dir: str | os.PathLike, texts: dict[str, str]) -> list[Path]
     return written
 
 
-def pending_fixes(out_dir: str | os.PathLike, applied: Iterable[str] = ()) -> set[str]:
+def pending_fixes(out_dir: str | os.PathLike[str], applied: Iterable[str] = ()) -> set[str]:
     """Finding cache keys named by the migration files in the folder that are not applied yet."""
     d = Path(out_dir)
     if not d.is_dir():
@@ -75,13 +76,3 @@ def pending_fixes(out_dir: str | os.PathLike, applied: Iterable[str] = ()) -> se
             continue
     return keys
 
-
-def applied_names(dsn: str) -> set[str]:
-    """Names in the runner's ledger (empty when there is none yet)."""
-    from dbguard_pipeline.pg.session import connect
-
-    with connect(dsn, autocommit=True) as conn:
-        exists = conn.execute("select to_regclass('dbguard.schema_migrations') is not null").fetchone()[0]
-        if not exists:
-            return set()
-        return {r[0] for r in conn.execute("select name from dbguard.schema_migrations").fetchall()}

@@ -1,19 +1,18 @@
-"""Rendering helpers for generated SQL: identifier and literal quoting, bounded object names, the tenant
-context expression, and comment-safe text.
+"""SQL-specific rendering helpers for generated migrations: bounded object names, checked column types, the
+tenant context expression, file slugs and the markers the runner and ``--all`` read.
 
-Identifiers are always quoted by psycopg's ``sql.Identifier`` (the same quoting libpq applies), so a table
-called ``a"b; drop table x`` comes out as ``"a""b; drop table x"``. Nothing here needs a connection.
+Identifier and literal quoting is :mod:`dbguard_pipeline.text` (``quoted``/``quoted_qname``: psycopg's
+``sql.Identifier``, so a table called ``a"b; drop table x`` comes out as ``"a""b; drop table x"``), and text in a
+``--`` comment goes through ``text.escape_controls``. Nothing here needs a connection.
 """
 from __future__ import annotations
 
 import hashlib
 import re
-from typing import Iterable, Optional
-
-from psycopg import sql
 
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.errors import DbguardError
+from dbguard_pipeline.text import literal, quoted
 
 NAMEDATALEN = 63  # PostgreSQL truncates identifiers to 63 bytes
 
@@ -23,23 +22,9 @@ NO_TRANSACTION_MARKER = "-- dbguard:no-transaction"
 FIXES_PREFIX = "-- dbguard:fixes "
 
 
-def ident(name: str) -> str:
-    """A quoted identifier."""
-    return sql.Identifier(name).as_string(None)
-
-
-def qname(schema: str, name: str) -> str:
-    """A quoted schema-qualified name."""
-    return sql.Identifier(schema, name).as_string(None)
-
-
-def literal(value) -> str:
-    return sql.Literal(value).as_string(None)
-
-
 def role_name(role: str) -> str:
     """A role in a policy's TO list: PUBLIC is a keyword, every other role a quoted identifier."""
-    return "PUBLIC" if role == "public" else ident(role)
+    return "PUBLIC" if role == "public" else quoted(role)
 
 
 def pg_name(base: str, suffix: str) -> str:
@@ -53,12 +38,6 @@ def pg_name(base: str, suffix: str) -> str:
     room = NAMEDATALEN - len(tail.encode("utf-8"))
     head = full.encode("utf-8")[:room].decode("utf-8", "ignore")
     return head + tail
-
-
-def comment_safe(text: str) -> str:
-    """Text that stays inside a ``--`` comment: control characters (a newline would end the comment and
-    turn the rest of a hostile name into SQL) are shown escaped."""
-    return "".join(ch if (ch >= " " and ch != "\x7f") else f"\\x{ord(ch):02x}" for ch in str(text))
 
 
 _SIMPLE_TYPE = re.compile(r"^[a-z][a-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?(\[\])?$")
@@ -77,7 +56,7 @@ def checked_type(type_text: str) -> str:
 
     try:
         pglast.parse_sql(f"select null::{t}")
-    except Exception:
+    except pglast.parser.ParseError:
         raise DbguardError(f"not a valid column type: {t!r}") from None
     if ";" in t or "--" in t or "/*" in t:
         raise DbguardError(f"not a valid column type: {t!r}")
@@ -112,6 +91,3 @@ def tenant_context(config: Config, type_text: str, *, for_default: bool = False)
         inner = f"nullif(current_setting({literal(tm.guc)}, true), '')::{t}"
     return inner if for_default else f"(SELECT {inner})"
 
-
-def join_lines(lines: Iterable[Optional[str]]) -> str:
-    return "\n".join(line for line in lines if line is not None)

@@ -23,7 +23,7 @@ row of counts. Identifiers only ever go through :class:`psycopg.sql.Identifier`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import psycopg
 from psycopg import sql
@@ -33,13 +33,12 @@ from dbguard_pipeline.pg.session import connect, read_only_session
 from dbguard_pipeline.pg.dsn import mask_secrets
 from dbguard_pipeline.errors import ConnectionError_
 from dbguard_pipeline.model.schema import Snapshot, Table
+from dbguard_pipeline.semantics.references import TableNames, column_type, compatible_types, infer_parent
 from dbguard_pipeline.semantics.tenancy import audited_tables, has_tenant_column, is_tenants_table
 
 # Small tables are measured together: at most this many tables, or this many estimated rows, per statement.
 BATCH_TABLES = 40
 BATCH_ROWS = 200_000
-
-_INT_TYPES = {"smallint", "integer", "bigint"}
 
 # row_security = off: a query that row level security would filter raises an error instead of silently
 # counting only the rows the auditing role may see. Such a table is reported as not measured.
@@ -144,56 +143,10 @@ class Metrics(dict):
 
 
 # --------------------------------------------------------------------------- planning
-def _types_compatible(a: Optional[str], b: Optional[str]) -> bool:
-    if a is None or b is None:
-        return False
-    return a == b or (a in _INT_TYPES and b in _INT_TYPES)
-
-
-def _column_type(table: Optional[Table], column: str) -> Optional[str]:
-    if table is None:
-        return None
-    col = table.column(column)
-    return col.type if col else None
-
-
-def _single_pk(table: Table) -> Optional[str]:
-    pk = table.primary_key
-    if pk is not None and len(pk.columns) == 1:
-        return pk.columns[0]
-    return None
-
-
-def _infer_parent(snapshot: Snapshot, table: Table, column: str, by_name: Mapping[str, list[Table]]
-                  ) -> Optional[tuple[Table, str]]:
-    """The table a ``<name>_id`` column points at, by naming convention: ``<name>s``, ``<name>es``,
-    ``<nam>ies`` or ``<name>``, in the same schema first, else the only table of that name in the snapshot.
-    The parent needs a single-column primary key of a compatible type; ambiguity means no inference."""
-    base = column[:-3]
-    if not base:
-        return None
-    names = [base + "s", base + "es"]
-    if base.endswith("y"):
-        names.append(base[:-1] + "ies")
-    names.append(base)
-    col_type = _column_type(table, column)
-    for name in names:
-        candidates = by_name.get(name, [])
-        same = [t for t in candidates if t.schema == table.schema]
-        pick = same[0] if same else (candidates[0] if len(candidates) == 1 else None)
-        if pick is None or pick.qualified == table.qualified or pick.kind == "partition":
-            continue
-        pk = _single_pk(pick)
-        if pk and _types_compatible(col_type, _column_type(pick, pk)):
-            return pick, pk
-    return None
-
-
 def plan_references(snapshot: Snapshot, table: Table, config: Config,
                     lookup: Optional[_Lookup] = None) -> tuple[Reference, ...]:
     """The references of ``table`` that need a data check (see :class:`Reference`)."""
     lookup = lookup or _Lookup(snapshot)
-    by_name = lookup.by_name
     tcol = config.tenant.column
     child_tenant = has_tenant_column(table, config)
     refs: list[Reference] = []
@@ -204,7 +157,7 @@ def plan_references(snapshot: Snapshot, table: Table, config: Config,
         parent_tenant = parent is not None and has_tenant_column(parent, config)
         pins_tenant = any(c == tcol and r == tcol for c, r in zip(fk.columns, fk.ref_columns))
         check_tenant = bool(child_tenant and parent_tenant and not pins_tenant
-                            and _types_compatible(_column_type(table, tcol), _column_type(parent, tcol)))
+                            and compatible_types(column_type(table, tcol), column_type(parent, tcol)))
         check_orphans = not fk.validated
         if not (check_orphans or check_tenant):
             continue
@@ -218,23 +171,23 @@ def plan_references(snapshot: Snapshot, table: Table, config: Config,
     tenants = lookup.table(config.tenant.tenants_table)
     if (child_tenant and tcol not in fk_columns and tenants is not None
             and tenants.column(config.tenant.tenants_key) is not None
-            and _types_compatible(_column_type(table, tcol), _column_type(tenants, config.tenant.tenants_key))):
+            and compatible_types(column_type(table, tcol), column_type(tenants, config.tenant.tenants_key))):
         refs.append(Reference(
             name=tcol, kind="tenant_column", columns=(tcol,), ref_schema=tenants.schema, ref_table=tenants.name,
             ref_columns=(config.tenant.tenants_key,), check_orphans=True, check_tenant=False,
             ref_only=tenants.kind == "table"))
-    # <name>_id columns without a foreign key, whose parent is found by name.
+    # <name>_id columns without a foreign key, whose parent is found by name (semantics.references).
     if not is_tenants_table(table, config):
         for col in table.columns:
             name = col.name
             if not name.endswith("_id") or name == tcol or name in fk_columns or col.generated:
                 continue
-            found = _infer_parent(snapshot, table, name, by_name)
+            found = infer_parent(snapshot, table, name, lookup.names)
             if found is None:
                 continue
             parent, pk = found
             check_tenant = bool(child_tenant and has_tenant_column(parent, config)
-                                and _types_compatible(_column_type(table, tcol), _column_type(parent, tcol)))
+                                and compatible_types(column_type(table, tcol), column_type(parent, tcol)))
             refs.append(Reference(
                 name=name, kind="inferred", columns=(name,), ref_schema=parent.schema, ref_table=parent.name,
                 ref_columns=(pk,), check_orphans=True, check_tenant=check_tenant,
@@ -243,20 +196,14 @@ def plan_references(snapshot: Snapshot, table: Table, config: Config,
     return tuple(refs)
 
 
-def _tables_by_name(snapshot: Snapshot) -> dict[str, list[Table]]:
-    out: dict[str, list[Table]] = {}
-    for t in snapshot.tables:
-        out.setdefault(t.name, []).append(t)
-    return out
-
-
 class _Lookup:
     """``snapshot.table(name)`` in O(1): planning a thousand tables must not cost a million comparisons."""
 
     def __init__(self, snapshot: Snapshot):
         self.snapshot = snapshot
         self.by_qualified = {t.qualified: t for t in snapshot.tables}
-        self.by_name = _tables_by_name(snapshot)
+        self.names = TableNames(snapshot)
+        self.by_name = self.names.by_name
         self.children: dict[str, list[Table]] = {}
         for t in snapshot.tables:
             if t.parent:

@@ -1,0 +1,217 @@
+"""add-tenant-isolation TABLE: give a table that holds tenant data its own tenant column, live-safe.
+
+Steps (each its own transaction or a no-transaction step): add the nullable column with the tenant context as
+default; fill it in batches through the foreign-key path to a table that has it (or with --tenant-default);
+NOT VALID CHECK and foreign key, then VALIDATE each; SET NOT NULL through the validated CHECK; index the
+column concurrently; then row level security and the tenant policy (the fix-rls-policy part).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import psycopg
+from psycopg import sql
+
+from dbguard_pipeline.config import Config
+from dbguard_pipeline.errors import DbguardError
+from dbguard_pipeline.fixes.actions.context import (
+    Context,
+    NothingToFix,
+    check_role,
+    constraint_names,
+    data_value,
+    new_migration,
+    relation_names,
+    resolve_table,
+    unique_name,
+    why,
+)
+from dbguard_pipeline.fixes.actions.fix_rls_policy import RlsPlan, rls_plan
+from dbguard_pipeline.fixes.plan import Block, Migration
+from dbguard_pipeline.fixes.sql import checked_type, tenant_context
+from dbguard_pipeline.model.schema import Column, Table
+from dbguard_pipeline.semantics import tenancy
+from dbguard_pipeline.text import literal, quoted, quoted_qname
+
+ACTION = "add-tenant-isolation"
+BATCH_SIZE = 5_000
+
+
+def _path_join(snap_path: list[tenancy.FkStep], table: Table, config: Config) -> tuple[str, str]:
+    """FROM/JOIN text from ``table`` (alias s0) along the path, and the expression of the tenant at its end."""
+    parts = [f"{quoted_qname(table.schema, table.name)} AS s0"]
+    prev = "s0"
+    for i, step in enumerate(snap_path, start=1):
+        alias = f"p{i}"
+        conds = " AND ".join(f"{alias}.{quoted(rc)} = {prev}.{quoted(cc)}"
+                             for cc, rc in zip(step.constraint.columns, step.constraint.ref_columns, strict=True))
+        parts.append(f"JOIN {quoted_qname(step.parent.schema, step.parent.name)} AS {alias} ON {conds}")
+        prev = alias
+    end_column = tenancy.tenant_column(snap_path[-1].parent, config)
+    assert end_column is not None  # a tenant path ends at a table with the tenant column
+    return "\n".join(parts), f"{prev}.{quoted(end_column)}"
+
+
+def _dollar_tag(body: str) -> str:
+    tag, n = "$dbguard$", 0
+    while tag in body:
+        n += 1
+        tag = f"$dbguard{n}$"
+    return tag
+
+
+def _check_default(ctx: Context, tenants: Table, col_type: str, tenant_default: str) -> str:
+    """The --tenant-default value as SQL, after checking (with a connection) that it names a tenant."""
+    tm = ctx.config.tenant
+    if ctx.dsn:
+        try:
+            found = data_value(ctx, sql.SQL("select count(*) from {t} where {k} = {v}::{ty}").format(
+                t=sql.Identifier(tenants.schema, tenants.name), k=sql.Identifier(tm.tenants_key),
+                v=sql.Literal(tenant_default), ty=sql.SQL(col_type)))
+        except psycopg.errors.DataError:
+            raise DbguardError(f"--tenant-default {tenant_default!r} is not a valid {col_type}") from None
+        if not found:
+            raise DbguardError(f"--tenant-default {tenant_default!r}: no such tenant in {tenants.qualified}")
+    return f"{literal(tenant_default)}::{col_type}"
+
+
+@dataclasses.dataclass
+class _Backfill:
+    statement: str  # the batched DO block (step 2)
+    catch_up: list[str]  # the same fills once more, unbatched, under the lock of step 3
+    source: str  # where the tenant comes from, for people
+
+
+def _backfill(ctx: Context, table: Table, path: Optional[list[tenancy.FkStep]], default_sql: Optional[str],
+              tenant_default: Optional[str]) -> _Backfill:
+    cfg = ctx.config
+    q = quoted_qname(table.schema, table.name)
+    col = quoted(cfg.tenant.column)
+    pk = table.primary_key
+    keys = list(pk.columns) if pk else None
+    key_sel = ", ".join(f"s0.{quoted(k)} AS k{i}" for i, k in enumerate(keys)) if keys else "s0.ctid AS k0"
+    key_match = " AND ".join(f"t0.{quoted(k)} = src.k{i}" for i, k in enumerate(keys)) if keys else "t0.ctid = src.k0"
+    batches: list[str] = []
+    catch_up: list[str] = []
+    if path:
+        joins, tenant_expr = _path_join(path, table, cfg)
+        unresolved = None
+        if ctx.dsn:
+            lefts = joins.replace("JOIN ", "LEFT JOIN ")
+            unresolved = data_value(ctx, sql.SQL(f"select count(*) from {lefts} where {tenant_expr} is null"))
+        if unresolved and default_sql is None:
+            via = " -> ".join([table.qualified] + [s.parent.qualified for s in path])
+            raise DbguardError(f"{unresolved} row{'s' if unresolved != 1 else ''} of {table.qualified} reach no tenant "
+                               f"through {via} (NULL or dangling references): fix them first, or pass "
+                               "--tenant-default TENANT_ID to give them one tenant")
+        select = (f"SELECT {key_sel}, {tenant_expr} AS tenant\n"
+                  f"      FROM {joins.replace(chr(10), chr(10) + '      ')}\n"
+                  f"      WHERE s0.{col} IS NULL AND {tenant_expr} IS NOT NULL")
+        batches.append(f"UPDATE {q} AS t0 SET {col} = src.tenant\n"
+                       f"    FROM ({select}\n      LIMIT {BATCH_SIZE}) AS src\n"
+                       f"    WHERE {key_match}")
+        catch_up.append(f"UPDATE {q} AS t0 SET {col} = src.tenant\n"
+                        f"    FROM ({select}) AS src\n    WHERE {key_match}")
+        source = "through " + " -> ".join([table.qualified] + [f"{s.parent.qualified}" for s in path])
+    else:
+        source = f"with the tenant {tenant_default}"
+    if default_sql is not None:
+        batches.append(f"UPDATE {q} AS t0 SET {col} = {default_sql}\n"
+                       f"    FROM (SELECT {key_sel} FROM {q} AS s0 WHERE s0.{col} IS NULL LIMIT {BATCH_SIZE}) AS src\n"
+                       f"    WHERE {key_match}")
+        catch_up.append(f"UPDATE {q} SET {col} = {default_sql} WHERE {col} IS NULL")
+    loops = ["  LOOP\n    " + stmt.replace("\n", "\n    ") + ";\n"
+             "    GET DIAGNOSTICS batch_rows = ROW_COUNT;\n"
+             "    EXIT WHEN batch_rows = 0;\n"
+             "    COMMIT;\n"
+             "  END LOOP;" for stmt in batches]
+    body = "\nDECLARE\n  batch_rows bigint;\nBEGIN\n" + "\n".join(loops) + "\nEND\n"
+    tag = _dollar_tag(body)
+    return _Backfill(f"DO {tag}{body}{tag}", catch_up, source)
+
+
+def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Optional[str] = None) -> Migration:
+    snap, cfg = ctx.snapshot, ctx.config
+    tm = cfg.tenant
+    table = resolve_table(snap, table_name)
+    if tenancy.is_tenants_table(table, cfg):
+        raise DbguardError(f"{table.qualified} is the tenants table itself (config tenant.tenants_table)")
+    column = tm.column
+    if table.column(column) is not None:
+        raise NothingToFix(f"{table.qualified} already has a {column} column: for its policies run fix-rls-policy, "
+                           "for its foreign key add-foreign-key")
+    tenants = snap.table(tm.tenants_table)
+    tenants_key = tenants.column(tm.tenants_key) if tenants is not None else None
+    if tenants is None or tenants_key is None:
+        raise DbguardError(f"the tenants table {tm.tenants_table}({tm.tenants_key}) (config tenant.tenants_table) "
+                           f"is not in {snap.database}")
+    col_type = checked_type(tenants_key.type)
+    check_role(ctx)
+    path = tenancy.tenant_path(snap, table, cfg)
+    default_sql = _check_default(ctx, tenants, col_type, tenant_default) if tenant_default is not None else None
+    if path is None and default_sql is None:
+        raise DbguardError(f"{table.qualified} has no foreign-key path to a table with a {column} column (or to "
+                           f"{tenants.qualified}), so its rows cannot be given a tenant: add that foreign key first, "
+                           "or pass --tenant-default TENANT_ID to give every existing row one tenant")
+    fill = _backfill(ctx, table, path, default_sql, tenant_default)
+    q = quoted_qname(table.schema, table.name)
+    col = quoted(column)
+
+    taken = constraint_names(table) | relation_names(snap, table.schema)
+    fk_name = unique_name(taken, f"{table.name}_{column}", "fkey", "fk")
+    chk_name = unique_name(taken | {fk_name}, f"{table.name}_{column}", "not_null", "nn")
+    idx_name = unique_name(relation_names(snap, table.schema) | {fk_name, chk_name}, f"{table.name}_{column}", "idx", "ix")
+
+    catch_up = [f"ALTER TABLE {q} ADD CONSTRAINT {quoted(chk_name)} CHECK ({col} IS NOT NULL) NOT VALID",
+                f"ALTER TABLE {q} ADD CONSTRAINT {quoted(fk_name)} FOREIGN KEY ({col}) REFERENCES "
+                f"{quoted_qname(tenants.schema, tenants.name)} ({quoted(tm.tenants_key)}) NOT VALID", *fill.catch_up]
+
+    # The table as it will be (with the new column), for the RLS part.
+    future = dataclasses.replace(table, columns=table.columns + (Column(name=column, type=col_type, not_null=True),))
+    rls = rls_plan(ctx, future, column, col_type, adding_column=True) or RlsPlan([], [], [], [], [])
+
+    m = new_migration(ctx, ACTION, table)
+    m.params = {"tenant_default": tenant_default}
+    m.forward = [
+        Block((f"ALTER TABLE {q} ADD COLUMN IF NOT EXISTS {col} {col_type}",
+               f"ALTER TABLE {q} ALTER COLUMN {col} SET DEFAULT {tenant_context(cfg, col_type, for_default=True)}"),
+              comment="1. the tenant column (nullable, no rewrite); new rows take the tenant from the context"),
+        Block((fill.statement,), transactional=False, untimed="statement",
+              comment=f"2. fill it {fill.source}, {BATCH_SIZE} rows per transaction"),
+        Block(tuple(catch_up),
+              comment="3. from now on every row needs a tenant (checked for new rows only), and the rows written\n"
+                      "   during step 2 are filled under the same lock"),
+        Block((f"ALTER TABLE {q} VALIDATE CONSTRAINT {quoted(fk_name)}",),
+              comment="4. check the existing rows reference a tenant, without blocking reads or writes"),
+        Block((f"ALTER TABLE {q} VALIDATE CONSTRAINT {quoted(chk_name)}",),
+              comment="5. check every row has a tenant, without blocking reads or writes"),
+        Block((f"ALTER TABLE {q} ALTER COLUMN {col} SET NOT NULL",
+               f"-- squawk-ignore ban-drop-constraint\nALTER TABLE {q} DROP CONSTRAINT IF EXISTS {quoted(chk_name)}"),
+              comment="6. NOT NULL without a scan (the validated CHECK proves it); the CHECK is then redundant"),
+        Block((f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {quoted(idx_name)} ON {q} ({col})",), transactional=False,
+              untimed="all", comment="7. index the tenant column without blocking writes"),
+    ]
+    m.rollback = [
+        Block((f"DROP INDEX CONCURRENTLY IF EXISTS {quoted_qname(table.schema, idx_name)}",), transactional=False,
+              untimed="all"),
+        Block((f"-- squawk-ignore ban-drop-constraint\nALTER TABLE {q} DROP CONSTRAINT IF EXISTS {quoted(fk_name)}",
+               f"-- squawk-ignore ban-drop-constraint\nALTER TABLE {q} DROP CONSTRAINT IF EXISTS {quoted(chk_name)}",
+               f"-- squawk-ignore ban-drop-column\nALTER TABLE {q} DROP COLUMN IF EXISTS {col}"),
+              comment="the column and its constraints did not exist before the forward migration"),
+    ]
+    if rls.forward:
+        m.forward.append(Block(tuple(rls.forward), comment="8. row level security and the tenant policy"))
+        m.rollback.insert(0, Block(tuple(rls.rollback), comment="policies and RLS flags as they were"))
+    m.what = [f"add column {column} {col_type} to {table.qualified}, default: the current tenant",
+              f"fill it {fill.source} in batches of {BATCH_SIZE}",
+              f"foreign key {quoted(fk_name)} -> {tenants.qualified}({tm.tenants_key}), NOT VALID then VALIDATE",
+              f"NOT NULL through the validated CHECK {quoted(chk_name)}",
+              f"index {quoted(idx_name)} on ({column}) concurrently"] + rls.what
+    m.undo = list(reversed(rls.undo)) + [f"drop index {quoted(idx_name)}", f"drop the column {column} and its constraints"]
+    findings = ctx.table_findings(table, ("missing_tenant_column",)) + rls.findings
+    m.why, m.fixes = why(findings), [f.cache_key for f in findings]
+    if not findings:
+        m.why = [f"{table.qualified} holds tenant data (it reaches {tenants.qualified} through foreign keys) but has no "
+                 f"{column} column" if path else f"{table.qualified} has no {column} column"]
+    return m

@@ -1,0 +1,96 @@
+"""Which findings a migration can fix, and the ``--all`` selection: one migration per (action, table).
+
+A finding is fixable when its rule declares a ``fix_action`` (``RuleSpec.fix_action``, read through
+:func:`dbguard_pipeline.rules.fix_actions`); the CLI's ``--all``, the Dagster job and its sensor use this one map.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Optional
+
+from dbguard_pipeline.errors import DbguardError
+from dbguard_pipeline.fixes.actions import (
+    Context,
+    NothingToFix,
+    plan_add_composite_index,
+    plan_add_foreign_key,
+    plan_add_tenant_isolation,
+    plan_fix_rls_policy,
+    resolve_table,
+)
+from dbguard_pipeline.fixes.actions.add_composite_index import finding_columns
+from dbguard_pipeline.fixes.actions.context import why
+from dbguard_pipeline.fixes.plan import Migration
+from dbguard_pipeline.model.findings import Finding
+from dbguard_pipeline.rules import fix_actions
+from dbguard_pipeline.text import escape_controls
+
+# Finding rule id -> the action that fixes it.
+FIXABLE: dict[str, str] = fix_actions()
+
+
+def fixable_keys(cache_keys: Iterable[object]) -> list[str]:
+    """The cache keys (``rule:schema.table[:object]``) among ``cache_keys`` whose rule has a fix action, sorted."""
+    return sorted(k for k in cache_keys if isinstance(k, str) and k.split(":", 1)[0] in FIXABLE)
+
+
+@dataclass
+class PlanAll:
+    migrations: list[Migration]
+    skipped: list[str]  # one line each: a group with nothing to fix, a fix already pending, or why it cannot be fixed
+
+
+def _plan_group(ctx: Context, action: str, qualified: str, group: list[Finding],
+                tenant_default: Optional[str]) -> Migration:
+    if action == "add-composite-index":
+        table = resolve_table(ctx.snapshot, qualified)
+        sets = []
+        for f in group:
+            cols = finding_columns(table, f)
+            if cols is None and f.rule == "missing_tenant_index":
+                cols = (ctx.config.tenant.column,)
+            if cols:
+                sets.append(cols)
+        return plan_add_composite_index(ctx, qualified, sets, findings=group)
+    if action == "add-foreign-key":
+        resolve_table(ctx.snapshot, qualified)
+        return plan_add_foreign_key(ctx, qualified, ctx.config.tenant.tenants_table, ctx.config.tenant.column,
+                                    findings=group)
+    if action == "fix-rls-policy":
+        return plan_fix_rls_policy(ctx, qualified)
+    return plan_add_tenant_isolation(ctx, qualified, tenant_default)
+
+
+def plan_all(ctx: Context, findings: Optional[Iterable[Finding]] = None, pending_fixes: Iterable[str] = (),
+             tenant_default: Optional[str] = None) -> PlanAll:
+    """One migration per (action, table) over the fixable findings that no pending migration file fixes."""
+    chosen = list(ctx.findings if findings is None else findings)
+    pending = set(pending_fixes)
+    groups: dict[tuple[str, str, str], list[Finding]] = {}
+    skipped: list[str] = []
+    for f in chosen:
+        action = FIXABLE.get(f.rule)
+        if action is None:
+            continue
+        if f.cache_key in pending or escape_controls(f.cache_key) in pending:
+            skipped.append(f"{f.cache_key}: a migration for it is already in the folder")
+            continue
+        groups.setdefault((action, f.schema, f.table), []).append(f)
+    out: list[Migration] = []
+    for (action, schema, table_name), group in sorted(groups.items()):
+        qualified = f"{schema}.{table_name}"
+        ctx.notes = []
+        try:
+            m = _plan_group(ctx, action, qualified, group, tenant_default)
+        except NothingToFix as exc:
+            skipped.append(f"{action} {qualified}: {exc}")
+            continue
+        except DbguardError as exc:
+            skipped.append(f"{action} {qualified}: cannot fix: {exc}")
+            continue
+        m.fixes = sorted(set(m.fixes) | {f.cache_key for f in group})
+        if not m.why:
+            m.why = why(group)
+        out.append(m)
+    return PlanAll(out, skipped)
