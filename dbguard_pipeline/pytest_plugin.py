@@ -63,12 +63,14 @@ class IsolationItem(pytest.Item):
         self.command = command
 
     def runtest(self) -> None:
+        from dbguard_pipeline.probe import not_probed_reason, witnesses
+
         report = _report(self.session)
         verdict, results, not_probed = report.outcome(self.qualified, self.command)
         if verdict == "leak":
-            raise IsolationLeak("\n".join(f"{r.probe}: {r.detail}" for r in results if not r.isolated))
+            raise IsolationLeak(witnesses([r for r in results if not r.isolated], escape=False))
         if verdict == "not probed":
-            reason = "; ".join(f"{n.probe}: {n.reason}" for n in not_probed) or "no probe ran"
+            reason = not_probed_reason(not_probed)
             if self.config.getoption("dbguard_strict"):
                 raise IsolationLeak(f"not probed: {reason}")
             pytest.skip(f"not probed: {reason}")
@@ -114,10 +116,10 @@ def pytest_collection_modifyitems(session, config, items):
     dsn = _dsn(config)
     if not dsn:
         return
-    from dbguard_pipeline.pg.catalog import introspect
     from dbguard_pipeline.config import load_config
     from dbguard_pipeline.errors import DbguardError
-    from dbguard_pipeline.probe import ProbeReport, plan_targets
+    from dbguard_pipeline.pg.catalog import introspect
+    from dbguard_pipeline.probe import plan_targets
 
     try:
         cfg = load_config(config.getoption("dbguard_config"))
@@ -126,10 +128,9 @@ def pytest_collection_modifyitems(session, config, items):
         targets = plan_targets(snapshot, cfg)
     except DbguardError as exc:
         raise pytest.UsageError(f"dbguard: {exc}") from None
-    shell = ProbeReport(database="", app_role="", tenant_context={}, tables=[t.qualified for t in targets],
-                        kinds={t.qualified: t.kind for t in targets})
-    suite = IsolationSuite.from_parent(session, name="dbguard-isolation", nodeid="dbguard-isolation",
-                                       cases=shell.cases())
+    # the same (relation, command) cases, in the same order, as ProbeReport.cases() names them
+    cases = [(t.qualified, command) for t in targets for command in t.commands]
+    suite = IsolationSuite.from_parent(session, name="dbguard-isolation", nodeid="dbguard-isolation", cases=cases)
     # collected through the regular hooks, so that counts, --collect-only and the terminal summary see them
     rep = suite.ihook.pytest_make_collect_report(collector=suite)
     session.ihook.pytest_collectreport(report=rep)

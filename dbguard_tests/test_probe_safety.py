@@ -90,11 +90,12 @@ def test_hostile_identifiers_everywhere(server_dsn):
     assert {report.outcome(f"{H_SCHEMA}.{H_SAFE}", c)[0] for c in cmds} == {"isolated"}
     assert report.not_probed == []
     assert len(H_SAFE) == 63
-    # names are shown, not obeyed: control characters escaped in text, the JUnit file still parses
+    # names are shown, not obeyed: control characters escaped in text (text.escape_controls), the JUnit file
+    # still parses
     text = report.to_text()
-    assert "Kind'; --\\nzwei" in text and "Kind'; --\nzwei" not in text
+    assert "Kind'; --\\x0azwei" in text and "Kind'; --\nzwei" not in text
     suite = ET.fromstring(report.to_junit())
-    assert f"test_isolation[{H_SCHEMA}.Kind'; --\\nzwei-select]" in [tc.get("name") for tc in suite.iter("testcase")]
+    assert f"test_isolation[{H_SCHEMA}.Kind'; --\\x0azwei-select]" in [tc.get("name") for tc in suite.iter("testcase")]
     assert json.loads(report.to_json())["results"][0]["schema"] == H_SCHEMA
 
 

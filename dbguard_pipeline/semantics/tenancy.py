@@ -49,6 +49,13 @@ def _audited_tables(snapshot: Snapshot, config: Config) -> list[Table]:
     return out
 
 
+def in_audited_schema(schema: str, config: Config) -> bool:
+    """The config's schemas when it names them, else every schema but the excluded (platform-managed) ones."""
+    if config.schemas:
+        return schema in config.schemas
+    return schema not in config.exclude_schemas
+
+
 def is_tenants_table(table: Table, config: Config) -> bool:
     return table.schema == config.tenant.tenants_schema and table.name == config.tenant.tenants_name
 

@@ -1,0 +1,469 @@
+"""The probes, one small object each: its name, the command it reports as, the statement it builds (or why it
+cannot run), and its judge (held, leaked, or not probed, with the witness).
+
+A relation is probed in phases; each phase prepares the rows its probes act on (:class:`ReadRows`,
+:class:`WriteRows`, :class:`ViewRows`), then runs its probes in order (``TABLE_PHASES``, ``VIEW_PHASES``).
+The read probes count the table's own rows, so the rows the writes target are built only after them.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Optional, Union
+
+from psycopg import sql
+
+from dbguard_pipeline.model.schema import Table
+from dbguard_pipeline.probe.report import Target
+from dbguard_pipeline.probe.rows import CannotBuild, RowRef, Rows, lit, where_rows
+from dbguard_pipeline.probe.session import Outcome, Query, Session
+from dbguard_pipeline.probe.tenants import Tenants
+from dbguard_pipeline.text import plural
+
+
+def _rows(n: int) -> str:
+    return plural(n, "row")
+
+
+# --------------------------------------------------------------------------- what a probe needs and returns
+class SkipAll(Exception):
+    """No probe of the relation can run (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Relation:
+    """The relation being probed, and what every probe of it works with."""
+
+    session: Session
+    rows: Rows
+    tenants: Tenants
+    target: Target
+
+    @property
+    def table(self) -> Table:
+        """The table (for the probes of tables)."""
+        assert self.target.table is not None
+        return self.target.table
+
+    @property
+    def q(self) -> str:
+        return self.target.qualified
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.target.schema, self.target.name)
+
+    @property
+    def as_a(self) -> str:
+        return f"as {self.session.role} with tenant A"
+
+    @property
+    def no_context(self) -> str:
+        return f"as {self.session.role} with no tenant context"
+
+    def count_sample(self, where: Optional[sql.Composable] = None) -> Query:
+        """How many rows (at most the sample size) the relation shows, optionally filtered."""
+        return sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {}{} LIMIT {}) s").format(
+            self.ident, sql.SQL(" WHERE {}").format(where) if where is not None else sql.SQL(""),
+            sql.Literal(self.rows.sample))
+
+    def scalar(self, stmt: Query) -> Any:
+        return self.session.scalar(stmt)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A statement to run as the application, and what its judge needs to know about it."""
+
+    tenant: Optional[str]  # the tenant context it runs with (None: no context at all)
+    statement: Query
+    shape: str  # the statement as the report shows it
+    targeted: int = 0  # rows of the other tenant it aims at (reads: rows there are to see)
+    measure: Optional[Callable[[], int]] = None  # its effect, counted as the connecting role
+    before: Optional[Callable[[], object]] = None  # run first, in the same savepoint
+    note: str = ""  # appended to the witness
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a probe found: held, leaked (with the witness), or not probed (with the reason)."""
+
+    isolated: Optional[bool]  # None: not probed
+    text: str  # the witness, or why the probe could not run
+    shape: str = ""
+    rows: int = 0
+    warning: str = ""
+
+
+def held(text: str, shape: str, warning: str = "") -> Verdict:
+    return Verdict(True, text, shape, 0, warning)
+
+
+def leaked(text: str, shape: str, rows: int = 0) -> Verdict:
+    return Verdict(False, text, shape, rows)
+
+
+def not_probed(reason: str) -> Verdict:
+    return Verdict(None, reason)
+
+
+class Probe(ABC):
+    """One probe. ``plan`` returns the attempt, or the reason it cannot run; ``judge`` reads the outcome."""
+
+    name: str = ""  # reported as ProbeResult.probe / NotProbed.probe
+    command: str = ""  # select | insert | update | delete: the verdict it counts towards
+
+    @abstractmethod
+    def plan(self, rel: Relation, fx: Any) -> Union[Attempt, str]: ...
+
+    def retry(self, rel: Relation, fx: Any, attempt: Attempt, out: Outcome) -> Optional[Attempt]:
+        """A second attempt that measures what the first could not (None: the first one stands)."""
+        return None
+
+    @abstractmethod
+    def judge(self, rel: Relation, fx: Any, attempt: Attempt, out: Outcome) -> Verdict: ...
+
+
+# --------------------------------------------------------------------------- judges
+def judge_read(rel: Relation, attempt: Attempt, out: Outcome, who: str, what: str, *, of_tenant: str = "",
+               own: Optional[tuple[int, Optional[int]]] = None) -> Verdict:
+    if out.kind == "timeout":
+        return not_probed(f"{what} did not finish: {out.message}")
+    if out.error is not None:
+        how = "was refused" if out.kind == "refused" else "failed with an error and returned nothing"
+        return held(f"{who}, {what} {how}: {out.message}", attempt.shape)
+    assert out.rows is not None
+    n = out.rows[0][0]
+    if n > 0:
+        more = "at least " if (not of_tenant and n >= rel.rows.sample) else ""
+        return leaked(f"{who}, {what} returned {more}{_rows(n)}{of_tenant}", attempt.shape, n)
+    if of_tenant:
+        detail = f"{who}, {what} returned none of the rows{of_tenant} ({attempt.targeted} targeted)"
+    else:
+        detail = f"{who}, {what} returned no rows"
+    warning = ""
+    if own is not None and own[0]:
+        seen = own[1] or 0
+        detail += f" (tenant A saw {seen} of its {own[0]})"
+        if seen == 0:
+            warning = (f"{rel.q}: {who}, none of tenant A's own {_rows(own[0])} were visible either: if the "
+                       f"application can read them, tenant.context/guc/jwt_claim or tenant.app_role in the config "
+                       f"do not match it, and the probes that held prove little")
+    return held(detail, attempt.shape, warning)
+
+
+def judge_write_error(out: Outcome, who: str, what: str, shape: str, *, filtered: bool) -> Verdict:
+    """A write that failed: refused by row level security or privileges (held), or not measurable."""
+    if out.kind == "refused":
+        return held(f"{who}, {what} was refused: {out.message}", shape)
+    if out.kind == "timeout":
+        return not_probed(f"{what} did not finish: {out.message}")
+    if out.kind == "integrity" and filtered:
+        constraint = (out.error.diag.constraint_name if out.error is not None else None) or ""
+        return leaked(f"{who}, row level security let {what} through; only the constraint {constraint} stopped it "
+                      f"({out.message})", shape)
+    if out.kind == "integrity":
+        return not_probed(f"{what} failed on a constraint, so its effect on tenant B's rows could not be measured: "
+                          f"{out.message}")
+    return not_probed(f"{what} failed, so its effect could not be measured: {out.message}")
+
+
+def judge_write(attempt: Attempt, out: Outcome, who: str, what: str, *, filtered: bool, verb: str) -> Verdict:
+    if out.error is not None:
+        return judge_write_error(out, who, what, attempt.shape, filtered=filtered)
+    n = out.measured or 0
+    if n > 0:
+        return leaked(f"{who}, {what} {verb} {_rows(n)} of tenant B{attempt.note}", attempt.shape, n)
+    return held(f"{who}, {what} {verb} none of the tenant B rows ({attempt.targeted} targeted){attempt.note}",
+                attempt.shape)
+
+
+# --------------------------------------------------------------------------- tables: reads
+@dataclass(frozen=True)
+class ReadRows:
+    """Rows of tenants B and A in the table: the existing ones (a sample), or one built when there were none."""
+
+    b_existing: list[RowRef]
+    a_existing: list[RowRef]
+    fresh_b: list[RowRef]
+    fresh_a: list[RowRef]
+    why_b: str  # why a row of B could not be built, when one was needed
+    why_a: str
+
+    @property
+    def b_sel(self) -> list[RowRef]:
+        return self.b_existing + self.fresh_b
+
+    @property
+    def a_sel(self) -> list[RowRef]:
+        return self.a_existing + self.fresh_a
+
+
+def prepare_reads(rel: Relation, _previous: object = None) -> ReadRows:
+    t, tenants = rel.table, rel.tenants
+    try:
+        rel.rows.ensure_tenants(tenants.missing)
+    except CannotBuild as exc:
+        raise SkipAll(f"tenants {tenants.a} and {tenants.b} are not both in {rel.session.tm.tenants_table} and "
+                      f"could not be created: {exc}") from None
+    b_existing = rel.rows.of_tenant(t, tenants.b)
+    a_existing = rel.rows.of_tenant(t, tenants.a)
+    fresh_b, why_b = ([], "") if b_existing else rel.rows.fresh_row(t, tenants.b)
+    fresh_a, why_a = ([], "") if a_existing else rel.rows.fresh_row(t, tenants.a)
+    return ReadRows(b_existing, a_existing, fresh_b, fresh_a, why_b, why_a)
+
+
+class SelectWithoutContext(Probe):
+    """With no tenant context at all, is anything visible?"""
+
+    name, command = "select_without_context", "select"
+
+    def plan(self, rel: Relation, fx: ReadRows) -> Union[Attempt, str]:
+        stmt = rel.count_sample()
+        total = rel.scalar(stmt)
+        if total == 0:
+            return f"{rel.q} has no rows and none could be built: {fx.why_b or fx.why_a}"
+        return Attempt(None, stmt, f"SELECT count(*) FROM {rel.q}", targeted=total)
+
+    def judge(self, rel: Relation, fx: ReadRows, attempt: Attempt, out: Outcome) -> Verdict:
+        return judge_read(rel, attempt, out, rel.no_context, f"SELECT on {rel.q}")
+
+
+class SelectOtherTenant(Probe):
+    """SELECT tenant B's rows (counted by their ctid) with tenant A's context."""
+
+    name, command = "select_other_tenant", "select"
+
+    def plan(self, rel: Relation, fx: ReadRows) -> Union[Attempt, str]:
+        t, b_sel, a_sel = rel.table, fx.b_sel, fx.a_sel
+        if not b_sel:
+            return f"{rel.q} has no row of tenant B and none could be built: {fx.why_b or fx.why_a}"
+        stmt = sql.SQL("SELECT (SELECT count(*) FROM {i} AS t WHERE {b}), {a}").format(
+            i=rel.ident, b=where_rows(t, b_sel),
+            a=sql.SQL("(SELECT count(*) FROM {} AS t WHERE {})").format(rel.ident, where_rows(t, a_sel))
+            if a_sel else sql.SQL("0"))
+        shape = f"SELECT * FROM {rel.q} WHERE ctid = ANY(<{_rows(len(b_sel))} of tenant B>)"
+        return Attempt(rel.tenants.a, stmt, shape, targeted=len(b_sel))
+
+    def judge(self, rel: Relation, fx: ReadRows, attempt: Attempt, out: Outcome) -> Verdict:
+        own = (len(fx.a_sel), out.rows[0][1] if out.rows else None)
+        return judge_read(rel, attempt, out, rel.as_a, f"SELECT on {rel.q}", of_tenant=" of tenant B", own=own)
+
+
+# --------------------------------------------------------------------------- tables: writes
+@dataclass(frozen=True)
+class WriteRows:
+    """What the writes target: a fresh row of each tenant when one could be built (nothing references it, so
+    no foreign key gets in the way of measuring what row level security allows), else the existing ones."""
+
+    b_write: list[RowRef]
+    a_write: list[RowRef]
+    candidate: Optional[Query]  # INSERT of a valid new row of tenant B
+    why_candidate: str
+    set_a: Optional[Query]  # SET clause that makes a row tenant A's
+    set_b: Optional[Query]
+    columns: str  # the columns those SET clauses assign, for the report
+    no_a: str  # why there is no row of tenant A
+    no_b: str
+
+
+def prepare_writes(rel: Relation, reads: ReadRows) -> WriteRows:
+    t, tenants, rows = rel.table, rel.tenants, rel.rows
+    fresh_b, why_b, fresh_a, why_a = reads.fresh_b, reads.why_b, reads.fresh_a, reads.why_a
+    if reads.b_existing:
+        fresh_b, why_b = rows.fresh_row(t, tenants.b)
+    if reads.a_existing:
+        fresh_a, why_a = rows.fresh_row(t, tenants.a)
+    cand, why_c = rows.candidate(t, tenants.b)
+    b_sel, a_sel = reads.b_existing + fresh_b, reads.a_existing + fresh_a
+    return WriteRows(
+        b_write=fresh_b or reads.b_existing, a_write=fresh_a or reads.a_existing, candidate=cand, why_candidate=why_c,
+        set_a=rows.assignment(t, tenants.a, a_sel), set_b=rows.assignment(t, tenants.b, b_sel),
+        columns=", ".join(rows.row_tenancy.require(t).assign_columns),
+        no_a=f"{rel.q} has no row of tenant A and none could be built: {why_a}",
+        no_b=f"{rel.q} has no row of tenant B and none could be built: {why_b}")
+
+
+class InsertForOtherTenant(Probe):
+    """INSERT a valid new row that belongs to tenant B."""
+
+    name, command = "insert_for_other_tenant", "insert"
+
+    def plan(self, rel: Relation, fx: WriteRows) -> Union[Attempt, str]:
+        if fx.candidate is None:
+            return fx.why_candidate
+        return Attempt(rel.tenants.a, fx.candidate, f"INSERT INTO {rel.q} (...) VALUES (<a valid row of tenant B>)")
+
+    def judge(self, rel: Relation, fx: WriteRows, attempt: Attempt, out: Outcome) -> Verdict:
+        what = f"INSERT of a row of tenant B into {rel.q}"
+        if out.kind == "ok" and out.rowcount > 0:
+            return leaked(f"{rel.as_a}, {what} succeeded", attempt.shape, 1)
+        if out.kind == "ok":
+            return held(f"{rel.as_a}, {what} inserted nothing", attempt.shape)
+        return judge_write_error(out, rel.as_a, what, attempt.shape, filtered=False)
+
+
+def _measure(rel: Relation, rows: list[RowRef]) -> Callable[[], int]:
+    """How many of ``rows`` the statement changed or deleted (they are no longer visible as they were)."""
+    return lambda: len(rows) - rel.rows.count(rel.table, rows)
+
+
+def _update(rel: Relation, columns: str, assignment: Query, rows: list[RowRef], *, to: str, of: str,
+            blind: bool) -> Attempt:
+    """An UPDATE (with tenant A's context) that makes ``rows`` of tenant ``of`` belong to tenant ``to``: filtered
+    to them by ctid, or blind (no WHERE)."""
+    shape = f"UPDATE {rel.q} SET {columns} = <tenant {to}>"
+    if blind:
+        stmt = sql.SQL("UPDATE {} SET {}").format(rel.ident, assignment)
+    else:
+        stmt = sql.SQL("UPDATE {} AS t SET {} WHERE {}").format(rel.ident, assignment, where_rows(rel.table, rows))
+        shape += f" WHERE ctid = ANY(<{_rows(len(rows))} of tenant {of}>)"
+    return Attempt(rel.tenants.a, stmt, shape, targeted=len(rows), measure=_measure(rel, rows))
+
+
+class _FilteredOrBlind(Probe):
+    """A write in two forms: filtered to the targeted rows, or blind (no WHERE; named ``<base>_blind``)."""
+
+    base = ""
+
+    def __init__(self, *, blind: bool):
+        self.blind = blind
+        self.name = f"{self.base}_blind" if blind else self.base
+
+
+class UpdateOtherTenant(_FilteredOrBlind):
+    """UPDATE tenant B's rows, filtered to them (PostgreSQL also applies the SELECT policies), or blind: no WHERE
+    and constants only, so nothing is read and only the UPDATE policies apply."""
+
+    base, command = "update_other_tenant", "update"
+
+    def plan(self, rel: Relation, fx: WriteRows) -> Union[Attempt, str]:
+        if not fx.b_write:
+            return fx.no_b
+        if fx.set_a is None:
+            return fx.no_a
+        return _update(rel, fx.columns, fx.set_a, fx.b_write, to="A", of="B", blind=self.blind)
+
+    def judge(self, rel: Relation, fx: WriteRows, attempt: Attempt, out: Outcome) -> Verdict:
+        what = (f"blind UPDATE of {rel.q} (no WHERE, reads no column)" if self.blind
+                else f"UPDATE of tenant B's rows in {rel.q} (filtered to them)")
+        return judge_write(attempt, out, rel.as_a, what, filtered=not self.blind, verb="changed")
+
+
+class MoveRowToOtherTenant(_FilteredOrBlind):
+    """UPDATE one of A's rows so that it belongs to tenant B (filtered to it, or blind)."""
+
+    base, command = "move_row_to_other_tenant", "update"
+
+    def plan(self, rel: Relation, fx: WriteRows) -> Union[Attempt, str]:
+        if not fx.a_write:
+            return fx.no_a
+        if fx.set_b is None:
+            return fx.no_b
+        return _update(rel, fx.columns, fx.set_b, fx.a_write, to="B", of="A", blind=self.blind)
+
+    def judge(self, rel: Relation, fx: WriteRows, attempt: Attempt, out: Outcome) -> Verdict:
+        what = (f"blind UPDATE of {rel.q} moving rows to tenant B" if self.blind
+                else f"UPDATE of tenant A's row in {rel.q} moving it to tenant B")
+        if out.error is not None:
+            return judge_write_error(out, rel.as_a, what, attempt.shape, filtered=False)
+        n = out.measured or 0
+        if n > 0:
+            return leaked(f"{rel.as_a}, {what} succeeded: {_rows(n)} of tenant A now "
+                          f"{'belongs' if n == 1 else 'belong'} to tenant B", attempt.shape, n)
+        return held(f"{rel.as_a}, {what} moved nothing", attempt.shape)
+
+
+class DeleteOtherTenant(_FilteredOrBlind):
+    """DELETE tenant B's rows, filtered to them, or blind (no WHERE)."""
+
+    base, command = "delete_other_tenant", "delete"
+
+    def plan(self, rel: Relation, fx: WriteRows) -> Union[Attempt, str]:
+        if not fx.b_write:
+            return fx.no_b
+        if self.blind:
+            stmt: Query = sql.SQL("DELETE FROM {}").format(rel.ident)
+            shape = f"DELETE FROM {rel.q}"
+        else:
+            stmt = sql.SQL("DELETE FROM {} AS t WHERE {}").format(rel.ident, where_rows(rel.table, fx.b_write))
+            shape = f"DELETE FROM {rel.q} WHERE ctid = ANY(<{_rows(len(fx.b_write))} of tenant B>)"
+        return Attempt(rel.tenants.a, stmt, shape, targeted=len(fx.b_write), measure=_measure(rel, fx.b_write))
+
+    def retry(self, rel: Relation, fx: WriteRows, attempt: Attempt, out: Outcome) -> Optional[Attempt]:
+        """A blind DELETE that reached rows of tenant A referenced by other tables fails on their foreign keys.
+        Measure again with the foreign-key triggers off, which only a superuser may do, and only when no user
+        trigger on this table could be part of the isolation."""
+        session = rel.session
+        if not self.blind or out.sqlstate != "23503" or not session.superuser or rel.q in session.delete_triggers:
+            return None
+        return replace(attempt, before=lambda: session.conn.execute("SET LOCAL session_replication_role = replica"),
+                       note=" (measured with foreign-key checks off: other tables reference rows of tenant A that "
+                            "the DELETE reached)")
+
+    def judge(self, rel: Relation, fx: WriteRows, attempt: Attempt, out: Outcome) -> Verdict:
+        what = (f"blind DELETE FROM {rel.q} (no WHERE)" if self.blind
+                else f"DELETE of tenant B's rows from {rel.q} (filtered to them)")
+        return judge_write(attempt, out, rel.as_a, what, filtered=not self.blind, verb="deleted")
+
+
+# --------------------------------------------------------------------------- views
+@dataclass(frozen=True)
+class ViewRows:
+    what: str  # "view" | "materialized view"
+    total: int  # rows the view shows the connecting role (at most the sample size)
+
+
+def prepare_view(rel: Relation, _previous: object = None) -> ViewRows:
+    what = "materialized view" if rel.target.kind == "materialized view" else "view"
+    total = rel.scalar(rel.count_sample())
+    if total == 0:
+        raise SkipAll(f"the {what} {rel.q} shows no rows even to the connecting role: nothing to leak")
+    return ViewRows(what, total)
+
+
+class ViewSelectWithoutContext(Probe):
+    """With no tenant context at all, does the view show anything? (One that runs with its owner's rights
+    shows every tenant's rows.)"""
+
+    name, command = "select_without_context", "select"
+
+    def plan(self, rel: Relation, fx: ViewRows) -> Union[Attempt, str]:
+        return Attempt(None, rel.count_sample(), f"SELECT count(*) FROM {rel.q}", targeted=fx.total)
+
+    def judge(self, rel: Relation, fx: ViewRows, attempt: Attempt, out: Outcome) -> Verdict:
+        return judge_read(rel, attempt, out, rel.no_context, f"SELECT on {fx.what} {rel.q}")
+
+
+class ViewSelectOtherTenant(Probe):
+    """SELECT tenant B's rows of the view (by its tenant column) with tenant A's context."""
+
+    name, command = "select_other_tenant", "select"
+
+    def plan(self, rel: Relation, fx: ViewRows) -> Union[Attempt, str]:
+        column = rel.session.tm.column
+        tc_type = rel.session.view_tenant_columns.get(rel.q)
+        if tc_type is None:
+            return f"the {fx.what} has no {column} column, so tenant B's rows cannot be told apart in it"
+        count_b = rel.count_sample(sql.SQL("{} = {}").format(sql.Identifier(column), lit(rel.tenants.b, tc_type)))
+        n_b = rel.scalar(count_b)
+        if n_b == 0:
+            return f"the {fx.what} shows no rows of tenant B even to the connecting role"
+        return Attempt(rel.tenants.a, count_b, f"SELECT * FROM {rel.q} WHERE {column} = <tenant B>", targeted=n_b)
+
+    def judge(self, rel: Relation, fx: ViewRows, attempt: Attempt, out: Outcome) -> Verdict:
+        return judge_read(rel, attempt, out, rel.as_a, f"SELECT on {fx.what} {rel.q}", of_tenant=" of tenant B")
+
+
+# --------------------------------------------------------------------------- the probes, in the order they run
+Phase = tuple[Callable[[Relation, Any], Any], Sequence[Probe]]  # (prepare its rows, its probes)
+
+TABLE_PHASES: tuple[Phase, ...] = (
+    (prepare_reads, (SelectWithoutContext(), SelectOtherTenant())),
+    (prepare_writes, (InsertForOtherTenant(), UpdateOtherTenant(blind=False), UpdateOtherTenant(blind=True),
+                      MoveRowToOtherTenant(blind=False), MoveRowToOtherTenant(blind=True),
+                      DeleteOtherTenant(blind=False), DeleteOtherTenant(blind=True))),
+)
+VIEW_PHASES: tuple[Phase, ...] = ((prepare_view, (ViewSelectWithoutContext(), ViewSelectOtherTenant())),)
+
