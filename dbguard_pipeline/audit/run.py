@@ -1,9 +1,8 @@
 """The audit run: snapshot -> data metrics (+ expectation suites) -> rules -> ignores -> AuditResult.
 
-``run_audit`` is what ``dbguard validate``, ``dbguard demo`` and the Dagster assets call. The pieces are
-exposed separately for the assets (``rls_audit`` = :func:`static_findings`, ``tenant_coverage`` =
-:func:`coverage_rows`, ``data_integrity`` = :func:`data_findings`), so each asset can compute its part from the
-upstream ``schema_snapshot`` without redoing the rest.
+``run_audit`` is what ``dbguard validate`` and ``dbguard demo`` call (through ``services.audit``). The Dagster
+assets compute their parts from the upstream ``schema_snapshot`` without redoing the rest: ``rls_audit`` =
+:func:`static_audit`, ``tenant_coverage`` and ``data_integrity`` = :func:`data_audit` (one pass of data metrics).
 """
 from __future__ import annotations
 
@@ -78,20 +77,14 @@ class AuditResult:
             "generated_at": self.generated_at,
             "summary": {"critical": s["critical"], "warning": s["warning"], "info": s["info"],
                         "ignored": s["ignored"], "not_measured": len(self.not_measured)},
-            "findings": [_finding_json(f) for f in self.findings],
+            "findings": [f.to_dict(detail=False) for f in self.findings],
             "coverage": [c.to_dict() for c in self.coverage],
-            "ignored": [_finding_json(f) for f in self.ignored],
+            "ignored": [f.to_dict(detail=False) for f in self.ignored],
             "not_measured": [{"table": t, "reason": r} for t, r in self.not_measured],
             "server_version": self.snapshot.server_version,
             "tables": list(self.tables),
             "rules": list(self.rules_run),
         }
-
-
-def _finding_json(f: Finding) -> dict:
-    return {"rule": f.rule, "severity": f.severity.value, "category": f.category, "schema": f.schema,
-            "table": f.table, "object": f.object, "message": f.message, "cache_key": f.cache_key,
-            "remediation": f.remediation}
 
 
 # --------------------------------------------------------------------------- pieces (also for Dagster)
@@ -198,6 +191,18 @@ def build_result(snapshot: Snapshot, findings: Iterable[Finding], config: Config
     )
 
 
+def static_audit(snapshot: Snapshot, config: Config) -> AuditResult:
+    """The static findings of a snapshot taken before, ignores applied (the ``rls_audit`` asset)."""
+    return build_result(snapshot, static_findings(snapshot, config), config)
+
+
+def data_audit(dsn: str, snapshot: Snapshot, config: Config) -> AuditResult:
+    """One pass of data metrics (each table read once) for both ``tenant_coverage`` and ``data_integrity``: an
+    AuditResult holding the data findings only, the coverage rows and the tables not measured."""
+    metrics = collect_data(dsn, snapshot, config)
+    return build_result(snapshot, data_findings(snapshot, metrics, config), config, metrics)
+
+
 # --------------------------------------------------------------------------- the audit
 def run_audit(dsn: str, config: Config, *, rules: Optional[Iterable[str]] = None, with_metrics: bool = True,
               snapshot: Optional[Snapshot] = None) -> AuditResult:
@@ -219,17 +224,3 @@ def run_audit(dsn: str, config: Config, *, rules: Optional[Iterable[str]] = None
     findings = rules_pkg.run_rules(snapshot, metrics, config, only=list(selected)) if selected else []
     ran = [k for k, v in selected.items() if metrics is not None or not v.needs_metrics]
     return build_result(snapshot, findings, config, metrics, ran)
-
-
-def run_audit_for_demo(dsn: str) -> int:
-    """`dbguard demo`: audit the demo database with the default config, print the text report, return the
-    exit code (1: critical findings, as the demo has)."""
-    import sys
-
-    from dbguard_pipeline.report import render
-
-    config = Config()
-    result = run_audit(dsn, config)
-    sys.stdout.write(render(result, "text", color=None))
-    sys.stdout.flush()
-    return result.exit_code("critical")

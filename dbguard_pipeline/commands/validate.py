@@ -1,6 +1,7 @@
 """dbguard validate: the audit, reported for people (text) or CI (json, sarif, junit)."""
 from __future__ import annotations
 
+import argparse
 import sys
 
 from dbguard_pipeline.commands._args import add_database_arguments
@@ -10,7 +11,7 @@ DESCRIPTION = ("Audit row level security, tenancy, data integrity, performance a
                "otherwise, 2 on usage, connection or permission errors.")
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_database_arguments(parser)
     parser.add_argument("--format", choices=("text", "json", "sarif", "junit"), default="text",
                         help="report format (default: text)")
@@ -23,17 +24,17 @@ def add_arguments(parser):
                         help="skip the data metrics (row counts, NULLs, orphans): schema rules only")
 
 
-def run(args) -> int:
-    from dbguard_pipeline.audit import run_audit, selected_rules
-    from dbguard_pipeline.config import load_config
-    from dbguard_pipeline.services import resolve_dsn
+def run(args: argparse.Namespace) -> int:
+    from dbguard_pipeline import services
+    from dbguard_pipeline.audit import selected_rules
     from dbguard_pipeline.commands.output import write_output
+    from dbguard_pipeline.config import load_config
     from dbguard_pipeline.report import render
 
     config = load_config(args.config)
     selected_rules(args.rules)  # unknown rule ids fail before any connection
-    dsn = resolve_dsn(args.dsn)
-    result = run_audit(dsn, config, rules=args.rules, with_metrics=not args.no_data)
+    dsn = services.resolve_dsn(args.dsn)
+    result = services.audit(dsn, config, rules=args.rules, with_metrics=not args.no_data)
     color = None if not args.out or args.out == "-" else False
     write_output(render(result, args.format, fail_on=args.fail_on, color=color if args.format == "text" else None),
                  args.out)
