@@ -1,4 +1,5 @@
 """The audit run: snapshot -> data metrics -> rules -> ignores -> AuditResult."""
+
 from dbguard_pipeline.audit.run import (
     AuditResult,
     CoverageRow,

@@ -4,12 +4,14 @@
 assets compute their parts from the upstream ``schema_snapshot`` without redoing the rest: ``rls_audit`` =
 :func:`static_audit`, ``tenant_coverage`` and ``data_integrity`` = :func:`data_audit` (one pass of data metrics).
 """
+
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from datetime import UTC, datetime
+from typing import Any, Optional
 
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.model.findings import Finding, Severity
@@ -31,8 +33,14 @@ class CoverageRow:
         return f"{self.schema}.{self.table}"
 
     def to_dict(self) -> dict:
-        return {"schema": self.schema, "table": self.table, "rows": self.rows, "with_tenant": self.with_tenant,
-                "percent": round(self.percent, 4), "estimated": self.estimated}
+        return {
+            "schema": self.schema,
+            "table": self.table,
+            "rows": self.rows,
+            "with_tenant": self.with_tenant,
+            "percent": round(self.percent, 4),
+            "estimated": self.estimated,
+        }
 
 
 @dataclass(frozen=True)
@@ -75,8 +83,13 @@ class AuditResult:
         return {
             "database": self.database,
             "generated_at": self.generated_at,
-            "summary": {"critical": s["critical"], "warning": s["warning"], "info": s["info"],
-                        "ignored": s["ignored"], "not_measured": len(self.not_measured)},
+            "summary": {
+                "critical": s["critical"],
+                "warning": s["warning"],
+                "info": s["info"],
+                "ignored": s["ignored"],
+                "not_measured": len(self.not_measured),
+            },
             "findings": [f.to_dict(detail=False) for f in self.findings],
             "coverage": [c.to_dict() for c in self.coverage],
             "ignored": [f.to_dict(detail=False) for f in self.ignored],
@@ -146,8 +159,12 @@ def collect_data(dsn: str, snapshot: Snapshot, config: Config, *, expectations: 
     return metrics
 
 
-def static_findings(snapshot: Snapshot, config: Config, metrics: Optional[Mapping[str, Any]] = None,
-                    only: Optional[Iterable[str]] = None) -> list[Finding]:
+def static_findings(
+    snapshot: Snapshot,
+    config: Config,
+    metrics: Optional[Mapping[str, Any]] = None,
+    only: Optional[Iterable[str]] = None,
+) -> list[Finding]:
     """Findings of the rules that read the snapshot only (the ``rls_audit`` asset). ``metrics``, when given,
     lets size-dependent static rules use measured row counts instead of estimates."""
     from dbguard_pipeline import rules as rules_pkg
@@ -156,8 +173,9 @@ def static_findings(snapshot: Snapshot, config: Config, metrics: Optional[Mappin
     return rules_pkg.run_rules(snapshot, metrics, config, only=ids) if ids else []
 
 
-def data_findings(snapshot: Snapshot, metrics: Mapping[str, Any], config: Config,
-                  only: Optional[Iterable[str]] = None) -> list[Finding]:
+def data_findings(
+    snapshot: Snapshot, metrics: Mapping[str, Any], config: Config, only: Optional[Iterable[str]] = None
+) -> list[Finding]:
     """Findings of the data rules (the ``data_integrity`` asset), from measured metrics."""
     from dbguard_pipeline import rules as rules_pkg
 
@@ -165,8 +183,13 @@ def data_findings(snapshot: Snapshot, metrics: Mapping[str, Any], config: Config
     return rules_pkg.run_rules(snapshot, metrics, config, only=ids) if ids else []
 
 
-def build_result(snapshot: Snapshot, findings: Iterable[Finding], config: Config,
-                 metrics: Optional[Mapping[str, Any]] = None, rules_run: Sequence[str] = ()) -> AuditResult:
+def build_result(
+    snapshot: Snapshot,
+    findings: Iterable[Finding],
+    config: Config,
+    metrics: Optional[Mapping[str, Any]] = None,
+    rules_run: Sequence[str] = (),
+) -> AuditResult:
     """Apply the ignores, sort, and assemble an AuditResult (for callers that ran the rules themselves)."""
     from dbguard_pipeline.rules import sort_findings
 
@@ -177,7 +200,7 @@ def build_result(snapshot: Snapshot, findings: Iterable[Finding], config: Config
     not_measured = tuple(metrics.not_measured()) if metrics is not None and hasattr(metrics, "not_measured") else ()
     return AuditResult(
         database=snapshot.database,
-        generated_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        generated_at=datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         snapshot=snapshot,
         findings=tuple(sort_findings(kept)),
         ignored=tuple(sort_findings(ignored)),
@@ -204,8 +227,14 @@ def data_audit(dsn: str, snapshot: Snapshot, config: Config) -> AuditResult:
 
 
 # --------------------------------------------------------------------------- the audit
-def run_audit(dsn: str, config: Config, *, rules: Optional[Iterable[str]] = None, with_metrics: bool = True,
-              snapshot: Optional[Snapshot] = None) -> AuditResult:
+def run_audit(
+    dsn: str,
+    config: Config,
+    *,
+    rules: Optional[Iterable[str]] = None,
+    with_metrics: bool = True,
+    snapshot: Optional[Snapshot] = None,
+) -> AuditResult:
     """Audit a database: introspect (unless ``snapshot`` is given), measure the data (unless
     ``with_metrics`` is False or only static rules are selected), run the rules, apply the ignores.
     Read-only throughout."""
@@ -214,8 +243,12 @@ def run_audit(dsn: str, config: Config, *, rules: Optional[Iterable[str]] = None
 
     selected = selected_rules(rules)
     if snapshot is None:
-        snapshot = introspect(dsn, config.schemas or None, statement_timeout_ms=config.statement_timeout_ms,
-                              lock_timeout_ms=config.lock_timeout_ms)
+        snapshot = introspect(
+            dsn,
+            config.schemas or None,
+            statement_timeout_ms=config.statement_timeout_ms,
+            lock_timeout_ms=config.lock_timeout_ms,
+        )
     need_data = with_metrics and (rules is None or any(v.needs_metrics for v in selected.values()))
     metrics = None
     if need_data:

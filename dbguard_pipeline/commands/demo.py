@@ -1,12 +1,15 @@
 """dbguard demo: embedded PostgreSQL + the demo database + what the audit finds."""
+
 from __future__ import annotations
 
 import argparse
 import sys
 import time
 
-DESCRIPTION = ("Start the embedded PostgreSQL (data directory in the cache folder, reused across runs), "
-               "load the demo database afresh and print what dbguard finds.")
+DESCRIPTION = (
+    "Start the embedded PostgreSQL (data directory in the cache folder, reused across runs), "
+    "load the demo database afresh and print what dbguard finds."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +27,11 @@ def run(args: argparse.Namespace) -> int:
     if args.print_dsn:
         print(dsn)
         return 0
-    print(f"demo database ready: {describe_dsn(dsn)} (data directory {dbguard_home() / 'pgdata'}, "
-          f"{time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+    print(
+        f"demo database ready: {describe_dsn(dsn)} (data directory {dbguard_home() / 'pgdata'}, "
+        f"{time.perf_counter() - t0:.1f}s)",
+        file=sys.stderr,
+    )
     return report_audit(dsn)
 
 

@@ -1,4 +1,5 @@
 """dbguard introspect: write the JSON schema snapshot."""
+
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
     write_output(dump_snapshot(snapshot) + "\n", args.out)
     if args.out:
         s = snapshot.summary()
-        print(f"wrote {args.out}: {s['tables']} tables, {s['policies']} policies, {s['views']} views, "
-              f"{s['functions']} functions from {snapshot.database}", file=sys.stderr)
+        print(
+            f"wrote {args.out}: {s['tables']} tables, {s['policies']} policies, {s['views']} views, "
+            f"{s['functions']} functions from {snapshot.database}",
+            file=sys.stderr,
+        )
     return 0

@@ -1,4 +1,5 @@
 """dbguard test-isolation: prove tenant isolation by trying cross-tenant access, table by table (rolled back)."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,14 +17,23 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_database_arguments(parser)
-    parser.add_argument("--table", action="extend", nargs="+", metavar="T", dest="tables",
-                        help="only these tables or views (schema.table or an unambiguous name; repeatable)")
+    parser.add_argument(
+        "--table",
+        action="extend",
+        nargs="+",
+        metavar="T",
+        dest="tables",
+        help="only these tables or views (schema.table or an unambiguous name; repeatable)",
+    )
     parser.add_argument("--format", choices=("text", "json", "junit"), default="text", help="output format")
     parser.add_argument("--out", metavar="FILE", help="write the report here (default: standard output)")
     parser.add_argument("--tenant-a", metavar="ID", help="the tenant to act as (default: the first tenant by key)")
     parser.add_argument("--tenant-b", metavar="ID", help="the tenant to attack (default: the second tenant by key)")
-    parser.add_argument("--strict", action="store_true",
-                        help="exit 1 also when a probe could not run (default: reported, exit code unaffected)")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 also when a probe could not run (default: reported, exit code unaffected)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,8 +57,11 @@ def run(args: argparse.Namespace) -> int:
     write_output(text, args.out)
     s = report.summary()
     if args.out:
-        print(f"wrote {args.out}: {s['tables']} relations, {s['probes']} probes, {s['leaks']} leaks in "
-              f"{s['leaking_tables']} relations, {s['not_probed']} not probed", file=sys.stderr)
+        print(
+            f"wrote {args.out}: {s['tables']} relations, {s['probes']} probes, {s['leaks']} leaks in "
+            f"{s['leaking_tables']} relations, {s['not_probed']} not probed",
+            file=sys.stderr,
+        )
     if s["leaks"]:
         return 1
     if args.strict and s["not_probed"]:

@@ -417,7 +417,7 @@ def coverage_step(target: Target, result, previous: Optional[Previous]) -> StepO
                                  f"all {len(rows)} tenant tables at or above {config.coverage_threshold:g}%",
                                  {"lowest_table_percent": dg.MetadataValue.float(float(lowest))})
     before = previous.get("coverage_by_table") if previous else None
-    if not isinstance(before, dict):
+    if previous is None or not isinstance(before, dict):
         dropped = CheckOutcome("coverage_not_dropped", True, WARN, "first materialization: baseline recorded",
                                {"baseline": dg.MetadataValue.bool(True)})
     else:

@@ -1,4 +1,5 @@
 """Audit reports: text, json, sarif, junit (the one JUnit writer)."""
+
 from dbguard_pipeline.report.json import render_json
 from dbguard_pipeline.report.junit import audit_junit
 from dbguard_pipeline.report.render import FORMATS, render

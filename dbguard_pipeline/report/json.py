@@ -1,6 +1,7 @@
 """The json report: ``{"database", "generated_at", "summary", "findings", "coverage", ...}``
 (:meth:`AuditResult.to_json_dict`; each finding is :meth:`Finding.to_dict` without ``detail``), and the one
 way dbguard writes a JSON document (indent 2, UTF-8 as is, a closing newline)."""
+
 from __future__ import annotations
 
 import json

@@ -6,6 +6,7 @@ audit's report: one testsuite per rule, one testcase per rule x audited table; a
 above ``fail_on``; ignored findings are skipped; tables that could not be measured are errors of the
 ``data_metrics`` suite.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -50,8 +51,12 @@ class Suite:
 
     def counts(self) -> dict[str, int]:
         kinds = [c.outcome.kind for c in self.cases if c.outcome is not None]
-        return {"tests": len(self.cases), "failures": kinds.count("failure"), "errors": kinds.count("error"),
-                "skipped": kinds.count("skipped")}
+        return {
+            "tests": len(self.cases),
+            "failures": kinds.count("failure"),
+            "errors": kinds.count("error"),
+            "skipped": kinds.count("skipped"),
+        }
 
 
 def _suite_element(parent: Optional[ET.Element], suite: Suite) -> ET.Element:
@@ -64,8 +69,7 @@ def _suite_element(parent: Optional[ET.Element], suite: Suite) -> ET.Element:
     attrs["time"] = suite.time
     el = ET.Element("testsuite", attrs) if parent is None else ET.SubElement(parent, "testsuite", attrs)
     for case in suite.cases:
-        tc = ET.SubElement(el, "testcase", classname=xml_safe(case.classname), name=xml_safe(case.name),
-                           time=case.time)
+        tc = ET.SubElement(el, "testcase", classname=xml_safe(case.classname), name=xml_safe(case.name), time=case.time)
         if case.outcome is not None:
             o = case.outcome
             oattrs = {"message": xml_safe(o.message)}
@@ -106,15 +110,23 @@ def _rule_case(rid: str, table: str, found: list[Finding], ignored: list[Finding
     failing = [f for f in found if f.severity.rank >= threshold]
     if failing:
         worst = max(failing, key=lambda f: f.severity.rank)
-        text = "\n\n".join(f"[{f.severity.value}] {f.cache_key}\n{one_line(f.message)}\nfix: {one_line(f.remediation)}"
-                           for f in failing)
+        text = "\n\n".join(
+            f"[{f.severity.value}] {f.cache_key}\n{one_line(f.message)}\nfix: {one_line(f.remediation)}"
+            for f in failing
+        )
         return Case(classname, table, outcome=Outcome("failure", one_line(worst.message), worst.severity.value, text))
     if found:
-        return Case(classname, table, system_out="\n".join(
-            f"[{f.severity.value}] {f.cache_key}: {one_line(f.message)}" for f in found))
+        return Case(
+            classname,
+            table,
+            system_out="\n".join(f"[{f.severity.value}] {f.cache_key}: {one_line(f.message)}" for f in found),
+        )
     if ignored:
-        return Case(classname, table, outcome=Outcome(
-            "skipped", "ignored by config: " + ", ".join(f.cache_key for f in ignored)))
+        return Case(
+            classname,
+            table,
+            outcome=Outcome("skipped", "ignored by config: " + ", ".join(f.cache_key for f in ignored)),
+        )
     return Case(classname, table)
 
 
@@ -129,14 +141,21 @@ def audit_suites(result: AuditResult, *, fail_on: str = "critical") -> list[Suit
     suites = []
     for rid in sorted(set(result.rules_run) | {f.rule for f in result.findings}):
         extra = sorted({t for (r, t) in list(by_key) + list(ignored) if r == rid} - set(result.tables))
-        cases = [_rule_case(rid, table, by_key.get((rid, table), []), ignored.get((rid, table), []), threshold)
-                 for table in list(result.tables) + extra]
+        cases = [
+            _rule_case(rid, table, by_key.get((rid, table), []), ignored.get((rid, table), []), threshold)
+            for table in list(result.tables) + extra
+        ]
         suites.append(Suite(f"dbguard.{rid}", cases, timestamp=result.generated_at, hostname=result.database))
     if result.metrics_collected:
         problems = dict(result.not_measured)
-        cases = [Case("dbguard.data_metrics", table,
-                      outcome=Outcome("error", one_line(problems[table]), "not_measured") if table in problems else None)
-                 for table in sorted(set(result.tables) | set(problems))]
+        cases = [
+            Case(
+                "dbguard.data_metrics",
+                table,
+                outcome=Outcome("error", one_line(problems[table]), "not_measured") if table in problems else None,
+            )
+            for table in sorted(set(result.tables) | set(problems))
+        ]
         suites.append(Suite("dbguard.data_metrics", cases, timestamp=result.generated_at, hostname=result.database))
     return suites
 

@@ -3,6 +3,7 @@ scanning (:mod:`.sarif`) and junit for CI (:mod:`.junit`).
 
 Nothing here reads the database or a DSN: no password can reach a report.
 """
+
 from __future__ import annotations
 
 import os

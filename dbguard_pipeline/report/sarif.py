@@ -1,6 +1,7 @@
 """The SARIF report (GitHub code scanning): SARIF 2.1.0, one run, the rules that ran in ``tool.driver.rules``
 with their help text, one result per finding with a logical ("schema.table") and a physical location;
 tables that could not be measured are tool execution notifications."""
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,10 @@ def _location(database: str, schema: str, table: str, obj: Optional[str] = None)
     if obj:
         logical.append({"name": obj, "fullyQualifiedName": f"{schema}.{table}.{obj}", "kind": "member"})
     return {
-        "physicalLocation": {"artifactLocation": {"uri": _artifact_uri(database, schema, table)},
-                             "region": {"startLine": 1}},
+        "physicalLocation": {
+            "artifactLocation": {"uri": _artifact_uri(database, schema, table)},
+            "region": {"startLine": 1},
+        },
         "logicalLocations": logical,
     }
 
@@ -47,11 +50,16 @@ def _rule(rid: str) -> dict[str, Any]:
         "name": "".join(p.capitalize() for p in rid.split("_")),
         "shortDescription": {"text": title},
         "fullDescription": {"text": desc},
-        "help": {"text": f"{desc}\nSee docs/rules.md#{rid} for how to fix it.",
-                 "markdown": f"**{title}**\n\n{desc}\n\nSee `docs/rules.md#{rid}` for how to fix it."},
+        "help": {
+            "text": f"{desc}\nSee docs/rules.md#{rid} for how to fix it.",
+            "markdown": f"**{title}**\n\n{desc}\n\nSee `docs/rules.md#{rid}` for how to fix it.",
+        },
         "defaultConfiguration": {"level": _LEVEL[sev]},
-        "properties": {"tags": ["security", spec.category if spec else "dbguard"],
-                       "security-severity": _SECURITY_SEVERITY[sev], "precision": "high"},
+        "properties": {
+            "tags": ["security", spec.category if spec else "dbguard"],
+            "security-severity": _SECURITY_SEVERITY[sev],
+            "precision": "high",
+        },
     }
 
 
@@ -64,8 +72,12 @@ def _result(f: Finding, rule_index: int, database: str) -> dict[str, Any]:
         "message": {"text": f"{message}\nFix: {one_line(f.remediation)}" if f.remediation else message},
         "locations": [_location(database, f.schema, f.table, f.object)],
         "partialFingerprints": {"dbguardCacheKey/v1": hashlib.sha256(f.cache_key.encode()).hexdigest()},
-        "properties": {"cache_key": f.cache_key, "severity": f.severity.value, "category": f.category,
-                       "object": f.object},
+        "properties": {
+            "cache_key": f.cache_key,
+            "severity": f.severity.value,
+            "category": f.category,
+            "object": f.object,
+        },
     }
 
 
@@ -75,22 +87,41 @@ def to_sarif(result: AuditResult) -> dict[str, Any]:
     notifications = []
     for table, reason in result.not_measured:
         schema, _, name = table.partition(".")
-        notifications.append({
-            "level": "warning",
-            "message": {"text": f"{table} was not measured: {one_line(reason)}"},
-            "locations": [_location(result.database, schema, name or schema)],
-        })
+        notifications.append(
+            {
+                "level": "warning",
+                "message": {"text": f"{table} was not measured: {one_line(reason)}"},
+                "locations": [_location(result.database, schema, name or schema)],
+            }
+        )
     return {
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {"name": "dbguard", "version": __version__, "semanticVersion": __version__,
-                                "informationUri": INFORMATION_URI, "rules": [_rule(rid) for rid in rule_ids]}},
-            "automationDetails": {"id": f"dbguard/{result.database}/"},
-            "invocations": [{"executionSuccessful": True, "endTimeUtc": result.generated_at,
-                             "toolExecutionNotifications": notifications}],
-            "results": [_result(f, index[f.rule], result.database) for f in result.findings],
-            "properties": {"database": result.database, "ignored": len(result.ignored),
-                           "summary": result.summary()},
-        }],
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "dbguard",
+                        "version": __version__,
+                        "semanticVersion": __version__,
+                        "informationUri": INFORMATION_URI,
+                        "rules": [_rule(rid) for rid in rule_ids],
+                    }
+                },
+                "automationDetails": {"id": f"dbguard/{result.database}/"},
+                "invocations": [
+                    {
+                        "executionSuccessful": True,
+                        "endTimeUtc": result.generated_at,
+                        "toolExecutionNotifications": notifications,
+                    }
+                ],
+                "results": [_result(f, index[f.rule], result.database) for f in result.findings],
+                "properties": {
+                    "database": result.database,
+                    "ignored": len(result.ignored),
+                    "summary": result.summary(),
+                },
+            }
+        ],
     }

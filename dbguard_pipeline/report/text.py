@@ -3,6 +3,7 @@ foreign-key integrity, then the other categories), a symbol per line (ok, critic
 under each finding, a closing count line. Colour (rich) on a terminal, plain text when piped or written to a
 file. No clock time: the same database gives the same report, byte for byte (json has ``generated_at``).
 """
+
 from __future__ import annotations
 
 import sys
@@ -17,14 +18,27 @@ if TYPE_CHECKING:
 
 SYMBOLS = {"ok": "✓", "critical": "✗", "warning": "⚠", "info": "ℹ"}
 ASCII_SYMBOLS = {"ok": "[ok]", "critical": "[x]", "warning": "[!]", "info": "[i]"}
-STYLES = {"ok": "green", "critical": "bold red", "warning": "yellow", "info": "cyan", "dim": "dim",
-          "head": "bold", "rule": "dim"}
+STYLES = {
+    "ok": "green",
+    "critical": "bold red",
+    "warning": "yellow",
+    "info": "cyan",
+    "dim": "dim",
+    "head": "bold",
+    "rule": "dim",
+}
 
 # The sections after the first three, in this order; any other category follows alphabetically.
 _FK_RULES = ("orphaned_rows", "cross_tenant_reference", "tenant_fk_missing")
 _CATEGORY_ORDER = ("integrity", "tenancy", "security", "performance", "expectations")
-_CATEGORY_TITLES = {"tenancy": "Tenancy", "integrity": "Data integrity", "performance": "Performance",
-                    "security": "Security", "expectations": "Expectations", "rls": "RLS status"}
+_CATEGORY_TITLES = {
+    "tenancy": "Tenancy",
+    "integrity": "Data integrity",
+    "performance": "Performance",
+    "security": "Security",
+    "expectations": "Expectations",
+    "rls": "RLS status",
+}
 
 Segment = tuple[str, Optional[str]]  # (text, rich style)
 
@@ -67,8 +81,15 @@ class _Lines:
         from rich.text import Text
 
         buf = StringIO()
-        console = Console(file=buf, force_terminal=True, color_system="standard", width=10_000, soft_wrap=True,
-                          highlight=False, emoji=False)
+        console = Console(
+            file=buf,
+            force_terminal=True,
+            color_system="standard",
+            width=10_000,
+            soft_wrap=True,
+            highlight=False,
+            emoji=False,
+        )
         for line in self.lines:
             text = Text()
             for s, style in line:
@@ -83,7 +104,7 @@ def _message(f: Finding) -> str:
     msg = one_line(f.message)
     for prefix in (f"{f.schema}.{f.table} ", f"{qname(f.schema, f.table)} "):
         if msg.startswith(prefix):
-            return msg[len(prefix):]
+            return msg[len(prefix) :]
     return msg
 
 
@@ -103,9 +124,10 @@ def _category(rule_id: str) -> str:
 def render_text(result: AuditResult, *, color: bool = False, fail_on: str = "critical") -> str:
     out = _Lines(color)
     snap = result.snapshot
-    out.add((f"dbguard validate: {result.database}", STYLES["head"]),
-            (f" (PostgreSQL {snap.server_version}), {len(result.tables)} tables, {len(result.rules_run)} rules",
-             None))
+    out.add(
+        (f"dbguard validate: {result.database}", STYLES["head"]),
+        (f" (PostgreSQL {snap.server_version}), {len(result.tables)} tables, {len(result.rules_run)} rules", None),
+    )
     remaining = list(result.findings)
 
     def take(pred: Callable[[Finding], bool]) -> list[Finding]:
@@ -119,10 +141,10 @@ def render_text(result: AuditResult, *, color: bool = False, fail_on: str = "cri
     _fk_section(out, result, take(lambda f: f.rule in _FK_RULES))
     order = {c: i for i, c in enumerate(_CATEGORY_ORDER)}
     for cat in sorted({f.category for f in remaining}, key=lambda c: (order.get(c, 99), c)):
-        items = take(lambda f, c=cat: f.category == c)
         out.head(f"{_CATEGORY_TITLES.get(cat, cat.capitalize())}:")
-        for f in items:
-            _finding_lines(out, f)
+        for f in remaining:
+            if f.category == cat:
+                _finding_lines(out, f)
 
     if result.not_measured:
         out.head("Not measured (treated as unknown, never as clean):")
@@ -148,8 +170,10 @@ def _coverage_section(out: _Lines, result: AuditResult, findings: list[Finding])
     for row in result.coverage:
         f = by_table.pop((row.schema, row.table), None)
         approx = "~" if row.estimated else ""
-        text = (f"{qname(row.schema, row.table)}: {row.percent:.1f}% complete "
-                f"({approx}{row.with_tenant:,}/{approx}{row.rows:,})")
+        text = (
+            f"{qname(row.schema, row.table)}: {row.percent:.1f}% complete "
+            f"({approx}{row.with_tenant:,}/{approx}{row.rows:,})"
+        )
         if f is None:
             out.item("ok", text, "(sampled)" if row.estimated else "")
         else:
@@ -165,14 +189,18 @@ def _rls_section(out: _Lines, result: AuditResult, rls: list[Finding]) -> None:
         _finding_lines(out, f)
     flagged = {(f.schema, f.table) for f in rls} | {(f.schema, f.table) for f in result.ignored if f.category == "rls"}
     audited = set(result.tables)
-    clean = [t for t in result.snapshot.tables if t.qualified in audited and t.rls_enabled and t.policies
-             and (t.schema, t.name) not in flagged]
+    clean = [
+        t
+        for t in result.snapshot.tables
+        if t.qualified in audited and t.rls_enabled and t.policies and (t.schema, t.name) not in flagged
+    ]
     if "rls" not in {_category(r) for r in result.rules_run}:
         out.item("info", "no RLS rule selected")
         return
     for t in clean:
-        out.item("ok", f"{qname(t.schema, t.name)}: RLS enabled, {plural(len(t.policies), 'policy', 'policies')}, "
-                       "no finding")
+        out.item(
+            "ok", f"{qname(t.schema, t.name)}: RLS enabled, {plural(len(t.policies), 'policy', 'policies')}, no finding"
+        )
     if not rls and not clean:
         out.item("ok", "no finding")
 
@@ -186,19 +214,24 @@ def _fk_section(out: _Lines, result: AuditResult, fk: list[Finding]) -> None:
         n_orphan = sum(1 for r in refs if r.check_orphans)
         n_cross = sum(1 for r in refs if r.check_tenant)
         if not any(f.rule == "orphaned_rows" for f in fk):
-            out.item("ok", f"no orphaned rows ({plural(n_orphan, 'unenforced reference')} "
-                           f"checked; validated foreign keys hold by construction)")
+            out.item(
+                "ok",
+                f"no orphaned rows ({plural(n_orphan, 'unenforced reference')} "
+                f"checked; validated foreign keys hold by construction)",
+            )
         if not any(f.rule == "cross_tenant_reference" for f in fk):
-            out.item("ok", f"no cross-tenant references ({plural(n_cross, 'reference')} "
-                           f"between tenant tables checked)")
+            out.item("ok", f"no cross-tenant references ({plural(n_cross, 'reference')} between tenant tables checked)")
     elif not fk:
         out.item("info", "data not measured (data rules not selected)")
 
 
 def _count_line(out: _Lines, result: AuditResult, fail_on: str) -> list[Segment]:
     s = result.summary()
-    parts = [(f"{s['critical']} critical", "critical"), (plural(s["warning"], "warning"), "warning"),
-             (f"{s['info']} info", "info")]
+    parts = [
+        (f"{s['critical']} critical", "critical"),
+        (plural(s["warning"], "warning"), "warning"),
+        (f"{s['info']} info", "info"),
+    ]
     segs: list[Segment] = []
     for i, (txt, kind) in enumerate(parts):
         segs.append(((", " if i else ""), None))
@@ -211,6 +244,7 @@ def _count_line(out: _Lines, result: AuditResult, fail_on: str) -> list[Segment]
     if tail:
         segs.append((" (" + ", ".join(tail) + ")", None))
     verdict = "FAIL" if result.exit_code(fail_on) else "PASS"
-    segs.append((f"  {verdict} at --fail-on {Severity(fail_on).value}",
-                 STYLES["critical" if verdict == "FAIL" else "ok"]))
+    segs.append(
+        (f"  {verdict} at --fail-on {Severity(fail_on).value}", STYLES["critical" if verdict == "FAIL" else "ok"])
+    )
     return segs
