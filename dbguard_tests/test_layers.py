@@ -11,6 +11,7 @@
 
 Every import counts wherever it is written (module level or inside a function).
 """
+
 from __future__ import annotations
 
 import ast
@@ -58,7 +59,8 @@ def _exists(name: str) -> bool:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _walk(node: ast.AST, in_function: bool, type_only: bool) -> Iterator[tuple[ast.AST, bool, bool]]:
@@ -192,23 +194,35 @@ def test_the_source_is_read():
 
 
 def test_the_core_never_imports_dagster_or_an_entry_point():
-    bad = [imp.where() for imp in IMPORTS
-           if not _within(imp.importer, ENTRY_POINTS) and _within(imp.target, ("dagster", *ENTRY_POINTS))]
+    bad = [
+        imp.where()
+        for imp in IMPORTS
+        if not _within(imp.importer, ENTRY_POINTS) and _within(imp.target, ("dagster", *ENTRY_POINTS))
+    ]
     _fail("the core imports Dagster or an entry point (defs, commands, cli, devtools, pytest_plugin)", bad)
 
 
 def test_only_the_dagster_definitions_import_dagster():
-    bad = [imp.where() for imp in IMPORTS
-           if _within(imp.target, ("dagster", "dagster_slack", "dagster_postgres"))
-           and not _within(imp.importer, DAGSTER_ALLOWED)]
+    bad = [
+        imp.where()
+        for imp in IMPORTS
+        if _within(imp.target, ("dagster", "dagster_slack", "dagster_postgres"))
+        and not _within(imp.importer, DAGSTER_ALLOWED)
+    ]
     _fail("Dagster imported outside defs/ and devtools/", bad)
 
 
 def test_judgments_never_import_the_database_layer():
-    bad = [imp.where() for imp in IMPORTS
-           if _within(imp.importer, PURE) and _within(imp.target, DATABASE_LAYER)
-           and not (imp.type_only and any(_within(imp.importer, (a,)) and _within(imp.target, (b,))
-                                          for a, b in TYPE_ONLY_ALLOWED))]
+    bad = [
+        imp.where()
+        for imp in IMPORTS
+        if _within(imp.importer, PURE)
+        and _within(imp.target, DATABASE_LAYER)
+        and not (
+            imp.type_only
+            and any(_within(imp.importer, (a,)) and _within(imp.target, (b,)) for a, b in TYPE_ONLY_ALLOWED)
+        )
+    ]
     _fail("model/, semantics/, policy/ or rules/ import the database layer (psycopg, dbguard_pipeline.pg)", bad)
 
 
