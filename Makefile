@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dbguard-installed
+DEV_STAMP := $(VENV)/.dbguard-dev-installed
 
-.PHONY: install demo test security integration bench dev ui-screenshot lock clean
+.PHONY: install demo test lint security integration bench dev ui-screenshot lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,11 +17,23 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
+# The dev extra of pyproject.toml (ruff, mypy, type stubs, pre-commit), pinned there.
+$(DEV_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(DEV_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/dbguard demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# What CI runs before the tests (and pre-commit on each commit): lint, format, types, the layer test.
+# Every check runs; the target fails when any of them failed.
+LINT_CHECKS := "$(BIN)/ruff check ." "$(BIN)/ruff format --check ." "$(BIN)/mypy" \
+               "$(BIN)/python -m pytest -q dbguard_tests/test_layers.py"
+lint: $(DEV_STAMP)
+	@status=0; for check in $(LINT_CHECKS); do echo "+ $$check"; $$check || status=1; done; exit $$status
 
 security: $(STAMP)
 	$(BIN)/python -m pytest -q -m security

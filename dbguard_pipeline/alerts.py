@@ -23,8 +23,9 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from dbguard_pipeline.config import AlertsConfig
 from dbguard_pipeline.pg.dsn import mask_secrets
@@ -162,7 +163,7 @@ def send_slack(token: str, channel: str, text: str, *, base_url: Optional[str] =
         client.chat_postMessage(channel=channel, text=text, mrkdwn=True)
     except SlackApiError as exc:
         raise OSError(f"Slack refused the message: {exc.response.get('error', 'unknown error')}") from None
-    except Exception as exc:  # urllib errors inside slack_sdk
+    except Exception as exc:  # noqa: BLE001  (urllib and http.client errors inside slack_sdk)
         raise OSError(f"Slack unreachable: {exc.__class__.__name__}: {mask_secrets(str(exc), token)}") from None
 
 

@@ -4,12 +4,14 @@ Each subcommand lives in ``dbguard_pipeline/commands/<name>.py`` with ``add_argu
 ``run(args) -> int``; only the chosen one is imported, so ``dbguard introspect`` never pays for Dagster,
 pandas or Great Expectations. Errors a user can cause are one line on stderr and exit code 2.
 """
+
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from dbguard_pipeline import __version__
 from dbguard_pipeline.errors import DbguardError

@@ -3,7 +3,7 @@ every judgment and every database conversation lives below this module."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -12,12 +12,16 @@ from dbguard_pipeline.errors import UsageError
 from dbguard_pipeline.pg.dsn import ENV_DSN, parse_dsn
 
 if TYPE_CHECKING:
+    from dbguard_pipeline.audit.run import AuditResult
     from dbguard_pipeline.config import Config
+    from dbguard_pipeline.diff.result import SnapshotDiff
     from dbguard_pipeline.errors import DbguardError
     from dbguard_pipeline.fixes.ledger import Runner
     from dbguard_pipeline.fixes.lint import LintResult
     from dbguard_pipeline.fixes.plan import Migration
     from dbguard_pipeline.fixes.sandbox import SandboxResult
+    from dbguard_pipeline.model.schema import Snapshot
+    from dbguard_pipeline.probe.report import ProbeReport
 
 
 def resolve_dsn(dsn: Optional[str] = None, *, allow_demo: bool = True) -> str:
@@ -202,3 +206,58 @@ def migrator(dsn: Optional[str], directory: str | Path, *, lock_retries: int = 0
     if log is not None:
         runner.log = log
     return runner
+
+
+# --------------------------------------------------------------------------- audit, probe, diff
+
+
+def introspect(dsn: str, config: Optional[Config] = None, schemas: Optional[Iterable[str]] = None) -> Snapshot:
+    """The schema snapshot of ``dsn`` (read-only transactions, the config's timeouts). ``schemas``: only these
+    (None: every schema; the audit's scope is ``config.schemas or None``)."""
+    from dbguard_pipeline.config import Config
+    from dbguard_pipeline.pg.catalog import introspect as take_snapshot
+
+    config = config or Config()
+    return take_snapshot(dsn, schemas, statement_timeout_ms=config.statement_timeout_ms,
+                         lock_timeout_ms=config.lock_timeout_ms)
+
+
+def audit(dsn: str, config: Config, *, rules: Optional[Iterable[str]] = None, with_metrics: bool = True,
+          snapshot: Optional[Snapshot] = None) -> AuditResult:
+    """The whole audit (``dbguard validate``, ``dbguard demo``): snapshot, data metrics, rules, ignores."""
+    from dbguard_pipeline.audit import run_audit
+
+    return run_audit(dsn, config, rules=rules, with_metrics=with_metrics, snapshot=snapshot)
+
+
+def static_audit(snapshot: Snapshot, config: Config) -> AuditResult:
+    """The rules that read the schema alone, on a snapshot taken before (the ``rls_audit`` asset)."""
+    from dbguard_pipeline.audit import static_audit as run
+
+    return run(snapshot, config)
+
+
+def data_audit(dsn: str, snapshot: Snapshot, config: Config) -> AuditResult:
+    """One pass of data metrics and the data rules (the ``tenant_coverage`` and ``data_integrity`` assets)."""
+    from dbguard_pipeline.audit import data_audit as run
+
+    return run(dsn, snapshot, config)
+
+
+def probe(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence[str]] = None, *,
+          snapshot: Optional[Snapshot] = None, tenants: Optional[Sequence[str]] = None) -> ProbeReport:
+    """Cross-tenant reads and writes as the application role, always rolled back (``dbguard test-isolation``)."""
+    from dbguard_pipeline.probe import probe as run
+
+    return run(dsn, config, tables, snapshot=snapshot, tenants=tenants)
+
+
+def diff(source: Snapshot, target: Snapshot, config: Optional[Config] = None, *, source_label: Optional[str] = None,
+         target_label: Optional[str] = None, source_kind: str = "snapshot", target_kind: str = "snapshot"
+         ) -> SnapshotDiff:
+    """What changed from ``source`` to ``target``, what got weaker, new and resolved findings (``dbguard diff``).
+    The labels are for people: never a DSN with a password."""
+    from dbguard_pipeline.diff import diff_snapshots
+
+    return diff_snapshots(source, target, config, source=source_label, target=target_label,
+                          source_kind=source_kind, target_kind=target_kind)

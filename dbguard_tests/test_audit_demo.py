@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dbguard_pipeline.audit import run_audit, run_audit_for_demo
+from dbguard_pipeline.audit import run_audit
+from dbguard_pipeline.commands.demo import report_audit
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.report import render
 
@@ -89,7 +90,7 @@ def test_demo_text_report_matches_the_documented_report(demo_result):
 
 @pytest.mark.integration
 def test_dbguard_demo_prints_the_report_and_exits_1(demo_dsn, capsys):
-    assert run_audit_for_demo(demo_dsn) == 1
+    assert report_audit(demo_dsn) == 1
     out = capsys.readouterr().out
     assert "✗ public.garages:" in out and out.count("[weak_rls_policy]") == 9
     assert out.rstrip().endswith("FAIL at --fail-on critical")

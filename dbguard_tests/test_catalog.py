@@ -4,10 +4,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from dbguard_pipeline.model.snapshot_json import dump_snapshot, load_snapshot
 from dbguard_pipeline.pg import catalog
 from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.pg.session import connect, read_only_session
-from dbguard_pipeline.model.snapshot_json import dump_snapshot, load_snapshot
 
 from .conftest import run_sql
 
@@ -201,9 +201,9 @@ def test_a_held_lock_is_reported_as_a_lock_timeout_not_a_lost_connection(demo_ds
     holder = psycopg.connect(demo_dsn)
     try:
         holder.execute("lock table public.vehicles in access exclusive mode")
-        with pytest.raises(DbguardError, match="lock timeout") as info:
-            with read_only_session(demo_dsn, lock_timeout_ms=100) as conn:
-                conn.execute("select count(*) from public.vehicles")
+        with pytest.raises(DbguardError, match="lock timeout") as info, \
+                read_only_session(demo_dsn, lock_timeout_ms=100) as conn:
+            conn.execute("select count(*) from public.vehicles")
         assert not isinstance(info.value, ConnectionError_)
     finally:
         holder.rollback()

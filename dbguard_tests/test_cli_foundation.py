@@ -8,11 +8,10 @@ import sys
 
 from psycopg import sql
 
-from dbguard_pipeline.pg.session import connect
 from dbguard_pipeline.pg.dsn import parse_dsn, with_database
+from dbguard_pipeline.pg.session import connect
 
 from .conftest import SECRET, _as_user  # noqa: F401  (password_role is a conftest fixture)
-
 
 
 def dbguard(*args, env=None, timeout=120):

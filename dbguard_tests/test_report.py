@@ -86,7 +86,7 @@ def test_sarif_is_what_github_code_scanning_reads(result):
         assert float(r["properties"]["security-severity"]) > 0
     level = {"critical": "error", "warning": "warning", "info": "note"}
     assert len(run["results"]) == len(result.findings)
-    for res, f in zip(run["results"], result.findings):
+    for res, f in zip(run["results"], result.findings, strict=True):
         assert res["ruleId"] == f.rule and driver["rules"][res["ruleIndex"]]["id"] == f.rule
         assert res["level"] == level[f.severity.value]
         assert res["message"]["text"].startswith(f.message.split()[0])

@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 import psycopg
 import pytest
 
-from dbguard_pipeline.pg.session import connect
 from dbguard_pipeline.pg.dsn import parse_dsn
+from dbguard_pipeline.pg.session import connect
 
 from .conftest import SECRET, _as_user, run_sql
 from .test_cli_foundation import assert_one_line_error, dbguard  # noqa: F401
@@ -144,9 +144,9 @@ def test_a_select_only_role_gets_the_same_audit_and_nothing_changes(server_dsn, 
     assert as_reader["findings"] == as_owner["findings"]
     with connect(demo_dsn) as conn:
         assert conn.execute(stats).fetchall() == before
-    with psycopg.connect(reader, autocommit=True) as conn:  # and the role really cannot write
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("delete from public.garages")
+    # and the role really cannot write
+    with psycopg.connect(reader, autocommit=True) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("delete from public.garages")
     run_sql(demo_dsn, "drop owned by dbguard_auditor")
     run_sql(server_dsn, "drop role dbguard_auditor")
 

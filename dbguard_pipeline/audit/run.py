@@ -1,16 +1,17 @@
 """The audit run: snapshot -> data metrics (+ expectation suites) -> rules -> ignores -> AuditResult.
 
-``run_audit`` is what ``dbguard validate``, ``dbguard demo`` and the Dagster assets call. The pieces are
-exposed separately for the assets (``rls_audit`` = :func:`static_findings`, ``tenant_coverage`` =
-:func:`coverage_rows`, ``data_integrity`` = :func:`data_findings`), so each asset can compute its part from the
-upstream ``schema_snapshot`` without redoing the rest.
+``run_audit`` is what ``dbguard validate`` and ``dbguard demo`` call (through ``services.audit``). The Dagster
+assets compute their parts from the upstream ``schema_snapshot`` without redoing the rest: ``rls_audit`` =
+:func:`static_audit`, ``tenant_coverage`` and ``data_integrity`` = :func:`data_audit` (one pass of data metrics).
 """
+
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from datetime import UTC, datetime
+from typing import Any, Optional
 
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.model.findings import Finding, Severity
@@ -32,8 +33,14 @@ class CoverageRow:
         return f"{self.schema}.{self.table}"
 
     def to_dict(self) -> dict:
-        return {"schema": self.schema, "table": self.table, "rows": self.rows, "with_tenant": self.with_tenant,
-                "percent": round(self.percent, 4), "estimated": self.estimated}
+        return {
+            "schema": self.schema,
+            "table": self.table,
+            "rows": self.rows,
+            "with_tenant": self.with_tenant,
+            "percent": round(self.percent, 4),
+            "estimated": self.estimated,
+        }
 
 
 @dataclass(frozen=True)
@@ -76,22 +83,21 @@ class AuditResult:
         return {
             "database": self.database,
             "generated_at": self.generated_at,
-            "summary": {"critical": s["critical"], "warning": s["warning"], "info": s["info"],
-                        "ignored": s["ignored"], "not_measured": len(self.not_measured)},
-            "findings": [_finding_json(f) for f in self.findings],
+            "summary": {
+                "critical": s["critical"],
+                "warning": s["warning"],
+                "info": s["info"],
+                "ignored": s["ignored"],
+                "not_measured": len(self.not_measured),
+            },
+            "findings": [f.to_dict(detail=False) for f in self.findings],
             "coverage": [c.to_dict() for c in self.coverage],
-            "ignored": [_finding_json(f) for f in self.ignored],
+            "ignored": [f.to_dict(detail=False) for f in self.ignored],
             "not_measured": [{"table": t, "reason": r} for t, r in self.not_measured],
             "server_version": self.snapshot.server_version,
             "tables": list(self.tables),
             "rules": list(self.rules_run),
         }
-
-
-def _finding_json(f: Finding) -> dict:
-    return {"rule": f.rule, "severity": f.severity.value, "category": f.category, "schema": f.schema,
-            "table": f.table, "object": f.object, "message": f.message, "cache_key": f.cache_key,
-            "remediation": f.remediation}
 
 
 # --------------------------------------------------------------------------- pieces (also for Dagster)
@@ -153,8 +159,12 @@ def collect_data(dsn: str, snapshot: Snapshot, config: Config, *, expectations: 
     return metrics
 
 
-def static_findings(snapshot: Snapshot, config: Config, metrics: Optional[Mapping[str, Any]] = None,
-                    only: Optional[Iterable[str]] = None) -> list[Finding]:
+def static_findings(
+    snapshot: Snapshot,
+    config: Config,
+    metrics: Optional[Mapping[str, Any]] = None,
+    only: Optional[Iterable[str]] = None,
+) -> list[Finding]:
     """Findings of the rules that read the snapshot only (the ``rls_audit`` asset). ``metrics``, when given,
     lets size-dependent static rules use measured row counts instead of estimates."""
     from dbguard_pipeline import rules as rules_pkg
@@ -163,8 +173,9 @@ def static_findings(snapshot: Snapshot, config: Config, metrics: Optional[Mappin
     return rules_pkg.run_rules(snapshot, metrics, config, only=ids) if ids else []
 
 
-def data_findings(snapshot: Snapshot, metrics: Mapping[str, Any], config: Config,
-                  only: Optional[Iterable[str]] = None) -> list[Finding]:
+def data_findings(
+    snapshot: Snapshot, metrics: Mapping[str, Any], config: Config, only: Optional[Iterable[str]] = None
+) -> list[Finding]:
     """Findings of the data rules (the ``data_integrity`` asset), from measured metrics."""
     from dbguard_pipeline import rules as rules_pkg
 
@@ -172,8 +183,13 @@ def data_findings(snapshot: Snapshot, metrics: Mapping[str, Any], config: Config
     return rules_pkg.run_rules(snapshot, metrics, config, only=ids) if ids else []
 
 
-def build_result(snapshot: Snapshot, findings: Iterable[Finding], config: Config,
-                 metrics: Optional[Mapping[str, Any]] = None, rules_run: Sequence[str] = ()) -> AuditResult:
+def build_result(
+    snapshot: Snapshot,
+    findings: Iterable[Finding],
+    config: Config,
+    metrics: Optional[Mapping[str, Any]] = None,
+    rules_run: Sequence[str] = (),
+) -> AuditResult:
     """Apply the ignores, sort, and assemble an AuditResult (for callers that ran the rules themselves)."""
     from dbguard_pipeline.rules import sort_findings
 
@@ -184,7 +200,7 @@ def build_result(snapshot: Snapshot, findings: Iterable[Finding], config: Config
     not_measured = tuple(metrics.not_measured()) if metrics is not None and hasattr(metrics, "not_measured") else ()
     return AuditResult(
         database=snapshot.database,
-        generated_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        generated_at=datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         snapshot=snapshot,
         findings=tuple(sort_findings(kept)),
         ignored=tuple(sort_findings(ignored)),
@@ -198,9 +214,27 @@ def build_result(snapshot: Snapshot, findings: Iterable[Finding], config: Config
     )
 
 
+def static_audit(snapshot: Snapshot, config: Config) -> AuditResult:
+    """The static findings of a snapshot taken before, ignores applied (the ``rls_audit`` asset)."""
+    return build_result(snapshot, static_findings(snapshot, config), config)
+
+
+def data_audit(dsn: str, snapshot: Snapshot, config: Config) -> AuditResult:
+    """One pass of data metrics (each table read once) for both ``tenant_coverage`` and ``data_integrity``: an
+    AuditResult holding the data findings only, the coverage rows and the tables not measured."""
+    metrics = collect_data(dsn, snapshot, config)
+    return build_result(snapshot, data_findings(snapshot, metrics, config), config, metrics)
+
+
 # --------------------------------------------------------------------------- the audit
-def run_audit(dsn: str, config: Config, *, rules: Optional[Iterable[str]] = None, with_metrics: bool = True,
-              snapshot: Optional[Snapshot] = None) -> AuditResult:
+def run_audit(
+    dsn: str,
+    config: Config,
+    *,
+    rules: Optional[Iterable[str]] = None,
+    with_metrics: bool = True,
+    snapshot: Optional[Snapshot] = None,
+) -> AuditResult:
     """Audit a database: introspect (unless ``snapshot`` is given), measure the data (unless
     ``with_metrics`` is False or only static rules are selected), run the rules, apply the ignores.
     Read-only throughout."""
@@ -209,8 +243,12 @@ def run_audit(dsn: str, config: Config, *, rules: Optional[Iterable[str]] = None
 
     selected = selected_rules(rules)
     if snapshot is None:
-        snapshot = introspect(dsn, config.schemas or None, statement_timeout_ms=config.statement_timeout_ms,
-                              lock_timeout_ms=config.lock_timeout_ms)
+        snapshot = introspect(
+            dsn,
+            config.schemas or None,
+            statement_timeout_ms=config.statement_timeout_ms,
+            lock_timeout_ms=config.lock_timeout_ms,
+        )
     need_data = with_metrics and (rules is None or any(v.needs_metrics for v in selected.values()))
     metrics = None
     if need_data:
@@ -219,17 +257,3 @@ def run_audit(dsn: str, config: Config, *, rules: Optional[Iterable[str]] = None
     findings = rules_pkg.run_rules(snapshot, metrics, config, only=list(selected)) if selected else []
     ran = [k for k, v in selected.items() if metrics is not None or not v.needs_metrics]
     return build_result(snapshot, findings, config, metrics, ran)
-
-
-def run_audit_for_demo(dsn: str) -> int:
-    """`dbguard demo`: audit the demo database with the default config, print the text report, return the
-    exit code (1: critical findings, as the demo has)."""
-    import sys
-
-    from dbguard_pipeline.report import render
-
-    config = Config()
-    result = run_audit(dsn, config)
-    sys.stdout.write(render(result, "text", color=None))
-    sys.stdout.flush()
-    return result.exit_code("critical")

@@ -1,6 +1,8 @@
 """dbguard test-isolation: prove tenant isolation by trying cross-tenant access, table by table (rolled back)."""
+
 from __future__ import annotations
 
+import argparse
 import sys
 
 from dbguard_pipeline.commands._args import add_database_arguments
@@ -13,31 +15,39 @@ DESCRIPTION = (
 )
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_database_arguments(parser)
-    parser.add_argument("--table", action="extend", nargs="+", metavar="T", dest="tables",
-                        help="only these tables or views (schema.table or an unambiguous name; repeatable)")
+    parser.add_argument(
+        "--table",
+        action="extend",
+        nargs="+",
+        metavar="T",
+        dest="tables",
+        help="only these tables or views (schema.table or an unambiguous name; repeatable)",
+    )
     parser.add_argument("--format", choices=("text", "json", "junit"), default="text", help="output format")
     parser.add_argument("--out", metavar="FILE", help="write the report here (default: standard output)")
     parser.add_argument("--tenant-a", metavar="ID", help="the tenant to act as (default: the first tenant by key)")
     parser.add_argument("--tenant-b", metavar="ID", help="the tenant to attack (default: the second tenant by key)")
-    parser.add_argument("--strict", action="store_true",
-                        help="exit 1 also when a probe could not run (default: reported, exit code unaffected)")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 also when a probe could not run (default: reported, exit code unaffected)",
+    )
 
 
-def run(args) -> int:
-    from dbguard_pipeline.config import load_config
-    from dbguard_pipeline.services import resolve_dsn
-    from dbguard_pipeline.errors import DbguardError
+def run(args: argparse.Namespace) -> int:
+    from dbguard_pipeline import services
     from dbguard_pipeline.commands.output import write_output
-    from dbguard_pipeline.probe import probe
+    from dbguard_pipeline.config import load_config
+    from dbguard_pipeline.errors import DbguardError
 
     if bool(args.tenant_a) != bool(args.tenant_b):
         raise DbguardError("give both --tenant-a and --tenant-b, or neither")
     config = load_config(args.config)
-    dsn = resolve_dsn(args.dsn)
+    dsn = services.resolve_dsn(args.dsn)
     tenants = (args.tenant_a, args.tenant_b) if args.tenant_a else None
-    report = probe(dsn, config, args.tables, tenants=tenants)
+    report = services.probe(dsn, config, args.tables, tenants=tenants)
     if args.format == "json":
         text = report.to_json()
     elif args.format == "junit":
@@ -47,8 +57,11 @@ def run(args) -> int:
     write_output(text, args.out)
     s = report.summary()
     if args.out:
-        print(f"wrote {args.out}: {s['tables']} relations, {s['probes']} probes, {s['leaks']} leaks in "
-              f"{s['leaking_tables']} relations, {s['not_probed']} not probed", file=sys.stderr)
+        print(
+            f"wrote {args.out}: {s['tables']} relations, {s['probes']} probes, {s['leaks']} leaks in "
+            f"{s['leaking_tables']} relations, {s['not_probed']} not probed",
+            file=sys.stderr,
+        )
     if s["leaks"]:
         return 1
     if args.strict and s["not_probed"]:

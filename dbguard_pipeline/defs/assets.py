@@ -7,14 +7,20 @@
 """
 
 import contextlib
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import dagster as dg
 
-from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.defs import audit_steps as steps
-from dbguard_pipeline.defs.audit_steps import (COVERAGE_CHECKS, INTEGRITY_CHECKS, RLS_AUDIT_CHECKS, Previous, snapshot_markdown)
+from dbguard_pipeline.defs.audit_steps import (
+    COVERAGE_CHECKS,
+    INTEGRITY_CHECKS,
+    RLS_AUDIT_CHECKS,
+    Previous,
+)
 from dbguard_pipeline.defs.resources import Target
+from dbguard_pipeline.errors import DbguardError
 
 GROUP = "dbguard_audit"
 FLEET_GROUP = "dbguard_fleet"
@@ -67,7 +73,7 @@ def build_audit_assets(*, key_prefix: Sequence[str] = (), partitions_def: Option
     k_cov = dg.AssetKey([*prefix, "tenant_coverage"])
     k_int = dg.AssetKey([*prefix, "data_integrity"])
     scope = "each database of the fleet (one partition per database)" if partitioned else "the audited database"
-    common = dict(group_name=group, kinds=KINDS, owners=OWNERS, partitions_def=partitions_def)
+    common: dict[str, Any] = dict(group_name=group, kinds=KINDS, owners=OWNERS, partitions_def=partitions_def)
 
     @dg.asset(
         key=k_snapshot, required_resource_keys={resource_key}, **common,

@@ -1,17 +1,16 @@
 """What each audit asset computes, shared by the assets (one database or a fleet partition) and the fleet
 job's ops: the value, the metadata people read in the UI, and the outcome of every asset check.
 
-The work itself is the core's (``catalog.introspect``, ``audit.static_findings`` / ``collect_data`` /
-``data_findings``); this module only turns
-results into Dagster metadata and check outcomes, including the regression checks that compare a run
-with the previous materialization of the same asset (and partition). What a regression check needs
-from the previous run travels in that run's metadata (``finding_keys``, ``rls_state``,
+The work itself is the core's, through the service layer (``services.introspect``, ``static_audit``,
+``data_audit``); this module only turns results into Dagster metadata and check outcomes, including the
+regression checks that compare a run with the previous materialization of the same asset (and partition).
+What a regression check needs from the previous run travels in that run's metadata (``finding_keys``, ``rls_state``,
 ``coverage_by_table``), so it works with any instance storage (SQLite, PostgreSQL) and any IO manager.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence
 
 import dagster as dg
 
@@ -19,6 +18,9 @@ from dbguard_pipeline.defs.resources import Target
 from dbguard_pipeline.model.findings import Finding, Severity
 from dbguard_pipeline.model.schema import Snapshot
 from dbguard_pipeline.semantics.weakening import Judged, TableFacts
+
+if TYPE_CHECKING:
+    from dbguard_pipeline.audit.run import AuditResult
 
 ERROR = dg.AssetCheckSeverity.ERROR
 WARN = dg.AssetCheckSeverity.WARN
@@ -149,11 +151,9 @@ def _capped(items: Sequence[Any]) -> list[Any]:
 
 # --------------------------------------------------------------------------- schema_snapshot
 def take_snapshot(target: Target) -> Snapshot:
-    from dbguard_pipeline.pg.catalog import introspect
+    from dbguard_pipeline import services
 
-    c = target.config
-    return introspect(target.dsn, list(c.schemas) or None, statement_timeout_ms=c.statement_timeout_ms,
-                      lock_timeout_ms=c.lock_timeout_ms)
+    return services.introspect(target.dsn, target.config, list(target.config.schemas) or None)
 
 
 def snapshot_markdown(snapshot: Snapshot) -> str:
@@ -287,10 +287,10 @@ def _findings_metadata(target: Target, findings: Sequence[Finding], ignored: Seq
 
 def rls_audit_step(target: Target, snapshot: Snapshot, previous: Optional[Previous]) -> StepOutput:
     """Static findings (categories rls, tenancy, security, performance): no table is read."""
-    from dbguard_pipeline.audit import build_result, static_findings
+    from dbguard_pipeline import services
     from dbguard_pipeline.diff import table_states
 
-    result = build_result(snapshot, static_findings(snapshot, target.config), target.config)
+    result = services.static_audit(snapshot, target.config)
     findings, ignored = list(result.findings), list(result.ignored)
     tables = table_states(snapshot, target.config)
     state = {t: facts.to_json() for t, facts in tables.items()}
@@ -308,13 +308,12 @@ def rls_audit_step(target: Target, snapshot: Snapshot, previous: Optional[Previo
 
 
 # --------------------------------------------------------------------------- tenant_coverage + data_integrity
-def data_audit(target: Target, snapshot: Snapshot):
+def data_audit(target: Target, snapshot: Snapshot) -> AuditResult:
     """One pass of data metrics (each table read once) for both tenant_coverage and data_integrity: an
     AuditResult holding the data findings only, the coverage rows and the tables not measured."""
-    from dbguard_pipeline.audit import build_result, collect_data, data_findings
+    from dbguard_pipeline import services
 
-    metrics = collect_data(target.dsn, snapshot, target.config)
-    return build_result(snapshot, data_findings(snapshot, metrics, target.config), target.config, metrics)
+    return services.data_audit(target.dsn, snapshot, target.config)
 
 
 def coverage_step(target: Target, result, previous: Optional[Previous]) -> StepOutput:
@@ -365,7 +364,7 @@ def coverage_step(target: Target, result, previous: Optional[Previous]) -> StepO
                                  f"all {len(rows)} tenant tables at or above {config.coverage_threshold:g}%",
                                  {"lowest_table_percent": dg.MetadataValue.float(float(lowest))})
     before = previous.get("coverage_by_table") if previous else None
-    if not isinstance(before, dict):
+    if previous is None or not isinstance(before, dict):
         dropped = CheckOutcome("coverage_not_dropped", True, WARN, "first materialization: baseline recorded",
                                {"baseline": dg.MetadataValue.bool(True)})
     else:

@@ -19,18 +19,17 @@ def load_demo(dsn: str) -> None:
     """Load the shim, schema and rows into an empty database (one transaction: all or nothing)."""
     from dbguard_pipeline.pg.session import connect
 
-    with connect(dsn) as conn:
-        with conn.transaction():
-            for name in SQL_FILES:
-                conn.execute(resources.files(__name__).joinpath(name).read_text(encoding="utf-8"))
-            conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                sql.Identifier(conn.info.dbname), sql.Literal(DEMO_MARKER)))
+    with connect(dsn) as conn, conn.transaction():
+        for name in SQL_FILES:
+            conn.execute(resources.files(__name__).joinpath(name).read_text(encoding="utf-8"))
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(conn.info.dbname), sql.Literal(DEMO_MARKER)))
 
 
 def create_demo_database(server_dsn: str, dbname: str, *, replace: bool = True) -> str:
     """(Re)create database ``dbname`` on the server of ``server_dsn`` and load the demo into it."""
-    from dbguard_pipeline.pg.session import connect
     from dbguard_pipeline.pg.dsn import with_database
+    from dbguard_pipeline.pg.session import connect
 
     with connect(server_dsn, autocommit=True) as conn:
         exists = conn.execute("select 1 from pg_database where datname = %s", (dbname,)).fetchone()
@@ -52,7 +51,7 @@ def is_demo_loaded(server_dsn: str, dbname: str) -> bool:
         row = conn.execute(
             "select shobj_description(oid, 'pg_database') from pg_database where datname = %s", (dbname,)
         ).fetchone()
-    return bool(row) and row[0] == DEMO_MARKER
+    return row is not None and row[0] == DEMO_MARKER
 
 
 def ensure_demo_database(*, reset: bool = False, pgdata: Optional[str] = None) -> str:

@@ -20,8 +20,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PATH = "/locations/dbguard/asset-groups/dbguard_audit/lineage"

@@ -33,8 +33,9 @@ class Finding:
         key = f"{self.rule}:{self.schema}.{self.table}"
         return f"{key}:{self.object}" if self.object else key
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, *, detail: bool = True) -> dict[str, Any]:
+        """The one JSON form of a finding (the audit's json report leaves out ``detail``)."""
+        out: dict[str, Any] = {
             "rule": self.rule,
             "severity": self.severity.value,
             "category": self.category,
@@ -44,8 +45,10 @@ class Finding:
             "message": self.message,
             "cache_key": self.cache_key,
             "remediation": self.remediation,
-            "detail": self.detail,
         }
+        if detail:
+            out["detail"] = self.detail
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Finding":

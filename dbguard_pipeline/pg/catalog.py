@@ -7,14 +7,26 @@ the columns query instead of a subquery per constraint or index. Works on Postgr
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timezone
-from typing import Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Optional
 
 import psycopg
 from psycopg.rows import dict_row
 
+from dbguard_pipeline.model.schema import (
+    Column,
+    Constraint,
+    Function,
+    Grant,
+    Index,
+    Policy,
+    Role,
+    Snapshot,
+    Table,
+    View,
+)
 from dbguard_pipeline.pg.session import read_only_session
-from dbguard_pipeline.model.schema import (Column, Constraint, Function, Grant, Index, Policy, Role, Snapshot, Table, View)
 
 SYSTEM_SCHEMA_FILTER = (
     "n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')"
@@ -22,11 +34,11 @@ SYSTEM_SCHEMA_FILTER = (
 )
 SCHEMA_FILTER = f"{SYSTEM_SCHEMA_FILTER} and (%(schemas)s::text[] is null or n.nspname = any(%(schemas)s::text[]))"
 
-Q_META = """
+Q_META = f"""
 select current_database() as database, current_setting('server_version') as server_version,
        current_setting('server_version_num')::int as server_version_num, current_user as current_user,
-       array(select n.nspname::text from pg_namespace n where {filter} order by 1) as schemas
-""".format(filter=SCHEMA_FILTER)
+       array(select n.nspname::text from pg_namespace n where {SCHEMA_FILTER} order by 1) as schemas
+"""
 
 Q_TABLES = f"""
 select c.oid, n.nspname::text as schema, c.relname::text as name,
@@ -200,16 +212,18 @@ def _introspect_two_connections(dsn: str, schemas: Optional[Sequence[str]], stat
     all ten."""
     import threading
 
-    from dbguard_pipeline.pg.session import connect
     from dbguard_pipeline.errors import DbguardError
+    from dbguard_pipeline.pg.session import connect
 
-    timeouts = dict(statement_timeout_ms=statement_timeout_ms, lock_timeout_ms=lock_timeout_ms)
-    with read_only_session(dsn, snapshot="export", **timeouts) as first:
+    with read_only_session(dsn, snapshot="export", statement_timeout_ms=statement_timeout_ms,
+                           lock_timeout_ms=lock_timeout_ms) as first:
+        snapshot_id: Optional[str] = None
         try:
             # not in a savepoint: PostgreSQL exports snapshots from top-level transactions only
-            snapshot_id = first.execute("select pg_export_snapshot()").fetchone()[0]
+            row = first.execute("select pg_export_snapshot()").fetchone()
+            snapshot_id = row[0] if row else None
         except psycopg.errors.FeatureNotSupported:  # e.g. during recovery on an old standby
-            snapshot_id = None
+            pass
         if snapshot_id is None:
             second = None
         else:
@@ -222,14 +236,16 @@ def _introspect_two_connections(dsn: str, schemas: Optional[Sequence[str]], stat
                 first.rollback()
                 raise _NoSecondConnection
             return introspect_connection(first, schemas)
-        result: dict[str, object] = {}
+        second_rows: dict[str, list[dict[str, Any]]] = {}
+        errors: list[BaseException] = []
 
         def run_second() -> None:
             try:
-                with read_only_session(second, snapshot=snapshot_id, **timeouts) as conn:
-                    result["rows"] = _run_queries(conn, _SECOND_HALF, schemas)
-            except BaseException as exc:  # re-raised in the calling thread
-                result["error"] = exc
+                with read_only_session(second, snapshot=snapshot_id, statement_timeout_ms=statement_timeout_ms,
+                                       lock_timeout_ms=lock_timeout_ms) as conn:
+                    second_rows.update(_run_queries(conn, _SECOND_HALF, schemas))
+            except BaseException as exc:  # noqa: BLE001  (re-raised in the calling thread)
+                errors.append(exc)
 
         worker = threading.Thread(target=run_second, name="dbguard-introspect", daemon=True)
         worker.start()
@@ -238,13 +254,14 @@ def _introspect_two_connections(dsn: str, schemas: Optional[Sequence[str]], stat
         finally:
             worker.join()
             second.close()
-        if "error" in result:
-            raise result["error"]
-        rows.update(result["rows"])
+        if errors:
+            raise errors[0]
+        rows.update(second_rows)
     return _assemble(rows)
 
 
-def _names(attnames: dict[int, str], attnums) -> tuple[Optional[str], ...]:
+def _names(attnames: dict[int, str], attnums: Optional[Sequence[int]]) -> tuple[Optional[str], ...]:
+    """Column names of attribute numbers; None for 0 (an expression column of an index)."""
     return tuple(None if n == 0 else attnames.get(n, f"#{n}") for n in (attnums or ()))
 
 
@@ -260,7 +277,7 @@ def _assemble(rows: dict[str, list[dict]]) -> Snapshot:
             identity=r["identity"], generated=r["generated"], position=r["position"]))
     for r in rows[Q_CONSTRAINTS]:
         fk = r["contype"] == "f"
-        ref_columns = ()
+        ref_columns: tuple[Optional[str], ...] = ()
         if fk:
             ref_columns = tuple(r["ref_columns"]) if r["ref_columns"] is not None else _names(
                 attnames[r["ref_oid"]], r["confkey"])
@@ -309,7 +326,7 @@ def _assemble(rows: dict[str, list[dict]]) -> Snapshot:
     return Snapshot(
         database=meta["database"], server_version=meta["server_version"],
         server_version_num=meta["server_version_num"], current_user=meta["current_user"],
-        taken_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        taken_at=datetime.now(UTC).replace(microsecond=0).isoformat(),
         schemas=tuple(meta["schemas"]), tables=table_objs, views=views, functions=functions, roles=roles,
     )
 

@@ -28,8 +28,9 @@ def parse_dsn(dsn: str) -> dict[str, str]:
 
 def dsn_password(dsn: str) -> Optional[str]:
     try:
-        return _conninfo.conninfo_to_dict(dsn).get("password") or None
-    except Exception:
+        password = _conninfo.conninfo_to_dict(dsn).get("password")
+        return str(password) if password else None
+    except (psycopg.ProgrammingError, AttributeError):  # malformed, or not a string
         m = re.match(r"^[a-z]+://[^:/@]*:([^@]*)@", dsn or "") or re.search(r"password\s*=\s*'?([^'\s]*)", dsn or "")
         return m.group(1) if m else None
 

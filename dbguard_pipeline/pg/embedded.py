@@ -43,7 +43,7 @@ def embedded_server(pgdata: Optional[str | os.PathLike] = None):
         path.mkdir(parents=True, exist_ok=True)
         try:
             _servers[key] = pgserver.get_server(path, cleanup_mode="stop")
-        except Exception as exc:  # pgserver raises CalledProcessError, TimeoutExpired, ...
+        except Exception as exc:  # noqa: BLE001  (pgserver raises CalledProcessError, TimeoutExpired, ...)
             raise ConnectionError_(f"could not start the embedded PostgreSQL in {path}: {exc}") from None
     return _servers[key]
 

@@ -12,15 +12,16 @@ which the audit calls only when the config declares expectations.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from dbguard_pipeline.config import Config, Expectation
-from dbguard_pipeline.pg.dsn import mask_secrets, parse_dsn
 from dbguard_pipeline.errors import ConfigError
 from dbguard_pipeline.model.schema import Snapshot
+from dbguard_pipeline.pg.dsn import mask_secrets, parse_dsn
 
 # What a result may carry into reports: counts and observed scalars, never sampled row values.
 _KEEP = ("element_count", "unexpected_count", "unexpected_percent", "missing_count", "observed_value")
@@ -54,7 +55,8 @@ def class_name(type_: str) -> str:
 
 
 def _object_names(items: list[Expectation]) -> list[str]:
-    names, seen = [], {}
+    names: list[str] = []
+    seen: dict[tuple[str, str], int] = {}
     for e in items:
         col = e.kwargs.get("column")
         base = class_name(e.type) + (f"({col})" if isinstance(col, str) else "")
@@ -87,9 +89,9 @@ def _key(e: Expectation) -> str:
 def _resolve_table(snapshot: Optional[Snapshot], name: str) -> tuple[Optional[str], Optional[str]]:
     """(schema, table) from "schema.table" (or a bare name, when unambiguous in the snapshot)."""
     if snapshot is not None:
-        t = snapshot.table(name)
-        if t is not None:
-            return t.schema, t.name
+        found = snapshot.table(name)
+        if found is not None:
+            return found.schema, found.name
         return None, None
     if "." in name:
         s, t = name.split(".", 1)
@@ -110,7 +112,7 @@ def build_expectations(config: Config) -> list[Any]:
             raise ConfigError(f"expectations[{i}]: unknown Great Expectations expectation type {e.type!r}")
         try:
             out.append(cls(**e.kwargs))
-        except Exception as exc:  # pydantic validation errors from GX
+        except Exception as exc:  # noqa: BLE001  (pydantic validation errors and others from GX)
             msg = " ".join(str(exc).split())
             raise ConfigError(f"expectations[{i}] ({name} on {e.table}): invalid kwargs: {msg[:300]}") from None
     return out
@@ -153,7 +155,7 @@ def run_expectations(dsn: str, config: Config, snapshot: Optional[Snapshot] = No
     from great_expectations.data_context.types.base import ProgressBarsConfig
     from sqlalchemy import quoted_name
 
-    def clean(text: str) -> str:
+    def clean(text: object) -> str:
         return mask_secrets(" ".join(str(text).split()), dsn)[:500]
 
     groups: dict[tuple[Optional[str], Optional[str], str], list[int]] = {}
@@ -174,7 +176,7 @@ def run_expectations(dsn: str, config: Config, snapshot: Optional[Snapshot] = No
         warnings.simplefilter("ignore")
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        datasource = context.data_sources.add_postgres(
+        datasource = context.data_sources.add_postgres(  # type: ignore[call-arg]  # SQLAlchemy's kwargs
             "dbguard", connection_string=url, kwargs={"connect_args": connect_args})
         try:
             for n, ((schema, table, raw), idxs) in enumerate(sorted(groups.items(), key=lambda kv: kv[1][0])):
@@ -196,7 +198,7 @@ def run_expectations(dsn: str, config: Config, snapshot: Optional[Snapshot] = No
                             suite.add_expectation(built[i])
                         position[i] = keys.index(key)
                     validation = batch.validate(suite, result_format="BASIC")
-                except Exception as exc:  # connection, permission, missing table: GX raises many kinds
+                except Exception as exc:  # noqa: BLE001  (connection, permission, missing table: GX raises many kinds)
                     reason = clean(getattr(exc, "orig", None) or exc)
                     reason = re.sub(r"^Attempt to connect to table: .*? failed because ", "", reason)
                     for i in idxs:
@@ -206,7 +208,7 @@ def run_expectations(dsn: str, config: Config, snapshot: Optional[Snapshot] = No
                 for i in idxs:
                     pos = position[i]
                     r = ordered[pos] if pos < len(ordered) else None
-                    if r is None or r.expectation_config.type != built[i].expectation_type:
+                    if r is None or r.expectation_config is None or r.expectation_config.type != built[i].expectation_type:
                         results[i] = result(i, schema, table, error="no result from Great Expectations")
                         continue
                     raised = _raised(r.exception_info)
@@ -217,8 +219,6 @@ def run_expectations(dsn: str, config: Config, snapshot: Optional[Snapshot] = No
                                 if k in _KEEP and (v is None or isinstance(v, (int, float, str, bool)))}
                     results[i] = result(i, schema, table, success=bool(r.success), observed=observed)
         finally:
-            try:
+            with contextlib.suppress(Exception):  # cleanup of an ephemeral context: best effort
                 context.data_sources.delete("dbguard")
-            except Exception:
-                pass
     return tuple(results[i] for i in range(len(items)))

@@ -1,0 +1,20 @@
+"""The json report: ``{"database", "generated_at", "summary", "findings", "coverage", ...}``
+(:meth:`AuditResult.to_json_dict`; each finding is :meth:`Finding.to_dict` without ``detail``), and the one
+way dbguard writes a JSON document (indent 2, UTF-8 as is, a closing newline)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dbguard_pipeline.audit.run import AuditResult
+
+
+def dumps(document: Any) -> str:
+    """A JSON document as dbguard writes it: indented, non-ASCII kept, anything else as ``str()``."""
+    return json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def render_json(result: AuditResult) -> str:
+    return dumps(result.to_json_dict())
