@@ -15,7 +15,7 @@ import enum
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, TypeGuard
 
 from pglast import ast
 from pglast.enums import A_Expr_Kind, SQLValueFunctionOp, SubLinkType
@@ -47,7 +47,8 @@ class ContextKind(enum.IntEnum):
 Kind = Optional[ContextKind]  # None: the value holds no context (a constant, auth.role(), ...)
 
 
-def is_context(kind: Kind) -> bool:
+def is_context(kind: Kind) -> TypeGuard[ContextKind]:
+    """The value is the caller's context (not None, not ROW)."""
     return kind is ContextKind.IDENTITY or kind is ContextKind.TENANT
 
 

@@ -109,17 +109,9 @@ class Folder:
             v = vals[0] if vals else UNKNOWN
             return (not v) if isinstance(v, bool) else v
         if op == BoolExprType.AND_EXPR:
-            if any(v is False for v in vals):
-                return False
-            if all(v is True for v in vals):
-                return True
-            return NULL if all(v is True or v is NULL for v in vals) else UNKNOWN
+            return _junction(vals, absorbing=False)
         if op == BoolExprType.OR_EXPR:
-            if any(v is True for v in vals):
-                return True
-            if all(v is False for v in vals):
-                return False
-            return NULL if all(v is False or v is NULL for v in vals) else UNKNOWN
+            return _junction(vals, absorbing=True)
         return UNKNOWN
 
     def _fold_sublink(self, node: ast.SubLink, d: int) -> Value:
@@ -250,6 +242,15 @@ class Folder:
         if top:
             self.state.used_table = True
         return canon(a, top) == canon(b, top) and not volatile(a)
+
+
+def _junction(vals: list[Value], absorbing: bool) -> Value:
+    """AND (absorbing False) or OR (absorbing True) of folded values, with SQL's three-valued logic."""
+    if any(v is absorbing for v in vals):
+        return absorbing
+    if all(v is (not absorbing) for v in vals):
+        return not absorbing
+    return NULL if all(v is (not absorbing) or v is NULL for v in vals) else UNKNOWN
 
 
 def _node(value: Any) -> Optional[Node]:

@@ -114,8 +114,8 @@ def body_tree(fn: Function) -> Optional[tuple[Any, ...]]:
 
 
 def rebuild(node: Node, change: Callable[[Node], Node]) -> Node:
-    """A copy of ``node`` with ``change`` applied to each node directly below it. Attributes are set the way
-    the parser sets them (raw parse trees hold any expression where pglast's setters expect an ``Expr``)."""
+    """A copy of ``node`` with ``change`` applied to each node directly below it (attributes set directly:
+    pglast's setters validate each value, which is slow, and every value here comes from a parsed tree)."""
     copy = object.__new__(type(node))
     for m in node:
         object.__setattr__(copy, m, _rebuild_value(getattr(node, m), change))

@@ -213,14 +213,14 @@ class Restrictor(ContextReader):
             container, member = (left, right) if op != "<@" else (right, left)
             col = self._column_in(member, frame)
             k = self.kind(container, frame)
-            if col is not None and k is not None and is_context(k):
+            if col is not None and is_context(k):
                 return Restriction(pins={col: k})
         if kind == A_Expr_Kind.AEXPR_IN and op == "=":
             col = self.col(left, frame)
             listed = node.rexpr if isinstance(node.rexpr, tuple) else ()
             if col and listed:
                 kinds = [self.kind(i, frame) for i in listed]
-                pinned = [k for k in kinds if k is not None and is_context(k)]
+                pinned = [k for k in kinds if is_context(k)]
                 if len(pinned) == len(kinds):
                     return Restriction(pins={col: min(pinned)})
             if len(listed) == 1:
@@ -233,10 +233,10 @@ class Restrictor(ContextReader):
             col = self.col(node.testexpr, frame)
             if col is not None:
                 k = self.subquery_kind(node.subselect, frame)
-                return Restriction(pins={col: k}) if k is not None and is_context(k) else NOTHING
+                return Restriction(pins={col: k}) if is_context(k) else NOTHING
             # <context> IN (SELECT member FROM ... WHERE <correlated with the row>)
             k = self.kind(node.testexpr, frame)
-            if k is not None and is_context(k):
+            if is_context(k):
                 return self._exists(node.subselect, frame, target_kind=k)
             return NOTHING
         if kind == SubLinkType.EXISTS_SUBLINK:
@@ -290,7 +290,7 @@ class Restrictor(ContextReader):
             if col is None:
                 continue
             kind = self.kind(b, frame)
-            if kind is not None and is_context(kind):
+            if is_context(kind):
                 return Restriction(pins={col: kind})
             other = self.col(b, frame)
             if other is not None and other[0] != col[0]:
@@ -304,13 +304,13 @@ class Restrictor(ContextReader):
                 k = self.subquery_kind(right.subselect, frame)
             else:
                 k = self.kind(right, frame)
-            if k is not None and is_context(k):
+            if is_context(k):
                 return Restriction(pins={col: k})
         # <context> = ANY (array_column): the row lists the caller
         arr = self.col(right, frame)
         if arr is not None:
             k = self.kind(left, frame)
-            if k is not None and is_context(k):
+            if is_context(k):
                 return Restriction(pins={arr: ContextKind.IDENTITY})
         return NOTHING
 
@@ -358,7 +358,7 @@ class Restrictor(ContextReader):
         deeper = frame.deeper()
         if not is_plain(sel):
             kinds = [self.subquery_kind(sel.larg, deeper), self.subquery_kind(sel.rarg, deeper)]
-            pinned = [k for k in kinds if k is not None and is_context(k)]
+            pinned = [k for k in kinds if is_context(k)]
             return min(pinned) if len(pinned) == len(kinds) else None
         inner = deeper.within(scope_of(sel, self.tables))
         lvl = inner.inner
@@ -366,14 +366,14 @@ class Restrictor(ContextReader):
             value = single_value(sel)
             if value is not None:
                 k = self.kind(value, inner)
-                return k if k is not None and is_context(k) else None
+                return k if is_context(k) else None
             return None
         for item in sel.fromClause:
             if isinstance(item, ast.RangeFunction):
                 for listed in item.functions or ():
                     for f in (listed if isinstance(listed, tuple) else (listed,)):
                         k = self.kind(f, inner) if isinstance(f, ast.Node) else None
-                        if k is not None and is_context(k):
+                        if is_context(k):
                             return ContextKind.TENANT
         res = self._select_where(sel, inner)
         if res.false or lvl in res.levels() or self._from_isolated(sel, inner):
