@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from dbguard_pipeline import policy as pol
-from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.config import Config, TenantModel
+from dbguard_pipeline.pg.catalog import introspect
 
 from .conftest import Databases, run_sql
 

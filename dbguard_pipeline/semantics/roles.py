@@ -9,6 +9,11 @@ API_ROLES = ("anon", "authenticated")
 API_GRANTEES = ("anon", "authenticated", "public")
 # Grantees whose privileges a client has without signing in.
 UNAUTHENTICATED_GRANTEES = ("anon", "public")
+# Supabase's privileged JWT roles: the ``role`` claim (what ``auth.role()`` returns and the role PostgREST
+# switches to) of the service key (service_role, BYPASSRLS) and of the platform (supabase_admin, superuser).
+# A fact about Supabase's JWTs, not about the audited database: a policy branch such as
+# ``auth.role() = 'service_role'`` opens nothing to API clients even when the snapshot lacks these roles.
+SUPABASE_BYPASS_JWT_ROLES = ("service_role", "supabase_admin")
 
 
 def bypasses_rls(role: Role) -> bool:
