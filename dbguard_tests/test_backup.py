@@ -44,7 +44,7 @@ def contents(dsn: str) -> dict[str, tuple[int, str]]:
     foreign keys and triggers, so a restore that lost one shows up."""
     out = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("set timezone = 'UTC'")
+        conn.execute("set timezone = 'UTC'; set datestyle = 'ISO, YMD'; set extra_float_digits = 1")
         tables = conn.execute("""select n.nspname, c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
                                  where c.relkind = 'r' and n.nspname in ('public', 'auth', 'odd;schema')""").fetchall()
         for schema, name in tables:
@@ -125,8 +125,21 @@ def test_restore_refuses_to_orphan_rows_outside_the_backup(demo_dsn, tmp_path):
         select gen_random_uuid(), tenant_id, id, 'inspection', current_date from public.vehicles where vin = 'NEWVIN';
     """)
     before = contents(demo_dsn)
-    with pytest.raises(DbguardError, match=r"vehicle_events would reference rows that are not in the backup .*nothing"):
+    with pytest.raises(DbguardError, match=r"vehicle_events would reference rows that do not exist .*nothing"):
         backup.restore(b.path, demo_dsn)
+    assert contents(demo_dsn) == before
+
+
+def test_restore_refuses_rows_whose_parent_is_gone(demo_dsn, tmp_path):
+    b = backup.take(demo_dsn, ["public.vehicles"], out_dir=tmp_path)
+    run_sql(demo_dsn, """
+        with g as (select garage_id from public.vehicles where garage_id is not null limit 1)
+        update public.vehicles set garage_id = null where garage_id in (select garage_id from g);
+        delete from public.garages where id not in (select garage_id from public.vehicles where garage_id is not null);
+    """)
+    before = contents(demo_dsn)
+    proc = dbguard("restore", str(b.path), "--dsn", demo_dsn, "--verify")
+    one_line_error(proc, "rows of public.vehicles would reference rows that do not exist", "vehicles_garage_id_fkey")
     assert contents(demo_dsn) == before
 
 
@@ -137,6 +150,30 @@ def test_restore_refuses_when_columns_changed(demo_dsn, tmp_path):
     proc = dbguard("restore", str(b.path), "--dsn", demo_dsn, "--verify")
     one_line_error(proc, "public.garages", "columns", "removed address", "added phone")
     assert contents(demo_dsn) == before
+
+
+def test_types_identity_and_generated_columns_and_session_settings(demo_dsn, tmp_path):
+    run_sql(demo_dsn, """
+        create table public.kinds (id bigint generated always as identity primary key,
+            at timestamptz, d date, i interval, f float8, n numeric, b bytea, a text[], j jsonb, m money,
+            doubled numeric generated always as (n * 2) stored);
+        insert into public.kinds (at, d, i, f, n, b, a, j, m)
+        select now() - g * interval '1 day 3 hours', current_date - g, g * interval '90 minutes', g / 7.0, g / 3.0,
+               decode(md5(g::text), 'hex'), array['x', null, g::text], jsonb_build_object('g', g), g * 1.5
+        from generate_series(1, 200) g;
+    """)
+    b = backup.take(demo_dsn, ["public.kinds"], out_dir=tmp_path)
+    before = contents(demo_dsn)
+    dbname = psycopg.conninfo.conninfo_to_dict(demo_dsn)["dbname"]
+    run_sql(demo_dsn, sql.SQL("alter database {} set timezone = 'Asia/Tokyo';"
+                              "alter database {} set datestyle = 'SQL, DMY'; alter database {} set extra_float_digits = -3;"
+                              ).format(*[sql.Identifier(dbname)] * 3).as_string(None))
+    run_sql(demo_dsn, "delete from public.kinds where id > 100; insert into public.kinds (n) values (1)")
+    result = backup.restore(b.path, demo_dsn, verify=True)
+    assert result.ok and result.committed, result.lines()
+    assert contents(demo_dsn) == before
+    with psycopg.connect(demo_dsn) as conn:  # the identity sequence came back too
+        assert conn.execute("insert into public.kinds (n) values (0) returning id").fetchone()[0] == 201
 
 
 # --------------------------------------------------------------------------- the manifest, the CLI, secrets

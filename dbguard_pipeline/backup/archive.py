@@ -49,7 +49,7 @@ def quiet_cleanup() -> Iterator[None]:
         logger.removeFilter(noise)
 
 
-def _tool_env(dsn: str, tool: str) -> dict[str, str]:
+def tool_env(dsn: str, tool: str) -> dict[str, str]:
     env = _libpq_env(dsn)
     env["PGAPPNAME"] = f"{APP_NAME} ({tool})"
     return env
@@ -96,7 +96,7 @@ def dump(dsn: str, out: Path, *, snapshot: str, targets: Optional[Sequence[Targe
     else:
         cmd.append("--strict-names")
         cmd += [f"--table={table_pattern(t)}" for t in targets]
-    proc = subprocess.run(cmd, env=_tool_env(dsn, "pg_dump"), capture_output=True, check=False)
+    proc = subprocess.run(cmd, env=tool_env(dsn, "pg_dump"), capture_output=True, check=False)
     if proc.returncode != 0:
         raise BackupError(f"pg_dump failed: {tool_failure('pg_dump', proc, proc.stderr, dsn)}")
 
@@ -205,7 +205,7 @@ def restore_whole(path: Path, dsn: str, dbname: str) -> None:
     in one transaction."""
     cmd = [_binary("pg_restore"), "--exit-on-error", "--single-transaction", "--no-owner", "--no-privileges",
            f"--dbname={dbname}", str(path)]
-    proc = subprocess.run(cmd, env=_tool_env(dsn, "pg_restore"), capture_output=True, check=False)
+    proc = subprocess.run(cmd, env=tool_env(dsn, "pg_restore"), capture_output=True, check=False)
     if proc.returncode != 0:
         raise BackupError(f"pg_restore into the scratch database failed: "
                           f"{tool_failure('pg_restore', proc, proc.stderr, dsn)}")

@@ -3,8 +3,8 @@ database that is dropped afterwards (a dry run), with the row counts and checksu
 manifest.
 
 In place, one transaction: lock the tables (ACCESS EXCLUSIVE), refuse when a table is gone or its columns
-changed, drop the foreign keys that reference the tables (they are re-created, with their exact definition,
-before the commit, which checks every referencing row again), disable the tables' enabled user triggers (so
+changed, drop the foreign keys that reference the tables or that the tables hold (they are re-created, with
+their exact definitions, before the commit, which checks every row again), disable the tables' enabled user triggers (so
 no trigger rewrites a restored row or writes elsewhere; re-enabled as they were), ``TRUNCATE ONLY``, load the
 rows and sequence values from the dump, and with ``verify`` recompute the counts and checksums: any difference
 rolls everything back. A failure anywhere, the loss of the connection included, leaves the database as it was.
@@ -93,11 +93,12 @@ class RestoreResult:
     def lines(self) -> list[str]:
         m = self.manifest
         what = f"{plural(len(m.tables), 'table')} ({plural(self.rows_loaded, 'row')})"
+        name, database = escape_controls(m.name), escape_controls(self.database)
         if self.mode == "in place":
-            head = (f"restored {what} of {m.name} into {self.database} in {self.duration_s:.2f}s" if self.committed
-                    else f"restore of {m.name} into {self.database} rolled back: nothing was changed")
+            head = (f"restored {what} of {name} into {database} in {self.duration_s:.2f}s" if self.committed
+                    else f"restore of {name} into {database} rolled back: nothing was changed")
         else:
-            head = f"restored {what} of {m.name} into a {self.mode} in {self.duration_s:.2f}s (dropped again)"
+            head = f"restored {what} of {name} into a {self.mode} in {self.duration_s:.2f}s (dropped again)"
         out = [head]
         if self.verified:
             bad = [c for c in self.checks if not c.ok]
@@ -179,14 +180,16 @@ def _locked_targets(conn: psycopg.Connection, manifest: Manifest) -> list[Target
     return targets
 
 
-_INCOMING_FKS = """
+# the foreign keys that reference the tables (they would block TRUNCATE) and those the tables hold (re-checking
+# them once after the load is one join, not a trigger call per row)
+_FKS = """
 select n.nspname, r.relname, c.conname, pg_catalog.pg_get_constraintdef(c.oid),
        pg_catalog.obj_description(c.oid, 'pg_constraint')
 from pg_catalog.pg_constraint c join pg_catalog.pg_class r on r.oid = c.conrelid
 join pg_catalog.pg_namespace n on n.oid = r.relnamespace
 where c.contype = 'f' and c.conparentid = 0 and (c.confrelid = any(%(oids)s::oid[]) or c.confrelid in (
         select a.relid from unnest(%(oids)s::oid[]) as t(oid), pg_catalog.pg_partition_ancestors(t.oid) as a(relid))
-      or (%(outgoing)s and c.conrelid = any(%(oids)s::oid[])))
+      or c.conrelid = any(%(oids)s::oid[]))
 order by n.nspname, r.relname, c.conname"""
 
 _TRIGGERS = """select t.tgrelid, t.tgname, t.tgenabled from pg_catalog.pg_trigger t
@@ -199,7 +202,7 @@ def _load(conn: psycopg.Connection, dump: Path, manifest: Manifest, *, recheck_f
     targets = _locked_targets(conn, manifest)
     by_oid = {t.oid: t for t in targets}
     oids = list(by_oid)
-    fks = conn.execute(_INCOMING_FKS, {"oids": oids, "outgoing": not recheck_fks}).fetchall()
+    fks = conn.execute(_FKS, {"oids": oids}).fetchall()
     for schema, table, name, _definition, _comment in fks:
         conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.Identifier(schema, table),
                                                                          sql.Identifier(name)))
@@ -229,8 +232,9 @@ def _load(conn: psycopg.Connection, dump: Path, manifest: Manifest, *, recheck_f
                     conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
                         sql.Identifier(schema, table), sql.Identifier(name), sql.SQL(definition)))
             except psycopg.errors.ForeignKeyViolation:
-                raise BackupError(f"cannot restore in place: rows of {shown} would reference rows that are not "
-                                  f"in the backup (foreign key {escape_controls(name)}); nothing was changed") from None
+                raise BackupError(f"cannot restore in place: rows of {shown} would reference rows that do not exist "
+                                  f"(foreign key {escape_controls(name)}): restore the tables together; "
+                                  "nothing was changed") from None
             if comment is not None:
                 conn.execute(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
                     sql.Identifier(name), sql.Identifier(schema, table), sql.Literal(comment)))

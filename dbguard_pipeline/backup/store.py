@@ -53,7 +53,7 @@ class Listed:
         return {"name": self.path.name, "path": str(self.path), "status": self.status, "verified": self.verified,
                 "problem": self.problem, "verification": self.verification,
                 **({"database": m.database, "created_at": m.created_at, "label": m.label, "scope": m.scope,
-                    "tables": [f"{t.schema}.{t.name}" for t in m.tables], "rows": m.rows, "bytes": m.dump_bytes}
+                    "tables": [{"schema": t.schema, "name": t.name, "rows": t.rows} for t in m.tables], "rows": m.rows, "bytes": m.dump_bytes}
                    if m else {})}
 
 

@@ -79,11 +79,12 @@ def _list(args: argparse.Namespace) -> int:
         print(f"no backups in {args.out_dir}")
     for b in backups:
         m = b.manifest
+        name = escape_controls(b.path.name)
         if m is None:
-            print(f"{escape_controls(b.path.name)}  {b.status}")
+            print(f"{name}  {escape_controls(b.status)}")
             continue
-        print(f"{b.path.name}  {m.database}  {m.created_at}  {_tables_text(b)}  {m.rows} rows  "
-              f"{human_bytes(m.dump_bytes)}  {b.status}")
+        print(f"{name}  {escape_controls(m.database)}  {escape_controls(m.created_at)}  {_tables_text(b)}  "
+              f"{m.rows} rows  {human_bytes(m.dump_bytes)}  {escape_controls(b.status)}")
     return 0
 
 
