@@ -10,6 +10,7 @@ restored and verified, dropped). Medians of ``--repeat`` runs; the size is the d
 
 Uses the embedded PostgreSQL in a temporary data directory (or $DBGUARD_BENCH_DSN, a superuser URL).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,16 +39,20 @@ def make_big(server: str, rows: int) -> str:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     dsn = with_database(server, name)
     with connect(dsn, autocommit=True) as conn:
-        conn.execute("create table tenants (id uuid primary key, name text not null);"
-                     "insert into tenants select md5('t' || g)::uuid, 'tenant ' || g from generate_series(1, 50) g")
-        conn.execute(sql.SQL(
-            "create table big (id bigint primary key, tenant_id uuid, name text not null, amount numeric(12, 2),"
-            " created_at timestamptz not null);"
-            "insert into big select g, md5('t' || (g % 50 + 1))::uuid, 'row ' || g, (g % 100000) / 100.0,"
-            " timestamptz '2025-01-01' + g * interval '1 second' from generate_series(1, {rows}) g;"
-            "alter table big add foreign key (tenant_id) references tenants (id);"
-            "create index on big (tenant_id);"
-        ).format(rows=sql.Literal(rows)))
+        conn.execute(
+            "create table tenants (id uuid primary key, name text not null);"
+            "insert into tenants select md5('t' || g)::uuid, 'tenant ' || g from generate_series(1, 50) g"
+        )
+        conn.execute(
+            sql.SQL(
+                "create table big (id bigint primary key, tenant_id uuid, name text not null, amount numeric(12, 2),"
+                " created_at timestamptz not null);"
+                "insert into big select g, md5('t' || (g % 50 + 1))::uuid, 'row ' || g, (g % 100000) / 100.0,"
+                " timestamptz '2025-01-01' + g * interval '1 second' from generate_series(1, {rows}) g;"
+                "alter table big add foreign key (tenant_id) references tenants (id);"
+                "create index on big (tenant_id);"
+            ).format(rows=sql.Literal(rows))
+        )
         conn.execute("vacuum (analyze, freeze)")
     return dsn
 
@@ -72,9 +77,11 @@ def measure(label: str, dsn: str, tables: list[str] | None, repeat: int, work: P
     assert isinstance(r, backup.RestoreResult) and r.ok
     scratch_s, r = _median(lambda: backup.restore(b.path, dsn, scratch=True), repeat)
     assert isinstance(r, backup.RestoreResult) and r.ok
-    return [f"| {label} | {len(m.tables)} | {m.rows:,} | {took:.2f} s | {ref_s:.2f} s | "
-            f"{backup.human_bytes(m.dump_bytes)} ({backup.human_bytes(int(ref_size))}) | {plain_s:.2f} s | "
-            f"{verified_s:.2f} s | {scratch_s:.2f} s ({r.mode}) |"]
+    return [
+        f"| {label} | {len(m.tables)} | {m.rows:,} | {took:.2f} s | {ref_s:.2f} s | "
+        f"{backup.human_bytes(m.dump_bytes)} ({backup.human_bytes(int(ref_size))}) | {plain_s:.2f} s | "
+        f"{verified_s:.2f} s | {scratch_s:.2f} s ({r.mode}) |"
+    ]
 
 
 def main() -> None:
@@ -87,8 +94,11 @@ def main() -> None:
     big = make_big(server, args.rows)
     with tempfile.TemporaryDirectory(prefix="dbguard-bench-backup-") as tmp:
         work = Path(tmp)
-        rows = ["| database | tables | rows | backup | bare pg_dump | dump size (bare) | restore | restore --verify "
-                "| restore --into-scratch |", "|---|---|---|---|---|---|---|---|---|"]
+        rows = [
+            "| database | tables | rows | backup | bare pg_dump | dump size (bare) | restore | restore --verify "
+            "| restore --into-scratch |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         rows += measure("demo (--all)", demo, None, args.repeat, work)
         rows += measure(f"{args.rows:,}-row table", big, ["public.big"], args.repeat, work)
     print(f"median of {args.repeat} runs each\n")

@@ -1,6 +1,7 @@
 """Faults during backup and restore, on a real PostgreSQL: a killed backend, a full disk, a tampered dump, a
 manifest that does not match, a process killed mid-backup. Each ends with the database as it was, a one-line
 explanation, and no folder that looks like a valid backup."""
+
 from __future__ import annotations
 
 import json
@@ -35,14 +36,19 @@ def terminate(server_dsn: str, dbname: str, app: str, query_prefix: str = "") ->
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         return conn.execute(
             "select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = %s and application_name = %s"
-            " and pid <> pg_backend_pid() and query ilike %s", (dbname, app, query_prefix + "%")).fetchone()[0]
+            " and pid <> pg_backend_pid() and query ilike %s",
+            (dbname, app, query_prefix + "%"),
+        ).fetchone()[0]
 
 
 def big_table(dsn: str, rows: int) -> None:
-    run_sql(dsn, f"""create table public.big (id bigint primary key, tenant_id uuid references public.tenants (id),
+    run_sql(
+        dsn,
+        f"""create table public.big (id bigint primary key, tenant_id uuid references public.tenants (id),
                                              payload text not null);
                      insert into public.big select g, (select id from public.tenants order by id limit 1),
-                            md5(g::text) || md5((g * 7)::text) from generate_series(1, {rows}) g;""")
+                            md5(g::text) || md5((g * 7)::text) from generate_series(1, {rows}) g;""",
+    )
 
 
 class Killer(threading.Thread):
@@ -126,9 +132,24 @@ def test_backend_killed_while_loading_rows_cli(demo_dsn, server_dsn, tmp_path):
 def test_process_killed_mid_backup_leaves_only_a_partial_folder(demo_dsn, server_dsn, tmp_path):
     big_table(demo_dsn, 400_000)
     env = {k: v for k, v in os.environ.items() if k != "DBGUARD_DATABASE_URL"}
-    proc = subprocess.Popen([sys.executable, "-m", "dbguard_pipeline.cli", "backup", "--dsn", demo_dsn,
-                             "--out-dir", str(tmp_path), "--table", "public.big"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dbguard_pipeline.cli",
+            "backup",
+            "--dsn",
+            demo_dsn,
+            "--out-dir",
+            str(tmp_path),
+            "--table",
+            "public.big",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while not any(p.name.startswith(".partial-") for p in tmp_path.glob(".partial-*")) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -150,15 +171,23 @@ def test_process_killed_mid_backup_leaves_only_a_partial_folder(demo_dsn, server
 
 # --------------------------------------------------------------------------- a full disk
 def _incompressible(dsn: str, rows: int = 20_000) -> None:
-    run_sql(dsn, f"create table public.noise as select g as id, md5(random()::text) || md5(random()::text) as v "
-                 f"from generate_series(1, {rows}) g")
+    run_sql(
+        dsn,
+        f"create table public.noise as select g as id, md5(random()::text) || md5(random()::text) as v "
+        f"from generate_series(1, {rows}) g",
+    )
 
 
 def test_full_disk_tmpfs(demo_dsn, tmp_path):
     mnt = tmp_path / "tiny"
     mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         _incompressible(demo_dsn)

@@ -7,6 +7,7 @@ archive into SQL text (``--data-only -f -``), and :func:`replay` runs the ``COPY
 the sequence values on the caller's connection, so the whole restore is one transaction that either commits
 completely or leaves the database as it was.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,8 +56,9 @@ def tool_env(dsn: str, tool: str) -> dict[str, str]:
     return env
 
 
-def tool_failure(tool: str, proc: subprocess.CompletedProcess[bytes] | subprocess.Popen[bytes], stderr: bytes,
-                 dsn: str) -> str:
+def tool_failure(
+    tool: str, proc: subprocess.CompletedProcess[bytes] | subprocess.Popen[bytes], stderr: bytes, dsn: str
+) -> str:
     """One line saying why a pg_dump/pg_restore run failed, with no password in it."""
     rc = proc.returncode
     if rc is not None and rc < 0:
@@ -86,11 +88,18 @@ def table_pattern(target: Target) -> str:
     return quoted_qname(target.schema, target.name)
 
 
-def dump(dsn: str, out: Path, *, snapshot: str, targets: Optional[Sequence[Target]],
-         lock_wait_ms: int = 10_000) -> None:
+def dump(
+    dsn: str, out: Path, *, snapshot: str, targets: Optional[Sequence[Target]], lock_wait_ms: int = 10_000
+) -> None:
     """pg_dump -Fc of the targets (None: the whole database, large objects excepted) at the exported snapshot."""
-    cmd = [_binary("pg_dump"), "--format=custom", f"--file={out}", f"--snapshot={snapshot}",
-           f"--lock-wait-timeout={int(lock_wait_ms)}", "--no-password"]
+    cmd = [
+        _binary("pg_dump"),
+        "--format=custom",
+        f"--file={out}",
+        f"--snapshot={snapshot}",
+        f"--lock-wait-timeout={int(lock_wait_ms)}",
+        "--no-password",
+    ]
     if targets is None:
         cmd.append("--no-blobs")
     else:
@@ -102,8 +111,7 @@ def dump(dsn: str, out: Path, *, snapshot: str, targets: Optional[Sequence[Targe
 
 
 # --------------------------------------------------------------------------- replay
-_SKIPPED_SETTINGS = ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout",
-                     "transaction_timeout")
+_SKIPPED_SETTINGS = ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout", "transaction_timeout")
 
 
 @dataclass
@@ -162,8 +170,13 @@ def _copy(conn: psycopg.Connection, statement: str, stream: IO[bytes]) -> int:
         return max(cur.rowcount, 0)
 
 
-def replay(path: Path, conn: psycopg.Connection, log: Callable[[str], None] = lambda _: None, *,
-           use_list: Optional[Path] = None) -> Replayed:
+def replay(
+    path: Path,
+    conn: psycopg.Connection,
+    log: Callable[[str], None] = lambda _: None,
+    *,
+    use_list: Optional[Path] = None,
+) -> Replayed:
     """Load the archive's table rows and sequence values (those in ``use_list``, a pg_restore --use-list
     file, when given) through ``conn``, in its current transaction."""
     done = Replayed()
@@ -178,7 +191,7 @@ def replay(path: Path, conn: psycopg.Connection, log: Callable[[str], None] = la
                     rows = _copy(conn, statement, stream)
                     done.tables += 1
                     done.rows += rows
-                    log(f"loaded {rows} rows: {escape_controls(one_line(statement[5:statement.find(' (')]))}")
+                    log(f"loaded {rows} rows: {escape_controls(one_line(statement[5 : statement.find(' (')]))}")
                 elif head.startswith("SELECT PG_CATALOG.SETVAL("):
                     conn.execute(statement)
                     done.sequences += 1
@@ -186,8 +199,9 @@ def replay(path: Path, conn: psycopg.Connection, log: Callable[[str], None] = la
                     if not any(head.startswith(f"SET {s.upper()} ") for s in _SKIPPED_SETTINGS):
                         conn.execute(statement)
                 else:
-                    raise BackupError(f"unexpected statement in the dump's data section: "
-                                      f"{escape_controls(one_line(statement))[:60]}")
+                    raise BackupError(
+                        f"unexpected statement in the dump's data section: {escape_controls(one_line(statement))[:60]}"
+                    )
             proc.stdout.close()
             proc.wait()
         finally:
@@ -203,9 +217,17 @@ def replay(path: Path, conn: psycopg.Connection, log: Callable[[str], None] = la
 def restore_whole(path: Path, dsn: str, dbname: str) -> None:
     """pg_restore the whole archive (schema and data) into the empty database ``dbname`` (a name dbguard chose),
     in one transaction."""
-    cmd = [_binary("pg_restore"), "--exit-on-error", "--single-transaction", "--no-owner", "--no-privileges",
-           f"--dbname={dbname}", str(path)]
+    cmd = [
+        _binary("pg_restore"),
+        "--exit-on-error",
+        "--single-transaction",
+        "--no-owner",
+        "--no-privileges",
+        f"--dbname={dbname}",
+        str(path),
+    ]
     proc = subprocess.run(cmd, env=tool_env(dsn, "pg_restore"), capture_output=True, check=False)
     if proc.returncode != 0:
-        raise BackupError(f"pg_restore into the scratch database failed: "
-                          f"{tool_failure('pg_restore', proc, proc.stderr, dsn)}")
+        raise BackupError(
+            f"pg_restore into the scratch database failed: {tool_failure('pg_restore', proc, proc.stderr, dsn)}"
+        )

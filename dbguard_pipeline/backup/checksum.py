@@ -8,6 +8,7 @@ digits, bytea output), which are pinned for the transaction, so the same rows gi
 connection. Row security is off: if it would hide rows from this role, PostgreSQL refuses instead of
 counting a subset (as pg_dump does).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -23,8 +24,13 @@ from dbguard_pipeline.text import escape_controls, qname
 
 # transaction-local settings under which row text is compared (read_only_session(settings=...) or SET LOCAL)
 SETTINGS: dict[str, str] = {
-    "TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "extra_float_digits": "1",
-    "bytea_output": "hex", "lc_monetary": "C", "row_security": "off",
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, YMD",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "1",
+    "bytea_output": "hex",
+    "lc_monetary": "C",
+    "row_security": "off",
 }
 
 TableName = Union[str, tuple[str, str]]
@@ -45,8 +51,17 @@ class Target:
         return sql.Identifier(self.schema, self.name)
 
 
-_KIND = {"p": "a partitioned table", "v": "a view", "m": "a materialized view", "f": "a foreign table",
-         "S": "a sequence", "i": "an index", "I": "a partitioned index", "c": "a composite type", "t": "a TOAST table"}
+_KIND = {
+    "p": "a partitioned table",
+    "v": "a view",
+    "m": "a materialized view",
+    "f": "a foreign table",
+    "S": "a sequence",
+    "i": "an index",
+    "I": "a partitioned index",
+    "c": "a composite type",
+    "t": "a TOAST table",
+}
 
 _BY_OID = """select c.oid, n.nspname, c.relname, c.relkind, c.relpersistence
              from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = %s"""
@@ -72,8 +87,10 @@ def one(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
 def _check_kind(row: tuple[Any, ...], shown: str) -> Target:
     oid, schema, name, kind, persistence = row
     if kind != "r":
-        raise BackupError(f"{shown} is {_KIND.get(kind, 'not a table')}: a backup holds the rows of ordinary tables"
-                          + (" (name its partitions)" if kind == "p" else ""))
+        raise BackupError(
+            f"{shown} is {_KIND.get(kind, 'not a table')}: a backup holds the rows of ordinary tables"
+            + (" (name its partitions)" if kind == "p" else "")
+        )
     if schema.startswith("pg_") or schema == "information_schema":
         raise BackupError(f"{shown} is a system table")
     if persistence == "t":
@@ -97,8 +114,11 @@ def resolve(conn: psycopg.Connection, tables: Sequence[TableName]) -> list[Targe
             try:
                 with conn.transaction():
                     oid = one(conn.execute("select pg_catalog.to_regclass(%s)::oid", (t,)))[0]
-            except (psycopg.ProgrammingError, psycopg.NotSupportedError,
-                    psycopg.DataError) as exc:  # "a.b.c.d", "db.schema.table"
+            except (
+                psycopg.ProgrammingError,
+                psycopg.NotSupportedError,
+                psycopg.DataError,
+            ) as exc:  # "a.b.c.d", "db.schema.table"
                 raise BackupError(f"bad table name {shown}: {exc.diag.message_primary}") from None
             row = conn.execute(_BY_OID, (oid,)).fetchone() if oid else None
         if row is None:
@@ -119,8 +139,11 @@ def find(conn: psycopg.Connection, schema: str, name: str) -> Optional[Target]:
 
 
 def columns(conn: psycopg.Connection, oid: int) -> tuple[Column, ...]:
-    rows = conn.execute("""select attname, pg_catalog.format_type(atttypid, atttypmod) from pg_catalog.pg_attribute
-                           where attrelid = %s and attnum > 0 and not attisdropped order by attnum""", (oid,))
+    rows = conn.execute(
+        """select attname, pg_catalog.format_type(atttypid, atttypmod) from pg_catalog.pg_attribute
+                           where attrelid = %s and attnum > 0 and not attisdropped order by attnum""",
+        (oid,),
+    )
     return tuple(Column(str(n), str(t)) for n, t in rows.fetchall())
 
 
@@ -145,8 +168,10 @@ def entry(conn: psycopg.Connection, target: Target) -> TableEntry:
 
 def apply_settings(conn: psycopg.Connection) -> None:
     """SETTINGS for the rest of the current transaction (restore: the writing transaction)."""
-    conn.execute("select " + ", ".join(["pg_catalog.set_config(%s, %s, true)"] * len(SETTINGS)),
-                 [v for kv in SETTINGS.items() for v in kv])
+    conn.execute(
+        "select " + ", ".join(["pg_catalog.set_config(%s, %s, true)"] * len(SETTINGS)),
+        [v for kv in SETTINGS.items() for v in kv],
+    )
 
 
 def compare_columns(recorded: Sequence[Column], current: Sequence[Column]) -> Optional[str]:

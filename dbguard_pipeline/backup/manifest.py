@@ -4,6 +4,7 @@ numbers a restore is verified against. No database access here.
 A backup folder holds ``dump.pgdump`` (pg_dump custom format), ``manifest.json`` and, once a restore verified
 it, ``verification.json``. The manifest names the database, never the URL: no host, user or password.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,13 +53,25 @@ class TableEntry:
         return escape_controls(qname(self.schema, self.name))
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": self.schema, "name": self.name, "rows": self.rows, "checksum": self.checksum,
-                "columns": [[c.name, c.type] for c in self.columns], "oid": self.oid}
+        return {
+            "schema": self.schema,
+            "name": self.name,
+            "rows": self.rows,
+            "checksum": self.checksum,
+            "columns": [[c.name, c.type] for c in self.columns],
+            "oid": self.oid,
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TableEntry:
-        return cls(str(d["schema"]), str(d["name"]), int(d["rows"]), str(d["checksum"]),
-                   tuple(Column(str(n), str(t)) for n, t in d["columns"]), int(d["oid"]))
+        return cls(
+            str(d["schema"]),
+            str(d["name"]),
+            int(d["rows"]),
+            str(d["checksum"]),
+            tuple(Column(str(n), str(t)) for n, t in d["columns"]),
+            int(d["oid"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -87,13 +100,25 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "dbguard_version": self.dbguard_version,
-            "name": self.name, "label": self.label, "database": self.database,
-            "server_version": self.server_version, "created_at": self.created_at, "scope": self.scope,
-            "checksum_algorithm": CHECKSUM_ALGORITHM, "duration_s": round(self.duration_s, 3),
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "dbguard_version": self.dbguard_version,
+            "name": self.name,
+            "label": self.label,
+            "database": self.database,
+            "server_version": self.server_version,
+            "created_at": self.created_at,
+            "scope": self.scope,
+            "checksum_algorithm": CHECKSUM_ALGORITHM,
+            "duration_s": round(self.duration_s, 3),
             "tables": [t.to_json() for t in self.tables],
-            "dump": {"file": DUMP, "format": "custom", "sha256": self.dump_sha256, "bytes": self.dump_bytes,
-                     "pg_dump_version": self.pg_dump_version},
+            "dump": {
+                "file": DUMP,
+                "format": "custom",
+                "sha256": self.dump_sha256,
+                "bytes": self.dump_bytes,
+                "pg_dump_version": self.pg_dump_version,
+            },
             **self.extra,
         }
 
@@ -106,12 +131,20 @@ class Manifest:
         if d.get("checksum_algorithm") != CHECKSUM_ALGORITHM:
             raise BackupError(f"unsupported checksum algorithm {d.get('checksum_algorithm')!r}")
         dump = d["dump"]
-        return cls(name=str(d["name"]), label=str(d.get("label") or ""), database=str(d["database"]),
-                   server_version=str(d["server_version"]), created_at=str(d["created_at"]),
-                   scope=str(d["scope"]), tables=tuple(TableEntry.from_json(t) for t in d["tables"]),
-                   dump_sha256=str(dump["sha256"]), dump_bytes=int(dump["bytes"]),
-                   pg_dump_version=str(dump.get("pg_dump_version", "")),
-                   dbguard_version=str(d.get("dbguard_version", "")), duration_s=float(d.get("duration_s", 0)))
+        return cls(
+            name=str(d["name"]),
+            label=str(d.get("label") or ""),
+            database=str(d["database"]),
+            server_version=str(d["server_version"]),
+            created_at=str(d["created_at"]),
+            scope=str(d["scope"]),
+            tables=tuple(TableEntry.from_json(t) for t in d["tables"]),
+            dump_sha256=str(dump["sha256"]),
+            dump_bytes=int(dump["bytes"]),
+            pg_dump_version=str(dump.get("pg_dump_version", "")),
+            dbguard_version=str(d.get("dbguard_version", "")),
+            duration_s=float(d.get("duration_s", 0)),
+        )
 
 
 def read_manifest(folder: Path) -> Manifest:

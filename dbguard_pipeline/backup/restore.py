@@ -9,6 +9,7 @@ no trigger rewrites a restored row or writes elsewhere; re-enabled as they were)
 rows and sequence values from the dump, and with ``verify`` recompute the counts and checksums: any difference
 rolls everything back. A failure anywhere, the loss of the connection included, leaves the database as it was.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -95,16 +96,22 @@ class RestoreResult:
         what = f"{plural(len(m.tables), 'table')} ({plural(self.rows_loaded, 'row')})"
         name, database = escape_controls(m.name), escape_controls(self.database)
         if self.mode == "in place":
-            head = (f"restored {what} of {name} into {database} in {self.duration_s:.2f}s" if self.committed
-                    else f"restore of {name} into {database} rolled back: nothing was changed")
+            head = (
+                f"restored {what} of {name} into {database} in {self.duration_s:.2f}s"
+                if self.committed
+                else f"restore of {name} into {database} rolled back: nothing was changed"
+            )
         else:
             head = f"restored {what} of {name} into a {self.mode} in {self.duration_s:.2f}s (dropped again)"
         out = [head]
         if self.verified:
             bad = [c for c in self.checks if not c.ok]
             out += [c.line() for c in bad]
-            out.append("verified: row counts and checksums identical to the manifest" if not bad else
-                       f"verification failed: {plural(len(bad), 'table')} of {len(self.checks)} differ from the manifest")
+            out.append(
+                "verified: row counts and checksums identical to the manifest"
+                if not bad
+                else f"verification failed: {plural(len(bad), 'table')} of {len(self.checks)} differ from the manifest"
+            )
         if self.note:
             out.append(self.note)
         return out
@@ -121,8 +128,10 @@ def open_backup(path: str | Path) -> tuple[Path, Manifest]:
     if not dump.is_file():
         raise BackupError(f"refusing to restore {folder.name}: its dump file is missing")
     if dump.stat().st_size != manifest.dump_bytes or sha256_file(dump) != manifest.dump_sha256:
-        raise BackupError(f"refusing to restore {folder.name}: the dump does not match the sha256 in its manifest "
-                          "(the file was modified or damaged)")
+        raise BackupError(
+            f"refusing to restore {folder.name}: the dump does not match the sha256 in its manifest "
+            "(the file was modified or damaged)"
+        )
     return folder, manifest
 
 
@@ -170,13 +179,17 @@ def _locked_targets(conn: psycopg.Connection, manifest: Manifest) -> list[Target
             raise BackupError(f"cannot restore in place: table {e.qualified} no longer exists")
         targets.append(t)
     if targets:
-        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
-            sql.SQL(", ").join(sql.SQL("ONLY {}").format(t.identifier) for t in targets)))
+        conn.execute(
+            sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                sql.SQL(", ").join(sql.SQL("ONLY {}").format(t.identifier) for t in targets)
+            )
+        )
     for e, t in zip(manifest.tables, targets, strict=True):
         reason = compare_columns(e.columns, columns(conn, t.oid))
         if reason:
-            raise BackupError(f"cannot restore in place: the columns of {e.qualified} changed since the backup "
-                              f"({reason})")
+            raise BackupError(
+                f"cannot restore in place: the columns of {e.qualified} changed since the backup ({reason})"
+            )
     return targets
 
 
@@ -204,40 +217,56 @@ def _load(conn: psycopg.Connection, dump: Path, manifest: Manifest, *, recheck_f
     oids = list(by_oid)
     fks = conn.execute(_FKS, {"oids": oids}).fetchall()
     for schema, table, name, _definition, _comment in fks:
-        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.Identifier(schema, table),
-                                                                         sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.Identifier(schema, table), sql.Identifier(name))
+        )
     triggers = conn.execute(_TRIGGERS, (oids,)).fetchall()
     for relid, name, _mode in triggers:
-        conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(by_oid[relid].identifier, sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(by_oid[relid].identifier, sql.Identifier(name))
+        )
     log(f"dropped {plural(len(fks), 'foreign key')} for the load, disabled {plural(len(triggers), 'trigger')}")
     if targets:
-        conn.execute(sql.SQL("TRUNCATE {}").format(
-            sql.SQL(", ").join(sql.SQL("ONLY {}").format(t.identifier) for t in targets)))
+        conn.execute(
+            sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(sql.SQL("ONLY {}").format(t.identifier) for t in targets))
+        )
     log(f"emptied {plural(len(targets), 'table')}")
     with tempfile.TemporaryDirectory(prefix="dbguard-restore-") as tmp:
         listing = Path(tmp) / "toc.list"
         _toc_list(dump, manifest, listing)
         done = archive.replay(dump, conn, log, use_list=listing)
     if done.rows != manifest.rows:
-        raise BackupError(f"loaded {plural(done.rows, 'row')} but the manifest lists {manifest.rows}: "
-                          "nothing was changed")
+        raise BackupError(
+            f"loaded {plural(done.rows, 'row')} but the manifest lists {manifest.rows}: nothing was changed"
+        )
     for relid, name, mode in triggers:
-        conn.execute(sql.SQL("ALTER TABLE {} ENABLE {} TRIGGER {}").format(
-            by_oid[relid].identifier, sql.SQL("ALWAYS" if mode == "A" else ""), sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ENABLE {} TRIGGER {}").format(
+                by_oid[relid].identifier, sql.SQL("ALWAYS" if mode == "A" else ""), sql.Identifier(name)
+            )
+        )
     if recheck_fks:
         for schema, table, name, definition, comment in fks:
             shown = escape_controls(qname(schema, table))
             try:
                 with conn.transaction():
-                    conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                        sql.Identifier(schema, table), sql.Identifier(name), sql.SQL(definition)))
+                    conn.execute(
+                        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                            sql.Identifier(schema, table), sql.Identifier(name), sql.SQL(definition)
+                        )
+                    )
             except psycopg.errors.ForeignKeyViolation:
-                raise BackupError(f"cannot restore in place: rows of {shown} would reference rows that do not exist "
-                                  f"(foreign key {escape_controls(name)}): restore the tables together; "
-                                  "nothing was changed") from None
+                raise BackupError(
+                    f"cannot restore in place: rows of {shown} would reference rows that do not exist "
+                    f"(foreign key {escape_controls(name)}): restore the tables together; "
+                    "nothing was changed"
+                ) from None
             if comment is not None:
-                conn.execute(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
-                    sql.Identifier(name), sql.Identifier(schema, table), sql.Literal(comment)))
+                conn.execute(
+                    sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
+                        sql.Identifier(name), sql.Identifier(schema, table), sql.Literal(comment)
+                    )
+                )
         log(f"re-created and checked {plural(len(fks), 'foreign key')}")
     return done
 
@@ -245,9 +274,12 @@ def _load(conn: psycopg.Connection, dump: Path, manifest: Manifest, *, recheck_f
 def _fail(exc: psycopg.Error, dsn: str, where: str) -> DbguardError:
     text = mask_secrets(one_line(getattr(exc.diag, "message_primary", None) or str(exc) or type(exc).__name__), dsn)
     if isinstance(exc, psycopg.OperationalError) and not isinstance(
-            exc, (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)):
-        return ConnectionError_(f"lost the connection to the database during the restore ({text}): "
-                                f"the {where} was rolled back, nothing was changed")
+        exc, (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
+    ):
+        return ConnectionError_(
+            f"lost the connection to the database during the restore ({text}): "
+            f"the {where} was rolled back, nothing was changed"
+        )
     return BackupError(f"restore failed, nothing was changed: {text}")
 
 
@@ -258,9 +290,12 @@ def _transaction(dsn: str, lock_timeout_ms: int) -> Iterator[psycopg.Connection]
         conn = connect(dsn, application_name=APP_NAME)
         try:
             # search_path: pg_get_constraintdef() then qualifies every name it prints
-            conn.execute("select pg_catalog.set_config('lock_timeout', %s, true),"
-                         " pg_catalog.set_config('statement_timeout', '0', true),"
-                         " pg_catalog.set_config('search_path', 'pg_catalog', true)", (f"{int(lock_timeout_ms)}ms",))
+            conn.execute(
+                "select pg_catalog.set_config('lock_timeout', %s, true),"
+                " pg_catalog.set_config('statement_timeout', '0', true),"
+                " pg_catalog.set_config('search_path', 'pg_catalog', true)",
+                (f"{int(lock_timeout_ms)}ms",),
+            )
             yield conn
         except psycopg.Error as exc:
             raise _fail(exc, dsn, "transaction") from None
@@ -271,8 +306,18 @@ def _transaction(dsn: str, lock_timeout_ms: int) -> Iterator[psycopg.Connection]
                 conn.close()
 
 
-def _in_place(dsn: str, folder: Path, m: Manifest, *, verify: bool, lock_timeout_ms: int, log: Log,
-              mode: str = "in place", recheck_fks: bool = True, commit: bool = True) -> RestoreResult:
+def _in_place(
+    dsn: str,
+    folder: Path,
+    m: Manifest,
+    *,
+    verify: bool,
+    lock_timeout_ms: int,
+    log: Log,
+    mode: str = "in place",
+    recheck_fks: bool = True,
+    commit: bool = True,
+) -> RestoreResult:
     result = RestoreResult(folder, m, database_name(dsn), mode, committed=False)
     with _transaction(dsn, lock_timeout_ms) as conn:
         done = _load(conn, folder / DUMP, m, recheck_fks=recheck_fks, log=log)
@@ -293,7 +338,9 @@ def _whole(dsn: str, folder: Path, m: Manifest, log: Log) -> RestoreResult:
         try:
             admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
         except psycopg.Error as exc:
-            raise BackupError(f"cannot create a scratch database: {one_line(exc.diag.message_primary or exc)}") from None
+            raise BackupError(
+                f"cannot create a scratch database: {one_line(exc.diag.message_primary or exc)}"
+            ) from None
         try:
             log(f"created scratch database {name}")
             archive.restore_whole(folder / DUMP, with_database(dsn, name), name)
@@ -301,12 +348,27 @@ def _whole(dsn: str, folder: Path, m: Manifest, log: Log) -> RestoreResult:
                 checks = _verify(ro, m)
         finally:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    return RestoreResult(folder, m, name, "scratch database from the whole dump", committed=False,
-                         rows_loaded=sum(c.rows for c in checks), verified=True, checks=checks)
+    return RestoreResult(
+        folder,
+        m,
+        name,
+        "scratch database from the whole dump",
+        committed=False,
+        rows_loaded=sum(c.rows for c in checks),
+        verified=True,
+        checks=checks,
+    )
 
 
-def restore(path: str | Path, dsn: str, *, verify: bool = False, scratch: bool = False,
-            log: Log = lambda _: None, lock_timeout_ms: int = 10_000) -> RestoreResult:
+def restore(
+    path: str | Path,
+    dsn: str,
+    *,
+    verify: bool = False,
+    scratch: bool = False,
+    log: Log = lambda _: None,
+    lock_timeout_ms: int = 10_000,
+) -> RestoreResult:
     """Restore the backup at ``path`` into the database at ``dsn`` (in place), or with ``scratch`` into a
     throwaway database (always verified). Refuses a backup whose dump does not match its manifest. With
     ``verify``, a difference from the manifest rolls the restore back (``result.ok`` is False)."""
@@ -319,16 +381,34 @@ def restore(path: str | Path, dsn: str, *, verify: bool = False, scratch: bool =
             result = _whole(dsn, folder, m, log)
         else:
             with scratch_database(dsn, "auto") as (scratch_dsn, method):
-                mode = ("scratch copy of the database" if method == "template"
-                        else "scratch copy of the schema (foreign keys not checked)")
+                mode = (
+                    "scratch copy of the database"
+                    if method == "template"
+                    else "scratch copy of the schema (foreign keys not checked)"
+                )
                 log(f"restoring into a {mode}")
-                result = _in_place(scratch_dsn, folder, m, verify=True, lock_timeout_ms=lock_timeout_ms, log=log,
-                                   mode=mode, recheck_fks=method == "template", commit=False)
+                result = _in_place(
+                    scratch_dsn,
+                    folder,
+                    m,
+                    verify=True,
+                    lock_timeout_ms=lock_timeout_ms,
+                    log=log,
+                    mode=mode,
+                    recheck_fks=method == "template",
+                    commit=False,
+                )
     except psycopg.Error as exc:
         raise _fail(exc, dsn, "restore") from None
     result.duration_s = time.perf_counter() - t0
     if result.verified:
-        result.note = mark_verified(folder, ok=result.ok, how=result.mode, database=database_name(dsn),
-                                    tables=len(m.tables), rows=m.rows,
-                                    mismatches=[c.line() for c in result.checks if not c.ok])
+        result.note = mark_verified(
+            folder,
+            ok=result.ok,
+            how=result.mode,
+            database=database_name(dsn),
+            tables=len(m.tables),
+            rows=m.rows,
+            mismatches=[c.line() for c in result.checks if not c.ok],
+        )
     return result

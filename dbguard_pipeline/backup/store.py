@@ -5,6 +5,7 @@ is never listed; one left behind by a killed process is removed by ``prune`` onc
 a day. Retention is per database: keep the newest N and/or those younger than D days, and never delete the
 newest backup whose restore was verified.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -50,11 +51,27 @@ class Listed:
 
     def to_json(self) -> dict[str, Any]:
         m = self.manifest
-        return {"name": self.path.name, "path": str(self.path), "status": self.status, "verified": self.verified,
-                "problem": self.problem, "verification": self.verification,
-                **({"database": m.database, "created_at": m.created_at, "label": m.label, "scope": m.scope,
-                    "tables": [{"schema": t.schema, "name": t.name, "rows": t.rows} for t in m.tables], "rows": m.rows, "bytes": m.dump_bytes}
-                   if m else {})}
+        return {
+            "name": self.path.name,
+            "path": str(self.path),
+            "status": self.status,
+            "verified": self.verified,
+            "problem": self.problem,
+            "verification": self.verification,
+            **(
+                {
+                    "database": m.database,
+                    "created_at": m.created_at,
+                    "label": m.label,
+                    "scope": m.scope,
+                    "tables": [{"schema": t.schema, "name": t.name, "rows": t.rows} for t in m.tables],
+                    "rows": m.rows,
+                    "bytes": m.dump_bytes,
+                }
+                if m
+                else {}
+            ),
+        }
 
 
 def _folder(out_dir: str | Path) -> Path:
@@ -82,18 +99,30 @@ def list_backups(out_dir: str | Path) -> list[Listed]:
         elif dump.stat().st_size != m.dump_bytes:
             problem = f"the dump file has {dump.stat().st_size} bytes, the manifest says {m.dump_bytes}"
         good.append(Listed(child, m, problem, read_verification(child)))
-    good.sort(key=lambda b: (b.manifest.created if b.manifest else datetime.min.replace(tzinfo=UTC),
-                             b.path.name), reverse=True)
+    good.sort(
+        key=lambda b: (b.manifest.created if b.manifest else datetime.min.replace(tzinfo=UTC), b.path.name),
+        reverse=True,
+    )
     return good + bad
 
 
-def mark_verified(folder: Path, *, ok: bool, how: str, database: str, tables: int, rows: int,
-                  mismatches: list[str]) -> Optional[str]:
+def mark_verified(
+    folder: Path, *, ok: bool, how: str, database: str, tables: int, rows: int, mismatches: list[str]
+) -> Optional[str]:
     """Record the outcome of a verified restore next to the manifest; returns a note when it cannot."""
     try:
-        write_json(folder / VERIFICATION, {"ok": ok, "verified_at": iso(datetime.now(UTC)), "how": how,
-                                           "database": database, "tables": tables, "rows": rows,
-                                           "mismatches": mismatches})
+        write_json(
+            folder / VERIFICATION,
+            {
+                "ok": ok,
+                "verified_at": iso(datetime.now(UTC)),
+                "how": how,
+                "database": database,
+                "tables": tables,
+                "rows": rows,
+                "mismatches": mismatches,
+            },
+        )
     except OSError as exc:
         return f"could not record the verification in {folder}: {exc.strerror or exc}"
     return None
@@ -111,8 +140,15 @@ def _stale(partial: Path, now: float) -> bool:
     return now - max(newest, partial.stat().st_mtime) > STALE_PARTIAL_S
 
 
-def prune(out_dir: str | Path, *, keep: Optional[int] = None, keep_days: Optional[float] = None,
-          database: Optional[str] = None, now: Optional[datetime] = None, dry_run: bool = False) -> list[Path]:
+def prune(
+    out_dir: str | Path,
+    *,
+    keep: Optional[int] = None,
+    keep_days: Optional[float] = None,
+    database: Optional[str] = None,
+    now: Optional[datetime] = None,
+    dry_run: bool = False,
+) -> list[Path]:
     """Delete backups beyond the retention (per database, or only ``database``'s); returns what was (or would
     be) deleted. A backup survives when it is among the newest ``keep``, younger than ``keep_days``, or the
     newest verified one of its database. Invalid folders are left alone."""

@@ -4,6 +4,7 @@ One connection opens a READ ONLY REPEATABLE READ transaction and exports its sna
 checksums are computed in that transaction and ``pg_dump --snapshot`` dumps the same snapshot, so the
 manifest describes exactly the rows in the dump, whatever is written to the tables meanwhile.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -46,8 +47,10 @@ class Backup:
 
     def summary(self) -> str:
         m = self.manifest
-        return (f"backup {m.name}: {plural(len(m.tables), 'table')}, {plural(m.rows, 'row')}, "
-                f"{human_bytes(m.dump_bytes)} in {m.duration_s:.2f}s -> {self.path}")
+        return (
+            f"backup {m.name}: {plural(len(m.tables), 'table')}, {plural(m.rows, 'row')}, "
+            f"{human_bytes(m.dump_bytes)} in {m.duration_s:.2f}s -> {self.path}"
+        )
 
 
 def human_bytes(n: int) -> str:
@@ -86,16 +89,29 @@ def _resolve_targets(conn: psycopg.Connection, tables: Optional[Sequence[TableNa
         raise _database_error(exc, dsn, "resolving the table names") from None
 
 
-def take(dsn: str, tables: Optional[Sequence[TableName]] = None, *, out_dir: str | Path, label: str = "",
-         log: Callable[[str], None] = lambda _: None, lock_timeout_ms: int = 10_000) -> Backup:
+def take(
+    dsn: str,
+    tables: Optional[Sequence[TableName]] = None,
+    *,
+    out_dir: str | Path,
+    label: str = "",
+    log: Callable[[str], None] = lambda _: None,
+    lock_timeout_ms: int = 10_000,
+) -> Backup:
     """Back up ``tables`` (SQL names or (schema, name) pairs; None: every table of the database) into a new
     folder inside ``out_dir``. Raises a one-line DbguardError when anything fails; then no folder is left."""
     with archive.quiet_cleanup():
         return _take(dsn, tables, Path(out_dir), label, log, lock_timeout_ms)
 
 
-def _take(dsn: str, tables: Optional[Sequence[TableName]], root: Path, label: str, log: Callable[[str], None],
-          lock_timeout_ms: int) -> Backup:
+def _take(
+    dsn: str,
+    tables: Optional[Sequence[TableName]],
+    root: Path,
+    label: str,
+    log: Callable[[str], None],
+    lock_timeout_ms: int,
+) -> Backup:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -106,11 +122,15 @@ def _take(dsn: str, tables: Optional[Sequence[TableName]], root: Path, label: st
     try:
         with connect(dsn, application_name=archive.APP_NAME) as conn:
             targets = _resolve_targets(conn, tables, dsn)
-            with read_only_session(conn, statement_timeout_ms=0, lock_timeout_ms=lock_timeout_ms, settings=SETTINGS,
-                                   snapshot="export") as ro:
-                snapshot, database, version = one(ro.execute(
-                    "select pg_catalog.pg_export_snapshot(), pg_catalog.current_database(),"
-                    " pg_catalog.current_setting('server_version')"))
+            with read_only_session(
+                conn, statement_timeout_ms=0, lock_timeout_ms=lock_timeout_ms, settings=SETTINGS, snapshot="export"
+            ) as ro:
+                snapshot, database, version = one(
+                    ro.execute(
+                        "select pg_catalog.pg_export_snapshot(), pg_catalog.current_database(),"
+                        " pg_catalog.current_setting('server_version')"
+                    )
+                )
                 if tables is None:
                     targets = all_tables(ro)
                 else:  # dropped or replaced since the names were resolved?
@@ -128,19 +148,32 @@ def _take(dsn: str, tables: Optional[Sequence[TableName]], root: Path, label: st
                 partial.mkdir()
                 log(f"dumping {plural(len(targets), 'table')} with pg_dump at snapshot {snapshot}")
                 try:
-                    archive.dump(dsn, partial / DUMP, snapshot=snapshot,
-                                 targets=None if tables is None else targets, lock_wait_ms=lock_timeout_ms)
+                    archive.dump(
+                        dsn,
+                        partial / DUMP,
+                        snapshot=snapshot,
+                        targets=None if tables is None else targets,
+                        lock_wait_ms=lock_timeout_ms,
+                    )
                 except BackupError:
                     if not _alive(ro):
-                        raise ConnectionError_("lost the connection to the database during the backup "
-                                               "(pg_dump could not use its snapshot)") from None
+                        raise ConnectionError_(
+                            "lost the connection to the database during the backup (pg_dump could not use its snapshot)"
+                        ) from None
                     raise
         manifest = Manifest(
-            name=name, label=label, database=database, server_version=version, created_at=iso(started),
+            name=name,
+            label=label,
+            database=database,
+            server_version=version,
+            created_at=iso(started),
             scope="all" if tables is None else "tables",
-            tables=tuple(entries), dump_sha256=sha256_file(partial / DUMP),
-            dump_bytes=(partial / DUMP).stat().st_size, pg_dump_version=archive.tool_version("pg_dump"),
-            dbguard_version=__version__, duration_s=time.perf_counter() - t0,
+            tables=tuple(entries),
+            dump_sha256=sha256_file(partial / DUMP),
+            dump_bytes=(partial / DUMP).stat().st_size,
+            pg_dump_version=archive.tool_version("pg_dump"),
+            dbguard_version=__version__,
+            duration_s=time.perf_counter() - t0,
         )
         write_json(partial / MANIFEST, manifest.to_json())
         final = _free_name(root, name)

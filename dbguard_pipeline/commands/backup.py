@@ -1,4 +1,5 @@
 """dbguard backup: take a logical backup of tables (or the whole database), list backups, prune old ones."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,16 +23,25 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", nargs="?", default="take", choices=("take", "list", "prune"),
-                        help="take (default) | list | prune")
+    parser.add_argument(
+        "action", nargs="?", default="take", choices=("take", "list", "prune"), help="take (default) | list | prune"
+    )
     add_database_arguments(parser)
     parser.add_argument("--out-dir", metavar="DIR", required=True, help="the folder that holds the backups")
-    parser.add_argument("--table", action="append", default=[], metavar="TABLE",
-                        help="a table to back up (schema.table, SQL quoting); repeat for more")
+    parser.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="TABLE",
+        help="a table to back up (schema.table, SQL quoting); repeat for more",
+    )
     parser.add_argument("--all", action="store_true", help="back up every table of the database")
     parser.add_argument("--label", default="", help="a word added to the backup's folder name (e.g. the migration)")
-    parser.add_argument("--verify", action="store_true",
-                        help="after taking it, restore the backup into a scratch database and verify it")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="after taking it, restore the backup into a scratch database and verify it",
+    )
     parser.add_argument("--keep", type=int, metavar="N", help="retention: keep the newest N backups of the database")
     parser.add_argument("--keep-days", type=float, metavar="D", help="retention: keep backups younger than D days")
     parser.add_argument("--dry-run", action="store_true", help="prune: show what would be deleted, delete nothing")
@@ -48,7 +58,9 @@ def _check_flags(args: argparse.Namespace) -> None:
         if args.action == "list":
             wrong += [f for f, v in (("--keep", args.keep), ("--keep-days", args.keep_days)) if v is not None]
         if wrong:
-            raise DbguardError(f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} not used by 'backup {args.action}'")
+            raise DbguardError(
+                f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} not used by 'backup {args.action}'"
+            )
         return
     if args.table and args.all:
         raise DbguardError("give either --table (some tables) or --all (the whole database), not both")
@@ -83,8 +95,10 @@ def _list(args: argparse.Namespace) -> int:
         if m is None:
             print(f"{name}  {escape_controls(b.status)}")
             continue
-        print(f"{name}  {escape_controls(m.database)}  {escape_controls(m.created_at)}  {_tables_text(b)}  "
-              f"{m.rows} rows  {human_bytes(m.dump_bytes)}  {escape_controls(b.status)}")
+        print(
+            f"{name}  {escape_controls(m.database)}  {escape_controls(m.created_at)}  {_tables_text(b)}  "
+            f"{m.rows} rows  {human_bytes(m.dump_bytes)}  {escape_controls(b.status)}"
+        )
     return 0
 
 
@@ -113,8 +127,10 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps({"deleted" if not args.dry_run else "would_delete": [p.name for p in doomed]}))
         else:
             verb = "would delete" if args.dry_run else "deleted"
-            print(f"{verb} {len(doomed)} backup{'s' if len(doomed) != 1 else ''}"
-                  + "".join(f"\n  {p.name}" for p in doomed))
+            print(
+                f"{verb} {len(doomed)} backup{'s' if len(doomed) != 1 else ''}"
+                + "".join(f"\n  {p.name}" for p in doomed)
+            )
         return 0
 
     load_config(args.config)  # validates the file; the backup needs nothing from it
@@ -125,7 +141,11 @@ def run(args: argparse.Namespace) -> int:
         pruned = prune(args.out_dir, keep=args.keep, keep_days=args.keep_days, database=backup.manifest.database)
     verified = restore(backup.path, dsn, scratch=True, log=_log(args)) if args.verify else None
     if args.format == "json":
-        out: dict[str, Any] = {"path": str(backup.path), "manifest": backup.manifest.to_json(), "pruned": [p.name for p in pruned]}
+        out: dict[str, Any] = {
+            "path": str(backup.path),
+            "manifest": backup.manifest.to_json(),
+            "pruned": [p.name for p in pruned],
+        }
         if verified is not None:
             out["verified"] = verified.ok
             out["mismatches"] = [c.line() for c in verified.checks if not c.ok]
@@ -135,5 +155,7 @@ def run(args: argparse.Namespace) -> int:
         if verified is not None:
             print("\n".join(verified.lines()))
         if pruned:
-            print(f"pruned {len(pruned)} older backup{'s' if len(pruned) != 1 else ''}: {', '.join(p.name for p in pruned)}")
+            print(
+                f"pruned {len(pruned)} older backup{'s' if len(pruned) != 1 else ''}: {', '.join(p.name for p in pruned)}"
+            )
     return 1 if verified is not None and not verified.ok else 0

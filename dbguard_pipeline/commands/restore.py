@@ -1,4 +1,5 @@
 """dbguard restore: put a backup's rows back (in place, one transaction) or dry-run it in a scratch database."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,12 +20,21 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="PATH", help="the backup folder (or its manifest.json)")
     add_database_arguments(parser)
-    parser.add_argument("--verify", action="store_true",
-                        help="compare row counts and checksums with the manifest before committing")
-    parser.add_argument("--into-scratch", action="store_true",
-                        help="restore into a temporary database (a dry run; always verified), then drop it")
-    parser.add_argument("--lock-timeout", type=float, default=10.0, metavar="SECONDS",
-                        help="give up when the tables stay locked by others this long (default 10)")
+    parser.add_argument(
+        "--verify", action="store_true", help="compare row counts and checksums with the manifest before committing"
+    )
+    parser.add_argument(
+        "--into-scratch",
+        action="store_true",
+        help="restore into a temporary database (a dry run; always verified), then drop it",
+    )
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up when the tables stay locked by others this long (default 10)",
+    )
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     parser.add_argument("-v", "--verbose", action="store_true", help="progress lines on stderr")
 
@@ -40,17 +50,44 @@ def run(args: argparse.Namespace) -> int:
     load_config(args.config)  # validates the file; the restore needs nothing from it
     dsn = resolve_dsn(args.dsn)
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.verbose else (lambda _line: None)
-    result = restore(args.path, dsn, verify=args.verify, scratch=args.into_scratch, log=log,
-                     lock_timeout_ms=int(args.lock_timeout * 1000))
+    result = restore(
+        args.path,
+        dsn,
+        verify=args.verify,
+        scratch=args.into_scratch,
+        log=log,
+        lock_timeout_ms=int(args.lock_timeout * 1000),
+    )
     if args.format == "json":
-        print(json.dumps({
-            "backup": str(result.path), "database": result.database, "mode": result.mode,
-            "committed": result.committed, "rows_loaded": result.rows_loaded, "verified": result.verified,
-            "ok": result.ok, "tables": [{"schema": c.entry.schema, "name": c.entry.name, "ok": c.ok,
-                                          "rows": c.rows, "checksum": c.checksum, "expected_rows": c.entry.rows,
-                                          "expected_checksum": c.entry.checksum, "problem": c.problem}
-                                         for c in result.checks],
-            "duration_s": round(result.duration_s, 3), "note": result.note}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "backup": str(result.path),
+                    "database": result.database,
+                    "mode": result.mode,
+                    "committed": result.committed,
+                    "rows_loaded": result.rows_loaded,
+                    "verified": result.verified,
+                    "ok": result.ok,
+                    "tables": [
+                        {
+                            "schema": c.entry.schema,
+                            "name": c.entry.name,
+                            "ok": c.ok,
+                            "rows": c.rows,
+                            "checksum": c.checksum,
+                            "expected_rows": c.entry.rows,
+                            "expected_checksum": c.entry.checksum,
+                            "problem": c.problem,
+                        }
+                        for c in result.checks
+                    ],
+                    "duration_s": round(result.duration_s, 3),
+                    "note": result.note,
+                },
+                indent=2,
+            )
+        )
     else:
         print("\n".join(result.lines()))
     return 0 if result.ok else 1
