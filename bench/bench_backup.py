@@ -26,7 +26,7 @@ from dbguard_pipeline import backup
 from dbguard_pipeline.backup.archive import table_pattern, tool_env
 from dbguard_pipeline.backup.checksum import resolve
 from dbguard_pipeline.demo import create_demo_database
-from dbguard_pipeline.fixes.sandbox import _binary
+from dbguard_pipeline.pg.clients import client_binary
 from dbguard_pipeline.pg.dsn import with_database
 from dbguard_pipeline.pg.embedded import embedded_dsn
 from dbguard_pipeline.pg.session import connect
@@ -60,7 +60,7 @@ def make_big(server: str, rows: int) -> str:
 def bare_pg_dump(dsn: str, tables: list[str] | None, out: Path) -> int:
     with connect(dsn) as conn:
         targets = resolve(conn, tables) if tables else None
-    cmd = [_binary("pg_dump"), "--format=custom", f"--file={out}"]
+    cmd = [client_binary("pg_dump"), "--format=custom", f"--file={out}"]
     cmd += [f"--table={table_pattern(t)}" for t in targets] if targets else ["--no-blobs"]
     subprocess.run(cmd, env=tool_env(dsn, "pg_dump"), check=True, capture_output=True)
     return out.stat().st_size

@@ -380,7 +380,7 @@ def test_psql_applies_the_files_as_they_are(demo_dsn, tmp_path):
     """The file manages its own transactions: psql (no single-transaction wrapper) gives the same result."""
     import subprocess
 
-    from dbguard_pipeline.fixes.sandbox import _binary, _libpq_env
+    from dbguard_pipeline.pg.clients import client_binary, libpq_env
 
     before = introspect(demo_dsn)
     m = plan(demo_dsn, "add-tenant-isolation", "conversation_messages")
@@ -388,12 +388,12 @@ def test_psql_applies_the_files_as_they_are(demo_dsn, tmp_path):
     fwd.write_text(m.render_forward())
     rb.write_text(m.render_rollback())
     for path in (fwd,):
-        proc = subprocess.run([_binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(path)],
-                              env=_libpq_env(demo_dsn), capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([client_binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(path)],
+                              env=libpq_env(demo_dsn), capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
     assert_fixed(demo_dsn, m)
-    proc = subprocess.run([_binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(rb)],
-                          env=_libpq_env(demo_dsn), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([client_binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(rb)],
+                          env=libpq_env(demo_dsn), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert_same(before, introspect(demo_dsn))
 

@@ -7,7 +7,8 @@ import pytest
 
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.fixes.plan import Block
-from dbguard_pipeline.fixes.sandbox import differences, round_trip, scratch_database
+from dbguard_pipeline.fixes.sandbox import differences, round_trip
+from dbguard_pipeline.pg.scratch import scratch_database
 from dbguard_pipeline.pg.catalog import introspect
 
 from .conftest import run_sql

@@ -25,7 +25,7 @@ import psycopg
 
 from dbguard_pipeline.backup.checksum import Target
 from dbguard_pipeline.backup.manifest import BackupError
-from dbguard_pipeline.fixes.sandbox import _binary, _libpq_env
+from dbguard_pipeline.pg.clients import client_binary, libpq_env
 from dbguard_pipeline.pg.dsn import mask_secrets
 from dbguard_pipeline.text import escape_controls, one_line, quoted_qname
 
@@ -51,7 +51,7 @@ def quiet_cleanup() -> Iterator[None]:
 
 
 def tool_env(dsn: str, tool: str) -> dict[str, str]:
-    env = _libpq_env(dsn)
+    env = libpq_env(dsn)
     env["PGAPPNAME"] = f"{APP_NAME} ({tool})"
     return env
 
@@ -78,7 +78,7 @@ def tool_failure(
 
 @functools.lru_cache(maxsize=4)
 def tool_version(tool: str) -> str:
-    out = subprocess.run([_binary(tool), "--version"], capture_output=True, timeout=60, check=False)
+    out = subprocess.run([client_binary(tool), "--version"], capture_output=True, timeout=60, check=False)
     return out.stdout.decode("utf-8", "replace").strip().rsplit(" ", 1)[-1]
 
 
@@ -93,7 +93,7 @@ def dump(
 ) -> None:
     """pg_dump -Fc of the targets (None: the whole database, large objects excepted) at the exported snapshot."""
     cmd = [
-        _binary("pg_dump"),
+        client_binary("pg_dump"),
         "--format=custom",
         f"--file={out}",
         f"--snapshot={snapshot}",
@@ -180,7 +180,7 @@ def replay(
     """Load the archive's table rows and sequence values (those in ``use_list``, a pg_restore --use-list
     file, when given) through ``conn``, in its current transaction."""
     done = Replayed()
-    cmd = [_binary("pg_restore"), "--data-only", "--file=-"] + ([f"--use-list={use_list}"] if use_list else [])
+    cmd = [client_binary("pg_restore"), "--data-only", "--file=-"] + ([f"--use-list={use_list}"] if use_list else [])
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen([*cmd, str(path)], stdout=subprocess.PIPE, stderr=errors)
         assert proc.stdout is not None
@@ -218,7 +218,7 @@ def restore_whole(path: Path, dsn: str, dbname: str) -> None:
     """pg_restore the whole archive (schema and data) into the empty database ``dbname`` (a name dbguard chose),
     in one transaction."""
     cmd = [
-        _binary("pg_restore"),
+        client_binary("pg_restore"),
         "--exit-on-error",
         "--single-transaction",
         "--no-owner",

@@ -39,8 +39,9 @@ from dbguard_pipeline.backup.manifest import (
 )
 from dbguard_pipeline.backup.store import mark_verified
 from dbguard_pipeline.errors import ConnectionError_, DbguardError
-from dbguard_pipeline.fixes.sandbox import _binary, scratch_database
+from dbguard_pipeline.pg.clients import client_binary
 from dbguard_pipeline.pg.dsn import database_name, mask_secrets, with_database
+from dbguard_pipeline.pg.scratch import scratch_database
 from dbguard_pipeline.pg.session import connect, read_only_session
 from dbguard_pipeline.text import escape_controls, one_line, plural, qname
 
@@ -137,7 +138,7 @@ def open_backup(path: str | Path) -> tuple[Path, Manifest]:
 
 def _toc_list(dump: Path, manifest: Manifest, out: Path) -> None:
     """A pg_restore --use-list file holding the rows of exactly the manifest's tables, and the sequence values."""
-    proc = subprocess.run([_binary("pg_restore"), "--list", str(dump)], capture_output=True, check=False)
+    proc = subprocess.run([client_binary("pg_restore"), "--list", str(dump)], capture_output=True, check=False)
     if proc.returncode != 0:
         raise BackupError(f"cannot read the dump: {archive.tool_failure('pg_restore', proc, proc.stderr, '')}")
     wanted, found, keep = {t.oid for t in manifest.tables}, set(), []
