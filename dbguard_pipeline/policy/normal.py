@@ -62,6 +62,7 @@ def _children(node: Node, depth: int) -> Node:
     changed: dict[str, Any] = {}
     for m in node:
         value = getattr(node, m)
+        new: Any
         if isinstance(value, ast.Node):
             new = _norm(value, depth)
         elif type(value) is tuple:
@@ -81,7 +82,7 @@ def _children(node: Node, depth: int) -> Node:
 def _tuple(values: tuple[Any, ...], depth: int) -> tuple[Any, ...]:
     out = tuple(_norm(v, depth) if isinstance(v, ast.Node) else (_tuple(v, depth) if type(v) is tuple else v)
                 for v in values)
-    return values if all(a is b for a, b in zip(out, values)) else out
+    return values if all(a is b for a, b in zip(out, values, strict=True)) else out
 
 
 def _rewrite(node: Node) -> Node:
@@ -143,10 +144,13 @@ def _negate(node: Node) -> Node:
 
 
 def _not_not(node: ast.BoolExpr) -> Node:
-    if node.boolop == BoolExprType.NOT_EXPR and len(node.args or ()) == 1:
-        arg = node.args[0]
-        if isinstance(arg, ast.BoolExpr) and arg.boolop == BoolExprType.NOT_EXPR and len(arg.args or ()) == 1:
-            return arg.args[0]
+    args = node.args or ()
+    if node.boolop == BoolExprType.NOT_EXPR and len(args) == 1:
+        arg = args[0]
+        inner = arg.args or () if isinstance(arg, ast.BoolExpr) else ()
+        if isinstance(arg, ast.BoolExpr) and arg.boolop == BoolExprType.NOT_EXPR and len(inner) == 1 and isinstance(
+                inner[0], ast.Node):
+            return inner[0]
         # NOT (x IS TRUE) is x IS NOT TRUE (a boolean test is never NULL); so is NOT (x IS DISTINCT FROM false),
         # which is how PostgreSQL prints x IS NOT DISTINCT FROM false (the inner test is rewritten first)
         if isinstance(arg, ast.BooleanTest) and arg.booltesttype in _INVERSE:
