@@ -32,6 +32,8 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
         f"{PIN} or current_setting('request.jwt.claim.role', true) = 'service_role'",
         f"{PIN} or (select current_setting('request.jwt.claim.role', true)) = 'service_role'",
         f"{PIN} or (select current_user) = 'service_role'",
+        f"{PIN} or (select auth.role() = 'service_role')",
+        f"{PIN} or (auth.role() = 'service_role') is true",
         f"{PIN}",
     )),
     "boolean_helper": ("public.is_member(tenant_id)", (
