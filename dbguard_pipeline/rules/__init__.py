@@ -73,14 +73,14 @@ class RuleSpec:
                        table=name, message=message, remediation=remediation, object=object, detail=detail or {})
 
 
-def _category_order(name: str) -> tuple[int, str]:
+def category_order(name: str) -> tuple[int, str]:
     return (CATEGORIES.index(name) if name in CATEGORIES else len(CATEGORIES), name)
 
 
 def _rule_modules() -> Iterator[ModuleType]:
     """Every rule module: the public modules of the public subpackages, by category, then by name."""
     packages = sorted((m.name for m in pkgutil.iter_modules(__path__) if m.ispkg and not m.name.startswith("_")),
-                      key=_category_order)
+                      key=category_order)
     for category in packages:
         package = importlib.import_module(f"{__name__}.{category}")
         for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
