@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from dbguard_pipeline.model.schema import Policy, Table
 from dbguard_pipeline.policy import ExprAnalysis
@@ -18,7 +18,7 @@ from dbguard_pipeline.semantics.roles import policy_is_moot
 from dbguard_pipeline.text import ident, shell_table_arg
 from dbguard_pipeline.text import role_list as roles_text
 
-__all__ = ["check_analysis", "fix_rls_command", "good_enough", "ident", "policy_is_moot", "policy_items",
+__all__ = ["check_analysis", "fix_rls_command", "good_enough", "ident", "policies_with", "policy_is_moot",
            "roles_text", "using_analysis"]
 
 
@@ -26,11 +26,14 @@ def fix_rls_command(table: Table) -> str:
     return f"dbguard generate-migration fix-rls-policy {shell_table_arg(table.schema, table.name)}"
 
 
-def policy_items(ctx: RuleContext, table: Table, policy: Policy,
-                 items: Callable[[ExprAnalysis], tuple[str, ...]]) -> list[str]:
-    """What ``items`` finds in the policy's USING and WITH CHECK expressions, without repeats, in order."""
-    out: list[str] = []
-    for analysis in ctx.policy_analyses(table, policy):
-        if analysis is not None:
-            out.extend(x for x in items(analysis) if x not in out)
-    return out
+def policies_with(ctx: RuleContext, items: Callable[[ExprAnalysis], tuple[str, ...]]
+                  ) -> Iterator[tuple[Table, Policy, list[str]]]:
+    """(table, policy, what ``items`` finds in it) for every policy of the audited tables where it finds something."""
+    for t in ctx.audited_tables:
+        for p in t.policies:
+            found: list[str] = []  # in the order of USING, then WITH CHECK, without repeats
+            for analysis in ctx.policy_analyses(t, p):
+                if analysis is not None:
+                    found.extend(x for x in items(analysis) if x not in found)
+            if found:
+                yield t, p, found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dbguard_pipeline.rules.context import RuleContext
@@ -22,3 +23,13 @@ def sampled(m: Any) -> str:
 
 def table_arg(m: Any) -> str:
     return str(m.table) if m.schema == "public" else f"{m.schema}.{m.table}"
+
+
+def counted_references(m: Any, counts: Mapping[str, int]) -> Iterator[tuple[str, int, Any, str, str]]:
+    """(name, count, the reference or None, its columns and its target as text) for each non-zero count of a
+    table's references (``m.orphans``, ``m.cross_tenant``), by name."""
+    for name, count in sorted(counts.items()):
+        if count:
+            ref = m.reference(name)
+            yield (name, count, ref, ", ".join(ref.columns) if ref else name,
+                   ref.target if ref else "its parent")

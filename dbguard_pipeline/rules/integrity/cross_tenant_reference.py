@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dbguard_pipeline.model.findings import Finding, Severity
 from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
-from dbguard_pipeline.rules.integrity._data import about, sampled, table_metrics
+from dbguard_pipeline.rules.integrity._data import about, counted_references, sampled, table_metrics
 
 SPEC = RuleSpec("cross_tenant_reference", Severity.CRITICAL, "integrity", "Rows that reference another tenant's rows",
                 needs_metrics=True)
@@ -37,12 +37,7 @@ SPEC = RuleSpec("cross_tenant_reference", Severity.CRITICAL, "integrity", "Rows 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
     for m in table_metrics(ctx):
-        for name, count in sorted(m.cross_tenant.items()):
-            if not count:
-                continue
-            ref = m.reference(name)
-            cols = ", ".join(ref.columns) if ref else name
-            target = ref.target if ref else "its parent"
+        for name, count, ref, cols, target in counted_references(m, m.cross_tenant):
             tcol = (ref.tenant_column if ref else None) or ctx.config.tenant.column
             yield SPEC.finding(
                 (m.schema, m.table),

@@ -28,19 +28,14 @@ from collections.abc import Iterator
 from dbguard_pipeline.model.findings import Finding, Severity
 from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
-from dbguard_pipeline.rules.integrity._data import about, sampled, table_arg, table_metrics
+from dbguard_pipeline.rules.integrity._data import about, counted_references, sampled, table_arg, table_metrics
 
 SPEC = RuleSpec("orphaned_rows", Severity.CRITICAL, "integrity", "Rows whose parent does not exist", needs_metrics=True)
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
     for m in table_metrics(ctx):
-        for name, count in sorted(m.orphans.items()):
-            if not count:
-                continue
-            ref = m.reference(name)
-            cols = ", ".join(ref.columns) if ref else name
-            target = ref.target if ref else "its parent"
+        for name, count, ref, cols, target in counted_references(m, m.orphans):
             if ref is not None and ref.kind == "foreign_key_not_valid":
                 fix = (f"Delete or re-parent the orphaned rows, then validate the constraint: ALTER TABLE ... "
                        f"VALIDATE CONSTRAINT {name};")

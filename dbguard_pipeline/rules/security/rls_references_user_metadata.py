@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 from dbguard_pipeline.model.findings import Finding, Severity
 from dbguard_pipeline.rules import RuleSpec
-from dbguard_pipeline.rules._common import fix_rls_command, policy_items
+from dbguard_pipeline.rules._common import fix_rls_command, policies_with
 from dbguard_pipeline.rules.context import RuleContext
 
 SPEC = RuleSpec("rls_references_user_metadata", Severity.CRITICAL, "security", "Policy trusts user_metadata",
@@ -34,15 +34,11 @@ SPEC = RuleSpec("rls_references_user_metadata", Severity.CRITICAL, "security", "
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
-    for t in ctx.audited_tables:
-        for p in t.policies:
-            refs = policy_items(ctx, t, p, lambda a: a.user_metadata)
-            if not refs:
-                continue
-            fix = "read the claim from app_metadata (auth.jwt() -> 'app_metadata' ->> '...') or a membership table"
-            if ctx.in_tenant_scope(t):
-                fix = f"{fix_rls_command(t)}  (or {fix})"
-            yield SPEC.finding(
-                t, f'policy "{p.name}" on {t.qualified} trusts user-editable metadata ({"; ".join(refs)}): '
-                   f"any user can change it and reach other tenants' rows",
-                fix, object=p.name, detail={"references": refs})
+    for t, p, refs in policies_with(ctx, lambda a: a.user_metadata):
+        fix = "read the claim from app_metadata (auth.jwt() -> 'app_metadata' ->> '...') or a membership table"
+        if ctx.in_tenant_scope(t):
+            fix = f"{fix_rls_command(t)}  (or {fix})"
+        yield SPEC.finding(
+            t, f'policy "{p.name}" on {t.qualified} trusts user-editable metadata ({"; ".join(refs)}): '
+               f"any user can change it and reach other tenants' rows",
+            fix, object=p.name, detail={"references": refs})
