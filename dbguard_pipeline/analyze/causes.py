@@ -52,7 +52,13 @@ def _bare(label: str) -> str:
 
 
 def _where(node: Node, statement: str) -> str:
+    if node.estimated:
+        return f"Filter of {node.label()}, ~{node.kept:,.0f} rows estimated ({statement}, generic plan)"
     return f"Filter of {node.label()}, {node.examined:,.0f} rows read, {node.kept:,.0f} kept ({statement})"
+
+
+def _rows(node: Node) -> str:
+    return f"{'~' if node.estimated else ''}{node.examined:,.0f}"
 
 
 def _share(node: Node) -> float:
@@ -126,12 +132,12 @@ class _Detector:
             loops = _subplan_loops(nodes, n)
             if helper is not None and helper.volatility == "volatile":
                 self.add(Cause("volatile_function",
-                               f"{label} is VOLATILE: evaluated for each of {n.examined:,.0f} rows, and no index can "
+                               f"{label} is VOLATILE: evaluated for each of {_rows(n)} rows, and no index can "
                                f"use it" + ("" if fix else " (its body may write: no automatic fix)"),
                                _where(n, stmt), stmt, fix), key=name)
                 continue
             how = (f"SubPlan evaluated per row ({loops:,.0f} times): {label}" if loops else
-                   f"{label} evaluated per row ({n.examined:,.0f} rows)")
+                   f"{label} evaluated per row ({_rows(n)} rows)")
             tail = ": not wrapped in (select ...)" if fix else ": it reads a column, so it cannot be wrapped"
             self.add(Cause("per_row_call", how + tail, _where(n, stmt), stmt, fix), key=name)
 

@@ -29,6 +29,9 @@ from dbguard_pipeline.semantics import tenancy
 from dbguard_pipeline.text import one_line
 
 
+MARK = "/* dbguard analyze */ "  # on the statements that pick a tenant: pg_stat_statements entries to leave out
+
+
 class AnalyzeRefused(PermissionError_):
     """analyze will not measure as asked: the application role bypasses row level security, or the connecting
     role cannot act as it or read past the policies."""
@@ -102,7 +105,7 @@ def sample_tenant(conn: psycopg.Connection, table: Table, path: Sequence[tenancy
     keys: list[sql.Composable] = [sql.SQL("{}::text").format(sql.Identifier("t", c)) for c in pk]
     tenant, share = (common if common and not path else (None, None))
     if tenant is None:
-        row = conn.execute(sql.SQL("SELECT {} FROM {} WHERE {} IS NOT NULL{} LIMIT 1").format(
+        row = conn.execute(sql.SQL(MARK + "SELECT {} FROM {} WHERE {} IS NOT NULL{} LIMIT 1").format(
             sql.SQL(", ").join([_tenant_value("t", table, path, config), *keys]), src,
             _tenant_value("t", table, path, config), order)).fetchone()
         if row is None:
@@ -110,7 +113,7 @@ def sample_tenant(conn: psycopg.Connection, table: Table, path: Sequence[tenancy
         tenant, key = row[0], tuple(row[1:])
     else:
         where = tenant_filter("t", table, path, config, typed(tenant, ttype))
-        row = conn.execute(sql.SQL("SELECT {} FROM {} WHERE {}{} LIMIT 1").format(
+        row = conn.execute(sql.SQL(MARK + "SELECT {} FROM {} WHERE {}{} LIMIT 1").format(
             sql.SQL(", ").join(keys or [sql.SQL("1")]), src, where, order)).fetchone()
         if row is None:
             return None
@@ -141,7 +144,7 @@ def member_of(conn: psycopg.Connection, memberships: Sequence[tuple[Table, str, 
     for table, ucol, tcol in memberships:
         u, tc, src = sql.Identifier(ucol), sql.Identifier(tcol), sql.Identifier(table.schema, table.name)
         row = conn.execute(sql.SQL(
-            "SELECT m.{u}::text FROM {t} AS m WHERE m.{u} IN (SELECT x.{u} FROM {t} AS x WHERE x.{tc} = {v})"
+            MARK + "SELECT m.{u}::text FROM {t} AS m WHERE m.{u} IN (SELECT x.{u} FROM {t} AS x WHERE x.{tc} = {v})"
             " GROUP BY m.{u} ORDER BY count(DISTINCT m.{tc}), m.{u} LIMIT 1").format(
             u=u, t=src, tc=tc, v=typed(tenant, tenant_type))).fetchone()
         if row:

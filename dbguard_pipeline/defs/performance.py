@@ -6,8 +6,6 @@ largest overhead over time and lists each table's numbers and causes. Fixes are 
 here (other assets of the run may be connected to the target, which a template copy needs to itself): run
 ``dbguard analyze`` to prove them.
 """
-from __future__ import annotations
-
 import dagster as dg
 
 from dbguard_pipeline.analyze import WARN_OVERHEAD, AnalyzeReport, Options, analyze
