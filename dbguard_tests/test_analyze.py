@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import time
 
+import dagster as dg
 import psycopg
 import pytest
 import yaml
 from psycopg import sql
 
-import dagster as dg
 from bench.planted import CONFIG, TEST, create_planted_database
 from dbguard_pipeline.analyze import AnalyzeReport, Options, analyze
 from dbguard_pipeline.cli import main

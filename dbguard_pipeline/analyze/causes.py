@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Optional
 
 from dbguard_pipeline.analyze.plans import Node, context_columns
@@ -81,25 +82,51 @@ class _Detector:
         self.statements = [s for s in statements if s.app.plan is not None]
         role = config.tenant.app_role
         self.policies = [p for p in table.policies if _applies_to_app(p.roles, role)]
-        self.calls: dict[str, str] = {}  # bare name -> label, of the per-row context calls in the policies
-        self.helpers: dict[str, Function] = {}
+        self.causes: list[Cause] = []
+        self.keys: set[tuple[str, Optional[str], object]] = set()
+
+    @cached_property
+    def _policy_calls(self) -> tuple[dict[str, str], dict[str, Function]]:
+        """The per-row context calls (bare name -> label) and the schema's helpers the policies call."""
+        calls: dict[str, str] = {}
+        helpers: dict[str, Function] = {}
         for p in self.policies:
             for expr in (p.using, p.with_check):
                 for label in per_row_calls(expr) if expr else ():
-                    self.calls.setdefault(_bare(label), label)
-                for fn in called_functions(expr, snapshot):
-                    self.helpers.setdefault(fn.name, fn)
+                    calls.setdefault(_bare(label), label)
+                for fn in called_functions(expr, self.snapshot):
+                    helpers.setdefault(fn.name, fn)
+        return calls, helpers
+
+    @property
+    def calls(self) -> dict[str, str]:
+        return self._policy_calls[0]
+
+    @property
+    def helpers(self) -> dict[str, Function]:
+        return self._policy_calls[1]
+
+    @cached_property
+    def _rewrites(self) -> tuple[set[str], set[str]]:
+        """What the optimize-policy rewrite would change: the calls it wraps, the columns it turns into arrays."""
         stable = [f.qualified for f in self.helpers.values()]
-        self.wrapped: set[str] = set()
-        self.arrays: set[str] = set()
-        for p in table.policies:
+        wrapped: set[str] = set()
+        arrays: set[str] = set()
+        for p in self.table.policies:
             for expr in (p.using, p.with_check):
-                rw = rewrite(expr, table, snapshot, config, stabilized=stable)
+                rw = rewrite(expr, self.table, self.snapshot, self.config, stabilized=stable)
                 if rw is not None:
-                    self.wrapped.update(_bare(c) for c in rw.wrapped)
-                    self.arrays.update(rw.arrays)
-        self.causes: list[Cause] = []
-        self.keys: set[tuple[str, Optional[str], object]] = set()
+                    wrapped.update(_bare(c) for c in rw.wrapped)
+                    arrays.update(rw.arrays)
+        return wrapped, arrays
+
+    @property
+    def wrapped(self) -> set[str]:
+        return self._rewrites[0]
+
+    @property
+    def arrays(self) -> set[str]:
+        return self._rewrites[1]
 
     def add(self, cause: Cause, key: Optional[str] = None) -> None:
         """Keep one cause per kind and fix (per call for per-row calls): the first found, from the count."""

@@ -8,7 +8,7 @@ import psycopg
 
 from dbguard_pipeline.analyze.context import AppContext
 from dbguard_pipeline.analyze.report import StatementResult
-from dbguard_pipeline.analyze.session import Measure, as_app, as_owner, time_statement
+from dbguard_pipeline.analyze.session import Measure, as_app, as_owner, time_all
 from dbguard_pipeline.analyze.statements import Statement, TenantSample
 from dbguard_pipeline.model.schema import Table
 from dbguard_pipeline.semantics import tenancy
@@ -25,12 +25,7 @@ class Work:
 
 
 def measure_statements(conn: psycopg.Connection, ctx: AppContext, work: Work, m: Measure) -> list[StatementResult]:
-    app, owner = [], []
-    with as_app(conn, ctx, work.sample, m) as c:
-        app = [time_statement(c, st.app, runs=m.runs, slow_ms=m.slow_ms, timeout_ms=m.statement_timeout_ms)
-               for st in work.statements]
-    with as_owner(conn, m) as c:
-        owner = [time_statement(c, st.owner, runs=m.runs, slow_ms=m.slow_ms, timeout_ms=m.statement_timeout_ms)
-                 for st in work.statements]
+    app = time_all(lambda: as_app(conn, ctx, work.sample, m), [st.app for st in work.statements], m)
+    owner = time_all(lambda: as_owner(conn, m), [st.owner for st in work.statements], m)
     return [StatementResult(st.name, st.title, st.app.as_string(conn), st.owner.as_string(conn), a, o)
             for st, a, o in zip(work.statements, app, owner, strict=True)]

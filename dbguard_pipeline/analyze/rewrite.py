@@ -99,6 +99,8 @@ class _Rewriter:
 
     def _volatile(self, call: Any) -> bool:
         schema, name = _names(call)
+        if (schema, name) in self.context:
+            return False  # the context functions are STABLE (auth.*, current_setting, the configured ones)
         if schema in (None, "pg_catalog") and name in VOLATILE_BUILTINS:
             return True
         fn = self._function(schema, name)

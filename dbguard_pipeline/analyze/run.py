@@ -35,7 +35,7 @@ from dbguard_pipeline.analyze.session import (
 from dbguard_pipeline.analyze.statements import TenantSample, build
 from dbguard_pipeline.analyze.suggest import suggestions_for
 from dbguard_pipeline.config import Config
-from dbguard_pipeline.errors import ConnectionError_, DbguardError
+from dbguard_pipeline.errors import ConnectionError_, DbguardError, NotFoundError
 from dbguard_pipeline.model.schema import Snapshot, Table
 from dbguard_pipeline.pg.dsn import describe_dsn, mask_secrets
 from dbguard_pipeline.pg.session import connect
@@ -125,7 +125,11 @@ class _Analyzer:
 def _tables(snapshot: Snapshot, config: Config, names: Optional[Sequence[str]]) -> list[Table]:
     from dbguard_pipeline.probe import plan_targets
 
-    return [t.table for t in plan_targets(snapshot, config, names) if t.kind == "table" and t.table is not None]
+    try:
+        targets = plan_targets(snapshot, config, names)
+    except NotFoundError as exc:  # the probe's wording, for a command that measures
+        raise NotFoundError(str(exc).replace("nothing to probe", "nothing to measure")) from None
+    return [t.table for t in targets if t.kind == "table" and t.table is not None]
 
 
 def analyze(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence[str]] = None, *,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -27,7 +27,6 @@ from dbguard_pipeline.model.schema import Snapshot, Table
 from dbguard_pipeline.pg.session import read_only_session
 from dbguard_pipeline.semantics import tenancy
 from dbguard_pipeline.text import one_line
-
 
 MARK = "/* dbguard analyze */ "  # on the statements that pick a tenant: pg_stat_statements entries to leave out
 
@@ -168,7 +167,7 @@ class Timing:
         return self.ms is not None and not self.error
 
 
-_PLAN = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, VERBOSE, FORMAT JSON) ")
+_PLAN = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, VERBOSE, TIMING OFF, FORMAT JSON) ")
 _TIMED = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON) ")
 
 
@@ -178,15 +177,16 @@ def _message(exc: psycopg.Error) -> str:
 
 
 def _explain(conn: psycopg.Connection, prefix: sql.SQL, stmt: sql.Composable) -> Any:
-    with conn.transaction():  # a savepoint: a failed or cancelled run leaves the transaction usable
-        row = conn.execute(sql.Composed([prefix, stmt])).fetchone()
-        return row[0] if row else None
+    row = conn.execute(sql.Composed([prefix, stmt])).fetchone()
+    return row[0] if row else None
 
 
 def time_statement(conn: psycopg.Connection, stmt: sql.Composable, *, runs: int, slow_ms: float,
                    timeout_ms: int) -> Timing:
-    """One warm-up run that keeps its plan (with per-node timing), then ``runs`` timed runs without per-node
-    timing (its overhead would blur the comparison); a statement slower than ``slow_ms`` is timed once."""
+    """One warm-up run that keeps its plan (VERBOSE: schema-qualified relations), then ``runs`` timed runs; no
+    per-node timing (its overhead would blur the comparison); a statement slower than ``slow_ms`` is timed once.
+    An error or the statement timeout is recorded in the result (``error``); the transaction is then aborted
+    and the caller goes on in a new one (:func:`time_all`)."""
     out = Timing()
     try:
         first = _explain(conn, _PLAN, stmt)
@@ -203,6 +203,21 @@ def time_statement(conn: psycopg.Connection, stmt: sql.Composable, *, runs: int,
         if conn.broken or isinstance(exc, psycopg.OperationalError):
             raise
         out.error = _message(exc)
+    return out
+
+
+def time_all(session: Callable[[], contextlib.AbstractContextManager[psycopg.Connection]], statements: Sequence[sql.Composable],
+             m: Measure) -> list[Timing]:
+    """Time each statement in transactions opened by ``session``; one that fails ends its transaction and the
+    next statement runs in a new one (no savepoint per run: a round trip each saved)."""
+    out: list[Timing] = []
+    while len(out) < len(statements):
+        with session() as c:
+            for stmt in statements[len(out):]:
+                t = time_statement(c, stmt, runs=m.runs, slow_ms=m.slow_ms, timeout_ms=m.statement_timeout_ms)
+                out.append(t)
+                if t.error:
+                    break
     return out
 
 
