@@ -47,7 +47,7 @@ def _ms(v) -> str:
 
 
 # --------------------------------------------------------------------------- (a) planted
-def planted(server: str, log=print) -> list[dict]:
+def planted(server: str, log=print, text_out: str | None = None) -> list[dict]:
     from dbguard_pipeline.analyze import Options, analyze
     from dbguard_pipeline.fixes.script import rendered, write_files
 
@@ -56,8 +56,12 @@ def planted(server: str, log=print) -> list[dict]:
     dsn = create_planted_database(server, "dbguard_bench_planted", BENCH)
     log(f"planted database generated in {time.perf_counter() - t0:.0f} s")
     t0 = time.perf_counter()
-    before = analyze(dsn, config, progress=lambda line: log("  " + line))
+    before = analyze(dsn, config, options=Options(runs=5), progress=lambda line: log("  " + line))
     log(f"analyze (with the proof on a scratch copy): {time.perf_counter() - t0:.1f} s")
+    if text_out:
+        from dbguard_pipeline.analyze.render import to_text
+
+        Path(text_out).write_text(to_text(before), encoding="utf-8")
     proposed = list({id(s): s for t in before.tables for s in t.proposed}.values())
     folder = Path(tempfile.mkdtemp(prefix="dbguard-bench-migrations-"))
     texts: dict[str, str] = {}
@@ -69,7 +73,7 @@ def planted(server: str, log=print) -> list[dict]:
     log(f"dbguard migrate up ({len(proposed)} migrations): exit {run.returncode}")
     if run.returncode != 0:
         log(run.stdout + run.stderr)
-    after = analyze(dsn, config, options=Options(prove=False))
+    after = analyze(dsn, config, options=Options(runs=5, prove=False))
     rows = []
     for t in before.measured:
         a = next(x for x in after.tables if x.table == t.table)
@@ -171,6 +175,7 @@ def main() -> None:
     ap.add_argument("--skip-wide", action="store_true")
     ap.add_argument("--tables", type=int, default=1000)
     ap.add_argument("--rows", type=int, nargs="+", default=[100, 2000])
+    ap.add_argument("--text-out", metavar="FILE", help="write the text report of the planted database here")
     ap.add_argument("--pgdata", help="the embedded server's data directory (kept; default: a temporary one)")
     ap.add_argument("--child", metavar="DSN", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -184,7 +189,7 @@ def main() -> None:
         server = embedded_dsn("postgres", args.pgdata or tempfile.mkdtemp(prefix="dbguard-bench-analyze-"))
     print(f"server: {connect(server).execute('select version()').fetchone()[0]}", flush=True)
     if not args.skip_planted:
-        rows = planted(server, log=lambda line: print(line, flush=True))
+        rows = planted(server, log=lambda line: print(line, flush=True), text_out=args.text_out)
         print("\n## Planted database: overhead before and after the proven fixes\n")
         print(planted_table(rows))
     if not args.skip_wide:

@@ -84,9 +84,7 @@ class Plan:
     def top_rows(self) -> float:
         return self.nodes[0].kept if self.nodes else 0.0
 
-    def aggregated_rows(self) -> Optional[float]:
-        """Rows fed into the innermost aggregate of the main plan: what ``SELECT count(*)`` counted (summed
-        over parallel workers). None when the plan has no aggregate."""
+    def _aggregated(self) -> Optional[Node]:
         main = [n for n in self.nodes if not (n.in_subplan or n.in_initplan)]
         aggs = [i for i, n in enumerate(main) if n.node_type == "Aggregate"]
         if not aggs:
@@ -94,8 +92,21 @@ class Plan:
         agg = main[aggs[-1]]
         for n in main[aggs[-1] + 1:]:
             if n.depth == agg.depth + 1 and n.parent in (None, "Outer"):
-                return n.kept
+                return n
         return None
+
+    def aggregated_rows(self) -> Optional[float]:
+        """Rows fed into the innermost aggregate of the main plan: what ``SELECT count(*)`` counted (summed
+        over parallel workers). None when the plan has no aggregate."""
+        n = self._aggregated()
+        return None if n is None else n.kept
+
+    def aggregated_slack(self) -> float:
+        """How far :meth:`aggregated_rows` may be off: PostgreSQL rounds the rows of each loop (parallel
+        workers), so the total is exact only to within the number of loops."""
+        n = self._aggregated()
+        return 0.0 if n is None or n.loops <= 1 else n.loops
+
 
     def scans_of(self, relation: str) -> list[Node]:
         bare = relation.split(".", 1)[-1]
@@ -182,3 +193,9 @@ def context_columns(expression: str) -> list[str]:
             if col not in out:
                 out.append(col)
     return out
+
+
+def same_rows(a: Optional[float], b: Optional[float], slack: float = 0.0) -> bool:
+    if a is None or b is None:
+        return a is b
+    return abs(a - b) <= slack

@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from dbguard_pipeline.analyze.context import AppContext
 from dbguard_pipeline.analyze.measure import Work, measure_statements
+from dbguard_pipeline.analyze.plans import same_rows
 from dbguard_pipeline.analyze.report import StatementResult, Suggestion, TableResult, ratio
 from dbguard_pipeline.analyze.session import Measure
 from dbguard_pipeline.config import Config
@@ -31,13 +32,19 @@ from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.pg.session import connect
 
 
-def _visible(results: Sequence[StatementResult]) -> list[tuple[str, Optional[float], Optional[float]]]:
-    """What the app role saw: per statement, the rows returned and the rows aggregated."""
-    out = []
-    for s in results:
-        plan = s.app.plan
-        out.append((s.name, None if plan is None else plan.top_rows(), None if plan is None else plan.aggregated_rows()))
-    return out
+def _same_visible(before: Sequence[StatementResult], after: Sequence[StatementResult]) -> bool:
+    """The app role saw the same: per statement, the rows returned and the rows aggregated (to within the
+    rounding of parallel workers' rows)."""
+    for b, a in zip(before, after, strict=True):
+        pb, pa = b.app.plan, a.app.plan
+        if pb is None or pa is None:
+            if pb is not pa:
+                return False
+            continue
+        slack = max(pb.aggregated_slack(), pa.aggregated_slack())
+        if pb.top_rows() != pa.top_rows() or not same_rows(pb.aggregated_rows(), pa.aggregated_rows(), slack):
+            return False
+    return True
 
 
 def _total(results: Sequence[StatementResult], who: str) -> float:
@@ -80,7 +87,7 @@ def _try(copy: _Copy, s: Suggestion, min_speedup: float) -> bool:
     s.ms_before = sum(_total(before[t], "app") for t in tables)
     s.ms_after = sum(_total(after[t], "app") for t in tables)
     s.overhead_after = ratio(s.ms_after, sum(_total(after[t], "owner") for t in tables))
-    s.rows_unchanged = all(_visible(before[t]) == _visible(after[t]) for t in tables)
+    s.rows_unchanged = all(_same_visible(before[t], after[t]) for t in tables)
     errors = [f"{t} {r.name}: {r.app.error}" for t in tables for r in after[t] if r.app.error]
     speedup = s.speedup or 0.0
     if errors:

@@ -22,6 +22,7 @@ import psycopg
 from dbguard_pipeline.analyze.causes import Thresholds, find_causes
 from dbguard_pipeline.analyze.context import AppContext
 from dbguard_pipeline.analyze.measure import Work, measure_statements
+from dbguard_pipeline.analyze.plans import same_rows
 from dbguard_pipeline.analyze.report import AnalyzeReport, Suggestion, TableResult
 from dbguard_pipeline.analyze.session import (
     Measure,
@@ -62,7 +63,8 @@ def _rows_notes(result: TableResult, table: Table) -> None:
     if count is None or count.app.plan is None or count.owner.plan is None:
         return
     a, o = count.app.plan.aggregated_rows(), count.owner.plan.aggregated_rows()
-    if a is None or o is None:
+    slack = max(count.app.plan.aggregated_slack(), count.owner.plan.aggregated_slack())
+    if a is None or o is None or same_rows(a, o, slack):
         return
     if a > o:
         result.isolated = False
