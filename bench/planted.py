@@ -11,7 +11,7 @@ public.invoices               ``tenant_id = (current_setting('request.jwt.claims
 public.projects               ``tenant_id IN (SELECT tenant_id FROM memberships WHERE user_id = (select
                               auth.uid()))``; memberships has no index on user_id
 public.events                 ``tenant_id = public.current_tenant_id()``, a VOLATILE plpgsql helper, and no
-                              index leads with tenant_id (``events_rows`` rows, 1,000,000 in the bench)
+                              index leads with tenant_id (1,000,000 rows in the bench)
 public.notes                  two permissive policies OR-ed (the tenant's notes, or any public note)
 public.customers              done right: wrapped context, tenant index (nothing to suggest)
 public.customer_contacts      no tenant column: reaches tenants through customers (a join statement)
