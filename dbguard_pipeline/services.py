@@ -254,7 +254,8 @@ def probe(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence[s
     config = config or _Config()
     report = run(dsn, config, tables, snapshot=snapshot, tenants=tenants)
     if report.snapshot is not None:  # where the static audit of the same snapshot and the probe disagree
-        report.disagreements = disagreements(report, static_audit(report.snapshot, config).findings)
+        report.disagreements = disagreements(report, static_audit(report.snapshot, config).findings,
+                                             report.snapshot)
     return report
 
 

@@ -48,16 +48,28 @@ class JoinOtherTenant(Probe):
         cols = identity_columns(rel.session.analyzer, rel.table, rel.rows.row_tenancy)
         if not cols:
             return None  # nothing on this table names the acting user
-        user = rel.tenants.user_a
-        if not user:
+        users = self.users_of_a(rel, cols)
+        if users is None:
             return (f"{rel.q} has columns that hold the acting user ({', '.join(cols)}), but no user of tenant A "
                     f"is known to put in them")
-        cand = rel.rows.candidate(rel.table, rel.tenants.b, override={c: user for c in cols})
+        cand = rel.rows.candidate(rel.table, rel.tenants.b, override=users)
         self._cands[rel.q] = (cols, cand)
         if cand.stmt is None:
             return cand.why
         shape = (f"INSERT INTO {rel.q} ({', '.join(cols)}, ...) VALUES (<tenant A's user>, ..., <tenant B>)")
         return Attempt(rel.tenants.a, cand.stmt, shape, measure=stored_of_b(rel, cand.values))
+
+    @staticmethod
+    def users_of_a(rel: Relation, cols: tuple[str, ...]) -> Optional[dict[str, str]]:
+        """Tenant A's user (the one sent as ``sub``), else the users a row of tenant A of this table names."""
+        if rel.tenants.user_a:
+            return {c: rel.tenants.user_a for c in cols}
+        t = rel.table
+        row = rel.session.conn.execute(sql.SQL("SELECT {} FROM {} AS t WHERE {} AND {} LIMIT 1").format(
+            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier("t", c)) for c in cols),
+            sql.Identifier(t.schema, t.name), rel.rows.row_tenancy.pred(t, rel.tenants.a),
+            sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier("t", c)) for c in cols))).fetchone()
+        return dict(zip(cols, row, strict=True)) if row else None
 
     def judge(self, rel: Relation, fx: WriteRows, attempt: Attempt, out: Outcome) -> Verdict:
         cols, cand = self._cands.pop(rel.q)

@@ -247,6 +247,9 @@ class SelectWithoutContext(Probe):
         return Attempt(None, stmt, f"SELECT count(*) FROM {rel.q}", targeted=total)
 
     def judge(self, rel: Relation, fx: ReadRows, attempt: Attempt, out: Outcome) -> Verdict:
+        if out.sqlstate.startswith("22"):  # the policy cannot read an absent context: it fails closed
+            return held(f"{rel.no_context}, SELECT on {rel.q} failed in the policy's reading of the absent tenant "
+                        f"context, so it shows nothing: {out.message}", attempt.shape)
         return judge_read(rel, attempt, out, rel.no_context, f"SELECT on {rel.q}")
 
 
