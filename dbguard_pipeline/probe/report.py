@@ -134,14 +134,15 @@ class ProbeReport:
         return out
 
     def outcome(self, qualified: str, command: str) -> tuple[str, list[ProbeResult], list[NotProbed]]:
-        """Verdict for one table and command: "leak" (any probe leaked), "isolated" (every probe ran and
-        held), "not probed" (no leak, but at least one probe could not run)."""
+        """Verdict for one table and command: "leak" (any probe leaked), "error" (no leak, and a statement on
+        the table could not be evaluated: policy recursion), "isolated" (every probe ran and held), "not probed"
+        (no leak, but at least one probe could not run)."""
         res = [r for r in self.results if r.qualified == qualified and r.command == command]
         nps = [n for n in self.not_probed if n.qualified == qualified and n.command == command]
         if any(not r.isolated for r in res):
             return "leak", res, nps
-        if any(n.state for n in nps):
-            return "error", res, nps
+        if any(n.state for n in self.not_probed if n.qualified == qualified):
+            return "error", res, nps  # a table PostgreSQL cannot evaluate on one command is never isolated
         if nps or not res:
             return "not probed", res, nps
         return "isolated", res, nps

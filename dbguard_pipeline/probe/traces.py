@@ -12,7 +12,7 @@ from dbguard_pipeline.config import Config
 from dbguard_pipeline.semantics import tenancy
 
 _SEQUENCES = """
-select n.nspname, c.relname, s.last_value::text,
+select n.nspname, c.relname, s.last_value::text, s.start_value::text, s.increment_by::text,
        (select tn.nspname || '.' || tc.relname || '.' || a.attname from pg_depend d
           join pg_class tc on tc.oid = d.refobjid join pg_namespace tn on tn.oid = tc.relnamespace
           join pg_attribute a on a.attrelid = d.refobjid and a.attnum = d.refobjsubid
@@ -23,27 +23,30 @@ left join pg_sequences s on s.schemaname = n.nspname and s.sequencename = c.reln
 where c.relkind = 'S'
 """
 
-SequenceValues = dict[str, tuple[Optional[int], Optional[str]]]  # "schema.seq" -> (last value, owning column)
+# "schema.seq" -> (last value, owning column, the value before the first: start - increment)
+SequenceValues = dict[str, tuple[Optional[int], Optional[str], Optional[int]]]
 
 
 def sequence_values(conn: psycopg.Connection[Any], config: Config) -> SequenceValues:
     """last_value of every sequence in the audited schemas (read without nextval; None: never used, or not
     readable by the connecting role)."""
     out: SequenceValues = {}
-    for schema, name, last, owner in conn.execute(_SEQUENCES).fetchall():
+    for schema, name, last, start, step, owner in conn.execute(_SEQUENCES).fetchall():
         if tenancy.in_audited_schema(schema, config):
-            out[f"{schema}.{name}"] = (int(last) if last is not None else None, owner)
+            origin = int(start) - int(step) if start is not None and step is not None else None
+            out[f"{schema}.{name}"] = (int(last) if last is not None else None, owner, origin)
     return out
 
 
 def moved_sequences(before: SequenceValues, after: SequenceValues) -> list[dict[str, Any]]:
     """The sequences that moved during the run: which, by how much, and why it could not be avoided."""
     moved = []
-    for name, (last, owner) in sorted(after.items()):
-        was = before.get(name, (None, None))[0]
+    for name, (last, owner, origin) in sorted(after.items()):
+        was = before.get(name, (None, None, None))[0]
         if last == was or last is None:
             continue
-        by = last - (was or 0) if was is not None else None
+        base = was if was is not None else origin
+        by = abs(last - base) if base is not None else None
         why = ("nextval() is never rolled back; the probe gives explicit values to identity and serial columns of "
                "the rows it builds, so a trigger, a policy function or the default of a column it did not set "
                "called it")
