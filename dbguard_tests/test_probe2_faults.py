@@ -179,3 +179,36 @@ def test_no_lock_or_row_left_behind(faults_dsn, report):
     with psycopg.connect(faults_dsn) as conn:
         assert conn.execute("select count(*) from pg_locks where locktype = 'advisory'").fetchone()[0] == 0
         assert conn.execute("select count(*) from public.traced").fetchone()[0] == 3
+
+
+BIG_SQL = ROLES_SQL + TENANTS_SQL + f"""
+CREATE TABLE public.big (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id uuid NOT NULL REFERENCES public.tenants (id), body text NOT NULL);
+INSERT INTO public.big (tenant_id, body) SELECT t.id, 'row ' || g FROM public.tenants t, generate_series(1, 66667) g;
+CREATE INDEX ON public.big (tenant_id);
+ALTER TABLE public.big ENABLE ROW LEVEL SECURITY;
+CREATE POLICY p ON public.big FOR ALL TO {APP} USING (1 = 1) WITH CHECK (1 = 1);
+""" + GRANTS
+
+
+def _sizes(dsn: str) -> dict[str, int]:
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute(
+            "select c.oid::regclass::text, pg_total_relation_size(c.oid) from pg_class c"
+            " join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public' and c.relkind in ('r', 'p')"
+        ).fetchall())
+
+
+def test_blind_writes_on_a_200k_row_table_leave_every_size_unchanged(server_dsn):
+    """The blind UPDATE and DELETE used to rewrite every row (rolled back, the table stayed twice as large):
+    now they stand on one row through a cursor, and keep their verdict."""
+    with scratch_database(server_dsn, BIG_SQL, "VACUUM ANALYZE public.big") as dsn:
+        before = _sizes(dsn)
+        report = services.probe(dsn, GUC)
+        after = _sizes(dsn)
+    assert before["big"] > 10_000_000  # the table is large: 200,001 rows
+    assert after == before
+    assert verdicts(report, "public.big") == dict.fromkeys(ALL, "leak")
+    blind = {r.probe: r for r in report.results if r.table == "big" and r.probe.endswith("_blind")}
+    assert set(blind) == {"update_other_tenant_blind", "move_row_to_other_tenant_blind", "delete_other_tenant_blind"}
+    assert all(not r.isolated and r.rows == 1 and "WHERE CURRENT OF" in r.statement for r in blind.values())
