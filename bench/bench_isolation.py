@@ -22,10 +22,10 @@ import time
 from psycopg import sql
 
 from dbguard_pipeline.config import Config
-from dbguard_pipeline.pg.session import connect
-from dbguard_pipeline.pg.embedded import embedded_dsn
-from dbguard_pipeline.pg.dsn import with_database
 from dbguard_pipeline.demo import create_demo_database
+from dbguard_pipeline.pg.dsn import with_database
+from dbguard_pipeline.pg.embedded import embedded_dsn
+from dbguard_pipeline.pg.session import connect
 from dbguard_pipeline.probe import probe
 
 POLICY = "tenant_id = (select nullif(current_setting('app.current_tenant_id', true), '')::uuid)"

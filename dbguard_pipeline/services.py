@@ -247,8 +247,8 @@ def data_audit(dsn: str, snapshot: Snapshot, config: Config) -> AuditResult:
 def probe(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence[str]] = None, *,
           snapshot: Optional[Snapshot] = None, tenants: Optional[Sequence[str]] = None) -> ProbeReport:
     """Cross-tenant reads and writes as the application role, always rolled back (``dbguard test-isolation``)."""
-    from dbguard_pipeline.probe import probe as run
     from dbguard_pipeline.config import Config as _Config
+    from dbguard_pipeline.probe import probe as run
     from dbguard_pipeline.probe.disagree import disagreements
 
     config = config or _Config()

@@ -43,7 +43,7 @@ def policy(name: str, using: str = f"tenant_id = {CTX}", check: str = f"tenant_i
 
 GRANTS = f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP};"
 
-FAULTS_SQL = ROLES_SQL + TENANTS_SQL + table("rls_off") + table("safe") + policy("safe") + f"""
+FAULTS_SQL = ROLES_SQL + TENANTS_SQL + table("rls_off") + table("safe") + policy("safe") + """
 -- a read that fails for tenant A (any error in a read probe): never isolated
 CREATE FUNCTION public.boom(t uuid) RETURNS boolean LANGUAGE plpgsql STABLE AS $$
 BEGIN IF t IS NOT NULL THEN RAISE EXCEPTION 'boom for %', t; END IF; RETURN false; END $$;

@@ -6,9 +6,9 @@
 import dagster as dg
 
 from dbguard_pipeline import services
-from dbguard_pipeline.probe import ProbeReport
 from dbguard_pipeline.defs.assets import GROUP, OWNERS, schema_snapshot
 from dbguard_pipeline.defs.resources import PostgresResource
+from dbguard_pipeline.probe import ProbeReport
 
 MAX_WITNESSES = 200  # metadata stays readable; the full report is the asset value
 

@@ -53,7 +53,7 @@ def disagreements(report: ProbeReport, findings: Iterable[Finding], snapshot: Op
                        "severity": f.severity.value} for f in audit]
         probe_view = {"verdicts": verdicts, "leaked": leaked}
         if audit and not leaked:
-            concerned = set()
+            concerned: set[str] = set()
             for f in audit:
                 concerned.update(LEAK_RULES.get(f.rule) or verdicts)
             held = [c for c in sorted(concerned) if verdicts.get(c) == "isolated"]

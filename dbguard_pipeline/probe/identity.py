@@ -3,7 +3,7 @@ user, and the settings the database's policies read (to refuse a tenant context 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from pglast import ast
 
@@ -38,12 +38,12 @@ def _top_level(node: Optional[Node]):
             stack.append(getattr(cur, member))
 
 
-def _column_of(node: Optional[Node], table: Table) -> Optional[str]:
+def _column_of(node: Any, table: Table) -> Optional[str]:
     while isinstance(node, ast.TypeCast):
         node = node.arg
     if not isinstance(node, ast.ColumnRef):
         return None
-    names = [f.sval for f in node.fields or () if isinstance(f, ast.String)]
+    names = [str(f.sval) for f in node.fields or () if isinstance(f, ast.String)]
     if len(names) == 1 or (len(names) == 2 and names[0] == table.name):
         return names[-1] if table.column(names[-1]) is not None else None
     return None
@@ -71,7 +71,7 @@ def identity_columns(analyzer: Optional[Analyzer], table: Table, row_tenancy: Ro
                     if not (isinstance(n, ast.A_Expr) and [s.sval for s in n.name or ()] == ["="]):
                         continue
                     for col, other in ((_column_of(n.lexpr, table), n.rexpr), (_column_of(n.rexpr, table), n.lexpr)):
-                        if col and col not in found and col not in skip and \
+                        if col and col not in found and col not in skip and isinstance(other, ast.Node) and \
                                 walker.kind(other, frame) is ContextKind.IDENTITY:
                             found.append(col)
     for fk in table.foreign_keys:
@@ -98,8 +98,8 @@ def settings_read(snapshot: Snapshot) -> set[str]:
                 for n in _walk_all(node):
                     if isinstance(n, ast.FuncCall) and is_setting_read(n) and n.args:
                         arg = n.args[0]
-                        if isinstance(arg, ast.A_Const) and isinstance(arg.val, ast.String):
-                            out.add(arg.val.sval.lower())
+                        if isinstance(arg, ast.A_Const) and isinstance(arg.val, ast.String) and arg.val.sval:
+                            out.add(str(arg.val.sval).lower())
     for f in snapshot.functions:
         out.update(m.lower() for m in _SETTING_IN_BODY.findall(f.body or ""))
     return out

@@ -8,7 +8,7 @@ The read probes count the table's own rows, so the rows the writes target are bu
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Optional, Union
 
@@ -16,7 +16,7 @@ from psycopg import sql
 
 from dbguard_pipeline.model.schema import Table
 from dbguard_pipeline.probe.report import Target
-from dbguard_pipeline.probe.rows import AFTER_POLICY_STATES, CannotBuild, Candidate, RowRef, Rows, lit, where_rows
+from dbguard_pipeline.probe.rows import AFTER_POLICY_STATES, Candidate, CannotBuild, RowRef, Rows, where_rows
 from dbguard_pipeline.probe.session import Outcome, Query, Session
 from dbguard_pipeline.probe.tenants import Tenants
 from dbguard_pipeline.text import plural
@@ -128,7 +128,8 @@ class Probe(ABC):
     command: str = ""  # select | insert | update | delete: the verdict it counts towards
 
     @abstractmethod
-    def plan(self, rel: Relation, fx: Any) -> Union[Attempt, str]: ...
+    def plan(self, rel: Relation, fx: Any) -> Union[Attempt, str, None]:
+        """The attempt, the reason it cannot run, or None when the probe does not apply to the relation."""
 
     def retry(self, rel: Relation, fx: Any, attempt: Attempt, out: Outcome) -> Optional[Attempt]:
         """A second attempt that measures what the first could not (None: the first one stands)."""

@@ -39,18 +39,17 @@ import psycopg
 
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.errors import ConnectionError_, DbguardError, NotFoundError
-from dbguard_pipeline.model.schema import Snapshot
+from dbguard_pipeline.model.schema import Snapshot, Table
 from dbguard_pipeline.pg.dsn import describe_dsn, mask_secrets
 from dbguard_pipeline.pg.session import connect
 from dbguard_pipeline.probe.identity import check_context
 from dbguard_pipeline.probe.phases import TABLE_PHASES, VIEW_PHASES, Phase
 from dbguard_pipeline.probe.probes import Probe, Relation, SkipAll, Verdict, not_probed
 from dbguard_pipeline.probe.report import NotProbed, ProbeReport, ProbeResult, Target
-from dbguard_pipeline.probe.traces import advisory_locks_released, moved_sequences, sequence_values
 from dbguard_pipeline.probe.rows import Rows, RowTenancy
 from dbguard_pipeline.probe.session import Session, error_message
 from dbguard_pipeline.probe.tenants import pick_tenants
-from dbguard_pipeline.model.schema import Table
+from dbguard_pipeline.probe.traces import advisory_locks_released, moved_sequences, sequence_values
 from dbguard_pipeline.semantics import tenancy
 
 __all__ = ["DEFAULT_SAMPLE_ROWS", "plan_targets", "probe"]
@@ -84,9 +83,9 @@ def probe_tables(snapshot: Snapshot, config: Config) -> list[Table]:
         if not tenancy.in_audited_schema(t.schema, config):
             continue
         eff = _effective(snapshot, t)
-        if t.kind == "partition" or (t.parent and t.kind == "partitioned"):
-            if tenancy.is_tenant_table(snapshot, eff, config):
-                chosen[t.qualified] = eff
+        is_partition = t.kind == "partition" or (t.parent and t.kind == "partitioned")
+        if is_partition and tenancy.is_tenant_table(snapshot, eff, config):
+            chosen[t.qualified] = eff
     for t in tenancy.tenant_tables(snapshot, config):
         chosen.setdefault(t.qualified, t)
     children: dict[Optional[str], list[Table]] = {}
