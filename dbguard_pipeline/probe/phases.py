@@ -53,9 +53,9 @@ class JoinOtherTenant(Probe):
             return (f"{rel.q} has columns that hold the acting user ({', '.join(cols)}), but no user of tenant A "
                     f"is known to put in them")
         cand = rel.rows.candidate(rel.table, rel.tenants.b, override=users)
-        self._cands[rel.q] = (cols, cand)
         if cand.stmt is None:
             return cand.why
+        self._cands[rel.q] = (cols, cand)  # for judge, which runs next
         shape = (f"INSERT INTO {rel.q} ({', '.join(cols)}, ...) VALUES (<tenant A's user>, ..., <tenant B>)")
         return Attempt(rel.tenants.a, cand.stmt, shape, measure=stored_of_b(rel, cand.values))
 

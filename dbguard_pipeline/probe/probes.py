@@ -373,10 +373,9 @@ def _cursor_on(rel: Relation, row: RowRef) -> Callable[[], object]:
     and it touches that one row instead of the whole table."""
     def declare() -> None:
         conn = rel.session.conn
-        conn.execute(sql.SQL("DECLARE {} NO SCROLL CURSOR FOR SELECT 1 FROM {} AS t WHERE t.ctid = {}::tid "
-                             "AND t.tableoid = {}::oid").format(CURSOR, rel.ident, sql.Literal(row[1]),
-                                                               sql.Literal(row[0])))
-        conn.execute(sql.SQL("FETCH NEXT FROM {}").format(CURSOR))
+        conn.execute(sql.SQL("DECLARE {c} NO SCROLL CURSOR FOR SELECT 1 FROM {t} AS t WHERE t.ctid = {r}::tid "
+                             "AND t.tableoid = {o}::oid; FETCH NEXT FROM {c}").format(
+            c=CURSOR, t=rel.ident, r=sql.Literal(row[1]), o=sql.Literal(row[0])))
     return declare
 
 
