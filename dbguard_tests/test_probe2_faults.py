@@ -158,11 +158,20 @@ def test_a_tenant_context_no_policy_reads_is_a_config_error(faults_dsn, tmp_path
     with pytest.raises(ConfigError, match=r"tenant.guc is 'app.tenant', but no policy .* app.current_tenant_id"):
         services.probe(faults_dsn, typo)
     cfg = tmp_path / "dbguard.yaml"
-    cfg.write_text(f"tenant:\n  app_role: {APP}\n  guc: app_tenant\n", encoding="utf-8")
+    cfg.write_text(f"tenant:\n  app_role: {APP}\n  guc: app.tenant_id\n", encoding="utf-8")
     out = subprocess.run([sys.executable, "-m", "dbguard_pipeline.cli", "test-isolation", "--dsn", faults_dsn,
                           "--config", str(cfg)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr
     assert out.stdout == "" and "no policy or function" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_tenant_context_that_cannot_be_set_is_a_config_error_even_where_no_policy_reads_one(server_dsn):
+    with scratch_database(server_dsn, ROLES_SQL + TENANTS_SQL + table("only_rls_off") + GRANTS) as dsn:
+        with pytest.raises(ConfigError, match="custom setting with a prefix"):
+            services.probe(dsn, Config(tenant=TenantModel(app_role=APP, guc="app_tenant")))
+        # a setting nothing reads, on a database whose policies read none: the probe runs, and RLS off leaks
+        report = services.probe(dsn, Config(tenant=TenantModel(app_role=APP, guc="app.tenant")))
+    assert verdicts(report, "public.only_rls_off") == dict.fromkeys(ALL, "leak")
 
 
 def test_recursion_makes_the_cli_exit_1(faults_dsn, tmp_path):

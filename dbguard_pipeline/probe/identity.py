@@ -117,6 +117,9 @@ def check_context(snapshot: Snapshot, config: Config) -> None:
     tm = config.tenant
     if tm.context != "guc":
         return
+    if "." not in tm.guc:
+        raise ConfigError(f"tenant.guc is {tm.guc!r}: PostgreSQL only lets an application set a custom setting "
+                          f"with a prefix (such as app.current_tenant_id), so no tenant context could be set")
     read = settings_read(snapshot)
     if tm.guc.lower() in read:
         return
