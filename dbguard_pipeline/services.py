@@ -247,9 +247,16 @@ def data_audit(dsn: str, snapshot: Snapshot, config: Config) -> AuditResult:
 def probe(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence[str]] = None, *,
           snapshot: Optional[Snapshot] = None, tenants: Optional[Sequence[str]] = None) -> ProbeReport:
     """Cross-tenant reads and writes as the application role, always rolled back (``dbguard test-isolation``)."""
+    from dbguard_pipeline.config import Config as _Config
     from dbguard_pipeline.probe import probe as run
+    from dbguard_pipeline.probe.disagree import disagreements
 
-    return run(dsn, config, tables, snapshot=snapshot, tenants=tenants)
+    config = config or _Config()
+    report = run(dsn, config, tables, snapshot=snapshot, tenants=tenants)
+    if report.snapshot is not None:  # where the static audit of the same snapshot and the probe disagree
+        report.disagreements = disagreements(report, static_audit(report.snapshot, config).findings,
+                                             report.snapshot)
+    return report
 
 
 def diff(source: Snapshot, target: Snapshot, config: Optional[Config] = None, *, source_label: Optional[str] = None,

@@ -44,7 +44,7 @@ def test_demo_fails_the_blocking_check_with_every_witness(demo_dsn):
     assert not result.success  # a failed blocking check fails the run
     (mat,) = result.asset_materializations_for_node("isolation_report")
     md = mat.metadata
-    assert md["leaks"].value == 38 and md["leaking_tables"].value == 12
+    assert md["leaks"].value == 39 and md["leaking_tables"].value == 12
     assert md["tables_probed"].value == 16 and md["not_probed"].value == 0
     assert "| public.garages | **LEAK** | **LEAK** | **LEAK** | **LEAK** |" in md["results"].value
     assert "| public.vision_metrics | ok | ok | ok | ok |" in md["results"].value
@@ -52,7 +52,7 @@ def test_demo_fails_the_blocking_check_with_every_witness(demo_dsn):
     assert check.check_name == "no_cross_tenant_leaks" and not check.passed
     assert check.severity == dg.AssetCheckSeverity.ERROR
     witnesses = check.metadata["witnesses"].value
-    assert witnesses.count("\n") + 1 == 38
+    assert witnesses.count("\n") + 1 == 39
     assert "as authenticated with tenant A, SELECT on public.vehicles returned" in witnesses
 
 
