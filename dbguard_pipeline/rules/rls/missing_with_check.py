@@ -46,7 +46,7 @@ SPEC = RuleSpec("missing_with_check", Severity.WARNING, "rls", "Write policy tha
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
     an = ctx.analyzer
-    for t in ctx.tenant_scope_tables:
+    for t in ctx.rls_scope_tables:
         tcol = ctx.tenant_column(t)
         tenants = ctx.is_tenants_table(t)
         for p in t.policies:
@@ -71,6 +71,6 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             yield SPEC.finding(
                 t, f'policy "{p.name}" ({commands_text(p)} to {role_list(p.roles)}) on {t.qualified}: {how}, so a '
                    f"session can write rows whose {target} names another tenant",
-                fix_rls_command(t), object=p.name,
+                fix_rls_command(t, ctx.root(t)), object=p.name,
                 detail={"command": p.command, "roles": list(p.roles), "with_check": p.with_check,
                         "using": p.using, "parsed": check.parsed})

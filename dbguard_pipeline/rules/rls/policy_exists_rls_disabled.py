@@ -31,11 +31,11 @@ SPEC = RuleSpec("policy_exists_rls_disabled", Severity.CRITICAL, "rls", "Policie
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
-    for t in ctx.audited_tables:
+    for t in ctx.rls_tables:
         if t.rls_enabled or not t.policies:
             continue
         names = ", ".join(p.name for p in t.policies)
-        remediation = (fix_rls_command(t) if ctx.in_tenant_scope(t)
+        remediation = (fix_rls_command(t, ctx.root(t)) if ctx.in_tenant_scope(t)
                        else f"ALTER TABLE {qname(t.schema, t.name)} ENABLE ROW LEVEL SECURITY;")
         yield SPEC.finding(
             t, f"{t.qualified} has {len(t.policies)} polic{'y' if len(t.policies) == 1 else 'ies'} ({names}) "

@@ -48,7 +48,7 @@ SPEC = RuleSpec("weak_rls_policy", Severity.WARNING, "rls", "Permissive policy t
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
     an = ctx.analyzer
-    for t in ctx.tenant_scope_tables:
+    for t in ctx.rls_scope_tables:
         tcol = ctx.tenant_column(t)
         for p in t.policies:
             if ctx.policy_is_moot(p):
@@ -62,6 +62,6 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             yield SPEC.finding(
                 t, f'policy "{p.name}" ({commands_text(p)} to {role_list(p.roles)}) on {t.qualified} {u.describe()}: '
                    f"it lets every such session see every tenant's rows{writes}",
-                fix_rls_command(t), object=p.name,
+                fix_rls_command(t, ctx.root(t)), object=p.name,
                 detail={"command": p.command, "roles": list(p.roles), "using": p.using, "parsed": u.parsed,
                         "always_true": u.always_true, "parse_error": u.error})
