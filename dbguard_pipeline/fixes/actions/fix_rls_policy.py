@@ -8,7 +8,7 @@ rows of other tenants through), unsafe otherwise (it breaks queries or is slow).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.fixes.actions.context import (
@@ -57,7 +57,8 @@ def rls_plan(ctx: Context, table: Table, column: str, col_type: str, *, adding_c
     cfg = ctx.config
     role = check_role(ctx)
     findings = ctx.table_findings(table, RLS_RULES)
-    escape = owner_escape(ctx.snapshot, table, cfg)
+    # as the table will be: RLS enabled (the owner's escape is what FORCE then closes)
+    escape = owner_escape(ctx.snapshot, replace(table, rls_enabled=True), cfg)
     force = escape is not None or (table.owner == cfg.tenant.app_role and not table.rls_forced)
     replaced = replaced_policies(table, findings)
     weak = {f.object for f in findings if f.rule in WEAK_POLICY_RULES}
