@@ -10,7 +10,8 @@ lets a row be written for another tenant: its `WITH CHECK` does not pin the tena
 Not reported: `FOR ALL USING (<pinned>)` without `WITH CHECK` (the `USING` is the check: correct), a policy
 already reported as `weak_rls_policy` whose only check is that same `USING`, `INSERT` policies on the tenants
 table (creating a tenant writes nobody else's row), an `INSERT` policy without `WITH CHECK` (it admits no
-row), and policies covered by a RESTRICTIVE policy whose check pins the tenant.
+row), and policies covered by a RESTRICTIVE policy whose check pins the tenant. Partitions the application can reach
+are checked with their own policies (a statement that names a partition gets the partition's policies).
 
 *Why it matters.* Reads can be perfectly isolated while writes are not: a user of tenant A inserts rows
 into tenant B (`tenant_id` is a column the client sends), or moves their own row to B with an UPDATE.

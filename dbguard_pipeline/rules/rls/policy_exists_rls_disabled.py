@@ -1,6 +1,7 @@
 """Policies were written for the table but row level security is disabled, so none of them applies.
 
-*What it checks.* Every audited table with at least one policy and RLS disabled, tenant data or not.
+*What it checks.* Every audited table with at least one policy and RLS disabled, tenant data or not, and every
+partition the application can reach that has policies of its own and RLS disabled.
 
 *Why it matters.* Someone wrote the isolation and it silently does nothing: a classic after a restore, a
 `DISABLE ROW LEVEL SECURITY` during a data fix, or a table created by a migration that forgot the `ENABLE`.

@@ -7,7 +7,8 @@ table: its `USING` is always true in any spelling, or never ties the rows to the
 tenant column with the tenant context, and no other restriction to the caller such as an owner or a pinned
 parent row). One finding per policy; `object` is the policy name. Not reported: policies only for roles that
 bypass RLS anyway (`TO service_role`), and policies whose commands and roles RESTRICTIVE tenant policies all
-cover.
+cover. Partitions the application can reach are checked with their own policies: a query that names a
+partition gets the partition's policies, not its parent's.
 
 *Why it matters.* Permissive policies are OR-ed: one policy that lets every row through opens the whole table
 to every role it names, including `anon` and PUBLIC. Typical culprits: the Supabase dashboard template
