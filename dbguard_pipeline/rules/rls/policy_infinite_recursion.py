@@ -100,8 +100,8 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         returning = " (and INSERT ... RETURNING)" if "select" in failing and "insert" not in failing else ""
         yield SPEC.finding(
             t, f"{' and '.join(commands) if len(commands) < 3 else ', '.join(commands)} on {t.qualified}"
-               f"{returning} as {app} fail{'s' if len(commands) == 1 and not returning else ''} with "
-               f"\"{first.error}\" (SQLSTATE {first.sqlstate}): {chain_text(first)}",
+               f"{returning} as {app} fail{'s' if len(commands) == 1 and not returning else ''} with SQLSTATE "
+               f"{first.sqlstate} ({first.error}): {chain_text(first)}",
             _remedy(first), object=first.steps[0].policy.name,
             detail={"commands": [c for c in failing], "sqlstate": first.sqlstate, "role": app,
                     "chain": [{"table": s.table.qualified, "policy": s.policy.name, "reads": s.read.table.qualified,
