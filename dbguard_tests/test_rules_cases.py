@@ -50,6 +50,24 @@ def apply_fixes(dsn: str, config: Config, findings: list[Finding]) -> None:
         apply_sql(dsn, m.render_forward(), source=m.qualified)
 
 
+def run_as_app(dsn: str, config: Config, statement: str) -> str | None:
+    """The SQLSTATE ``statement`` raises as the app role (None when it succeeds), always rolled back."""
+    import psycopg
+    from psycopg import sql
+
+    from dbguard_pipeline.pg.session import connect
+
+    with connect(dsn) as conn:
+        try:
+            with conn.transaction(force_rollback=True):
+                conn.execute("SET LOCAL statement_timeout = '10s'")
+                conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(config.tenant.app_role)))
+                conn.execute(statement)
+        except psycopg.Error as exc:
+            return exc.sqlstate
+    return None
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_rule_case(empty_dsn: str, case: Case) -> None:
     run_sql(empty_dsn, case.setup)
@@ -60,6 +78,8 @@ def test_rule_case(empty_dsn: str, case: Case) -> None:
     for key, want in case.findings.items():
         check_finding(by_key[key], want)
     assert all(f.rule == case.rule and f.category == rules.REGISTRY[case.rule].category for f in findings)
+    for statement, sqlstate in case.as_app:
+        assert run_as_app(empty_dsn, config, statement) == sqlstate, statement
     if case.fix:
         apply_fixes(empty_dsn, config, findings)
         assert only_keys(audit(empty_dsn, case, config)) == set(), "findings left after the fix"
