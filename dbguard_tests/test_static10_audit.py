@@ -2,7 +2,7 @@
 their own for row level security (while data metrics count a partitioned table's rows once), owners that can
 connect make ``rls_not_forced`` fire without configuration, role memberships in the snapshot.
 
-The reproductions (dbguard_tests/rules/repros/, copies of ../shared/repros/audit-and-probe/) are loaded as they
+The reproductions (dbguard_tests/repros/audit-and-probe/, copies of ../shared/repros/audit-and-probe/) are loaded as they
 are, with their YAML config; the rules' own families are in dbguard_tests/rules/cases/."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dbguard_pipeline.pg.catalog import QUERIES, introspect
 
 from .conftest import run_sql
 
-REPROS = Path(__file__).resolve().parent / "rules" / "repros"
+REPROS = Path(__file__).resolve().parent / "repros" / "audit-and-probe"
 ROOT = Path(__file__).resolve().parents[1]
 
 
