@@ -51,6 +51,7 @@ from dbguard_pipeline.probe.session import Session, error_message
 from dbguard_pipeline.probe.tenants import pick_tenants
 from dbguard_pipeline.probe.traces import advisory_locks_released, moved_sequences, sequence_values
 from dbguard_pipeline.semantics import tenancy
+from dbguard_pipeline.semantics.roles import owner_escape
 
 __all__ = ["DEFAULT_SAMPLE_ROWS", "plan_targets", "probe"]
 
@@ -201,9 +202,10 @@ class _RelationRun:
         if t is not None and t.kind == "partition" and not t.rls_enabled:
             return (" (row level security is disabled on this partition: PostgreSQL applies the partition's own "
                     "row level security when a query names it, not its parent's)")
-        if t is not None and t.owner == role and not t.rls_forced:
-            return (f" ({role} owns {self.rel.q} and row level security is not forced, so no policy applies "
-                    f"to it)")
+        if t is not None and t.rls_enabled and not t.rls_forced:
+            escape = owner_escape(self.rel.rows.snapshot, t, self.rel.session.config)
+            if escape is not None and escape.app_bypasses:
+                return f" ({escape.reason} and row level security is not forced, so no policy applies to {role})"
         if t is not None and not t.rls_enabled:
             return " (row level security is disabled on this table)"
         return ""
