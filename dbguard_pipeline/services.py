@@ -196,13 +196,14 @@ def fixes_wanted(cache_keys: Sequence[str], out_dir: str) -> tuple[list[str], li
 def migrator(dsn: Optional[str], directory: str | Path, *, lock_retries: int = 0,
              log: Optional[Callable[[str], None]] = None) -> Runner:
     """The runner for the migrations in ``directory`` on the database (``dsn`` as :func:`resolve_dsn` reads
-    it): ``status()``, ``plan(target)``, ``up(target)``, ``rollback(name, dry_run)``."""
+    it, but never the embedded demo database): ``status()``, ``plan(target)``, ``up(target)``,
+    ``rollback(name, dry_run)``."""
     from dbguard_pipeline.errors import DbguardError
     from dbguard_pipeline.fixes.ledger import Runner
 
     if lock_retries < 0:
         raise DbguardError("--lock-retries must be 0 or more")
-    runner = Runner(resolve_dsn(dsn), directory, lock_retries=lock_retries)
+    runner = Runner(resolve_dsn(dsn, allow_demo=False), directory, lock_retries=lock_retries)
     if log is not None:
         runner.log = log
     return runner
