@@ -43,7 +43,7 @@ __all__ = ["Runner", "ApplyResult", "MigrationFile", "Unit", "parse_units", "rea
            "apply_sql", "discover", "checksum"]
 
 ADVISORY_KEY = 0x64626775  # "dbgu": one runner at a time per database
-RECONNECT_ATTEMPTS = 10  # ~15 s: long enough for a server restart to finish
+RECONNECT_SECONDS = 30.0  # how long to wait for the server to come back before giving up the cleanup
 
 
 # --------------------------------------------------------------------------- files
@@ -231,6 +231,7 @@ class Runner:
     directory: str | Path
     lock_retries: int = 0
     log: Callable[[str], None] = field(default=lambda line: None)
+    reconnect_s: float = RECONNECT_SECONDS
     _conn: Optional[psycopg.Connection] = field(default=None, repr=False)
     _signals: _Interrupts = field(default_factory=_Interrupts, repr=False)
 
@@ -271,16 +272,18 @@ class Runner:
                 return self._conn
         if self._conn is not None:
             self._conn.close()
-        for attempt in range(RECONNECT_ATTEMPTS):
+        self._conn = None
+        deadline = time.monotonic() + self.reconnect_s
+        while True:
             try:
                 self._conn = self._connect()
                 return self._conn
             except MigrationError:
                 raise
             except DbguardError:
-                time.sleep(min(0.5 + attempt * 0.25, 2.5))
-        self._conn = None
-        return None
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(0.5)
 
     def _ledger_row(self, name: str) -> Optional[LedgerRow]:
         assert self._conn is not None
@@ -307,8 +310,8 @@ class Runner:
             changed = not f.matches(r.checksum)
             if r.partial:
                 detail = (f"half-applied at step {r.steps_done} of {r.steps_total} (last step recorded "
-                          f"{r.applied_at:%Y-%m-%d %H:%M:%S %Z}): run `dbguard migrate up` to resume, or "
-                          f"`dbguard migrate rollback {f.name}`")
+                          f"{r.applied_at:%Y-%m-%d %H:%M:%S %Z}){self._next_index(f, r)}: run `dbguard migrate up` "
+                          f"to resume, or `dbguard migrate rollback {f.name}`")
                 if changed:
                     detail += "; the file changed since (checksum mismatch): restore it first"
                 rows.append(("HALF-APPLIED", f.name, detail))
@@ -323,6 +326,26 @@ class Runner:
             extra = f" (half-applied at step {r.steps_done} of {r.steps_total})" if r.partial else ""
             rows.append(("missing", name, f"in the ledger{extra}, but its file is not in the folder"))
         return rows
+
+    def _next_index(self, f: MigrationFile, r: LedgerRow) -> str:
+        """What became of the next step when it is a CREATE INDEX CONCURRENTLY the crash interrupted."""
+        from dbguard_pipeline.pg.session import connect
+
+        try:
+            units = parse_units(f.text(), f.path.name)
+        except MigrationError:
+            return ""
+        nxt = units[r.steps_done].index if r.steps_done is not None and r.steps_done < len(units) else None
+        if nxt is None or not nxt.name:
+            return ""
+        with connect(self.dsn, autocommit=True) as conn:
+            if progress.valid_index_exists(conn, nxt):
+                return (f"; step {r.steps_done + 1}, the index {nxt.name}, was built after the runner stopped "
+                        "(up records it without building it again)")
+            if progress.invalid_indexes(conn, nxt):
+                return (f"; step {r.steps_done + 1} left the index {nxt.name} INVALID (up drops and rebuilds it, "
+                        "rollback drops it)")
+        return ""
 
     # ---------------------------------------------------------------- up
     def _check(self, files: list[MigrationFile], ledger: dict[str, LedgerRow]) -> list[MigrationFile]:
