@@ -69,7 +69,12 @@ class Case:
 AS_BEFORE = "as before (the rollback file was applied)"
 HALF = "half-applied at step 3 of 5, as the ledger records"
 RUN_UP = "`dbguard migrate up` (applies it)"
-RESUME = "`dbguard migrate up` (resumes at step 4) or `dbguard migrate rollback NAME`"
+
+
+def RESUME(how: str = "") -> str:  # noqa: N802
+    return f"`dbguard migrate up` (resumes at step 4{how}) or `dbguard migrate rollback NAME` (undoes steps 1-3)"
+
+
 FAULTS = {
     "terminate": "backend terminated (`pg_terminate_backend`)",
     "sigterm": "SIGTERM to `dbguard migrate up`",
@@ -85,12 +90,12 @@ CASES = [
     Case("restart", "tx", AS_BEFORE + " once the server was back", "pending", RUN_UP),
     Case("restart", "concurrently", AS_BEFORE + " once the server was back; the INVALID index dropped", "pending",
          RUN_UP),
-    Case("outage", "tx", HALF, "HALF-APPLIED at step 3 of 5", RESUME),
+    Case("outage", "tx", HALF, "HALF-APPLIED at step 3 of 5", RESUME()),
     Case("outage", "concurrently", HALF + "; step 4 left an INVALID index",
-         "HALF-APPLIED at step 3 of 5; step 4 left the index INVALID", RESUME + " (drops and rebuilds the index)"),
-    Case("sigkill", "tx", HALF, "HALF-APPLIED at step 3 of 5", RESUME),
+         "HALF-APPLIED at step 3 of 5; step 4 left the index INVALID", RESUME(": drops the INVALID index and builds it again")),
+    Case("sigkill", "tx", HALF, "HALF-APPLIED at step 3 of 5", RESUME()),
     Case("sigkill", "concurrently", HALF + "; the orphaned session finished the index build",
-         "HALF-APPLIED at step 3 of 5; step 4's index was built", RESUME + " (records the index, no rebuild)"),
+         "HALF-APPLIED at step 3 of 5; step 4's index was built", RESUME(": records the index without building it again")),
 ]
 
 
@@ -254,14 +259,8 @@ class _Thread(threading.Thread):
             self.error = str(exc)
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize("case", CASES, ids=[f"{c.fault}-{c.step}" for c in CASES])
-def test_fault(case: Case, own_server: OwnServer, tmp_path):
-    d = tmp_path / "migrations"
-    d.mkdir()
-    (d / f"{NAME}.sql").write_text(FORWARD[case.step])
-    (d / f"{NAME}_rollback.sql").write_text(ROLLBACK)
-    dsn = own_server.create_database(f"fault_{case.fault}_{case.step}")
+def _inject(case: Case, own_server: OwnServer, dsn: str, d: Path) -> str:
+    """Start the runner, meet it at step 4, inject the fault; the runner's last words."""
     holder = _hold_rendezvous(dsn, case.step)
     message = ""
     if case.fault in ("sigterm", "sigkill"):
@@ -302,6 +301,23 @@ def test_fault(case: Case, own_server: OwnServer, tmp_path):
         assert not t.is_alive()
         assert t.result is None and t.error, "the run must fail"
         message = t.error
+    return message
+
+
+def _files(tmp_path: Path, step: str) -> Path:
+    d = tmp_path / "migrations"
+    d.mkdir()
+    (d / f"{NAME}.sql").write_text(FORWARD[step])
+    (d / f"{NAME}_rollback.sql").write_text(ROLLBACK)
+    return d
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.fault}-{c.step}" for c in CASES])
+def test_fault(case: Case, own_server: OwnServer, tmp_path):
+    d = _files(tmp_path, case.step)
+    dsn = own_server.create_database(f"fault_{case.fault}_{case.step}")
+    message = _inject(case, own_server, dsn, d)
     ledger, steps = observed_state(dsn, case.step)
     state, detail = _status(dsn, d)
     if case.state_after.startswith("as before"):
@@ -330,6 +346,20 @@ def test_fault(case: Case, own_server: OwnServer, tmp_path):
     assert results[0].resumed_at == (4 if "HALF" in case.status_says else 0)
     assert observed_state(dsn, case.step) == ("applied 5/5", 5)
     assert _status(dsn, d)[0] == "applied"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", [c for c in CASES if "HALF" in c.status_says], ids=lambda c: f"{c.fault}-{c.step}")
+def test_a_half_applied_migration_rolls_back(case: Case, own_server: OwnServer, tmp_path):
+    d = _files(tmp_path, case.step)
+    dsn = own_server.create_database(f"undo_{case.fault}_{case.step}")
+    _inject(case, own_server, dsn, d)
+    assert _status(dsn, d)[0] == "HALF-APPLIED"
+    assert Runner(dsn, d).rollback(NAME).status == "rolled back"
+    assert observed_state(dsn, case.step) == ("none", 1)
+    assert _status(dsn, d)[0] == "pending"
+    assert [r.name for r in Runner(dsn, d).up()] == [NAME]
+    assert observed_state(dsn, case.step) == ("applied 5/5", 5)
 
 
 def test_the_fault_matrix_in_the_docs_is_the_tested_one():
