@@ -99,9 +99,11 @@ def discover(directory: str | Path) -> list[MigrationFile]:
         raise MigrationError(f"cannot read the migrations folder {d}: {exc.strerror or exc}") from None
     out = []
     for n in names:
-        if not n.endswith(".sql") or n.endswith("_rollback.sql") or not (d / n).is_file():
-            continue
         p = d / n
+        if not n.endswith(".sql") or n.endswith("_rollback.sql") or p.is_dir():
+            continue
+        if p.exists() and not p.is_file():
+            raise MigrationError(f"{p} is not a regular file")
         raw = _read_bytes(p)
         rb = p.with_name(n[:-4] + "_rollback.sql")
         out.append(MigrationFile(n[:-4], p, hashlib.sha256(normalised(raw)).hexdigest(), rb if rb.is_file() else None,
