@@ -87,6 +87,9 @@ def plan_fixes(dsn: Optional[str], config: Config, *, action: Optional[str] = No
     ctx = build_context(snapshot, config, dsn)
     fixes = GeneratedFixes(snapshot.database, snapshot.server_version, ts, out_dir)
     if action is None:
+        from dbguard_pipeline.fixes.actions.context import check_role
+
+        check_role(ctx)  # a missing app_role is a config error, not a list of skipped fixes (issue #13, item 11)
         findings = ctx.findings
         if cache_keys:
             wanted = set(cache_keys)

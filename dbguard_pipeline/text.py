@@ -38,17 +38,29 @@ def qname(schema: str, name: str) -> str:
 
 
 def quoted(name: str) -> str:
-    """An identifier, always quoted (for generated SQL)."""
+    """An identifier, always quoted (for generated SQL). A name with control or other non-printable characters
+    is written as a Unicode-escaped identifier (``U&"bad\\000aname"``), so a statement never spans lines
+    because of a name and a ``-- squawk-ignore`` comment still applies to the statement after it."""
     from psycopg import sql
 
-    return sql.Identifier(name).as_string(None)
+    if name.isprintable():
+        return sql.Identifier(name).as_string(None)
+    out = []
+    for ch in name:
+        if ch == '"':
+            out.append('""')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(f"\\{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\+{ord(ch):06x}")
+    return 'U&"' + "".join(out) + '"'
 
 
 def quoted_qname(schema: str, name: str) -> str:
     """A schema-qualified name, always quoted (for generated SQL)."""
-    from psycopg import sql
-
-    return sql.Identifier(schema, name).as_string(None)
+    return f"{quoted(schema)}.{quoted(name)}"
 
 
 def literal(value: Any) -> str:
