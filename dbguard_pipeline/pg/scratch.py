@@ -58,6 +58,9 @@ def scratch_database(target_dsn: str, method: str = "auto") -> Iterator[tuple[st
             except psycopg.errors.InsufficientPrivilege:
                 raise DbguardError(f"cannot create a scratch database on {describe_dsn(target_dsn)}: "
                                    "the role lacks CREATEDB") from None
+            except psycopg.Error as exc:  # a hot standby, a read-only server, too many databases, ...
+                raise DbguardError(f"cannot create a scratch database on {describe_dsn(target_dsn)}: "
+                                   f"{exc.diag.message_primary or exc}") from None
             used = "schema-only"
     scratch = with_database(target_dsn, name)
     try:
