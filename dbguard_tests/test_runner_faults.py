@@ -11,6 +11,7 @@ equal): ``python -m dbguard_tests.test_runner_faults`` prints it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -195,10 +196,8 @@ def _hold_rendezvous(dsn: str, step: str) -> psycopg.Connection:
 
 
 def _release(conn: psycopg.Connection) -> None:
-    try:
+    with contextlib.suppress(psycopg.Error):
         conn.close()
-    except psycopg.Error:
-        pass
 
 
 # --------------------------------------------------------------------------- what the database looks like

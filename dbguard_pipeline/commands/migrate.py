@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from dbguard_pipeline.config import load_config
     from dbguard_pipeline.errors import DbguardError
     from dbguard_pipeline.pg.dsn import describe_dsn
-    from dbguard_pipeline.text import escape_controls
     from dbguard_pipeline.services import migrator
+    from dbguard_pipeline.text import escape_controls
 
     load_config(args.config)  # validates the file even though the runner needs nothing from it
     runner = migrator(args.dsn, args.dir, lock_retries=args.lock_retries, log=lambda line: print(line, flush=True))

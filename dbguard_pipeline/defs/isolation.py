@@ -6,9 +6,9 @@
 import dagster as dg
 import psycopg
 
-from dbguard_pipeline.probe import ProbeReport, probe
 from dbguard_pipeline.defs.assets import GROUP, OWNERS, schema_snapshot, user_errors
 from dbguard_pipeline.defs.resources import PostgresResource
+from dbguard_pipeline.probe import ProbeReport, probe
 
 MAX_WITNESSES = 200  # metadata stays readable; the full report is the asset value
 

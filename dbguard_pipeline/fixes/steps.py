@@ -10,7 +10,14 @@ import psycopg
 from dbguard_pipeline.errors import MigrationError
 from dbguard_pipeline.fixes import progress
 from dbguard_pipeline.fixes.ledger import (
-    ApplyResult, MigrationFile, UnitFailed, _execute, _interval, _pg_message, _run_units, read_text,
+    ApplyResult,
+    MigrationFile,
+    UnitFailed,
+    _execute,
+    _interval,
+    _pg_message,
+    _run_units,
+    read_text,
 )
 from dbguard_pipeline.fixes.units import Unit, parse_units
 
