@@ -38,29 +38,17 @@ def qname(schema: str, name: str) -> str:
 
 
 def quoted(name: str) -> str:
-    """An identifier, always quoted (for generated SQL). A name with control or other non-printable characters
-    is written as a Unicode-escaped identifier (``U&"bad\\000aname"``), so a statement never spans lines
-    because of a name and a ``-- squawk-ignore`` comment still applies to the statement after it."""
+    """An identifier, always quoted (for generated SQL)."""
     from psycopg import sql
 
-    if name.isprintable():
-        return sql.Identifier(name).as_string(None)
-    out = []
-    for ch in name:
-        if ch == '"':
-            out.append('""')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch.isprintable():
-            out.append(ch)
-        else:
-            out.append(f"\\{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\+{ord(ch):06x}")
-    return 'U&"' + "".join(out) + '"'
+    return sql.Identifier(name).as_string(None)
 
 
 def quoted_qname(schema: str, name: str) -> str:
     """A schema-qualified name, always quoted (for generated SQL)."""
-    return f"{quoted(schema)}.{quoted(name)}"
+    from psycopg import sql
+
+    return sql.Identifier(schema, name).as_string(None)
 
 
 def literal(value: Any) -> str:
@@ -84,11 +72,11 @@ def shell_table_arg(schema: str, name: str) -> str:
 def escape_controls(text: Any) -> str:
     """Control and other non-printable characters shown escaped (``\\x0a``, ``\\u2028``), never interpreted:
     a hostile name can neither break a line of a report or a ``--`` comment nor send terminal escapes."""
-    text = str(text)
-    if text.isprintable():
-        return text
+    s = str(text)
+    if s.isprintable():
+        return s
     return "".join(ch if (ch.isprintable() or ch == " ") else
-                   (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}") for ch in text)
+                   (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}") for ch in s)
 
 
 def xml_safe(text: Any) -> str:

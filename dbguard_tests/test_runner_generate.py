@@ -9,7 +9,7 @@ from psycopg import sql
 
 from dbguard_pipeline.cli import main
 from dbguard_pipeline.fixes.ledger import Runner
-from dbguard_pipeline.text import quoted_qname
+from dbguard_pipeline.fixes.script import unicode_identifier
 
 from .dagster_support import write_config
 
@@ -43,7 +43,7 @@ def test_hostile_table_names_get_their_migrations(demo_dsn, tmp_path, capsys):
     files = sorted(p.name for p in out.glob("*.sql"))
     for name in HOSTILE:
         text = "\n".join((out / f).read_text() for f in files if not f.endswith("_rollback.sql"))
-        assert quoted_qname("public", name) in text  # one migration per hostile table, its name escaped
+        assert f'"public".{unicode_identifier(name)}' in text  # one migration per hostile table, its name escaped
     fixes = [f for f in files if "fix_rls_policy" in f and not f.endswith("_rollback.sql")]
     assert len(fixes) >= 10 + len(HOSTILE)
     for f in files:  # no statement is split across lines by a name: comments and SQL lines stay whole
