@@ -4,9 +4,10 @@
 """
 
 import dagster as dg
+import psycopg
 
 from dbguard_pipeline import services
-from dbguard_pipeline.defs.assets import GROUP, OWNERS, schema_snapshot
+from dbguard_pipeline.defs.assets import GROUP, OWNERS, schema_snapshot, user_errors
 from dbguard_pipeline.defs.resources import PostgresResource
 from dbguard_pipeline.probe import ProbeReport
 
@@ -23,8 +24,19 @@ MAX_WITNESSES = 200  # metadata stays readable; the full report is the asset val
                 "transactions that are rolled back. Leaks come with their witness.",
 )
 def isolation_report(context: dg.AssetExecutionContext, database: PostgresResource) -> dg.Output[ProbeReport]:
-    config = database.load_config()
-    report = services.probe(database.resolved_dsn(), config)  # with the audit/probe disagreements
+    # Like the other assets: a failure carries its one-line reason (and the database) into the run's failure
+    # event, which is what the alert sensor sends; a database error the probe did not translate, too.
+    with user_errors("loading the configuration and database target"):
+        config = database.load_config()
+        dsn = database.resolved_dsn()
+        name = database.display_name()
+    with user_errors("isolation probe", name):
+        try:
+            report = services.probe(dsn, config)  # with the audit/probe disagreements
+        except psycopg.Error as exc:
+            reason = " ".join(str(getattr(exc.diag, "message_primary", None) or exc).split())
+            raise dg.Failure(description=f"isolation probe failed: {reason}",
+                             metadata={"database": dg.MetadataValue.text(name)}, allow_retries=False) from None
     s = report.summary()
     context.log.info(f"isolation probe of {database.display_name()}: {s['tables']} relations, {s['probes']} probes, "
                      f"{s['leaks']} leaks in {s['leaking_tables']} relations, {s['not_probed']} not probed "
