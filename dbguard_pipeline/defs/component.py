@@ -24,6 +24,7 @@ import json
 import re
 import sys
 import types
+import warnings
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -151,4 +152,6 @@ def load_databases(folder: Path | str) -> dg.Definitions:
         module.__path__ = [str(path)]
         module.__file__ = str(path / "__init__.py")
         sys.modules[module_name] = module
-    return ComponentTree.from_module(module, project_root=path).build_defs()
+    with warnings.catch_warnings():  # Dagster's own beta notices about the code references it adds
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return ComponentTree.from_module(module, project_root=path).build_defs()

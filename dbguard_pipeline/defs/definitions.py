@@ -55,9 +55,9 @@ def build_definitions(database: Optional[PostgresResource] = None, fleet: Option
     (default :func:`defs_dir`) holds the component-declared databases."""
     nightly = build_nightly_audit_job(["isolation_report"])
     components = load_databases(databases_dir or defs_dir())
+    # (the component tree hands checks back as AssetsDefinition holding check specs only)
     component_freshness = [c for c in components.asset_checks or ()
-                           if isinstance(c, dg.AssetChecksDefinition)
-                           and any(spec.name == "freshness_check" for spec in c.check_specs)]
+                           if any(spec.name == "freshness_check" for spec in c.check_specs)]
     nightly_freshness = freshness_checks([dg.AssetKey("rls_audit")])
     base = dg.Definitions(
         assets=[*assets.audit_assets, isolation_report, *assets.fleet_assets],
