@@ -154,4 +154,5 @@ def load_databases(folder: Path | str) -> dg.Definitions:
         sys.modules[module_name] = module
     with warnings.catch_warnings():  # Dagster's own beta notices about the code references it adds
         warnings.simplefilter("ignore", dg.BetaWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="dagster._utils.pydantic_yaml")
         return ComponentTree.from_module(module, project_root=path).build_defs()
