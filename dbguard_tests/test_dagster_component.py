@@ -4,9 +4,9 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
-import dagster as dg
 from dbguard_pipeline.defs.component import ComponentDatabaseResource
 from dbguard_pipeline.defs.definitions import build_definitions
 from dbguard_pipeline.defs.resources import PostgresResource

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 import dagster as dg
+import pytest
 from dagster._core.definitions.asset_checks.asset_check_factories.freshness_checks import last_update
+
 from dbguard_pipeline.config import AlertsConfig
 from dbguard_pipeline.defs.assets import CODE_VERSION
 from dbguard_pipeline.defs.definitions import build_definitions, defs

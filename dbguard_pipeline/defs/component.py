@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import dagster as dg
+from dagster.components.scaffold.scaffold import scaffold_with
 from pydantic import ValidationError
 
 from dbguard_pipeline.config import Config, DatabaseTarget, TenantModel
@@ -85,6 +86,19 @@ class ComponentDatabaseResource(dg.ConfigurableResource):
         return Target(name=self.name, dsn=dsn, config=config, partition=None)
 
 
+class DbguardDatabaseScaffolder(dg.Scaffolder):
+    """``dg scaffold defs dbguard_pipeline.defs.component.DbguardDatabase billing`` writes a defs.yaml to fill in."""
+
+    def scaffold(self, request) -> None:
+        name = re.sub(r"\W", "_", Path(request.target_path).name) or "app"
+        dg.scaffold_component(request, {
+            "name": name,
+            "dsn_env": f"{name.upper()}_DATABASE_URL",
+            "tenant": {"column": "tenant_id", "column_type": "uuid", "tenants_table": "public.tenants"},
+        })
+
+
+@scaffold_with(DbguardDatabaseScaffolder)
 class DbguardDatabase(dg.Component, dg.Model, dg.Resolvable):
     """A database in dbguard's nightly audit: its audit assets and checks, a job, a nightly schedule and a
     freshness check (stale after 26 h), declared in defs.yaml."""

@@ -29,10 +29,12 @@ def freshness_checks(keys: Sequence[dg.AssetKey]) -> list[dg.AssetChecksDefiniti
                                                           severity=dg.AssetCheckSeverity.ERROR, blocking=True))
 
 
-def freshness_sensor(checks: Sequence[dg.AssetChecksDefinition]) -> dg.SensorDefinition:
+def freshness_sensor(checks: Sequence[dg.AssetsDefinition]) -> dg.SensorDefinition:
+    """One sensor for every freshness check (a component's come back from its Definitions as AssetsDefinition)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.SupersessionWarning)
-        return dg.build_sensor_for_freshness_checks(freshness_checks=list(checks), name=FRESHNESS_SENSOR,
+        return dg.build_sensor_for_freshness_checks(freshness_checks=list(checks),  # type: ignore[arg-type]
+                                                    name=FRESHNESS_SENSOR,
                                                     minimum_interval_seconds=600,
                                                     default_status=dg.DefaultSensorStatus.RUNNING,
                                                     tags={"dbguard/kind": "freshness"})
