@@ -41,6 +41,7 @@ def test_a_defs_yaml_adds_the_assets_job_schedule_and_freshness_check_of_a_datab
     for key in KEYS:
         node = graph.get(dg.AssetKey(["billing", key]))
         assert node.group_name == "dbguard_billing" and node.kinds == {"postgres"}
+        assert "the billing database (declared in defs.yaml; DSN from $BILLING_DATABASE_URL)" in node.description
     assert ("billing", "schema_snapshot") in {tuple(k.path) for k in graph.get(
         dg.AssetKey(["billing", "rls_audit"])).parent_keys}
     check_names = {k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey(["billing", "rls_audit"])}

@@ -91,14 +91,16 @@ def _emit_checks(outcomes, asset_key: dg.AssetKey, selected: Optional[set] = Non
 
 def build_audit_assets(*, key_prefix: Sequence[str] = (), partitions_def: Optional[dg.PartitionsDefinition] = None,
                        resource_key: str = "database", group: str = GROUP,
-                       retry_policy: Optional[dg.RetryPolicy] = DB_RETRY) -> list[dg.AssetsDefinition]:
+                       retry_policy: Optional[dg.RetryPolicy] = DB_RETRY,
+                       scope: Optional[str] = None) -> list[dg.AssetsDefinition]:
     prefix = list(key_prefix)
     partitioned = partitions_def is not None
     k_snapshot = dg.AssetKey([*prefix, "schema_snapshot"])
     k_rls = dg.AssetKey([*prefix, "rls_audit"])
     k_cov = dg.AssetKey([*prefix, "tenant_coverage"])
     k_int = dg.AssetKey([*prefix, "data_integrity"])
-    scope = "each database of the fleet (one partition per database)" if partitioned else "the audited database"
+    scope = scope or ("each database of the fleet (one partition per database)" if partitioned
+                      else "the audited database")
     common: dict[str, Any] = dict(group_name=group, kinds=KINDS, owners=OWNERS, partitions_def=partitions_def,
                                   code_version=CODE_VERSION, retry_policy=retry_policy)
 

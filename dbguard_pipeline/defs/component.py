@@ -133,7 +133,8 @@ def database_definitions(db: DbguardDatabase) -> dg.Definitions:
     tenant = db.tenant.model_dump(exclude_none=True) if db.tenant else {}
     resource = ComponentDatabaseResource(name=name, dsn_env=db.dsn_env, config_path=db.config_path,
                                          tenant_json=json.dumps(tenant, sort_keys=True))
-    assets = build_audit_assets(key_prefix=[name], resource_key=resource_key, group=f"dbguard_{name}")
+    assets = build_audit_assets(key_prefix=[name], resource_key=resource_key, group=f"dbguard_{name}",
+                                scope=f"the {name} database (declared in defs.yaml; DSN from ${db.dsn_env})")
     job = dg.define_asset_job(
         f"{name}_audit_job", selection=dg.AssetSelection.assets(*[[name, k] for k in AUDIT_KEYS]),
         tags={**AUDIT_JOB_TAGS, "dbguard/database": name},
