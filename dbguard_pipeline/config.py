@@ -61,7 +61,10 @@ class AlertsConfig(_Strict):
     slack_base_url: Optional[str] = None  # a Slack-compatible API endpoint (proxy, gateway); default Slack's
     webhook_url: Optional[str] = None
     log: bool = True
-    ui_base_url: str = "http://localhost:3000"
+    # The Dagster UI the alert links to (<webserver_url>/runs/<run id>); unset: $DBGUARD_WEBSERVER_URL (which
+    # `make dev` sets to the port it serves on), else http://127.0.0.1:3000. ui_base_url is its older name.
+    webserver_url: Optional[str] = None
+    ui_base_url: Optional[str] = None
     timeout_seconds: float = 10.0  # per delivery attempt
 
 
