@@ -140,6 +140,12 @@ def _type_of(tables: list[Table], column: str, out: Inference) -> None:
 
 
 # --------------------------------------------------------------------------- the context
+def _effective(tables: list[Table]) -> list[Table]:
+    """The tables whose policies are in force (RLS on); all of them when none has RLS on."""
+    on = [t for t in tables if t.rls_enabled]
+    return on or tables
+
+
 @dataclass(frozen=True)
 class _Candidate:
     kind: str  # "guc" | "jwt" | "function"
@@ -226,7 +232,7 @@ def _model(base: dict, cand: Optional[_Candidate]) -> TenantModel:
 def _context(snapshot: Snapshot, tenant_tables: list[Table], out: Inference) -> None:
     user_funcs = frozenset((f.schema, f.name) for f in snapshot.functions
                            if f.schema not in _SYSTEM_SCHEMAS and not f.arguments)
-    texts: list[tuple[Table, str]] = [(t, e) for t in tenant_tables for p in t.policies
+    texts: list[tuple[Table, str]] = [(t, e) for t in _effective(tenant_tables) for p in t.policies
                                       for e in (p.using, p.with_check) if e]
     helpers = frozenset((f.schema, f.name) for f in snapshot.functions
                         if f.schema not in _SYSTEM_SCHEMAS and f.body and _READS_JWT.search(f.body))
@@ -285,7 +291,7 @@ def _context(snapshot: Snapshot, tenant_tables: list[Table], out: Inference) -> 
 # --------------------------------------------------------------------------- the app role
 def _app_role(snapshot: Snapshot, tenant_tables: list[Table], out: Inference) -> None:
     bypass = bypass_roles(snapshot) | _NOT_APP_ROLES
-    policy_roles: Counter[str] = Counter(r for t in tenant_tables for p in t.policies for r in p.roles
+    policy_roles: Counter[str] = Counter(r for t in _effective(tenant_tables) for p in t.policies for r in p.roles
                                          if r not in bypass)
     if "authenticated" in policy_roles and "authenticated" in {r.name for r in snapshot.roles}:
         role, why = "authenticated", "the policies are granted to it (Supabase's signed-in role)"
