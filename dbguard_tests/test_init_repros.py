@@ -67,3 +67,14 @@ def test_inferred_config_answers_like_the_hand_written_one(name, databases, tmp_
     assert got[0] == want[0], "validate findings differ"
     assert got[1] == want[1], "test-isolation verdicts differ"
     assert want[1], "the probe ran on no table: the comparison says nothing"
+
+
+def test_the_comparison_can_tell_configs_apart(databases):
+    """The default config (GUC app.current_tenant_id, role authenticated) on the brewery co-op (GUC
+    brew.tenant, role brew_app) answers differently: the test above is not comparing two empty answers."""
+    from dbguard_pipeline.config import Config
+
+    files, hand_yaml = CASES["fixes_common"]
+    dsn = databases.create()
+    load_repro(dsn, files)
+    assert answers(dsn, Config()) != answers(dsn, load_config(hand_yaml))

@@ -91,8 +91,8 @@ def _tenant_column(snapshot: Snapshot, tables: list[Table], out: Inference) -> O
             len(kv[1]), bool(_TENANTISH.search(kv[0][0]) or _TENANTISH.search(kv[0][1])), kv[0]))
         rivals = [k for k, v in edges.items() if len(v) == len(users) and k != (col, ref, key)]
         out.tenant.update(column=col, tenants_table=ref, tenants_key=key)
-        out.reasons["tenant.column"] = (f"{len(users)} table{'s' if len(users) != 1 else ''} reference {ref} "
-                                        f"through a foreign key on {col}")
+        out.reasons["tenant.column"] = (f"{len(users)} table{'s reference' if len(users) != 1 else ' references'} "
+                                        f"{ref} through a foreign key on {col}")
         out.reasons["tenant.tenants_table"] = f"the table {col} references"
         out.reasons["tenant.tenants_key"] = f"the column {col} references"
         if rivals:
@@ -263,10 +263,12 @@ def _context(snapshot: Snapshot, tenant_tables: list[Table], out: Inference) -> 
         why = f"{n_pins} policy expression{'s' if n_pins != 1 else ''} on tenant tables compare {column} with {how}"
         if cand.kind == "guc":
             out.tenant.update(context="guc", guc=cand.value)
-            out.reasons["tenant.context"] = out.reasons["tenant.guc"] = why
+            out.reasons["tenant.context"] = "the policies read the tenant from a setting (current_setting)"
+            out.reasons["tenant.guc"] = why
         elif cand.kind == "jwt":
             out.tenant.update(context="jwt", jwt_claim=cand.value)
-            out.reasons["tenant.context"] = out.reasons["tenant.jwt_claim"] = why
+            out.reasons["tenant.context"] = "the policies read the tenant from the request's JWT claims"
+            out.reasons["tenant.jwt_claim"] = why
         else:
             out.tenant.update(context="jwt" if identity else "guc", context_functions=[cand.value])
             out.reasons["tenant.context_functions"] = why

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import re
+
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_YAML_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "null", "y", "n"})
 
 from dbguard_pipeline.inference import Inference
 
@@ -14,7 +18,10 @@ def _scalar(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_scalar(v) for v in value) + "]"
-    return json.dumps(str(value))  # a JSON string is a YAML string: quotes and escapes included
+    text = str(value)
+    if _PLAIN.fullmatch(text) and text.lower() not in _YAML_WORDS:
+        return text
+    return json.dumps(text)  # a JSON string is a YAML string: quotes and escapes included
 
 
 def _comment(text: str) -> str:
