@@ -22,8 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import yaml
+
     from dbguard_pipeline import services
     from dbguard_pipeline.commands.output import write_output
+    from dbguard_pipeline.config import Config
     from dbguard_pipeline.errors import DbguardError
     from dbguard_pipeline.inference import infer
     from dbguard_pipeline.inference.render import render_yaml
@@ -33,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
     dsn = services.resolve_dsn(args.dsn)
     snapshot = services.introspect(dsn)
     inference = infer(snapshot)
-    inference.config()  # what it writes loads (a bug here must not reach the user's file)
-    write_output(render_yaml(inference, snapshot.database), args.out)
+    text = render_yaml(inference, snapshot.database)
+    Config.model_validate(yaml.safe_load(text) or {})  # what it writes loads (a bug must not reach the user's file)
+    write_output(text, args.out)
     for item in inference.undecided:
         print(f"dbguard init: could not decide: {item}", file=sys.stderr)
     if args.out != "-":

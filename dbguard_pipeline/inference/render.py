@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 import re
 
+from dbguard_pipeline.inference import Inference
+
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _YAML_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "null", "y", "n"})
-
-from dbguard_pipeline.inference import Inference
 
 _ORDER = ("column", "column_type", "tenants_table", "tenants_key", "context", "guc", "jwt_claim",
           "context_functions", "app_role", "app_role_owns_tables")
@@ -36,7 +36,10 @@ def render_yaml(inf: Inference, database: str) -> str:
         lines.append(f"# NOT DECIDED: {_comment(item)}")
     for item in inf.notes:
         lines.append(f"# note: {_comment(item)}")
-    lines.append("tenant:")
+    if not inf.tenant:
+        lines.append("tenant: {}  # nothing could be inferred: the defaults apply")
+    else:
+        lines.append("tenant:")
     for key in _ORDER:
         if key not in inf.tenant:
             continue
