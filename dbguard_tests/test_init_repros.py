@@ -23,6 +23,14 @@ CASES = {
     "fixes_common": ((HERE / "fixes/common.sql",), HERE / "fixes/dbguard.yaml"),
     "fixes_jwt_dotted": ((HERE / "fixes/common.sql", HERE / "fixes/r8_jwt_dotted.sql"), HERE / "fixes/dbguard_jwt.yaml"),
     "fixes_membership": ((HERE / "fixes-membership/common.sql",), HERE / "fixes-membership/dbguard.yaml"),
+    # the family: a membership helper on JWT tenancy, a context function, two references to the tenants table
+    "fixes_r9_membership": ((HERE / "fixes/common.sql", HERE / "fixes/r9_membership.sql"),
+                            HERE / "fixes/dbguard_jwt_default.yaml"),
+    "membership_context_function": ((HERE / "fixes-membership/common.sql",
+                                     HERE / "fixes-membership/f3_ignores_own_context_fn.sql"),
+                                    HERE / "fixes-membership/dbguard.yaml"),
+    "membership_two_party": ((HERE / "fixes-membership/common.sql", HERE / "fixes-membership/f5_two_party.sql"),
+                             HERE / "fixes-membership/dbguard.yaml"),
 }
 
 
@@ -63,6 +71,10 @@ def test_inferred_config_answers_like_the_hand_written_one(name, databases, tmp_
     assert inferred.tenant.tenants_table == hand.tenant.tenants_table
     assert inferred.tenant.app_role == hand.tenant.app_role
     assert inferred.tenant.context == hand.tenant.context
+    if hand.tenant.context == "guc":
+        assert inferred.tenant.guc == hand.tenant.guc
+    elif "." in hand.tenant.jwt_claim:  # a nested claim the policies read
+        assert inferred.tenant.jwt_claim == hand.tenant.jwt_claim
     got, want = answers(dsn, inferred), answers(dsn, hand)
     assert got[0] == want[0], "validate findings differ"
     assert got[1] == want[1], "test-isolation verdicts differ"
@@ -70,11 +82,12 @@ def test_inferred_config_answers_like_the_hand_written_one(name, databases, tmp_
 
 
 def test_the_comparison_can_tell_configs_apart(databases):
-    """The default config (GUC app.current_tenant_id, role authenticated) on the brewery co-op (GUC
-    brew.tenant, role brew_app) answers differently: the test above is not comparing two empty answers."""
-    from dbguard_pipeline.config import Config
-
-    files, hand_yaml = CASES["fixes_common"]
+    """Picking the wrong one of two references to the tenants table (what init did before it preferred the
+    column named after the tenants table) changes both answers: the comparison above can fail."""
+    files, hand_yaml = CASES["membership_two_party"]
     dsn = databases.create()
     load_repro(dsn, files)
-    assert answers(dsn, Config()) != answers(dsn, load_config(hand_yaml))
+    hand = load_config(hand_yaml)
+    wrong = hand.model_copy(update={"tenant": hand.tenant.model_copy(update={"column": "seller_farm_id"})})
+    got, want = answers(dsn, wrong), answers(dsn, hand)
+    assert got[0] != want[0] and got[1] != want[1]

@@ -74,6 +74,14 @@ def _candidate_tables(snapshot: Snapshot) -> list[Table]:
     return [t for t in snapshot.tables if t.schema not in excluded and t.kind != "partition"]
 
 
+def _singular(name: str) -> str:
+    if name.endswith("ies"):
+        return name[:-3] + "y"
+    if name.endswith(("ses", "xes", "ches", "shes")):
+        return name[:-2]
+    return name[:-1] if name.endswith("s") else name
+
+
 def _tenant_column(snapshot: Snapshot, tables: list[Table], out: Inference) -> Optional[str]:
     excluded = set(Config().exclude_schemas) | set(_SYSTEM_SCHEMAS)
     edges: dict[tuple[str, str, str], set[str]] = {}  # (column, "schema.table", key) -> referencing tables
@@ -87,8 +95,12 @@ def _tenant_column(snapshot: Snapshot, tables: list[Table], out: Inference) -> O
             edges.setdefault((c.columns[0], ref, c.ref_columns[0]), set()).add(t.qualified)
     if edges:
         # most referencing tables; then a tenant-like name; then the name, for a stable answer
-        (col, ref, key), users = max(edges.items(), key=lambda kv: (
-            len(kv[1]), bool(_TENANTISH.search(kv[0][0]) or _TENANTISH.search(kv[0][1])), kv[0]))
+        def rank(kv: tuple[tuple[str, str, str], set[str]]) -> tuple:
+            (c, r, _), users = kv
+            named = c in (_singular(r.split(".", 1)[1]) + "_id", "tenant_id")  # farms <- farm_id
+            return (len(users), named, bool(_TENANTISH.search(c) or _TENANTISH.search(r)), -len(c), kv[0])
+
+        (col, ref, key), users = max(edges.items(), key=rank)
         rivals = [k for k, v in edges.items() if len(v) == len(users) and k != (col, ref, key)]
         out.tenant.update(column=col, tenants_table=ref, tenants_key=key)
         out.reasons["tenant.column"] = (f"{len(users)} table{'s reference' if len(users) != 1 else ' references'} "
@@ -250,7 +262,10 @@ def _context(snapshot: Snapshot, tenant_tables: list[Table], out: Inference) -> 
     base = {k: v for k, v in out.tenant.items() if k in ("column", "column_type", "tenants_table", "tenants_key")}
 
     def pins(cand: Optional[_Candidate]) -> int:
-        an = Analyzer(snapshot, tenant=_model(base, cand))
+        # The analyzer names a claim by the last key of its path (context.TenantContext.claim_kind): score a
+        # nested claim by that key; the config keeps the whole path (the probes build the nested claims from it).
+        scored = _Candidate("jwt", cand.value.rsplit(".", 1)[-1]) if cand and cand.kind == "jwt" else cand
+        an = Analyzer(snapshot, tenant=_model(base, scored))
         return sum(an.analyze(text, table=t, tenant_column=key if t.qualified == tenants else column).pins_tenant
                    for t, text in texts)
 
