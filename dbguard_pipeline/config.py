@@ -117,6 +117,11 @@ class Config(_Strict):
     coverage_threshold: float = 100.0  # percent of rows that must carry a tenant
     required_columns: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # "schema.table" -> columns
     ignore: tuple[str, ...] = ()  # finding cache keys
+    # Per-rule severity overrides (rule id -> critical | warning | info) and rules that never run. Rule ids are
+    # checked against the registry where the rules are selected (audit.selected_rules): config cannot import
+    # the rules (they import the config).
+    severity: dict[str, Literal["critical", "warning", "info"]] = Field(default_factory=dict)
+    exclude_rules: tuple[str, ...] = ()
     sample_row_limit: int = 5_000_000  # above this estimated size, data metrics use TABLESAMPLE
     sample_percent: float = 1.0
     tenant_index_min_rows: int = 10_000  # missing_tenant_index applies above this size

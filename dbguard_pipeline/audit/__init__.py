@@ -4,6 +4,7 @@ from dbguard_pipeline.audit.run import (
     AuditResult,
     CoverageRow,
     build_result,
+    check_rule_ids,
     collect_data,
     data_audit,
     data_findings,
@@ -12,12 +13,14 @@ from dbguard_pipeline.audit.run import (
     split_ignored,
     static_audit,
     static_findings,
+    with_severity,
 )
 
 __all__ = [
     "AuditResult",
     "CoverageRow",
     "build_result",
+    "check_rule_ids",
     "collect_data",
     "data_audit",
     "data_findings",
@@ -26,4 +29,5 @@ __all__ = [
     "split_ignored",
     "static_audit",
     "static_findings",
+    "with_severity",
 ]

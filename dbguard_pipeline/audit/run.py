@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Optional
 
@@ -131,19 +131,46 @@ def split_ignored(findings: Iterable[Finding], config: Config) -> tuple[list[Fin
     return kept, ignored
 
 
-def selected_rules(only: Optional[Iterable[str]] = None) -> dict:
-    """The registry, restricted to ``only`` (unknown ids raise a one-line DbguardError)."""
+def check_rule_ids(config: Config) -> None:
+    """The rule ids the config names (``severity:``, ``exclude_rules:``) exist: a one-line ConfigError if not."""
+    from dbguard_pipeline import rules as rules_pkg
+    from dbguard_pipeline.errors import ConfigError
+
+    known = set(rules_pkg.REGISTRY)
+    for key, ids in (("severity", config.severity), ("exclude_rules", config.exclude_rules)):
+        unknown = sorted(set(ids) - known)
+        if unknown:
+            raise ConfigError(f"config {key}: unknown rule id: {', '.join(unknown)} (dbguard rules lists them)")
+
+
+def selected_rules(only: Optional[Iterable[str]] = None, config: Optional[Config] = None) -> dict:
+    """The registry, restricted to ``only`` (unknown ids raise a one-line DbguardError) and without the rules
+    the config excludes (``exclude_rules``; its rule ids are checked too)."""
     from dbguard_pipeline import rules as rules_pkg
     from dbguard_pipeline.errors import DbguardError
 
     registry = rules_pkg.all_rules()
+    if config is not None:
+        check_rule_ids(config)
+        registry = {k: v for k, v in registry.items() if k not in set(config.exclude_rules)}
     if not only:
         return registry
     only = list(only)
-    unknown = sorted(set(only) - set(registry))
+    unknown = sorted(set(only) - set(rules_pkg.REGISTRY))
     if unknown:
-        raise DbguardError(f"unknown rule id: {', '.join(unknown)} (known: {', '.join(sorted(registry))})")
+        raise DbguardError(f"unknown rule id: {', '.join(unknown)} (known: {', '.join(sorted(rules_pkg.REGISTRY))})")
     return {k: v for k, v in registry.items() if k in set(only)}
+
+
+def with_severity(findings: Iterable[Finding], config: Config) -> list[Finding]:
+    """The findings with the config's per-rule severity overrides applied (``severity: {rule: level}``)."""
+    if not config.severity:
+        return list(findings)
+    out = []
+    for f in findings:
+        level = config.severity.get(f.rule)
+        out.append(replace(f, severity=Severity(level)) if level and level != f.severity.value else f)
+    return out
 
 
 def collect_data(dsn: str, snapshot: Snapshot, config: Config, *, expectations: bool = True):
@@ -166,21 +193,25 @@ def static_findings(
     only: Optional[Iterable[str]] = None,
 ) -> list[Finding]:
     """Findings of the rules that read the snapshot only (the ``rls_audit`` asset). ``metrics``, when given,
-    lets size-dependent static rules use measured row counts instead of estimates."""
+    lets size-dependent static rules use measured row counts instead of estimates. The config's excluded rules do
+    not run; its severity overrides apply."""
     from dbguard_pipeline import rules as rules_pkg
 
-    ids = [k for k, v in selected_rules(only).items() if not v.needs_metrics]
-    return rules_pkg.run_rules(snapshot, metrics, config, only=ids) if ids else []
+    ids = [k for k, v in selected_rules(only, config).items() if not v.needs_metrics]
+    found = rules_pkg.run_rules(snapshot, metrics, config, only=ids) if ids else []
+    return rules_pkg.sort_findings(with_severity(found, config))
 
 
 def data_findings(
     snapshot: Snapshot, metrics: Mapping[str, Any], config: Config, only: Optional[Iterable[str]] = None
 ) -> list[Finding]:
-    """Findings of the data rules (the ``data_integrity`` asset), from measured metrics."""
+    """Findings of the data rules (the ``data_integrity`` asset), from measured metrics, with the config's
+    exclusions and severity overrides."""
     from dbguard_pipeline import rules as rules_pkg
 
-    ids = [k for k, v in selected_rules(only).items() if v.needs_metrics]
-    return rules_pkg.run_rules(snapshot, metrics, config, only=ids) if ids else []
+    ids = [k for k, v in selected_rules(only, config).items() if v.needs_metrics]
+    found = rules_pkg.run_rules(snapshot, metrics, config, only=ids) if ids else []
+    return rules_pkg.sort_findings(with_severity(found, config))
 
 
 def build_result(
@@ -190,12 +221,15 @@ def build_result(
     metrics: Optional[Mapping[str, Any]] = None,
     rules_run: Sequence[str] = (),
 ) -> AuditResult:
-    """Apply the ignores, sort, and assemble an AuditResult (for callers that ran the rules themselves)."""
+    """Drop the findings of excluded rules, apply the severity overrides and the ignores, sort, and assemble an
+    AuditResult (for callers that ran the rules themselves). Every report reads the findings from here."""
     from dbguard_pipeline.rules import sort_findings
 
+    excluded = set(config.exclude_rules)
     unique: dict[str, Finding] = {}
-    for f in findings:
-        unique.setdefault(f.cache_key, f)
+    for f in with_severity(findings, config):
+        if f.rule not in excluded:
+            unique.setdefault(f.cache_key, f)
     kept, ignored = split_ignored(unique.values(), config)
     not_measured = tuple(metrics.not_measured()) if metrics is not None and hasattr(metrics, "not_measured") else ()
     return AuditResult(
@@ -206,7 +240,7 @@ def build_result(
         ignored=tuple(sort_findings(ignored)),
         coverage=coverage_rows(snapshot, metrics, config),
         not_measured=not_measured,
-        rules_run=tuple(sorted(rules_run)),
+        rules_run=tuple(sorted(r for r in rules_run if r not in excluded)),
         metrics_collected=metrics is not None,
         coverage_threshold=config.coverage_threshold,
         tables=tuple(t.qualified for t in audited_tables(snapshot, config)),
@@ -241,7 +275,7 @@ def run_audit(
     from dbguard_pipeline import rules as rules_pkg
     from dbguard_pipeline.pg.catalog import introspect
 
-    selected = selected_rules(rules)
+    selected = selected_rules(rules, config)
     if snapshot is None:
         snapshot = introspect(
             dsn,

@@ -34,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run only this rule (repeatable; ids in docs/rules.md)",
     )
     parser.add_argument(
+        "--exclude-rule", action="append", metavar="ID", dest="exclude_rules", default=[],
+        help="do not run this rule (repeatable; adds to the config's exclude_rules; dbguard rules lists the ids)",
+    )
+    parser.add_argument(
         "--no-data", action="store_true", help="skip the data metrics (row counts, NULLs, orphans): schema rules only"
     )
 
@@ -46,7 +50,10 @@ def run(args: argparse.Namespace) -> int:
     from dbguard_pipeline.report import render
 
     config = load_config(args.config)
-    selected_rules(args.rules)  # unknown rule ids fail before any connection
+    selected_rules(args.rules + args.exclude_rules if args.rules else args.exclude_rules)  # unknown ids: before connecting
+    if args.exclude_rules:
+        config = config.model_copy(update={"exclude_rules": (*config.exclude_rules, *args.exclude_rules)})
+    selected_rules(args.rules, config)
     dsn = services.resolve_dsn(args.dsn)
     result = services.audit(dsn, config, rules=args.rules, with_metrics=not args.no_data)
     color = None if not args.out or args.out == "-" else False
