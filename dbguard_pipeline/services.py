@@ -116,10 +116,23 @@ def lint_fixes(fixes: GeneratedFixes) -> GeneratedFixes:
     from dbguard_pipeline.errors import MigrationError
     from dbguard_pipeline.fixes.lint import lint_texts, squawk_pg_version
 
+    from dbguard_pipeline.fixes import script
+
     fixes.lint = lint_texts(fixes.texts, pg_version=squawk_pg_version(fixes.server_version))
     if not fixes.lint.ok:
-        fixes.failure = MigrationError("the generated SQL did not pass squawk/pglast (a dbguard bug): "
-                                       "nothing was written")
+        # a migration whose files fail is rejected (a dbguard bug); the others go on
+        problems = [str(v) for v in fixes.lint.violations] + list(fixes.lint.parse_errors)
+        for m in fixes.migrations:
+            names = m.file_names(fixes.timestamp)
+            mine = [p for p in problems if p.startswith(names)]
+            if mine:
+                m.rejected = f"the generated SQL did not pass squawk/pglast (a dbguard bug): {mine[0]}"
+        fixes.rejected = [m for m in fixes.migrations if m.rejected]
+        fixes.migrations = [m for m in fixes.migrations if not m.rejected]
+        fixes.texts = script.rendered(fixes.migrations, fixes.timestamp)
+        if not fixes.rejected or not fixes.migrations:
+            fixes.failure = MigrationError("the generated SQL did not pass squawk/pglast (a dbguard bug): "
+                                           "nothing was written")
     return fixes
 
 
@@ -143,7 +156,7 @@ def round_trip_fixes(dsn: str, config: Config, fixes: GeneratedFixes, mode: str 
         return fixes
     from dbguard_pipeline.fixes import script
 
-    fixes.rejected = [m for m in fixes.migrations if m.rejected]
+    fixes.rejected += [m for m in fixes.migrations if m.rejected]
     fixes.migrations = [m for m in fixes.migrations if not m.rejected]
     fixes.texts = script.rendered(fixes.migrations, fixes.timestamp)
     if fixes.rejected and not fixes.migrations:

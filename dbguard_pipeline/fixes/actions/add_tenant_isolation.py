@@ -138,6 +138,14 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
     if tenancy.is_tenants_table(table, cfg):
         raise DbguardError(f"{table.qualified} is the tenants table itself (config tenant.tenants_table)")
     column = tm.column
+    parties = tm.table_tenant_columns.get(table.qualified) or tuple(
+        fk.columns[0] for fk in table.foreign_keys
+        if len(fk.columns) == 1 and (fk.ref_schema, fk.ref_table) == (tm.tenants_schema, tm.tenants_name))
+    if len(parties) > 1 and table.column(column) is None:
+        raise DbguardError(f"{table.qualified} belongs to more than one tenant ({', '.join(parties)} each name one): "
+                           f"it is not single-tenant data, so no {column} column is added (that would pick one "
+                           "party and lock the other out); keep a policy that pins every party column, and name "
+                           f"them in the config: tenant.table_tenant_columns: {{{table.qualified}: [...]}}")
     if table.column(column) is not None:
         raise NothingToFix(f"{table.qualified} already has a {column} column: for its policies run fix-rls-policy, "
                            "for its foreign key add-foreign-key")

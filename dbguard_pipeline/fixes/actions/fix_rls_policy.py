@@ -49,6 +49,7 @@ class RlsPlan:
     what: list[str]
     undo: list[str]
     findings: list[Finding]
+    final: list[Policy] = dataclasses.field(default_factory=list)  # the table's policies after the forward file
 
 
 def replaced_policies(table: Table, findings: list[Finding]) -> list[Policy]:
@@ -135,11 +136,13 @@ def rls_plan(ctx: Context, table: Table, column: str, col_type: str, *, adding_c
         fwd.append(f"ALTER TABLE {q} FORCE ROW LEVEL SECURITY")
         what.append("force row level security (the application role owns the table)")
         undo.append("remove FORCE ROW LEVEL SECURITY")
+    final = [p for p in table.policies if p not in replaced and p not in wrapped]
     pred, source = ("", "")
     if replaced or create:
         pred, source = tenant_predicate(ctx, table, column, col_type, frozenset(p.name for p in replaced))
     for p in replaced:
         new = _with_exprs(p, pred, pred)
+        final.append(new)
         fwd.append(drop_policy(table.schema, table.name, p.name))
         fwd.append(create_policy(table.schema, table.name, new))
         what.append(f"rewrite the {'weak' if p.name in weak else 'incomplete'} policy {quoted(p.name)} "
@@ -147,19 +150,20 @@ def rls_plan(ctx: Context, table: Table, column: str, col_type: str, *, adding_c
                     f"current tenant, as {source}")
     for p in wrapped:
         new = dataclasses.replace(p, using=wrap_calls(p.using), with_check=wrap_calls(p.with_check))
+        final.append(new)
         fwd.append(drop_policy(table.schema, table.name, p.name))
         fwd.append(create_policy(table.schema, table.name, new))
         what.append(f"wrap the auth/current_setting calls of policy {quoted(p.name)} in (select ...): evaluated "
                     "once per query; the predicate is unchanged")
     if create:
-        fwd.append("\n".join([
-            f"CREATE POLICY {quoted(policy_name)} ON {q}",
-            f"    AS PERMISSIVE FOR ALL TO {role_name(role)}",
-            f"    USING ({pred})",
-            f"    WITH CHECK ({pred})",
-        ]))
-        what.append(f"create policy {quoted(policy_name)}: FOR ALL TO {role} (the table has no policy), USING and "
-                    f"WITH CHECK {column} = the current tenant, as {source}")
+        # the tenants table: SELECT only (sign-up and directories insert tenants outside the tenant's context)
+        tenants_root = tenancy.is_tenants_table(table, cfg)
+        created = Policy(policy_name, True, "select" if tenants_root else "all", (role,), pred,
+                         None if tenants_root else pred)
+        final.append(created)
+        fwd.append(create_policy(table.schema, table.name, created))
+        what.append(f"create policy {quoted(policy_name)}: FOR {created.command.upper()} TO {role} (the table has "
+                    f"no policy), {column} = the current tenant, as {source}")
         back.append(drop_policy(table.schema, table.name, policy_name))
         undo.append(f"drop policy {quoted(policy_name)}")
     for p in [*replaced, *wrapped]:
@@ -170,7 +174,51 @@ def rls_plan(ctx: Context, table: Table, column: str, col_type: str, *, adding_c
         back.append(f"ALTER TABLE {q} NO FORCE ROW LEVEL SECURITY")
     if not table.rls_enabled:
         back.append(f"ALTER TABLE {q} DISABLE ROW LEVEL SECURITY")
-    return RlsPlan(fwd, back, what, undo, findings)
+    return RlsPlan(fwd, back, what, undo, findings, final)
+
+
+def reachable(ctx: Context, table: Table) -> bool:
+    """The application role can query ``table`` directly (a grant to it or to PUBLIC, or it owns it)."""
+    role = ctx.config.tenant.app_role
+    return table.owner == role or any(g.grantee in (role, "public") and g.privilege in
+                                      ("SELECT", "INSERT", "UPDATE", "DELETE") for g in table.grants)
+
+
+def partitions_plan(ctx: Context, table: Table, final: list[Policy]) -> RlsPlan:
+    """Row level security on the parent does not apply to a query that names a partition: every partition
+    the application role can reach gets RLS enabled (and FORCEd like the parent) and a copy of each of the
+    parent's policies it lacks (same name, command, roles and expressions), so a partition is exactly as
+    open as the parent."""
+    cfg = ctx.config
+    force = cfg.tenant.app_role_owns_tables
+    out = RlsPlan([], [], [], [], [])
+    for part in sorted((t for t in ctx.snapshot.tables if t.parent == table.qualified), key=lambda t: t.qualified):
+        if not reachable(ctx, part):
+            continue
+        q = quoted_qname(part.schema, part.name)
+        have = {p.name for p in part.policies}
+        missing = [p for p in final if p.name not in have]
+        enable = not part.rls_enabled
+        do_force = (force or part.owner == cfg.tenant.app_role) and not part.rls_forced
+        if not (missing or enable or do_force):
+            continue
+        if enable:
+            out.forward.append(f"ALTER TABLE {q} ENABLE ROW LEVEL SECURITY")
+        if do_force:
+            out.forward.append(f"ALTER TABLE {q} FORCE ROW LEVEL SECURITY")
+        for p in missing:
+            out.forward.append(create_policy(part.schema, part.name, p))
+            out.rollback.append(drop_policy(part.schema, part.name, p.name))
+        if do_force:
+            out.rollback.append(f"ALTER TABLE {q} NO FORCE ROW LEVEL SECURITY")
+        if enable:
+            out.rollback.append(f"ALTER TABLE {q} DISABLE ROW LEVEL SECURITY")
+        out.what.append(f"partition {part.qualified} (the application role can query it directly): "
+                        + ", ".join((["enable row level security"] if enable else [])
+                                    + (["force it"] if do_force else [])
+                                    + [f"copy policy {quoted(p.name)}" for p in missing]))
+        out.undo.append(f"partition {part.qualified}: drop the copied policies, RLS flags as they were")
+    return out
 
 
 def plan_fix_rls_policy(ctx: Context, table_name: str) -> Migration:
@@ -188,6 +236,14 @@ def plan_fix_rls_policy(ctx: Context, table_name: str) -> Migration:
     col = table.column(column)
     assert col is not None  # tenant_column() names a column of the table
     rls = rls_plan(ctx, table, column, col.type, adding_column=False)
+    if table.kind == "partitioned":
+        parts = partitions_plan(ctx, table, rls.final if rls is not None else list(table.policies))
+        if parts.forward:
+            rls = rls or RlsPlan([], [], [], [], ctx.table_findings(table, RLS_RULES), list(table.policies))
+            rls.forward += parts.forward
+            rls.rollback[:0] = parts.rollback
+            rls.what += parts.what
+            rls.undo += parts.undo
     if rls is None:
         raise NothingToFix(f"{table.qualified}: RLS is enabled{' and forced' if table.rls_forced else ''} and no "
                            "policy is weak: nothing to fix")
