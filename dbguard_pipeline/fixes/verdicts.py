@@ -7,9 +7,9 @@
   the tenant claim and A's user as ``sub``; with JWT tenancy also a JWT with only ``sub``, which is what a
   membership app sends), A's own rows: how many are visible, and whether INSERT (a copy of one of A's rows),
   UPDATE (``SET c = c``) and DELETE of them are allowed; every statement rolled back. A command allowed before
-  and not after is access lost; one not allowed before and allowed after is a widened command. Under a context
-  that saw tenant B's rows before (the table leaked), the visibility it loses is not counted as lost: that
-  access went through the hole the fix closes.
+  and not after is access lost; one not allowed before and allowed after is a widened command. Under the configured
+  context every loss counts, even on a table that leaked; under the sub-only JWT, when it saw tenant B's rows
+  before, what it loses is not counted: that access went through the hole the fix closes.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.model.schema import Snapshot, Table
 
 COMMANDS = ("insert", "update", "delete")
+_USER_WORDS = ("user", "member", "profile", "account")  # what a membership table calls its user column
 
 
 @dataclass
@@ -130,8 +131,10 @@ def own_access(dsn: str, config: Config, snapshot: Snapshot, qualified: str,
             session.timeouts()
             session.preflight()
             chosen = pick_tenants(conn, rt, tenants, [Target(table.schema, table.name, "table", table=table)])
-        session.jwt_sub = chosen.user_a
         a, b = chosen.a, chosen.b
+        session.jwt_sub = chosen.user_a
+        if config.tenant.context == "jwt" and not session.jwt_sub:
+            session.jwt_sub = _member_of(conn, snapshot, config, rt, a, b)
         out: dict[str, Access] = {}
         with conn.transaction(force_rollback=True):
             session.timeouts()
@@ -170,6 +173,32 @@ def own_access(dsn: str, config: Config, snapshot: Snapshot, qualified: str,
         conn.close()
 
 
+def _member_of(conn: Any, snapshot: Snapshot, config: Config, rt: Any, a: str, b: str) -> Optional[str]:
+    """A user of tenant A only, from a membership table keyed by (user, tenant) whose user column is a uuid
+    (when the probe's own search, which follows foreign keys to a users table, finds none)."""
+    from dbguard_pipeline.probe.rows import lit, table_id
+
+    for t in sorted(snapshot.tables, key=lambda t: t.qualified):
+        info = rt.info(t)
+        pk = t.primary_key
+        if info is None or not info.direct_column or pk is None or len(pk.columns) != 2:
+            continue
+        if info.direct_column not in pk.columns:
+            continue
+        user = next(c for c in pk.columns if c != info.direct_column)
+        col = t.column(user)
+        if col is None or col.type != "uuid" or not any(w in user.lower() for w in _USER_WORDS):
+            continue
+        row = conn.execute(sql.SQL(
+            "SELECT m.{u}::text FROM {t} AS m WHERE m.{tc} = {a} AND NOT EXISTS (SELECT 1 FROM {t} AS o "
+            "WHERE o.{u} = m.{u} AND o.{tc} = {b}) ORDER BY 1 LIMIT 1").format(
+            u=sql.Identifier(user), t=table_id(t), tc=sql.Identifier(info.direct_column),
+            a=lit(a, info.type), b=lit(b, info.type))).fetchone()
+        if row:
+            return str(row[0])
+    return None
+
+
 def _as_app(session: Any, set_ctx: Any) -> None:
     set_ctx()
     session.conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(session.role)))
@@ -206,7 +235,9 @@ def compare_access(before: dict[str, Access], after: dict[str, Access]) -> tuple
         if a is None:
             continue
         tag = "" if label == "context" else f" ({label})"
-        legit = b.others == 0  # the context saw only A's rows: its access did not go through a hole
+        # the configured context is what the application sends: A's access under it must survive even when the
+        # table leaked before; under another context, only access that did not go through the hole counts
+        legit = label == "context" or b.others == 0
         if legit and a.visible < b.visible:
             lost.append(f"select{tag}: {b.visible} -> {a.visible} own rows")
         for cmd in COMMANDS:

@@ -1,7 +1,7 @@
 """fix-rls-policy TABLE: enable (and FORCE) row level security and rewrite the policies the audit flagged, each
 with its own command, roles and name, pinning the tenant with the database's own idiom (:mod:`.idiom`); a
 policy whose only finding is auth_rls_initplan only gets its calls wrapped in ``(select ...)``. A FOR ALL
-tenant policy is created only on a table without any policy. The RLS part is shared with add-tenant-isolation.
+tenant policy is created only on a table where no policy applies to the application role. The RLS part is shared with add-tenant-isolation.
 
 Which policies are replaced is the audit's judgment, not a second analysis: the policies named by a finding of
 a rule tagged ``replaces-policy`` (weak_rls_policy, missing_with_check, tenant_context_cast_unsafe,
@@ -120,7 +120,10 @@ def rls_plan(ctx: Context, table: Table, column: str, col_type: str, *, adding_c
     weak = {f.object for f in findings if f.rule in WEAK_POLICY_RULES}
     kept = [p for p in table.policies if p not in replaced]
     policy_name = pg_name(table.name, "tenant_isolation")
-    create = not table.policies and not any(p.name == policy_name for p in kept)
+    # a tenant policy only where no policy applies to the application role (one beside others would be OR-ed
+    # with them, and it would grant commands no policy granted)
+    app_policies = [p for p in table.policies if {role, "public"} & set(p.roles)]
+    create = not app_policies and not any(p.name == policy_name for p in kept)
     if not create and not replaced and not wrapped and table.rls_enabled and (table.rls_forced or not force):
         return None
     q = quoted_qname(table.schema, table.name)
@@ -162,8 +165,8 @@ def rls_plan(ctx: Context, table: Table, column: str, col_type: str, *, adding_c
                          None if tenants_root else pred)
         final.append(created)
         fwd.append(create_policy(table.schema, table.name, created))
-        what.append(f"create policy {quoted(policy_name)}: FOR {created.command.upper()} TO {role} (the table has "
-                    f"no policy), {column} = the current tenant, as {source}")
+        what.append(f"create policy {quoted(policy_name)}: FOR {created.command.upper()} TO {role} (no policy "
+                    f"applies to {role}), {column} = the current tenant, as {source}")
         back.append(drop_policy(table.schema, table.name, policy_name))
         undo.append(f"drop policy {quoted(policy_name)}")
     for p in [*replaced, *wrapped]:

@@ -138,9 +138,10 @@ def _pinning_expressions(snapshot: Snapshot, config: Config, table: Table) -> li
     if column is None:
         return []
     out = []
+    app = config.tenant.app_role
     for p in table.policies:
-        if not p.permissive:
-            continue
+        if not p.permissive or not ({app, "public"} & set(p.roles)):
+            continue  # a policy for another role says nothing about how the application sends its tenant
         using, check = an.analyze_policy(table, p, column)
         for text, a in ((p.using, using), (p.with_check, check)):
             if (text and a is not None and a.pins_tenant and not a.always_false and not a.unsafe_casts
