@@ -58,11 +58,14 @@ def _measure(dsn: str, config: Config) -> tuple[set[str], set[str], dict[str, di
     return audit_keys(snap, config), {f"{r.qualified} {r.probe}" for r in report.leaks}, access
 
 
-def run_loop(databases, tmp_path: Path, prefix: str, name: str | None, config: Config) -> Loop:
+def run_loop(databases, tmp_path: Path, prefix: str, name: str | None, config: Config,
+             extra_sql: str | None = None) -> Loop:
     dsn = databases.create()
     run_sql(dsn, (HERE / f"{prefix}_common.sql").read_text())
     if name:
         run_sql(dsn, (HERE / f"{prefix}_{name}.sql").read_text())
+    if extra_sql:
+        run_sql(dsn, extra_sql)
     loop = Loop(dsn, tmp_path / "m")
     k0, l0, a0 = _measure(dsn, config)
     loop.first = services.generate_fixes(dsn, config, out_dir=str(loop.out), round_trip="yes",

@@ -98,6 +98,11 @@ def tenant_predicate(ctx: Context, table: Table, column: str, col_type: str,
     if found is not None:
         return found
     cfg = ctx.config
+    if not {"context", "guc", "jwt_claim"} & cfg.tenant.model_fields_set:
+        raise DbguardError(f"cannot tell how the application sends its tenant: no policy for "
+                           f"{cfg.tenant.app_role} pins {column} in {table.schema}, and the config does not say "
+                           f"(set tenant.context and tenant.guc or tenant.jwt_claim, or write one tenant policy "
+                           f"by hand and generate again)")
     source = ("the config's JWT claim " + cfg.tenant.jwt_claim if cfg.tenant.context == "jwt"
               else "the config's setting " + cfg.tenant.guc)
     return f"{quoted(column)} = {tenant_context(cfg, col_type)}", source
