@@ -114,9 +114,8 @@ def render_fixes(fixes: GeneratedFixes) -> GeneratedFixes:
 def lint_fixes(fixes: GeneratedFixes) -> GeneratedFixes:
     """squawk (for the audited server's version; zero violations required) and the PostgreSQL parser."""
     from dbguard_pipeline.errors import MigrationError
-    from dbguard_pipeline.fixes.lint import lint_texts, squawk_pg_version
-
     from dbguard_pipeline.fixes import script
+    from dbguard_pipeline.fixes.lint import lint_texts, squawk_pg_version
 
     fixes.lint = lint_texts(fixes.texts, pg_version=squawk_pg_version(fixes.server_version))
     if not fixes.lint.ok:
@@ -205,12 +204,12 @@ def generate_fixes(dsn: Optional[str], config: Config, *, action: Optional[str] 
     if fixes.failure is None:
         write_fixes(fixes)
     elif fixes.rejected:
+        from contextlib import suppress
+
         from dbguard_pipeline.errors import DbguardError
 
-        try:
-            write_fixes(fixes)  # the rejected files, then raises the failure the caller reports
-        except DbguardError:
-            pass
+        with suppress(DbguardError):  # writes the rejected files, then raises the failure the caller reports
+            write_fixes(fixes)
     return fixes
 
 

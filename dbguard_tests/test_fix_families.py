@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from dbguard_pipeline import services
-from dbguard_pipeline.config import Config, TenantModel
+from dbguard_pipeline.config import Config
 from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.fixes.actions.idiom import wrap_calls
 from dbguard_pipeline.policy.analyzer import per_row_calls

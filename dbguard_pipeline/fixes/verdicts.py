@@ -22,7 +22,7 @@ from psycopg import sql
 
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.errors import DbguardError
-from dbguard_pipeline.model.schema import Snapshot, Table
+from dbguard_pipeline.model.schema import Snapshot
 
 COMMANDS = ("insert", "update", "delete")
 _USER_WORDS = ("user", "member", "profile", "account")  # what a membership table calls its user column
@@ -114,7 +114,7 @@ def own_access(dsn: str, config: Config, snapshot: Snapshot, qualified: str,
     """Tenant A's access to its own rows of ``qualified`` as the app, per context; the tenants used."""
     from dbguard_pipeline.pg.session import connect
     from dbguard_pipeline.probe.report import Target
-    from dbguard_pipeline.probe.rows import RowTenancy, insert_sql, lit, table_id
+    from dbguard_pipeline.probe.rows import RowTenancy, insert_sql, table_id
     from dbguard_pipeline.probe.session import Session
     from dbguard_pipeline.probe.tenants import pick_tenants
 
@@ -145,7 +145,8 @@ def own_access(dsn: str, config: Config, snapshot: Snapshot, qualified: str,
                 table_id(table), mine)).fetchone()
             cols = [c for c in table.columns if not c.generated]
             names = [c.name for c in table.columns]
-            values = {c.name: sql.Literal(row[names.index(c.name)]) for c in cols} if row else None
+            values: Optional[dict[str, Any]] = (
+                {c.name: sql.Literal(row[names.index(c.name)]) for c in cols} if row else None)
             upd = next((c.name for c in cols if c.identity is None), None)
             for label, set_ctx in _contexts(session, a):
                 acc = Access()
@@ -210,7 +211,7 @@ def _count(session: Any, set_ctx: Any, stmt: sql.Composed) -> int:
         return 0
 
 
-def _allowed(session: Any, set_ctx: Any, stmt: sql.Composed) -> bool:
+def _allowed(session: Any, set_ctx: Any, stmt: Any) -> bool:
     """The policy let the statement act on A's rows: rows affected, or an integrity error raised after the
     policy admitted the row (a copied key)."""
     try:

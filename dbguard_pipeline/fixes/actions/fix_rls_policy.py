@@ -27,7 +27,7 @@ from dbguard_pipeline.fixes.actions.context import (
 )
 from dbguard_pipeline.fixes.actions.idiom import find_idiom, wrap_calls
 from dbguard_pipeline.fixes.plan import Block, Migration
-from dbguard_pipeline.fixes.sql import pg_name, role_name, tenant_context
+from dbguard_pipeline.fixes.sql import pg_name, tenant_context
 from dbguard_pipeline.model.findings import Finding
 from dbguard_pipeline.model.schema import Policy, Table
 from dbguard_pipeline.rules import fix_actions, rules_tagged

@@ -44,7 +44,12 @@ def _children(node: Any) -> Iterator[Any]:
 
 
 def _names(items: Any) -> list[str]:
-    return [n.sval for n in items or () if isinstance(n, ast.String)]
+    return [n.sval or "" for n in items or () if isinstance(n, ast.String)]
+
+
+def _targets(stmts: Any) -> Any:
+    stmt = stmts[0].stmt
+    return stmt.targetList if isinstance(stmt, ast.SelectStmt) else ()
 
 
 def _call_end(text: str, start: int) -> int:
@@ -75,7 +80,7 @@ def per_row_call_spans(text: str) -> list[int]:
     except ParseError:
         return []
     found: list[int] = []
-    stack: list[tuple[Any, bool]] = [(stmts[0].stmt.targetList, False)]
+    stack: list[tuple[Any, bool]] = [(_targets(stmts), False)]
     while stack:
         node, wrapped = stack.pop()
         if isinstance(node, ast.SubLink) and node.subLinkType in (SubLinkType.EXPR_SUBLINK,
@@ -87,7 +92,7 @@ def per_row_call_spans(text: str) -> list[int]:
             schema, name = (parts[-2] if len(parts) > 1 else None), (parts[-1] if parts else "")
             if (schema == "auth" and name in _AUTH_FUNCS) or (schema in (None, "pg_catalog")
                                                               and name == "current_setting"):
-                found.append(node.location - len(_PREFIX))
+                found.append((node.location or 0) - len(_PREFIX))
                 continue
         stack.extend((c, wrapped) for c in _children(node))
     return sorted(set(found))
@@ -111,13 +116,13 @@ def _requalify(text: str, old_table: str, new_table: str, column: str) -> str:
     except ParseError:
         return text
     spots: list[int] = []
-    stack: list[Any] = [stmts[0].stmt.targetList]
+    stack: list[Any] = [_targets(stmts)]
     while stack:
         node = stack.pop()
         if isinstance(node, ast.ColumnRef):
             f = _names(node.fields)
             if len(f) == 2 and f[0] == old_table and f[1] == column:
-                spots.append(node.location - len(_PREFIX))
+                spots.append((node.location or 0) - len(_PREFIX))
             continue
         stack.extend(_children(node))
     out = text
