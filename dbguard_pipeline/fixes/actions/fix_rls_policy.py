@@ -72,15 +72,28 @@ def _unpinned(ctx: Context, table: Table, column: str, policies: list[Policy]) -
     from dbguard_pipeline.policy.analyzer import analyzer_for
 
     an = analyzer_for(ctx.snapshot, ctx.config)
+    app = {ctx.config.tenant.app_role, "public"}
     out = []
     for p in policies:
-        if not p.permissive:
-            continue
+        if not p.permissive or not app & set(p.roles):
+            continue  # a restrictive policy only narrows; another role's policy is not the app's business
         using, check = an.analyze_policy(table, p, column)
         parts = [a for a in (using, check) if a is not None]
         if not parts or not all(a.pins_tenant for a in parts):
             out.append(p)
     return out
+
+
+def _own_pin(ctx: Context, table: Table, column: str, p: Policy) -> Optional[str]:
+    """The policy's own USING (or WITH CHECK) when the analyzer accepts it as pinning the tenant safely."""
+    from dbguard_pipeline.policy.analyzer import analyzer_for
+
+    an = analyzer_for(ctx.snapshot, ctx.config)
+    for text in (p.using, p.with_check):
+        a = an.analyze(text, table=table, tenant_column=column) if text else None
+        if a is not None and a.pins_tenant and not a.always_false and not a.unsafe_casts and not a.user_metadata:
+            return wrap_calls(text)
+    return None
 
 
 def _with_exprs(p: Policy, using: Optional[str], check: Optional[str]) -> Policy:
@@ -149,7 +162,8 @@ def rls_plan(ctx: Context, table: Table, column: str, col_type: str, *, adding_c
     if replaced or create:
         pred, source = tenant_predicate(ctx, table, column, col_type, frozenset(p.name for p in replaced))
     for p in replaced:
-        new = _with_exprs(p, pred, pred)
+        own = _own_pin(ctx, table, column, p)  # a policy that pins the tenant in one half keeps its own idiom
+        new = _with_exprs(p, own or pred, own or pred)
         final.append(new)
         fwd.append(drop_policy(table.schema, table.name, p.name))
         fwd.append(create_policy(table.schema, table.name, new))
