@@ -202,7 +202,7 @@ def hostile_setup(dsn: str) -> None:
     """)
 
 
-HOSTILE_CONFIG = Config(tenant=TenantModel(column="Tenant_Id", column_type="bigint",
+HOSTILE_CONFIG = Config(tenant=TenantModel(context="guc", column="Tenant_Id", column_type="bigint",
                                            tenants_table=f"{HOSTILE_SCHEMA}.{HOSTILE_TENANTS}", tenants_key="Id"),
                         schemas=(HOSTILE_SCHEMA,))
 
@@ -414,7 +414,7 @@ def test_text_and_integer_tenant_ids(empty_dsn, tmp_path, tenant_type, a, b):
         insert into public.tasks select g, 1 + g % 10 from generate_series(1, 40) g;
         grant select, insert, update, delete on all tables in schema public to authenticated;
     """)
-    cfg = Config(tenant=TenantModel(column_type=tenant_type))
+    cfg = Config(tenant=TenantModel(context="guc", column_type=tenant_type))
     for action, table in (("fix-rls-policy", "projects"), ("add-tenant-isolation", "tasks")):
         m = plan(empty_dsn, action, table, config=cfg)
         assert f"nullif(current_setting('app.current_tenant_id', true), '')::{tenant_type})" in m.render_forward()

@@ -146,7 +146,8 @@ def _key_walk(q: str, col: str, key: str, table: Table, joins: str, tenant_expr:
     them their tenant) and the walk ends however fast a writer inserts."""
     k = quoted(key)
     joins_text = joins.replace(chr(10), chr(10) + "        ")
-    return (f"  SELECT min({k}), max({k}) INTO last_key, high_key FROM {q};\n"
+    return (f"  last_key := (SELECT {k} FROM {q} ORDER BY {k} LIMIT 1);\n"
+            f"  high_key := (SELECT {k} FROM {q} ORDER BY {k} DESC LIMIT 1);\n"
             f"  IF last_key IS NOT NULL THEN\n"
             f"    UPDATE {q} AS t0 SET {col} = src.tenant\n"
             f"      FROM (SELECT s0.{k} AS k0, {tenant_expr} AS tenant\n"
@@ -155,8 +156,8 @@ def _key_walk(q: str, col: str, key: str, table: Table, joins: str, tenant_expr:
             f"      WHERE t0.{k} = src.k0;\n"
             f"    COMMIT;\n"
             f"    LOOP\n"
-            f"      SELECT max(b.k) INTO next_key FROM (SELECT {k} AS k FROM {q} WHERE {k} > last_key AND {k} <= high_key\n"
-            f"        ORDER BY {k} LIMIT {BATCH_SIZE}) AS b;\n"
+            f"      SELECT b.k INTO next_key FROM (SELECT {k} AS k FROM {q} WHERE {k} > last_key AND {k} <= high_key\n"
+            f"        ORDER BY {k} LIMIT {BATCH_SIZE}) AS b ORDER BY b.k DESC LIMIT 1;\n"
             f"      EXIT WHEN next_key IS NULL;\n"
             f"      UPDATE {q} AS t0 SET {col} = src.tenant\n"
             f"        FROM (SELECT s0.{k} AS k0, {tenant_expr} AS tenant\n"
