@@ -214,3 +214,16 @@ def test_two_party_rows_are_never_given_one_tenant(databases, tmp_path):
         cols = {r[0] for r in conn.execute("select column_name from information_schema.columns "
                                            "where table_name = 'trades'")}
     assert "farm_id" not in cols
+
+
+@pytest.mark.integration
+def test_nested_claim_is_a_json_path_and_never_locks_the_app_out(databases, tmp_path):
+    """r8: `jwt_claim: app_metadata.brewery` is `auth.jwt() -> 'app_metadata' ->> 'brewery'` in the generated
+    policy and column default. (Until the audit reads the claim as a path too, it calls that policy weak and
+    the round trip rejects the migration: never written, never applied; nothing gets worse either way.)"""
+    loop = run_loop(databases, tmp_path, "brewery", "r8_jwt_dotted", BREWERY_JWT_NESTED)
+    assert loop.new_findings == set() and loop.new_leaks == set()
+    assert loop.lost == [] and loop.widened == []
+    texts = [p.read_text() for p in loop.out.rglob("*add_tenant_isolation_tastings.sql")]
+    assert texts and "SET DEFAULT (auth.jwt() -> 'app_metadata' ->> 'brewery')::uuid" in texts[0]
+    assert "'app_metadata.brewery'" not in texts[0]
