@@ -128,9 +128,11 @@ def test_add_tenant_isolation_sql_is_live_safe(demo_dsn):
         'ENABLE ROW LEVEL SECURITY;',
     )]
     assert order == sorted(order)
-    # the backfill goes through the foreign key to conversations, in batches, committing each
+    # the backfill goes through the foreign key to conversations, in batches along the primary key bounded at
+    # the start (no rescans), committing each; new rows without a tenant get their parent's (the fill trigger)
     assert 'JOIN "public"."conversations" AS p1 ON p1."id" = s0."conversation_id"' in fwd
-    assert "LIMIT 5000" in fwd and "COMMIT;\n  END LOOP;" in fwd
+    assert "LIMIT 5000" in fwd and "high_key" in fwd and "COMMIT;\n    END LOOP;" in fwd
+    assert 'BEFORE INSERT ON "public"."conversation_messages" FOR EACH ROW' in fwd
     # CONCURRENTLY and the backfill are marked to run outside a transaction, never inside BEGIN/COMMIT
     for stmt in ("DO $dbguard$", "CREATE INDEX CONCURRENTLY"):
         before = fwd[: fwd.index(stmt)]
