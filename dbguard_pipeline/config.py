@@ -38,6 +38,11 @@ class TenantModel(_Strict):
     # connect (LOGIN, membership, the app role itself) and reports rls_not_forced then. true still makes every
     # table with RLS enabled and not FORCEd a finding of rls_not_forced, as before.
     app_role_owns_tables: bool = False
+    # Tables whose rows belong to more than one tenant, and the columns naming each party, e.g.
+    # {"public.trades": ["buyer_farm_id", "seller_farm_id"]}. Such a table is never given a single tenant
+    # column (add-tenant-isolation refuses it); a table with two or more references to the tenants table is
+    # treated the same way even when it is not listed.
+    table_tenant_columns: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
     @cached_property
     def tenants_schema(self) -> str:

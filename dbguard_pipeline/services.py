@@ -65,6 +65,7 @@ class GeneratedFixes:
     round_trip: Optional[SandboxResult] = None
     round_trip_skipped: Optional[str] = None  # why the optional round trip could not run
     written: list[Path] = field(default_factory=list)
+    rejected: list[Migration] = field(default_factory=list)  # failed their round trip: written to rejected/
     failure: Optional[DbguardError] = None
 
 
@@ -116,19 +117,32 @@ def render_fixes(fixes: GeneratedFixes) -> GeneratedFixes:
 def lint_fixes(fixes: GeneratedFixes) -> GeneratedFixes:
     """squawk (for the audited server's version; zero violations required) and the PostgreSQL parser."""
     from dbguard_pipeline.errors import MigrationError
+    from dbguard_pipeline.fixes import script
     from dbguard_pipeline.fixes.lint import lint_texts, squawk_pg_version
 
     fixes.lint = lint_texts(fixes.texts, pg_version=squawk_pg_version(fixes.server_version))
     if not fixes.lint.ok:
-        fixes.failure = MigrationError("the generated SQL did not pass squawk/pglast (a dbguard bug): "
-                                       "nothing was written")
+        # a migration whose files fail is rejected (a dbguard bug); the others go on
+        problems = [str(v) for v in fixes.lint.violations] + list(fixes.lint.parse_errors)
+        for m in fixes.migrations:
+            names = m.file_names(fixes.timestamp)
+            mine = [p for p in problems if p.startswith(names)]
+            if mine:
+                m.rejected = f"the generated SQL did not pass squawk/pglast (a dbguard bug): {mine[0]}"
+        fixes.rejected = [m for m in fixes.migrations if m.rejected]
+        fixes.migrations = [m for m in fixes.migrations if not m.rejected]
+        fixes.texts = script.rendered(fixes.migrations, fixes.timestamp)
+        if not fixes.rejected or not fixes.migrations:
+            fixes.failure = MigrationError("the generated SQL did not pass squawk/pglast (a dbguard bug): "
+                                           "nothing was written")
     return fixes
 
 
 def round_trip_fixes(dsn: str, config: Config, fixes: GeneratedFixes, mode: str = "auto") -> GeneratedFixes:
-    """Apply, check and roll back each migration on a scratch copy of the database. ``mode``: "yes" (required:
-    a copy that cannot be made is a failure), "auto" (skipped, with the reason, when the server does not allow
-    it) or "no"."""
+    """Apply, check, judge and roll back each migration on a scratch copy of the database. ``mode``: "yes"
+    (required: a copy that cannot be made is a failure), "auto" (skipped, with the reason, when the server does
+    not allow it) or "no". A migration that fails its round trip is moved to ``rejected`` (with the reason in
+    its header) and never blocks the others; the texts are rendered again with the verdicts in the headers."""
     from dbguard_pipeline.errors import DbguardError, MigrationError
     from dbguard_pipeline.fixes.sandbox import round_trip
 
@@ -142,15 +156,25 @@ def round_trip_fixes(dsn: str, config: Config, fixes: GeneratedFixes, mode: str 
         else:
             fixes.round_trip_skipped = str(exc)
         return fixes
-    if not fixes.round_trip.ok:
-        fixes.failure = MigrationError("the round trip on a scratch copy failed: nothing was written")
+    from dbguard_pipeline.fixes import script
+
+    fixes.rejected += [m for m in fixes.migrations if m.rejected]
+    fixes.migrations = [m for m in fixes.migrations if not m.rejected]
+    fixes.texts = script.rendered(fixes.migrations, fixes.timestamp)
+    if fixes.rejected and not fixes.migrations:
+        fixes.failure = MigrationError(f"every migration failed its round trip on a scratch copy: written to "
+                                       f"{Path(fixes.out_dir) / 'rejected'} with the reasons, nothing to apply")
     return fixes
 
 
 def write_fixes(fixes: GeneratedFixes) -> GeneratedFixes:
-    """Write every file into ``out_dir`` or none (never after a failure)."""
+    """Write every passed migration into ``out_dir`` (all or none) and every rejected one into
+    ``out_dir/rejected`` (the runner never reads that folder). Raises the run's failure, if any, after writing
+    the rejected files (lint failures write nothing)."""
     from dbguard_pipeline.fixes import script
 
+    if fixes.rejected:
+        script.write_files(Path(fixes.out_dir) / "rejected", script.rendered(fixes.rejected, fixes.timestamp))
     if fixes.failure is not None:
         raise fixes.failure
     if fixes.texts:
@@ -163,8 +187,9 @@ def generate_fixes(dsn: Optional[str], config: Config, *, action: Optional[str] 
                    cache_keys: Optional[Sequence[str]] = None, out_dir: str = "migrations",
                    timestamp: Optional[str] = None, round_trip: str = "auto",
                    dry_run: bool = False) -> GeneratedFixes:
-    """The whole fix pipeline: plan, render, then (unless ``dry_run``) lint, round trip and write. Stops at
-    the first failure (``failure`` set, nothing written)."""
+    """The whole fix pipeline: plan, render, then (unless ``dry_run``) lint, round trip and write. A lint
+    failure stops the run (nothing written); a migration that fails its round trip goes to ``rejected/``
+    and the others are written."""
     from dbguard_pipeline.fixes.script import timestamp as checked_timestamp
 
     timestamp = checked_timestamp(timestamp)  # a bad --timestamp fails before any connection
@@ -181,6 +206,13 @@ def generate_fixes(dsn: Optional[str], config: Config, *, action: Optional[str] 
         round_trip_fixes(dsn, config, fixes, round_trip)
     if fixes.failure is None:
         write_fixes(fixes)
+    elif fixes.rejected:
+        from contextlib import suppress
+
+        from dbguard_pipeline.errors import DbguardError
+
+        with suppress(DbguardError):  # writes the rejected files, then raises the failure the caller reports
+            write_fixes(fixes)
     return fixes
 
 

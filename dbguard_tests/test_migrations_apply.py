@@ -54,12 +54,13 @@ def test_fix_rls_policy_profiles_isolates_tenants_and_rolls_back_exactly(demo_ds
         seen = rows_as_app(demo_dsn, "public.profiles", a)
         assert seen and set(seen) == {a}
         assert rows_as_app(demo_dsn, "public.profiles", a, where=f"where tenant_id = '{b}'") == []
-        # writes are pinned too: inserting a row for tenant B as tenant A is refused by WITH CHECK
-        with psycopg.connect(demo_dsn) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege), \
-                conn.transaction(force_rollback=True):
+        # the replacement is a SELECT policy like the one it replaced: no command is widened, so moving a row
+        # to tenant B updates nothing
+        with psycopg.connect(demo_dsn) as conn, conn.transaction(force_rollback=True):
             conn.execute("select set_config('app.current_tenant_id', %s, true)", (a,))
             conn.execute("set local role authenticated")
-            conn.execute("update public.profiles set tenant_id = %s where tenant_id = %s", (b, a))
+            cur = conn.execute("update public.profiles set tenant_id = %s where tenant_id = %s", (b, a))
+            assert cur.rowcount == 0
 
     apply_and_roll_back(demo_dsn, tmp_path, m, isolated)
     assert b in rows_as_app(demo_dsn, "public.profiles", a)  # rolled back: the old (weak) policy is back
@@ -201,7 +202,7 @@ def hostile_setup(dsn: str) -> None:
     """)
 
 
-HOSTILE_CONFIG = Config(tenant=TenantModel(column="Tenant_Id", column_type="bigint",
+HOSTILE_CONFIG = Config(tenant=TenantModel(context="guc", column="Tenant_Id", column_type="bigint",
                                            tenants_table=f"{HOSTILE_SCHEMA}.{HOSTILE_TENANTS}", tenants_key="Id"),
                         schemas=(HOSTILE_SCHEMA,))
 
@@ -413,7 +414,7 @@ def test_text_and_integer_tenant_ids(empty_dsn, tmp_path, tenant_type, a, b):
         insert into public.tasks select g, 1 + g % 10 from generate_series(1, 40) g;
         grant select, insert, update, delete on all tables in schema public to authenticated;
     """)
-    cfg = Config(tenant=TenantModel(column_type=tenant_type))
+    cfg = Config(tenant=TenantModel(context="guc", column_type=tenant_type))
     for action, table in (("fix-rls-policy", "projects"), ("add-tenant-isolation", "tasks")):
         m = plan(empty_dsn, action, table, config=cfg)
         assert f"nullif(current_setting('app.current_tenant_id', true), '')::{tenant_type})" in m.render_forward()

@@ -223,7 +223,7 @@ CASES = [
     Case(
         "fix-rls-policy migration",
         _fix_profiles,
-        {"public.profiles:Enable read access for all users": None, "public.profiles:profiles_tenant_isolation": None},
+        {"public.profiles:Enable read access for all users": None},  # rewritten in place (issue #11)
     ),
 ]
 

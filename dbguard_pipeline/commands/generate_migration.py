@@ -73,7 +73,12 @@ def run(args: argparse.Namespace) -> int:
         _out(result.round_trip.summary())
         for trip in result.round_trip.trips:
             _out(f"  {trip.line()}")
+            for v in (trip.verdicts.lines() if trip.verdicts is not None else []):
+                _out(f"      {v}")
     if result.failure is not None:
+        for m in result.rejected:
+            print(f"rejected {args.out_dir.rstrip('/')}/rejected/{m.file_names(result.timestamp)[0]}: {m.rejected}",
+                  file=sys.stderr)
         raise result.failure
     out_dir = args.out_dir.rstrip("/")
     for m in result.migrations:
@@ -84,4 +89,11 @@ def run(args: argparse.Namespace) -> int:
             _out(f"  - {w}")
     n = len(result.written)
     _out(f"{n // 2} migration{'s' if n != 2 else ''} written; review, then: dbguard migrate up --dir {args.out_dir}")
+    if result.rejected:
+        for m in result.rejected:
+            fwd, _rb = m.file_names(result.timestamp)
+            print(f"rejected {out_dir}/rejected/{fwd}: {m.rejected}", file=sys.stderr)
+        print(f"{len(result.rejected)} migration{'s' if len(result.rejected) != 1 else ''} failed the round trip "
+              f"(written to {out_dir}/rejected/ with the reason, not applied by migrate)", file=sys.stderr)
+        return 1
     return 0

@@ -23,6 +23,7 @@ import dagster as dg
 
 from dbguard_pipeline import services
 from dbguard_pipeline.defs.resources import PostgresResource
+from dbguard_pipeline.errors import DbguardError
 
 MIGRATIONS_DIR_ENV = "DBGUARD_MIGRATIONS_DIR"
 AUDIT_ASSET = dg.AssetKey("rls_audit")
@@ -91,7 +92,7 @@ def lint_migrations(context: dg.OpExecutionContext, run: FixRun) -> FixRun:
         "violations": dg.MetadataValue.int(len(result.violations)),
         "parse_errors": dg.MetadataValue.int(len(result.parse_errors)),
     })
-    if not result.ok:
+    if run.fixes.failure is not None:  # every migration failed lint (one that fails alone goes to rejected/)
         raise dg.Failure(description=f"generated SQL failed lint: {result.summary()}",
                          metadata={"details": dg.MetadataValue.md("\n".join(
                              f"- {v}" for v in [*map(str, result.violations), *result.parse_errors]))})
@@ -111,28 +112,40 @@ def round_trip_migrations(context: dg.OpExecutionContext, run: FixRun, database:
         "round_trip": dg.MetadataValue.text(result.summary()),
         "passed": dg.MetadataValue.int(sum(t.ok for t in result.trips)),
         "failed": dg.MetadataValue.int(sum(not t.ok for t in result.trips)),
-        "results": _table([{"action": t.action, "table": t.table, "ok": t.ok, "detail": t.line()} for t in result.trips],
-                          [("action", "string"), ("table", "string"), ("ok", "bool"), ("detail", "string")]),
+        "results": _table([{"action": t.action, "table": t.table, "ok": t.ok, "detail": t.line(),
+                            "verdicts": " | ".join(t.verdicts.lines()) if t.verdicts is not None else ""}
+                           for t in result.trips],
+                          [("action", "string"), ("table", "string"), ("ok", "bool"), ("detail", "string"),
+                           ("verdicts", "string")]),
     })
-    if not result.ok:
-        raise dg.Failure(description=f"round trip failed: {result.summary()}: nothing written")
+    # a failed migration goes to rejected/ (write_migration_files) and never blocks the others
     return run
 
 
 @dg.op(description="Write the reviewed-to-be files into the migrations folder (all or none).")
 def write_migration_files(context: dg.OpExecutionContext, run: FixRun) -> list[str]:
-    if not run.fixes.texts:
+    if not run.fixes.texts and not run.fixes.rejected:
         context.log.info("nothing to fix: no file written")
         context.add_output_metadata({"written": dg.MetadataValue.int(0)})
         return []
-    written = [str(p) for p in services.write_fixes(run.fixes).written]
+    rejected = [f"- `{m.file_names(run.fixes.timestamp)[0]}`: {m.rejected}" for m in run.fixes.rejected]
+    try:
+        written = [str(p) for p in services.write_fixes(run.fixes).written]
+    except DbguardError as exc:
+        raise dg.Failure(description=str(exc), metadata={"rejected": dg.MetadataValue.md("\n".join(rejected))}) \
+            from None
     out_dir = run.fixes.out_dir
     context.add_output_metadata({
         "written": dg.MetadataValue.int(len(written)),
+        "rejected": dg.MetadataValue.int(len(rejected)),
         "folder": dg.MetadataValue.path(os.path.abspath(out_dir)),
         "files": dg.MetadataValue.md("\n".join(f"- `{os.path.basename(p)}`" for p in written)),
         "next": dg.MetadataValue.text(f"review, then: dbguard migrate up --dir {out_dir}"),
     })
+    if rejected:
+        raise dg.Failure(description=f"{len(rejected)} migration(s) failed the round trip: written to "
+                                     f"{os.path.join(out_dir, 'rejected')} with the reason; the others were written",
+                         metadata={"rejected": dg.MetadataValue.md("\n".join(rejected))})
     return written
 
 

@@ -73,6 +73,8 @@ class Migration:
     params: dict[str, Any] = field(default_factory=dict)  # what the planner was asked (re-planning it must find nothing)
     lock_timeout_ms: int = 2_000
     statement_timeout_ms: int = 60_000
+    verdicts: list[str] = field(default_factory=list)  # the round trip's three verdicts, one line each
+    rejected: Optional[str] = None  # why the round trip failed it (written to rejected/, never applied)
 
     @property
     def qualified(self) -> str:
@@ -103,6 +105,11 @@ class Migration:
         head += [f"--   - {escape_controls(w)}" for w in (self.why or ["requested explicitly"])]
         for note in self.notes:
             head.append(f"-- Note: {escape_controls(note)}")
+        if self.verdicts:
+            head.append("-- Verdicts of the round trip on a scratch copy:")
+            head += [f"--   {escape_controls(v)}" for v in self.verdicts]
+        if self.rejected:
+            head.append(f"-- REJECTED (do not apply): {escape_controls(self.rejected)}")
         head += [
             "-- How to apply (the file manages its own transactions; never wrap it in one):",
             "--   dbguard migrate up --dir <this folder>     ledger, checksum, automatic rollback on failure",

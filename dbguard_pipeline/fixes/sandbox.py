@@ -4,8 +4,9 @@ The copy is ``CREATE DATABASE scratch TEMPLATE target`` on the same server (sche
 and the VALIDATE steps run on real rows) when PostgreSQL allows it (nobody else connected to the target, and
 the target is not too large); otherwise a schema-only copy made with ``pg_dump`` (pgserver's binaries) and
 restored with ``psql``. For each migration: apply the forward file, check that the findings it fixes are gone
-(and that planning the same action again finds nothing to do), apply the rollback file, and compare the
-snapshot with the one taken before, object for object. The scratch database is always dropped.
+(and that planning the same action again finds nothing to do), judge what it does (:mod:`.verdicts`: no new
+finding, no new probe leak, tenant A's own rows and commands as before), apply the rollback file, and compare
+the snapshot with the one taken before, object for object. The scratch database is always dropped.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.fixes.actions import NothingToFix, build_context, replan
 from dbguard_pipeline.fixes.ledger import apply_sql
 from dbguard_pipeline.fixes.plan import Migration
+from dbguard_pipeline.fixes.verdicts import Verdicts, audit_keys, compare_access, leaks, own_access, probe_tables
 from dbguard_pipeline.model.schema import Snapshot
 from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.pg.scratch import scratch_database
@@ -79,22 +81,32 @@ class RoundTrip:
     restored: bool = False
     differences: list[str] = field(default_factory=list)
     error: Optional[str] = None
+    verdicts: Optional[Verdicts] = None  # what the fix does: audit, probe, own access (None: not measured)
 
     @property
     def ok(self) -> bool:
-        return self.applied and self.findings_gone and self.rolled_back and self.restored and not self.error
+        return (self.applied and self.findings_gone and self.rolled_back and self.restored and not self.error
+                and (self.verdicts is None or self.verdicts.ok))
 
-    def line(self) -> str:
+    def reason(self) -> str:
+        """Why the migration failed, on one line ("" when it passed)."""
         if self.ok:
-            return f"{self.action} {self.table}: applied, finding gone, rolled back, snapshot identical"
+            return ""
         if self.error:
-            return f"{self.action} {self.table}: FAILED: {self.error}"
+            return self.error
         problems = []
         if not self.findings_gone:
             problems.append(f"still found after applying: {', '.join(self.remaining) or 'the action has work left'}")
         if not self.restored:
             problems.append(f"rollback differs: {'; '.join(self.differences[:3])}")
-        return f"{self.action} {self.table}: FAILED: {'; '.join(problems)}"
+        if self.verdicts is not None and not self.verdicts.ok:
+            problems += [line for line in self.verdicts.lines() if ": FAIL" in line]
+        return "; ".join(problems)
+
+    def line(self) -> str:
+        if self.ok:
+            return f"{self.action} {self.table}: applied, finding gone, rolled back, snapshot identical"
+        return f"{self.action} {self.table}: FAILED: {self.reason()}"
 
 
 @dataclass
@@ -111,10 +123,21 @@ class SandboxResult:
         return f"round trip on a scratch copy ({self.method}): {good}/{len(self.trips)} ok"
 
 
-def _check_one(dsn: str, m: Migration, config: Config) -> RoundTrip:
+def _measure(dsn: str, config: Config, snapshot: Snapshot, m: Migration,
+             tenants: Optional[tuple[str, str]]) -> tuple[set[str], set[str], str, dict, Optional[tuple[str, str]], str]:
+    keys = audit_keys(snapshot, config)
+    found, probe_note = leaks(dsn, config, snapshot, probe_tables(snapshot, m.qualified))
+    access, used, access_note = own_access(dsn, config, snapshot, m.qualified, tenants)
+    return keys, found, probe_note, access, used, access_note
+
+
+def _check_one(dsn: str, m: Migration, config: Config, judge: bool = True) -> RoundTrip:
     trip = RoundTrip(m.action, m.qualified)
     before = introspect(dsn)
+    measured = None
     try:
+        if judge:
+            measured = _measure(dsn, config, before, m, None)
         apply_sql(dsn, m.render_forward(), source=f"{m.action} {m.qualified}")
         trip.applied = True
         after = introspect(dsn)
@@ -127,6 +150,14 @@ def _check_one(dsn: str, m: Migration, config: Config) -> RoundTrip:
         except NothingToFix:
             work_left = False
         trip.findings_gone = not left and not work_left
+        if measured is not None:
+            keys0, leaks0, note0, access0, tenants, anote0 = measured
+            keys1, leaks1, note1, access1, _t, anote1 = _measure(dsn, config, after, m, tenants)
+            v = Verdicts(audit_new=sorted(keys1 - keys0), leaks_before=len(leaks0), leaks_after=len(leaks1),
+                         new_leaks=sorted(leaks1 - leaks0), probe_note=note1 or note0,
+                         access_note=anote1 or anote0)
+            v.lost, v.widened = compare_access(access0, access1)
+            trip.verdicts = v
     except DbguardError as exc:
         trip.error = str(exc)
     try:
@@ -136,12 +167,17 @@ def _check_one(dsn: str, m: Migration, config: Config) -> RoundTrip:
         trip.restored = not trip.differences
     except DbguardError as exc:
         trip.error = (trip.error + "; " if trip.error else "") + str(exc)
+    if trip.verdicts is not None:
+        m.verdicts = trip.verdicts.lines()
+    if not trip.ok:
+        m.rejected = trip.reason()
     return trip
 
 
-def round_trip(target_dsn: str, migrations: Sequence[Migration], config: Config, method: str = "auto") -> SandboxResult:
+def round_trip(target_dsn: str, migrations: Sequence[Migration], config: Config, method: str = "auto",
+               judge: bool = True) -> SandboxResult:
     """Apply, check and roll back each migration on one scratch copy of the target (each starts from the
-    state the previous rollback restored)."""
+    state the previous rollback restored, so no migration depends on another). ``judge``: also measure what
+    each fix does (:mod:`.verdicts`) and record the verdicts (and a failure's reason) on the migration."""
     with scratch_database(target_dsn, method) as (dsn, used):
-        return SandboxResult(used, [_check_one(dsn, m, config) for m in migrations])
-
+        return SandboxResult(used, [_check_one(dsn, m, config, judge) for m in migrations])

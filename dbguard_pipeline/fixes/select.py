@@ -24,6 +24,7 @@ from dbguard_pipeline.fixes.actions.context import why
 from dbguard_pipeline.fixes.plan import Migration
 from dbguard_pipeline.model.findings import Finding
 from dbguard_pipeline.rules import fix_actions
+from dbguard_pipeline.semantics import tenancy
 from dbguard_pipeline.text import escape_controls
 
 # Finding rule id -> the action that fixes it.
@@ -76,7 +77,21 @@ def plan_all(ctx: Context, findings: Optional[Iterable[Finding]] = None, pending
         if f.cache_key in pending or escape_controls(f.cache_key) in pending:
             skipped.append(f"{f.cache_key}: a migration for it is already in the folder")
             continue
-        groups.setdefault((action, f.schema, f.table), []).append(f)
+        schema, name = f.schema, f.table
+        table = ctx.snapshot.table(f"{schema}.{name}")
+        if table is not None and table.kind == "partition" and table.parent:
+            # a partition is fixed with its partitioned table (the policies must match the parent's)
+            schema, name = table.parent.split(".", 1)
+            if action != "fix-rls-policy":
+                skipped.append(f"{f.cache_key}: a partition: fix it on {table.parent}")
+                continue
+            table = ctx.snapshot.table(table.parent)
+        if table is not None and tenancy.is_tenants_table(table, ctx.config):
+            skipped.append(f"{f.cache_key}: {table.qualified} is the tenants table: not part of --all (sign-up and "
+                           f"directories read and create tenants); run fix-rls-policy {table.qualified} explicitly "
+                           "(SELECT-only by default)")
+            continue
+        groups.setdefault((action, schema, name), []).append(f)
     out: list[Migration] = []
     for (action, schema, table_name), group in sorted(groups.items()):
         qualified = f"{schema}.{table_name}"

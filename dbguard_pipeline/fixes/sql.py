@@ -75,6 +75,15 @@ def file_slug(text: str, limit: int = 60) -> str:
 
 
 # --------------------------------------------------------------------------- tenant context
+def jwt_claim_path(claim: str) -> str:
+    """The claim as a JSON path: ``app_metadata.brewery`` is ``auth.jwt() -> 'app_metadata' ->> 'brewery'``
+    (a dotted claim is nested, as the config documents; a flat key never contains a dot)."""
+    parts = [p for p in claim.split(".")]
+    if not all(parts):
+        raise DbguardError(f"not a valid JWT claim path: {claim!r} (config tenant.jwt_claim)")
+    return "auth.jwt()" + "".join(f" -> {literal(p)}" for p in parts[:-1]) + f" ->> {literal(parts[-1])}"
+
+
 def tenant_context(config: Config, type_text: str, *, for_default: bool = False) -> str:
     """The expression that yields the current tenant id, cast to the tenant column's type.
 
@@ -86,7 +95,7 @@ def tenant_context(config: Config, type_text: str, *, for_default: bool = False)
     t = checked_type(type_text)
     tm = config.tenant
     if tm.context == "jwt":
-        inner = f"(auth.jwt() ->> {literal(tm.jwt_claim)})::{t}"
+        inner = f"({jwt_claim_path(tm.jwt_claim)})::{t}"
     else:
         inner = f"nullif(current_setting({literal(tm.guc)}, true), '')::{t}"
     return inner if for_default else f"(SELECT {inner})"

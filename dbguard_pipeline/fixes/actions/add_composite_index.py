@@ -41,6 +41,43 @@ def finding_columns(table: Table, f: Finding) -> Optional[tuple[str, ...]]:
     return None
 
 
+def _partitioned(ctx: Context, table: Table, cols: tuple[str, ...], name: str,
+                 taken: set[str]) -> tuple[list[Block], list[Block]]:
+    """PostgreSQL refuses CREATE INDEX CONCURRENTLY on a partitioned table: an invalid index ON ONLY the
+    parent (instant), the partitions' indexes built concurrently, each attached (the parent's becomes valid
+    once every partition has one). Partitions that are themselves partitioned are refused (one level only)."""
+    q = quoted_qname(table.schema, table.name)
+    col_sql = ", ".join(quoted(c) for c in cols)
+    parts = sorted((t for t in ctx.snapshot.tables if t.parent == table.qualified), key=lambda t: t.qualified)
+    if any(p.kind == "partitioned" for p in parts):
+        raise DbguardError(f"{table.qualified} has sub-partitioned partitions: index them one level at a time")
+    fwd = [Block((f"-- squawk-ignore require-concurrent-index-creation\n"
+                  f"CREATE INDEX IF NOT EXISTS {quoted(name)} ON ONLY {q} ({col_sql})",),
+                 comment=f"index ({', '.join(cols)}) on the partitioned table only (invalid until every "
+                         "partition's index is attached)")]
+    back = [Block((f"-- squawk-ignore require-concurrent-index-deletion\n"
+                   f"DROP INDEX IF EXISTS {quoted_qname(table.schema, name)}",),
+                  comment="dropping the partitioned index drops the partitions' indexes attached to it")]
+    for part in parts:
+        pname = unique_name(taken | relation_names(ctx.snapshot, part.schema), f"{part.name}_{'_'.join(cols)}",
+                            "idx", part.qualified)
+        taken.add(pname)
+        existing = covering_index(part, cols)
+        if existing is not None:
+            raise DbguardError(f"partition {part.qualified} already has the index {existing.name!r} on "
+                               f"({', '.join(cols)}): create the partitioned index ON ONLY {table.qualified} and "
+                               "ATTACH that index by hand (a generated rollback would drop it)")
+        fwd.append(Block((f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {quoted(pname)} ON "
+                          f"{quoted_qname(part.schema, part.name)} ({col_sql})",), transactional=False,
+                         untimed="all", comment=f"partition {part.qualified}, without blocking writes"))
+        back.append(Block((f"DROP INDEX CONCURRENTLY IF EXISTS {quoted_qname(part.schema, pname)}",),
+                          transactional=False, untimed="all",
+                          comment="left over only when the forward file stopped before attaching it"))
+        fwd.append(Block((f"ALTER INDEX {quoted_qname(table.schema, name)} ATTACH PARTITION "
+                          f"{quoted_qname(part.schema, pname)}",)))
+    return fwd, back
+
+
 def plan_add_composite_index(ctx: Context, table_name: str, column_sets: Sequence[Sequence[str]],
                              findings: Optional[list[Finding]] = None) -> Migration:
     table = resolve_table(ctx.snapshot, table_name)
@@ -75,6 +112,14 @@ def plan_add_composite_index(ctx: Context, table_name: str, column_sets: Sequenc
         name = unique_name(taken, f"{table.name}_{'_'.join(cols)}", "idx", "\x00".join(cols))
         taken.add(name)
         col_sql = ", ".join(quoted(c) for c in cols)
+        if table.kind == "partitioned":
+            f, b = _partitioned(ctx, table, cols, name, taken)
+            fwd_blocks += f
+            back_blocks[:0] = b
+            what.append(f"create index {quoted(name)} on {table.qualified} ({', '.join(cols)}): ON ONLY the "
+                        f"partitioned table, concurrently on each partition, then ATTACH PARTITION")
+            undo.insert(0, f"drop index {quoted(name)} (and the partitions' indexes attached to it)")
+            continue
         fwd_blocks.append(Block((f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {quoted(name)} ON {q} ({col_sql})",),
                                 transactional=False, untimed="all",
                                 comment=f"index ({', '.join(cols)}) without blocking writes"))

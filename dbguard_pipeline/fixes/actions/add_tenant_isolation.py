@@ -29,7 +29,7 @@ from dbguard_pipeline.fixes.actions.context import (
 )
 from dbguard_pipeline.fixes.actions.fix_rls_policy import RlsPlan, rls_plan
 from dbguard_pipeline.fixes.plan import Block, Migration
-from dbguard_pipeline.fixes.sql import checked_type, tenant_context
+from dbguard_pipeline.fixes.sql import checked_type, pg_name, tenant_context
 from dbguard_pipeline.model.schema import Column, Table
 from dbguard_pipeline.semantics import tenancy
 from dbguard_pipeline.text import literal, quoted, quoted_qname
@@ -94,6 +94,7 @@ def _backfill(ctx: Context, table: Table, path: Optional[list[tenancy.FkStep]], 
     key_match = " AND ".join(f"t0.{quoted(k)} = src.k{i}" for i, k in enumerate(keys)) if keys else "t0.ctid = src.k0"
     batches: list[str] = []
     catch_up: list[str] = []
+    walk = ""
     if path:
         joins, tenant_expr = _path_join(path, table, cfg)
         unresolved = None
@@ -108,9 +109,12 @@ def _backfill(ctx: Context, table: Table, path: Optional[list[tenancy.FkStep]], 
         select = (f"SELECT {key_sel}, {tenant_expr} AS tenant\n"
                   f"      FROM {joins.replace(chr(10), chr(10) + '      ')}\n"
                   f"      WHERE s0.{col} IS NULL AND {tenant_expr} IS NOT NULL")
-        batches.append(f"UPDATE {q} AS t0 SET {col} = src.tenant\n"
-                       f"    FROM ({select}\n      LIMIT {BATCH_SIZE}) AS src\n"
-                       f"    WHERE {key_match}")
+        if keys and len(keys) == 1:
+            walk = _key_walk(q, col, keys[0], table, joins, tenant_expr)
+        else:
+            batches.append(f"UPDATE {q} AS t0 SET {col} = src.tenant\n"
+                           f"    FROM ({select}\n      LIMIT {BATCH_SIZE}) AS src\n"
+                           f"    WHERE {key_match}")
         catch_up.append(f"UPDATE {q} AS t0 SET {col} = src.tenant\n"
                         f"    FROM ({select}) AS src\n    WHERE {key_match}")
         source = "through " + " -> ".join([table.qualified] + [f"{s.parent.qualified}" for s in path])
@@ -126,9 +130,75 @@ def _backfill(ctx: Context, table: Table, path: Optional[list[tenancy.FkStep]], 
              "    EXIT WHEN batch_rows = 0;\n"
              "    COMMIT;\n"
              "  END LOOP;" for stmt in batches]
-    body = "\nDECLARE\n  batch_rows bigint;\nBEGIN\n" + "\n".join(loops) + "\nEND\n"
+    declare = "  batch_rows bigint;\n"
+    if walk:
+        pk_type = next(c.type for c in table.columns if c.name == keys[0]) if keys else "bigint"
+        declare += f"  last_key {pk_type};\n  next_key {pk_type};\n  high_key {pk_type};\n"
+        loops.insert(0, walk)
+    body = "\nDECLARE\n" + declare + "BEGIN\n" + "\n".join(loops) + "\nEND\n"
     tag = _dollar_tag(body)
     return _Backfill(f"DO {tag}{body}{tag}", catch_up, source)
+
+
+def _key_walk(q: str, col: str, key: str, table: Table, joins: str, tenant_expr: str) -> str:
+    """A walk over the primary key bounded by its maximum at the start: each batch reads the next
+    BATCH_SIZE keys through the index, so rows written meanwhile are never rescanned (the fill trigger gives
+    them their tenant) and the walk ends however fast a writer inserts."""
+    k = quoted(key)
+    joins_text = joins.replace(chr(10), chr(10) + "        ")
+    return (f"  last_key := (SELECT {k} FROM {q} ORDER BY {k} LIMIT 1);\n"
+            f"  high_key := (SELECT {k} FROM {q} ORDER BY {k} DESC LIMIT 1);\n"
+            f"  IF last_key IS NOT NULL THEN\n"
+            f"    UPDATE {q} AS t0 SET {col} = src.tenant\n"
+            f"      FROM (SELECT s0.{k} AS k0, {tenant_expr} AS tenant\n"
+            f"        FROM {joins_text}\n"
+            f"        WHERE s0.{k} = last_key AND s0.{col} IS NULL) AS src\n"
+            f"      WHERE t0.{k} = src.k0;\n"
+            f"    COMMIT;\n"
+            f"    LOOP\n"
+            f"      SELECT b.k INTO next_key FROM (SELECT {k} AS k FROM {q} WHERE {k} > last_key AND {k} <= high_key\n"
+            f"        ORDER BY {k} LIMIT {BATCH_SIZE}) AS b ORDER BY b.k DESC LIMIT 1;\n"
+            f"      EXIT WHEN next_key IS NULL;\n"
+            f"      UPDATE {q} AS t0 SET {col} = src.tenant\n"
+            f"        FROM (SELECT s0.{k} AS k0, {tenant_expr} AS tenant\n"
+            f"          FROM {joins_text}\n"
+            f"          WHERE s0.{k} > last_key AND s0.{k} <= next_key AND s0.{col} IS NULL) AS src\n"
+            f"        WHERE t0.{k} = src.k0;\n"
+            f"      last_key := next_key;\n"
+            f"      COMMIT;\n"
+            f"    END LOOP;\n"
+            f"  END IF;")
+
+
+def fill_trigger(ctx: Context, table: Table, path: list[tenancy.FkStep], column: str) -> tuple[list[str], list[str], str]:
+    """A BEFORE INSERT trigger that gives a row without tenant the tenant of its parent row (through the
+    foreign-key path): rows written during the backfill need no rescan, and writers that send no tenant
+    context keep working after the NOT NULL. It stays after the migration (the rollback drops it)."""
+    cfg = ctx.config
+    taken = {f.name for f in ctx.snapshot.functions if f.schema == table.schema}
+    fn = unique_name(taken, f"{table.name}_{column}", "fill", "fn")
+    trg = pg_name(f"{table.name}_{column}", "fill")
+    first = path[0].constraint
+    froms = [f"{quoted_qname(path[0].parent.schema, path[0].parent.name)} AS p1"]
+    for i, step in enumerate(path[1:], start=2):
+        on = " AND ".join(f"p{i}.{quoted(rc)} = p{i - 1}.{quoted(cc)}"
+                          for cc, rc in zip(step.constraint.columns, step.constraint.ref_columns, strict=True))
+        froms.append(f"JOIN {quoted_qname(step.parent.schema, step.parent.name)} AS p{i} ON {on}")
+    where = " AND ".join(f"p1.{quoted(rc)} = NEW.{quoted(cc)}" for cc, rc in zip(first.columns, first.ref_columns,
+                                                                              strict=True))
+    end_column = tenancy.tenant_column(path[-1].parent, cfg)
+    body = (f"\nBEGIN\n  IF NEW.{quoted(column)} IS NULL THEN\n"
+            f"    NEW.{quoted(column)} := (SELECT p{len(path)}.{quoted(end_column or column)} FROM {' '.join(froms)} "
+            f"WHERE {where} LIMIT 1);\n  END IF;\n  RETURN NEW;\nEND\n")
+    tag = _dollar_tag(body)
+    qfn = quoted_qname(table.schema, fn)
+    q = quoted_qname(table.schema, table.name)
+    fwd = [f"CREATE OR REPLACE FUNCTION {qfn}() RETURNS trigger LANGUAGE plpgsql\n"
+           f"    SET search_path = pg_catalog, pg_temp AS {tag}{body}{tag}",
+           f"CREATE OR REPLACE TRIGGER {quoted(trg)} BEFORE INSERT ON {q} FOR EACH ROW EXECUTE FUNCTION {qfn}()"]
+    back = [f"DROP TRIGGER IF EXISTS {quoted(trg)} ON {q}",
+            f"-- squawk-ignore ban-drop-function\nDROP FUNCTION IF EXISTS {qfn}()"]
+    return fwd, back, trg
 
 
 def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Optional[str] = None) -> Migration:
@@ -138,6 +208,14 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
     if tenancy.is_tenants_table(table, cfg):
         raise DbguardError(f"{table.qualified} is the tenants table itself (config tenant.tenants_table)")
     column = tm.column
+    parties = tm.table_tenant_columns.get(table.qualified) or tuple(
+        fk.columns[0] for fk in table.foreign_keys
+        if len(fk.columns) == 1 and (fk.ref_schema, fk.ref_table) == (tm.tenants_schema, tm.tenants_name))
+    if len(parties) > 1 and table.column(column) is None:
+        raise DbguardError(f"{table.qualified} belongs to more than one tenant ({', '.join(parties)} each name one): "
+                           f"it is not single-tenant data, so no {column} column is added (that would pick one "
+                           "party and lock the other out); keep a policy that pins every party column, and name "
+                           f"them in the config: tenant.table_tenant_columns: {{{table.qualified}: [...]}}")
     if table.column(column) is not None:
         raise NothingToFix(f"{table.qualified} already has a {column} column: for its policies run fix-rls-policy, "
                            "for its foreign key add-foreign-key")
@@ -171,12 +249,22 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
     future = dataclasses.replace(table, columns=table.columns + (Column(name=column, type=col_type, not_null=True),))
     rls = rls_plan(ctx, future, column, col_type, adding_column=True) or RlsPlan([], [], [], [], [])
 
+    trigger_fwd: list[str] = []
+    trigger_back: list[str] = []
+    trigger_name = ""
+    if path:
+        trigger_fwd, trigger_back, trigger_name = fill_trigger(ctx, table, path, column)
     m = new_migration(ctx, ACTION, table)
     m.params = {"tenant_default": tenant_default}
+    if trigger_name:
+        m.notes.append(f"writers that send no tenant context keep working: the trigger {trigger_name} gives a new row "
+                       "the tenant of its parent row (it stays after the migration)")
     m.forward = [
         Block((f"ALTER TABLE {q} ADD COLUMN IF NOT EXISTS {col} {col_type}",
-               f"ALTER TABLE {q} ALTER COLUMN {col} SET DEFAULT {tenant_context(cfg, col_type, for_default=True)}"),
-              comment="1. the tenant column (nullable, no rewrite); new rows take the tenant from the context"),
+               f"ALTER TABLE {q} ALTER COLUMN {col} SET DEFAULT {tenant_context(cfg, col_type, for_default=True)}",
+               *trigger_fwd),
+              comment="1. the tenant column (nullable, no rewrite); new rows take the tenant from the context" +
+                      ("\n   or, without one, from their parent row (the fill trigger)" if trigger_fwd else "")),
         Block((fill.statement,), transactional=False, untimed="statement",
               comment=f"2. fill it {fill.source}, {BATCH_SIZE} rows per transaction"),
         Block(tuple(catch_up),
@@ -200,15 +288,20 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
                f"-- squawk-ignore ban-drop-column\nALTER TABLE {q} DROP COLUMN IF EXISTS {col}"),
               comment="the column and its constraints did not exist before the forward migration"),
     ]
+    if trigger_back:
+        m.rollback.insert(1, Block(tuple(trigger_back), comment="the fill trigger and its function"))
     if rls.forward:
         m.forward.append(Block(tuple(rls.forward), comment="8. row level security and the tenant policy"))
         m.rollback.insert(0, Block(tuple(rls.rollback), comment="policies and RLS flags as they were"))
     m.what = [f"add column {column} {col_type} to {table.qualified}, default: the current tenant",
-              f"fill it {fill.source} in batches of {BATCH_SIZE}",
+              f"fill it {fill.source} in batches of {BATCH_SIZE}"
+              + (f"; the trigger {trigger_name} fills rows inserted without a tenant" if trigger_name else ""),
               f"foreign key {quoted(fk_name)} -> {tenants.qualified}({tm.tenants_key}), NOT VALID then VALIDATE",
               f"NOT NULL through the validated CHECK {quoted(chk_name)}",
               f"index {quoted(idx_name)} on ({column}) concurrently"] + rls.what
-    m.undo = list(reversed(rls.undo)) + [f"drop index {quoted(idx_name)}", f"drop the column {column} and its constraints"]
+    m.undo = list(reversed(rls.undo)) + [f"drop index {quoted(idx_name)}"] + (
+        [f"drop the trigger {trigger_name} and its function"] if trigger_name else []) + [
+        f"drop the column {column} and its constraints"]
     findings = ctx.table_findings(table, ("missing_tenant_column",)) + rls.findings
     m.why, m.fixes = why(findings), [f.cache_key for f in findings]
     if not findings:
