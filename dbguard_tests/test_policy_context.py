@@ -95,6 +95,17 @@ def test_configured_context_function_setting_and_claim(snap):
     assert kind(snap, "auth.jwt() ->> 'grp'", TenantModel(jwt_claim="grp")) is TENANT
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("auth.jwt() -> 'app_metadata' ->> 'brewery'", TENANT),  # the configured nested claim at its real path
+    ("(select auth.jwt()) #>> '{app_metadata,brewery}'", TENANT),
+    ("(current_setting('request.jwt.claims', true)::jsonb -> 'app_metadata' ->> 'brewery')", TENANT),
+    ("auth.jwt() ->> 'app_metadata.brewery'", None),  # a flat key with a dot is another claim (repro r8)
+    ("auth.jwt() -> 'user_metadata' ->> 'brewery'", None),  # the same last key under another parent
+])
+def test_a_nested_claim_is_read_as_a_json_path(snap, text, expected):
+    assert kind(snap, text, TenantModel(context="jwt", jwt_claim="app_metadata.brewery")) is expected
+
+
 def test_tenant_context_classifies_names_without_a_database():
     ctx = TenantContext.of(TenantModel(column="org_id", guc="app.org"))
     assert ctx.setting_kind(" APP.ORG ") is TENANT and ctx.setting_kind("app.customer") is TENANT

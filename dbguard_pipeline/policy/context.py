@@ -96,12 +96,22 @@ class TenantContext:
     column: str
     claims: frozenset[str]
     functions: frozenset[tuple[Optional[str], str]]
+    claim_path: tuple[str, ...] = ()  # the configured claim as a JSON path: app_metadata.org -> (app_metadata, org)
 
     @classmethod
     def of(cls, tenant: TenantModel) -> TenantContext:
+        path = tuple(k for k in tenant.jwt_claim.lower().split(".") if k)
+        flat = {tenant.jwt_claim.lower()} if len(path) == 1 else set()  # a dotted claim is a path, not a key
         return cls(guc=tenant.guc.lower(), column=tenant.column.lower(),
-                   claims=TENANT_CLAIMS | {tenant.jwt_claim.lower(), tenant.column.lower()},
-                   functions=frozenset(_schema_and_name(n) for n in tenant.context_functions))
+                   claims=TENANT_CLAIMS | flat | {tenant.column.lower()},
+                   functions=frozenset(_schema_and_name(n) for n in tenant.context_functions), claim_path=path)
+
+    def path_kind(self, path: list[str]) -> Kind:
+        """The kind of the JWT claim at ``path``: the configured claim at its real (possibly nested) path is the
+        tenant; otherwise the last key decides."""
+        if self.claim_path and tuple(k.lower() for k in path) == self.claim_path:
+            return ContextKind.TENANT
+        return self.claim_kind(path[-1] if path else "")
 
     def claim_kind(self, key: str) -> Kind:
         k = key.lower()
@@ -176,7 +186,7 @@ class ContextReader:
         if isinstance(node, ast.A_Expr) and operator(node.name) in JSON_OPERATORS:
             jwt, path = self.json_path(node, inner)
             if jwt:
-                return self.tenant.claim_kind(path[-1] if path else "")
+                return self.tenant.path_kind(path)
         if isinstance(node, ast.SubLink):
             if node.subLinkType in (SubLinkType.EXPR_SUBLINK, SubLinkType.ARRAY_SUBLINK):
                 return self.subquery_kind(node.subselect, inner)
