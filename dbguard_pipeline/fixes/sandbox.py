@@ -21,6 +21,7 @@ from dbguard_pipeline.fixes.actions import NothingToFix, build_context, replan
 from dbguard_pipeline.fixes.ledger import apply_sql
 from dbguard_pipeline.fixes.plan import Migration
 from dbguard_pipeline.fixes.verdicts import Verdicts, audit_keys, compare_access, leaks, own_access, probe_tables
+from dbguard_pipeline.model.equality import comparable
 from dbguard_pipeline.model.schema import Snapshot
 from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.pg.scratch import scratch_database
@@ -30,16 +31,15 @@ VOLATILE_SCHEMAS = ("dbguard",)  # the runner's ledger
 
 # --------------------------------------------------------------------------- snapshot comparison
 def signature(snapshot: Snapshot, exclude_schemas: Sequence[str] = VOLATILE_SCHEMAS) -> dict[str, Any]:
-    """What must be identical before a migration and after its rollback: every table (columns, constraints,
-    indexes, policies, grants, RLS flags, owner, comment), view, function and role; not the time the snapshot
-    was taken, not the planner's row estimates, not dbguard's own ledger schema."""
-    skip = set(exclude_schemas)
+    """What must be identical before a migration and after its rollback (:func:`model.equality.comparable` with
+    column positions kept), by kind and name so that :func:`differences` can say what differs."""
+    s = comparable(snapshot, exclude_schemas, positions=True)
     return {
-        "schemas": tuple(s for s in snapshot.schemas if s not in skip),
-        "tables": {t.qualified: dataclasses.replace(t, row_estimate=0) for t in snapshot.tables if t.schema not in skip},
-        "views": {v.qualified: v for v in snapshot.views if v.schema not in skip},
-        "functions": {(f.qualified, f.arguments): f for f in snapshot.functions if f.schema not in skip},
-        "roles": {r.name: r for r in snapshot.roles},
+        "schemas": s.schemas,
+        "tables": {t.qualified: t for t in s.tables},
+        "views": {v.qualified: v for v in s.views},
+        "functions": {(f.qualified, f.arguments): f for f in s.functions},
+        "roles": {r.name: r for r in s.roles},
     }
 
 

@@ -13,14 +13,19 @@ from collections.abc import Iterable
 from dbguard_pipeline.model.schema import Snapshot, Table
 
 
-def comparable_table(table: Table) -> Table:
+def comparable_table(table: Table, *, positions: bool = False) -> Table:
+    """``table`` without its row estimate (and, unless ``positions``, without column positions)."""
+    if positions:
+        return dataclasses.replace(table, row_estimate=0)
     return dataclasses.replace(
         table, row_estimate=0, columns=tuple(dataclasses.replace(c, position=0) for c in table.columns)
     )
 
 
-def comparable(snapshot: Snapshot, exclude_schemas: Iterable[str] = ()) -> Snapshot:
-    """The snapshot without its volatile fields (and without the objects of ``exclude_schemas``)."""
+def comparable(snapshot: Snapshot, exclude_schemas: Iterable[str] = (), *, positions: bool = False) -> Snapshot:
+    """The snapshot without its volatile fields (and without the objects of ``exclude_schemas``). ``positions``
+    keeps column positions: an exact restore (a migration and its rollback) must give them back too, while two
+    databases with the same schema may differ in them."""
     skip = set(exclude_schemas)
     return dataclasses.replace(
         snapshot,
@@ -30,7 +35,7 @@ def comparable(snapshot: Snapshot, exclude_schemas: Iterable[str] = ()) -> Snaps
         current_user="",
         taken_at="",
         schemas=tuple(s for s in snapshot.schemas if s not in skip),
-        tables=tuple(comparable_table(t) for t in snapshot.tables if t.schema not in skip),
+        tables=tuple(comparable_table(t, positions=positions) for t in snapshot.tables if t.schema not in skip),
         views=tuple(v for v in snapshot.views if v.schema not in skip),
         functions=tuple(f for f in snapshot.functions if f.schema not in skip),
     )
