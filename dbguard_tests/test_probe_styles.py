@@ -94,7 +94,7 @@ def test_blind_writes_reach_rows_the_filtered_writes_cannot(guc_report):
 
 def test_table_owned_by_the_app_role_without_force_leaks_and_says_why(guc_report):
     assert set(verdicts(guc_report, "owned_by_app").values()) == {"leak"}
-    assert f"{APP} owns public.owned_by_app and row level security is not forced" in \
+    assert f"the application role {APP} owns it and row level security is not forced" in \
         probe_result(guc_report, "owned_by_app", "select_other_tenant").detail
 
 
