@@ -68,6 +68,12 @@ def _timeout(v: int) -> int:
     return v
 
 
+def _workers(v: int) -> int:
+    if not 0 <= v <= 64:
+        raise ValueError("must be between 0 and 64")
+    return v
+
+
 def _count(v: int) -> int:
     if v < 0:
         raise ValueError("must be 0 or more")
@@ -92,6 +98,10 @@ def _plain(kind: Any, v: Any) -> Any:
         if type(v) is int and abs(v) < 2**53:  # YAML's `coverage_threshold: 90`: pydantic gives 90.0
             return float(v)
         if type(v) is not float:
+            raise _Reject
+        return v
+    if kind == "optint":
+        if v is not None and type(v) is not int:
             raise _Reject
         return v
     if kind == "optstr":
@@ -318,6 +328,9 @@ class Config(_Settings):
     tenant_index_min_rows: int = 10_000  # missing_tenant_index applies above this size
     statement_timeout_ms: int = 60_000
     lock_timeout_ms: int = 2_000
+    # Parallel workers PostgreSQL may use per scan or join of the data metrics (transaction-local
+    # max_parallel_workers_per_gather); None: the server's setting. Capped by the server's max_parallel_workers.
+    parallel_workers: Optional[int] = None
     expectations: tuple[Expectation, ...] = ()
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     databases: tuple[DatabaseTarget, ...] = ()
@@ -330,12 +343,13 @@ Config._KINDS = {
     "tenant": ("model", TenantModel), "schemas": "strs", "exclude_schemas": "strs", "exposed_schemas": "strs",
     "coverage_threshold": float, "required_columns": "strs_by_str", "ignore": "strs", "sample_row_limit": int,
     "sample_percent": float, "tenant_index_min_rows": int, "statement_timeout_ms": int, "lock_timeout_ms": int,
-    "expectations": ("models", Expectation), "alerts": ("model", AlertsConfig),
+    "parallel_workers": "optint", "expectations": ("models", Expectation), "alerts": ("model", AlertsConfig),
     "databases": ("models", DatabaseTarget), "schedule": ("model", ScheduleConfig),
 }
 Config._CHECKS = {
     "coverage_threshold": _pct, "sample_percent": _sample_pct, "statement_timeout_ms": _timeout,
     "lock_timeout_ms": _timeout, "sample_row_limit": _count, "tenant_index_min_rows": _count,
+    "parallel_workers": lambda v: v if v is None else _workers(v),
 }
 
 
@@ -401,6 +415,7 @@ def _pydantic_models() -> dict[str, Any]:
         tenant_index_min_rows: int = 10_000
         statement_timeout_ms: int = 60_000
         lock_timeout_ms: int = 2_000
+        parallel_workers: Optional[int] = None
         expectations: tuple[Expectation, ...] = ()
         alerts: AlertsConfig = Field(default_factory=AlertsConfig)
         databases: tuple[DatabaseTarget, ...] = ()
@@ -410,6 +425,7 @@ def _pydantic_models() -> dict[str, Any]:
         _s = field_validator("sample_percent")(classmethod(lambda cls, v: _sample_pct(v)))
         _t = field_validator("statement_timeout_ms", "lock_timeout_ms")(classmethod(lambda cls, v: _timeout(v)))
         _n = field_validator("sample_row_limit", "tenant_index_min_rows")(classmethod(lambda cls, v: _count(v)))
+        _w = field_validator("parallel_workers")(classmethod(lambda cls, v: v if v is None else _workers(v)))
 
     return {
         "TenantModel": TenantModel, "Expectation": Expectation, "AlertsConfig": AlertsConfig,

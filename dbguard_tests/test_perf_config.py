@@ -32,6 +32,7 @@ VALID = [
     {"expectations": [{"table": "public.a", "type": "ExpectColumnValuesToNotBeNull", "kwargs": {"column": "x"}}]},
     {"alerts": {"webhook_url": "http://127.0.0.1:1/x", "timeout_seconds": 3}, "schedule": {"cron": "0  3 * * *"}},
     {"databases": [{"name": "a", "dsn_env": "A_URL"}], "statement_timeout_ms": 5000, "sample_row_limit": 0},
+    {"parallel_workers": 4}, {"parallel_workers": None},
     # coercions pydantic makes: the fast path hands them over
     {"sample_row_limit": "1000", "tenant": {"app_role_owns_tables": "yes"}, "schemas": ("a",)},
     {"coverage_threshold": "99.5", "alerts": {"log": 0}},
@@ -54,6 +55,8 @@ INVALID = [
     {"required_columns": {"a": "x"}},
     {"sample_row_limit": 1.5},
     {"alerts": {"timeout_seconds": "soon"}},
+    {"parallel_workers": 100},
+    {"parallel_workers": -1},
 ]
 
 
