@@ -12,12 +12,12 @@
 
 Wall times are medians of ``--repeat``; the load average is printed beside them. Compare only figures of one run.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -77,8 +77,10 @@ def startup(dsn: str, repeat: int, out: str) -> None:
         runs["dbguard"].append(_child(cli, (0, 1)))  # dbguard exits 1 when it found something
         runs["pg_dump"].append(_child(dump))
     (dw, dc), (pw, pc), (iw, ic) = _median(runs["dbguard"]), _median(runs["pg_dump"]), _median(runs["python"])
-    print(f"(1) validate --no-data: wall {dw:.3f} s, cpu {dc:.3f} s | pg_dump --schema-only: wall {pw:.3f} s, "
-          f"cpu {pc:.3f} s | python -c pass: wall {iw:.3f} s, cpu {ic:.3f} s")
+    print(
+        f"(1) validate --no-data: wall {dw:.3f} s, cpu {dc:.3f} s | pg_dump --schema-only: wall {pw:.3f} s, "
+        f"cpu {pc:.3f} s | python -c pass: wall {iw:.3f} s, cpu {ic:.3f} s"
+    )
     print(f"    ratio wall {dw / pw:.2f}x; dbguard cpu above the interpreter {dc - ic:.3f} s")
 
 
@@ -97,16 +99,23 @@ def ideal_metrics(dsn: str, snapshot, config: Config) -> tuple[int, int]:
                 continue
             for ref in p.references:
                 parent = _from(ref.ref_schema, ref.ref_table, "p", ref.ref_only, None)
-                on = sql.SQL(" and ").join(sql.SQL("p.{} = c.{}").format(sql.Identifier(pc), sql.Identifier(cc))
-                                           for cc, pc in zip(ref.columns, ref.ref_columns))
-                nn = sql.SQL(" and ").join(sql.SQL("c.{} is not null").format(sql.Identifier(cc))
-                                           for cc in ref.columns)
-                tenant = (sql.SQL("count(*) filter (where p.{} <> c.{})").format(
-                    sql.Identifier(ref.ref_tenant_column), sql.Identifier(ref.tenant_column))
-                    if ref.check_tenant else sql.SQL("null"))
-                conn.execute(sql.SQL("select count(*) filter (where p.{k} is null), {x} from {c} left join {p}"
-                                     " on {on} where {nn}").format(
-                    k=sql.Identifier(ref.ref_columns[0]), x=tenant, c=child, p=parent, on=on, nn=nn)).fetchone()
+                on = sql.SQL(" and ").join(
+                    sql.SQL("p.{} = c.{}").format(sql.Identifier(pc), sql.Identifier(cc))
+                    for cc, pc in zip(ref.columns, ref.ref_columns, strict=True)
+                )
+                nn = sql.SQL(" and ").join(sql.SQL("c.{} is not null").format(sql.Identifier(cc)) for cc in ref.columns)
+                tenant = (
+                    sql.SQL("count(*) filter (where p.{} <> c.{})").format(
+                        sql.Identifier(ref.ref_tenant_column), sql.Identifier(ref.tenant_column)
+                    )
+                    if ref.check_tenant
+                    else sql.SQL("null")
+                )
+                conn.execute(
+                    sql.SQL(
+                        "select count(*) filter (where p.{k} is null), {x} from {c} left join {p} on {on} where {nn}"
+                    ).format(k=sql.Identifier(ref.ref_columns[0]), x=tenant, c=child, p=parent, on=on, nn=nn)
+                ).fetchone()
                 joins += 1
     return scans, joins
 
@@ -124,8 +133,10 @@ def metrics(dsn: str, repeat: int) -> None:
         counts = ideal_metrics(dsn, snapshot, config)
         ideal.append((time.perf_counter() - t, time.process_time() - c))
     (ow, oc), (iw, ic) = _median(ours), _median(ideal)
-    print(f"(2) data metrics: dbguard wall {ow:.3f} s (client cpu {oc:.3f} s) | ideal SQL ({counts[0]} scans + "
-          f"{counts[1]} joins) wall {iw:.3f} s (client cpu {ic:.3f} s) | ratio {ow / iw:.2f}x")
+    print(
+        f"(2) data metrics: dbguard wall {ow:.3f} s (client cpu {oc:.3f} s) | ideal SQL ({counts[0]} scans + "
+        f"{counts[1]} joins) wall {iw:.3f} s (client cpu {ic:.3f} s) | ratio {ow / iw:.2f}x"
+    )
 
 
 def expectations(dsn: str, n_tables: int, skip_gx: bool) -> None:
@@ -134,19 +145,24 @@ def expectations(dsn: str, n_tables: int, skip_gx: bool) -> None:
 
     snapshot = introspect(dsn)
     tables = sorted(audited_tables(snapshot, Config()), key=lambda t: -max(t.row_estimate, 0))[:n_tables]
-    suite = tuple(Expectation(table=t.qualified, type="ExpectColumnValuesToNotBeNull", kwargs={"column": c.name})
-                  for t in tables for c in t.columns)
+    suite = tuple(
+        Expectation(table=t.qualified, type="ExpectColumnValuesToNotBeNull", kwargs={"column": c.name})
+        for t in tables
+        for c in t.columns
+    )
     config = Config(expectations=suite)
     t, c = time.perf_counter(), time.process_time()
     ours = run_expectations(dsn, config, snapshot)
     ow, oc = time.perf_counter() - t, time.process_time() - c
-    line = (f"(3) not-null expectations, {len(suite)} on {len(tables)} tables (largest first): dbguard "
-            f"wall {ow:.3f} s (cpu {oc:.3f} s)")
+    line = (
+        f"(3) not-null expectations, {len(suite)} on {len(tables)} tables (largest first): dbguard "
+        f"wall {ow:.3f} s (cpu {oc:.3f} s)"
+    )
     if not skip_gx:
         t, c = time.perf_counter(), time.process_time()
         gx = run_expectations(dsn, config, snapshot, engine="gx")
         gw, gc = time.perf_counter() - t, time.process_time() - c
-        same = all((a.success, a.observed) == (b.success, b.observed) for a, b in zip(gx, ours))
+        same = all((a.success, a.observed) == (b.success, b.observed) for a, b in zip(gx, ours, strict=True))
         line += f" | Great Expectations wall {gw:.3f} s (cpu {gc:.3f} s) | {gw / ow:.0f}x faster, same results: {same}"
     print(line)
 

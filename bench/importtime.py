@@ -5,6 +5,7 @@
 Prints the top-N packages by import self time (min over the runs; dbguard_pipeline split by sub-package), and the process's CPU time (user+sys, min over the runs) beside the interpreter's
 own (`python -c pass`). CPU time is what to compare on a loaded machine; print `uptime` with any figure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,10 @@ def main() -> int:
                 seen[key] = seen.get(key, 0) + int(m.group(1))
         for name, us in seen.items():
             best[name] = min(best.get(name, us), us)
-    print(f"cpu (user+sys) min of {ns.repeat}: dbguard {min(cpus):.3f} s, interpreter alone {min(base):.3f} s, "
-          f"above the interpreter {min(cpus) - min(base):.3f} s")
+    print(
+        f"cpu (user+sys) min of {ns.repeat}: dbguard {min(cpus):.3f} s, interpreter alone {min(base):.3f} s, "
+        f"above the interpreter {min(cpus) - min(base):.3f} s"
+    )
     print(f"load average: {os.getloadavg()}")
     print(f"top {ns.top} packages by import self time (min of {ns.repeat} runs, ms):")
     for name, us in sorted(best.items(), key=lambda kv: -kv[1])[: ns.top]:

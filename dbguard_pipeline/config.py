@@ -133,7 +133,7 @@ def _plain(kind: Any, v: Any) -> Any:
     raise _Reject
 
 
-def _plain_model(cls: type, v: Any) -> Any:
+def _plain_model(cls: Any, v: Any) -> Any:
     if type(v) is cls:
         return v
     if type(v) is not dict:
@@ -150,6 +150,7 @@ class _Settings:
     @classmethod
     def _from_plain(cls, data: dict) -> Any:
         kinds = cls._KINDS
+        make: Any = cls
         values = {}
         for key, v in data.items():
             if type(key) is not str or key not in kinds:
@@ -162,7 +163,7 @@ class _Settings:
                 except ValueError:
                     raise _Reject from None
             values[key] = v
-        return cls(_checked=True, **values)
+        return make(_checked=True, **values)
 
     @classmethod
     def model_validate(cls, data: Any) -> Any:
@@ -178,7 +179,7 @@ class _Settings:
         # Constructed directly (Config(schemas=["public"])): the same validation as model_validate.
         if _checked:
             return
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
         checked = type(self).model_validate(values)
         for name in values:
             object.__setattr__(self, name, getattr(checked, name))
@@ -186,7 +187,7 @@ class _Settings:
 
 def _to_plain(v: Any) -> Any:
     if isinstance(v, _Settings):
-        return {f.name: _to_plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        return {f.name: _to_plain(getattr(v, f.name)) for f in dataclasses.fields(v)}  # type: ignore[arg-type]
     if isinstance(v, dict):
         return {k: _to_plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -194,7 +195,7 @@ def _to_plain(v: Any) -> Any:
     return v
 
 
-def _from_mirror(cls: type, dumped: dict) -> Any:
+def _from_mirror(cls: Any, dumped: dict) -> Any:
     values = {}
     for key, v in dumped.items():
         kind = cls._KINDS[key]

@@ -1,4 +1,5 @@
 """The settings' fast validator gives exactly what pydantic gives, and a plain dbguard.yaml never imports pydantic."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,7 +33,8 @@ VALID = [
     {"expectations": [{"table": "public.a", "type": "ExpectColumnValuesToNotBeNull", "kwargs": {"column": "x"}}]},
     {"alerts": {"webhook_url": "http://127.0.0.1:1/x", "timeout_seconds": 3}, "schedule": {"cron": "0  3 * * *"}},
     {"databases": [{"name": "a", "dsn_env": "A_URL"}], "statement_timeout_ms": 5000, "sample_row_limit": 0},
-    {"parallel_workers": 4}, {"parallel_workers": None},
+    {"parallel_workers": 4},
+    {"parallel_workers": None},
     # coercions pydantic makes: the fast path hands them over
     {"sample_row_limit": "1000", "tenant": {"app_role_owns_tables": "yes"}, "schemas": ("a",)},
     {"coverage_threshold": "99.5", "alerts": {"log": 0}},
@@ -96,13 +98,15 @@ def test_direct_construction_is_validated_and_normalised():
 
 def test_plain_config_file_does_not_import_pydantic(tmp_path):
     p = tmp_path / "dbguard.yaml"
-    p.write_text(textwrap.dedent("""\
+    p.write_text(
+        textwrap.dedent("""\
         tenant: {column: org_id, context: guc, app_role: app_user}
         schemas: [public]
         coverage_threshold: 99
         expectations:
           - {table: public.a, type: ExpectColumnValuesToNotBeNull, kwargs: {column: x}}
-        """))
+        """)
+    )
     code = (
         "import sys; from dbguard_pipeline.config import load_config; "
         f"c = load_config({str(p)!r}); assert c.tenant.column == 'org_id', c; "

@@ -4,6 +4,7 @@ One suite (every translated type, with mostly, strict bounds, NULLs, duplicates,
 must stay with GX) runs through Great Expectations alone and through dbguard's engine; every result must match:
 success, element/unexpected/missing counts, percentages and observed values. The report names the engine.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -81,7 +82,7 @@ def test_dbguard_sql_and_great_expectations_give_the_same_results(empty_dsn):
     gx = run_expectations(empty_dsn, config, snapshot, engine="gx")
     ours = run_expectations(empty_dsn, config, snapshot)
     assert len(gx) == len(ours) == len(SUITE)
-    for i, (a, b) in enumerate(zip(gx, ours)):
+    for i, (a, b) in enumerate(zip(gx, ours, strict=True)):
         assert a.engine == "great_expectations"
         assert b.engine == ("great_expectations" if i in GX_ONLY else "dbguard"), (i, b)
         assert (b.table, b.type, b.object, b.severity) == (a.table, a.type, a.object, a.severity)

@@ -1,8 +1,9 @@
 """The schema snapshot: plain frozen dataclasses (hashable, comparable). No Dagster, no database here."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Optional, TypeVar
+from typing import Any, Generic, Optional, TypeVar
 
 _T = TypeVar("_T")
 
@@ -23,10 +24,11 @@ class cached_property(Generic[_T]):  # noqa: N801  (functools.cached_property wi
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, obj: Any, cls: Optional[type] = None) -> Any:
+    def __get__(self, obj: Any, cls: Optional[type] = None) -> _T:
         if obj is None:
-            return self
-        value = obj.__dict__[self.name] = self.fn(obj)
+            return self  # type: ignore[return-value]  # the descriptor itself, on the class
+        value: _T = self.fn(obj)
+        obj.__dict__[self.name] = value
         return value
 
 

@@ -171,8 +171,8 @@ def _run_sql(dsn: str, config: Config, snapshot: Snapshot, items: list[Expectati
             rows, reason = runner.fetch(table_query(table, [checks[i] for i in idxs]))
             for k, i in enumerate(idxs):
                 e = items[i]
-                base = dict(table=qualified, type=class_name(e.type), kwargs=dict(e.kwargs), severity=e.severity,
-                            object=objects[i], engine="dbguard")
+                base: dict[str, Any] = dict(table=qualified, type=class_name(e.type), kwargs=dict(e.kwargs),
+                                            severity=e.severity, object=objects[i], engine="dbguard")
                 if rows is None:
                     results[i] = ExpectationResult(**base, error=reason)
                     continue
@@ -301,16 +301,3 @@ def _run_gx(dsn: str, config: Config, snapshot: Optional[Snapshot], items: list[
                 context.data_sources.delete("dbguard")
     return results
 
-
-def _matching(ordered: list, pos: int, built: Any, e: Expectation) -> Any:
-    """The validation result of one expectation: GX keeps the suite's order except when it does not (it may
-    reorder), so the result at the expected position is checked and otherwise looked up by type and kwargs."""
-
-    def same(r: Any) -> bool:
-        cfg = r.expectation_config
-        return (cfg is not None and cfg.type == built.expectation_type
-                and all(cfg.kwargs.get(k) == v for k, v in e.kwargs.items()))
-
-    if pos < len(ordered) and same(ordered[pos]):
-        return ordered[pos]
-    return next((r for r in ordered if same(r)), None)

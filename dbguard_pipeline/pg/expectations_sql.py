@@ -13,6 +13,7 @@ Read only, like the metrics: each statement in its own READ ONLY transaction wit
 ``row_security = off``. The values a user writes (value sets, bounds, regexes) are bound parameters, identifiers
 go through ``sql.Identifier``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,7 +33,9 @@ _KINDS: dict[str, tuple[frozenset, frozenset]] = {
     "ExpectColumnValuesToBeUnique": (frozenset({"column"}), frozenset({"mostly"})),
     "ExpectColumnValuesToBeInSet": (frozenset({"column", "value_set"}), frozenset({"mostly"})),
     "ExpectColumnValuesToBeBetween": (
-        frozenset({"column"}), frozenset({"mostly", "min_value", "max_value", "strict_min", "strict_max"})),
+        frozenset({"column"}),
+        frozenset({"mostly", "min_value", "max_value", "strict_min", "strict_max"}),
+    ),
     "ExpectColumnValuesToMatchRegex": (frozenset({"column", "regex"}), frozenset({"mostly"})),
     "ExpectTableRowCountToBeBetween": (frozenset(), frozenset({"min_value", "max_value"})),
     "ExpectCompoundColumnsToBeUnique": (frozenset({"column_list"}), frozenset({"mostly", "ignore_row_if"})),
@@ -78,9 +81,14 @@ def translate(type_name: str, e: Expectation, table: Optional[Table]) -> Optiona
         return SqlCheck(type_name, dict(kw))
     if type_name == "ExpectCompoundColumnsToBeUnique":
         cols = kw["column_list"]
-        if (type(cols) not in (list, tuple) or len(cols) < 2 or any(type(c) is not str for c in cols)
-                or len(set(cols)) != len(cols) or any(table.column(c) is None for c in cols)
-                or kw.get("ignore_row_if", "all_values_are_missing") != "all_values_are_missing"):
+        if (
+            type(cols) not in (list, tuple)
+            or len(cols) < 2
+            or any(type(c) is not str for c in cols)
+            or len(set(cols)) != len(cols)
+            or any(table.column(c) is None for c in cols)
+            or kw.get("ignore_row_if", "all_values_are_missing") != "all_values_are_missing"
+        ):
             return None
         return SqlCheck(type_name, dict(kw), columns=tuple(cols))
     col = kw["column"]
@@ -117,24 +125,29 @@ def _unexpected(check: SqlCheck, table_ref: sql.Composable) -> sql.Composable:
     """An expression counting the unexpected rows of one check (an aggregate over the table's scan)."""
     kw = check.kwargs
     if check.kind == "ExpectColumnValuesToBeUnique":
-        col = sql.Identifier(check.column)
+        col = sql.Identifier(check.column or "")
         return sql.SQL(
             "(select coalesce(sum(d.n), 0)::bigint from (select count(*) as n from {t} where {c} is not null"
-            " group by {c} having count(*) > 1) d)").format(t=table_ref, c=col)
+            " group by {c} having count(*) > 1) d)"
+        ).format(t=table_ref, c=col)
     if check.kind == "ExpectCompoundColumnsToBeUnique":
         cols = [sql.Identifier(c) for c in check.columns]
         # GX joins each row to its group's count with "=", so a row with a NULL in any column never counts
         return sql.SQL(
             "(select coalesce(sum(d.n), 0)::bigint from (select count(*) as n from {t} where {none_null}"
-            " group by {cols} having count(*) > 1) d)").format(
-            t=table_ref, cols=sql.SQL(", ").join(cols),
-            none_null=sql.SQL(" and ").join(sql.SQL("{} is not null").format(c) for c in cols))
-    col = sql.Identifier(check.column)
+            " group by {cols} having count(*) > 1) d)"
+        ).format(
+            t=table_ref,
+            cols=sql.SQL(", ").join(cols),
+            none_null=sql.SQL(" and ").join(sql.SQL("{} is not null").format(c) for c in cols),
+        )
+    col = sql.Identifier(check.column or "")
     if check.kind == "ExpectColumnValuesToNotBeNull":
         cond = sql.SQL("{} is null").format(col)
     elif check.kind == "ExpectColumnValuesToBeInSet":
         cond = sql.SQL("{c} is not null and not ({c} in ({vals}))").format(
-            c=col, vals=sql.SQL(", ").join(sql.Literal(v) for v in kw["value_set"]))
+            c=col, vals=sql.SQL(", ").join(sql.Literal(v) for v in kw["value_set"])
+        )
     elif check.kind == "ExpectColumnValuesToBeBetween":
         parts = []
         if kw.get("min_value") is not None:
@@ -146,7 +159,8 @@ def _unexpected(check: SqlCheck, table_ref: sql.Composable) -> sql.Composable:
         cond = sql.SQL("{c} is not null and not ({ok})").format(c=col, ok=sql.SQL(" and ").join(parts))
     elif check.kind == "ExpectColumnValuesToMatchRegex":
         cond = sql.SQL("{c} is not null and not ({c} operator(pg_catalog.~) {r})").format(
-            c=col, r=sql.Literal(kw["regex"]))
+            c=col, r=sql.Literal(kw["regex"])
+        )
     else:  # pragma: no cover - translate() admits nothing else
         raise AssertionError(check.kind)
     return sql.SQL("count(*) filter (where {})").format(cond)
@@ -158,8 +172,9 @@ def _missing(check: SqlCheck) -> Optional[sql.Composable]:
         return None
     if check.kind == "ExpectCompoundColumnsToBeUnique":
         return sql.SQL("count(*) filter (where {})").format(
-            sql.SQL(" and ").join(sql.SQL("{} is null").format(sql.Identifier(c)) for c in check.columns))
-    return sql.SQL("count(*) filter (where {} is null)").format(sql.Identifier(check.column))
+            sql.SQL(" and ").join(sql.SQL("{} is null").format(sql.Identifier(c)) for c in check.columns)
+        )
+    return sql.SQL("count(*) filter (where {} is null)").format(sql.Identifier(check.column or ""))
 
 
 def table_query(table: Table, checks: list[SqlCheck]) -> sql.Composable:
@@ -179,9 +194,10 @@ def _mostly_success(considered: int, unexpected: int, mostly: float) -> bool:
     return (float(considered) - float(unexpected)) / float(considered) >= mostly
 
 
-def outcome(check: SqlCheck, n: int, unexpected: Optional[int], missing: Optional[int]) -> tuple[bool, dict]:
+def outcome(check: SqlCheck, n: int, count: Optional[int], missing: Optional[int]) -> tuple[bool, dict]:
     """(success, observed) exactly as Great Expectations words them for the BASIC result format."""
     kw = check.kwargs
+    unexpected = count or 0
     if check.kind == "ExpectTableRowCountToBeBetween":
         lo, hi = kw.get("min_value"), kw.get("max_value")
         return (lo is None or n >= lo) and (hi is None or n <= hi), {"observed_value": n}
@@ -190,11 +206,18 @@ def outcome(check: SqlCheck, n: int, unexpected: Optional[int], missing: Optiona
         if n == 0:
             return True, {"element_count": 0, "unexpected_count": None, "unexpected_percent": None}
         return _mostly_success(n, unexpected, mostly), {
-            "element_count": n, "unexpected_count": unexpected, "unexpected_percent": unexpected / n * 100}
-    if n == 0 and check.kind not in ("ExpectColumnValuesToBeUnique", "ExpectCompoundColumnsToBeUnique"):
-        unexpected = None  # GX's condition metrics give no count on an empty table (its uniqueness ones give 0)
+            "element_count": n,
+            "unexpected_count": unexpected,
+            "unexpected_percent": unexpected / n * 100,
+        }
     considered = n - (missing or 0)
     success = True if n == 0 or considered == 0 else _mostly_success(considered, unexpected, mostly)
     percent = unexpected / considered * 100 if n > 0 and considered > 0 else None
-    return success, {"element_count": n, "unexpected_count": unexpected, "unexpected_percent": percent,
-                     "missing_count": missing}
+    # GX's condition metrics give no count on an empty table (its uniqueness ones give 0)
+    empty_none = n == 0 and check.kind not in ("ExpectColumnValuesToBeUnique", "ExpectCompoundColumnsToBeUnique")
+    return success, {
+        "element_count": n,
+        "unexpected_count": None if empty_none else unexpected,
+        "unexpected_percent": percent,
+        "missing_count": missing,
+    }
