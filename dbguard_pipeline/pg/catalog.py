@@ -6,6 +6,7 @@ the columns query instead of a subquery per constraint or index. Works on Postgr
 """
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -257,6 +258,7 @@ def _introspect_two_connections(dsn: str, schemas: Optional[Sequence[str]], stat
         if errors:
             raise errors[0]
         rows.update(second_rows)
+        second_rows.clear()  # _assemble releases each query's rows as it goes: hold no second reference
     return _assemble(rows)
 
 
@@ -271,16 +273,22 @@ def _key_names(attnames: dict[int, str], attnums: Optional[Sequence[int]]) -> tu
 
 
 def _assemble(rows: dict[str, list[dict]]) -> Snapshot:
+    """Build the snapshot; each query's rows are released as soon as they are turned into objects (``rows`` is
+    emptied), and repeated small values (type names, roles, privileges) are shared, so the peak memory is the
+    snapshot plus one query's rows, not the snapshot plus all of them."""
     meta = rows[Q_META][0]
     by_oid: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     attnames: dict[int, dict[int, str]] = defaultdict(dict)  # table oid -> attnum -> column name
+    intern = sys.intern
+    grants: dict[tuple[str, str], Grant] = {}  # one object per (grantee, privilege)
 
-    for r in rows[Q_COLUMNS]:
-        attnames[r["oid"]][r["position"]] = r["name"]
+    for r in rows.pop(Q_COLUMNS):
+        name = intern(r["name"])
+        attnames[r["oid"]][r["position"]] = name
         by_oid[r["oid"]]["columns"].append(Column(
-            name=r["name"], type=r["type"], not_null=r["not_null"], default=r["default"],
+            name=name, type=intern(r["type"]), not_null=r["not_null"], default=r["default"],
             identity=r["identity"], generated=r["generated"], position=r["position"]))
-    for r in rows[Q_CONSTRAINTS]:
+    for r in rows.pop(Q_CONSTRAINTS):
         fk = r["contype"] == "f"
         ref_columns: tuple[str, ...] = ()
         if fk:
@@ -293,18 +301,23 @@ def _assemble(rows: dict[str, list[dict]]) -> Snapshot:
             ref_columns=ref_columns,
             on_delete=_FKACTION.get(r["deltype"]) if fk else None,
             on_update=_FKACTION.get(r["updtype"]) if fk else None))
-    for r in rows[Q_INDEXES]:
+    for r in rows.pop(Q_INDEXES):
         keys = (r["indkey"] or [])[: r["nkeyatts"]]
         by_oid[r["oid"]]["indexes"].append(Index(
             name=r["name"], columns=_names(attnames[r["oid"]], keys), definition=r["definition"],
             unique=r["unique"], primary=r["primary"], predicate=r["predicate"], valid=r["valid"],
             expressions=r["expressions"]))
-    for r in rows[Q_POLICIES]:
+    for r in rows.pop(Q_POLICIES):
         by_oid[r["oid"]]["policies"].append(Policy(
-            name=r["name"], permissive=r["permissive"], command=_POLCMD[r["cmd"]], roles=tuple(r["roles"]),
-            using=r["using"], with_check=r["with_check"]))
-    for r in rows[Q_GRANTS]:
-        by_oid[r["oid"]]["grants"].append(Grant(grantee=r["grantee"], privilege=r["privilege"]))
+            name=r["name"], permissive=r["permissive"], command=_POLCMD[r["cmd"]],
+            roles=tuple(intern(x) for x in r["roles"]), using=r["using"], with_check=r["with_check"]))
+    for r in rows.pop(Q_GRANTS):
+        key = (r["grantee"], r["privilege"])
+        grant = grants.get(key)
+        if grant is None:
+            grant = grants[key] = Grant(grantee=intern(key[0]), privilege=intern(key[1]))
+        by_oid[r["oid"]]["grants"].append(grant)
+    del attnames
 
     table_objs = tuple(
         Table(schema=t["schema"], name=t["name"], kind=t["kind"], owner=t["owner"], rls_enabled=t["rls_enabled"],
@@ -312,7 +325,7 @@ def _assemble(rows: dict[str, list[dict]]) -> Snapshot:
               columns=tuple(by_oid[t["oid"]]["columns"]), constraints=tuple(by_oid[t["oid"]]["constraints"]),
               indexes=tuple(by_oid[t["oid"]]["indexes"]), policies=tuple(by_oid[t["oid"]]["policies"]),
               grants=tuple(by_oid[t["oid"]]["grants"]), parent=t["parent"], comment=t["comment"])
-        for t in rows[Q_TABLES]
+        for t in rows.pop(Q_TABLES)
     )
     views = tuple(
         View(schema=v["schema"], name=v["name"], owner=v["owner"], materialized=v["materialized"],
