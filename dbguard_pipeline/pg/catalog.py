@@ -190,7 +190,7 @@ class _Row(tuple):
     __slots__ = ()
     _index: dict[str, int] = {}
 
-    def __getitem__(self, key):  # type: ignore[override]
+    def __getitem__(self, key):
         return tuple.__getitem__(self, self._index[key] if type(key) is str else key)
 
     def keys(self):
