@@ -132,6 +132,9 @@ class Config(_Strict):
     tenant_index_min_rows: int = 10_000  # missing_tenant_index applies above this size
     statement_timeout_ms: int = 60_000
     lock_timeout_ms: int = 2_000
+    # Parallel workers PostgreSQL may use per scan or join of the data metrics (transaction-local
+    # max_parallel_workers_per_gather); None: the server's setting. Capped by the server's max_parallel_workers.
+    parallel_workers: Optional[int] = None
     expectations: tuple[Expectation, ...] = ()
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     databases: tuple[DatabaseTarget, ...] = ()
@@ -156,6 +159,13 @@ class Config(_Strict):
     def _timeout(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be a positive number of milliseconds (the audit never runs without a timeout)")
+        return v
+
+    @field_validator("parallel_workers")
+    @classmethod
+    def _workers(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and not 0 <= v <= 64:
+            raise ValueError("must be between 0 and 64")
         return v
 
     @field_validator("sample_row_limit", "tenant_index_min_rows")

@@ -108,9 +108,9 @@ def test_great_expectations_is_imported_only_when_the_config_declares_expectatio
     import subprocess
     import sys
 
-    cfg = tmp_path / "dbguard.yaml"
-    cfg.write_text("expectations:\n  - {table: public.garages, type: ExpectTableRowCountToBeBetween, "
-                   "kwargs: {min_value: 1}}\n")
+    cfg = tmp_path / "dbguard.yaml"  # a type dbguard does not evaluate itself: Great Expectations runs it
+    cfg.write_text("expectations:\n  - {table: public.garages, type: ExpectColumnValueLengthsToBeBetween, "
+                   "kwargs: {column: name, min_value: 1}}\n")
     code = (
         "import json, sys\n"
         "from dbguard_pipeline.cli import main\n"
@@ -121,6 +121,11 @@ def test_great_expectations_is_imported_only_when_the_config_declares_expectatio
     with_gx = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, timeout=180)
     assert with_gx.returncode == 0, with_gx.stderr
     assert json.loads(with_gx.stdout.strip().splitlines()[-1])[:2] == [0, True]
+    sql_only = tmp_path / "sql.yaml"  # one dbguard evaluates in SQL: Great Expectations is never imported
+    sql_only.write_text("expectations:\n  - {table: public.garages, type: ExpectTableRowCountToBeBetween, "
+                        "kwargs: {min_value: 1}}\n")
+    fast = subprocess.run([sys.executable, "-c", code, str(sql_only)], capture_output=True, text=True, timeout=180)
+    assert json.loads(fast.stdout.strip().splitlines()[-1]) == [0, False, False], fast.stderr
     empty = tmp_path / "empty.yaml"
     empty.write_text("{}\n")
     without = subprocess.run([sys.executable, "-c", code, str(empty)], capture_output=True, text=True, timeout=180)

@@ -419,3 +419,17 @@ def test_row_level_security_never_yields_partial_counts(demo_dsn):
         assert vehicles.rows is None and "row level security" in vehicles.error
     finally:
         run_sql(demo_dsn, "drop owned by dbguard_rls_reader; drop role dbguard_rls_reader")
+
+
+def test_parallel_workers_are_set_per_transaction_only(empty_dsn):
+    from dbguard_pipeline.pg.metrics import _Runner
+
+    runner = _Runner(empty_dsn, Config(parallel_workers=3))
+    try:
+        rows, err = runner.fetch("select current_setting('max_parallel_workers_per_gather'),"
+                                 " current_setting('transaction_read_only')")
+        assert err is None and rows == [("3", "on")]
+        after = runner.conn.execute("select current_setting('max_parallel_workers_per_gather')").fetchone()
+        assert after == ("2",)  # the server's default again: nothing outlives the audit's transaction
+    finally:
+        runner.close()

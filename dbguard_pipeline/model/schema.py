@@ -1,9 +1,35 @@
 """The schema snapshot: plain frozen dataclasses (hashable, comparable). No Dagster, no database here."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Optional
+from typing import Any, Generic, Optional, TypeVar
+
+_T = TypeVar("_T")
+
+
+class cached_property(Generic[_T]):  # noqa: N801  (functools.cached_property without its per-call lock)
+    """Computed once per instance, then read from the instance's ``__dict__`` (frozen dataclasses included).
+
+    Python 3.11's ``functools.cached_property`` takes a lock on every first access of every instance; with
+    thousands of tables that shows in profiles. The value is derived from frozen fields, so a race between
+    two threads computes the same value twice at worst.
+    """
+
+    def __init__(self, fn: Callable[[Any], _T]) -> None:
+        self.fn = fn
+        self.name = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, cls: Optional[type] = None) -> _T:
+        if obj is None:
+            return self  # type: ignore[return-value]  # the descriptor itself, on the class
+        value: _T = self.fn(obj)
+        obj.__dict__[self.name] = value
+        return value
 
 
 @dataclass(frozen=True)
@@ -77,7 +103,7 @@ class Table:
     parent: Optional[str] = None  # "schema.table" of the partitioned parent
     comment: Optional[str] = None
 
-    @property
+    @cached_property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
 

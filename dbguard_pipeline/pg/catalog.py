@@ -6,13 +6,17 @@ the columns query instead of a subquery per constraint or index. Works on Postgr
 """
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import psycopg
 from psycopg.rows import dict_row
+
+if TYPE_CHECKING:
+    from psycopg.cursor import BaseCursor
 
 from dbguard_pipeline.model.schema import (
     Column,
@@ -190,13 +194,32 @@ def introspect_connection(conn: psycopg.Connection, schemas: Optional[Sequence[s
     return _assemble(_run_queries(conn, QUERIES, schemas))
 
 
+class _Row(tuple):
+    """A catalog row: a tuple (a third of a dict's memory; 8,000 tables fetch ~210,000 rows) read by column name."""
+
+    __slots__ = ()
+    _index: dict[str, int] = {}
+
+    def __getitem__(self, key):
+        return tuple.__getitem__(self, self._index[key] if type(key) is str else key)
+
+    def keys(self):
+        return self._index.keys()
+
+
+def _keyed_rows(cursor: BaseCursor) -> Any:
+    """psycopg row factory: one :class:`_Row` subclass per statement, knowing its column names."""
+    names = [c.name for c in cursor.description or ()]
+    return type("Row", (_Row,), {"__slots__": (), "_index": {n: i for i, n in enumerate(names)}})
+
+
 def _run_queries(conn: psycopg.Connection, queries: Sequence[str], schemas: Optional[Sequence[str]]
-                 ) -> dict[str, list[dict]]:
+                 ) -> dict[str, list[Any]]:
     # Pipeline mode: the statements go out at once (one round trip instead of one per query).
     with conn.pipeline():
         cursors = []
         for q in queries:
-            cur = conn.cursor(row_factory=dict_row)
+            cur = conn.cursor(row_factory=_keyed_rows)
             cur.execute(q, _params_for(q, schemas))
             cursors.append((q, cur))
         rows = {}
@@ -267,6 +290,7 @@ def _introspect_two_connections(dsn: str, schemas: Optional[Sequence[str]], stat
         if errors:
             raise errors[0]
         rows.update(second_rows)
+        second_rows.clear()  # _assemble releases each query's rows as it goes: hold no second reference
     return _assemble(rows)
 
 
@@ -281,16 +305,22 @@ def _key_names(attnames: dict[int, str], attnums: Optional[Sequence[int]]) -> tu
 
 
 def _assemble(rows: dict[str, list[dict]]) -> Snapshot:
+    """Build the snapshot; each query's rows are released as soon as they are turned into objects (``rows`` is
+    emptied), and repeated small values (type names, roles, privileges) are shared, so the peak memory is the
+    snapshot plus one query's rows, not the snapshot plus all of them."""
     meta = rows[Q_META][0]
     by_oid: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     attnames: dict[int, dict[int, str]] = defaultdict(dict)  # table oid -> attnum -> column name
+    intern = sys.intern
+    grants: dict[tuple[str, str], Grant] = {}  # one object per (grantee, privilege)
 
-    for r in rows[Q_COLUMNS]:
-        attnames[r["oid"]][r["position"]] = r["name"]
+    for r in rows.pop(Q_COLUMNS):
+        name = intern(r["name"])
+        attnames[r["oid"]][r["position"]] = name
         by_oid[r["oid"]]["columns"].append(Column(
-            name=r["name"], type=r["type"], not_null=r["not_null"], default=r["default"],
+            name=name, type=intern(r["type"]), not_null=r["not_null"], default=r["default"],
             identity=r["identity"], generated=r["generated"], position=r["position"]))
-    for r in rows[Q_CONSTRAINTS]:
+    for r in rows.pop(Q_CONSTRAINTS):
         fk = r["contype"] == "f"
         ref_columns: tuple[str, ...] = ()
         if fk:
@@ -303,18 +333,23 @@ def _assemble(rows: dict[str, list[dict]]) -> Snapshot:
             ref_columns=ref_columns,
             on_delete=_FKACTION.get(r["deltype"]) if fk else None,
             on_update=_FKACTION.get(r["updtype"]) if fk else None))
-    for r in rows[Q_INDEXES]:
+    for r in rows.pop(Q_INDEXES):
         keys = (r["indkey"] or [])[: r["nkeyatts"]]
         by_oid[r["oid"]]["indexes"].append(Index(
             name=r["name"], columns=_names(attnames[r["oid"]], keys), definition=r["definition"],
             unique=r["unique"], primary=r["primary"], predicate=r["predicate"], valid=r["valid"],
             expressions=r["expressions"]))
-    for r in rows[Q_POLICIES]:
+    for r in rows.pop(Q_POLICIES):
         by_oid[r["oid"]]["policies"].append(Policy(
-            name=r["name"], permissive=r["permissive"], command=_POLCMD[r["cmd"]], roles=tuple(r["roles"]),
-            using=r["using"], with_check=r["with_check"]))
-    for r in rows[Q_GRANTS]:
-        by_oid[r["oid"]]["grants"].append(Grant(grantee=r["grantee"], privilege=r["privilege"]))
+            name=r["name"], permissive=r["permissive"], command=_POLCMD[r["cmd"]],
+            roles=tuple(intern(x) for x in r["roles"]), using=r["using"], with_check=r["with_check"]))
+    for r in rows.pop(Q_GRANTS):
+        key = (r["grantee"], r["privilege"])
+        grant = grants.get(key)
+        if grant is None:
+            grant = grants[key] = Grant(grantee=intern(key[0]), privilege=intern(key[1]))
+        by_oid[r["oid"]]["grants"].append(grant)
+    del attnames
 
     table_objs = tuple(
         Table(schema=t["schema"], name=t["name"], kind=t["kind"], owner=t["owner"], rls_enabled=t["rls_enabled"],
@@ -322,7 +357,7 @@ def _assemble(rows: dict[str, list[dict]]) -> Snapshot:
               columns=tuple(by_oid[t["oid"]]["columns"]), constraints=tuple(by_oid[t["oid"]]["constraints"]),
               indexes=tuple(by_oid[t["oid"]]["indexes"]), policies=tuple(by_oid[t["oid"]]["policies"]),
               grants=tuple(by_oid[t["oid"]]["grants"]), parent=t["parent"], comment=t["comment"])
-        for t in rows[Q_TABLES]
+        for t in rows.pop(Q_TABLES)
     )
     views = tuple(
         View(schema=v["schema"], name=v["name"], owner=v["owner"], materialized=v["materialized"],

@@ -7,8 +7,12 @@ datasource: GX's SqlAlchemy execution engine computes every metric in the databa
 pandas. The GX context is ephemeral (nothing is written to disk); its connections are READ ONLY with the
 configured statement and lock timeouts; the password never enters the GX connection string.
 
-Great Expectations takes seconds to import: this module imports it only inside :func:`run_expectations`,
-which the audit calls only when the config declares expectations.
+The common types (not null, unique, in set, between, regex, row count, compound uniqueness) are evaluated by
+dbguard itself in one SQL query per table (:mod:`dbguard_pipeline.pg.expectations_sql`), with GX's counts and
+success rules; only what that translation does not recognise exactly goes to Great Expectations. Each result
+names its ``engine``: ``dbguard`` or ``great_expectations``.
+
+Great Expectations takes seconds to import: this module imports it only when an expectation needs it.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ class ExpectationResult:
     observed: dict = field(default_factory=dict, compare=False, hash=False)
     error: Optional[str] = None
     object: str = ""  # stable name within the table: type(column), de-duplicated with #n
+    engine: str = "great_expectations"  # what evaluated it: "dbguard" (one SQL query per table) or GX
 
     @property
     def schema_name(self) -> str:
@@ -99,13 +104,16 @@ def _resolve_table(snapshot: Optional[Snapshot], name: str) -> tuple[Optional[st
     return "public", name
 
 
-def build_expectations(config: Config) -> list[Any]:
+def build_expectations(config: Config, only: Optional[set[int]] = None) -> list[Any]:
     """Instantiate the configured expectations (imports great_expectations); a bad type or bad kwargs raise
-    a one-line ConfigError naming the entry."""
+    a one-line ConfigError naming the entry. ``only``: the indexes to build (the others are None)."""
     import great_expectations as gx
 
-    out = []
+    out: list[Any] = []
     for i, e in enumerate(config.expectations):
+        if only is not None and i not in only:
+            out.append(None)
+            continue
         name = class_name(e.type)
         cls = getattr(gx.expectations, name, None)
         if not (isinstance(cls, type) and issubclass(cls, gx.expectations.Expectation)):
@@ -143,13 +151,83 @@ def _engine_args(dsn: str, config: Config) -> tuple[str, dict]:
     return url, connect_args
 
 
-def run_expectations(dsn: str, config: Config, snapshot: Optional[Snapshot] = None) -> tuple[ExpectationResult, ...]:
-    """Validate every configured expectation; one suite and one batch per table."""
+def _run_sql(dsn: str, config: Config, snapshot: Snapshot, items: list[Expectation], objects: list[str],
+             checks: dict[int, Any]) -> dict[int, ExpectationResult]:
+    """The expectations dbguard evaluates itself: one READ ONLY query per table."""
+    from dbguard_pipeline.pg.expectations_sql import outcome, table_query
+    from dbguard_pipeline.pg.metrics import _Runner
+
+    by_table: dict[str, list[int]] = {}
+    for i in checks:
+        found = snapshot.table(items[i].table)
+        assert found is not None  # translate() admits only existing tables
+        by_table.setdefault(found.qualified, []).append(i)
+    results: dict[int, ExpectationResult] = {}
+    runner = _Runner(dsn, config)
+    try:
+        for qualified, idxs in by_table.items():
+            table = snapshot.table(qualified)
+            assert table is not None
+            rows, reason = runner.fetch(table_query(table, [checks[i] for i in idxs]))
+            for k, i in enumerate(idxs):
+                e = items[i]
+                base: dict[str, Any] = dict(table=qualified, type=class_name(e.type), kwargs=dict(e.kwargs),
+                                            severity=e.severity, object=objects[i], engine="dbguard")
+                if rows is None:
+                    results[i] = ExpectationResult(**base, error=reason)
+                    continue
+                row = rows[0]
+                success, observed = outcome(checks[i], int(row[0]), row[1 + 2 * k], row[2 + 2 * k])
+                results[i] = ExpectationResult(**base, success=success, observed=observed)
+    finally:
+        runner.close()
+    return results
+
+
+def run_expectations(dsn: str, config: Config, snapshot: Optional[Snapshot] = None, *,
+                     engine: str = "auto") -> tuple[ExpectationResult, ...]:
+    """Validate every configured expectation. The common types in one SQL query per table (needs the snapshot),
+    the others with Great Expectations, one suite and one batch per table. ``engine="gx"``: everything through
+    Great Expectations (the comparison tests and the bench use it)."""
     if not config.expectations:
         return ()
     items = list(config.expectations)
-    built = build_expectations(config)
     objects = _object_names(items)
+    checks: dict[int, Any] = {}
+    if snapshot is not None and engine != "gx":
+        from dbguard_pipeline.pg.expectations_sql import translate
+
+        for i, e in enumerate(items):
+            check = translate(class_name(e.type), e, snapshot.table(e.table))
+            if check is not None:
+                checks[i] = check
+    rest = [i for i in range(len(items)) if i not in checks]
+    results: dict[int, ExpectationResult] = {}
+    if rest:
+        results.update(_run_gx(dsn, config, snapshot, items, objects, rest))
+    if checks:
+        assert snapshot is not None
+        results.update(_run_sql(dsn, config, snapshot, items, objects, checks))
+    return tuple(results[i] for i in range(len(items)))
+
+
+def _matching(ordered: list, pos: int, built: Any, e: Expectation) -> Any:
+    """The validation result of one expectation: GX keeps the suite's order except when it does not (it may
+    reorder), so the result at the expected position is checked and otherwise looked up by type and kwargs."""
+
+    def same(r: Any) -> bool:
+        cfg = r.expectation_config
+        return (cfg is not None and cfg.type == built.expectation_type
+                and all(cfg.kwargs.get(k) == v for k, v in e.kwargs.items()))
+
+    if pos < len(ordered) and same(ordered[pos]):
+        return ordered[pos]
+    return next((r for r in ordered if same(r)), None)
+
+
+def _run_gx(dsn: str, config: Config, snapshot: Optional[Snapshot], items: list[Expectation], objects: list[str],
+            todo: list[int]) -> dict[int, ExpectationResult]:
+    built = build_expectations(config, set(todo))
 
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -159,7 +237,8 @@ def run_expectations(dsn: str, config: Config, snapshot: Optional[Snapshot] = No
         return mask_secrets(" ".join(str(text).split()), dsn)[:500]
 
     groups: dict[tuple[Optional[str], Optional[str], str], list[int]] = {}
-    for i, e in enumerate(items):
+    for i in todo:
+        e = items[i]
         schema, table = _resolve_table(snapshot, e.table)
         groups.setdefault((schema, table, e.table), []).append(i)
 
@@ -206,9 +285,8 @@ def run_expectations(dsn: str, config: Config, snapshot: Optional[Snapshot] = No
                     continue
                 ordered = list(validation.results)
                 for i in idxs:
-                    pos = position[i]
-                    r = ordered[pos] if pos < len(ordered) else None
-                    if r is None or r.expectation_config is None or r.expectation_config.type != built[i].expectation_type:
+                    r = _matching(ordered, position[i], built[i], items[i])
+                    if r is None:
                         results[i] = result(i, schema, table, error="no result from Great Expectations")
                         continue
                     raised = _raised(r.exception_info)
@@ -221,4 +299,5 @@ def run_expectations(dsn: str, config: Config, snapshot: Optional[Snapshot] = No
         finally:
             with contextlib.suppress(Exception):  # cleanup of an ephemeral context: best effort
                 context.data_sources.delete("dbguard")
-    return tuple(results[i] for i in range(len(items)))
+    return results
+

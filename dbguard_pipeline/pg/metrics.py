@@ -313,6 +313,10 @@ class _Runner:
         self.dsn = dsn
         self.config = config
         self.conn = connect(dsn)
+        self.settings = dict(SESSION_SETTINGS)
+        workers = getattr(config, "parallel_workers", None)
+        if workers is not None:  # transaction-local, like every other setting of the audit
+            self.settings["max_parallel_workers_per_gather"] = str(int(workers))
 
     def close(self) -> None:
         self.conn.close()
@@ -320,7 +324,7 @@ class _Runner:
     def fetch(self, query) -> tuple[Optional[list[tuple]], Optional[str]]:
         try:
             with read_only_session(self.conn, statement_timeout_ms=self.config.statement_timeout_ms,
-                                   lock_timeout_ms=self.config.lock_timeout_ms, settings=SESSION_SETTINGS) as conn:
+                                   lock_timeout_ms=self.config.lock_timeout_ms, settings=self.settings) as conn:
                 try:
                     return conn.execute(query).fetchall(), None
                 except psycopg.Error as exc:

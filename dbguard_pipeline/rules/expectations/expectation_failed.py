@@ -61,4 +61,5 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             f"{r.type}({_kwargs(r.kwargs)}) failed" + (f": {observed}" if observed else ""),
             "Fix the data (or the expectation in dbguard.yaml if the data is right) and run dbguard validate again.",
             object=r.object, severity=Severity(r.severity),
-            detail={"type": r.type, "kwargs": r.kwargs, "observed": r.observed})
+            detail={"type": r.type, "kwargs": r.kwargs, "observed": r.observed,
+                    "engine": getattr(r, "engine", "great_expectations")})
