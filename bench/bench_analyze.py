@@ -15,6 +15,7 @@ peak memory of analyzing a 1,000-table database.
 The server is the embedded PostgreSQL in a temporary data directory (or ``$DBGUARD_BENCH_DSN``, a superuser URL).
 Timings are reported, never asserted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,11 @@ def planted(server: str, log=print, text_out: str | None = None) -> list[dict]:
     for i, s in enumerate(proposed):  # one timestamp each: the runner applies them in the order they were proven
         texts.update(rendered([s.migration], f"2026010100{i:04d}"))
     write_files(folder, texts)
-    run = subprocess.run([sys.executable, "-m", "dbguard_pipeline.cli", "migrate", "up", "--dir", str(folder),
-                          "--dsn", dsn], capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "dbguard_pipeline.cli", "migrate", "up", "--dir", str(folder), "--dsn", dsn],
+        capture_output=True,
+        text=True,
+    )
     log(f"dbguard migrate up ({len(proposed)} migrations): exit {run.returncode}")
     if run.returncode != 0:
         log(run.stdout + run.stderr)
@@ -77,23 +81,37 @@ def planted(server: str, log=print, text_out: str | None = None) -> list[dict]:
     rows = []
     for t in before.measured:
         a = next(x for x in after.tables if x.table == t.table)
-        rows.append({"table": t.table, "planted": t.table in PLANTED, "causes": sorted({c.kind for c in t.causes}),
-                     "fixes": [s.title.split(":")[0] for s in t.proposed],
-                     "overhead_before": t.overhead, "overhead_after": a.overhead,
-                     "app_ms_before": t.total("app"), "app_ms_after": a.total("app"),
-                     "owner_ms_before": t.total("owner"), "owner_ms_after": a.total("owner")})
+        rows.append(
+            {
+                "table": t.table,
+                "planted": t.table in PLANTED,
+                "causes": sorted({c.kind for c in t.causes}),
+                "fixes": [s.title.split(":")[0] for s in t.proposed],
+                "overhead_before": t.overhead,
+                "overhead_after": a.overhead,
+                "app_ms_before": t.total("app"),
+                "app_ms_after": a.total("app"),
+                "owner_ms_before": t.total("owner"),
+                "owner_ms_after": a.total("owner"),
+            }
+        )
     return rows
 
 
 def planted_table(rows: list[dict]) -> str:
-    out = ["| table | causes named | proven fixes applied | overhead before | overhead after | drop | "
-           "app ms before | app ms after | owner ms before | owner ms after |", "|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| table | causes named | proven fixes applied | overhead before | overhead after | drop | "
+        "app ms before | app ms after | owner ms before | owner ms after |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         drop = (r["overhead_before"] / r["overhead_after"]) if r["overhead_after"] else None
-        out.append(f"| {r['table']}{' (planted)' if r['planted'] else ''} | {', '.join(r['causes']) or '-'} | "
-                   f"{'; '.join(r['fixes']) or '-'} | {_x(r['overhead_before'])} | {_x(r['overhead_after'])} | "
-                   f"{_x(drop)} | {_ms(r['app_ms_before'])} | {_ms(r['app_ms_after'])} | "
-                   f"{_ms(r['owner_ms_before'])} | {_ms(r['owner_ms_after'])} |")
+        out.append(
+            f"| {r['table']}{' (planted)' if r['planted'] else ''} | {', '.join(r['causes']) or '-'} | "
+            f"{'; '.join(r['fixes']) or '-'} | {_x(r['overhead_before'])} | {_x(r['overhead_after'])} | "
+            f"{_x(drop)} | {_ms(r['app_ms_before'])} | {_ms(r['app_ms_after'])} | "
+            f"{_ms(r['owner_ms_before'])} | {_ms(r['owner_ms_after'])} |"
+        )
     return "\n".join(out)
 
 
@@ -101,8 +119,9 @@ def planted_table(rows: list[dict]) -> str:
 def make_wide(server: str, dbname: str, tables: int, rows: int, log=print) -> str:
     shape = f"dbguard analyze bench wide tables={tables} rows={rows}"
     with connect(server, autocommit=True) as conn:
-        row = conn.execute("select shobj_description(oid, 'pg_database') from pg_database where datname = %s",
-                           (dbname,)).fetchone()
+        row = conn.execute(
+            "select shobj_description(oid, 'pg_database') from pg_database where datname = %s", (dbname,)
+        ).fetchone()
         if row and row[0] == shape:
             log(f"reusing {dbname}")
             return with_database(server, dbname)
@@ -111,22 +130,32 @@ def make_wide(server: str, dbname: str, tables: int, rows: int, log=print) -> st
     dsn = with_database(server, dbname)
     t0 = time.perf_counter()
     with connect(dsn, autocommit=True) as conn:
-        conn.execute("do $$ begin if not exists (select 1 from pg_roles where rolname = 'authenticated') then "
-                     "create role authenticated nologin; end if; end $$")
-        conn.execute("create table tenants (id uuid primary key, name text not null);"
-                     "insert into tenants select md5('t' || g)::uuid, 'tenant ' || g from generate_series(1, 10) g")
+        conn.execute(
+            "do $$ begin if not exists (select 1 from pg_roles where rolname = 'authenticated') then "
+            "create role authenticated nologin; end if; end $$"
+        )
+        conn.execute(
+            "create table tenants (id uuid primary key, name text not null);"
+            "insert into tenants select md5('t' || g)::uuid, 'tenant ' || g from generate_series(1, 10) g"
+        )
         for start in range(0, tables, 50):
             with conn.transaction():
                 for i in range(start, min(tables, start + 50)):
                     t = sql.Identifier(f"t{i:04d}")
-                    conn.execute(sql.SQL(
-                        "create table {t} (id bigint primary key, tenant_id uuid not null references tenants(id), "
-                        "name text not null); create index on {t} (tenant_id);"
-                        "alter table {t} enable row level security;"
-                        "create policy p on {t} for all to authenticated using (" + WIDE_POLICY + ") with check ("
-                        + WIDE_POLICY + "); grant select on {t} to authenticated;"
-                        "insert into {t} select g, md5('t' || (g % 10 + 1))::uuid, 'row ' || g "
-                        "from generate_series(1, {rows}) g").format(t=t, rows=sql.Literal(rows)))
+                    conn.execute(
+                        sql.SQL(
+                            "create table {t} (id bigint primary key, tenant_id uuid not null references tenants(id), "
+                            "name text not null); create index on {t} (tenant_id);"
+                            "alter table {t} enable row level security;"
+                            "create policy p on {t} for all to authenticated using ("
+                            + WIDE_POLICY
+                            + ") with check ("
+                            + WIDE_POLICY
+                            + "); grant select on {t} to authenticated;"
+                            "insert into {t} select g, md5('t' || (g % 10 + 1))::uuid, 'row ' || g "
+                            "from generate_series(1, {rows}) g"
+                        ).format(t=t, rows=sql.Literal(rows))
+                    )
         conn.execute("vacuum analyze")
         conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(dbname), sql.Literal(shape)))
     log(f"{dbname}: {tables} tables x {rows} rows generated in {time.perf_counter() - t0:.0f} s")
@@ -140,17 +169,27 @@ def child(dsn: str) -> None:
     t0 = time.perf_counter()
     report = analyze(dsn, Config())
     s = report.summary()
-    print(json.dumps({"seconds": round(time.perf_counter() - t0, 2), "maxrss_kib": resource.getrusage(
-        resource.RUSAGE_SELF).ru_maxrss, "measured": s["measured"], "max_overhead": s["max_overhead"],
-        "suggestions": s["suggestions"], "causes": s["causes"]}))
+    print(
+        json.dumps(
+            {
+                "seconds": round(time.perf_counter() - t0, 2),
+                "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "measured": s["measured"],
+                "max_overhead": s["max_overhead"],
+                "suggestions": s["suggestions"],
+                "causes": s["causes"],
+            }
+        )
+    )
 
 
 def wide(server: str, tables: int, rows_list: list[int], log=print) -> list[dict]:
     out = []
     for rows in rows_list:
         dsn = make_wide(server, f"dbguard_bench_wide_{tables}_{rows}", tables, rows, log)
-        run = subprocess.run([sys.executable, "-m", "bench.bench_analyze", "--child", dsn], capture_output=True,
-                             text=True)
+        run = subprocess.run(
+            [sys.executable, "-m", "bench.bench_analyze", "--child", dsn], capture_output=True, text=True
+        )
         if run.returncode != 0:
             raise SystemExit(run.stderr)
         result = json.loads(run.stdout.strip().splitlines()[-1])
@@ -161,11 +200,15 @@ def wide(server: str, tables: int, rows_list: list[int], log=print) -> list[dict
 
 
 def wide_table(results: list[dict]) -> str:
-    out = ["| tables | rows per table | tables measured | analyze wall time (s) | peak RSS (MiB) | max overhead |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        "| tables | rows per table | tables measured | analyze wall time (s) | peak RSS (MiB) | max overhead |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results:
-        out.append(f"| {r['tables']} | {r['rows']:,} | {r['measured']} | {r['seconds']:.1f} | "
-                   f"{r['maxrss_kib'] / 1024:.0f} | {_x(r['max_overhead'])} |")
+        out.append(
+            f"| {r['tables']} | {r['rows']:,} | {r['measured']} | {r['seconds']:.1f} | "
+            f"{r['maxrss_kib'] / 1024:.0f} | {_x(r['max_overhead'])} |"
+        )
     return "\n".join(out)
 
 

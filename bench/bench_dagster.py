@@ -7,6 +7,7 @@ Each run uses a persistent throwaway instance (SQLite in a temporary DAGSTER_HOM
 deployment does. ``execute_job`` with the job's own executor is what a launched run does (one process per
 step); ``execute_in_process`` is shown alongside as the floor (no process start-up).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,11 +32,10 @@ def main(argv=None) -> int:
     import yaml
     from psycopg import sql
 
-    from dbguard_pipeline.demo import DEMO_DATABASE
-    from dbguard_pipeline.pg.session import connect
-    from dbguard_pipeline.pg.embedded import embedded_dsn
+    from dbguard_pipeline.demo import DEMO_DATABASE, ensure_demo_database
     from dbguard_pipeline.pg.dsn import with_database
-    from dbguard_pipeline.demo import ensure_demo_database
+    from dbguard_pipeline.pg.embedded import embedded_dsn
+    from dbguard_pipeline.pg.session import connect
 
     demo = ensure_demo_database()
     server = embedded_dsn("postgres")
@@ -43,8 +43,9 @@ def main(argv=None) -> int:
     with connect(server, autocommit=True) as conn:
         for name in ("bench_fleet_a", "bench_fleet_b", "bench_fleet_c"):
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
-                                                                          sql.Identifier(DEMO_DATABASE)))
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(DEMO_DATABASE))
+            )
             fleet[name] = with_database(server, name)
     tmp = tempfile.mkdtemp(prefix="dbguard-bench-dagster-")
     cfg = os.path.join(tmp, "dbguard.yaml")
@@ -62,20 +63,29 @@ def main(argv=None) -> int:
     from dbguard_pipeline.defs.definitions import resolve_job
 
     def recon(name):
-        return dg.build_reconstructable_job("dbguard_pipeline.defs.definitions", "resolve_job",
-                                            reconstructable_args=(name,))
+        return dg.build_reconstructable_job(
+            "dbguard_pipeline.defs.definitions", "resolve_job", reconstructable_args=(name,)
+        )
 
     rows = []
     with dg.DagsterInstance.from_config(home) as instance:
         for label, fn in [
-            ("demo, nightly_audit_job, in process",
-             lambda: resolve_job("nightly_audit_job").execute_in_process(instance=instance, raise_on_error=False)),
-            ("demo, nightly_audit_job, multiprocess (as launched)",
-             lambda: dg.execute_job(recon("nightly_audit_job"), instance=instance, raise_on_error=False)),
-            ("3 databases, fleet_audit_job, multiprocess (as launched)",
-             lambda: dg.execute_job(recon("fleet_audit_job"), instance=instance, raise_on_error=False)),
-            ("3 databases, fleet_audit_job, in process",
-             lambda: resolve_job("fleet_audit_job").execute_in_process(instance=instance, raise_on_error=False)),
+            (
+                "demo, nightly_audit_job, in process",
+                lambda: resolve_job("nightly_audit_job").execute_in_process(instance=instance, raise_on_error=False),
+            ),
+            (
+                "demo, nightly_audit_job, multiprocess (as launched)",
+                lambda: dg.execute_job(recon("nightly_audit_job"), instance=instance, raise_on_error=False),
+            ),
+            (
+                "3 databases, fleet_audit_job, multiprocess (as launched)",
+                lambda: dg.execute_job(recon("fleet_audit_job"), instance=instance, raise_on_error=False),
+            ),
+            (
+                "3 databases, fleet_audit_job, in process",
+                lambda: resolve_job("fleet_audit_job").execute_in_process(instance=instance, raise_on_error=False),
+            ),
         ]:
             times = [_timed(fn) for _ in range(args.repeat)]
             rows.append((label, statistics.median(times), min(times)))

@@ -5,6 +5,7 @@
 Uses the embedded PostgreSQL in a temporary data directory (or $DBGUARD_BENCH_DSN, a superuser URL).
 Each generated table has a primary key, a tenant column with an index, a foreign key, RLS and a policy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,23 +16,25 @@ import time
 
 from psycopg import sql
 
-from dbguard_pipeline.pg import catalog
-from dbguard_pipeline.pg.session import connect
-from dbguard_pipeline.pg.embedded import embedded_dsn
-from dbguard_pipeline.pg.dsn import with_database
 from dbguard_pipeline.demo import create_demo_database
+from dbguard_pipeline.pg import catalog
+from dbguard_pipeline.pg.dsn import with_database
+from dbguard_pipeline.pg.embedded import embedded_dsn
+from dbguard_pipeline.pg.session import connect
 
 
 def make_schema(dsn: str, n: int) -> None:
     with connect(dsn, autocommit=True) as conn:
         conn.execute("create table if not exists tenants (id uuid primary key)")
         for i in range(n):
-            conn.execute(sql.SQL(
-                "create table {t} (id bigint generated always as identity primary key, tenant_id uuid not null "
-                "references tenants(id), name text not null, created_at timestamptz default now());"
-                "create index on {t} (tenant_id); alter table {t} enable row level security;"
-                "create policy {p} on {t} using (tenant_id = (select nullif(current_setting('app.current_tenant_id', true), '')::uuid))"
-            ).format(t=sql.Identifier(f"t{i:04d}"), p=sql.Identifier(f"p{i:04d}")))
+            conn.execute(
+                sql.SQL(
+                    "create table {t} (id bigint generated always as identity primary key, tenant_id uuid not null "
+                    "references tenants(id), name text not null, created_at timestamptz default now());"
+                    "create index on {t} (tenant_id); alter table {t} enable row level security;"
+                    "create policy {p} on {t} using (tenant_id = (select nullif(current_setting('app.current_tenant_id', true), '')::uuid))"
+                ).format(t=sql.Identifier(f"t{i:04d}"), p=sql.Identifier(f"p{i:04d}"))
+            )
 
 
 def timed(dsn: str, repeat: int) -> tuple[float, int]:
@@ -59,8 +62,10 @@ def main() -> None:
     make_schema(big, args.tables)
     for label, dsn in (("demo", demo), (f"{args.tables} tables", big)):
         median, n = timed(dsn, args.repeat)
-        print(f"snapshot of {label}: {n} tables in {median * 1000:.0f} ms (median of {args.repeat}), "
-              f"{len(catalog.QUERIES)} catalog queries")
+        print(
+            f"snapshot of {label}: {n} tables in {median * 1000:.0f} ms (median of {args.repeat}), "
+            f"{len(catalog.QUERIES)} catalog queries"
+        )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ the table's pg_total_relation_size before and after (issue #13: the old blind wr
 
 Uses the embedded PostgreSQL in a temporary data directory (or $DBGUARD_BENCH_DSN, a superuser URL).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,21 +34,31 @@ POLICY = "tenant_id = (select nullif(current_setting('app.current_tenant_id', tr
 
 def make_schema(dsn: str, n: int, rows: int) -> None:
     with connect(dsn, autocommit=True) as conn:
-        conn.execute("do $$ begin if not exists (select 1 from pg_roles where rolname = 'authenticated') then "
-                     "create role authenticated nologin; end if; end $$")
-        conn.execute("create table tenants (id uuid primary key, name text not null);"
-                     "insert into tenants select md5('t' || g)::uuid, 'tenant ' || g from generate_series(1, 10) g")
+        conn.execute(
+            "do $$ begin if not exists (select 1 from pg_roles where rolname = 'authenticated') then "
+            "create role authenticated nologin; end if; end $$"
+        )
+        conn.execute(
+            "create table tenants (id uuid primary key, name text not null);"
+            "insert into tenants select md5('t' || g)::uuid, 'tenant ' || g from generate_series(1, 10) g"
+        )
         for i in range(n):
             t = sql.Identifier(f"t{i:04d}")
-            conn.execute(sql.SQL(
-                "create table {t} (id bigint generated always as identity primary key, tenant_id uuid not null "
-                "references tenants(id), name text not null, created_at timestamptz not null default now());"
-                "create index on {t} (tenant_id); alter table {t} enable row level security;"
-                "create policy p on {t} for all to authenticated using (" + POLICY + ") with check (" + POLICY + ");"
-                "grant select, insert, update, delete on {t} to authenticated;"
-                "insert into {t} (tenant_id, name) select md5('t' || (g % 10 + 1))::uuid, 'row ' || g "
-                "from generate_series(1, {rows}) g"
-            ).format(t=t, rows=sql.Literal(rows)))
+            conn.execute(
+                sql.SQL(
+                    "create table {t} (id bigint generated always as identity primary key, tenant_id uuid not null "
+                    "references tenants(id), name text not null, created_at timestamptz not null default now());"
+                    "create index on {t} (tenant_id); alter table {t} enable row level security;"
+                    "create policy p on {t} for all to authenticated using ("
+                    + POLICY
+                    + ") with check ("
+                    + POLICY
+                    + ");"
+                    "grant select, insert, update, delete on {t} to authenticated;"
+                    "insert into {t} (tenant_id, name) select md5('t' || (g % 10 + 1))::uuid, 'row ' || g "
+                    "from generate_series(1, {rows}) g"
+                ).format(t=t, rows=sql.Literal(rows))
+            )
         conn.execute("analyze")
 
 
@@ -68,18 +79,25 @@ def lock_bench(server: str, rows: int) -> None:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     dsn = with_database(server, name)
     with connect(dsn, autocommit=True) as conn:
-        conn.execute("do $$ begin if not exists (select 1 from pg_roles where rolname = 'authenticated') then "
-                     "create role authenticated nologin; end if; end $$")
-        conn.execute("create table tenants (id uuid primary key, name text not null);"
-                     "insert into tenants select md5('t' || g)::uuid, 'tenant ' || g from generate_series(1, 3) g")
-        conn.execute(sql.SQL(
-            "create table big (id bigint generated always as identity primary key, tenant_id uuid not null "
-            "references tenants(id), body text not null);"
-            "insert into big (tenant_id, body) select md5('t' || (g % 3 + 1))::uuid, 'row ' || g "
-            "from generate_series(1, {n}) g;"
-            "create index on big (tenant_id); alter table big enable row level security;"
-            "create policy p on big for all to authenticated using (1 = 1) with check (1 = 1);"
-            "grant select, insert, update, delete on big to authenticated").format(n=sql.Literal(rows)))
+        conn.execute(
+            "do $$ begin if not exists (select 1 from pg_roles where rolname = 'authenticated') then "
+            "create role authenticated nologin; end if; end $$"
+        )
+        conn.execute(
+            "create table tenants (id uuid primary key, name text not null);"
+            "insert into tenants select md5('t' || g)::uuid, 'tenant ' || g from generate_series(1, 3) g"
+        )
+        conn.execute(
+            sql.SQL(
+                "create table big (id bigint generated always as identity primary key, tenant_id uuid not null "
+                "references tenants(id), body text not null);"
+                "insert into big (tenant_id, body) select md5('t' || (g % 3 + 1))::uuid, 'row ' || g "
+                "from generate_series(1, {n}) g;"
+                "create index on big (tenant_id); alter table big enable row level security;"
+                "create policy p on big for all to authenticated using (1 = 1) with check (1 = 1);"
+                "grant select, insert, update, delete on big to authenticated"
+            ).format(n=sql.Literal(rows))
+        )
         conn.execute("vacuum analyze big")
         size = "select pg_total_relation_size('big')"
         before = conn.execute(size).fetchone()[0]
@@ -108,9 +126,11 @@ def lock_bench(server: str, rows: int) -> None:
     with connect(dsn, autocommit=True) as conn:
         after = conn.execute(size).fetchone()[0]
     v = {cmd: report.outcome("public.big", cmd)[0] for cmd in ("select", "insert", "update", "delete")}
-    print(f"lock: {rows} rows, USING (1 = 1): probe {took:.2f} s, verdicts {v}; a single-row writer of tenant B "
-          f"ran {len(waits)} updates, longest {max(waits) * 1000:.1f} ms, median {statistics.median(waits) * 1000:.2f} ms; "
-          f"pg_total_relation_size {before} -> {after} bytes")
+    print(
+        f"lock: {rows} rows, USING (1 = 1): probe {took:.2f} s, verdicts {v}; a single-row writer of tenant B "
+        f"ran {len(waits)} updates, longest {max(waits) * 1000:.1f} ms, median {statistics.median(waits) * 1000:.2f} ms; "
+        f"pg_total_relation_size {before} -> {after} bytes"
+    )
 
 
 def main() -> None:
@@ -130,16 +150,20 @@ def main() -> None:
     make_schema(big, args.tables, args.rows)
     median, report = timed(demo, args.repeat)
     s = report.summary()
-    print(f"demo: {s['tables']} relations, {s['probes']} probes, {s['leaks']} leaks, {s['not_probed']} not probed "
-          f"in {median * 1000:.0f} ms (median of {args.repeat}, including connect and snapshot)")
+    print(
+        f"demo: {s['tables']} relations, {s['probes']} probes, {s['leaks']} leaks, {s['not_probed']} not probed "
+        f"in {median * 1000:.0f} ms (median of {args.repeat}, including connect and snapshot)"
+    )
     for q, secs in sorted(report.table_seconds.items(), key=lambda kv: -kv[1]):
         print(f"  {q:<36} {secs * 1000:6.1f} ms")
     median, report = timed(big, args.repeat)
     s = report.summary()
     per = sorted(report.table_seconds.values())
-    print(f"{args.tables} tables x {args.rows} rows: {s['probes']} probes, {s['leaks']} leaks, {s['not_probed']} not "
-          f"probed in {median:.2f} s (median of {args.repeat}); per table median {statistics.median(per) * 1000:.1f} ms, "
-          f"max {per[-1] * 1000:.1f} ms")
+    print(
+        f"{args.tables} tables x {args.rows} rows: {s['probes']} probes, {s['leaks']} leaks, {s['not_probed']} not "
+        f"probed in {median:.2f} s (median of {args.repeat}); per table median {statistics.median(per) * 1000:.1f} ms, "
+        f"max {per[-1] * 1000:.1f} ms"
+    )
     if args.lock_rows:
         lock_bench(server, args.lock_rows)
 

@@ -19,6 +19,7 @@ public.customer_contacts      no tenant column: reaches tenants through customer
 
     python -m bench.planted --dsn URL [--scale bench|test]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,16 @@ class Scale:
 
 
 BENCH = Scale()
-TEST = Scale(tenants=20, users_per_tenant=500, orders=20_000, invoices=20_000, projects=5_000, events=30_000,
-             notes=5_000, customers=2_000)
+TEST = Scale(
+    tenants=20,
+    users_per_tenant=500,
+    orders=20_000,
+    invoices=20_000,
+    projects=5_000,
+    events=30_000,
+    notes=5_000,
+    customers=2_000,
+)
 
 CONFIG = {"tenant": {"context": "jwt", "jwt_claim": "tenant_id", "app_role": "authenticated"}}
 
@@ -126,23 +135,23 @@ _T = "md5('tenant:' || {n})::uuid"
 def _data(s: Scale) -> str:
     t = _T.format
     return f"""
-INSERT INTO public.tenants SELECT {t(n='g')}, 'Tenant ' || g FROM generate_series(1, {s.tenants}) g;
+INSERT INTO public.tenants SELECT {t(n="g")}, 'Tenant ' || g FROM generate_series(1, {s.tenants}) g;
 INSERT INTO auth.users (id, email) SELECT md5('user:' || g)::uuid, 'user' || g || '@example.com'
     FROM generate_series(1, {s.tenants * s.users_per_tenant}) g;
 INSERT INTO public.memberships (user_id, tenant_id)
-    SELECT md5('user:' || g)::uuid, {t(n=f'(g % {s.tenants} + 1)')}
+    SELECT md5('user:' || g)::uuid, {t(n=f"(g % {s.tenants} + 1)")}
     FROM generate_series(1, {s.tenants * s.users_per_tenant}) g;
-INSERT INTO public.orders SELECT g, {t(n=f'(g % {s.tenants} + 1)')}, g % 1000,
+INSERT INTO public.orders SELECT g, {t(n=f"(g % {s.tenants} + 1)")}, g % 1000,
     timestamptz '2025-01-01' + g * interval '1 minute' FROM generate_series(1, {s.orders}) g;
-INSERT INTO public.invoices SELECT g, {t(n=f'(g % {s.tenants} + 1)')}, g % 5000,
+INSERT INTO public.invoices SELECT g, {t(n=f"(g % {s.tenants} + 1)")}, g % 5000,
     date '2025-01-01' + g % 365 FROM generate_series(1, {s.invoices}) g;
-INSERT INTO public.projects SELECT g, {t(n=f'(g % {s.tenants} + 1)')}, 'project ' || g
+INSERT INTO public.projects SELECT g, {t(n=f"(g % {s.tenants} + 1)")}, 'project ' || g
     FROM generate_series(1, {s.projects}) g;
-INSERT INTO public.events SELECT g, {t(n=f'(g % {s.tenants} + 1)')}, 'kind ' || g % 7,
+INSERT INTO public.events SELECT g, {t(n=f"(g % {s.tenants} + 1)")}, 'kind ' || g % 7,
     timestamptz '2025-01-01' + g * interval '1 second' FROM generate_series(1, {s.events}) g;
-INSERT INTO public.notes SELECT g, {t(n=f'(g % {s.tenants} + 1)')}, g % 500 = 0, 'note ' || g
+INSERT INTO public.notes SELECT g, {t(n=f"(g % {s.tenants} + 1)")}, g % 500 = 0, 'note ' || g
     FROM generate_series(1, {s.notes}) g;
-INSERT INTO public.customers SELECT g, {t(n=f'(g % {s.tenants} + 1)')}, 'customer ' || g
+INSERT INTO public.customers SELECT g, {t(n=f"(g % {s.tenants} + 1)")}, 'customer ' || g
     FROM generate_series(1, {s.customers}) g;
 INSERT INTO public.customer_contacts SELECT g, g % {s.customers} + 1, 'c' || g || '@example.com'
     FROM generate_series(1, {s.customers * 3}) g;

@@ -15,9 +15,11 @@ with ``--small-rows``), it measures:
 The server is the embedded PostgreSQL in a temporary data directory (or ``$DBGUARD_BENCH_DSN``, a superuser
 URL). ``--record`` writes the results to bench/results.md. See bench/README.md for the method.
 """
+
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -27,14 +29,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from psycopg import sql
 
-from dbguard_pipeline.pg.session import connect
-from dbguard_pipeline.pg.embedded import embedded_dsn
 from dbguard_pipeline.pg.dsn import parse_dsn, with_database
+from dbguard_pipeline.pg.embedded import embedded_dsn
+from dbguard_pipeline.pg.session import connect
 
 HERE = Path(__file__).resolve().parent
 MARKER = "dbguard bench v1"
@@ -49,13 +51,13 @@ def _table_names(n_tables: int, n_big: int) -> tuple[list[str], list[str]]:
     return big, small
 
 
-def generate(server: str, dbname: str, n_tables: int, n_big: int, big_rows: int, small_rows: int,
-             log=print) -> str:
+def generate(server: str, dbname: str, n_tables: int, n_big: int, big_rows: int, small_rows: int, log=print) -> str:
     """Create the bench database unless one with the same shape exists (its comment records the shape)."""
     shape = f"{MARKER} tables={n_tables} big={n_big} big_rows={big_rows} small_rows={small_rows}"
     with connect(server, autocommit=True) as conn:
-        row = conn.execute("select shobj_description(oid, 'pg_database') from pg_database where datname = %s",
-                           (dbname,)).fetchone()
+        row = conn.execute(
+            "select shobj_description(oid, 'pg_database') from pg_database where datname = %s", (dbname,)
+        ).fetchone()
         if row and row[0] == shape:
             log(f"reusing database {dbname} ({shape})")
             return with_database(server, dbname)
@@ -66,15 +68,18 @@ def generate(server: str, dbname: str, n_tables: int, n_big: int, big_rows: int,
     t0 = time.perf_counter()
     with connect(dsn, autocommit=True) as conn:
         conn.execute("set synchronous_commit = off")
-        conn.execute(sql.SQL("""
+        conn.execute(
+            sql.SQL("""
             create role authenticated nologin;
             create table tenants (id uuid primary key, name text not null);
             insert into tenants select md5(g::text)::uuid, 'tenant ' || g from generate_series(0, {n}) g;
-        """).format(n=sql.Literal(TENANTS - 1)) if not conn.execute(
-            "select 1 from pg_roles where rolname = 'authenticated'").fetchone() else sql.SQL("""
+        """).format(n=sql.Literal(TENANTS - 1))
+            if not conn.execute("select 1 from pg_roles where rolname = 'authenticated'").fetchone()
+            else sql.SQL("""
             create table tenants (id uuid primary key, name text not null);
             insert into tenants select md5(g::text)::uuid, 'tenant ' || g from generate_series(0, {n}) g;
-        """).format(n=sql.Literal(TENANTS - 1)))
+        """).format(n=sql.Literal(TENANTS - 1))
+        )
         # Small tables: tenant column (nullable, a few NULLs), foreign key to tenants, index, RLS, policy.
         # Every 10th table also references the previous one (a tenant-to-tenant foreign key: cross-tenant check).
         for start in range(0, len(small), 50):
@@ -82,7 +87,8 @@ def generate(server: str, dbname: str, n_tables: int, n_big: int, big_rows: int,
             for i in range(start, min(start + 50, len(small))):
                 t = sql.Identifier(small[i])
                 parent = small[i - 1] if i % 10 == 9 else None
-                stmts.append(sql.SQL("""
+                stmts.append(
+                    sql.SQL("""
                     create table {t} (id bigint primary key, tenant_id uuid references tenants(id),
                                       parent_id bigint {ref}, name text not null, amount numeric(12, 2),
                                       created_at timestamptz not null default now());
@@ -93,10 +99,16 @@ def generate(server: str, dbname: str, n_tables: int, n_big: int, big_rows: int,
                     create index on {t} (tenant_id);
                     alter table {t} enable row level security;
                     create policy {p} on {t} for all to authenticated using ({pol}) with check ({pol});
-                """).format(t=t, p=sql.Identifier(f"{small[i]}_tenant_isolation"), rows=sql.Literal(small_rows),
-                            nt=sql.Literal(TENANTS), pol=sql.SQL(POLICY),
-                            ref=sql.SQL("references {}(id)").format(sql.Identifier(parent)) if parent else sql.SQL(""),
-                            pid=sql.SQL("g") if parent else sql.SQL("null")))
+                """).format(
+                        t=t,
+                        p=sql.Identifier(f"{small[i]}_tenant_isolation"),
+                        rows=sql.Literal(small_rows),
+                        nt=sql.Literal(TENANTS),
+                        pol=sql.SQL(POLICY),
+                        ref=sql.SQL("references {}(id)").format(sql.Identifier(parent)) if parent else sql.SQL(""),
+                        pid=sql.SQL("g") if parent else sql.SQL("null"),
+                    )
+                )
             with conn.transaction():
                 conn.execute(sql.SQL("").join(stmts))
         if small:
@@ -105,7 +117,8 @@ def generate(server: str, dbname: str, n_tables: int, n_big: int, big_rows: int,
         for name in big:
             t1 = time.perf_counter()
             t = sql.Identifier(name)
-            conn.execute(sql.SQL("""
+            conn.execute(
+                sql.SQL("""
                 create table {t} (id bigint primary key, tenant_id uuid, name text not null, amount numeric(12, 2),
                                   created_at timestamptz not null default now());
                 insert into {t} (id, tenant_id, name, amount)
@@ -116,8 +129,14 @@ def generate(server: str, dbname: str, n_tables: int, n_big: int, big_rows: int,
                 create index on {t} (tenant_id);
                 alter table {t} enable row level security;
                 create policy {p} on {t} for all to authenticated using ({pol}) with check ({pol});
-            """).format(t=t, p=sql.Identifier(f"{name}_tenant_isolation"), rows=sql.Literal(big_rows),
-                        nt=sql.Literal(TENANTS), pol=sql.SQL(POLICY)))
+            """).format(
+                    t=t,
+                    p=sql.Identifier(f"{name}_tenant_isolation"),
+                    rows=sql.Literal(big_rows),
+                    nt=sql.Literal(TENANTS),
+                    pol=sql.SQL(POLICY),
+                )
+            )
             log(f"  {name}: {big_rows:,} rows in {time.perf_counter() - t1:.1f}s")
         # Steady state, as a production table: hint bits set, visibility map and statistics up to date.
         conn.execute("vacuum (analyze, freeze)")
@@ -151,12 +170,18 @@ def pg_dump_schema(dsn: str) -> None:
     pg_dump = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_dump"
     if not pg_dump.exists():
         pg_dump = Path(shutil.which("pg_dump") or "pg_dump")
-    env = {**os.environ, "PGHOST": p.get("host", ""), "PGPORT": p.get("port", "5432"), "PGUSER": p.get("user", ""),
-           "PGDATABASE": p.get("dbname", "")}
+    env = {
+        **os.environ,
+        "PGHOST": p.get("host", ""),
+        "PGPORT": p.get("port", "5432"),
+        "PGUSER": p.get("user", ""),
+        "PGDATABASE": p.get("dbname", ""),
+    }
     if p.get("password"):
         env["PGPASSWORD"] = p["password"]
-    subprocess.run([str(pg_dump), "--schema-only", "--no-owner", "-f", os.devnull], check=True, env=env,
-                   capture_output=True)
+    subprocess.run(
+        [str(pg_dump), "--schema-only", "--no-owner", "-f", os.devnull], check=True, env=env, capture_output=True
+    )
 
 
 def count_each(dsn: str, tables: list[str]) -> int:
@@ -197,7 +222,8 @@ def gx_usual_way(dsn: str, tables: list[str]) -> int:
             suite = context.suites.add(gx.ExpectationSuite(name=f"suite_{t}"))
             suite.add_expectation(gx.expectations.ExpectColumnValuesToNotBeNull(column="tenant_id"))
             vd = context.validation_definitions.add(
-                gx.ValidationDefinition(name=f"validate_{t}", data=batch_definition, suite=suite))
+                gx.ValidationDefinition(name=f"validate_{t}", data=batch_definition, suite=suite)
+            )
             if not vd.run().success:
                 failed += 1
     return failed
@@ -224,8 +250,13 @@ print(json.dumps({"rows": sum(v.rows or 0 for v in m.values()), "before_kb": bef
 
 
 def peak_rss(dsn: str, tables: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, "-c", RSS_CHILD, dsn, json.dumps(tables)], capture_output=True, text=True,
-                          check=True, cwd=HERE.parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", RSS_CHILD, dsn, json.dumps(tables)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=HERE.parent,
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -237,12 +268,19 @@ def main(argv=None) -> int:
     ap.add_argument("--big-rows", type=int, default=1_000_000)
     ap.add_argument("--small-rows", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--gx-tables", type=int, default=None,
-                    help="run the GX comparison on this many tables (the big ones first; default: all)")
+    ap.add_argument(
+        "--gx-tables",
+        type=int,
+        default=None,
+        help="run the GX comparison on this many tables (the big ones first; default: all)",
+    )
     ap.add_argument("--record", action="store_true", help="write the results to bench/results.md")
     ap.add_argument("--keep", action="store_true", help="keep the temporary data directory")
-    ap.add_argument("--pgdata", metavar="DIR",
-                    help="embedded server data directory to use and keep (a database of the same shape is reused)")
+    ap.add_argument(
+        "--pgdata",
+        metavar="DIR",
+        help="embedded server data directory to use and keep (a database of the same shape is reused)",
+    )
     args = ap.parse_args(argv)
 
     tmp = None
@@ -262,10 +300,8 @@ def main(argv=None) -> int:
 
             srv = db._servers.pop(str(Path(tmp).resolve()), None) or db._servers.pop(tmp, None)
             if srv is not None:
-                try:
-                    srv.cleanup()  # stop the server
-                except Exception:
-                    pass
+                with contextlib.suppress(Exception):  # noqa: BLE001  (stopping the bench's own scratch server)
+                    srv.cleanup()
             if not args.keep:
                 shutil.rmtree(tmp, ignore_errors=True)
 
@@ -288,10 +324,17 @@ def _run(server: str, args) -> int:
     from dbguard_pipeline.pg.catalog import introspect as _snap_only
 
     t_intro, _ = _median(lambda: _snap_only(dsn), r)
-    results["a"] = {"pg_dump": t_dump, "dbguard": t_static, "introspect": t_intro, "tables": len(snap.tables),
-                    "findings": len(static)}
-    log(f"(a) pg_dump --schema-only {t_dump:.3f}s; introspection + static rules {t_static:.3f}s "
-        f"({len(static)} findings)")
+    results["a"] = {
+        "pg_dump": t_dump,
+        "dbguard": t_static,
+        "introspect": t_intro,
+        "tables": len(snap.tables),
+        "findings": len(static),
+    }
+    log(
+        f"(a) pg_dump --schema-only {t_dump:.3f}s; introspection + static rules {t_static:.3f}s "
+        f"({len(static)} findings)"
+    )
 
     # (b) data: warm the cache with one pass of each, then alternate the two r times
     count_each(dsn, tables), metrics_run(dsn, snap, config)
@@ -315,6 +358,7 @@ def _run(server: str, args) -> int:
     gx_tables = tables if args.gx_tables is None else tables[: args.gx_tables]
     t0 = time.perf_counter()
     import great_expectations  # noqa: F401  (import time reported separately)
+
     t_gx_import = time.perf_counter() - t0
     from dbguard_pipeline.pg.catalog import introspect as _introspect
     from dbguard_pipeline.pg.metrics import collect_metrics
@@ -328,18 +372,28 @@ def _run(server: str, args) -> int:
     gx_failed = gx_usual_way(dsn, gx_tables)
     t_gx = time.perf_counter() - t0
     dbg_failed = sum(1 for v in mc.values() if v.tenant_nulls)
-    results["c"] = {"gx": t_gx, "gx_import": t_gx_import, "dbguard": t_dbg_c, "tables": len(gx_tables),
-                    "gx_failed": gx_failed, "dbguard_failed": dbg_failed}
-    log(f"(c) GX {t_gx:.1f}s (+{t_gx_import:.1f}s import) vs dbguard {t_dbg_c:.3f}s on {len(gx_tables)} tables; "
-        f"tables with NULL tenants: GX {gx_failed}, dbguard {dbg_failed}")
+    results["c"] = {
+        "gx": t_gx,
+        "gx_import": t_gx_import,
+        "dbguard": t_dbg_c,
+        "tables": len(gx_tables),
+        "gx_failed": gx_failed,
+        "dbguard_failed": dbg_failed,
+    }
+    log(
+        f"(c) GX {t_gx:.1f}s (+{t_gx_import:.1f}s import) vs dbguard {t_dbg_c:.3f}s on {len(gx_tables)} tables; "
+        f"tables with NULL tenants: GX {gx_failed}, dbguard {dbg_failed}"
+    )
 
     # (d) memory: the metrics of as many small tables as there are big ones, then of the big ones, in the same
     # database (same snapshot, same process setup): only the number of rows differs
     rss_big = peak_rss(dsn, [f"public.{t}" for t in big])
     rss_small = peak_rss(dsn, [f"public.{t}" for t in small[: len(big)]])
     results["d"] = {"big": rss_big, "small": rss_small}
-    log(f"(d) peak RSS {rss_small['peak_kb'] / 1024:.1f} MiB at {rss_small['rows']:,} rows, "
-        f"{rss_big['peak_kb'] / 1024:.1f} MiB at {rss_big['rows']:,} rows")
+    log(
+        f"(d) peak RSS {rss_small['peak_kb'] / 1024:.1f} MiB at {rss_small['rows']:,} rows, "
+        f"{rss_big['peak_kb'] / 1024:.1f} MiB at {rss_big['rows']:,} rows"
+    )
 
     report = render_results(results, args, snap)
     print(report)
@@ -351,13 +405,14 @@ def _run(server: str, args) -> int:
 
 def render_results(res: dict, args, snap) -> str:
     a, b, c, d = res["a"], res["b"], res["c"], res["d"]
-    now = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    now = datetime.now(UTC).replace(microsecond=0).isoformat()
     lines = [
         "# dbguard benchmark results",
         "",
         f"Recorded {now} with `python -m bench.run --tables {args.tables} --big {args.big} --big-rows {args.big_rows} "
         f"--small-rows {args.small_rows} --repeat {args.repeat}"
-        + (f" --gx-tables {args.gx_tables}" if args.gx_tables else "") + "`",
+        + (f" --gx-tables {args.gx_tables}" if args.gx_tables else "")
+        + "`",
         f"on PostgreSQL {snap.server_version} (embedded pgserver), Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs shared with other work (timings are medians of {args.repeat} runs unless noted).",
         "",

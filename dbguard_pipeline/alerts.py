@@ -15,6 +15,7 @@ Channels (``alerts:`` in dbguard.yaml, see :class:`~dbguard_pipeline.config.Aler
 A channel that fails is reported in the result and logged; it never stops the other channels, so a
 broken webhook cannot make Slack receive the same alert twice on a retry.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,13 @@ class FailedCheck:
     partition: Optional[str] = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"check": self.check, "asset": self.asset, "severity": self.severity,
-                "description": self.description, "partition": self.partition}
+        return {
+            "check": self.check,
+            "asset": self.asset,
+            "severity": self.severity,
+            "description": self.description,
+            "partition": self.partition,
+        }
 
 
 @dataclass(frozen=True)
@@ -138,8 +144,9 @@ def send_webhook(url: str, payload: Mapping[str, Any], *, timeout: float = 10.0)
     if scheme not in ("http", "https"):
         raise ValueError(f"webhook URL must be http or https, not {scheme or 'empty'!r}")
     body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Content-Type": "application/json", "User-Agent": USER_AGENT})
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": USER_AGENT}
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (http/https only, checked above)
             resp.read()
@@ -167,8 +174,13 @@ def send_slack(token: str, channel: str, text: str, *, base_url: Optional[str] =
         raise OSError(f"Slack unreachable: {exc.__class__.__name__}: {mask_secrets(str(exc), token)}") from None
 
 
-def deliver(alert: Alert, config: AlertsConfig, *, environ: Optional[Mapping[str, str]] = None,
-            logger: Optional[logging.Logger] = None) -> list[Delivery]:
+def deliver(
+    alert: Alert,
+    config: AlertsConfig,
+    *,
+    environ: Optional[Mapping[str, str]] = None,
+    logger: Optional[logging.Logger] = None,
+) -> list[Delivery]:
     """Send one alert to every configured channel. Never raises: each channel's outcome is returned."""
     env = os.environ if environ is None else environ
     log = logger or LOG
@@ -188,8 +200,13 @@ def deliver(alert: Alert, config: AlertsConfig, *, environ: Optional[Mapping[str
             results.append(Delivery("slack", False, f"environment variable {config.slack_token_env} is not set"))
         else:
             try:
-                send_slack(token, config.slack_channel, alert.text(), base_url=config.slack_base_url,
-                           timeout=config.timeout_seconds)
+                send_slack(
+                    token,
+                    config.slack_channel,
+                    alert.text(),
+                    base_url=config.slack_base_url,
+                    timeout=config.timeout_seconds,
+                )
                 results.append(Delivery("slack", True, config.slack_channel))
             except OSError as exc:
                 results.append(Delivery("slack", False, mask_secrets(str(exc), token).replace(token, "***")))

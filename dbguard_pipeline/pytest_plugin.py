@@ -9,6 +9,7 @@ tests were selected; everything happens in transactions that are rolled back (se
 Without ``--dbguard-dsn`` (or ``$DBGUARD_ISOLATION_DSN``) the plugin adds nothing and imports nothing heavy:
 it is loaded by every pytest run through the ``pytest11`` entry point.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,12 +22,26 @@ MARKER = "dbguard_isolation"
 
 def pytest_addoption(parser):
     group = parser.getgroup("dbguard")
-    group.addoption("--dbguard-dsn", action="store", default=None, metavar="URL",
-                    help=f"database whose tenant isolation to test (default: ${ENV_DSN})")
-    group.addoption("--dbguard-config", action="store", default=None, metavar="FILE",
-                    help="dbguard.yaml with the tenant model (default: $DBGUARD_CONFIG or ./dbguard.yaml)")
-    group.addoption("--dbguard-strict", action="store_true", default=False,
-                    help="fail (instead of skip) the isolation tests whose probes could not run")
+    group.addoption(
+        "--dbguard-dsn",
+        action="store",
+        default=None,
+        metavar="URL",
+        help=f"database whose tenant isolation to test (default: ${ENV_DSN})",
+    )
+    group.addoption(
+        "--dbguard-config",
+        action="store",
+        default=None,
+        metavar="FILE",
+        help="dbguard.yaml with the tenant model (default: $DBGUARD_CONFIG or ./dbguard.yaml)",
+    )
+    group.addoption(
+        "--dbguard-strict",
+        action="store_true",
+        default=False,
+        help="fail (instead of skip) the isolation tests whose probes could not run",
+    )
 
 
 def pytest_configure(config):
@@ -50,8 +65,9 @@ class IsolationSuite(pytest.Collector):
 
     def collect(self):
         for qualified, command in self._cases:
-            item = IsolationItem.from_parent(self, name=f"test_isolation[{qualified}-{command}]",
-                                             qualified=qualified, command=command)
+            item = IsolationItem.from_parent(
+                self, name=f"test_isolation[{qualified}-{command}]", qualified=qualified, command=command
+            )
             item.add_marker(MARKER)
             yield item
 
@@ -125,8 +141,9 @@ def pytest_collection_modifyitems(session, config, items):
 
     try:
         cfg = load_config(config.getoption("dbguard_config"))
-        snapshot = introspect(dsn, None, statement_timeout_ms=cfg.statement_timeout_ms,
-                              lock_timeout_ms=cfg.lock_timeout_ms)
+        snapshot = introspect(
+            dsn, None, statement_timeout_ms=cfg.statement_timeout_ms, lock_timeout_ms=cfg.lock_timeout_ms
+        )
         targets = plan_targets(snapshot, cfg)
     except DbguardError as exc:
         raise pytest.UsageError(f"dbguard: {exc}") from None

@@ -1,5 +1,6 @@
 """The service layer: what the CLI and the Dagster definitions call. They map arguments and present results;
 every judgment and every database conversation lives below this module."""
+
 from __future__ import annotations
 
 import os
@@ -69,10 +70,18 @@ class GeneratedFixes:
     failure: Optional[DbguardError] = None
 
 
-def plan_fixes(dsn: Optional[str], config: Config, *, action: Optional[str] = None, table: Optional[str] = None,
-               args: Sequence[str] = (), tenant_default: Optional[str] = None,
-               cache_keys: Optional[Sequence[str]] = None, out_dir: str = "migrations",
-               timestamp: Optional[str] = None) -> GeneratedFixes:
+def plan_fixes(
+    dsn: Optional[str],
+    config: Config,
+    *,
+    action: Optional[str] = None,
+    table: Optional[str] = None,
+    args: Sequence[str] = (),
+    tenant_default: Optional[str] = None,
+    cache_keys: Optional[Sequence[str]] = None,
+    out_dir: str = "migrations",
+    timestamp: Optional[str] = None,
+) -> GeneratedFixes:
     """Plan on a fresh snapshot: ``action`` on ``table``, or (no action) one migration per table and action for
     the audit's fixable findings (only ``cache_keys`` when given) that no pending file in ``out_dir`` fixes."""
     from dbguard_pipeline.fixes import script
@@ -83,8 +92,12 @@ def plan_fixes(dsn: Optional[str], config: Config, *, action: Optional[str] = No
 
     ts = script.timestamp(timestamp)
     dsn = resolve_dsn(dsn)
-    snapshot = introspect(dsn, config.schemas or None, statement_timeout_ms=config.statement_timeout_ms,
-                          lock_timeout_ms=config.lock_timeout_ms)
+    snapshot = introspect(
+        dsn,
+        config.schemas or None,
+        statement_timeout_ms=config.statement_timeout_ms,
+        lock_timeout_ms=config.lock_timeout_ms,
+    )
     ctx = build_context(snapshot, config, dsn)
     fixes = GeneratedFixes(snapshot.database, snapshot.server_version, ts, out_dir)
     if action is None:
@@ -95,8 +108,12 @@ def plan_fixes(dsn: Optional[str], config: Config, *, action: Optional[str] = No
         if cache_keys:
             wanted = set(cache_keys)
             findings = [f for f in findings if f.cache_key in wanted]
-        planned = plan_all(ctx, findings, pending_fixes=script.pending_fixes(out_dir, applied_names(dsn)),
-                           tenant_default=tenant_default)
+        planned = plan_all(
+            ctx,
+            findings,
+            pending_fixes=script.pending_fixes(out_dir, applied_names(dsn)),
+            tenant_default=tenant_default,
+        )
         fixes.migrations, fixes.skipped = planned.migrations, planned.skipped
         return fixes
     try:
@@ -133,8 +150,9 @@ def lint_fixes(fixes: GeneratedFixes) -> GeneratedFixes:
         fixes.migrations = [m for m in fixes.migrations if not m.rejected]
         fixes.texts = script.rendered(fixes.migrations, fixes.timestamp)
         if not fixes.rejected or not fixes.migrations:
-            fixes.failure = MigrationError("the generated SQL did not pass squawk/pglast (a dbguard bug): "
-                                           "nothing was written")
+            fixes.failure = MigrationError(
+                "the generated SQL did not pass squawk/pglast (a dbguard bug): nothing was written"
+            )
     return fixes
 
 
@@ -162,8 +180,10 @@ def round_trip_fixes(dsn: str, config: Config, fixes: GeneratedFixes, mode: str 
     fixes.migrations = [m for m in fixes.migrations if not m.rejected]
     fixes.texts = script.rendered(fixes.migrations, fixes.timestamp)
     if fixes.rejected and not fixes.migrations:
-        fixes.failure = MigrationError(f"every migration failed its round trip on a scratch copy: written to "
-                                       f"{Path(fixes.out_dir) / 'rejected'} with the reasons, nothing to apply")
+        fixes.failure = MigrationError(
+            f"every migration failed its round trip on a scratch copy: written to "
+            f"{Path(fixes.out_dir) / 'rejected'} with the reasons, nothing to apply"
+        )
     return fixes
 
 
@@ -182,11 +202,20 @@ def write_fixes(fixes: GeneratedFixes) -> GeneratedFixes:
     return fixes
 
 
-def generate_fixes(dsn: Optional[str], config: Config, *, action: Optional[str] = None, table: Optional[str] = None,
-                   args: Sequence[str] = (), tenant_default: Optional[str] = None,
-                   cache_keys: Optional[Sequence[str]] = None, out_dir: str = "migrations",
-                   timestamp: Optional[str] = None, round_trip: str = "auto",
-                   dry_run: bool = False) -> GeneratedFixes:
+def generate_fixes(
+    dsn: Optional[str],
+    config: Config,
+    *,
+    action: Optional[str] = None,
+    table: Optional[str] = None,
+    args: Sequence[str] = (),
+    tenant_default: Optional[str] = None,
+    cache_keys: Optional[Sequence[str]] = None,
+    out_dir: str = "migrations",
+    timestamp: Optional[str] = None,
+    round_trip: str = "auto",
+    dry_run: bool = False,
+) -> GeneratedFixes:
     """The whole fix pipeline: plan, render, then (unless ``dry_run``) lint, round trip and write. A lint
     failure stops the run (nothing written); a migration that fails its round trip goes to ``rejected/``
     and the others are written."""
@@ -194,8 +223,17 @@ def generate_fixes(dsn: Optional[str], config: Config, *, action: Optional[str] 
 
     timestamp = checked_timestamp(timestamp)  # a bad --timestamp fails before any connection
     dsn = resolve_dsn(dsn)
-    fixes = plan_fixes(dsn, config, action=action, table=table, args=args, tenant_default=tenant_default,
-                       cache_keys=cache_keys, out_dir=out_dir, timestamp=timestamp)
+    fixes = plan_fixes(
+        dsn,
+        config,
+        action=action,
+        table=table,
+        args=args,
+        tenant_default=tenant_default,
+        cache_keys=cache_keys,
+        out_dir=out_dir,
+        timestamp=timestamp,
+    )
     if not fixes.migrations:
         return fixes
     render_fixes(fixes)
@@ -228,8 +266,9 @@ def fixes_wanted(cache_keys: Sequence[str], out_dir: str) -> tuple[list[str], li
 
 
 # --------------------------------------------------------------------------- the migration runner
-def migrator(dsn: Optional[str], directory: str | Path, *, lock_retries: int = 0,
-             log: Optional[Callable[[str], None]] = None) -> Runner:
+def migrator(
+    dsn: Optional[str], directory: str | Path, *, lock_retries: int = 0, log: Optional[Callable[[str], None]] = None
+) -> Runner:
     """The runner for the migrations in ``directory`` on the database (``dsn`` as :func:`resolve_dsn` reads
     it, but never the embedded demo database): ``status()``, ``plan(target)``, ``up(target)``,
     ``rollback(name, dry_run)``."""
@@ -254,12 +293,19 @@ def introspect(dsn: str, config: Optional[Config] = None, schemas: Optional[Iter
     from dbguard_pipeline.pg.catalog import introspect as take_snapshot
 
     config = config or Config()
-    return take_snapshot(dsn, schemas, statement_timeout_ms=config.statement_timeout_ms,
-                         lock_timeout_ms=config.lock_timeout_ms)
+    return take_snapshot(
+        dsn, schemas, statement_timeout_ms=config.statement_timeout_ms, lock_timeout_ms=config.lock_timeout_ms
+    )
 
 
-def audit(dsn: str, config: Config, *, rules: Optional[Iterable[str]] = None, with_metrics: bool = True,
-          snapshot: Optional[Snapshot] = None) -> AuditResult:
+def audit(
+    dsn: str,
+    config: Config,
+    *,
+    rules: Optional[Iterable[str]] = None,
+    with_metrics: bool = True,
+    snapshot: Optional[Snapshot] = None,
+) -> AuditResult:
     """The whole audit (``dbguard validate``, ``dbguard demo``): snapshot, data metrics, rules, ignores."""
     from dbguard_pipeline.audit import run_audit
 
@@ -280,8 +326,14 @@ def data_audit(dsn: str, snapshot: Snapshot, config: Config) -> AuditResult:
     return run(dsn, snapshot, config)
 
 
-def probe(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence[str]] = None, *,
-          snapshot: Optional[Snapshot] = None, tenants: Optional[Sequence[str]] = None) -> ProbeReport:
+def probe(
+    dsn: str,
+    config: Optional[Config] = None,
+    tables: Optional[Sequence[str]] = None,
+    *,
+    snapshot: Optional[Snapshot] = None,
+    tenants: Optional[Sequence[str]] = None,
+) -> ProbeReport:
     """Cross-tenant reads and writes as the application role, always rolled back (``dbguard test-isolation``)."""
     from dbguard_pipeline.config import Config as _Config
     from dbguard_pipeline.probe import probe as run
@@ -290,17 +342,30 @@ def probe(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence[s
     config = config or _Config()
     report = run(dsn, config, tables, snapshot=snapshot, tenants=tenants)
     if report.snapshot is not None:  # where the static audit of the same snapshot and the probe disagree
-        report.disagreements = disagreements(report, static_audit(report.snapshot, config).findings,
-                                             report.snapshot)
+        report.disagreements = disagreements(report, static_audit(report.snapshot, config).findings, report.snapshot)
     return report
 
 
-def diff(source: Snapshot, target: Snapshot, config: Optional[Config] = None, *, source_label: Optional[str] = None,
-         target_label: Optional[str] = None, source_kind: str = "snapshot", target_kind: str = "snapshot"
-         ) -> SnapshotDiff:
+def diff(
+    source: Snapshot,
+    target: Snapshot,
+    config: Optional[Config] = None,
+    *,
+    source_label: Optional[str] = None,
+    target_label: Optional[str] = None,
+    source_kind: str = "snapshot",
+    target_kind: str = "snapshot",
+) -> SnapshotDiff:
     """What changed from ``source`` to ``target``, what got weaker, new and resolved findings (``dbguard diff``).
     The labels are for people: never a DSN with a password."""
     from dbguard_pipeline.diff import diff_snapshots
 
-    return diff_snapshots(source, target, config, source=source_label, target=target_label,
-                          source_kind=source_kind, target_kind=target_kind)
+    return diff_snapshots(
+        source,
+        target,
+        config,
+        source=source_label,
+        target=target_label,
+        source_kind=source_kind,
+        target_kind=target_kind,
+    )

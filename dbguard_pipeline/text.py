@@ -6,12 +6,14 @@ Two quoting styles, each with its use:
   ``"select"``): for text people read (messages, reports, remediation commands).
 - :func:`quoted` / :func:`quoted_qname` always quote (psycopg's ``sql.Identifier``): for SQL dbguard generates.
 """
+
 from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 _SIMPLE = re.compile(r"[a-z_][a-z0-9_$]*")
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -21,8 +23,11 @@ _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 def _keywords() -> frozenset[str]:
     from pglast import keywords
 
-    return (frozenset(keywords.RESERVED_KEYWORDS) | frozenset(keywords.TYPE_FUNC_NAME_KEYWORDS)
-            | frozenset(keywords.COL_NAME_KEYWORDS))
+    return (
+        frozenset(keywords.RESERVED_KEYWORDS)
+        | frozenset(keywords.TYPE_FUNC_NAME_KEYWORDS)
+        | frozenset(keywords.COL_NAME_KEYWORDS)
+    )
 
 
 def ident(name: str) -> str:
@@ -75,8 +80,10 @@ def escape_controls(text: Any) -> str:
     s = str(text)
     if s.isprintable():
         return s
-    return "".join(ch if (ch.isprintable() or ch == " ") else
-                   (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}") for ch in s)
+    return "".join(
+        ch if (ch.isprintable() or ch == " ") else (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        for ch in s
+    )
 
 
 def xml_safe(text: Any) -> str:

@@ -4,6 +4,7 @@ By default the embedded server (pgserver, PostgreSQL 16) in a fresh data directo
 Set DBGUARD_TEST_DSN to a superuser URL of another server (for example a PostgreSQL 15 started by hand)
 to run the same suite there. Each test gets its own database, created from a template in ~0.1 s.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -21,10 +22,10 @@ from psycopg import sql
 # code location is imported, so before any test module imports it).
 os.environ.setdefault("DBGUARD_RETRY_DELAY_SECONDS", "0")
 
-from dbguard_pipeline.pg.session import connect  # noqa: E402
-from dbguard_pipeline.pg.embedded import embedded_dsn
-from dbguard_pipeline.pg.dsn import parse_dsn, with_database
 from dbguard_pipeline.demo import create_demo_database
+from dbguard_pipeline.pg.dsn import parse_dsn, with_database
+from dbguard_pipeline.pg.embedded import embedded_dsn
+from dbguard_pipeline.pg.session import connect  # noqa: E402
 
 DEMO_TEMPLATE = "dbguard_test_demo_template"
 SECRET = "s3cr3t-Pa55"  # the password of the password_role fixture: it must never appear in any output
@@ -122,7 +123,9 @@ def password_role(server_dsn, pgdata_dir):
     with connect(server_dsn, autocommit=True) as conn:
         conn.execute("drop role if exists dbguard_pw_user")
         conn.execute(sql.SQL("create role dbguard_pw_user login password {}").format(sql.Literal(SECRET)))
-        hba.write_text("local all dbguard_pw_user scram-sha-256\nhost all dbguard_pw_user all scram-sha-256\n" + original)
+        hba.write_text(
+            "local all dbguard_pw_user scram-sha-256\nhost all dbguard_pw_user all scram-sha-256\n" + original
+        )
         conn.execute("select pg_reload_conf()")
     yield "dbguard_pw_user"
     hba.write_text(original)

@@ -1,14 +1,16 @@
 """Helpers for the Dagster tests: run the audit job against a real database, read what it recorded, and a
 local HTTP server that plays webhook receiver and Slack API."""
+
 from __future__ import annotations
 
 import contextlib
 import json
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import dagster as dg
 import yaml
@@ -23,8 +25,11 @@ def write_config(path: Path, **sections) -> str:
 
 
 def nightly_job(dsn: str, config_path: Optional[str] = None):
-    defs = build_definitions(database=PostgresResource(dsn=dsn, config_path=config_path),
-                             fleet=FleetResource(config_path=config_path), config_path=config_path)
+    defs = build_definitions(
+        database=PostgresResource(dsn=dsn, config_path=config_path),
+        fleet=FleetResource(config_path=config_path),
+        config_path=config_path,
+    )
     return defs.resolve_job_def("nightly_audit_job")
 
 

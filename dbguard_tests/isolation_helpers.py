@@ -1,5 +1,6 @@
 """Databases for the isolation probe tests: one table per policy style (GUC and Supabase JWT tenancy),
 hostile identifiers, and a fingerprint of a database's contents to prove the probe leaves no trace."""
+
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +11,8 @@ from importlib import resources
 import psycopg
 from psycopg import sql
 
-from dbguard_pipeline.pg.session import connect
 from dbguard_pipeline.pg.dsn import with_database
+from dbguard_pipeline.pg.session import connect
 
 APP = "dbguard_test_app"
 BYPASS = "dbguard_test_bypass"
@@ -52,13 +53,23 @@ INSERT INTO public.{name} (tenant_id, body) SELECT t.id, t.name || ' row ' || g 
 CTX = "(SELECT public.ctx())"
 
 # GUC tenancy (app.current_tenant_id), application role dbguard_test_app: one table per policy style.
-GUC_STYLES_SQL = ROLES_SQL + TENANTS_SQL + """
+GUC_STYLES_SQL = (
+    ROLES_SQL
+    + TENANTS_SQL
+    + """
 CREATE FUNCTION public.ctx() RETURNS uuid LANGUAGE sql STABLE
     AS $$ SELECT nullif(current_setting('app.current_tenant_id', true), '')::uuid $$;
 -- a helper the policy trusts, which never looks at the tenant context
 CREATE FUNCTION public.tenant_ok(t uuid) RETURNS boolean LANGUAGE sql STABLE AS $$ SELECT t IS NOT NULL $$;
-""" + _table("rls_off", serial=True) + _table("using_true") + _table("check_missing") + _table(
-    "function_ignores_tenant") + _table("safe_guc") + _table("blind_only") + _table("owned_by_app") + f"""
+"""
+    + _table("rls_off", serial=True)
+    + _table("using_true")
+    + _table("check_missing")
+    + _table("function_ignores_tenant")
+    + _table("safe_guc")
+    + _table("blind_only")
+    + _table("owned_by_app")
+    + f"""
 ALTER TABLE public.using_true ENABLE ROW LEVEL SECURITY;
 CREATE POLICY p ON public.using_true FOR ALL TO {APP} USING (true) WITH CHECK (true);
 
@@ -105,6 +116,7 @@ GRANT USAGE ON SCHEMA public TO {APP};
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP};
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {APP};
 """
+)
 
 
 def supabase_shim() -> str:
@@ -115,7 +127,9 @@ JWT = "((SELECT auth.jwt()) ->> 'tenant_id')::uuid"
 MEMBER = "(SELECT m.tenant_id FROM public.memberships m WHERE m.user_id = (SELECT auth.uid()))"
 
 # Supabase JWT tenancy: request.jwt.claims, role authenticated, a membership table.
-JWT_STYLES_SQL = TENANTS_SQL + f"""
+JWT_STYLES_SQL = (
+    TENANTS_SQL
+    + f"""
 INSERT INTO auth.users (id, email) VALUES ('{USER_BOTH}', 'both@example.com'), ('{USER_A}', 'a@example.com'),
     ('{USER_B}', 'b@example.com');
 CREATE TABLE public.memberships (user_id uuid NOT NULL REFERENCES auth.users (id),
@@ -124,7 +138,11 @@ INSERT INTO public.memberships VALUES ('{USER_BOTH}', '{TENANT_A}'), ('{USER_BOT
     ('{USER_A}', '{TENANT_A}'), ('{USER_B}', '{TENANT_B}');
 ALTER TABLE public.memberships ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own ON public.memberships FOR SELECT TO authenticated USING (user_id = (SELECT auth.uid()));
-""" + _table("jwt_ok") + _table("member_ok") + _table("any_user") + f"""
+"""
+    + _table("jwt_ok")
+    + _table("member_ok")
+    + _table("any_user")
+    + f"""
 ALTER TABLE public.jwt_ok ENABLE ROW LEVEL SECURITY;
 CREATE POLICY p ON public.jwt_ok FOR ALL TO authenticated USING (tenant_id = {JWT}) WITH CHECK (tenant_id = {JWT});
 ALTER TABLE public.member_ok ENABLE ROW LEVEL SECURITY;
@@ -136,6 +154,7 @@ CREATE POLICY p ON public.any_user FOR ALL TO authenticated
     USING ((SELECT auth.uid()) IS NOT NULL) WITH CHECK ((SELECT auth.uid()) IS NOT NULL);
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO authenticated;
 """
+)
 
 # Hostile identifiers everywhere, including the tenant model itself.
 H_SCHEMA = 'Sch"ema; DROP TABLE public.x --'
@@ -155,22 +174,27 @@ def hostile_sql() -> sql.Composable:
         sql.SQL(ROLES_SQL),
         sql.SQL("CREATE SCHEMA {}").format(i(s)),
         sql.SQL("CREATE TABLE {} ({} uuid PRIMARY KEY, {} text NOT NULL)").format(i(s, H_TENANTS), key, i("Name")),
-        sql.SQL("INSERT INTO {} VALUES ({}, 'A'), ({}, 'B')").format(i(s, H_TENANTS), sql.Literal(TENANT_A),
-                                                                     sql.Literal(TENANT_B)),
+        sql.SQL("INSERT INTO {} VALUES ({}, 'A'), ({}, 'B')").format(
+            i(s, H_TENANTS), sql.Literal(TENANT_A), sql.Literal(TENANT_B)
+        ),
     ]
     for name in (H_RLS_OFF, H_SAFE):
         parts += [
-            sql.SQL("CREATE TABLE {} ({} serial PRIMARY KEY, {} uuid NOT NULL REFERENCES {} ({}), {} text NOT NULL)").format(
-                i(s, name), i("ID"), col, i(s, H_TENANTS), key, i("Body Text")),
+            sql.SQL(
+                "CREATE TABLE {} ({} serial PRIMARY KEY, {} uuid NOT NULL REFERENCES {} ({}), {} text NOT NULL)"
+            ).format(i(s, name), i("ID"), col, i(s, H_TENANTS), key, i("Body Text")),
             sql.SQL("INSERT INTO {} ({}, {}) SELECT {}, 'row ' || g FROM {}, generate_series(1, 2) g").format(
-                i(s, name), col, i("Body Text"), key, i(s, H_TENANTS)),
+                i(s, name), col, i("Body Text"), key, i(s, H_TENANTS)
+            ),
         ]
     parts += [
         sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(i(s, H_SAFE)),
         sql.SQL("CREATE POLICY {} ON {} FOR ALL TO {} USING ({} = {}) WITH CHECK ({} = {})").format(
-            i('iso"; --'), i(s, H_SAFE), i(APP), col, ctx, col, ctx),
-        sql.SQL("CREATE TABLE {} ({} int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, {} int NOT NULL REFERENCES {} ({}))"
-                ).format(i(s, H_CHILD), i("Id"), i("Eltern"), i(s, H_RLS_OFF), i("ID")),
+            i('iso"; --'), i(s, H_SAFE), i(APP), col, ctx, col, ctx
+        ),
+        sql.SQL(
+            "CREATE TABLE {} ({} int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, {} int NOT NULL REFERENCES {} ({}))"
+        ).format(i(s, H_CHILD), i("Id"), i("Eltern"), i(s, H_RLS_OFF), i("ID")),
         sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(i(s, H_CHILD), i("Eltern"), i("ID"), i(s, H_RLS_OFF)),
         sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(i(s), i(APP)),
         sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} TO {}").format(i(s), i(APP)),
@@ -202,17 +226,22 @@ def fingerprint(dsn: str) -> dict:
         tables = conn.execute(
             "select n.nspname, c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
             " where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema')"
-            " and n.nspname not like 'pg_toast%' order by 1, 2").fetchall()
+            " and n.nspname not like 'pg_toast%' order by 1, 2"
+        ).fetchall()
         for schema, name in tables:
-            out[("table", schema, name)] = conn.execute(sql.SQL(
-                "select count(*), md5(coalesce(string_agg(t::text, ',' order by t::text), '')) from {} t").format(
-                sql.Identifier(schema, name))).fetchone()
-        for schema, name, last, called in conn.execute(
-                "select n.nspname, c.relname, pg_sequence_last_value(c.oid), s.seqstart from pg_class c"
-                " join pg_namespace n on n.oid = c.relnamespace join pg_sequence s on s.seqrelid = c.oid"
-                " where c.relkind = 'S'").fetchall():
-            state = conn.execute(sql.SQL("select last_value, is_called from {}").format(
-                sql.Identifier(schema, name))).fetchone()
+            out[("table", schema, name)] = conn.execute(
+                sql.SQL(
+                    "select count(*), md5(coalesce(string_agg(t::text, ',' order by t::text), '')) from {} t"
+                ).format(sql.Identifier(schema, name))
+            ).fetchone()
+        for schema, name, last, _called in conn.execute(
+            "select n.nspname, c.relname, pg_sequence_last_value(c.oid), s.seqstart from pg_class c"
+            " join pg_namespace n on n.oid = c.relnamespace join pg_sequence s on s.seqrelid = c.oid"
+            " where c.relkind = 'S'"
+        ).fetchall():
+            state = conn.execute(
+                sql.SQL("select last_value, is_called from {}").format(sql.Identifier(schema, name))
+            ).fetchone()
             out[("sequence", schema, name)] = (last, state)
         out["relations"] = conn.execute("select count(*) from pg_class").fetchone()[0]
         out["roles"] = conn.execute("select count(*) from pg_roles").fetchone()[0]

@@ -1,5 +1,6 @@
 """Helpers shared by the migration tests: planning, applying with the runner, cross-tenant reads as the
 application role, snapshot comparison."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -23,8 +24,14 @@ def tenant_id(dsn: str, n: int) -> str:
         return conn.execute("select md5('tenant:' || %s::text)::uuid::text", (n,)).fetchone()[0]
 
 
-def plan(dsn: str, action: str, table: str, args: Sequence[str] = (), config: Optional[Config] = None,
-         tenant_default: Optional[str] = None) -> Migration:
+def plan(
+    dsn: str,
+    action: str,
+    table: str,
+    args: Sequence[str] = (),
+    config: Optional[Config] = None,
+    tenant_default: Optional[str] = None,
+) -> Migration:
     config = config or Config()
     ctx = build_context(introspect(dsn), config, dsn)
     return plan_action(ctx, action, table, list(args), tenant_default)
@@ -51,8 +58,9 @@ def findings_for(dsn: str, rules: Sequence[str], config: Optional[Config] = None
     return {f.cache_key for f in run_rules(introspect(dsn), None, config, only=only)}
 
 
-def rows_as_app(dsn: str, table_sql: str, tenant: str, *, column: str = "tenant_id", role: str = "authenticated",
-                where: str = "") -> list:
+def rows_as_app(
+    dsn: str, table_sql: str, tenant: str, *, column: str = "tenant_id", role: str = "authenticated", where: str = ""
+) -> list:
     """The tenant column of every row the application role sees with the tenant context set to ``tenant``."""
     with psycopg.connect(dsn) as conn, conn.transaction(force_rollback=True):
         conn.execute("select set_config('app.current_tenant_id', %s, true)", (tenant,))

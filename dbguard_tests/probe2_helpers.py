@@ -2,6 +2,7 @@
 database, as their README says: the Supabase shim first when the file uses ``auth.*``, then the file as a
 superuser, then (Supabase's default privileges, which the shim does not set up) table grants to
 ``authenticated``."""
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,12 @@ _CREATE_ROLE = re.compile(r"create role (\w+)([^;]*);", re.IGNORECASE)
 def _idempotent_roles(text: str) -> str:
     """Roles are cluster-wide: create them only when missing (the test server is shared by every test)."""
     return _CREATE_ROLE.sub(
-        lambda m: (f"do $$ begin if not exists (select 1 from pg_roles where rolname = '{m.group(1)}') then "
-                   f"create role {m.group(1)}{m.group(2)}; end if; end $$;"), text)
+        lambda m: (
+            f"do $$ begin if not exists (select 1 from pg_roles where rolname = '{m.group(1)}') then "
+            f"create role {m.group(1)}{m.group(2)}; end if; end $$;"
+        ),
+        text,
+    )
 
 
 @contextlib.contextmanager

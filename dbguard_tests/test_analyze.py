@@ -2,6 +2,7 @@
 with their measured overhead, fixes are proven on a scratch copy before they are proposed, nothing is suggested
 for the table done right, the target is never written, and a BYPASSRLS or superuser app role is refused.
 Timings are never asserted (bench/bench_analyze.py measures them); only what the plans show."""
+
 from __future__ import annotations
 
 import json
@@ -129,8 +130,24 @@ def test_nothing_is_suggested_for_the_table_done_right(report):
 
 def test_json_interface_and_migration_files_from_the_cli(planted_dsn, config_file, tmp_path, capsys):
     out = tmp_path / "migrations"
-    code = main(["analyze", "--dsn", planted_dsn, "--config", config_file, "--format", "json",
-                 "--table", "orders", "customers", "--migrations-dir", str(out), "--timestamp", "20260101000000"])
+    code = main(
+        [
+            "analyze",
+            "--dsn",
+            planted_dsn,
+            "--config",
+            config_file,
+            "--format",
+            "json",
+            "--table",
+            "orders",
+            "customers",
+            "--migrations-dir",
+            str(out),
+            "--timestamp",
+            "20260101000000",
+        ]
+    )
     assert code == 0
     doc = json.loads(capsys.readouterr().out)
     tables = {t["table"]: t for t in doc["tables"]}
@@ -148,29 +165,50 @@ def test_json_interface_and_migration_files_from_the_cli(planted_dsn, config_fil
     assert "ALTER POLICY" in sugg["migration"]["forward"] and "ALTER POLICY" in sugg["migration"]["rollback"]
     assert tables["public.customers"]["suggestions"] == [] and tables["public.customers"]["causes"] == []
     assert doc["pg_stat_statements"]["available"] in (True, False)
-    assert sorted(p.name for p in out.iterdir()) == ["20260101000000_optimize_policy_orders.sql",
-                                                     "20260101000000_optimize_policy_orders_rollback.sql"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "20260101000000_optimize_policy_orders.sql",
+        "20260101000000_optimize_policy_orders_rollback.sql",
+    ]
 
 
 def _state(dsn: str) -> dict:
     """Everything a write or DDL would change: table contents, write counters, the catalog."""
     with connect(dsn, autocommit=True) as conn:
-        tables = [r[0] for r in conn.execute(
-            "select format('%I.%I', schemaname, relname) from pg_stat_user_tables order by 1").fetchall()]
-        contents = {t: conn.execute(sql.SQL("select md5(coalesce(string_agg(x::text, ',' order by x::text), '')) "
-                                            "from {} x").format(sql.SQL(t))).fetchone()[0] for t in tables}
-        counters = conn.execute("select format('%I.%I', schemaname, relname), n_tup_ins, n_tup_upd, n_tup_del,"
-                                " n_tup_hot_upd from pg_stat_user_tables order by 1").fetchall()
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "select format('%I.%I', schemaname, relname) from pg_stat_user_tables order by 1"
+            ).fetchall()
+        ]
+        contents = {
+            t: conn.execute(
+                sql.SQL("select md5(coalesce(string_agg(x::text, ',' order by x::text), '')) from {} x").format(
+                    sql.SQL(t)
+                )
+            ).fetchone()[0]
+            for t in tables
+        }
+        counters = conn.execute(
+            "select format('%I.%I', schemaname, relname), n_tup_ins, n_tup_upd, n_tup_del,"
+            " n_tup_hot_upd from pg_stat_user_tables order by 1"
+        ).fetchall()
         classes = conn.execute("select oid, relname, relfilenode from pg_class order by oid").fetchall()
         procs = conn.execute("select oid, provolatile, proconfig from pg_proc order by oid").fetchall()
-    return {"contents": contents, "counters": counters, "classes": classes, "procs": procs,
-            "schema": signature(introspect(dsn))}
+    return {
+        "contents": contents,
+        "counters": counters,
+        "classes": classes,
+        "procs": procs,
+        "schema": signature(introspect(dsn)),
+    }
 
 
 def _reads(dsn: str) -> int:
     with connect(dsn, autocommit=True) as conn:
-        return conn.execute("select sum(coalesce(seq_scan, 0) + coalesce(idx_scan, 0)) from pg_stat_user_tables"
-                            " where relname = 'orders'").fetchone()[0]
+        return conn.execute(
+            "select sum(coalesce(seq_scan, 0) + coalesce(idx_scan, 0)) from pg_stat_user_tables"
+            " where relname = 'orders'"
+        ).fetchone()[0]
 
 
 @pytest.mark.security
@@ -186,7 +224,9 @@ def test_the_target_is_never_written(planted_dsn, server_dsn, config):
     for key in ("contents", "counters", "classes", "procs", "schema"):
         assert after[key] == before[key], key
     with connect(server_dsn, autocommit=True) as conn:
-        assert conn.execute("select count(*) from pg_database where datname like 'dbguard_sandbox_%'").fetchone()[0] == 0
+        assert (
+            conn.execute("select count(*) from pg_database where datname like 'dbguard_sandbox_%'").fetchone()[0] == 0
+        )
 
 
 @pytest.mark.security
@@ -238,8 +278,10 @@ def test_the_demo_database_guc_context(demo_dsn):
 
 @pytest.mark.integration
 def test_rls_performance_asset_plots_the_overhead_and_warns(planted_dsn, config_file):
-    result = dg.materialize([schema_snapshot, rls_performance, rls_overhead_below_threshold],
-                            resources={"database": PostgresResource(dsn=planted_dsn, config_path=config_file)})
+    result = dg.materialize(
+        [schema_snapshot, rls_performance, rls_overhead_below_threshold],
+        resources={"database": PostgresResource(dsn=planted_dsn, config_path=config_file)},
+    )
     assert result.success
     (mat,) = result.asset_materializations_for_node("rls_performance")
     md = mat.metadata

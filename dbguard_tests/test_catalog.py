@@ -1,4 +1,5 @@
 """Introspection: what the snapshot holds, its JSON round trip, its cost and its safety."""
+
 from __future__ import annotations
 
 import psycopg
@@ -12,13 +13,33 @@ from dbguard_pipeline.pg.session import connect, read_only_session
 from .conftest import run_sql
 
 DEMO_TABLES = {
-    "tenants", "profiles", "user_tenants", "garages", "vehicles", "vehicle_images", "photo_metadata",
-    "capture_sessions", "event_photos", "vehicle_events", "vehicle_event_audit_logs", "vision_accuracy",
-    "vision_metrics", "conversations", "conversation_messages", "vehicle_spec_enhancements",
+    "tenants",
+    "profiles",
+    "user_tenants",
+    "garages",
+    "vehicles",
+    "vehicle_images",
+    "photo_metadata",
+    "capture_sessions",
+    "event_photos",
+    "vehicle_events",
+    "vehicle_event_audit_logs",
+    "vision_accuracy",
+    "vision_metrics",
+    "conversations",
+    "conversation_messages",
+    "vehicle_spec_enhancements",
 }
 USING_TRUE_TABLES = {
-    "capture_sessions", "event_photos", "photo_metadata", "profiles", "user_tenants",
-    "vehicle_event_audit_logs", "vehicle_events", "vehicle_images", "vehicles",
+    "capture_sessions",
+    "event_photos",
+    "photo_metadata",
+    "profiles",
+    "user_tenants",
+    "vehicle_event_audit_logs",
+    "vehicle_events",
+    "vehicle_images",
+    "vehicles",
 }
 
 
@@ -117,11 +138,19 @@ def test_hostile_identifiers_come_through_unchanged(empty_dsn):
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("create schema {}").format(sql.Identifier(HOSTILE[1])))
         for i, name in enumerate(HOSTILE):
-            conn.execute(sql.SQL("create table {}.{} ({} int primary key, {} text)").format(
-                sql.Identifier(HOSTILE[1]), sql.Identifier(name), sql.Identifier(HOSTILE[i - 1]),
-                sql.Identifier("tenant_id")))
-            conn.execute(sql.SQL("create policy {} on {}.{} using (true)").format(
-                sql.Identifier(name), sql.Identifier(HOSTILE[1]), sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("create table {}.{} ({} int primary key, {} text)").format(
+                    sql.Identifier(HOSTILE[1]),
+                    sql.Identifier(name),
+                    sql.Identifier(HOSTILE[i - 1]),
+                    sql.Identifier("tenant_id"),
+                )
+            )
+            conn.execute(
+                sql.SQL("create policy {} on {}.{} using (true)").format(
+                    sql.Identifier(name), sql.Identifier(HOSTILE[1]), sql.Identifier(name)
+                )
+            )
     snap = introspect(empty_dsn)
     assert snap.schemas == ("Mixed Case", "public")
     assert {t.name for t in snap.tables} == set(HOSTILE)
@@ -155,9 +184,11 @@ def _count_statements(dsn) -> int:
 def _make_tables(dsn, n):
     stmts = []
     for i in range(n):
-        stmts.append(f"create table t{i} (id int primary key, tenant_id uuid not null, parent int references t0(id));"
-                     f"create index on t{i} (tenant_id); alter table t{i} enable row level security;"
-                     f"create policy p{i} on t{i} using (tenant_id = current_setting('app.t')::uuid);")
+        stmts.append(
+            f"create table t{i} (id int primary key, tenant_id uuid not null, parent int references t0(id));"
+            f"create index on t{i} (tenant_id); alter table t{i} enable row level security;"
+            f"create policy p{i} on t{i} using (tenant_id = current_setting('app.t')::uuid);"
+        )
     stmts[0] = stmts[0].replace("parent int references t0(id)", "parent int")
     run_sql(dsn, "\n".join(stmts))
 
@@ -201,8 +232,10 @@ def test_a_held_lock_is_reported_as_a_lock_timeout_not_a_lost_connection(demo_ds
     holder = psycopg.connect(demo_dsn)
     try:
         holder.execute("lock table public.vehicles in access exclusive mode")
-        with pytest.raises(DbguardError, match="lock timeout") as info, \
-                read_only_session(demo_dsn, lock_timeout_ms=100) as conn:
+        with (
+            pytest.raises(DbguardError, match="lock timeout") as info,
+            read_only_session(demo_dsn, lock_timeout_ms=100) as conn,
+        ):
             conn.execute("select count(*) from public.vehicles")
         assert not isinstance(info.value, ConnectionError_)
     finally:
@@ -231,8 +264,11 @@ def test_a_role_limited_to_one_connection_still_gets_its_snapshot(server_dsn, de
     with connect(server_dsn, autocommit=True) as conn:
         conn.execute("drop role if exists dbguard_one_conn")
         conn.execute("create role dbguard_one_conn login connection limit 1")
-        conn.execute(_sql.SQL("grant connect on database {} to dbguard_one_conn").format(
-            _sql.Identifier(parse_dsn(demo_dsn)["dbname"])))
+        conn.execute(
+            _sql.SQL("grant connect on database {} to dbguard_one_conn").format(
+                _sql.Identifier(parse_dsn(demo_dsn)["dbname"])
+            )
+        )
     p = parse_dsn(demo_dsn)
     p["user"] = "dbguard_one_conn"
     snap = catalog.introspect(psycopg.conninfo.make_conninfo(**p))

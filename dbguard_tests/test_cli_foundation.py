@@ -1,4 +1,5 @@
 """The CLI as a user runs it: the demo, introspect, and one-line errors for bad input."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,13 @@ from .conftest import SECRET, _as_user  # noqa: F401  (password_role is a confte
 def dbguard(*args, env=None, timeout=120):
     full_env = {**os.environ, **(env or {})}
     full_env.pop("DBGUARD_DATABASE_URL", None) if env is None or "DBGUARD_DATABASE_URL" not in env else None
-    return subprocess.run([sys.executable, "-m", "dbguard_pipeline.cli", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "dbguard_pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
 
 
 def assert_one_line_error(proc, *needles):

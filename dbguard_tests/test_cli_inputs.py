@@ -1,5 +1,6 @@
 """What the CLI does with what users hand it: --out on links, devices and FIFOs; empty database URLs; bad config
 values. Each bad input is one line on stderr and exit 2, never a traceback, never the wrong target."""
+
 from __future__ import annotations
 
 import json
@@ -80,8 +81,16 @@ def test_out_naming_a_directory_is_one_line(demo_dsn, tmp_path):
     assert_one_line_error(dbguard("introspect", "--dsn", demo_dsn, "--out", str(tmp_path)), "is a directory")
 
 
-@pytest.mark.parametrize("command", [["validate", "--no-data"], ["introspect"], ["test-isolation"],
-                                     ["migrate", "status"], ["generate-migration", "--all", "--dry-run"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["validate", "--no-data"],
+        ["introspect"],
+        ["test-isolation"],
+        ["migrate", "status"],
+        ["generate-migration", "--all", "--dry-run"],
+    ],
+)
 def test_an_empty_dsn_is_a_usage_error_not_the_demo_database(command, tmp_path):
     proc = dbguard(*command, "--dsn", "", env={"DBGUARD_HOME": str(tmp_path / "home")})
     assert_one_line_error(proc, "--dsn is empty")
@@ -94,12 +103,15 @@ def test_an_empty_database_url_variable_is_a_usage_error(tmp_path):
     assert not (tmp_path / "home").exists()
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("statement_timeout_ms: -5\n", "statement_timeout_ms: must be a positive number"),
-    ("lock_timeout_ms: 0\n", "lock_timeout_ms: must be a positive number"),
-    ("sample_percent: 0\n", "sample_percent: must be more than 0"),
-    ("tenant_index_min_rows: -1\n", "tenant_index_min_rows: must be 0 or more"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("statement_timeout_ms: -5\n", "statement_timeout_ms: must be a positive number"),
+        ("lock_timeout_ms: 0\n", "lock_timeout_ms: must be a positive number"),
+        ("sample_percent: 0\n", "sample_percent: must be more than 0"),
+        ("tenant_index_min_rows: -1\n", "tenant_index_min_rows: must be 0 or more"),
+    ],
+)
 def test_bad_config_values_are_one_line(text, needle, demo_dsn, tmp_path):
     cfg = tmp_path / "dbguard.yaml"
     cfg.write_text(text)
@@ -110,4 +122,3 @@ def test_a_config_file_that_is_not_utf8_is_one_line(demo_dsn, tmp_path):
     cfg = tmp_path / "dbguard.yaml"
     cfg.write_bytes(b"tenant:\n  column: \xff\xfe\n")
     assert_one_line_error(dbguard("validate", "--dsn", demo_dsn, "--config", str(cfg)), "is not UTF-8 text")
-

@@ -1,17 +1,18 @@
 """Alerts end to end: a failing audit run, the run failure sensor, a local HTTP server receiving the webhook
 and the Slack Web API call; one alert per failing run, never two."""
+
 from __future__ import annotations
 
 import logging
 
+import dagster as dg
 import pytest
 from psycopg import conninfo
 
-import dagster as dg
 from dbguard_pipeline.alerts import Alert, FailedCheck, deliver
 from dbguard_pipeline.config import AlertsConfig
-from dbguard_pipeline.pg.dsn import describe_dsn, parse_dsn
 from dbguard_pipeline.defs.sensors import ALERTED_TAG, dbguard_alert_sensor
+from dbguard_pipeline.pg.dsn import describe_dsn, parse_dsn
 from dbguard_tests.conftest import run_sql
 from dbguard_tests.dagster_support import local_receiver, run_nightly, write_config
 
@@ -26,21 +27,31 @@ def tick(instance, cursor=None):
 
 
 def break_coverage(dsn: str) -> None:
-    run_sql(dsn, """
+    run_sql(
+        dsn,
+        """
         ALTER TABLE public.garages ALTER COLUMN tenant_id DROP NOT NULL;
         INSERT INTO public.garages (id, tenant_id, name) VALUES (gen_random_uuid(), NULL, 'no tenant');
-    """)
+    """,
+    )
 
 
 @pytest.fixture
 def alert_config(tmp_path, monkeypatch):
     def make(url: str, **extra) -> str:
-        alerts = {"webhook_url": f"{url}/hook", "slack_channel": "#db-alerts", "slack_token_env": "DBGUARD_TEST_SLACK",
-                  "slack_base_url": f"{url}/api/", "ui_base_url": UI, **extra}
+        alerts = {
+            "webhook_url": f"{url}/hook",
+            "slack_channel": "#db-alerts",
+            "slack_token_env": "DBGUARD_TEST_SLACK",
+            "slack_base_url": f"{url}/api/",
+            "ui_base_url": UI,
+            **extra,
+        }
         path = write_config(tmp_path / "dbguard.yaml", alerts=alerts)
         monkeypatch.setenv("DBGUARD_CONFIG", path)
         monkeypatch.setenv("DBGUARD_TEST_SLACK", TOKEN)
         return path
+
     return make
 
 
@@ -71,7 +82,8 @@ def test_failing_check_sends_one_alert_to_webhook_slack_and_log(demo_dsn, alert_
         assert cov["severity"] == "ERROR" and "public.garages" in cov["description"]
         assert set(payload["summary"]) >= {"critical", "warning", "info", "ignored"}
         assert payload["summary"]["critical"] == sum(
-            m["critical"] for m in _metadata(result, ("rls_audit", "data_integrity")))
+            m["critical"] for m in _metadata(result, ("rls_audit", "data_integrity"))
+        )
 
         (slack,) = rx.slack()
         assert slack.headers["Authorization"] == f"Bearer {TOKEN}"
@@ -90,8 +102,11 @@ def test_failing_check_sends_one_alert_to_webhook_slack_and_log(demo_dsn, alert_
 
 @pytest.mark.integration
 def test_a_clean_run_sends_nothing_and_an_unreachable_database_alerts(empty_dsn, alert_config):
-    run_sql(empty_dsn, "CREATE TABLE public.lookup (id int PRIMARY KEY); ALTER TABLE public.lookup ENABLE ROW LEVEL SECURITY;"
-                       "CREATE POLICY lookup_read ON public.lookup FOR SELECT USING (true);")
+    run_sql(
+        empty_dsn,
+        "CREATE TABLE public.lookup (id int PRIMARY KEY); ALTER TABLE public.lookup ENABLE ROW LEVEL SECURITY;"
+        "CREATE POLICY lookup_read ON public.lookup FOR SELECT USING (true);",
+    )
     with local_receiver() as rx, dg.instance_for_test() as instance:
         cfg = alert_config(rx.url)
         cursor = tick(instance)
@@ -129,8 +144,11 @@ def _metadata(result, assets):
 @pytest.mark.integration
 def test_broken_config_still_alerts_through_the_alerts_section(demo_dsn, tmp_path, monkeypatch):
     with local_receiver() as rx, dg.instance_for_test() as instance:
-        path = write_config(tmp_path / "dbguard.yaml", coverage_threshold=-5,
-                            alerts={"webhook_url": f"{rx.url}/hook", "ui_base_url": UI})
+        path = write_config(
+            tmp_path / "dbguard.yaml",
+            coverage_threshold=-5,
+            alerts={"webhook_url": f"{rx.url}/hook", "ui_base_url": UI},
+        )
         monkeypatch.setenv("DBGUARD_CONFIG", path)
         cursor = tick(instance)
         result = run_nightly(instance, demo_dsn, path)
@@ -143,11 +161,21 @@ def test_broken_config_still_alerts_through_the_alerts_section(demo_dsn, tmp_pat
 
 @pytest.mark.security
 def test_alert_delivery_failure_is_reported_not_raised_and_hides_the_webhook_path():
-    alert = Alert(database="app@db:5432/prod", job="nightly_audit_job", run_id="r" * 36, run_url=f"{UI}/runs/x",
-                  failed_checks=(FailedCheck("no_critical_findings", "rls_audit", "ERROR", "1 critical"),),
-                  summary={"critical": 1, "warning": 0})
-    cfg = AlertsConfig(webhook_url="http://127.0.0.1:1/services/T000/B000/secret-path-token", log=False,
-                       slack_channel="#x", slack_token_env="DBGUARD_TEST_UNSET_TOKEN", timeout_seconds=2)
+    alert = Alert(
+        database="app@db:5432/prod",
+        job="nightly_audit_job",
+        run_id="r" * 36,
+        run_url=f"{UI}/runs/x",
+        failed_checks=(FailedCheck("no_critical_findings", "rls_audit", "ERROR", "1 critical"),),
+        summary={"critical": 1, "warning": 0},
+    )
+    cfg = AlertsConfig(
+        webhook_url="http://127.0.0.1:1/services/T000/B000/secret-path-token",
+        log=False,
+        slack_channel="#x",
+        slack_token_env="DBGUARD_TEST_UNSET_TOKEN",
+        timeout_seconds=2,
+    )
     results = deliver(alert, cfg, environ={})
     by = {r.channel: r for r in results}
     assert not by["webhook"].ok and "127.0.0.1:1" in by["webhook"].detail

@@ -1,4 +1,5 @@
 """The DbguardDatabase component: a team adds a database to the nightly audit with a defs.yaml, no Python."""
+
 from __future__ import annotations
 
 import textwrap
@@ -42,8 +43,9 @@ def test_a_defs_yaml_adds_the_assets_job_schedule_and_freshness_check_of_a_datab
         node = graph.get(dg.AssetKey(["billing", key]))
         assert node.group_name == "dbguard_billing" and node.kinds == {"postgres"}
         assert "the billing database (declared in defs.yaml; DSN from $BILLING_DATABASE_URL)" in node.description
-    assert ("billing", "schema_snapshot") in {tuple(k.path) for k in graph.get(
-        dg.AssetKey(["billing", "rls_audit"])).parent_keys}
+    assert ("billing", "schema_snapshot") in {
+        tuple(k.path) for k in graph.get(dg.AssetKey(["billing", "rls_audit"])).parent_keys
+    }
     check_names = {k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey(["billing", "rls_audit"])}
     assert {"no_critical_findings", "no_policy_weakened", "freshness_check"} <= check_names
     job = repo.get_job("billing_audit_job")
@@ -53,8 +55,9 @@ def test_a_defs_yaml_adds_the_assets_job_schedule_and_freshness_check_of_a_datab
     assert sched.job_name == "billing_audit_job"
     # the one freshness sensor evaluates the component's check too
     sensor = repo.get_sensor_def("dbguard_freshness_sensor")
-    assert dg.AssetCheckKey(dg.AssetKey(["billing", "rls_audit"]), "freshness_check") in \
-        sensor.asset_selection.resolve_checks(graph)
+    assert dg.AssetCheckKey(
+        dg.AssetKey(["billing", "rls_audit"]), "freshness_check"
+    ) in sensor.asset_selection.resolve_checks(graph)
     # the database keeps its own resource; the built-in ones are untouched
     resource = defs.resources["dbguard_billing"]
     assert isinstance(resource, ComponentDatabaseResource) and resource.dsn_env == "BILLING_DATABASE_URL"
@@ -64,7 +67,9 @@ def test_a_defs_yaml_adds_the_assets_job_schedule_and_freshness_check_of_a_datab
 def test_the_tenant_model_of_the_defs_yaml_is_laid_over_dbguard_yaml(tmp_path):
     cfg = tmp_path / "dbguard.yaml"
     cfg.write_text("tenant:\n  guc: app.org\n  app_role: web\ncoverage_threshold: 90\n")
-    folder = databases_folder(tmp_path / "databases", orgs=textwrap.dedent(f"""\
+    folder = databases_folder(
+        tmp_path / "databases",
+        orgs=textwrap.dedent(f"""\
         type: dbguard_pipeline.defs.component.DbguardDatabase
         attributes:
           name: orgs
@@ -75,7 +80,8 @@ def test_the_tenant_model_of_the_defs_yaml_is_laid_over_dbguard_yaml(tmp_path):
             column: org_id
             column_type: bigint
             tenants_table: public.orgs
-        """))
+        """),
+    )
     defs = build_definitions(databases_dir=folder)
     config = defs.resources["dbguard_orgs"].load_config()
     tenant = config.tenant
@@ -113,7 +119,8 @@ def test_a_missing_dsn_variable_fails_the_run_with_one_line(tmp_path, monkeypatc
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert failure.step_failure_data.user_failure_data.description == (
         "loading the configuration and database target failed: database 'billing': environment variable "
-        "BILLING_DATABASE_URL is not set")
+        "BILLING_DATABASE_URL is not set"
+    )
 
 
 def test_a_name_that_cannot_be_an_asset_key_is_refused_with_a_suggestion(tmp_path):
@@ -124,14 +131,23 @@ def test_a_name_that_cannot_be_an_asset_key_is_refused_with_a_suggestion(tmp_pat
     while exc is not None:
         chain.append(str(exc))
         exc = exc.__cause__
-    assert any("dbguard database name 'eu-prod': use letters, digits and underscores" in m and "'eu_prod'" in m
-               for m in chain)
+    assert any(
+        "dbguard database name 'eu-prod': use letters, digits and underscores" in m and "'eu_prod'" in m for m in chain
+    )
 
 
 def test_no_folder_or_an_empty_one_adds_nothing(tmp_path):
-    base = {k.to_user_string() for k in build_definitions(databases_dir=tmp_path / "none")
-            .get_repository_def().asset_graph.get_all_asset_keys()}
+    base = {
+        k.to_user_string()
+        for k in build_definitions(databases_dir=tmp_path / "none")
+        .get_repository_def()
+        .asset_graph.get_all_asset_keys()
+    }
     (tmp_path / "empty").mkdir()
-    empty = {k.to_user_string() for k in build_definitions(databases_dir=tmp_path / "empty")
-             .get_repository_def().asset_graph.get_all_asset_keys()}
+    empty = {
+        k.to_user_string()
+        for k in build_definitions(databases_dir=tmp_path / "empty")
+        .get_repository_def()
+        .asset_graph.get_all_asset_keys()
+    }
     assert base == empty and "rls_audit" in base

@@ -1,5 +1,6 @@
 """Dagster 1.13 conventions: what starts stopped, where the alert links point, code versions, retries of
 transient connection errors, and the freshness check that alerts when the nightly audit stops."""
+
 from __future__ import annotations
 
 import time
@@ -38,8 +39,14 @@ def test_the_alert_link_comes_from_the_configured_webserver_url():
 
 def test_database_steps_carry_a_code_version_and_a_retry_policy():
     graph = defs.resolve_asset_graph()
-    for key in ("schema_snapshot", "rls_audit", "tenant_coverage", "data_integrity", "isolation_report",
-                "fleet/rls_audit"):
+    for key in (
+        "schema_snapshot",
+        "rls_audit",
+        "tenant_coverage",
+        "data_integrity",
+        "isolation_report",
+        "fleet/rls_audit",
+    ):
         node = graph.get(dg.AssetKey.from_user_string(key))
         assert node.code_version == CODE_VERSION, key
         policy = node.assets_def.op.retry_policy
@@ -70,16 +77,19 @@ def test_a_refused_connection_is_retried_and_a_config_error_is_not(demo_dsn, tmp
 
 
 def _run_freshness_check(defs_: dg.Definitions, instance) -> dg.ExecuteInProcessResult:
-    job = defs_.resolve_implicit_global_asset_job_def().get_subset(asset_selection=set(),
-                                                                   asset_check_selection={FRESHNESS})
+    job = defs_.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(), asset_check_selection={FRESHNESS}
+    )
     return job.execute_in_process(instance=instance, raise_on_error=False)
 
 
 @pytest.mark.integration
 def test_a_stale_nightly_audit_fails_its_freshness_check_and_alerts(demo_dsn, tmp_path, monkeypatch):
     with local_receiver() as rx, dg.instance_for_test() as instance:
-        cfg = write_config(tmp_path / "dbguard.yaml",
-                           alerts={"webhook_url": f"{rx.url}/hook", "webserver_url": "http://dagster.example:3917"})
+        cfg = write_config(
+            tmp_path / "dbguard.yaml",
+            alerts={"webhook_url": f"{rx.url}/hook", "webserver_url": "http://dagster.example:3917"},
+        )
         monkeypatch.setenv("DBGUARD_CONFIG", cfg)
         defs_ = build_definitions(database=PostgresResource(dsn=demo_dsn, config_path=cfg), config_path=cfg)
         cursor = sensor_tick(dbguard_alert_sensor, instance)
@@ -104,5 +114,6 @@ def test_a_stale_nightly_audit_fails_its_freshness_check_and_alerts(demo_dsn, tm
         alert = hook.json()
         assert alert["run_id"] == stale.run_id
         assert [(c["check"], c["asset"], c["severity"]) for c in alert["failed_checks"]] == [
-            ("freshness_check", "rls_audit", "ERROR")]
+            ("freshness_check", "rls_audit", "ERROR")
+        ]
         assert alert["run_url"] == f"http://dagster.example:3917/runs/{stale.run_id}"

@@ -1,12 +1,13 @@
 """Dagster from day one: the Definitions load and the schema_snapshot asset materializes."""
+
 from __future__ import annotations
 
 import dagster as dg
 
-from dbguard_pipeline.pg.dsn import parse_dsn
 from dbguard_pipeline.defs import assets
 from dbguard_pipeline.defs.definitions import defs
 from dbguard_pipeline.defs.resources import PostgresResource
+from dbguard_pipeline.pg.dsn import parse_dsn
 
 
 def test_definitions_load_and_contain_the_snapshot_asset():

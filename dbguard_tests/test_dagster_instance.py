@@ -1,18 +1,19 @@
 """The Dagster instance: the documented dagster-postgres storage (a database of the embedded server, over its
 Unix socket), and the local DAGSTER_HOME that `make dev` writes."""
+
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 from urllib.parse import quote
 
+import dagster as dg
 import psycopg
 import pytest
 
-import dagster as dg
-from dbguard_pipeline.pg.dsn import parse_dsn
-from dbguard_pipeline.devtools.home import ensure_dagster_home
 from dbguard_pipeline.defs.sensors import dbguard_alert_sensor
+from dbguard_pipeline.devtools.home import ensure_dagster_home
+from dbguard_pipeline.pg.dsn import parse_dsn
 from dbguard_tests.dagster_support import checks, run_nightly, sensor_tick
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,8 +23,7 @@ def socket_url(dsn: str) -> str:
     """postgresql+psycopg2://user@/db?host=/socket/dir, the form dagster-postgres (SQLAlchemy) accepts."""
     p = parse_dsn(dsn)
     port = f"&port={quote(p['port'])}" if p.get("port") else ""
-    return (f"postgresql+psycopg2://{quote(p['user'])}@/{quote(p['dbname'])}?host={quote(p['host'], safe='/')}"
-            f"{port}")
+    return f"postgresql+psycopg2://{quote(p['user'])}@/{quote(p['dbname'])}?host={quote(p['host'], safe='/')}{port}"
 
 
 @pytest.mark.integration
@@ -47,8 +47,10 @@ def test_audit_runs_on_an_instance_stored_in_postgresql(databases, demo_dsn, tmp
         assert instance.get_run_by_id(first.run_id).tags.get("dbguard/alerted") == "1"  # the demo fails its checks
     with psycopg.connect(store) as conn:
         runs = conn.execute("select count(*) from runs").fetchone()[0]
-        mats = conn.execute("select count(*) from event_logs where dagster_event_type = 'ASSET_MATERIALIZATION'"
-                            " and asset_key like '%rls_audit%'").fetchone()[0]
+        mats = conn.execute(
+            "select count(*) from event_logs where dagster_event_type = 'ASSET_MATERIALIZATION'"
+            " and asset_key like '%rls_audit%'"
+        ).fetchone()[0]
         checks_rows = conn.execute("select count(*) from asset_check_executions").fetchone()[0]
     assert runs == 2 and mats == 2 and checks_rows > 10
 

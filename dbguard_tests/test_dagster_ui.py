@@ -1,14 +1,15 @@
 """The UI: dagster-webserver serves the code location of workspace.yaml; its GraphQL API shows the asset graph
 (nodes and edges), the kinds and groups, and the checks' latest results of a real audit run."""
+
 from __future__ import annotations
 
 import json
 import os
 import urllib.request
 
+import dagster as dg
 import pytest
 
-import dagster as dg
 from dbguard_pipeline.devtools.ui_screenshot import serve_ui
 from dbguard_tests.dagster_support import run_nightly
 
@@ -40,8 +41,12 @@ QUERY = """
 
 
 def graphql(port: int, query: str) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     with urllib.request.urlopen(req, timeout=60) as resp:
         body = json.loads(resp.read())
     assert "errors" not in body, body.get("errors")
@@ -55,8 +60,7 @@ def test_webserver_graphql_shows_the_asset_graph_and_latest_check_results(demo_d
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         run = run_nightly(instance, demo_dsn)  # results the UI must show
-    env = {**os.environ, "DAGSTER_HOME": str(home), "DBGUARD_DATABASE_URL": demo_dsn,
-           "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "DAGSTER_HOME": str(home), "DBGUARD_DATABASE_URL": demo_dsn, "PYTHONWARNINGS": "ignore"}
     env.pop("DBGUARD_CONFIG", None)
     with serve_ui(env, tmp_path / "webserver.log", STARTUP_TIMEOUT_S) as port:
         data = graphql(port, QUERY)
@@ -66,7 +70,9 @@ def test_webserver_graphql_shows_the_asset_graph_and_latest_check_results(demo_d
     assert location["locationOrLoadError"]["__typename"] == "RepositoryLocation"
 
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
-    edges = {(dep_key, key) for key, n in nodes.items() for dep_key in ("/".join(d["path"]) for d in n["dependencyKeys"])}
+    edges = {
+        (dep_key, key) for key, n in nodes.items() for dep_key in ("/".join(d["path"]) for d in n["dependencyKeys"])
+    }
     for child in ("rls_audit", "tenant_coverage", "data_integrity", "isolation_report"):
         assert ("schema_snapshot", child) in edges
         assert nodes[child]["groupName"] == "dbguard_audit" and nodes[child]["kinds"] == ["postgres"]
@@ -78,8 +84,14 @@ def test_webserver_graphql_shows_the_asset_graph_and_latest_check_results(demo_d
         return {c["name"]: c for c in nodes[key]["assetChecksOrError"]["checks"]}
 
     rls = checks_of("rls_audit")
-    assert set(rls) == {"no_critical_findings", "no_warning_findings", "no_new_findings", "no_policy_weakened",
-                        "no_new_table_without_rls", "freshness_check"}
+    assert set(rls) == {
+        "no_critical_findings",
+        "no_warning_findings",
+        "no_new_findings",
+        "no_policy_weakened",
+        "no_new_table_without_rls",
+        "freshness_check",
+    }
     assert rls["freshness_check"]["blocking"] is True
     crit = rls["no_critical_findings"]
     assert crit["blocking"] is True

@@ -1,4 +1,5 @@
 """`dbguard diff`: schema differences between two databases or snapshots, and what weakens tenant isolation."""
+
 from __future__ import annotations
 
 import json
@@ -9,14 +10,14 @@ from dataclasses import replace
 import pytest
 from psycopg import sql
 
-from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.cli import main
 from dbguard_pipeline.config import Config
-from dbguard_pipeline.pg.session import connect
-from dbguard_pipeline.pg.dsn import describe_dsn, parse_dsn
 from dbguard_pipeline.diff import Change, SnapshotDiff, describe_change, diff_snapshots, render
 from dbguard_pipeline.model.schema import Role
 from dbguard_pipeline.model.snapshot_json import dump_snapshot
+from dbguard_pipeline.pg.catalog import introspect
+from dbguard_pipeline.pg.dsn import describe_dsn, parse_dsn
+from dbguard_pipeline.pg.session import connect
 
 from .conftest import SECRET, _as_user, run_sql
 from .test_cli_foundation import assert_one_line_error, dbguard
@@ -30,7 +31,7 @@ create function public.tenant_of(v uuid) returns uuid language sql stable set se
 create function public.touch() returns int language sql security definer set search_path = '' as 'select 1';
 """
 
-WEAKENING = f"""
+WEAKENING = """
 alter table public.vision_metrics disable row level security;
 drop policy vision_accuracy_tenant_isolation on public.vision_accuracy;
 create policy vision_accuracy_tenant_isolation on public.vision_accuracy for all to authenticated
@@ -88,8 +89,14 @@ def test_identical_demo_copies_have_no_differences(pair):
 
 def test_taken_at_row_estimates_and_positions_are_ignored(demo_dsn):
     a = introspect(demo_dsn)
-    tables = tuple(replace(t, row_estimate=t.row_estimate + 1000,
-                           columns=tuple(replace(c, position=c.position + 10) for c in t.columns)) for t in a.tables)
+    tables = tuple(
+        replace(
+            t,
+            row_estimate=t.row_estimate + 1000,
+            columns=tuple(replace(c, position=c.position + 10) for c in t.columns),
+        )
+        for t in a.tables
+    )
     b = replace(a, taken_at="2001-01-01T00:00:00+00:00", database="elsewhere", tables=tables)
     assert diff_snapshots(a, b, Config()).identical
 
@@ -129,33 +136,44 @@ def test_weakening_changes_are_reported_precisely_and_flagged(pair):
     assert fk.change == "removed" and fk.weaker and "REFERENCES public.tenants(id)" in fk.before.definition
 
     fn = one(d, object_type="function", name="tenant_of")
-    assert fn.arguments == "v uuid" and attrs(fn) == {"config": (("search_path=\"\"",), ())}
+    assert fn.arguments == "v uuid" and attrs(fn) == {"config": (('search_path=""',), ())}
     assert fn.weaker and "no longer sets search_path" in fn.reasons[0]
 
     assert len(d.weaker_changes) == 8 and d.weakens_isolation
     new = {f.cache_key for f in d.new_findings}
-    assert {"rls_disabled_with_tenant_column:public.vision_metrics",
-            "weak_rls_policy:public.vision_accuracy:vision_accuracy_tenant_isolation",
-            "missing_with_check:public.vision_accuracy:vision_accuracy_tenant_isolation",
-            "security_definer_view:public.vehicle_overview",
-            "tenant_column_nullable:public.photo_metadata:tenant_id",
-            "tenant_fk_missing:public.vehicle_events:tenant_id",
-            "function_search_path_mutable:public.tenant_of:tenant_of(v uuid)"} <= new
+    assert {
+        "rls_disabled_with_tenant_column:public.vision_metrics",
+        "weak_rls_policy:public.vision_accuracy:vision_accuracy_tenant_isolation",
+        "missing_with_check:public.vision_accuracy:vision_accuracy_tenant_isolation",
+        "security_definer_view:public.vehicle_overview",
+        "tenant_column_nullable:public.photo_metadata:tenant_id",
+        "tenant_fk_missing:public.vehicle_events:tenant_id",
+        "function_search_path_mutable:public.tenant_of:tenant_of(v uuid)",
+    } <= new
     assert d.resolved_findings == ()
     # nothing else: tables that were not touched do not appear
     assert {c.qualified for c in d.changes} == {
-        "public.vision_metrics", "public.vision_accuracy", "public.vehicle_overview", "public.photo_metadata",
-        "public.vehicle_events", "public.tenant_of(v uuid)", "public.tenants"}
+        "public.vision_metrics",
+        "public.vision_accuracy",
+        "public.vehicle_overview",
+        "public.photo_metadata",
+        "public.vehicle_events",
+        "public.tenant_of(v uuid)",
+        "public.tenants",
+    }
 
     text = render(d, "text")
     assert "table public.vision_metrics\n  ~ rls_enabled: true -> false  [weaker: row level security disabled]" in text
-    assert ("table public.vehicle_events\n  - constraint vehicle_events_tenant_id_fkey: FOREIGN KEY (tenant_id) "
-            "REFERENCES public.tenants(id)  [weaker: foreign key that ties the table to its tenant dropped]") in text
+    assert (
+        "table public.vehicle_events\n  - constraint vehicle_events_tenant_id_fkey: FOREIGN KEY (tenant_id) "
+        "REFERENCES public.tenants(id)  [weaker: foreign key that ties the table to its tenant dropped]"
+    ) in text
     assert "view public.vehicle_overview\n  ~ security_invoker: true -> false  [weaker:" in text
     assert "  + grant SELECT to anon  [weaker: SELECT granted to anon]" in text
     assert text.rstrip().splitlines()[-1] == (
         f"5 tables, 1 view, 1 function changed: 2 additions, 1 removal, 5 changes; 8 changes weaken isolation; "
-        f"{len(d.new_findings)} new findings, 0 resolved")
+        f"{len(d.new_findings)} new findings, 0 resolved"
+    )
 
 
 @pytest.mark.security
@@ -179,7 +197,7 @@ def test_neutral_changes_are_reported_and_not_flagged(pair):
     text = render(d, "text")
     assert "table public.vehicles\n  + column color: text, not null, default 'red'::text\n" in text
     assert "[weaker" not in text
-    assert "function public.touch()\n  ~ config: [search_path=\"\"] -> [search_path=pg_catalog]" in text
+    assert 'function public.touch()\n  ~ config: [search_path=""] -> [search_path=pg_catalog]' in text
 
 
 @pytest.mark.security
@@ -192,12 +210,16 @@ def test_policy_removals_and_role_changes(pair):
     create policy guard_all on public.vehicle_images as restrictive for all using (tenant_id = {TENANT});
     """
     run_sql(a, both)
-    run_sql(b, both + """
+    run_sql(
+        b,
+        both
+        + """
     drop policy tenant_guard on public.vehicles;
     drop policy "Enable read access for all users" on public.profiles;
     alter policy guard_all on public.vehicle_images to authenticated;
     alter policy vision_metrics_tenant_isolation on public.vision_metrics to authenticated, anon;
-    """)
+    """,
+    )
     d = diff_of(a, b)
     guard = one(d, name="vehicles", item_type="policy", item="tenant_guard")
     assert guard.change == "removed" and guard.reasons == ("RESTRICTIVE policy removed",)
@@ -212,12 +234,18 @@ def test_policy_removals_and_role_changes(pair):
     # without the restrictive guards (removed, or narrowed to authenticated), the open SELECT policies to PUBLIC
     # on vehicles and vehicle_images are no longer covered
     new = {f.cache_key for f in d.new_findings}
-    assert {"weak_rls_policy:public.vehicles:Enable read access for all users",
-            "weak_rls_policy:public.vehicle_images:Enable read access for all users"} <= new
-    assert "weak_rls_policy:public.profiles:Enable read access for all users" in {f.cache_key for f in d.resolved_findings}
+    assert {
+        "weak_rls_policy:public.vehicles:Enable read access for all users",
+        "weak_rls_policy:public.vehicle_images:Enable read access for all users",
+    } <= new
+    assert "weak_rls_policy:public.profiles:Enable read access for all users" in {
+        f.cache_key for f in d.resolved_findings
+    }
     text = render(d, "text")
-    assert '  - policy "Enable read access for all users": PERMISSIVE SELECT TO PUBLIC USING (true)  ' \
-           '(permissive policy removed: access narrows)' in text
+    assert (
+        '  - policy "Enable read access for all users": PERMISSIVE SELECT TO PUBLIC USING (true)  '
+        "(permissive policy removed: access narrows)" in text
+    )
 
 
 @pytest.mark.security
@@ -241,16 +269,26 @@ def test_fixes_resolve_findings_without_weakening(pair):
     assert one(d, name="garages", item_type="policy", item="garages_tenant_isolation").change == "added"
     assert d.weaker_changes == [] and d.new_findings == () and not d.weakens_isolation
     assert [f.cache_key for f in d.resolved_findings] == ["rls_disabled_with_tenant_column:public.garages"]
-    assert render(d, "text").rstrip().endswith(
-        "1 table changed: 1 addition, 0 removals, 1 change; 0 changes weaken isolation; 0 new findings, 1 resolved")
+    assert (
+        render(d, "text")
+        .rstrip()
+        .endswith(
+            "1 table changed: 1 addition, 0 removals, 1 change; 0 changes weaken isolation; 0 new findings, 1 resolved"
+        )
+    )
 
 
 def test_config_scope_and_ignores_apply(pair, tmp_path):
     a, b = pair
-    run_sql(b, "alter table public.vision_metrics disable row level security; "
-               "create schema extra; create table extra.t (id int primary key);")
-    cfg = Config(schemas=("public",), ignore=("rls_disabled_with_tenant_column:public.vision_metrics",
-                                              "policy_exists_rls_disabled:*"))
+    run_sql(
+        b,
+        "alter table public.vision_metrics disable row level security; "
+        "create schema extra; create table extra.t (id int primary key);",
+    )
+    cfg = Config(
+        schemas=("public",),
+        ignore=("rls_disabled_with_tenant_column:public.vision_metrics", "policy_exists_rls_disabled:*"),
+    )
     d = diff_of(a, b, cfg)
     assert {c.qualified for c in d.changes} == {"public.vision_metrics"}  # schema extra is out of scope
     assert d.new_findings == () and len(d.weaker_changes) == 1
@@ -271,15 +309,26 @@ def test_hostile_identifiers(databases):
         create table {s}.{t} (id int primary key, tenant_id uuid not null references public.tenants(id), {u} text);
         alter table {s}.{t} enable row level security;
         create policy {p} on {s}.{t} for all to public using (tenant_id = {ctx}) with check (tenant_id = {ctx});
-    """).format(s=sql.Identifier(schema), t=sql.Identifier(table), u=sql.Identifier(uni),
-                p=sql.Identifier(newline), ctx=sql.SQL(TENANT))
+    """).format(
+        s=sql.Identifier(schema),
+        t=sql.Identifier(table),
+        u=sql.Identifier(uni),
+        p=sql.Identifier(newline),
+        ctx=sql.SQL(TENANT),
+    )
     change = sql.SQL("""
         alter table {s}.{t} add column {l} integer;
         alter table {s}.{t} drop column {u};
         alter policy {p} on {s}.{t} using (true);
         create table {s}.{n} (id int primary key, tenant_id uuid not null references public.tenants(id));
-    """).format(s=sql.Identifier(schema), t=sql.Identifier(table), u=sql.Identifier(uni), l=sql.Identifier(long_),
-                p=sql.Identifier(newline), n=sql.Identifier("Neue Tabelle ✓"))
+    """).format(
+        s=sql.Identifier(schema),
+        t=sql.Identifier(table),
+        u=sql.Identifier(uni),
+        l=sql.Identifier(long_),
+        p=sql.Identifier(newline),
+        n=sql.Identifier("Neue Tabelle ✓"),
+    )
     a, b = databases.create(), databases.create()
     for dsn, stmts in ((a, [base]), (b, [base, change])):
         with connect(dsn, autocommit=True) as conn:
@@ -311,23 +360,31 @@ def test_snapshot_file_against_database_and_back(pair, tmp_path):
     a, b = pair
     snap = tmp_path / "before.json"
     assert dbguard("introspect", "--dsn", a, "--out", str(snap)).returncode == 0
-    run_sql(b, "alter table public.vehicles add column color text; "
-               "alter table public.vision_metrics disable row level security;")
+    run_sql(
+        b,
+        "alter table public.vehicles add column color text; "
+        "alter table public.vision_metrics disable row level security;",
+    )
     out = tmp_path / "diff.json"
     proc = dbguard("diff", str(snap), b, "--format", "json", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "" and proc.stderr.startswith(f"wrote {out}: 2 tables changed: 1 addition")
     data = json.loads(out.read_text(encoding="utf-8"))
-    assert data["source"] == {"label": str(snap), "kind": "snapshot", "database": parse_dsn(a)["dbname"],
-                              "server_version": data["source"]["server_version"],
-                              "taken_at": data["source"]["taken_at"]}
+    assert data["source"] == {
+        "label": str(snap),
+        "kind": "snapshot",
+        "database": parse_dsn(a)["dbname"],
+        "server_version": data["source"]["server_version"],
+        "taken_at": data["source"]["taken_at"],
+    }
     assert data["target"]["kind"] == "database" and data["target"]["label"] == describe_dsn(b)
     assert data["summary"]["additions"] == 1 and data["summary"]["changes"] == 1 and data["summary"]["weaker"] == 1
     by_item = {(c["name"], c["item_type"]): c for c in data["changes"]}
     assert by_item[("vehicles", "column")]["after"]["type"] == "text"
     assert by_item[("vision_metrics", "rls")]["weaker"] is True
     assert by_item[("vision_metrics", "rls")]["attributes"] == [
-        {"attribute": "rls_enabled", "before": True, "after": False}]
+        {"attribute": "rls_enabled", "before": True, "after": False}
+    ]
     assert "rls_disabled_with_tenant_column:public.vision_metrics" in [f["cache_key"] for f in data["new_findings"]]
 
     # the other way round: database -> snapshot; the added column is now removed, RLS comes back on
@@ -336,7 +393,8 @@ def test_snapshot_file_against_database_and_back(pair, tmp_path):
     assert "table public.vehicles\n  - column color: text, nullable" in back.stdout
     assert "  ~ rls_enabled: false -> true\n" in back.stdout
     assert back.stdout.rstrip().endswith(
-        "2 tables changed: 0 additions, 1 removal, 1 change; 0 changes weaken isolation; 0 new findings, 2 resolved")
+        "2 tables changed: 0 additions, 1 removal, 1 change; 0 changes weaken isolation; 0 new findings, 2 resolved"
+    )
     # two snapshot files: same bytes every time (CI diffs)
     snap_b = tmp_path / "after.json"
     snap_b.write_text(dump_snapshot(introspect(b)), encoding="utf-8")
@@ -368,8 +426,11 @@ def test_fail_on_weaker_exit_codes(pair, tmp_path):
 @pytest.mark.security
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     good = tmp_path / "good.json"
-    good.write_text('{"database": "x", "server_version": "16", "server_version_num": 160000, "current_user": "u", '
-                    '"taken_at": "t", "schemas": ["public"]}', encoding="utf-8")
+    good.write_text(
+        '{"database": "x", "server_version": "16", "server_version_num": 160000, "current_user": "u", '
+        '"taken_at": "t", "schemas": ["public"]}',
+        encoding="utf-8",
+    )
     cases = {
         "missing.json": "source snapshot file not found: ",
         "bad.json": "is not valid JSON: Expecting",
@@ -432,11 +493,16 @@ def test_no_password_in_any_output(server_dsn, password_role, pair, tmp_path):  
 
 def test_diff_does_not_import_dagster_pandas_or_great_expectations(tmp_path):
     snap = tmp_path / "s.json"
-    snap.write_text('{"database": "x", "server_version": "16", "server_version_num": 160000, "current_user": "u", '
-                    '"taken_at": "t", "schemas": ["public"], "tables": []}', encoding="utf-8")
-    code = ("import json, sys\nfrom dbguard_pipeline.cli import main\n"
-            f"rc = main(['diff', {str(snap)!r}, {str(snap)!r}, '--out', {str(tmp_path / 'd.txt')!r}])\n"
-            "print(json.dumps([rc, sorted(m for m in ('dagster', 'pandas', 'great_expectations') if m in sys.modules)]))\n")
+    snap.write_text(
+        '{"database": "x", "server_version": "16", "server_version_num": 160000, "current_user": "u", '
+        '"taken_at": "t", "schemas": ["public"], "tables": []}',
+        encoding="utf-8",
+    )
+    code = (
+        "import json, sys\nfrom dbguard_pipeline.cli import main\n"
+        f"rc = main(['diff', {str(snap)!r}, {str(snap)!r}, '--out', {str(tmp_path / 'd.txt')!r}])\n"
+        "print(json.dumps([rc, sorted(m for m in ('dagster', 'pandas', 'great_expectations') if m in sys.modules)]))\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [0, []]
@@ -466,7 +532,8 @@ def test_ci_diff_around_a_fix_migration_and_its_rollback(demo_dsn, tmp_path):
     assert ("profiles", "policy", "changed") in {(c["name"], c["item_type"], c["change"]) for c in data["changes"]}
     assert data["summary"]["weaker"] == 0 and data["new_findings"] == []
     assert "weak_rls_policy:public.profiles:Enable read access for all users" in [
-        f["cache_key"] for f in data["resolved_findings"]]
+        f["cache_key"] for f in data["resolved_findings"]
+    ]
     assert {c["schema"] for c in data["changes"]} == {"public"}  # the runner's ledger schema is not reported
 
     runner.rollback(name)

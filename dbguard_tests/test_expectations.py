@@ -1,4 +1,5 @@
 """Great Expectations suites from the config, run with SQL push-down against a real PostgreSQL."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ from psycopg import sql
 
 from dbguard_pipeline.audit import run_audit
 from dbguard_pipeline.config import Config, Expectation
-from dbguard_pipeline.pg.dsn import parse_dsn
 from dbguard_pipeline.errors import ConfigError
+from dbguard_pipeline.pg.dsn import parse_dsn
 from dbguard_pipeline.pg.expectations import _engine_args, run_expectations
 
 from .conftest import SECRET, _as_user, run_sql
@@ -22,13 +23,21 @@ def exp(table, type_, severity="critical", **kwargs):
 
 @pytest.mark.integration
 def test_failed_expectations_become_findings_with_the_configured_severity(demo_dsn):
-    config = Config(expectations=(
-        exp("public.vehicles", "ExpectColumnValuesToNotBeNull", column="garage_id"),  # holds
-        exp("public.vehicles", "expect_column_values_to_be_between", "warning", column="year",
-            min_value=2015, max_value=2030),  # 9 of 22 vehicles are older
-        exp("public.garages", "ExpectTableRowCountToBeBetween", "info", min_value=1, max_value=3),  # 6 garages
-        exp("public.garages", "ExpectColumnValuesToBeUnique", column="name"),  # holds
-    ))
+    config = Config(
+        expectations=(
+            exp("public.vehicles", "ExpectColumnValuesToNotBeNull", column="garage_id"),  # holds
+            exp(
+                "public.vehicles",
+                "expect_column_values_to_be_between",
+                "warning",
+                column="year",
+                min_value=2015,
+                max_value=2030,
+            ),  # 9 of 22 vehicles are older
+            exp("public.garages", "ExpectTableRowCountToBeBetween", "info", min_value=1, max_value=3),  # 6 garages
+            exp("public.garages", "ExpectColumnValuesToBeUnique", column="name"),  # holds
+        )
+    )
     result = run_audit(demo_dsn, config, rules=["expectation_failed"])
     got = {f.cache_key: f for f in result.findings}
     assert set(got) == {
@@ -44,10 +53,12 @@ def test_failed_expectations_become_findings_with_the_configured_severity(demo_d
 
 
 def test_a_missing_table_or_column_is_not_measured_never_passed(demo_dsn):
-    config = Config(expectations=(
-        exp("public.nope", "ExpectTableRowCountToBeBetween", min_value=1),
-        exp("public.garages", "ExpectColumnValuesToNotBeNull", column="no_such_column"),
-    ))
+    config = Config(
+        expectations=(
+            exp("public.nope", "ExpectTableRowCountToBeBetween", min_value=1),
+            exp("public.garages", "ExpectColumnValuesToNotBeNull", column="no_such_column"),
+        )
+    )
     results = run_expectations(demo_dsn, config)
     assert [r.success for r in results] == [None, None]
     assert "does not exist" in results[0].error and "no_such_column" in results[1].error
@@ -59,8 +70,9 @@ def test_bad_expectation_type_or_kwargs_is_a_config_error(demo_dsn, tmp_path):
     with pytest.raises(ConfigError, match="unknown Great Expectations expectation type 'ExpectTheMoon'"):
         run_expectations(demo_dsn, Config(expectations=(exp("public.garages", "ExpectTheMoon"),)))
     with pytest.raises(ConfigError, match=r"expectations\[0\].*invalid kwargs"):
-        run_expectations(demo_dsn, Config(expectations=(
-            exp("public.garages", "ExpectColumnValuesToNotBeNull", colum="name"),)))
+        run_expectations(
+            demo_dsn, Config(expectations=(exp("public.garages", "ExpectColumnValuesToNotBeNull", colum="name"),))
+        )
     cfg = tmp_path / "dbguard.yaml"
     cfg.write_text("expectations:\n  - {table: public.garages, type: ExpectTheMoon}\n")
     proc = dbguard("validate", "--dsn", demo_dsn, "--config", str(cfg), "--rule", "expectation_failed")
@@ -70,9 +82,15 @@ def test_bad_expectation_type_or_kwargs_is_a_config_error(demo_dsn, tmp_path):
 @pytest.mark.security
 def test_hostile_identifiers_reach_gx_quoted(empty_dsn):
     s, t, c = 'Sch"ema ü', 'a"b; drop table x', "Wert ✓"
-    run_sql(empty_dsn, sql.SQL("create schema {s}; create table {s}.{t} ({c} int); create table public.x (id int);"
-                               "insert into {s}.{t} values (1), (null), (3);").format(
-        s=sql.Identifier(s), t=sql.Identifier(t), c=sql.Identifier(c)).as_string(None))
+    run_sql(
+        empty_dsn,
+        sql.SQL(
+            "create schema {s}; create table {s}.{t} ({c} int); create table public.x (id int);"
+            "insert into {s}.{t} values (1), (null), (3);"
+        )
+        .format(s=sql.Identifier(s), t=sql.Identifier(t), c=sql.Identifier(c))
+        .as_string(None),
+    )
     config = Config(expectations=(exp(f"{s}.{t}", "ExpectColumnValuesToNotBeNull", column=c),))
     (r,) = run_expectations(empty_dsn, config)
     assert r.error is None and r.success is False and r.observed["unexpected_count"] == 1
@@ -109,8 +127,10 @@ def test_great_expectations_is_imported_only_when_the_config_declares_expectatio
     import sys
 
     cfg = tmp_path / "dbguard.yaml"  # a type dbguard does not evaluate itself: Great Expectations runs it
-    cfg.write_text("expectations:\n  - {table: public.garages, type: ExpectColumnValueLengthsToBeBetween, "
-                   "kwargs: {column: name, min_value: 1}}\n")
+    cfg.write_text(
+        "expectations:\n  - {table: public.garages, type: ExpectColumnValueLengthsToBeBetween, "
+        "kwargs: {column: name, min_value: 1}}\n"
+    )
     code = (
         "import json, sys\n"
         "from dbguard_pipeline.cli import main\n"
@@ -122,8 +142,9 @@ def test_great_expectations_is_imported_only_when_the_config_declares_expectatio
     assert with_gx.returncode == 0, with_gx.stderr
     assert json.loads(with_gx.stdout.strip().splitlines()[-1])[:2] == [0, True]
     sql_only = tmp_path / "sql.yaml"  # one dbguard evaluates in SQL: Great Expectations is never imported
-    sql_only.write_text("expectations:\n  - {table: public.garages, type: ExpectTableRowCountToBeBetween, "
-                        "kwargs: {min_value: 1}}\n")
+    sql_only.write_text(
+        "expectations:\n  - {table: public.garages, type: ExpectTableRowCountToBeBetween, kwargs: {min_value: 1}}\n"
+    )
     fast = subprocess.run([sys.executable, "-c", code, str(sql_only)], capture_output=True, text=True, timeout=180)
     assert json.loads(fast.stdout.strip().splitlines()[-1]) == [0, False, False], fast.stderr
     empty = tmp_path / "empty.yaml"

@@ -2,6 +2,7 @@
 context keeps inserting. The migration ends (a primary-key walk bounded at the start, no rescans), the writer
 never fails (a BEFORE INSERT trigger gives its rows the parent's tenant, also after NOT NULL), every row has
 its parent's tenant, and the rollback removes the trigger and its function."""
+
 from __future__ import annotations
 
 import threading
@@ -36,11 +37,18 @@ def test_backfill_finishes_under_a_writer_without_tenant_context(databases, tmp_
     run_sql(dsn, (HERE / "brewery_common.sql").read_text())
     run_sql(dsn, CHILD)
     out = tmp_path / "m"
-    fixes = services.generate_fixes(dsn, BREWERY, action="add-tenant-isolation", table="public.fermenter_logs",
-                                    out_dir=str(out), round_trip="yes", timestamp="20260101000000")
+    fixes = services.generate_fixes(
+        dsn,
+        BREWERY,
+        action="add-tenant-isolation",
+        table="public.fermenter_logs",
+        out_dir=str(out),
+        round_trip="yes",
+        timestamp="20260101000000",
+    )
     assert fixes.rejected == [] and len(fixes.written) == 2
     forward = fixes.written[0].read_text()
-    assert "BEFORE INSERT ON \"public\".\"fermenter_logs\"" in forward and "high_key" in forward
+    assert 'BEFORE INSERT ON "public"."fermenter_logs"' in forward and "high_key" in forward
 
     stop, errors, inserted = threading.Event(), [], []
 
@@ -68,15 +76,20 @@ def test_backfill_finishes_under_a_writer_without_tenant_context(databases, tmp_
         thread.join()
     assert len(results) == 1 and errors == []
     with psycopg.connect(dsn) as conn:
-        wrong = conn.execute("select count(*) from public.fermenter_logs f join public.batches b on b.id = f.batch_id "
-                             "where f.tenant_id is distinct from b.tenant_id").fetchone()[0]
-        notnull = conn.execute("select attnotnull from pg_attribute where attrelid = 'public.fermenter_logs'::regclass "
-                               "and attname = 'tenant_id'").fetchone()[0]
+        wrong = conn.execute(
+            "select count(*) from public.fermenter_logs f join public.batches b on b.id = f.batch_id "
+            "where f.tenant_id is distinct from b.tenant_id"
+        ).fetchone()[0]
+        notnull = conn.execute(
+            "select attnotnull from pg_attribute where attrelid = 'public.fermenter_logs'::regclass "
+            "and attname = 'tenant_id'"
+        ).fetchone()[0]
     assert wrong == 0 and notnull
 
     services.migrator(dsn, out).rollback("20260101000000_add_tenant_isolation_fermenter_logs")
     with psycopg.connect(dsn) as conn:
-        left = conn.execute("select count(*) from pg_proc where proname like 'fermenter_logs_tenant_id_fill%' "
-                            "union all select count(*) from pg_trigger where tgname like 'fermenter_logs_tenant_id_fill%'"
-                            ).fetchall()
+        left = conn.execute(
+            "select count(*) from pg_proc where proname like 'fermenter_logs_tenant_id_fill%' "
+            "union all select count(*) from pg_trigger where tgname like 'fermenter_logs_tenant_id_fill%'"
+        ).fetchall()
     assert left == [(0,), (0,)]

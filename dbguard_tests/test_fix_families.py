@@ -1,6 +1,7 @@
 """Families of the fix-loop reproductions (issue #11): the initplan rewrite on every spelling, per-command
 replacement on any mix of commands, the idiom of sibling tables, refusing to guess, and what happens to a fix
 that fails its round trip (rejected/, the others written, verdicts in the headers)."""
+
 from __future__ import annotations
 
 import pglast
@@ -17,16 +18,26 @@ from .conftest import run_sql
 from .test_fix_loop import BREWERY, FARMS, HERE, assert_never_worse, policies, run_loop
 
 WRAPS = [
-    ("(farm_id IN ( SELECT fh.farm_id FROM farm_hands fh WHERE (fh.user_id = auth.uid())))",
-     "(farm_id IN ( SELECT fh.farm_id FROM farm_hands fh WHERE (fh.user_id = (select auth.uid()))))"),
-    ("(tenant_id = (current_setting('app.t'::text, true))::uuid)",
-     "(tenant_id = ((select current_setting('app.t'::text, true)))::uuid)"),
-    ("(org = ((auth.jwt() -> 'app_metadata'::text) ->> 'org'::text))",
-     "(org = (((select auth.jwt()) -> 'app_metadata'::text) ->> 'org'::text))"),
-    ("(owner = auth.uid()) OR (auth.role() = 'service_role'::text)",
-     "(owner = (select auth.uid())) OR ((select auth.role()) = 'service_role'::text)"),
-    ("(label = 'auth.uid() (x'::text) AND (u = auth.uid())",
-     "(label = 'auth.uid() (x'::text) AND (u = (select auth.uid()))"),
+    (
+        "(farm_id IN ( SELECT fh.farm_id FROM farm_hands fh WHERE (fh.user_id = auth.uid())))",
+        "(farm_id IN ( SELECT fh.farm_id FROM farm_hands fh WHERE (fh.user_id = (select auth.uid()))))",
+    ),
+    (
+        "(tenant_id = (current_setting('app.t'::text, true))::uuid)",
+        "(tenant_id = ((select current_setting('app.t'::text, true)))::uuid)",
+    ),
+    (
+        "(org = ((auth.jwt() -> 'app_metadata'::text) ->> 'org'::text))",
+        "(org = (((select auth.jwt()) -> 'app_metadata'::text) ->> 'org'::text))",
+    ),
+    (
+        "(owner = auth.uid()) OR (auth.role() = 'service_role'::text)",
+        "(owner = (select auth.uid())) OR ((select auth.role()) = 'service_role'::text)",
+    ),
+    (
+        "(label = 'auth.uid() (x'::text) AND (u = auth.uid())",
+        "(label = 'auth.uid() (x'::text) AND (u = (select auth.uid()))",
+    ),
     ("(u = ( SELECT auth.uid() AS uid))", "(u = ( SELECT auth.uid() AS uid))"),  # already once per query
     ("public.works_on(farm_id)", "public.works_on(farm_id)"),  # nothing to wrap
 ]
@@ -62,8 +73,12 @@ def test_each_weak_per_command_policy_is_rewritten_for_its_own_command(databases
     loop = run_loop(databases, tmp_path, "brewery", None, BREWERY, extra_sql=PER_COMMAND)
     assert_never_worse(loop)
     got = policies(loop.dsn, "public.mash_logs")
-    assert {k: v[0] for k, v in got.items()} == {"mash_read": "SELECT", "mash_add": "INSERT",
-                                                  "mash_edit": "UPDATE", "mash_drop": "DELETE"}
+    assert {k: v[0] for k, v in got.items()} == {
+        "mash_read": "SELECT",
+        "mash_add": "INSERT",
+        "mash_edit": "UPDATE",
+        "mash_drop": "DELETE",
+    }
     for name in ("mash_read", "mash_drop"):
         assert "current_setting('brew.tenant'" in got[name][1]
 
@@ -87,7 +102,7 @@ def test_a_table_without_rls_gets_the_membership_subquery_its_siblings_use(datab
     fixes = services.generate_fixes(dsn, FARMS, out_dir=str(out), round_trip="yes", timestamp="20260101000000")
     assert fixes.rejected == []
     services.migrator(dsn, out).up()
-    (_name, (cmd, using, check)), = policies(dsn, "public.orchard_rows").items()
+    ((_name, (cmd, using, check)),) = policies(dsn, "public.orchard_rows").items()
     assert cmd == "ALL" and "farm_hands fh" in using and "( SELECT auth.uid() AS uid)" in using and using == check
     with psycopg.connect(dsn) as conn, conn.transaction(force_rollback=True):  # the app sends only sub
         conn.execute("""select set_config('request.jwt.claims', '{"sub": "f1000000-0000-4000-8000-000000000001"}',
@@ -100,13 +115,16 @@ def test_a_table_without_rls_gets_the_membership_subquery_its_siblings_use(datab
 @pytest.mark.integration
 def test_no_idiom_and_no_configured_context_is_refused_with_one_line(databases):
     dsn = databases.create()
-    run_sql(dsn, """
+    run_sql(
+        dsn,
+        """
         do $$ begin if not exists (select 1 from pg_roles where rolname = 'authenticated') then
           create role authenticated nologin; end if; end $$;
         create table public.tenants (id uuid primary key);
         create table public.notes (id bigint primary key, tenant_id uuid not null references public.tenants (id));
         create index on public.notes (tenant_id);
-        grant select on public.notes to authenticated;""")
+        grant select on public.notes to authenticated;""",
+    )
     fixes = services.plan_fixes(dsn, Config())
     assert fixes.migrations == []
     line = next(s for s in fixes.skipped if s.startswith("fix-rls-policy public.notes"))
@@ -124,8 +142,15 @@ def test_a_fix_that_fails_its_round_trip_goes_to_rejected_and_the_others_are_wri
     fixes = services.plan_fixes(dsn, BREWERY, out_dir=str(out), timestamp="20260101000000")
     hop = next(m for m in fixes.migrations if m.qualified == "public.hop_lots")
     # what the generator wrote before issue #11: the weak SELECT policy replaced by FOR ALL (widens the table)
-    hop.forward = [type(b)(tuple(s.replace("AS PERMISSIVE FOR SELECT", "AS PERMISSIVE FOR ALL") for s in b.statements),
-                           b.transactional, b.comment, b.untimed) for b in hop.forward]
+    hop.forward = [
+        type(b)(
+            tuple(s.replace("AS PERMISSIVE FOR SELECT", "AS PERMISSIVE FOR ALL") for s in b.statements),
+            b.transactional,
+            b.comment,
+            b.untimed,
+        )
+        for b in hop.forward
+    ]
     services.render_fixes(fixes)
     services.lint_fixes(fixes)
     services.round_trip_fixes(dsn, BREWERY, fixes, "yes")

@@ -3,6 +3,7 @@ the reproductions of shared/repros/fixes (a brewery co-op) and fixes-membership 
 tenancy), copied to dbguard_tests/fix_loop/. After the loop: no finding that was not there before, no new
 probe leak, tenant A's own rows and commands exactly as before (under the context the app sends, and with a
 JWT carrying only ``sub``), and a second generate --all writes nothing."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,14 +21,29 @@ from .conftest import run_sql
 
 HERE = Path(__file__).parent / "fix_loop"
 
-BREWERY = Config(tenant=TenantModel(column="tenant_id", tenants_table="public.tenants", context="guc",
-                                    guc="brew.tenant", app_role="brew_app"))
-BREWERY_JWT_NESTED = Config(tenant=TenantModel(column="tenant_id", tenants_table="public.tenants", context="jwt",
-                                               jwt_claim="app_metadata.brewery", app_role="brew_web"))
-BREWERY_JWT = Config(tenant=TenantModel(column="tenant_id", tenants_table="public.tenants", context="jwt",
-                                        app_role="brew_web"))
-FARMS = Config(tenant=TenantModel(column="farm_id", tenants_table="public.farms", context="jwt", jwt_claim="tenant_id",
-                                  app_role="authenticated"), schemas=("public",))
+BREWERY = Config(
+    tenant=TenantModel(
+        column="tenant_id", tenants_table="public.tenants", context="guc", guc="brew.tenant", app_role="brew_app"
+    )
+)
+BREWERY_JWT_NESTED = Config(
+    tenant=TenantModel(
+        column="tenant_id",
+        tenants_table="public.tenants",
+        context="jwt",
+        jwt_claim="app_metadata.brewery",
+        app_role="brew_web",
+    )
+)
+BREWERY_JWT = Config(
+    tenant=TenantModel(column="tenant_id", tenants_table="public.tenants", context="jwt", app_role="brew_web")
+)
+FARMS = Config(
+    tenant=TenantModel(
+        column="farm_id", tenants_table="public.farms", context="jwt", jwt_claim="tenant_id", app_role="authenticated"
+    ),
+    schemas=("public",),
+)
 
 
 @dataclass
@@ -53,13 +69,17 @@ class Loop:
 def _measure(dsn: str, config: Config) -> tuple[set[str], set[str], dict[str, dict[str, Access]]]:
     snap = services.introspect(dsn, config)
     report = services.probe(dsn, config, snapshot=snap)
-    access = {t.qualified: own_access(dsn, config, snap, t.qualified)[0]
-              for t in plan_targets(snap, config) if t.kind == "table"}
+    access = {
+        t.qualified: own_access(dsn, config, snap, t.qualified)[0]
+        for t in plan_targets(snap, config)
+        if t.kind == "table"
+    }
     return audit_keys(snap, config), {f"{r.qualified} {r.probe}" for r in report.leaks}, access
 
 
-def run_loop(databases, tmp_path: Path, prefix: str, name: str | None, config: Config,
-             extra_sql: str | None = None) -> Loop:
+def run_loop(
+    databases, tmp_path: Path, prefix: str, name: str | None, config: Config, extra_sql: str | None = None
+) -> Loop:
     dsn = databases.create()
     run_sql(dsn, (HERE / f"{prefix}_common.sql").read_text())
     if name:
@@ -68,8 +88,9 @@ def run_loop(databases, tmp_path: Path, prefix: str, name: str | None, config: C
         run_sql(dsn, extra_sql)
     loop = Loop(dsn, tmp_path / "m")
     k0, l0, a0 = _measure(dsn, config)
-    loop.first = services.generate_fixes(dsn, config, out_dir=str(loop.out), round_trip="yes",
-                                         timestamp="20260101000000")
+    loop.first = services.generate_fixes(
+        dsn, config, out_dir=str(loop.out), round_trip="yes", timestamp="20260101000000"
+    )
     if loop.out.is_dir():  # (an absent folder is the runner's business: another part of issue #11)
         services.migrator(dsn, loop.out).up()
     k1, l1, a1 = _measure(dsn, config)
@@ -78,8 +99,9 @@ def run_loop(databases, tmp_path: Path, prefix: str, name: str | None, config: C
         lost, widened = compare_access(before, a1.get(table, {}))
         loop.lost += [f"{table}: {x}" for x in lost]
         loop.widened += [f"{table}: {x}" for x in widened]
-    loop.second = services.generate_fixes(dsn, config, out_dir=str(loop.out), round_trip="yes",
-                                          timestamp="20260101000001")
+    loop.second = services.generate_fixes(
+        dsn, config, out_dir=str(loop.out), round_trip="yes", timestamp="20260101000001"
+    )
     return loop
 
 
@@ -92,9 +114,13 @@ def assert_never_worse(loop: Loop) -> None:
 
 def policies(dsn: str, table: str) -> dict[str, tuple[str, str, str]]:
     with psycopg.connect(dsn) as conn:
-        return {r[0]: (r[1], r[2] or "", r[3] or "") for r in conn.execute(
-            "select policyname, cmd, qual, with_check from pg_policies where schemaname || '.' || tablename = %s",
-            (table,)).fetchall()}
+        return {
+            r[0]: (r[1], r[2] or "", r[3] or "")
+            for r in conn.execute(
+                "select policyname, cmd, qual, with_check from pg_policies where schemaname || '.' || tablename = %s",
+                (table,),
+            ).fetchall()
+        }
 
 
 CASES = [
@@ -144,8 +170,11 @@ def test_parent_guard_policy_is_rewritten_in_the_same_migration(databases, tmp_p
 def test_replacements_keep_the_command_set(databases, tmp_path):
     loop = run_loop(databases, tmp_path, "brewery", "r2_widen", BREWERY)
     assert {k: v[0] for k, v in policies(loop.dsn, "public.hop_lots").items()} == {"hop_lots_read": "SELECT"}
-    assert {k: v[0] for k, v in policies(loop.dsn, "public.kegs").items()} == \
-        {"kegs_read": "SELECT", "kegs_add": "INSERT", "kegs_edit": "UPDATE"}
+    assert {k: v[0] for k, v in policies(loop.dsn, "public.kegs").items()} == {
+        "kegs_read": "SELECT",
+        "kegs_add": "INSERT",
+        "kegs_edit": "UPDATE",
+    }
     assert not any(k.startswith("multiple_permissive_policies") for k in loop.keys[1])
 
 
@@ -179,11 +208,13 @@ def test_a_fix_reuses_the_tables_own_context_function(databases, tmp_path):
 @pytest.mark.integration
 def test_membership_fix_uses_the_membership_helper(databases, tmp_path):
     loop = run_loop(databases, tmp_path, "brewery", "r9_membership", BREWERY_JWT)
-    (name, (cmd, using, check)), = policies(loop.dsn, "public.casks").items()
+    ((name, (cmd, using, check)),) = policies(loop.dsn, "public.casks").items()
     assert cmd == "ALL" and "is_brewer" in using and "is_brewer" in check
     # a member (a JWT with only sub) sees exactly the brewery's own casks
     with psycopg.connect(loop.dsn) as conn, conn.transaction(force_rollback=True):
-        conn.execute("""select set_config('request.jwt.claims', '{"sub": "c0000000-0000-4000-8000-0000000000a1"}', true)""")
+        conn.execute(
+            """select set_config('request.jwt.claims', '{"sub": "c0000000-0000-4000-8000-0000000000a1"}', true)"""
+        )
         conn.execute("set local role brew_web")
         seen = {r[0] for r in conn.execute("select tenant_id::text from public.casks")}
     assert seen == {"b0000000-0000-4000-8000-00000000000a"}
@@ -197,10 +228,11 @@ def test_partitioned_index_does_not_block_the_security_fix(databases, tmp_path):
     assert ("fix-rls-policy", "public.scale_readings") in actions
     assert ("add-composite-index", "public.scale_readings") in actions
     index = next(p for p in loop.out.glob("*add_composite_index_scale_readings.sql")).read_text()
-    assert "ON ONLY \"public\".\"scale_readings\"" in index and "ATTACH PARTITION" in index
+    assert 'ON ONLY "public"."scale_readings"' in index and "ATTACH PARTITION" in index
     with psycopg.connect(loop.dsn) as conn:
-        valid = conn.execute("select indisvalid from pg_index where indexrelid = "
-                             "'public.scale_readings_crate_id_idx'::regclass").fetchone()[0]
+        valid = conn.execute(
+            "select indisvalid from pg_index where indexrelid = 'public.scale_readings_crate_id_idx'::regclass"
+        ).fetchone()[0]
     assert valid
 
 
@@ -211,8 +243,9 @@ def test_two_party_rows_are_never_given_one_tenant(databases, tmp_path):
     assert not any(m.action == "add-tenant-isolation" for m in loop.first.migrations)
     assert any("belongs to more than one tenant" in s for s in loop.first.skipped)
     with psycopg.connect(loop.dsn) as conn:
-        cols = {r[0] for r in conn.execute("select column_name from information_schema.columns "
-                                           "where table_name = 'trades'")}
+        cols = {
+            r[0] for r in conn.execute("select column_name from information_schema.columns where table_name = 'trades'")
+        }
     assert "farm_id" not in cols
 
 

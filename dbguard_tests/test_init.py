@@ -1,4 +1,5 @@
 """`dbguard init`: a dbguard.yaml inferred from the database, each line saying why, loadable by load_config."""
+
 from __future__ import annotations
 
 import pytest
@@ -77,8 +78,11 @@ grant select, insert on public.docs, public.files to init_svc;
 
 @pytest.fixture
 def fresh_role(server_dsn):
-    run_sql(server_dsn, "do $$ begin if not exists (select 1 from pg_roles where rolname = 'init_svc') "
-                        "then create role init_svc nologin; end if; end $$;")
+    run_sql(
+        server_dsn,
+        "do $$ begin if not exists (select 1 from pg_roles where rolname = 'init_svc') "
+        "then create role init_svc nologin; end if; end $$;",
+    )
     return "init_svc"
 
 

@@ -1,6 +1,7 @@
 """`dbguard init` on the reproductions (dbguard_tests/init_repros: copies of ../shared/repros): the config it
 infers gives the same answers as the hand-written YAML beside each one -- the same findings (cache keys and
 severities) from validate and the same verdicts from test-isolation."""
+
 from __future__ import annotations
 
 import re
@@ -21,24 +22,35 @@ SHIM = Path(__file__).parents[1] / "dbguard_pipeline" / "demo" / "supabase_shim.
 CASES = {
     **{p.stem: ((p,), p.with_suffix(".yaml")) for p in sorted((HERE / "audit-and-probe").glob("*.sql"))},
     "fixes_common": ((HERE / "fixes/common.sql",), HERE / "fixes/dbguard.yaml"),
-    "fixes_jwt_dotted": ((HERE / "fixes/common.sql", HERE / "fixes/r8_jwt_dotted.sql"), HERE / "fixes/dbguard_jwt.yaml"),
+    "fixes_jwt_dotted": (
+        (HERE / "fixes/common.sql", HERE / "fixes/r8_jwt_dotted.sql"),
+        HERE / "fixes/dbguard_jwt.yaml",
+    ),
     "fixes_membership": ((HERE / "fixes-membership/common.sql",), HERE / "fixes-membership/dbguard.yaml"),
     # the family: a membership helper on JWT tenancy, a context function, two references to the tenants table
-    "fixes_r9_membership": ((HERE / "fixes/common.sql", HERE / "fixes/r9_membership.sql"),
-                            HERE / "fixes/dbguard_jwt_default.yaml"),
-    "membership_context_function": ((HERE / "fixes-membership/common.sql",
-                                     HERE / "fixes-membership/f3_ignores_own_context_fn.sql"),
-                                    HERE / "fixes-membership/dbguard.yaml"),
-    "membership_two_party": ((HERE / "fixes-membership/common.sql", HERE / "fixes-membership/f5_two_party.sql"),
-                             HERE / "fixes-membership/dbguard.yaml"),
+    "fixes_r9_membership": (
+        (HERE / "fixes/common.sql", HERE / "fixes/r9_membership.sql"),
+        HERE / "fixes/dbguard_jwt_default.yaml",
+    ),
+    "membership_context_function": (
+        (HERE / "fixes-membership/common.sql", HERE / "fixes-membership/f3_ignores_own_context_fn.sql"),
+        HERE / "fixes-membership/dbguard.yaml",
+    ),
+    "membership_two_party": (
+        (HERE / "fixes-membership/common.sql", HERE / "fixes-membership/f5_two_party.sql"),
+        HERE / "fixes-membership/dbguard.yaml",
+    ),
 }
 
 
 def _idempotent_roles(text: str) -> str:
     """Roles are cluster-wide and several tests share the server: create each only if it is missing."""
-    return re.sub(r"(?im)^create role (\w+)([^;]*);",
-                  lambda m: f"do $$ begin if not exists (select 1 from pg_roles where rolname = '{m[1]}') "
-                            f"then create role {m[1]}{m[2]}; end if; end $$;", text)
+    return re.sub(
+        r"(?im)^create role (\w+)([^;]*);",
+        lambda m: f"do $$ begin if not exists (select 1 from pg_roles where rolname = '{m[1]}') "
+        f"then create role {m[1]}{m[2]}; end if; end $$;",
+        text,
+    )
 
 
 def load_repro(dsn: str, files) -> None:

@@ -1,5 +1,6 @@
 """`dbguard test-isolation` as CI runs it: exit codes, formats, files, one-line errors, no password anywhere,
 and the whole loop: the demo leaks, the generated fixes are applied, the probe finds nothing."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,6 @@ from dbguard_pipeline.pg.dsn import parse_dsn
 
 from .conftest import SECRET, _as_user
 from .isolation_helpers import APP, GUC_STYLES_SQL, ROLES_SQL, TENANTS_SQL, scratch_database
-
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:
@@ -63,14 +63,18 @@ def test_safe_tables_exit_0_and_text_names_every_command(capsys, demo_dsn):
 @pytest.mark.integration
 def test_junit_out_file_has_one_named_case_per_table_and_command(capsys, demo_dsn, tmp_path):
     out_file = tmp_path / "reports" / "isolation.xml"
-    code, out, err = run_cli(capsys, "--dsn", demo_dsn, "--table", "garages", "vision_metrics", "--format", "junit",
-                             "--out", str(out_file))
+    code, out, err = run_cli(
+        capsys, "--dsn", demo_dsn, "--table", "garages", "vision_metrics", "--format", "junit", "--out", str(out_file)
+    )
     assert code == 1 and out == ""
     assert f"wrote {out_file}: 2 relations, 18 probes, 9 leaks in 1 relations, 0 not probed" in err
     suite = ET.parse(out_file).getroot()
     names = [tc.get("name") for tc in suite.iter("testcase")]
-    assert names == [f"test_isolation[public.{t}-{c}]" for t in ("garages", "vision_metrics")
-                     for c in ("select", "insert", "update", "delete")]
+    assert names == [
+        f"test_isolation[public.{t}-{c}]"
+        for t in ("garages", "vision_metrics")
+        for c in ("select", "insert", "update", "delete")
+    ]
     assert suite.get("failures") == "4" and suite.get("tests") == "8"
     failure = suite.find("testcase[@name='test_isolation[public.garages-select]']/failure")
     assert "SELECT on public.garages returned" in failure.get("message")
@@ -96,9 +100,11 @@ def test_superuser_app_role_is_refused_from_the_cli(capsys, styles_dsn, tmp_path
     cfg.write_text(f"tenant:\n  app_role: {superuser}\n")
     code, out, err = run_cli(capsys, "--dsn", styles_dsn, "--config", str(cfg))
     assert code == 2 and out == ""
-    assert err == (f"dbguard test-isolation: error: refusing to probe as {superuser}: it is a superuser, and row level "
-                   f"security never applies to superusers, so the probes would prove nothing; set tenant.app_role to "
-                   f"the role the application's queries run as\n")
+    assert err == (
+        f"dbguard test-isolation: error: refusing to probe as {superuser}: it is a superuser, and row level "
+        f"security never applies to superusers, so the probes would prove nothing; set tenant.app_role to "
+        f"the role the application's queries run as\n"
+    )
 
 
 @pytest.mark.security
@@ -116,8 +122,9 @@ def test_no_password_in_any_output(capsys, styles_dsn, app_config, fmt, tmp_path
 
 
 @pytest.mark.security
-def test_password_login_without_rights_is_refused_without_echoing_it(capsys, server_dsn, password_role, styles_dsn,
-                                                                    app_config):
+def test_password_login_without_rights_is_refused_without_echoing_it(
+    capsys, server_dsn, password_role, styles_dsn, app_config
+):
     dsn = _as_user(server_dsn, password_role, SECRET, parse_dsn(styles_dsn)["dbname"])
     code, out, err = run_cli(capsys, "--dsn", dsn, "--config", app_config)
     assert code == 2
@@ -126,11 +133,15 @@ def test_password_login_without_rights_is_refused_without_echoing_it(capsys, ser
 
 
 def test_strict_turns_not_probed_into_a_failure(capsys, server_dsn, app_config):
-    ddl = ROLES_SQL + TENANTS_SQL + f"""
+    ddl = (
+        ROLES_SQL
+        + TENANTS_SQL
+        + f"""
     CREATE TABLE public.shapes (id uuid PRIMARY KEY, tenant_id uuid NOT NULL REFERENCES public.tenants (id),
                                 at point NOT NULL);
     GRANT SELECT, INSERT, UPDATE, DELETE ON public.shapes TO {APP};
     """
+    )
     with scratch_database(server_dsn, ddl) as dsn:
         code, out, _ = run_cli(capsys, "--dsn", dsn, "--config", app_config)
         assert code == 0 and "not probed: " in out and "9 not probed" in out

@@ -1,4 +1,5 @@
 """Dagster: the isolation_report asset and its blocking no_cross_tenant_leaks check against a real database."""
+
 from __future__ import annotations
 
 import dagster as dg
@@ -12,7 +13,10 @@ from .test_isolation_cli import with_password
 
 SECRET = "iso-Dagster-pw-41"
 
-SAFE_ONLY = ROLES_SQL + TENANTS_SQL + f"""
+SAFE_ONLY = (
+    ROLES_SQL
+    + TENANTS_SQL
+    + f"""
 CREATE TABLE public.notes (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
                            tenant_id uuid NOT NULL REFERENCES public.tenants (id), body text NOT NULL);
 INSERT INTO public.notes (tenant_id, body) SELECT id, 'note of ' || name FROM public.tenants;
@@ -22,12 +26,15 @@ CREATE POLICY p ON public.notes FOR ALL TO {APP}
     WITH CHECK (tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid);
 GRANT SELECT, INSERT, UPDATE, DELETE ON public.notes TO {APP};
 """
+)
 
 
 def materialize(dsn: str, config_path: str | None = None):
-    return dg.materialize([isolation_report, *isolation_checks],
-                          resources={"database": PostgresResource(dsn=dsn, config_path=config_path)},
-                          raise_on_error=False)
+    return dg.materialize(
+        [isolation_report, *isolation_checks],
+        resources={"database": PostgresResource(dsn=dsn, config_path=config_path)},
+        raise_on_error=False,
+    )
 
 
 def test_exports():
@@ -56,9 +63,12 @@ def test_demo_fails_the_blocking_check_with_every_witness(demo_dsn):
     assert check.severity == dg.AssetCheckSeverity.ERROR
     witnesses = [r.data for r in check.metadata["witnesses"].value.records]
     assert len(witnesses) == 39
-    assert any(w["relation"] == "public.vehicles" and w["command"] == "select"
-               and "as authenticated with tenant A, SELECT on public.vehicles returned" in w["witness"]
-               for w in witnesses)
+    assert any(
+        w["relation"] == "public.vehicles"
+        and w["command"] == "select"
+        and "as authenticated with tenant A, SELECT on public.vehicles returned" in w["witness"]
+        for w in witnesses
+    )
 
 
 @pytest.mark.integration

@@ -1,4 +1,5 @@
 """The pytest plugin as a user's CI runs it: `pytest --dbguard-dsn URL` in a project of their own."""
+
 from __future__ import annotations
 
 import pytest
@@ -29,7 +30,9 @@ def test_one_named_test_per_table_and_command_failing_with_the_witness(user_proj
     text = result.stdout.str()
     assert "FAILED dbguard-isolation::test_isolation[public.garages-select]" in text
     assert "PASSED dbguard-isolation::test_isolation[public.vision_metrics-delete]" in text
-    result.stdout.fnmatch_lines(["*as authenticated with tenant A, SELECT on public.vehicles returned * rows of tenant B*"])
+    result.stdout.fnmatch_lines(
+        ["*as authenticated with tenant A, SELECT on public.vehicles returned * rows of tenant B*"]
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
@@ -40,8 +43,12 @@ def test_env_variable_and_keyword_selection_probe_only_what_is_selected(user_pro
     result.assert_outcomes(passed=8)
     assert result.ret == pytest.ExitCode.OK
     collected = user_project.runpytest("--collect-only", "-q", "-m", "dbguard_isolation")
-    collected.stdout.fnmatch_lines(["dbguard-isolation::test_isolation[public.vehicles-select]",
-                                    "dbguard-isolation::test_isolation[public.vehicle_overview-select]"])
+    collected.stdout.fnmatch_lines(
+        [
+            "dbguard-isolation::test_isolation[public.vehicles-select]",
+            "dbguard-isolation::test_isolation[public.vehicle_overview-select]",
+        ]
+    )
     assert "test_their_own_code" not in collected.stdout.str()
 
 

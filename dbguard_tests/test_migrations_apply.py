@@ -1,6 +1,7 @@
 """Generated migrations applied with the runner on a real database: the finding is gone, the isolation is
 real as the application role, the rollback restores the snapshot object for object; hostile identifiers;
 live conditions (held locks, concurrent writes)."""
+
 from __future__ import annotations
 
 import threading
@@ -98,8 +99,10 @@ def test_add_tenant_isolation_conversation_messages(demo_dsn, tmp_path):
         assert not any(c.kind == "check" for c in t.constraints)  # the temporary CHECK is gone
         assert any(ix.columns[:1] == ("tenant_id",) and ix.valid for ix in t.indexes)
         with psycopg.connect(demo_dsn) as conn:  # every row got its conversation's tenant
-            wrong = conn.execute("select count(*) from public.conversation_messages m join public.conversations c "
-                                 "on c.id = m.conversation_id where m.tenant_id is distinct from c.tenant_id").fetchone()[0]
+            wrong = conn.execute(
+                "select count(*) from public.conversation_messages m join public.conversations c "
+                "on c.id = m.conversation_id where m.tenant_id is distinct from c.tenant_id"
+            ).fetchone()[0]
             assert wrong == 0
         seen = rows_as_app(demo_dsn, "public.conversation_messages", a)
         assert seen and set(seen) == {a}
@@ -109,8 +112,11 @@ def test_add_tenant_isolation_conversation_messages(demo_dsn, tmp_path):
             conn.execute("select set_config('app.current_tenant_id', %s, true)", (a,))
             conn.execute("set local role authenticated")
             conv = conn.execute("select id from public.conversations limit 1").fetchone()[0]
-            got = conn.execute("insert into public.conversation_messages (id, conversation_id, body) values "
-                               "(gen_random_uuid(), %s, 'hi') returning tenant_id::text", (conv,)).fetchone()[0]
+            got = conn.execute(
+                "insert into public.conversation_messages (id, conversation_id, body) values "
+                "(gen_random_uuid(), %s, 'hi') returning tenant_id::text",
+                (conv,),
+            ).fetchone()[0]
             assert got == a
 
     apply_and_roll_back(demo_dsn, tmp_path, m, isolated)
@@ -135,8 +141,11 @@ def test_add_foreign_key_vehicle_spec_enhancements(demo_dsn, tmp_path):
     assert any(k.startswith("tenant_fk_missing:public.vehicle_spec_enhancements") for k in m.fixes)
 
     def validated():
-        fks = [c for c in table_state(demo_dsn, "public.vehicle_spec_enhancements").foreign_keys
-               if c.columns == ("tenant_id",)]
+        fks = [
+            c
+            for c in table_state(demo_dsn, "public.vehicle_spec_enhancements").foreign_keys
+            if c.columns == ("tenant_id",)
+        ]
         assert len(fks) == 1 and fks[0].validated and fks[0].ref_table == "tenants"
         with psycopg.connect(demo_dsn) as conn, pytest.raises(psycopg.errors.ForeignKeyViolation):
             conn.execute("update public.vehicle_spec_enhancements set tenant_id = gen_random_uuid()")
@@ -152,10 +161,13 @@ def test_sandbox_round_trip_of_every_fixable_finding_on_the_demo(demo_dsn):
     ctx = build_context(introspect(demo_dsn), config, demo_dsn)
     planned = plan_all(ctx)
     actions = {(m.action, m.qualified) for m in planned.migrations}
-    assert {("fix-rls-policy", "public.garages"), ("fix-rls-policy", "public.profiles"),
-            ("add-tenant-isolation", "public.conversation_messages"),
-            ("add-composite-index", "public.event_photos"),
-            ("add-foreign-key", "public.vehicle_spec_enhancements")} <= actions
+    assert {
+        ("fix-rls-policy", "public.garages"),
+        ("fix-rls-policy", "public.profiles"),
+        ("add-tenant-isolation", "public.conversation_messages"),
+        ("add-composite-index", "public.event_photos"),
+        ("add-foreign-key", "public.vehicle_spec_enhancements"),
+    } <= actions
     # the nine USING (true) tables, garages, conversations (unsafe cast evaluated per row),
     # and nothing on the tables done right
     assert ("fix-rls-policy", "public.conversations") in actions
@@ -183,7 +195,9 @@ def _q(name: str) -> str:
 
 def hostile_setup(dsn: str) -> None:
     s = _q(HOSTILE_SCHEMA)
-    run_sql(dsn, f"""
+    run_sql(
+        dsn,
+        f"""
         do $$ begin if not exists (select 1 from pg_roles where rolname = 'authenticated') then
           create role authenticated nologin; end if; end $$;
         create schema {s};
@@ -199,12 +213,20 @@ def hostile_setup(dsn: str) -> None:
         insert into {s}.{_q(HOSTILE_PARENT)} select g, 1 + g % 2, g, 'p' from generate_series(1, 20) g;
         insert into {s}.{_q(HOSTILE_CHILD)} select g, 1 + g % 20, 'c' from generate_series(1, 60) g;
         grant select, insert, update, delete on all tables in schema {s} to authenticated;
-    """)
+    """,
+    )
 
 
-HOSTILE_CONFIG = Config(tenant=TenantModel(context="guc", column="Tenant_Id", column_type="bigint",
-                                           tenants_table=f"{HOSTILE_SCHEMA}.{HOSTILE_TENANTS}", tenants_key="Id"),
-                        schemas=(HOSTILE_SCHEMA,))
+HOSTILE_CONFIG = Config(
+    tenant=TenantModel(
+        context="guc",
+        column="Tenant_Id",
+        column_type="bigint",
+        tenants_table=f"{HOSTILE_SCHEMA}.{HOSTILE_TENANTS}",
+        tenants_key="Id",
+    ),
+    schemas=(HOSTILE_SCHEMA,),
+)
 
 
 @pytest.mark.security
@@ -235,8 +257,9 @@ def test_hostile_identifiers_every_action_round_trips(empty_dsn, tmp_path):
     Runner(empty_dsn, tmp_path / "iso").up()
     seen = rows_as_app(empty_dsn, f"{s}.{_q(HOSTILE_CHILD)}", "1", column="Tenant_Id")
     assert len(seen) == 30 and set(seen) == {"1"}
-    assert rows_as_app(empty_dsn, f"{s}.{_q(HOSTILE_CHILD)}", "1", column="Tenant_Id",
-                       where='where "Tenant_Id" = 2') == []
+    assert (
+        rows_as_app(empty_dsn, f"{s}.{_q(HOSTILE_CHILD)}", "1", column="Tenant_Id", where='where "Tenant_Id" = 2') == []
+    )
     with psycopg.connect(empty_dsn) as conn:  # the schema and every table are still there
         n = conn.execute("select count(*) from pg_tables where schemaname = %s", (HOSTILE_SCHEMA,)).fetchone()[0]
         assert n == 3 and conn.execute("select to_regnamespace('public') is not null").fetchone()[0]
@@ -248,10 +271,15 @@ def test_hostile_add_foreign_key(empty_dsn, tmp_path):
     from psycopg import sql
 
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        fk = conn.execute("select conname from pg_constraint where conrelid = %s::regclass and contype = 'f'",
-                          (f"{_q(HOSTILE_SCHEMA)}.{_q(HOSTILE_CHILD)}",)).fetchone()[0]
-        conn.execute(sql.SQL("alter table {} drop constraint {}").format(
-            sql.Identifier(HOSTILE_SCHEMA, HOSTILE_CHILD), sql.Identifier(fk)))
+        fk = conn.execute(
+            "select conname from pg_constraint where conrelid = %s::regclass and contype = 'f'",
+            (f"{_q(HOSTILE_SCHEMA)}.{_q(HOSTILE_CHILD)}",),
+        ).fetchone()[0]
+        conn.execute(
+            sql.SQL("alter table {} drop constraint {}").format(
+                sql.Identifier(HOSTILE_SCHEMA, HOSTILE_CHILD), sql.Identifier(fk)
+            )
+        )
     child = f"{HOSTILE_SCHEMA}.{HOSTILE_CHILD}"
     parent = f"{HOSTILE_SCHEMA}.{HOSTILE_PARENT}"
     m = plan(empty_dsn, "add-foreign-key", child, (parent, "parent_id"), config=HOSTILE_CONFIG)
@@ -268,10 +296,13 @@ def _hold(dsn: str, sql_text: str, release: threading.Event, ready: threading.Ev
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("holder", [
-    "select * from public.profiles for update",
-    "lock table public.profiles in access share mode",
-])
+@pytest.mark.parametrize(
+    "holder",
+    [
+        "select * from public.profiles for update",
+        "lock table public.profiles in access share mode",
+    ],
+)
 def test_held_rows_make_fix_rls_policy_fail_cleanly_on_lock_timeout(demo_dsn, tmp_path, holder):
     cfg = Config(lock_timeout_ms=200)
     m = plan(demo_dsn, "fix-rls-policy", "profiles", config=cfg)
@@ -299,8 +330,9 @@ def test_add_tenant_isolation_with_a_held_lock_fails_cleanly(demo_dsn, tmp_path)
     write(m, tmp_path)
     before = table_state(demo_dsn, "public.conversation_messages")
     release, ready = threading.Event(), threading.Event()
-    t = threading.Thread(target=_hold, args=(demo_dsn, "select * from public.conversation_messages for update",
-                                             release, ready))
+    t = threading.Thread(
+        target=_hold, args=(demo_dsn, "select * from public.conversation_messages for update", release, ready)
+    )
     t.start()
     try:
         assert ready.wait(10)
@@ -315,8 +347,11 @@ def test_add_tenant_isolation_with_a_held_lock_fails_cleanly(demo_dsn, tmp_path)
 @pytest.mark.integration
 def test_add_tenant_isolation_succeeds_while_the_application_keeps_writing(demo_dsn, tmp_path):
     a = tenant_id(demo_dsn, 1)
-    run_sql(demo_dsn, """insert into public.conversation_messages (id, conversation_id, body)
-        select gen_random_uuid(), md5('conversation:' || (1 + g % 8))::uuid, 'bulk' from generate_series(1, 12000) g""")
+    run_sql(
+        demo_dsn,
+        """insert into public.conversation_messages (id, conversation_id, body)
+        select gen_random_uuid(), md5('conversation:' || (1 + g % 8))::uuid, 'bulk' from generate_series(1, 12000) g""",
+    )
     m = plan(demo_dsn, "add-tenant-isolation", "conversation_messages")
     write(m, tmp_path)
     stop, errors, inserted = threading.Event(), [], []
@@ -329,8 +364,11 @@ def test_add_tenant_isolation_succeeds_while_the_application_keeps_writing(demo_
                 try:
                     with conn.transaction():
                         conn.execute("select set_config('app.current_tenant_id', %s, true)", (a,))
-                        conn.execute("insert into public.conversation_messages (id, conversation_id, body) "
-                                     "values (gen_random_uuid(), %s, 'live')", (conv,))
+                        conn.execute(
+                            "insert into public.conversation_messages (id, conversation_id, body) "
+                            "values (gen_random_uuid(), %s, 'live')",
+                            (conv,),
+                        )
                     inserted.append(1)
                 except psycopg.Error as exc:  # pragma: no cover - reported below
                     errors.append(str(exc))
@@ -347,10 +385,16 @@ def test_add_tenant_isolation_succeeds_while_the_application_keeps_writing(demo_
     assert errors == []
     assert len(inserted) > 0
     with psycopg.connect(demo_dsn) as conn:
-        assert conn.execute("select count(*) from public.conversation_messages where tenant_id is null").fetchone()[0] == 0
-        assert conn.execute("select count(*) from public.conversation_messages where body = 'live'").fetchone()[0] == len(inserted)
-        wrong = conn.execute("select count(*) from public.conversation_messages m join public.conversations c "
-                             "on c.id = m.conversation_id where m.tenant_id <> c.tenant_id").fetchone()[0]
+        assert (
+            conn.execute("select count(*) from public.conversation_messages where tenant_id is null").fetchone()[0] == 0
+        )
+        assert conn.execute("select count(*) from public.conversation_messages where body = 'live'").fetchone()[
+            0
+        ] == len(inserted)
+        wrong = conn.execute(
+            "select count(*) from public.conversation_messages m join public.conversations c "
+            "on c.id = m.conversation_id where m.tenant_id <> c.tenant_id"
+        ).fetchone()[0]
         assert wrong == 0
     assert table_state(demo_dsn, "public.conversation_messages").column("tenant_id").not_null
 
@@ -389,12 +433,22 @@ def test_psql_applies_the_files_as_they_are(demo_dsn, tmp_path):
     fwd.write_text(m.render_forward())
     rb.write_text(m.render_rollback())
     for path in (fwd,):
-        proc = subprocess.run([client_binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(path)],
-                              env=libpq_env(demo_dsn), capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [client_binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(path)],
+            env=libpq_env(demo_dsn),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr
     assert_fixed(demo_dsn, m)
-    proc = subprocess.run([client_binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(rb)],
-                          env=libpq_env(demo_dsn), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [client_binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(rb)],
+        env=libpq_env(demo_dsn),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert_same(before, introspect(demo_dsn))
 
@@ -403,7 +457,9 @@ def test_psql_applies_the_files_as_they_are(demo_dsn, tmp_path):
 @pytest.mark.integration
 @pytest.mark.parametrize("tenant_type,a,b", [("text", "acme", "bright"), ("integer", "1", "2")])
 def test_text_and_integer_tenant_ids(empty_dsn, tmp_path, tenant_type, a, b):
-    run_sql(empty_dsn, f"""
+    run_sql(
+        empty_dsn,
+        f"""
         do $$ begin if not exists (select 1 from pg_roles where rolname = 'authenticated') then
           create role authenticated nologin; end if; end $$;
         create table public.tenants (id {tenant_type} primary key);
@@ -413,7 +469,8 @@ def test_text_and_integer_tenant_ids(empty_dsn, tmp_path, tenant_type, a, b):
         insert into public.projects select g, (case when g % 2 = 0 then '{a}' else '{b}' end)::{tenant_type} from generate_series(1, 10) g;
         insert into public.tasks select g, 1 + g % 10 from generate_series(1, 40) g;
         grant select, insert, update, delete on all tables in schema public to authenticated;
-    """)
+    """,
+    )
     cfg = Config(tenant=TenantModel(context="guc", column_type=tenant_type))
     for action, table in (("fix-rls-policy", "projects"), ("add-tenant-isolation", "tasks")):
         m = plan(empty_dsn, action, table, config=cfg)

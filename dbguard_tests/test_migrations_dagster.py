@@ -1,4 +1,5 @@
 """The generate_fix_migrations job and its sensor, against a real database and a real Dagster instance."""
+
 from __future__ import annotations
 
 import dagster as dg
@@ -18,8 +19,12 @@ from .dagster_support import run_nightly
 
 def _run_job(dsn, out_dir, **config):
     return generate_fix_migrations_job.execute_in_process(
-        run_config={"ops": {"plan_fixes": {"config": {"out_dir": str(out_dir), "timestamp": "20250101000000", **config}}}},
-        resources={"database": PostgresResource(dsn=dsn)}, raise_on_error=False)
+        run_config={
+            "ops": {"plan_fixes": {"config": {"out_dir": str(out_dir), "timestamp": "20250101000000", **config}}}
+        },
+        resources={"database": PostgresResource(dsn=dsn)},
+        raise_on_error=False,
+    )
 
 
 def _meta(result, step):
@@ -51,16 +56,22 @@ def test_the_job_writes_linted_round_tripped_migrations_and_applies_nothing(demo
 
 @pytest.mark.integration
 def test_the_job_can_be_limited_to_given_findings(demo_dsn, tmp_path):
-    result = _run_job(demo_dsn, tmp_path, cache_keys=["rls_disabled_with_tenant_column:public.garages"],
-                      round_trip=False)
+    result = _run_job(
+        demo_dsn, tmp_path, cache_keys=["rls_disabled_with_tenant_column:public.garages"], round_trip=False
+    )
     assert result.success
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["20250101000000_fix_rls_policy_garages.sql",
-                                                           "20250101000000_fix_rls_policy_garages_rollback.sql"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "20250101000000_fix_rls_policy_garages.sql",
+        "20250101000000_fix_rls_policy_garages_rollback.sql",
+    ]
 
 
 def test_run_key_depends_only_on_the_fixable_cache_keys():
-    keys = {"weak_rls_policy:public.a:p": "warning", "no_primary_key:public.b": "info",
-            "rls_disabled_with_tenant_column:public.c": "critical"}
+    keys = {
+        "weak_rls_policy:public.a:p": "warning",
+        "no_primary_key:public.b": "info",
+        "rls_disabled_with_tenant_column:public.c": "critical",
+    }
     assert fixable_keys(keys) == ["rls_disabled_with_tenant_column:public.c", "weak_rls_policy:public.a:p"]
     assert run_key(fixable_keys(keys)) == run_key(list(reversed(fixable_keys(keys))))
     assert run_key(["weak_rls_policy:public.a:p"]) != run_key(fixable_keys(keys))

@@ -1,4 +1,5 @@
 """The runner (`dbguard migrate`): ledger, order, checksums, no-transaction steps, automatic rollback, CLI."""
+
 from __future__ import annotations
 
 import psycopg
@@ -33,7 +34,13 @@ create table b (id int);
 create table c (id int);
 """
     units = parse_units(text)
-    assert [(u.transactional, len(u.statements)) for u in units] == [(True, 1), (True, 1), (False, 1), (False, 1), (True, 2)]
+    assert [(u.transactional, len(u.statements)) for u in units] == [
+        (True, 1),
+        (True, 1),
+        (False, 1),
+        (False, 1),
+        (True, 2),
+    ]
     with pytest.raises(MigrationError, match="inside BEGIN"):
         parse_units("BEGIN;\ncreate index concurrently i on a (id);\nCOMMIT;")
     with pytest.raises(MigrationError, match="BEGIN without COMMIT"):
@@ -45,14 +52,20 @@ create table c (id int);
 @pytest.mark.integration
 def test_ledger_records_each_file_once_in_order(empty_dsn, tmp_path):
     _write(tmp_path, "20250101000000_one", "create table one (id int);", "drop table if exists one;")
-    _write(tmp_path, "20250102000000_two", "create table two (id int);\ncreate index concurrently two_idx on two (id);",
-           "drop table if exists two;")
+    _write(
+        tmp_path,
+        "20250102000000_two",
+        "create table two (id int);\ncreate index concurrently two_idx on two (id);",
+        "drop table if exists two;",
+    )
     runner = Runner(empty_dsn, tmp_path)
     assert [r.name for r in runner.up()] == ["20250101000000_one", "20250102000000_two"]
     assert runner.up() == []
     with psycopg.connect(empty_dsn) as conn:
-        rows = conn.execute("select name, checksum, applied_at is not null, duration >= interval '0' "
-                            "from dbguard.schema_migrations order by applied_at, name").fetchall()
+        rows = conn.execute(
+            "select name, checksum, applied_at is not null, duration >= interval '0' "
+            "from dbguard.schema_migrations order by applied_at, name"
+        ).fetchall()
     assert [r[0] for r in rows] == ["20250101000000_one", "20250102000000_two"]
     assert all(len(r[1]) == 64 and r[2] and r[3] for r in rows)
     assert _exists(empty_dsn, "two_idx")
@@ -87,14 +100,20 @@ def test_out_of_order_file_is_refused(empty_dsn, tmp_path):
 
 @pytest.mark.integration
 def test_failure_after_a_committed_step_applies_the_rollback(empty_dsn, tmp_path):
-    _write(tmp_path, "20250101000000_half",
-           "BEGIN;\ncreate table half (id int);\nCOMMIT;\n"
-           "-- dbguard:no-transaction\ncreate index concurrently if not exists half_idx on half (id);\n"
-           "BEGIN;\ninsert into half values (1);\nselect 1 / 0;\nCOMMIT;\n",
-           "-- dbguard:no-transaction\ndrop index concurrently if exists half_idx;\n"
-           "BEGIN;\ndrop table if exists half;\nCOMMIT;\n")
-    with pytest.raises(MigrationError, match=r"step 3 of 3 \(line 7\) failed: division by zero; "
-                                             r"20250101000000_half_rollback.sql was applied"):
+    _write(
+        tmp_path,
+        "20250101000000_half",
+        "BEGIN;\ncreate table half (id int);\nCOMMIT;\n"
+        "-- dbguard:no-transaction\ncreate index concurrently if not exists half_idx on half (id);\n"
+        "BEGIN;\ninsert into half values (1);\nselect 1 / 0;\nCOMMIT;\n",
+        "-- dbguard:no-transaction\ndrop index concurrently if exists half_idx;\n"
+        "BEGIN;\ndrop table if exists half;\nCOMMIT;\n",
+    )
+    with pytest.raises(
+        MigrationError,
+        match=r"step 3 of 3 \(line 7\) failed: division by zero; "
+        r"20250101000000_half_rollback.sql was applied",
+    ):
         Runner(empty_dsn, tmp_path).up()
     assert not _exists(empty_dsn, "half")
     assert not _exists(empty_dsn, "half_idx")
@@ -103,8 +122,12 @@ def test_failure_after_a_committed_step_applies_the_rollback(empty_dsn, tmp_path
 
 @pytest.mark.integration
 def test_failure_in_the_first_step_changes_nothing(empty_dsn, tmp_path):
-    _write(tmp_path, "20250101000000_bad", "create table t1 (id int);\ncreate table t1 (id int);",
-           "drop table if exists t1;")
+    _write(
+        tmp_path,
+        "20250101000000_bad",
+        "create table t1 (id int);\ncreate table t1 (id int);",
+        "drop table if exists t1;",
+    )
     with pytest.raises(MigrationError, match="nothing was changed"):
         Runner(empty_dsn, tmp_path).up()
     assert not _exists(empty_dsn, "t1")
@@ -112,8 +135,12 @@ def test_failure_in_the_first_step_changes_nothing(empty_dsn, tmp_path):
 
 @pytest.mark.integration
 def test_dry_run_writes_nothing(empty_dsn, tmp_path, capsys):
-    _write(tmp_path, "20250101000000_one", "BEGIN;\ncreate table one (id int);\nCOMMIT;\n"
-                                           "-- dbguard:no-transaction\ncreate index concurrently i on one (id);")
+    _write(
+        tmp_path,
+        "20250101000000_one",
+        "BEGIN;\ncreate table one (id int);\nCOMMIT;\n"
+        "-- dbguard:no-transaction\ncreate index concurrently i on one (id);",
+    )
     assert main(["migrate", "up", "--dry-run", "--dsn", empty_dsn, "--dir", str(tmp_path)]) == 0
     assert "would apply 20250101000000_one: 2 steps (tx, no-tx)  [no rollback file]" in capsys.readouterr().out
     assert not _exists(empty_dsn, "one")

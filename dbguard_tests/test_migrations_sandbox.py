@@ -1,5 +1,6 @@
 """The sandbox: a scratch copy of the target (template, or schema-only through pg_dump when the target is
 busy), forward + check + rollback + compare, and the target left untouched."""
+
 from __future__ import annotations
 
 import psycopg
@@ -8,8 +9,8 @@ import pytest
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.fixes.plan import Block
 from dbguard_pipeline.fixes.sandbox import differences, round_trip
-from dbguard_pipeline.pg.scratch import scratch_database
 from dbguard_pipeline.pg.catalog import introspect
+from dbguard_pipeline.pg.scratch import scratch_database
 
 from .conftest import run_sql
 from .migrations_helpers import plan

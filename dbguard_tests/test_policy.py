@@ -1,5 +1,6 @@
 """Policy expression analysis (dbguard_pipeline.policy) on policies created in a real PostgreSQL and read
 back the way the audit reads them (pg_get_expr through catalog.introspect)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -106,7 +107,7 @@ PINS = {
     "pin_qualified": "t.tenant_id = public.current_tenant_id()",
     "pin_and_extra": "deleted_at IS NULL AND tenant_id = (select public.current_tenant_id())",
     "pin_or_both": "(tenant_id = public.current_tenant_id() and is_public) or "
-                   "(tenant_id = public.current_tenant_id() and deleted_at is null)",
+    "(tenant_id = public.current_tenant_id() and deleted_at is null)",
     "pin_or_false": "tenant_id = public.current_tenant_id() or 1 = 0",
     "pin_jwt": "tenant_id = (auth.jwt() ->> 'tenant_id')::uuid",
     "pin_jwt_app_metadata": "tenant_id = ((select auth.jwt()) -> 'app_metadata' ->> 'tenant_id')::uuid",
@@ -116,16 +117,16 @@ PINS = {
     "pin_fn_jwt": "tenant_id = public.jwt_tenant()",
     "pin_fn_plpgsql_var": "tenant_id = (select public.my_tenant())",
     "pin_membership_in": "tenant_id in (select user_tenants.tenant_id from public.user_tenants "
-                         "where user_tenants.user_id = auth.uid())",
+    "where user_tenants.user_id = auth.uid())",
     "pin_membership_exists": "exists (select 1 from public.user_tenants m where m.tenant_id = t.tenant_id "
-                             "and m.user_id = (select auth.uid()))",
+    "and m.user_id = (select auth.uid()))",
     "pin_membership_any": "tenant_id = any (array(select ut.tenant_id from public.user_tenants ut "
-                          "where ut.user_id = auth.uid()))",
+    "where ut.user_id = auth.uid()))",
     "pin_membership_setof_fn": "tenant_id in (select public.my_tenants())",
     "pin_membership_fn_bool": "public.is_member(tenant_id)",
     "pin_membership_plpgsql_bool": "(select public.is_member_plpgsql(tenant_id))",
     "pin_membership_join": "tenant_id in (select p.tenant_id from public.projects p join public.user_tenants ut "
-                           "on ut.tenant_id = p.tenant_id where ut.user_id = auth.uid())",
+    "on ut.tenant_id = p.tenant_id where ut.user_id = auth.uid())",
     "pin_scalar_lookup": "tenant_id = (select p.tenant_id from public.profiles p where p.id = auth.uid())",
     "pin_is_true": "(tenant_id = public.current_tenant_id()) is true",
     "pin_owner_of_tenant": "tenant_id in (select id from public.tenants where owner_id = auth.uid())",
@@ -133,7 +134,7 @@ PINS = {
     "pin_never": "false",
     "pin_or_service_role": "auth.role() = 'service_role' or tenant_id = public.current_tenant_id()",
     "pin_case_service_role": "case when (auth.jwt() ->> 'role') = 'service_role' then true "
-                             "else tenant_id = public.current_tenant_id() end",
+    "else tenant_id = public.current_tenant_id() end",
     "pin_basejump_default_arg": "public.has_role_on_account(tenant_id)",
     "pin_custom_claims_fn": "tenant_id::text = (select public.get_my_claim('tenant_id') #>> '{}')",
     "pin_jwt_list_contains": "((select auth.jwt()) -> 'app_metadata' -> 'tenant_ids') ? tenant_id::text",
@@ -141,7 +142,7 @@ PINS = {
     "pin_jwt_list_elements": "tenant_id::text in (select jsonb_array_elements_text(auth.jwt() -> 'app_metadata' -> 'tenants'))",
     "pin_role_per_tenant": "tenant_id::text = current_user",
     "pin_ctx_in_members": "(select auth.uid()) in (select ut.user_id from public.user_tenants ut "
-                          "where ut.tenant_id = t.tenant_id)",
+    "where ut.tenant_id = t.tenant_id)",
     "pin_ctx_any_members": "auth.uid() = any (select ut.user_id from public.user_tenants ut where ut.tenant_id = t.tenant_id)",
 }
 NO_PIN = {
@@ -154,7 +155,7 @@ NO_PIN = {
     "nopin_self": "tenant_id = tenant_id",
     "nopin_exists_uncorrelated": "exists (select 1 from public.user_tenants ut where ut.user_id = auth.uid())",
     "nopin_exists_self_corr": "exists (select 1 from public.user_tenants where tenant_id = tenant_id "
-                              "and user_id = auth.uid())",
+    "and user_id = auth.uid())",
     "nopin_in_all": "tenant_id in (select tenant_id from public.user_tenants)",
     "nopin_coalesce_fallback": "tenant_id = coalesce(public.current_tenant_id(), tenant_id)",
     "nopin_neq": "tenant_id <> public.current_tenant_id()",
@@ -165,21 +166,27 @@ NO_PIN = {
     "nopin_fn_ignores_arg": "public.ignores_arg(tenant_id)",
     "nopin_opaque": "tenant_id = public.opaque_tenant()",
     "nopin_parent_only": "exists (select 1 from public.projects p where p.id = t.project_id "
-                         "and p.tenant_id = public.current_tenant_id())",
+    "and p.tenant_id = public.current_tenant_id())",
     "nopin_array_member": "auth.uid() = any (member_ids)",
     "nopin_unset_or": "tenant_id = public.current_tenant_id() or public.current_tenant_id() is null",
     "nopin_ctx_guc_unknown": "tenant_id = public.ctx()",
     "nopin_member_wrong_column": "public.has_role_on_account(project_id)",
     "nopin_owner_or_shared": "owner_id_is(user_id) or exists (select 1 from public.user_tenants ut "
-                             "where ut.tenant_id = t.project_id and ut.user_id = auth.uid())",
+    "where ut.tenant_id = t.project_id and ut.user_id = auth.uid())",
     # unqualified tenant_id inside the subquery is user_tenants.tenant_id: the classic self-correlation bug
     "nopin_ctx_any_self_corr": "auth.uid() = any (select ut.user_id from public.user_tenants ut where ut.tenant_id = tenant_id)",
     "nopin_ctx_in_uncorrelated": "auth.uid() in (select ut.user_id from public.user_tenants ut)",
     "nopin_jwt_list_other_column": "((select auth.jwt()) -> 'app_metadata' -> 'tenant_ids') ? project_id::text",
 }
 # restrict the rows to the caller without pinning the tenant column: accepted for reads, not for writes
-INDIRECT = {"nopin_owner_or_shared", "nopin_owner_only", "nopin_parent_only", "nopin_array_member", "nopin_member_wrong_column",
-            "nopin_jwt_list_other_column"}
+INDIRECT = {
+    "nopin_owner_or_shared",
+    "nopin_owner_only",
+    "nopin_parent_only",
+    "nopin_array_member",
+    "nopin_member_wrong_column",
+    "nopin_jwt_list_other_column",
+}
 
 OTHER = r'''
 CREATE POLICY int_cast ON public.t_int USING (tenant_id = current_setting('app.current_tenant_id')::bigint);
@@ -205,8 +212,9 @@ def snap(server_dsn):
     dbs = Databases(server_dsn)
     try:
         dsn = dbs.create()
-        run_sql(dsn, SHIM + SCHEMA + _policy_sql("public.t", {**ALWAYS_TRUE, **NOT_ALWAYS_TRUE, **PINS, **NO_PIN})
-                + OTHER)
+        run_sql(
+            dsn, SHIM + SCHEMA + _policy_sql("public.t", {**ALWAYS_TRUE, **NOT_ALWAYS_TRUE, **PINS, **NO_PIN}) + OTHER
+        )
         yield introspect(dsn)
     finally:
         dbs.drop_all()
@@ -304,21 +312,27 @@ def test_detectors_unsafe_casts_per_row_calls_user_metadata(snap):
     assert a("(current_setting('request.jwt.claims', true)::jsonb ->> 'tenant_id') = 'x'").unsafe_casts
     via = a("tenant_id = public.unsafe_tenant()").unsafe_casts
     assert via and "public.unsafe_tenant()" in via[0]
-    for safe in ("tenant_id = (select nullif(current_setting('app.current_tenant_id', true), '')::uuid)",
-                 "current_setting('app.current_tenant_id', true)::text = 'x'", "tenant_id = public.current_tenant_id()"):
+    for safe in (
+        "tenant_id = (select nullif(current_setting('app.current_tenant_id', true), '')::uuid)",
+        "current_setting('app.current_tenant_id', true)::text = 'x'",
+        "tenant_id = public.current_tenant_id()",
+    ):
         assert not a(safe).unsafe_casts, safe
 
     assert a("user_id = auth.uid()").per_row_calls == ("auth.uid()",)
     assert a("tenant_id = current_setting('app.current_tenant_id')::uuid").per_row_calls == ("current_setting()",)
     assert a("auth.jwt() ->> 'x' = 'y'").per_row_calls == ("auth.jwt()",)
-    for once in ("(select auth.uid()) = user_id",
-                 "tenant_id = (select nullif(current_setting('app.current_tenant_id', true), '')::uuid)",
-                 "tenant_id = (select p.tenant_id from public.profiles p where p.id = auth.uid())"):
+    for once in (
+        "(select auth.uid()) = user_id",
+        "tenant_id = (select nullif(current_setting('app.current_tenant_id', true), '')::uuid)",
+        "tenant_id = (select p.tenant_id from public.profiles p where p.id = auth.uid())",
+    ):
         assert a(once).per_row_calls == (), once
 
     assert a("tenant_id = (auth.jwt() -> 'user_metadata' ->> 'tenant_id')::uuid").user_metadata
-    assert a("tenant_id::text = (select u.raw_user_meta_data ->> 'tenant_id' from auth.users u "
-             "where u.id = auth.uid())").user_metadata
+    assert a(
+        "tenant_id::text = (select u.raw_user_meta_data ->> 'tenant_id' from auth.users u where u.id = auth.uid())"
+    ).user_metadata
     assert a("tenant_id = public.meta_tenant()").user_metadata
     assert not a("tenant_id = (auth.jwt() -> 'app_metadata' ->> 'tenant_id')::uuid").user_metadata
 
@@ -327,8 +341,14 @@ def test_detectors_unsafe_casts_per_row_calls_user_metadata(snap):
 def test_unparsable_text_never_crashes_and_is_treated_as_not_pinning(snap):
     t, p = _policy(snap, "public.t", "pin_fn_sql")
     an = pol.Analyzer(snap)
-    for text in ("tenant_id = (", "", "1); DROP TABLE public.t; --", "select 1", "tenant_id = $1 +",
-                 "a = any(select from where)"):
+    for text in (
+        "tenant_id = (",
+        "",
+        "1); DROP TABLE public.t; --",
+        "select 1",
+        "tenant_id = $1 +",
+        "a = any(select from where)",
+    ):
         bad = dataclasses.replace(p, using=text)
         a = an.analyze(bad.using, table=t, tenant_column="tenant_id")
         assert not a.pins_tenant and not a.always_true, text[:40]

@@ -1,6 +1,7 @@
 """ContextKind: which values tell who the caller is or which tenant the caller acts for, however they are
 spelled (settings, JWT claims, Supabase helpers, functions, membership lookups), on a snapshot of a real
 database with the helper functions of test_policy.py."""
+
 from __future__ import annotations
 
 import pytest
@@ -95,13 +96,16 @@ def test_configured_context_function_setting_and_claim(snap):
     assert kind(snap, "auth.jwt() ->> 'grp'", TenantModel(jwt_claim="grp")) is TENANT
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("auth.jwt() -> 'app_metadata' ->> 'brewery'", TENANT),  # the configured nested claim at its real path
-    ("(select auth.jwt()) #>> '{app_metadata,brewery}'", TENANT),
-    ("(current_setting('request.jwt.claims', true)::jsonb -> 'app_metadata' ->> 'brewery')", TENANT),
-    ("auth.jwt() ->> 'app_metadata.brewery'", None),  # a flat key with a dot is another claim (repro r8)
-    ("auth.jwt() -> 'user_metadata' ->> 'brewery'", None),  # the same last key under another parent
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("auth.jwt() -> 'app_metadata' ->> 'brewery'", TENANT),  # the configured nested claim at its real path
+        ("(select auth.jwt()) #>> '{app_metadata,brewery}'", TENANT),
+        ("(current_setting('request.jwt.claims', true)::jsonb -> 'app_metadata' ->> 'brewery')", TENANT),
+        ("auth.jwt() ->> 'app_metadata.brewery'", None),  # a flat key with a dot is another claim (repro r8)
+        ("auth.jwt() -> 'user_metadata' ->> 'brewery'", None),  # the same last key under another parent
+    ],
+)
 def test_a_nested_claim_is_read_as_a_json_path(snap, text, expected):
     assert kind(snap, text, TenantModel(context="jwt", jwt_claim="app_metadata.brewery")) is expected
 

@@ -1,5 +1,6 @@
 """The parts of the policy package one by one: parsing, printing, folding, scopes and frames, detectors.
 None of them needs a database (the snapshot-bound parts are in test_policy_context.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,18 @@ def fold(text: str, state: Pass | None = None):
 
 
 # --------------------------------------------------------------------------- parse
-@pytest.mark.parametrize("text", ["", "   ", "tenant_id = (", "1); DROP TABLE t; --",
-                                  "true) GROUP BY (1", "true) UNION SELECT 1 WHERE (true", "true) LIMIT (1"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "tenant_id = (",
+        "1); DROP TABLE t; --",
+        "true) GROUP BY (1",
+        "true) UNION SELECT 1 WHERE (true",
+        "true) LIMIT (1",
+    ],
+)
 def test_parse_expression_accepts_one_expression_only(text):
     with pytest.raises(PolicyParseError):
         parse_expression(text)
@@ -50,19 +61,25 @@ def test_visitor_dispatches_on_the_node_class():
 
 
 # --------------------------------------------------------------------------- printer (finding messages)
-@pytest.mark.parametrize("text, printed", [
-    ("current_setting('app.current_tenant_id', true)::uuid", "current_setting('app.current_tenant_id', true)::uuid"),
-    ("nullif(current_setting('a'), '')::pg_catalog.int8", "nullif(current_setting('a'), '')::int8"),
-    ("(select auth.uid())", "(SELECT auth.uid())"),
-    ("x in (select 1 from t)", "x IN (SELECT ...)"),
-    ("exists (select 1 from t)", "EXISTS (SELECT ...)"),
-    ('"Tenant Id" = 1 and not b', '(("Tenant Id" = 1) AND NOT b)'),
-    ("a in (1, 'x') or a is not null", "(a IN (1, 'x') OR a IS NOT NULL)"),
-    ("coalesce(a, ARRAY[1, 2]) = any (b)", "coalesce(a, ARRAY[1, 2]) = ANY (b)"),
-    ("current_user = $1", "(current_user = $1)"),
-    ("t.* is null", "t.* IS NULL"),
-    ("count(*) > 1.5", "(count(*) > 1.5)"),
-])
+@pytest.mark.parametrize(
+    "text, printed",
+    [
+        (
+            "current_setting('app.current_tenant_id', true)::uuid",
+            "current_setting('app.current_tenant_id', true)::uuid",
+        ),
+        ("nullif(current_setting('a'), '')::pg_catalog.int8", "nullif(current_setting('a'), '')::int8"),
+        ("(select auth.uid())", "(SELECT auth.uid())"),
+        ("x in (select 1 from t)", "x IN (SELECT ...)"),
+        ("exists (select 1 from t)", "EXISTS (SELECT ...)"),
+        ('"Tenant Id" = 1 and not b', '(("Tenant Id" = 1) AND NOT b)'),
+        ("a in (1, 'x') or a is not null", "(a IN (1, 'x') OR a IS NOT NULL)"),
+        ("coalesce(a, ARRAY[1, 2]) = any (b)", "coalesce(a, ARRAY[1, 2]) = ANY (b)"),
+        ("current_user = $1", "(current_user = $1)"),
+        ("t.* is null", "t.* IS NULL"),
+        ("count(*) > 1.5", "(count(*) > 1.5)"),
+    ],
+)
 def test_snippet_prints_what_messages_always_showed(text, printed):
     assert snippet(parse_expression(text)) == printed
 
@@ -73,15 +90,39 @@ def test_snippet_is_cut_at_the_limit():
 
 
 # --------------------------------------------------------------------------- fold
-@pytest.mark.parametrize("text, value", [
-    ("'t'::boolean", True), ("1 = 1", True), ("1 <> 1", False), ("null", NULL), ("nullif(1, 1)", NULL),
-    ("coalesce(null, 2)", 2), ("case when false then 1 else 2 end", 2), ("case 1 when 1 then 'a' end", "a"),
-    ("'5' = 5", True), ("1 in (2, null)", NULL), ("1 not in (2, 3)", True), ("x = x", True), ("x < x", False),
-    ("x is not distinct from x", True), ("random() = random()", UNKNOWN), ("exists (select 1)", True),
-    ("(select 1 where false)", NULL), ("-1 < 0", True), ("true is not false", True), ("1 = any (array[2, 1])", True),
-    ("not null", NULL), ("true and null", NULL), ("false and x", False), ("x or true", True), ("x", UNKNOWN),
-    ("interval '1 day' = interval '24 hours'", UNKNOWN), ("1.5 = 1.5", True), ("'1'::int = 1", True),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("'t'::boolean", True),
+        ("1 = 1", True),
+        ("1 <> 1", False),
+        ("null", NULL),
+        ("nullif(1, 1)", NULL),
+        ("coalesce(null, 2)", 2),
+        ("case when false then 1 else 2 end", 2),
+        ("case 1 when 1 then 'a' end", "a"),
+        ("'5' = 5", True),
+        ("1 in (2, null)", NULL),
+        ("1 not in (2, 3)", True),
+        ("x = x", True),
+        ("x < x", False),
+        ("x is not distinct from x", True),
+        ("random() = random()", UNKNOWN),
+        ("exists (select 1)", True),
+        ("(select 1 where false)", NULL),
+        ("-1 < 0", True),
+        ("true is not false", True),
+        ("1 = any (array[2, 1])", True),
+        ("not null", NULL),
+        ("true and null", NULL),
+        ("false and x", False),
+        ("x or true", True),
+        ("x", UNKNOWN),
+        ("interval '1 day' = interval '24 hours'", UNKNOWN),
+        ("1.5 = 1.5", True),
+        ("'1'::int = 1", True),
+    ],
+)
 def test_fold(text, value):
     assert fold(text) == value if not isinstance(value, bool) else fold(text) is value
 
@@ -114,8 +155,16 @@ def test_resolve_finds_the_innermost_scope_with_the_column():
 
 
 def _fn(name: str, definer: bool = False) -> Function:
-    return Function(schema="public", name=name, arguments="", returns="boolean", language="sql",
-                    security_definer=definer, volatility="stable", body="select true")
+    return Function(
+        schema="public",
+        name=name,
+        arguments="",
+        returns="boolean",
+        language="sql",
+        security_definer=definer,
+        volatility="stable",
+        body="select true",
+    )
 
 
 def test_frame_refuses_recursion_and_deep_inlining():
@@ -131,14 +180,17 @@ def test_frame_refuses_recursion_and_deep_inlining():
 
 # --------------------------------------------------------------------------- detectors
 def test_detectors_report_in_source_order():
-    node = parse_expression("user_id = auth.uid() and tenant_id = current_setting('app.t')::uuid "
-                            "and (select auth.jwt()) is not null and org = current_setting('app.o')::int")
+    node = parse_expression(
+        "user_id = auth.uid() and tenant_id = current_setting('app.t')::uuid "
+        "and (select auth.jwt()) is not null and org = current_setting('app.o')::int"
+    )
     calls = PerRowCalls()
     calls(node)
     assert calls.found == ["auth.uid()", "current_setting()"]
     assert UnsafeSettingCasts.in_tree(node) == ["current_setting('app.o')::int4", "current_setting('app.t')::uuid"]
     assert UserMetadata.in_tree(parse_expression("(auth.jwt() -> 'user_metadata' ->> 'x') = 'y'")) == [
-        "auth.jwt() -> 'user_metadata'"]
+        "auth.jwt() -> 'user_metadata'"
+    ]
 
 
 def test_deep_nesting_is_analysed_without_crashing():
@@ -152,10 +204,12 @@ def test_deep_nesting_is_analysed_without_crashing():
 def test_supabase_jwt_bypass_roles_need_no_snapshot():
     assert SUPABASE_BYPASS_JWT_ROLES == ("service_role", "supabase_admin")
     for role in SUPABASE_BYPASS_JWT_ROLES:
-        assert pol.pins_tenant(f"auth.role() = '{role}' or tenant_id = current_setting('app.current_tenant_id')::uuid",
-                               "tenant_id")
-    assert not pol.pins_tenant("auth.role() = 'authenticated' or tenant_id = "
-                               "current_setting('app.current_tenant_id')::uuid", "tenant_id")
+        assert pol.pins_tenant(
+            f"auth.role() = '{role}' or tenant_id = current_setting('app.current_tenant_id')::uuid", "tenant_id"
+        )
+    assert not pol.pins_tenant(
+        "auth.role() = 'authenticated' or tenant_id = current_setting('app.current_tenant_id')::uuid", "tenant_id"
+    )
 
 
 def test_analyzer_for_builds_the_object_callers_hold():

@@ -2,6 +2,7 @@
 no unreported trace. Databases written for the purpose: a typo in the tenant context, reads that fail, policy
 recursion, isolation enforced by a deferred constraint trigger, a trigger that stamps the session's tenant,
 sequences advanced by triggers and advisory locks taken by them."""
+
 from __future__ import annotations
 
 import json
@@ -37,24 +38,38 @@ INSERT INTO public.{name} (tenant_id, body) SELECT id, name FROM public.tenants;
 
 
 def policy(name: str, using: str = f"tenant_id = {CTX}", check: str = f"tenant_id = {CTX}") -> str:
-    return (f"ALTER TABLE public.{name} ENABLE ROW LEVEL SECURITY;\n"
-            f"CREATE POLICY p ON public.{name} FOR ALL TO {APP} USING ({using}) WITH CHECK ({check});\n")
+    return (
+        f"ALTER TABLE public.{name} ENABLE ROW LEVEL SECURITY;\n"
+        f"CREATE POLICY p ON public.{name} FOR ALL TO {APP} USING ({using}) WITH CHECK ({check});\n"
+    )
 
 
 GRANTS = f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP};"
 
-FAULTS_SQL = ROLES_SQL + TENANTS_SQL + table("rls_off") + table("safe") + policy("safe") + """
+FAULTS_SQL = (
+    ROLES_SQL
+    + TENANTS_SQL
+    + table("rls_off")
+    + table("safe")
+    + policy("safe")
+    + """
 -- a read that fails for tenant A (any error in a read probe): never isolated
 CREATE FUNCTION public.boom(t uuid) RETURNS boolean LANGUAGE plpgsql STABLE AS $$
 BEGIN IF t IS NOT NULL THEN RAISE EXCEPTION 'boom for %', t; END IF; RETURN false; END $$;
-""" + table("read_fails") + policy("read_fails", using=f"public.boom({CTX})", check="true") + f"""
+"""
+    + table("read_fails")
+    + policy("read_fails", using=f"public.boom({CTX})", check="true")
+    + f"""
 -- policy recursion: members reads members; projects reads members
 CREATE TABLE public.members (user_name text NOT NULL, tenant_id uuid NOT NULL REFERENCES public.tenants (id));
 INSERT INTO public.members SELECT 'u-' || name, id FROM public.tenants;
 ALTER TABLE public.members ENABLE ROW LEVEL SECURITY;
 CREATE POLICY p ON public.members FOR ALL TO {APP}
     USING (tenant_id IN (SELECT m.tenant_id FROM public.members m WHERE m.tenant_id = {CTX}));
-""" + table("projects") + policy("projects", using="tenant_id IN (SELECT tenant_id FROM public.members)") + f"""
+"""
+    + table("projects")
+    + policy("projects", using="tenant_id IN (SELECT tenant_id FROM public.members)")
+    + f"""
 -- isolation enforced at COMMIT by a deferred constraint trigger (the policies let every write through)
 CREATE FUNCTION public.same_tenant() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -62,7 +77,10 @@ BEGIN
   THEN RAISE EXCEPTION 'tenant mismatch' USING ERRCODE = 'insufficient_privilege'; END IF;
   RETURN NULL;
 END $$;
-""" + table("deferred_guard") + policy("deferred_guard", using="true", check="true") + f"""
+"""
+    + table("deferred_guard")
+    + policy("deferred_guard", using="true", check="true")
+    + f"""
 DROP POLICY p ON public.deferred_guard;
 CREATE POLICY r ON public.deferred_guard FOR SELECT TO {APP} USING (tenant_id = {CTX});
 CREATE POLICY w ON public.deferred_guard FOR INSERT TO {APP} WITH CHECK (true);
@@ -74,7 +92,9 @@ CREATE CONSTRAINT TRIGGER guard AFTER INSERT OR UPDATE OR DELETE ON public.defer
 -- a BEFORE trigger that stamps the session's tenant on every row written (the policies check nothing)
 CREATE FUNCTION public.stamp() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN NEW.tenant_id := {CTX}; RETURN NEW; END $$;
-""" + table("stamped") + f"""
+"""
+    + table("stamped")
+    + f"""
 ALTER TABLE public.stamped ENABLE ROW LEVEL SECURITY;
 CREATE POLICY r ON public.stamped FOR SELECT TO {APP} USING (tenant_id = {CTX});
 CREATE POLICY w ON public.stamped FOR INSERT TO {APP} WITH CHECK (true);
@@ -85,9 +105,16 @@ CREATE TRIGGER stamp BEFORE INSERT OR UPDATE ON public.stamped FOR EACH ROW EXEC
 CREATE SEQUENCE public.audit_seq;
 CREATE FUNCTION public.trace() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN PERFORM nextval('public.audit_seq'); PERFORM pg_advisory_lock(4242); RETURN NEW; END $$;
-""" + table("traced") + policy("traced") + """
+"""
+    + table("traced")
+    + policy("traced")
+    + """
 CREATE TRIGGER trace BEFORE INSERT OR UPDATE ON public.traced FOR EACH ROW EXECUTE FUNCTION public.trace();
-GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO """ + APP + ";\n" + GRANTS
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO """
+    + APP
+    + ";\n"
+    + GRANTS
+)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +165,11 @@ def test_a_trigger_that_stamps_the_tenant_is_judged_on_the_stored_row(report):
 
 def test_sequences_that_moved_and_advisory_locks_are_reported(report, faults_dsn):
     (moved,) = report.sequences
-    assert moved["sequence"] == "public.audit_seq" and moved["by"] >= 1 and "nextval() is never rolled back" in moved["why"]
+    assert (
+        moved["sequence"] == "public.audit_seq"
+        and moved["by"] >= 1
+        and "nextval() is never rolled back" in moved["why"]
+    )
     assert report.advisory_locks.get("public.traced", 0) >= 1
     text = report.to_text()
     assert "sequence public.audit_seq moved by" in text and "all rolled back" not in text
@@ -159,8 +190,12 @@ def test_a_tenant_context_no_policy_reads_is_a_config_error(faults_dsn, tmp_path
         services.probe(faults_dsn, typo)
     cfg = tmp_path / "dbguard.yaml"
     cfg.write_text(f"tenant:\n  app_role: {APP}\n  guc: app.tenant_id\n", encoding="utf-8")
-    out = subprocess.run([sys.executable, "-m", "dbguard_pipeline.cli", "test-isolation", "--dsn", faults_dsn,
-                          "--config", str(cfg)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "dbguard_pipeline.cli", "test-isolation", "--dsn", faults_dsn, "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2, out.stderr
     assert out.stdout == "" and "no policy or function" in out.stderr and "Traceback" not in out.stderr
 
@@ -177,9 +212,23 @@ def test_a_tenant_context_that_cannot_be_set_is_a_config_error_even_where_no_pol
 def test_recursion_makes_the_cli_exit_1(faults_dsn, tmp_path):
     cfg = tmp_path / "dbguard.yaml"
     cfg.write_text(f"tenant:\n  app_role: {APP}\n", encoding="utf-8")
-    out = subprocess.run([sys.executable, "-m", "dbguard_pipeline.cli", "test-isolation", "--dsn", faults_dsn,
-                          "--config", str(cfg), "--table", "public.members"], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dbguard_pipeline.cli",
+            "test-isolation",
+            "--dsn",
+            faults_dsn,
+            "--config",
+            str(cfg),
+            "--table",
+            "public.members",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 1, out.stderr
     assert "ERROR" in out.stdout
 
@@ -190,22 +239,29 @@ def test_no_lock_or_row_left_behind(faults_dsn, report):
         assert conn.execute("select count(*) from public.traced").fetchone()[0] == 3
 
 
-BIG_SQL = ROLES_SQL + TENANTS_SQL + f"""
+BIG_SQL = (
+    ROLES_SQL
+    + TENANTS_SQL
+    + f"""
 CREATE TABLE public.big (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     tenant_id uuid NOT NULL REFERENCES public.tenants (id), body text NOT NULL);
 INSERT INTO public.big (tenant_id, body) SELECT t.id, 'row ' || g FROM public.tenants t, generate_series(1, 66667) g;
 CREATE INDEX ON public.big (tenant_id);
 ALTER TABLE public.big ENABLE ROW LEVEL SECURITY;
 CREATE POLICY p ON public.big FOR ALL TO {APP} USING (1 = 1) WITH CHECK (1 = 1);
-""" + GRANTS
+"""
+    + GRANTS
+)
 
 
 def _sizes(dsn: str) -> dict[str, int]:
     with psycopg.connect(dsn) as conn:
-        return dict(conn.execute(
-            "select c.oid::regclass::text, pg_total_relation_size(c.oid) from pg_class c"
-            " join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public' and c.relkind in ('r', 'p')"
-        ).fetchall())
+        return dict(
+            conn.execute(
+                "select c.oid::regclass::text, pg_total_relation_size(c.oid) from pg_class c"
+                " join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public' and c.relkind in ('r', 'p')"
+            ).fetchall()
+        )
 
 
 def test_blind_writes_on_a_200k_row_table_leave_every_size_unchanged(server_dsn):

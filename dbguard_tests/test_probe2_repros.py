@@ -1,5 +1,6 @@
 """Regression tests of the probe's blind spots (issue #10): partitions and inheritance children, "join another
 tenant" inserts, tables keyed by the tenant, each on its reproduction and then on its family."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,7 +42,10 @@ def test_partitions_repro_each_partition_leaks_on_every_command(server_dsn):
     assert report.disagreements == {}
 
 
-FAMILY_SQL = ROLES_SQL + TENANTS_SQL + f"""
+FAMILY_SQL = (
+    ROLES_SQL
+    + TENANTS_SQL
+    + f"""
 -- two levels of partitions and a default partition; RLS on the root only
 CREATE TABLE public.events (tenant_id uuid NOT NULL REFERENCES public.tenants (id), id int NOT NULL,
     region text NOT NULL, day date NOT NULL, PRIMARY KEY (tenant_id, id, region, day)) PARTITION BY LIST (region);
@@ -75,6 +79,7 @@ INSERT INTO public.notes SELECT id, 'live' FROM public.tenants;
 INSERT INTO public.notes_archive SELECT id, 'old' FROM public.tenants;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP};
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +104,9 @@ def test_inheritance_child_is_probed_and_parent_rows_are_told_apart_from_the_chi
     assert verdicts(family, "public.notes") == dict.fromkeys(ALL, "isolated")
     assert verdicts(family, "public.notes_archive") == dict.fromkeys(ALL, "leak")
     # through the parent, tenant B has a row in each table (same ctid in both): both are targeted, none seen
-    assert result(family, "public.notes", "select_other_tenant").detail.endswith("(2 targeted) (tenant A saw 2 of its 2)")
+    assert result(family, "public.notes", "select_other_tenant").detail.endswith(
+        "(2 targeted) (tenant A saw 2 of its 2)"
+    )
     assert family.not_probed == []
 
 

@@ -1,5 +1,6 @@
 """The probe's own safety: it refuses roles that would make it meaningless, never consumes a sequence,
 survives hostile identifiers, and never reports a table it could not probe as isolated."""
+
 from __future__ import annotations
 
 import json
@@ -9,14 +10,30 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.config import Config, TenantModel
-from dbguard_pipeline.pg.dsn import parse_dsn
 from dbguard_pipeline.errors import DbguardError, NotFoundError
+from dbguard_pipeline.pg.catalog import introspect
+from dbguard_pipeline.pg.dsn import parse_dsn
 from dbguard_pipeline.probe import ProbeRefused, probe
 
-from .isolation_helpers import (APP, BYPASS, GUC_STYLES_SQL, H_CHILD, H_COL, H_KEY, H_RLS_OFF, H_SAFE, H_SCHEMA,
-                                H_TENANTS, LOGIN, ROLES_SQL, TENANTS_SQL, fingerprint, hostile_sql, scratch_database)
+from .isolation_helpers import (
+    APP,
+    BYPASS,
+    GUC_STYLES_SQL,
+    H_CHILD,
+    H_COL,
+    H_KEY,
+    H_RLS_OFF,
+    H_SAFE,
+    H_SCHEMA,
+    H_TENANTS,
+    LOGIN,
+    ROLES_SQL,
+    TENANTS_SQL,
+    fingerprint,
+    hostile_sql,
+    scratch_database,
+)
 
 GUC_CONFIG = Config(tenant=TenantModel(app_role=APP))
 
@@ -39,8 +56,11 @@ def test_refuses_a_superuser_app_role(styles_dsn):
 
 @pytest.mark.security
 def test_refuses_a_bypassrls_app_role(styles_dsn):
-    with pytest.raises(ProbeRefused, match=rf"^refusing to probe as {BYPASS}: it has BYPASSRLS, so row level security "
-                                           "never applies to it"):
+    with pytest.raises(
+        ProbeRefused,
+        match=rf"^refusing to probe as {BYPASS}: it has BYPASSRLS, so row level security "
+        "never applies to it",
+    ):
         probe(styles_dsn, Config(tenant=TenantModel(app_role=BYPASS)))
 
 
@@ -77,9 +97,11 @@ def test_sequences_are_never_consumed_even_where_inserts_succeed(styles_dsn):
 @pytest.mark.security
 def test_hostile_identifiers_everywhere(server_dsn):
     config = Config(
-        tenant=TenantModel(column=H_COL, tenants_table=f"{H_SCHEMA}.{H_TENANTS}", tenants_key=H_KEY, guc="app.tenant",
-                           app_role=APP),
-        schemas=(H_SCHEMA,))
+        tenant=TenantModel(
+            column=H_COL, tenants_table=f"{H_SCHEMA}.{H_TENANTS}", tenants_key=H_KEY, guc="app.tenant", app_role=APP
+        ),
+        schemas=(H_SCHEMA,),
+    )
     with scratch_database(server_dsn, hostile_sql()) as dsn:
         before = fingerprint(dsn)
         report = probe(dsn, config)
@@ -102,17 +124,23 @@ def test_hostile_identifiers_everywhere(server_dsn):
 @pytest.mark.security
 def test_a_table_that_cannot_be_probed_is_never_reported_isolated(server_dsn):
     # no rows at all, and a NOT NULL column of a type the row builder cannot invent (point)
-    ddl = ROLES_SQL + TENANTS_SQL + f"""
+    ddl = (
+        ROLES_SQL
+        + TENANTS_SQL
+        + f"""
     CREATE TABLE public.shapes (id uuid PRIMARY KEY, tenant_id uuid NOT NULL REFERENCES public.tenants (id),
                                 at point NOT NULL);
     GRANT SELECT, INSERT, UPDATE, DELETE ON public.shapes TO {APP};
     """
+    )
     with scratch_database(server_dsn, ddl) as dsn:
         report = probe(dsn, GUC_CONFIG)
     assert report.results == []
     assert len(report.not_probed) == 9
-    assert all("cannot make a value of type point for NOT NULL column at of public.shapes" in n.reason
-               for n in report.not_probed)
+    assert all(
+        "cannot make a value of type point for NOT NULL column at of public.shapes" in n.reason
+        for n in report.not_probed
+    )
     assert {report.outcome("public.shapes", c)[0] for c in ("select", "insert", "update", "delete")} == {"not probed"}
     assert report.summary()["leaks"] == 0 and report.summary()["not_probed"] == 9
 
@@ -149,8 +177,9 @@ def test_explicit_tenants_are_used_and_created_when_missing(styles_dsn):
     # tenant B does not exist yet: it is created inside each rolled-back transaction
     missing = "00000000-0000-0000-0000-0000000000ee"
     before = fingerprint(styles_dsn)
-    report = probe(styles_dsn, GUC_CONFIG, ["rls_off", "safe_guc"],
-                   tenants=("00000000-0000-0000-0000-00000000000c", missing))
+    report = probe(
+        styles_dsn, GUC_CONFIG, ["rls_off", "safe_guc"], tenants=("00000000-0000-0000-0000-00000000000c", missing)
+    )
     assert fingerprint(styles_dsn) == before
     assert report.tenant_context["tenant_b"] == missing
     assert report.not_probed == []

@@ -3,6 +3,7 @@
 Each database is built once per module and probed once: the probe leaves no trace (test_probe_demo.py proves
 it), so every test reads the same report.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,16 @@ import pytest
 from dbguard_pipeline.config import Config, TenantModel
 from dbguard_pipeline.probe import probe
 
-from .isolation_helpers import (APP, GUC_STYLES_SQL, JWT_STYLES_SQL, TENANT_A, TENANT_B, USER_A, scratch_database,
-                                supabase_shim)
+from .isolation_helpers import (
+    APP,
+    GUC_STYLES_SQL,
+    JWT_STYLES_SQL,
+    TENANT_A,
+    TENANT_B,
+    USER_A,
+    scratch_database,
+    supabase_shim,
+)
 
 pytestmark = pytest.mark.security
 
@@ -50,8 +59,10 @@ def test_tenants_are_picked_deterministically_and_every_probe_ran(guc_report):
 def test_rls_off_leaks_on_every_command(guc_report):
     assert verdicts(guc_report, "rls_off") == dict.fromkeys(("select", "insert", "update", "delete"), "leak")
     witness = probe_result(guc_report, "rls_off", "select_other_tenant").detail
-    assert witness == (f"as {APP} with tenant A, SELECT on public.rls_off returned 2 rows of tenant B "
-                       f"(row level security is disabled on this table)")
+    assert witness == (
+        f"as {APP} with tenant A, SELECT on public.rls_off returned 2 rows of tenant B "
+        f"(row level security is disabled on this table)"
+    )
 
 
 def test_using_true_leaks_on_every_command(guc_report):
@@ -60,8 +71,12 @@ def test_using_true_leaks_on_every_command(guc_report):
 
 
 def test_missing_with_check_lets_a_row_move_to_another_tenant(guc_report):
-    assert verdicts(guc_report, "check_missing") == {"select": "isolated", "insert": "leak", "update": "leak",
-                                                     "delete": "isolated"}
+    assert verdicts(guc_report, "check_missing") == {
+        "select": "isolated",
+        "insert": "leak",
+        "update": "leak",
+        "delete": "isolated",
+    }
     assert probe_result(guc_report, "check_missing", "update_other_tenant").isolated
     # A WHERE that reads columns makes PostgreSQL check the new row against the SELECT policy too, which
     # refuses it; the blind UPDATE (constants only) meets only WITH CHECK (true), and the row moves.
@@ -79,7 +94,9 @@ def test_correct_guc_policy_holds_on_every_probe(guc_report):
     assert set(verdicts(guc_report, "safe_guc").values()) == {"isolated"}
     held = probe_result(guc_report, "safe_guc", "select_other_tenant").detail
     assert "returned none of the rows of tenant B (2 targeted) (tenant A saw 2 of its 2)" in held
-    assert "violates row-level security policy" in probe_result(guc_report, "safe_guc", "insert_for_other_tenant").detail
+    assert (
+        "violates row-level security policy" in probe_result(guc_report, "safe_guc", "insert_for_other_tenant").detail
+    )
 
 
 def test_blind_writes_reach_rows_the_filtered_writes_cannot(guc_report):
@@ -94,8 +111,10 @@ def test_blind_writes_reach_rows_the_filtered_writes_cannot(guc_report):
 
 def test_table_owned_by_the_app_role_without_force_leaks_and_says_why(guc_report):
     assert set(verdicts(guc_report, "owned_by_app").values()) == {"leak"}
-    assert f"the application role {APP} owns it and row level security is not forced" in \
-        probe_result(guc_report, "owned_by_app", "select_other_tenant").detail
+    assert (
+        f"the application role {APP} owns it and row level security is not forced"
+        in probe_result(guc_report, "owned_by_app", "select_other_tenant").detail
+    )
 
 
 def test_tables_reached_through_foreign_keys_are_probed(guc_report):
@@ -108,7 +127,8 @@ def test_view_running_as_its_owner_leaks_and_security_invoker_view_holds(guc_rep
     assert guc_report.kinds["public.owner_view"] == "view"
     assert guc_report.outcome("public.owner_view", "select")[0] == "leak"
     assert probe_result(guc_report, "owner_view", "select_other_tenant").detail.startswith(
-        f"as {APP} with tenant A, SELECT on view public.owner_view returned 2 rows of tenant B")
+        f"as {APP} with tenant A, SELECT on view public.owner_view returned 2 rows of tenant B"
+    )
     assert guc_report.outcome("public.invoker_view", "select")[0] == "isolated"
 
 
@@ -125,6 +145,8 @@ def test_jwt_tenancy_correct_and_membership_policies_hold(jwt_report):
 
 def test_jwt_policy_that_only_checks_sign_in_leaks(jwt_report):
     assert set(verdicts(jwt_report, "any_user").values()) == {"leak"}
-    assert probe_result(jwt_report, "any_user", "select_other_tenant").detail == \
-        "as authenticated with tenant A, SELECT on public.any_user returned 2 rows of tenant B"
+    assert (
+        probe_result(jwt_report, "any_user", "select_other_tenant").detail
+        == "as authenticated with tenant A, SELECT on public.any_user returned 2 rows of tenant B"
+    )
     assert jwt_report.leaking_tables() == ["public.any_user"]

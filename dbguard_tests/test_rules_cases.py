@@ -41,8 +41,8 @@ def check_finding(f: Finding, want: dict[str, Any]) -> None:
 def apply_fixes(dsn: str, config: Config, findings: list[Finding]) -> None:
     """Plan the migrations that fix ``findings`` as ``generate-migration --all`` does, and apply them."""
     from dbguard_pipeline.fixes.actions import build_context
-    from dbguard_pipeline.fixes.select import plan_all
     from dbguard_pipeline.fixes.ledger import apply_sql
+    from dbguard_pipeline.fixes.select import plan_all
 
     plan = plan_all(build_context(introspect(dsn), config, dsn), findings)
     assert plan.migrations and not plan.skipped, plan.skipped

@@ -1,5 +1,6 @@
 """`dbguard rules`, per-rule severity overrides (`severity:`) and exclusions (`exclude_rules:`, `--exclude-rule`):
 what the listing says, and that the audit's findings, exit codes and SARIF agree with the config."""
+
 from __future__ import annotations
 
 import json
@@ -69,8 +70,10 @@ def test_excluded_rules_do_not_run(empty_dsn, tmp_path):
     base = ("validate", "--dsn", empty_dsn, "--format", "json")
     full = json.loads(dbguard(*base).stdout)
     assert "tenant_coverage" in {f["rule"] for f in full["findings"]}
-    for extra in (("--exclude-rule", "tenant_coverage"),
-                  ("--config", _config(tmp_path, "exclude_rules: [tenant_coverage]\n"))):
+    for extra in (
+        ("--exclude-rule", "tenant_coverage"),
+        ("--config", _config(tmp_path, "exclude_rules: [tenant_coverage]\n")),
+    ):
         out = json.loads(dbguard(*base, *extra).stdout)
         assert "tenant_coverage" not in {f["rule"] for f in out["findings"]}
         assert "tenant_coverage" not in out["rules"]
@@ -84,8 +87,9 @@ def test_unknown_rule_ids_are_one_line_errors(empty_dsn, tmp_path):
     assert_one_line_error(dbguard("validate", "--dsn", empty_dsn, "--config", bad_severity), "no_such_rule", "severity")
     assert_one_line_error(dbguard("rules", "--config", bad_severity), "no_such_rule")
     bad_exclude = _config(tmp_path, "exclude_rules: [nope_rule]\n")
-    assert_one_line_error(dbguard("validate", "--dsn", empty_dsn, "--config", bad_exclude), "nope_rule",
-                          "exclude_rules")
+    assert_one_line_error(
+        dbguard("validate", "--dsn", empty_dsn, "--config", bad_exclude), "nope_rule", "exclude_rules"
+    )
     assert_one_line_error(dbguard("validate", "--dsn", empty_dsn, "--exclude-rule", "nope_rule"), "nope_rule")
     bad_level = _config(tmp_path, "severity:\n  weak_rls_policy: loud\n")
     assert_one_line_error(dbguard("rules", "--config", bad_level), "severity.weak_rls_policy")

@@ -31,7 +31,9 @@ def test_every_rule_has_a_case_file_with_cases_and_negatives(rule_id):
         stray = {k for k in c.expect if not k.startswith(f"{rule_id}:")}
         assert not stray, f"{c.id} expects cache keys of other rules: {sorted(stray)}"
     if REGISTRY[rule_id].fix_action:
-        assert any(c.fix for c in cases), f"{path.name}: the rule claims a fix action and no case applies it (fix: true)"
+        assert any(c.fix for c in cases), (
+            f"{path.name}: the rule claims a fix action and no case applies it (fix: true)"
+        )
     else:
         assert not any(c.fix for c in cases), f"{path.name}: fix: true, but the rule has no fix action"
 
@@ -52,7 +54,8 @@ def test_every_rule_is_documented_and_its_fix_action_exists(rule_id):
     assert "*How to fix.*" in spec.doc, f"{spec.module}: the docstring has no *How to fix.* paragraph"
     assert f"\n## {rule_id}\n" in DOCS.read_text(encoding="utf-8"), f"docs/rules.md has no section for {rule_id}"
     assert spec.fix_action is None or spec.fix_action in ACTIONS, (
-        f"{rule_id} claims the fix action {spec.fix_action!r}; generate-migration knows {', '.join(ACTIONS)}")
+        f"{rule_id} claims the fix action {spec.fix_action!r}; generate-migration knows {', '.join(ACTIONS)}"
+    )
     assert spec.func is not None
 
 

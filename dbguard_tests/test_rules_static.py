@@ -1,6 +1,7 @@
 """The static rules beyond their case files (dbguard_tests/rules/cases/, run by test_rules_cases.py): several
 rules at once on the demo database, on hostile identifiers and on the isolation probe's policy styles, and a
 policy text the parser cannot read."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,34 +41,53 @@ def test_weak_rls_policy_unparsable_text_is_reported_conservatively(empty_dsn):
     assert not f.detail["parsed"] and f.detail["parse_error"] and "could not be parsed" in f.message
 
 
-DEMO_USING_TRUE = ("capture_sessions", "event_photos", "photo_metadata", "profiles", "user_tenants",
-                   "vehicle_event_audit_logs", "vehicle_events", "vehicle_images", "vehicles")
+DEMO_USING_TRUE = (
+    "capture_sessions",
+    "event_photos",
+    "photo_metadata",
+    "profiles",
+    "user_tenants",
+    "vehicle_event_audit_logs",
+    "vehicle_events",
+    "vehicle_images",
+    "vehicles",
+)
 
 
 @pytest.mark.integration
 def test_demo_database_static_findings_match_the_original_validation(demo_dsn):
     snap = introspect(demo_dsn)
     fs = rules.run_rules(snap, None, Config(), only=STATIC_RULES)
-    expected = {"rls_disabled_with_tenant_column:public.garages",
-                "missing_tenant_column:public.conversation_messages",
-                "tenant_fk_missing:public.vehicle_spec_enhancements:tenant_id",
-                "tenant_context_cast_unsafe:public.conversations:conversations_tenant_isolation",
-                "auth_rls_initplan:public.conversations:conversations_tenant_isolation",
-                "unindexed_foreign_key:public.event_photos:event_photos_image_id_fkey"}
+    expected = {
+        "rls_disabled_with_tenant_column:public.garages",
+        "missing_tenant_column:public.conversation_messages",
+        "tenant_fk_missing:public.vehicle_spec_enhancements:tenant_id",
+        "tenant_context_cast_unsafe:public.conversations:conversations_tenant_isolation",
+        "auth_rls_initplan:public.conversations:conversations_tenant_isolation",
+        "unindexed_foreign_key:public.event_photos:event_photos_image_id_fkey",
+    }
     expected |= {f"weak_rls_policy:public.{t}:Enable read access for all users" for t in DEMO_USING_TRUE}
     assert keys(fs) == expected
     assert [f.table for f in fs if f.rule == "rls_disabled_with_tenant_column"] == ["garages"]
     assert all(f.severity == Severity.WARNING for f in fs if f.rule == "weak_rls_policy")
     assert not [f for f in fs if f.table in ("vision_accuracy", "vision_metrics")]
     by = {f.cache_key: f for f in fs}
-    assert by["rls_disabled_with_tenant_column:public.garages"].remediation == \
-        "dbguard generate-migration fix-rls-policy public.garages"
-    assert by["missing_tenant_column:public.conversation_messages"].remediation == \
-        "dbguard generate-migration add-tenant-isolation public.conversation_messages"
-    assert by["tenant_fk_missing:public.vehicle_spec_enhancements:tenant_id"].remediation == \
-        "dbguard generate-migration add-foreign-key public.vehicle_spec_enhancements public.tenants"
-    assert by["unindexed_foreign_key:public.event_photos:event_photos_image_id_fkey"].remediation == \
-        "dbguard generate-migration add-composite-index public.event_photos image_id"
+    assert (
+        by["rls_disabled_with_tenant_column:public.garages"].remediation
+        == "dbguard generate-migration fix-rls-policy public.garages"
+    )
+    assert (
+        by["missing_tenant_column:public.conversation_messages"].remediation
+        == "dbguard generate-migration add-tenant-isolation public.conversation_messages"
+    )
+    assert (
+        by["tenant_fk_missing:public.vehicle_spec_enhancements:tenant_id"].remediation
+        == "dbguard generate-migration add-foreign-key public.vehicle_spec_enhancements public.tenants"
+    )
+    assert (
+        by["unindexed_foreign_key:public.event_photos:event_photos_image_id_fkey"].remediation
+        == "dbguard generate-migration add-composite-index public.event_photos image_id"
+    )
     # the rules are pure functions of the snapshot: same input, same findings, in the same order
     assert rules.run_rules(snap, None, Config(), only=STATIC_RULES) == fs
 
@@ -78,7 +98,9 @@ def test_every_static_rule_on_hostile_identifiers(empty_dsn):
     table = "t" * 40 + '"; DELETE FROM x; ü' + "zzz"  # 63 bytes: the longest name PostgreSQL keeps
     qs = '"' + schema.replace('"', '""') + '"'
     qt = '"' + table.replace('"', '""') + '"'
-    fs = audit(empty_dsn, f"""
+    fs = audit(
+        empty_dsn,
+        f"""
         CREATE SCHEMA {qs};
         CREATE TABLE {qs}.{qt} (id int, tenant_id uuid, "Ref ""Id"" x" int);
         CREATE TABLE {qs}."Parent" (id int PRIMARY KEY);
@@ -88,14 +110,22 @@ def test_every_static_rule_on_hostile_identifiers(empty_dsn):
         CREATE POLICY "p; DROP TABLE x" ON {qs}.{qt} FOR ALL
           USING (tenant_id = current_setting('app.current_tenant_id')::uuid OR true);
         CREATE FUNCTION {qs}."f ""()"" g" () RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;
-    """)
+    """,
+    )
     assert len(table.encode()) == 63
     got = {(f.rule, f.object) for f in fs if f.schema == schema and f.table == table}
-    assert got >= {("policy_exists_rls_disabled", None), ("rls_disabled_with_tenant_column", None),
-                   ("weak_rls_policy", "p; DROP TABLE x"), ("tenant_context_cast_unsafe", "p; DROP TABLE x"),
-                   ("auth_rls_initplan", "p; DROP TABLE x"), ("tenant_column_nullable", "tenant_id"),
-                   ("tenant_fk_missing", "tenant_id"), ("duplicate_index", 'dup "2" b'), ("no_primary_key", None),
-                   ("unindexed_foreign_key", 'fk "r" x')}, got
+    assert got >= {
+        ("policy_exists_rls_disabled", None),
+        ("rls_disabled_with_tenant_column", None),
+        ("weak_rls_policy", "p; DROP TABLE x"),
+        ("tenant_context_cast_unsafe", "p; DROP TABLE x"),
+        ("auth_rls_initplan", "p; DROP TABLE x"),
+        ("tenant_column_nullable", "tenant_id"),
+        ("tenant_fk_missing", "tenant_id"),
+        ("duplicate_index", 'dup "2" b'),
+        ("no_primary_key", None),
+        ("unindexed_foreign_key", 'fk "r" x'),
+    }, got
     (fn,) = [f for f in fs if f.rule == "function_search_path_mutable"]
     assert (fn.schema, fn.table, fn.object) == (schema, 'f "()" g', 'f "()" g()')
     assert fn.remediation.startswith(f'ALTER FUNCTION {qs}."f ""()"" g"() SET search_path')
@@ -110,8 +140,15 @@ def test_every_static_rule_on_hostile_identifiers(empty_dsn):
     assert shlex.split(fk.remediation)[4] == 'Ref "Id" x'
 
 
-ISOLATION_RULES = ("rls_disabled_with_tenant_column", "policy_exists_rls_disabled", "weak_rls_policy",
-                   "missing_with_check", "rls_not_forced", "missing_tenant_column", "security_definer_view")
+ISOLATION_RULES = (
+    "rls_disabled_with_tenant_column",
+    "policy_exists_rls_disabled",
+    "weak_rls_policy",
+    "missing_with_check",
+    "rls_not_forced",
+    "missing_tenant_column",
+    "security_definer_view",
+)
 
 
 @pytest.mark.security
@@ -126,18 +163,24 @@ def test_static_rules_agree_with_the_isolation_probe_styles_guc(empty_dsn):
     assert keys(fs) == {
         "rls_disabled_with_tenant_column:public.rls_off",
         "rls_disabled_with_tenant_column:public.tenants",  # the helper leaves the tenants table open
-        "weak_rls_policy:public.using_true:p", "missing_with_check:public.using_true:p",
+        "weak_rls_policy:public.using_true:p",
+        "missing_with_check:public.using_true:p",
         "missing_with_check:public.check_missing:p",
-        "weak_rls_policy:public.function_ignores_tenant:p", "missing_with_check:public.function_ignores_tenant:p",
-        "weak_rls_policy:public.blind_only:u", "weak_rls_policy:public.blind_only:d",
+        "weak_rls_policy:public.function_ignores_tenant:p",
+        "missing_with_check:public.function_ignores_tenant:p",
+        "weak_rls_policy:public.blind_only:u",
+        "weak_rls_policy:public.blind_only:d",
         "rls_not_forced:public.owned_by_app",
         "missing_tenant_column:public.child_ok",  # isolated by its parent's RLS, but still no tenant column
         "missing_tenant_column:public.child_leak",
         "security_definer_view:public.owner_view",
     }
     # child_ok's policy reads public.safe_guc, whose own policy pins the tenant: not weak
-    assert not [f for f in fs if f.table in ("safe_guc", "invoker_view") or
-                (f.table == "child_ok" and f.rule != "missing_tenant_column")]
+    assert not [
+        f
+        for f in fs
+        if f.table in ("safe_guc", "invoker_view") or (f.table == "child_ok" and f.rule != "missing_tenant_column")
+    ]
 
 
 @pytest.mark.security
@@ -147,5 +190,8 @@ def test_static_rules_agree_with_the_isolation_probe_styles_jwt(empty_dsn):
     run_sql(empty_dsn, supabase_shim() + JWT_STYLES_SQL)
     snap = introspect(empty_dsn)
     fs = rules.run_rules(snap, None, Config(tenant=TenantModel(context="jwt")), only=ISOLATION_RULES)
-    assert keys(fs) == {"weak_rls_policy:public.any_user:p", "missing_with_check:public.any_user:p",
-                        "rls_disabled_with_tenant_column:public.tenants"}
+    assert keys(fs) == {
+        "weak_rls_policy:public.any_user:p",
+        "missing_with_check:public.any_user:p",
+        "rls_disabled_with_tenant_column:public.tenants",
+    }

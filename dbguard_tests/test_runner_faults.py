@@ -9,6 +9,7 @@ records; that ``status`` says which; and that the next ``up`` succeeds the first
 applied. The fault matrix in docs/migrations.md is :func:`render_matrix` of :data:`CASES` (a test keeps them
 equal): ``python -m dbguard_tests.test_runner_faults`` prints it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,9 +47,9 @@ COMMIT;
 RLS = "ALTER TABLE items ENABLE ROW LEVEL SECURITY;\nCREATE POLICY items_tenant ON items USING (tenant_id = 1);\n"
 FORWARD = {
     "tx": HEAD + f"BEGIN;\nSELECT pg_advisory_xact_lock({LOCK_KEY});\n{RLS}COMMIT;\n"
-                 "BEGIN;\nCREATE TABLE items_done (id int);\nCOMMIT;\n",
+    "BEGIN;\nCREATE TABLE items_done (id int);\nCOMMIT;\n",
     "concurrently": HEAD + "CREATE INDEX CONCURRENTLY items_tenant_idx ON items (tenant_id);\n"
-                           f"BEGIN;\n{RLS}CREATE TABLE items_done (id int);\nCOMMIT;\n",
+    f"BEGIN;\n{RLS}CREATE TABLE items_done (id int);\nCOMMIT;\n",
 }
 ROLLBACK = """DROP TABLE IF EXISTS items_done;
 DROP POLICY IF EXISTS items_tenant ON items;
@@ -89,14 +90,25 @@ CASES = [
     Case("sigterm", "tx", AS_BEFORE, "pending", RUN_UP),
     Case("sigterm", "concurrently", AS_BEFORE + "; the INVALID index dropped", "pending", RUN_UP),
     Case("restart", "tx", AS_BEFORE + " once the server was back", "pending", RUN_UP),
-    Case("restart", "concurrently", AS_BEFORE + " once the server was back; the INVALID index dropped", "pending",
-         RUN_UP),
+    Case(
+        "restart", "concurrently", AS_BEFORE + " once the server was back; the INVALID index dropped", "pending", RUN_UP
+    ),
     Case("outage", "tx", HALF, "HALF-APPLIED at step 3 of 5", RESUME()),
-    Case("outage", "concurrently", HALF + "; step 4 left an INVALID index",
-         "HALF-APPLIED at step 3 of 5; step 4 left the index INVALID", RESUME(": drops the INVALID index and builds it again")),
+    Case(
+        "outage",
+        "concurrently",
+        HALF + "; step 4 left an INVALID index",
+        "HALF-APPLIED at step 3 of 5; step 4 left the index INVALID",
+        RESUME(": drops the INVALID index and builds it again"),
+    ),
     Case("sigkill", "tx", HALF, "HALF-APPLIED at step 3 of 5", RESUME()),
-    Case("sigkill", "concurrently", HALF + "; the orphaned session finished the index build",
-         "HALF-APPLIED at step 3 of 5; step 4's index was built", RESUME(": records the index without building it again")),
+    Case(
+        "sigkill",
+        "concurrently",
+        HALF + "; the orphaned session finished the index build",
+        "HALF-APPLIED at step 3 of 5; step 4's index was built",
+        RESUME(": records the index without building it again"),
+    ),
 ]
 
 
@@ -143,8 +155,10 @@ class OwnServer:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         dsn = with_database(self.dsn, name)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("create table items (id int primary key, note text);"
-                         "insert into items select g, 'n' || g from generate_series(1, 200) g")
+            conn.execute(
+                "create table items (id int primary key, note text);"
+                "insert into items select g, 'n' || g from generate_series(1, 200) g"
+            )
         return dsn
 
 
@@ -158,9 +172,11 @@ def _runner_backend(dsn: str, timeout: float = 60.0) -> int:
     deadline = time.monotonic() + timeout
     with psycopg.connect(dsn, autocommit=True) as conn:
         while time.monotonic() < deadline:
-            row = conn.execute("select pid from pg_stat_activity where datname = current_database() and "
-                               "application_name = 'dbguard migrate' and wait_event_type = 'Lock' and "
-                               "(query ilike '%pg_advisory_xact_lock%' or query ilike 'create index%')").fetchone()
+            row = conn.execute(
+                "select pid from pg_stat_activity where datname = current_database() and "
+                "application_name = 'dbguard migrate' and wait_event_type = 'Lock' and "
+                "(query ilike '%pg_advisory_xact_lock%' or query ilike 'create index%')"
+            ).fetchone()
             if row:
                 return row[0]
             time.sleep(0.05)
@@ -174,11 +190,15 @@ def _wait_gone(dsn: str, pid: int | None = None, timeout: float = 60.0, waiting_
     with psycopg.connect(dsn, autocommit=True) as conn:
         while time.monotonic() < deadline:
             if pid is not None:
-                row = conn.execute("select count(*) from pg_stat_activity where pid = %s and (not %s or "
-                                   "wait_event_type = 'Lock')", (pid, waiting_only)).fetchone()
+                row = conn.execute(
+                    "select count(*) from pg_stat_activity where pid = %s and (not %s or wait_event_type = 'Lock')",
+                    (pid, waiting_only),
+                ).fetchone()
             else:
-                row = conn.execute("select count(*) from pg_stat_activity where datname = current_database() and "
-                                   "application_name = 'dbguard migrate'").fetchone()
+                row = conn.execute(
+                    "select count(*) from pg_stat_activity where datname = current_database() and "
+                    "application_name = 'dbguard migrate'"
+                ).fetchone()
             if not row[0]:
                 return
             time.sleep(0.05)
@@ -205,20 +225,27 @@ def observed_state(dsn: str, step: str) -> tuple[str, int]:
     """(ledger state, how many steps' effects are present); raises when the effects are not a prefix."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         q = lambda s, *a: conn.execute(s, a).fetchone()[0]  # noqa: E731
-        col = q("select count(*) from pg_attribute where attrelid = 'items'::regclass and attname = 'tenant_id' "
-                "and not attisdropped")
-        notnull = q("select count(*) from pg_attribute where attrelid = 'items'::regclass and attname = 'tenant_id' "
-                    "and attnotnull and not attisdropped")
+        col = q(
+            "select count(*) from pg_attribute where attrelid = 'items'::regclass and attname = 'tenant_id' "
+            "and not attisdropped"
+        )
+        notnull = q(
+            "select count(*) from pg_attribute where attrelid = 'items'::regclass and attname = 'tenant_id' "
+            "and attnotnull and not attisdropped"
+        )
         rls = q("select relrowsecurity from pg_class where oid = 'items'::regclass")
         policy = q("select count(*) from pg_policy where polrelid = 'items'::regclass")
-        index_valid = q("select count(*) from pg_index where indrelid = 'items'::regclass and indisvalid "
-                        "and indexrelid::regclass::text = 'items_tenant_idx'")
+        index_valid = q(
+            "select count(*) from pg_index where indrelid = 'items'::regclass and indisvalid "
+            "and indexrelid::regclass::text = 'items_tenant_idx'"
+        )
         invalid = q("select count(*) from pg_index where indrelid = 'items'::regclass and not indisvalid")
         done_table = q("select to_regclass('items_done') is not null")
         ledger = None
         if q("select to_regclass('dbguard.schema_migrations') is not null"):
-            ledger = conn.execute("select state, steps_done, steps_total from dbguard.schema_migrations "
-                                  "where name = %s", (NAME,)).fetchone()
+            ledger = conn.execute(
+                "select state, steps_done, steps_total from dbguard.schema_migrations where name = %s", (NAME,)
+            ).fetchone()
     if step == "tx":
         effects = [True, bool(col), bool(notnull), bool(rls and policy), bool(done_table)]
     else:
@@ -241,9 +268,13 @@ def _status(dsn: str, directory: Path) -> tuple[str, str]:
 # --------------------------------------------------------------------------- running the runner
 def _cli(dsn: str, directory: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "dbguard_pipeline.cli", "migrate", "up", "--dsn", dsn,
-                             "--dir", str(directory)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dbguard_pipeline.cli", "migrate", "up", "--dsn", dsn, "--dir", str(directory)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 class _Thread(threading.Thread):

@@ -1,6 +1,7 @@
 """Issue #13, item 11 (the generate-migration parts): a missing app_role is one line (exit 2), and hostile
 table names (a newline, a carriage return, a tab, a quote and a backslash, U+2028) do not make ``--all``
 write nothing: every file passes squawk, and the runner applies and rolls them back."""
+
 from __future__ import annotations
 
 import psycopg
@@ -20,8 +21,10 @@ HOSTILE = ["bad\nname", "cr\rname", "tab\tname", 'q"uote\\back\nslash', "ls\u202
 def test_all_with_a_missing_app_role_is_one_line(demo_dsn, tmp_path, capsys):
     cfg = write_config(tmp_path / "dbguard.yaml", tenant={"app_role": "nosuch_role"})
     out = tmp_path / "m"
-    assert main(["generate-migration", "--all", "--dsn", demo_dsn, "--config", cfg, "--out-dir", str(out),
-                 "--no-test"]) == 2
+    assert (
+        main(["generate-migration", "--all", "--dsn", demo_dsn, "--config", cfg, "--out-dir", str(out), "--no-test"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "'nosuch_role' (config tenant.app_role) does not exist" in err
@@ -53,9 +56,12 @@ def test_hostile_table_names_get_their_migrations(demo_dsn, tmp_path, capsys):
     runner.up()
     with psycopg.connect(demo_dsn) as conn:
         for name in HOSTILE:
-            row = conn.execute("select relforcerowsecurity or relrowsecurity, (select array_agg(polname::text) "
-                               "from pg_policy where polrelid = c.oid) from pg_class c "
-                               "where relname = %s and relnamespace = 'public'::regnamespace", (name,)).fetchone()
+            row = conn.execute(
+                "select relforcerowsecurity or relrowsecurity, (select array_agg(polname::text) "
+                "from pg_policy where polrelid = c.oid) from pg_class c "
+                "where relname = %s and relnamespace = 'public'::regnamespace",
+                (name,),
+            ).fetchone()
             assert row[0] and row[1] == ["open_to_all"], (name, row)  # the weak policy, rewritten in place
     for state, name, _ in runner.status():
         assert state == "applied", name
@@ -63,5 +69,7 @@ def test_hostile_table_names_get_their_migrations(demo_dsn, tmp_path, capsys):
         runner.rollback(f[:-4])
     with psycopg.connect(demo_dsn) as conn:
         for name in HOSTILE:
-            assert conn.execute("select array_agg(polname::text) from pg_policy where polrelid = "
-                                "%s::regclass", (sql.Identifier("public", name).as_string(conn),)).fetchone()[0] == ["open_to_all"]
+            assert conn.execute(
+                "select array_agg(polname::text) from pg_policy where polrelid = %s::regclass",
+                (sql.Identifier("public", name).as_string(conn),),
+            ).fetchone()[0] == ["open_to_all"]

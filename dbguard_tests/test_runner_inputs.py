@@ -1,6 +1,7 @@
 """The runner on bad inputs and awkward targets (issue #13, items 6-8): INVALID indexes after CONCURRENTLY,
 line-ending-proof checksums and old ledgers, read-only targets, roles without CREATE, unreadable or non-UTF-8
 files and folders, absent and empty folders, a CREATEDB role that does not own the target."""
+
 from __future__ import annotations
 
 import hashlib
@@ -52,9 +53,12 @@ def _as(dsn: str, user: str) -> str:
 def test_a_unique_concurrent_build_on_duplicates_is_never_recorded(empty_dsn, tmp_path, capsys):
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         conn.execute("create table t (id int, code int); insert into t values (1, 7), (2, 7)")
-    _write(tmp_path, "20250101000000_uniq",
-           "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS t_code_key ON t (code);\n",
-           "DROP INDEX CONCURRENTLY IF EXISTS t_code_key;\n")
+    _write(
+        tmp_path,
+        "20250101000000_uniq",
+        "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS t_code_key ON t (code);\n",
+        "DROP INDEX CONCURRENTLY IF EXISTS t_code_key;\n",
+    )
     for _ in range(2):  # the second run must not find a leftover INVALID index and call it applied
         assert main(["migrate", "up", "--dsn", empty_dsn, "--dir", str(tmp_path)]) == 2
         err = _one_line_error(capsys)
@@ -118,16 +122,21 @@ def test_an_old_ledger_keeps_working_and_is_upgraded_in_place(empty_dsn, tmp_pat
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         conn.execute(OLD_LEDGER)
         conn.execute("create table one (id int)")
-        conn.execute("insert into dbguard.schema_migrations (name, checksum, duration) values (%s, %s, '1 second')",
-                     ("20250101000000_one", hashlib.sha256(raw).hexdigest()))
+        conn.execute(
+            "insert into dbguard.schema_migrations (name, checksum, duration) values (%s, %s, '1 second')",
+            ("20250101000000_one", hashlib.sha256(raw).hexdigest()),
+        )
     assert main(["migrate", "status", "--dsn", empty_dsn, "--dir", str(tmp_path)]) == 0
     assert "applied  20250101000000_one" in capsys.readouterr().out
     _write(tmp_path, "20250102000000_two", "create table two (id int);\n")
     for _ in range(2):  # the upgrade is idempotent
         assert main(["migrate", "up", "--dsn", empty_dsn, "--dir", str(tmp_path)]) == 0
         capsys.readouterr()
-    cols = _q(empty_dsn, "select array_agg(attname::text order by attnum) from pg_attribute where attrelid = "
-                         "'dbguard.schema_migrations'::regclass and attnum > 0")
+    cols = _q(
+        empty_dsn,
+        "select array_agg(attname::text order by attnum) from pg_attribute where attrelid = "
+        "'dbguard.schema_migrations'::regclass and attnum > 0",
+    )
     assert cols[-3:] == ["state", "steps_done", "steps_total"]
     with psycopg.connect(empty_dsn) as conn:
         rows = conn.execute("select name, state, steps_done from dbguard.schema_migrations order by name").fetchall()
@@ -197,8 +206,14 @@ def _unprivileged_cli(args: list[str], cwd: str) -> subprocess.CompletedProcess:
         assert setpriv, "running as root: the test needs setpriv (util-linux) to drop CAP_DAC_OVERRIDE"
         prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([*prefix, sys.executable, "-m", "dbguard_pipeline.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "dbguard_pipeline.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.integration
@@ -229,10 +244,15 @@ def test_a_createdb_role_that_does_not_own_the_target_gets_the_schema_only_copy(
 
     with psycopg.connect(demo_dsn, autocommit=True) as conn:
         conn.execute("drop role if exists dbguard_creator; create role dbguard_creator login createdb")
-        for (schema,) in conn.execute("select nspname from pg_namespace where nspname not like 'pg\\_%' "
-                                      "and nspname <> 'information_schema'").fetchall():
-            conn.execute(sql.SQL("grant usage on schema {0} to dbguard_creator; grant select on all tables in "
-                                 "schema {0} to dbguard_creator").format(sql.Identifier(schema)))
+        for (schema,) in conn.execute(
+            "select nspname from pg_namespace where nspname not like 'pg\\_%' and nspname <> 'information_schema'"
+        ).fetchall():
+            conn.execute(
+                sql.SQL(
+                    "grant usage on schema {0} to dbguard_creator; grant select on all tables in "
+                    "schema {0} to dbguard_creator"
+                ).format(sql.Identifier(schema))
+            )
     try:
         with scratch_database(_as(demo_dsn, "dbguard_creator")) as (scratch, method):
             assert method == "schema-only"

@@ -1,5 +1,6 @@
 """Issue #13, item 13: a failing isolation_report carries its reason (and the database) into the failure event
 the alert sensor reads, like the other assets."""
+
 from __future__ import annotations
 
 import dagster as dg
@@ -14,8 +15,12 @@ from .dagster_support import event_log_text, step_failures, write_config
 
 def _materialize(dsn: str, config_path: str | None = None):
     with dg.instance_for_test() as instance:
-        result = dg.materialize([isolation_report, *isolation_checks], instance=instance, raise_on_error=False,
-                                resources={"database": PostgresResource(dsn=dsn, config_path=config_path)})
+        result = dg.materialize(
+            [isolation_report, *isolation_checks],
+            instance=instance,
+            raise_on_error=False,
+            resources={"database": PostgresResource(dsn=dsn, config_path=config_path)},
+        )
         return result, event_log_text(instance, result.run_id)
 
 

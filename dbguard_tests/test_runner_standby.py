@@ -1,6 +1,7 @@
 """Issue #13, items 8 and 12: ``migrate up`` and ``generate-migration`` against a real hot standby (a
 streaming replica made with pg_basebackup from a dedicated embedded server): one line, exit 2, never a
 traceback; nothing changes on the primary."""
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,11 @@ class Standby:
             entry = pwd.getpwnam(self.user)
             os.chown(self.data, entry.pw_uid, entry.pw_gid)
         host = psycopg.conninfo.conninfo_to_dict(primary.dsn)["host"]
-        pg_basebackup(["-D", str(self.data), "-R", "-X", "stream", "-c", "fast", "-h", host, "-U", "postgres"], user=self.user,
-                      timeout=300)
+        pg_basebackup(
+            ["-D", str(self.data), "-R", "-X", "stream", "-c", "fast", "-h", host, "-U", "postgres"],
+            user=self.user,
+            timeout=300,
+        )
         self._pg_ctl("-w", "-l", str(self.data / "log"), "-o", f"-h '' -k {self.data} -p {STANDBY_PORT}", "start")
         self.dsn = f"host={self.data} port={STANDBY_PORT} user=postgres dbname=app"
 

@@ -5,6 +5,7 @@ audit reads it (pg_get_expr through catalog.introspect), so what is analysed is 
 
 A verdict is (always true, never true, level): ``tenant`` pins the tenant, ``indirect`` restricts rows to the
 caller some other way, ``none`` restricts nothing (see policy/restriction.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,100 +20,124 @@ PIN = "tenant_id = public.current_tenant_id()"
 
 # family -> (canonical spelling, equivalent spellings)
 FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "service_role_escape_hatch": (f"{PIN} or auth.role() = 'service_role'", (
-        f"{PIN} or (select auth.role()) = 'service_role'",
-        f"{PIN} or (select auth.role())::text = 'service_role'",
-        f"{PIN} or 'service_role' = (select auth.role())",
-        f"{PIN} or (select auth.role()) in ('service_role')",
-        f"{PIN} or (select auth.role()) = any (array['service_role'])",
-        f"{PIN} or (select auth.role()) in ('service_role', 'supabase_admin')",
-        f"{PIN} or (select auth.jwt() ->> 'role') = 'service_role'",
-        f"{PIN} or ((select auth.jwt()) ->> 'role') = 'service_role'",
-        f"{PIN} or (select current_setting('request.jwt.claims', true)::jsonb ->> 'role') = 'service_role'",
-        f"{PIN} or current_setting('request.jwt.claim.role', true) = 'service_role'",
-        f"{PIN} or (select current_setting('request.jwt.claim.role', true)) = 'service_role'",
-        f"{PIN} or (select current_user) = 'service_role'",
-        f"{PIN} or (select auth.role() = 'service_role')",
-        f"{PIN} or (auth.role() = 'service_role') is true",
-        f"{PIN}",
-    )),
-    "boolean_helper": ("public.is_member(tenant_id)", (
-        "public.is_member(tenant_id) = true",
-        "true = public.is_member(tenant_id)",
-        "public.is_member(tenant_id) = 'true'",
-        "public.is_member(tenant_id) <> false",
-        "public.is_member(tenant_id) is true",
-        "public.is_member(tenant_id) is not distinct from true",
-        "not (public.is_member(tenant_id) is not true)",
-        "coalesce(public.is_member(tenant_id), false)",
-        "coalesce(public.is_member(tenant_id), null)",
-        "not not public.is_member(tenant_id)",
-        "(select public.is_member(tenant_id))",
-        "(select public.is_member(tenant_id)) = true",
-        "(select public.is_member(tenant_id) = true)",
-        "(select public.is_member_plpgsql(tenant_id)) is true",
-        "case when public.is_member(tenant_id) then true else false end",
-    )),
-    "boolean_comparison": (PIN, (
-        f"({PIN}) = true",
-        f"({PIN}) is true",
-        f"coalesce({PIN}, false)",
-        f"not not ({PIN})",
-        f"not ({PIN}) = false",
-        f"({PIN} and true) = true",
-    )),
-    "guc_casts_and_forms": ("tenant_id = current_setting('app.current_tenant_id')::uuid", (
-        "tenant_id = current_setting('app.current_tenant_id', true)::uuid",
-        "tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid",
-        "tenant_id = (select nullif(current_setting('app.current_tenant_id', true), '')::uuid)",
-        "tenant_id::text = current_setting('app.current_tenant_id')",
-        "tenant_id::text = current_setting('app.current_tenant_id', true)",
-        "tenant_id::text = nullif(current_setting('app.current_tenant_id', true), '')",
-        "tenant_id::uuid = current_setting('app.current_tenant_id')::uuid",
-        "current_setting('app.current_tenant_id')::uuid = tenant_id::uuid",
-        "tenant_id = (select current_setting('app.current_tenant_id')::uuid)",
-        "tenant_id = (select current_setting('app.current_tenant_id'))::uuid",
-        "tenant_id::text = (select current_setting('app.current_tenant_id', true))",
-        "tenant_id in (current_setting('app.current_tenant_id')::uuid)",
-        "tenant_id = any (array[current_setting('app.current_tenant_id')::uuid])",
-        "tenant_id = any (array[(select current_setting('app.current_tenant_id')::uuid)])",
-        "tenant_id in ((select nullif(current_setting('app.current_tenant_id', true), '')::uuid))",
-    )),
-    "jwt_paths": ("tenant_id = (auth.jwt() ->> 'tenant_id')::uuid", (
-        "tenant_id = (auth.jwt() #>> '{tenant_id}')::uuid",
-        "tenant_id::text = auth.jwt() ->> 'tenant_id'",
-        "tenant_id::text = auth.jwt() #>> '{tenant_id}'",
-        "tenant_id::text = auth.jwt() #>> array['tenant_id']",
-        "tenant_id = ((select auth.jwt()) ->> 'tenant_id')::uuid",
-        "tenant_id = (select (auth.jwt() ->> 'tenant_id')::uuid)",
-        "tenant_id = (current_setting('request.jwt.claims', true)::jsonb ->> 'tenant_id')::uuid",
-    )),
-    "jwt_nested_paths": ("tenant_id = ((auth.jwt() -> 'app_metadata') ->> 'org')::uuid", (
-        "tenant_id = (auth.jwt() #>> '{app_metadata,org}')::uuid",
-        "tenant_id = ((auth.jwt() #> '{app_metadata}') ->> 'org')::uuid",
-        "tenant_id = ((auth.jwt() #> array['app_metadata']) ->> 'org')::uuid",
-        "tenant_id = ((select auth.jwt()) #>> '{app_metadata,org}')::uuid",
-        "tenant_id = (select auth.jwt() #>> '{app_metadata,org}')::uuid",
-        "tenant_id::text = (select auth.jwt() -> 'app_metadata' ->> 'org')",
-    )),
-    "identity": ("user_id = auth.uid()", (
-        "user_id = (select auth.uid())",
-        "user_id in (auth.uid())",
-        "user_id in ((select auth.uid()))",
-        "user_id = any (array[auth.uid()])",
-        "(user_id = (select auth.uid())) is true",
-        "(user_id = auth.uid()) = true",
-        "user_id::text = (select auth.uid())::text",
-    )),
-    "always_true": ("true", (
-        "(select true)",
-        "true = true",
-        "(1 = 1) is true",
-        "not not true",
-        "coalesce(true, false)",
-        "(id in (id, id)) = (id in (id, id))",
-        "(tenant_id in (user_id, project_id)) = (tenant_id in (user_id, project_id))",
-    )),
+    "service_role_escape_hatch": (
+        f"{PIN} or auth.role() = 'service_role'",
+        (
+            f"{PIN} or (select auth.role()) = 'service_role'",
+            f"{PIN} or (select auth.role())::text = 'service_role'",
+            f"{PIN} or 'service_role' = (select auth.role())",
+            f"{PIN} or (select auth.role()) in ('service_role')",
+            f"{PIN} or (select auth.role()) = any (array['service_role'])",
+            f"{PIN} or (select auth.role()) in ('service_role', 'supabase_admin')",
+            f"{PIN} or (select auth.jwt() ->> 'role') = 'service_role'",
+            f"{PIN} or ((select auth.jwt()) ->> 'role') = 'service_role'",
+            f"{PIN} or (select current_setting('request.jwt.claims', true)::jsonb ->> 'role') = 'service_role'",
+            f"{PIN} or current_setting('request.jwt.claim.role', true) = 'service_role'",
+            f"{PIN} or (select current_setting('request.jwt.claim.role', true)) = 'service_role'",
+            f"{PIN} or (select current_user) = 'service_role'",
+            f"{PIN} or (select auth.role() = 'service_role')",
+            f"{PIN} or (auth.role() = 'service_role') is true",
+            f"{PIN}",
+        ),
+    ),
+    "boolean_helper": (
+        "public.is_member(tenant_id)",
+        (
+            "public.is_member(tenant_id) = true",
+            "true = public.is_member(tenant_id)",
+            "public.is_member(tenant_id) = 'true'",
+            "public.is_member(tenant_id) <> false",
+            "public.is_member(tenant_id) is true",
+            "public.is_member(tenant_id) is not distinct from true",
+            "not (public.is_member(tenant_id) is not true)",
+            "coalesce(public.is_member(tenant_id), false)",
+            "coalesce(public.is_member(tenant_id), null)",
+            "not not public.is_member(tenant_id)",
+            "(select public.is_member(tenant_id))",
+            "(select public.is_member(tenant_id)) = true",
+            "(select public.is_member(tenant_id) = true)",
+            "(select public.is_member_plpgsql(tenant_id)) is true",
+            "case when public.is_member(tenant_id) then true else false end",
+        ),
+    ),
+    "boolean_comparison": (
+        PIN,
+        (
+            f"({PIN}) = true",
+            f"({PIN}) is true",
+            f"coalesce({PIN}, false)",
+            f"not not ({PIN})",
+            f"not ({PIN}) = false",
+            f"({PIN} and true) = true",
+        ),
+    ),
+    "guc_casts_and_forms": (
+        "tenant_id = current_setting('app.current_tenant_id')::uuid",
+        (
+            "tenant_id = current_setting('app.current_tenant_id', true)::uuid",
+            "tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid",
+            "tenant_id = (select nullif(current_setting('app.current_tenant_id', true), '')::uuid)",
+            "tenant_id::text = current_setting('app.current_tenant_id')",
+            "tenant_id::text = current_setting('app.current_tenant_id', true)",
+            "tenant_id::text = nullif(current_setting('app.current_tenant_id', true), '')",
+            "tenant_id::uuid = current_setting('app.current_tenant_id')::uuid",
+            "current_setting('app.current_tenant_id')::uuid = tenant_id::uuid",
+            "tenant_id = (select current_setting('app.current_tenant_id')::uuid)",
+            "tenant_id = (select current_setting('app.current_tenant_id'))::uuid",
+            "tenant_id::text = (select current_setting('app.current_tenant_id', true))",
+            "tenant_id in (current_setting('app.current_tenant_id')::uuid)",
+            "tenant_id = any (array[current_setting('app.current_tenant_id')::uuid])",
+            "tenant_id = any (array[(select current_setting('app.current_tenant_id')::uuid)])",
+            "tenant_id in ((select nullif(current_setting('app.current_tenant_id', true), '')::uuid))",
+        ),
+    ),
+    "jwt_paths": (
+        "tenant_id = (auth.jwt() ->> 'tenant_id')::uuid",
+        (
+            "tenant_id = (auth.jwt() #>> '{tenant_id}')::uuid",
+            "tenant_id::text = auth.jwt() ->> 'tenant_id'",
+            "tenant_id::text = auth.jwt() #>> '{tenant_id}'",
+            "tenant_id::text = auth.jwt() #>> array['tenant_id']",
+            "tenant_id = ((select auth.jwt()) ->> 'tenant_id')::uuid",
+            "tenant_id = (select (auth.jwt() ->> 'tenant_id')::uuid)",
+            "tenant_id = (current_setting('request.jwt.claims', true)::jsonb ->> 'tenant_id')::uuid",
+        ),
+    ),
+    "jwt_nested_paths": (
+        "tenant_id = ((auth.jwt() -> 'app_metadata') ->> 'org')::uuid",
+        (
+            "tenant_id = (auth.jwt() #>> '{app_metadata,org}')::uuid",
+            "tenant_id = ((auth.jwt() #> '{app_metadata}') ->> 'org')::uuid",
+            "tenant_id = ((auth.jwt() #> array['app_metadata']) ->> 'org')::uuid",
+            "tenant_id = ((select auth.jwt()) #>> '{app_metadata,org}')::uuid",
+            "tenant_id = (select auth.jwt() #>> '{app_metadata,org}')::uuid",
+            "tenant_id::text = (select auth.jwt() -> 'app_metadata' ->> 'org')",
+        ),
+    ),
+    "identity": (
+        "user_id = auth.uid()",
+        (
+            "user_id = (select auth.uid())",
+            "user_id in (auth.uid())",
+            "user_id in ((select auth.uid()))",
+            "user_id = any (array[auth.uid()])",
+            "(user_id = (select auth.uid())) is true",
+            "(user_id = auth.uid()) = true",
+            "user_id::text = (select auth.uid())::text",
+        ),
+    ),
+    "always_true": (
+        "true",
+        (
+            "(select true)",
+            "true = true",
+            "(1 = 1) is true",
+            "not not true",
+            "coalesce(true, false)",
+            "(id in (id, id)) = (id in (id, id))",
+            "(tenant_id in (user_id, project_id)) = (tenant_id in (user_id, project_id))",
+        ),
+    ),
 }
 
 # spellings that look like their family's canonical one and are NOT equivalent: they keep their own verdict
@@ -139,7 +164,9 @@ NOT_EQUIVALENT: dict[str, tuple[str, str]] = {
     "tenant_id::text = (select current_setting('app.locale'))": ("guc_casts_and_forms", "none"),
     "tenant_id in (current_setting('app.current_tenant_id')::uuid, project_id)": ("guc_casts_and_forms", "none"),
     "tenant_id = any (array[current_setting('app.current_tenant_id')::uuid, project_id])": (
-        "guc_casts_and_forms", "none"),
+        "guc_casts_and_forms",
+        "none",
+    ),
     # another claim
     "tenant_id = (auth.jwt() #>> '{role}')::uuid": ("jwt_paths", "none"),
     "tenant_id = (auth.jwt() #>> '{app_metadata,role}')::uuid": ("jwt_nested_paths", "none"),
@@ -169,8 +196,9 @@ def verdicts(server_dsn) -> dict[str, tuple[tuple[bool, bool, str], str]]:
     dbs = Databases(server_dsn)
     try:
         dsn = dbs.create()
-        run_sql(dsn, SHIM + SCHEMA + "\n".join(
-            f'CREATE POLICY "{NAMES[s]}" ON public.t USING ({s});' for s in SPELLINGS))
+        run_sql(
+            dsn, SHIM + SCHEMA + "\n".join(f'CREATE POLICY "{NAMES[s]}" ON public.t USING ({s});' for s in SPELLINGS)
+        )
         snap = introspect(dsn)
     finally:
         dbs.drop_all()
@@ -201,10 +229,15 @@ def test_canonical_verdicts(verdicts):
     """The canonical spellings themselves: what each family is judged."""
     got = {f: verdicts[c][0] for f, (c, _) in FAMILIES.items()}
     assert got == {
-        "service_role_escape_hatch": (False, False, "tenant"), "boolean_helper": (False, False, "tenant"),
-        "boolean_comparison": (False, False, "tenant"), "guc_casts_and_forms": (False, False, "tenant"),
-        "jwt_paths": (False, False, "tenant"), "jwt_nested_paths": (False, False, "tenant"),
-        "identity": (False, False, "indirect"), "always_true": (True, False, "none")}
+        "service_role_escape_hatch": (False, False, "tenant"),
+        "boolean_helper": (False, False, "tenant"),
+        "boolean_comparison": (False, False, "tenant"),
+        "guc_casts_and_forms": (False, False, "tenant"),
+        "jwt_paths": (False, False, "tenant"),
+        "jwt_nested_paths": (False, False, "tenant"),
+        "identity": (False, False, "indirect"),
+        "always_true": (True, False, "none"),
+    }
 
 
 @pytest.mark.security
@@ -218,7 +251,7 @@ def test_lookalike_spelling_keeps_its_own_verdict(verdicts, spelling):
 
 
 # --------------------------------------------------------------------------- function bodies (not type checked)
-FUNCTIONS = r'''
+FUNCTIONS = r"""
 CREATE FUNCTION public.self_equal_in() RETURNS boolean LANGUAGE sql STABLE
   AS $$ SELECT (current_user in ('a','b')) = (current_user in ('a', 'b')) $$;
 CREATE FUNCTION public.not_self_equal_in() RETURNS boolean LANGUAGE sql STABLE
@@ -246,7 +279,7 @@ CREATE FUNCTION public.member_helper_eq_true(t uuid) RETURNS boolean LANGUAGE sq
   AS $$ SELECT (select public.is_member(t)) = true $$;
 CREATE FUNCTION public.member_helper_not_false(t uuid) RETURNS boolean LANGUAGE sql STABLE
   AS $$ SELECT public.is_member(t) IS NOT FALSE $$;
-'''
+"""
 BODY_CASES = {
     "public.self_equal_in()": (True, False, "none"),
     "public.not_self_equal_in()": (False, False, "none"),
@@ -299,4 +332,6 @@ def test_json_keys_are_strings_or_indexes_never_booleans():
     assert reader.json_path(parse_expression("auth.jwt() -> true ->> 'tenant_id'"), frame) == (True, ["?", "tenant_id"])
     assert reader.json_path(parse_expression("auth.jwt() -> 0 ->> 'tenant_id'"), frame) == (True, ["0", "tenant_id"])
     assert reader.json_path(parse_expression("auth.jwt() -> (select 'app_metadata') ->> 'org'"), frame) == (
-        True, ["app_metadata", "org"])
+        True,
+        ["app_metadata", "org"],
+    )

@@ -4,6 +4,7 @@ file), audited with the repro's configuration; then the family, one table per sp
 
 The SQL is copied from ../shared/repros (audit-and-probe/service_role_wrapped.sql, membership_helper.sql,
 fixes-membership/common.sql + f2_helper_eq_true.sql) so that the tests do not depend on that folder."""
+
 from __future__ import annotations
 
 import subprocess
@@ -172,9 +173,24 @@ def test_f2_helper_eq_true_through_the_cli(empty_dsn, tmp_path):
     run_sql(empty_dsn, FARMS_COMMON + F2_HELPER_EQ_TRUE)
     (tmp_path / "dbguard.yaml").write_text(FARMS_YAML)
     out = subprocess.run(
-        [sys.executable, "-m", "dbguard_pipeline.cli", "validate", "--config", str(tmp_path / "dbguard.yaml"),
-         "--dsn", empty_dsn, "--no-data", "--format", "json"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "dbguard_pipeline.cli",
+            "validate",
+            "--config",
+            str(tmp_path / "dbguard.yaml"),
+            "--dsn",
+            empty_dsn,
+            "--no-data",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     import json
 
@@ -189,12 +205,22 @@ def test_f2_helper_eq_true_through_the_cli(empty_dsn, tmp_path):
 # --------------------------------------------------------------------------- the family, through the audit
 # one tenant table per spelling: (USING, WITH CHECK or None, policy weak?)
 FAMILY = {
-    "wrapped_role": ("tenant_id = (select (auth.jwt() ->> 'tenant_id')::uuid) or (select auth.role()) = 'service_role'",
-                     None, False),
-    "wrapped_role_list": ("tenant_id = (select (auth.jwt() ->> 'tenant_id')::uuid) or (select auth.role()) in "
-                          "('service_role', 'supabase_admin')", None, False),
-    "wrapped_role_claim": ("tenant_id = (select (auth.jwt() ->> 'tenant_id')::uuid) or "
-                           "(select auth.jwt() ->> 'role') = 'service_role'", None, False),
+    "wrapped_role": (
+        "tenant_id = (select (auth.jwt() ->> 'tenant_id')::uuid) or (select auth.role()) = 'service_role'",
+        None,
+        False,
+    ),
+    "wrapped_role_list": (
+        "tenant_id = (select (auth.jwt() ->> 'tenant_id')::uuid) or (select auth.role()) in "
+        "('service_role', 'supabase_admin')",
+        None,
+        False,
+    ),
+    "wrapped_role_claim": (
+        "tenant_id = (select (auth.jwt() ->> 'tenant_id')::uuid) or (select auth.jwt() ->> 'role') = 'service_role'",
+        None,
+        False,
+    ),
     "helper_eq_true": ("public.is_tenant_member(tenant_id) = true", None, False),
     "helper_true_eq": ("true = (select public.is_tenant_member(tenant_id))", None, False),
     "helper_is_true": ("public.is_tenant_member(tenant_id) is true", None, False),
@@ -204,27 +230,37 @@ FAMILY = {
     "nested_claim_path": ("tenant_id = (auth.jwt() #>> '{app_metadata,tenant_id}')::uuid", None, False),
     "nested_claim_arrows": ("tenant_id::text = (select (auth.jwt() -> 'app_metadata') ->> 'tenant_id')", None, False),
     "guc_text_cast": ("tenant_id::text = (select current_setting('app.current_tenant_id', true))", None, False),
-    "guc_in_one": ("tenant_id in ((select nullif(current_setting('app.current_tenant_id', true), '')::uuid))", None,
-                   False),
+    "guc_in_one": (
+        "tenant_id in ((select nullif(current_setting('app.current_tenant_id', true), '')::uuid))",
+        None,
+        False,
+    ),
     # look-alikes that are not equivalent: weak
     "ctl_is_not_false": ("public.is_tenant_member(tenant_id) is not false", None, True),
     "ctl_coalesce_true": ("coalesce(public.is_tenant_member(tenant_id), true)", None, True),
     "ctl_check_is_not_false": (None, "(tenant_id = (select (auth.jwt() ->> 'tenant_id')::uuid)) is not false", True),
-    "ctl_role_authenticated": ("tenant_id = (select (auth.jwt() ->> 'tenant_id')::uuid) or "
-                               "(select auth.role()) = 'authenticated'", None, True),
+    "ctl_role_authenticated": (
+        "tenant_id = (select (auth.jwt() ->> 'tenant_id')::uuid) or (select auth.role()) = 'authenticated'",
+        None,
+        True,
+    ),
     "ctl_text_literal": ("tenant_id::text = 'aaaa0000-0000-4000-8000-000000000001'", None, True),
 }
 
 
 def _family_sql() -> str:
-    out = ["create table public.tenants (id uuid primary key);",
-           "create table public.members (user_id uuid, tenant_id uuid references public.tenants, "
-           "primary key (user_id, tenant_id));",
-           "create function public.is_tenant_member(t uuid) returns boolean language sql stable security definer "
-           "set search_path = '' as $$ select exists (select 1 from public.members m where m.tenant_id = t "
-           "and m.user_id = (select auth.uid())) $$;"]
+    out = [
+        "create table public.tenants (id uuid primary key);",
+        "create table public.members (user_id uuid, tenant_id uuid references public.tenants, "
+        "primary key (user_id, tenant_id));",
+        "create function public.is_tenant_member(t uuid) returns boolean language sql stable security definer "
+        "set search_path = '' as $$ select exists (select 1 from public.members m where m.tenant_id = t "
+        "and m.user_id = (select auth.uid())) $$;",
+    ]
     for name, (using, check, _) in FAMILY.items():
-        out.append(f"create table public.{name} (id bigint primary key, tenant_id uuid not null references public.tenants);")
+        out.append(
+            f"create table public.{name} (id bigint primary key, tenant_id uuid not null references public.tenants);"
+        )
         out.append(f"create index on public.{name} (tenant_id);")
         out.append(f"alter table public.{name} enable row level security;")
         if using is not None:

@@ -33,8 +33,10 @@ def load_repro(dsn: str, name: str) -> Config:
     text = (REPROS / f"{name}.sql").read_text()
 
     def once(m: re.Match[str]) -> str:
-        return (f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{m.group(1)}') "
-                f"THEN CREATE ROLE {m.group(1)}{m.group(2)}; END IF; END $$;")
+        return (
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{m.group(1)}') "
+            f"THEN CREATE ROLE {m.group(1)}{m.group(2)}; END IF; END $$;"
+        )
 
     run_sql(dsn, re.sub(r"(?im)^create role (\w+)([^;]*);", once, text))
     return load_config(REPROS / f"{name}.yaml")
@@ -51,15 +53,19 @@ def test_partitions_repro_each_reachable_partition_is_reported_and_rows_count_on
     findings = rules.run_rules(snap, metrics, config)
     assert keys(findings, "rls_disabled_with_tenant_column") == {
         "rls_disabled_with_tenant_column:public.meter_readings_2026q1",
-        "rls_disabled_with_tenant_column:public.meter_readings_2026q2"}
+        "rls_disabled_with_tenant_column:public.meter_readings_2026q2",
+    }
     # what the finding claims, as the app role with tenant A: B's rows through the partition
     with psycopg.connect(empty_dsn) as conn:
         conn.execute("SET ROLE meter_app")
         conn.execute("SELECT set_config('app.current_tenant_id', '11111111-1111-4111-8111-111111111111', false)")
-        direct = conn.execute("SELECT count(*) FROM public.meter_readings_2026q1 "
-                              "WHERE tenant_id <> '11111111-1111-4111-8111-111111111111'").fetchone()[0]
-        parent = conn.execute("SELECT count(*) FROM public.meter_readings "
-                              "WHERE tenant_id <> '11111111-1111-4111-8111-111111111111'").fetchone()[0]
+        direct = conn.execute(
+            "SELECT count(*) FROM public.meter_readings_2026q1 "
+            "WHERE tenant_id <> '11111111-1111-4111-8111-111111111111'"
+        ).fetchone()[0]
+        parent = conn.execute(
+            "SELECT count(*) FROM public.meter_readings WHERE tenant_id <> '11111111-1111-4111-8111-111111111111'"
+        ).fetchone()[0]
     assert direct > 0 and parent == 0
     # every other rule sees the partitioned table once; its 66 rows are counted once, through the root
     assert not [f for f in findings if f.table.startswith("meter_readings_") and f.category != "rls"]
@@ -67,7 +73,9 @@ def test_partitions_repro_each_reachable_partition_is_reported_and_rows_count_on
 
 
 def test_two_level_partitions_and_inheritance_rows_are_counted_once(empty_dsn):
-    run_sql(empty_dsn, """
+    run_sql(
+        empty_dsn,
+        """
         CREATE TABLE public.tenants (id uuid PRIMARY KEY);
         INSERT INTO public.tenants VALUES ('11111111-1111-4111-8111-111111111111');
         CREATE TABLE public.r (tenant_id uuid REFERENCES public.tenants, meter int NOT NULL, at date NOT NULL)
@@ -84,7 +92,8 @@ def test_two_level_partitions_and_inheritance_rows_are_counted_once(empty_dsn):
         CREATE TABLE public.logs_old () INHERITS (public.logs);
         INSERT INTO public.logs VALUES (1, '11111111-1111-4111-8111-111111111111');
         INSERT INTO public.logs_old VALUES (2, NULL), (3, NULL);
-    """)
+    """,
+    )
     config = Config()
     snap = introspect(empty_dsn)
     assert snap.table("public.r_2026").kind == "partitioned" and snap.table("public.r_2026").parent == "public.r"
@@ -112,13 +121,16 @@ def test_login_owner_repro_not_forced_by_default_and_fixed_by_force(empty_dsn):
 
 
 def test_role_memberships_in_the_snapshot_round_trip_and_old_files_load(empty_dsn):
-    run_sql(empty_dsn, """
+    run_sql(
+        empty_dsn,
+        """
         DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'dbguard_s10_app') THEN
           CREATE ROLE dbguard_s10_app NOLOGIN; CREATE ROLE dbguard_s10_svc LOGIN;
           GRANT dbguard_s10_app TO dbguard_s10_svc;
           CREATE ROLE dbguard_s10_noinh LOGIN NOINHERIT; GRANT dbguard_s10_app TO dbguard_s10_noinh;
         END IF; END $$;
-    """)
+    """,
+    )
     assert len(QUERIES) == 10  # memberships are a column of the roles query, not a query of their own
     snap = introspect(empty_dsn)
     assert snap.role("dbguard_s10_svc").memberships == (Membership("dbguard_s10_app", True),)
@@ -136,8 +148,10 @@ def test_role_memberships_in_the_snapshot_round_trip_and_old_files_load(empty_ds
 def test_app_role_owns_tables_is_accepted_with_a_deprecation_line(tmp_path):
     path = tmp_path / "dbguard.yaml"
     path.write_text("tenant:\n  app_role: app\n  app_role_owns_tables: true\n")
-    code = ("import sys; from dbguard_pipeline.config import load_config; "
-            f"print(load_config({str(path)!r}).tenant.app_role_owns_tables)")
+    code = (
+        "import sys; from dbguard_pipeline.config import load_config; "
+        f"print(load_config({str(path)!r}).tenant.app_role_owns_tables)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert done.stdout.strip() == "True"
     assert "tenant.app_role_owns_tables is deprecated" in done.stderr and done.stderr.count("\n") == 1
@@ -149,8 +163,21 @@ def test_app_role_owns_tables_is_accepted_with_a_deprecation_line(tmp_path):
 @pytest.mark.parametrize("command", ["validate"])
 def test_validate_cli_on_the_partitions_repro_fails_at_critical(empty_dsn, command, tmp_path):
     load_repro(empty_dsn, "partitions")
-    done = subprocess.run([sys.executable, "-m", "dbguard_pipeline.cli", command, "--dsn", empty_dsn,
-                           "--config", str(REPROS / "partitions.yaml")], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dbguard_pipeline.cli",
+            command,
+            "--dsn",
+            empty_dsn,
+            "--config",
+            str(REPROS / "partitions.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert done.returncode == 1, done.stderr
     assert "public.meter_readings_2026q1" in done.stdout and "is a partition of public.meter_readings" in done.stdout

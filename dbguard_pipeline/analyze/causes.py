@@ -16,6 +16,7 @@ Each detector needs evidence in a plan that ran, never the schema alone:
 
 Pure: no database here.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -76,8 +77,15 @@ def _subplan_loops(nodes: Sequence[Node], node: Node) -> Optional[float]:
 
 
 class _Detector:
-    def __init__(self, table: Table, path: Sequence[tenancy.FkStep], snapshot: Snapshot, config: Config,
-                 statements: Sequence[StatementResult], th: Thresholds):
+    def __init__(
+        self,
+        table: Table,
+        path: Sequence[tenancy.FkStep],
+        snapshot: Snapshot,
+        config: Config,
+        statements: Sequence[StatementResult],
+        th: Thresholds,
+    ):
         self.table, self.path, self.snapshot, self.config, self.th = table, path, snapshot, config, th
         self.statements = [s for s in statements if s.app.plan is not None]
         role = config.tenant.app_role
@@ -135,8 +143,9 @@ class _Detector:
             self.keys.add(k)
             self.causes.append(cause)
 
-    def _best(self, found: dict[str, tuple[Node, str, list[Node]]], key: str, node: Node, statement: str,
-              nodes: list[Node]) -> None:
+    def _best(
+        self, found: dict[str, tuple[Node, str, list[Node]]], key: str, node: Node, statement: str, nodes: list[Node]
+    ) -> None:
         if key not in found or node.examined > found[key][0].examined:
             found[key] = (node, statement, nodes)
 
@@ -158,13 +167,23 @@ class _Detector:
             fix = Fix("policy", self.table.qualified) if name in self.wrapped else None
             loops = _subplan_loops(nodes, n)
             if helper is not None and helper.volatility == "volatile":
-                self.add(Cause("volatile_function",
-                               f"{label} is VOLATILE: evaluated for each of {_rows(n)} rows, and no index can "
-                               f"use it" + ("" if fix else " (its body may write: no automatic fix)"),
-                               _where(n, stmt), stmt, fix), key=name)
+                self.add(
+                    Cause(
+                        "volatile_function",
+                        f"{label} is VOLATILE: evaluated for each of {_rows(n)} rows, and no index can "
+                        f"use it" + ("" if fix else " (its body may write: no automatic fix)"),
+                        _where(n, stmt),
+                        stmt,
+                        fix,
+                    ),
+                    key=name,
+                )
                 continue
-            how = (f"SubPlan evaluated per row ({loops:,.0f} times): {label}" if loops else
-                   f"{label} evaluated per row ({_rows(n)} rows)")
+            how = (
+                f"SubPlan evaluated per row ({loops:,.0f} times): {label}"
+                if loops
+                else f"{label} evaluated per row ({_rows(n)} rows)"
+            )
             tail = ": not wrapped in (select ...)" if fix else ": it reads a column, so it cannot be wrapped"
             self.add(Cause("per_row_call", how + tail, _where(n, stmt), stmt, fix), key=name)
 
@@ -178,54 +197,100 @@ class _Detector:
                 if rel is None:
                     continue
                 own = rel.qualified == self.table.qualified and not (n.in_subplan or n.in_initplan)
-                if own and tcol and n.examined >= self.th.tenant_index_min_rows \
-                        and covering_index(self.table, (tcol,)) is None:
-                    self.add(Cause("missing_tenant_index",
-                                   f"Seq Scan reads {n.examined:,.0f} rows to keep the tenant's {n.kept:,.0f} "
-                                   f"({_share(n):.1%}): no index leads with {tcol}",
-                                   _where(n, s.name), s.name, Fix("index", self.table.qualified, (tcol,))))
+                if (
+                    own
+                    and tcol
+                    and n.examined >= self.th.tenant_index_min_rows
+                    and covering_index(self.table, (tcol,)) is None
+                ):
+                    self.add(
+                        Cause(
+                            "missing_tenant_index",
+                            f"Seq Scan reads {n.examined:,.0f} rows to keep the tenant's {n.kept:,.0f} "
+                            f"({_share(n):.1%}): no index leads with {tcol}",
+                            _where(n, s.name),
+                            s.name,
+                            Fix("index", self.table.qualified, (tcol,)),
+                        )
+                    )
                 if n.examined < SCAN_MIN:
                     continue
                 rel_tcol = self.config.tenant.column if tenancy.has_tenant_column(rel, self.config) else None
                 for col in context_columns(n.filter):
-                    if rel.column(col) is None or (own and col == tcol) or covering_index(rel, (col,)) \
-                            or any(ix.valid and ix.columns[:1] == (col,) for ix in rel.indexes):
+                    if (
+                        rel.column(col) is None
+                        or (own and col == tcol)
+                        or covering_index(rel, (col,))
+                        or any(ix.valid and ix.columns[:1] == (col,) for ix in rel.indexes)
+                    ):
                         continue
                     cols = (col, rel_tcol) if rel_tcol and rel_tcol != col else (col,)
                     fix = Fix("index", rel.qualified, cols)
                     if own:
-                        self.add(Cause("unindexed_policy_column",
-                                       f"the policy filters {rel.qualified} on {col} and no index leads with it: "
-                                       f"Seq Scan reads {n.examined:,.0f} rows to keep {n.kept:,.0f}",
-                                       _where(n, s.name), s.name, fix))
+                        self.add(
+                            Cause(
+                                "unindexed_policy_column",
+                                f"the policy filters {rel.qualified} on {col} and no index leads with it: "
+                                f"Seq Scan reads {n.examined:,.0f} rows to keep {n.kept:,.0f}",
+                                _where(n, s.name),
+                                s.name,
+                                fix,
+                            )
+                        )
                     else:
-                        self.add(Cause("membership_without_index",
-                                       f"membership sub-query scans {rel.qualified} ({n.examined:,.0f} rows per "
-                                       f"query) for the caller's rows: no index on ({', '.join(cols)})",
-                                       _where(n, s.name), s.name, fix))
+                        self.add(
+                            Cause(
+                                "membership_without_index",
+                                f"membership sub-query scans {rel.qualified} ({n.examined:,.0f} rows per "
+                                f"query) for the caller's rows: no index on ({', '.join(cols)})",
+                                _where(n, s.name),
+                                s.name,
+                                fix,
+                            )
+                        )
 
     def subqueries(self) -> None:
         for s in self.statements:
             nodes = list(s.app.plan.nodes)  # type: ignore[union-attr]
             for n in nodes:
-                if n.relation is None or self.snapshot.table(n.relation) is None \
-                        or self.snapshot.table(n.relation).qualified != self.table.qualified:  # type: ignore[union-attr]
+                if (
+                    n.relation is None
+                    or self.snapshot.table(n.relation) is None
+                    or self.snapshot.table(n.relation).qualified != self.table.qualified
+                ):  # type: ignore[union-attr]
                     continue
-                if n.in_subplan or n.in_initplan or "SubPlan" not in n.filter or n.examined < PER_ROW_MIN \
-                        or _share(n) > SHARE_MAX:
+                if (
+                    n.in_subplan
+                    or n.in_initplan
+                    or "SubPlan" not in n.filter
+                    or n.examined < PER_ROW_MIN
+                    or _share(n) > SHARE_MAX
+                ):
                     continue
                 kind = "hashed SubPlan" if "hashed SubPlan" in n.filter else "SubPlan"
                 if self.arrays:
                     cols = ", ".join(sorted(self.arrays))
                     idx = all(covering_index(self.table, (c,)) for c in self.arrays)
-                    self.add(Cause("subquery_per_row",
-                                   f"{kind} tested for each of {n.examined:,.0f} rows: {cols} IN (SELECT ...) is not "
-                                   f"an InitPlan {'the index on ' + cols + ' could serve' if idx else 'an index could serve'}",
-                                   _where(n, s.name), s.name, Fix("policy", self.table.qualified)))
+                    self.add(
+                        Cause(
+                            "subquery_per_row",
+                            f"{kind} tested for each of {n.examined:,.0f} rows: {cols} IN (SELECT ...) is not "
+                            f"an InitPlan {'the index on ' + cols + ' could serve' if idx else 'an index could serve'}",
+                            _where(n, s.name),
+                            s.name,
+                            Fix("policy", self.table.qualified),
+                        )
+                    )
                 else:
-                    self.add(Cause("subquery_per_row",
-                                   f"{kind} evaluated for each of {n.examined:,.0f} rows (a correlated sub-query in "
-                                   f"the policy): no automatic fix", _where(n, s.name), s.name))
+                    self.add(
+                        Cause(
+                            "subquery_per_row",
+                            f"{kind} evaluated for each of {n.examined:,.0f} rows (a correlated sub-query in "
+                            f"the policy): no automatic fix",
+                            _where(n, s.name),
+                            s.name,
+                        )
+                    )
 
     def permissive_or(self) -> None:
         permissive = sorted(p.name for p in self.policies if p.permissive and p.command in ("all", "select"))
@@ -233,18 +298,36 @@ class _Detector:
             return
         for s in self.statements:
             for n in s.app.plan.nodes:  # type: ignore[union-attr]
-                if n.relation and n.scans and " OR " in n.filter and not (n.in_subplan or n.in_initplan) \
-                        and n.examined >= PER_ROW_MIN and _share(n) <= SHARE_MAX:
-                    self.add(Cause("permissive_or",
-                                   f"{len(permissive)} permissive policies ({', '.join(permissive)}) are OR-ed: no "
-                                   f"single index serves the filter (merge them, or make the extra ones RESTRICTIVE)",
-                                   _where(n, s.name), s.name))
+                if (
+                    n.relation
+                    and n.scans
+                    and " OR " in n.filter
+                    and not (n.in_subplan or n.in_initplan)
+                    and n.examined >= PER_ROW_MIN
+                    and _share(n) <= SHARE_MAX
+                ):
+                    self.add(
+                        Cause(
+                            "permissive_or",
+                            f"{len(permissive)} permissive policies ({', '.join(permissive)}) are OR-ed: no "
+                            f"single index serves the filter (merge them, or make the extra ones RESTRICTIVE)",
+                            _where(n, s.name),
+                            s.name,
+                        )
+                    )
                     return
 
 
-def find_causes(table: Table, path: Sequence[tenancy.FkStep], snapshot: Snapshot, config: Config,
-                statements: Sequence[StatementResult], overhead: Optional[float], app_ms: Optional[float],
-                th: Thresholds = Thresholds()) -> list[Cause]:
+def find_causes(
+    table: Table,
+    path: Sequence[tenancy.FkStep],
+    snapshot: Snapshot,
+    config: Config,
+    statements: Sequence[StatementResult],
+    overhead: Optional[float],
+    app_ms: Optional[float],
+    th: Thresholds = Thresholds(),
+) -> list[Cause]:
     """The causes the plans show. The index detectors always look (a large scan costs whatever RLS adds); the
     others only on a slow table (overhead and time above the thresholds)."""
     d = _Detector(table, path, snapshot, config, statements, th)
@@ -258,6 +341,13 @@ def find_causes(table: Table, path: Sequence[tenancy.FkStep], snapshot: Snapshot
         if not d.causes:
             worst = max(d.statements, key=lambda s: s.overhead or 0.0, default=None)
             if worst is not None:
-                d.add(Cause("unexplained", f"RLS costs {overhead:.1f}x and the plan shows no known pattern: read the "
-                                           f"plan of the {worst.name} statement", f"{worst.title}", worst.name))
+                d.add(
+                    Cause(
+                        "unexplained",
+                        f"RLS costs {overhead:.1f}x and the plan shows no known pattern: read the "
+                        f"plan of the {worst.name} statement",
+                        f"{worst.title}",
+                        worst.name,
+                    )
+                )
     return d.causes

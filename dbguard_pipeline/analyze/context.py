@@ -2,6 +2,7 @@
 the app role for tenant X": ``SET LOCAL ROLE`` and the GUC, or Supabase's ``request.jwt.claims`` with the
 tenant claim and ``sub``). This module is the only place ``analyze`` reaches into the probe.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -27,6 +28,10 @@ class AppContext:
 
     def describe(self) -> dict[str, Any]:
         if self._tm.context == "jwt":
-            return {"mechanism": "jwt", "setting": "request.jwt.claims", "claim": self._tm.jwt_claim,
-                    "role": self._tm.app_role}
+            return {
+                "mechanism": "jwt",
+                "setting": "request.jwt.claims",
+                "claim": self._tm.jwt_claim,
+                "role": self._tm.app_role,
+            }
         return {"mechanism": "guc", "setting": self._tm.guc, "role": self._tm.app_role}

@@ -1,5 +1,6 @@
 """Measuring a table's statements as the app role and as the owner (the same code on the target and on the
 scratch copy)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,5 +28,7 @@ class Work:
 def measure_statements(conn: psycopg.Connection, ctx: AppContext, work: Work, m: Measure) -> list[StatementResult]:
     app = time_all(lambda: as_app(conn, ctx, work.sample, m), [st.app for st in work.statements], m)
     owner = time_all(lambda: as_owner(conn, m), [st.owner for st in work.statements], m)
-    return [StatementResult(st.name, st.title, st.app.as_string(conn), st.owner.as_string(conn), a, o)
-            for st, a, o in zip(work.statements, app, owner, strict=True)]
+    return [
+        StatementResult(st.name, st.title, st.app.as_string(conn), st.owner.as_string(conn), a, o)
+        for st, a, o in zip(work.statements, app, owner, strict=True)
+    ]

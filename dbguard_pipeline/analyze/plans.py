@@ -6,6 +6,7 @@ Row counts in PostgreSQL's JSON are per loop ("Actual Rows", "Rows Removed by Fi
 those times "Actual Loops". Plans without ANALYZE (generic plans of pg_stat_statements entries) carry only the
 planner's estimates ("Plan Rows"), which stand in for the actual numbers and are marked ``estimated``.
 """
+
 from __future__ import annotations
 
 import re
@@ -15,8 +16,24 @@ from typing import Any, Optional
 
 SCAN_TYPES = ("Seq Scan", "Index Scan", "Index Only Scan", "Bitmap Heap Scan", "Tid Scan", "Tid Range Scan")
 _CALL = re.compile(r'(?:(?P<schema>"[^"]+"|[A-Za-z_][\w$]*)\.)?(?P<name>"[^"]+"|[A-Za-z_][\w$]*)\(')
-_NOT_FUNCTIONS = frozenset({"ANY", "ALL", "ARRAY", "ROW", "SubPlan", "InitPlan", "CASE", "NOT", "AND", "OR", "IN",
-                            "EXISTS", "hashed", "VALUES"})
+_NOT_FUNCTIONS = frozenset(
+    {
+        "ANY",
+        "ALL",
+        "ARRAY",
+        "ROW",
+        "SubPlan",
+        "InitPlan",
+        "CASE",
+        "NOT",
+        "AND",
+        "OR",
+        "IN",
+        "EXISTS",
+        "hashed",
+        "VALUES",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -90,7 +107,7 @@ class Plan:
         if not aggs:
             return None
         agg = main[aggs[-1]]
-        for n in main[aggs[-1] + 1:]:
+        for n in main[aggs[-1] + 1 :]:
             if n.depth == agg.depth + 1 and n.parent in (None, "Outer"):
                 return n
         return None
@@ -106,7 +123,6 @@ class Plan:
         workers), so the total is exact only to within the number of loops."""
         n = self._aggregated()
         return 0.0 if n is None or n.loops <= 1 else n.loops
-
 
     def scans_of(self, relation: str) -> list[Node]:
         bare = relation.split(".", 1)[-1]
@@ -160,10 +176,23 @@ def _walk(node: dict[str, Any], depth: int, in_sub: bool, in_init: bool, analyze
         removed = float(node.get("Rows Removed by Filter") or 0) + float(node.get("Rows Removed by Join Filter") or 0)
     else:
         rows, loops, removed = float(node.get("Plan Rows") or 0), 1.0, 0.0
-    yield Node(node_type=str(node.get("Node Type", "?")), relation=_relation(node), alias=node.get("Alias"),
-               index=node.get("Index Name"), filter=" AND ".join(filters), index_cond=" AND ".join(conds),
-               rows=rows, removed=removed, loops=loops, parent=parent, subplan=node.get("Subplan Name"),
-               in_subplan=in_sub, in_initplan=in_init, depth=depth, estimated=not analyzed)
+    yield Node(
+        node_type=str(node.get("Node Type", "?")),
+        relation=_relation(node),
+        alias=node.get("Alias"),
+        index=node.get("Index Name"),
+        filter=" AND ".join(filters),
+        index_cond=" AND ".join(conds),
+        rows=rows,
+        removed=removed,
+        loops=loops,
+        parent=parent,
+        subplan=node.get("Subplan Name"),
+        in_subplan=in_sub,
+        in_initplan=in_init,
+        depth=depth,
+        estimated=not analyzed,
+    )
     for child in node.get("Plans") or ():
         yield from _walk(child, depth + 1, in_sub, in_init, analyzed)
 
@@ -173,8 +202,12 @@ def parse_plan(document: Any) -> Plan:
     doc = document[0] if isinstance(document, list) else document
     root = doc["Plan"]
     analyzed = "Actual Loops" in root
-    return Plan(nodes=tuple(_walk(root, 0, False, False, analyzed)), execution_ms=doc.get("Execution Time"),
-                planning_ms=doc.get("Planning Time"), analyzed=analyzed)
+    return Plan(
+        nodes=tuple(_walk(root, 0, False, False, analyzed)),
+        execution_ms=doc.get("Execution Time"),
+        planning_ms=doc.get("Planning Time"),
+        analyzed=analyzed,
+    )
 
 
 _EQ_SIDE = r'(?:[A-Za-z_][\w$]*\.)?"?(?P<col>[A-Za-z_][\w$]*)"?'

@@ -11,6 +11,7 @@ faster (another cause masked it) is tried once more after the others. At the end
 before it was applied (``fixes.sandbox.differences``): its rollback is proven exact. The proposed migrations
 are linted (squawk and the PostgreSQL parser). The scratch copy is always dropped; the target is never written.
 """
+
 from __future__ import annotations
 
 import time
@@ -71,8 +72,12 @@ class _Copy:
         self.cache.clear()
 
     def snapshot(self) -> Snapshot:
-        return introspect(self.conn, None, statement_timeout_ms=self.config.statement_timeout_ms,
-                          lock_timeout_ms=self.config.lock_timeout_ms)
+        return introspect(
+            self.conn,
+            None,
+            statement_timeout_ms=self.config.statement_timeout_ms,
+            lock_timeout_ms=self.config.lock_timeout_ms,
+        )
 
 
 def _try(copy: _Copy, s: Suggestion, min_speedup: float) -> bool:
@@ -107,8 +112,10 @@ def _lint(proposed: Sequence[Suggestion]) -> None:
     texts, owner = {}, {}
     for i, s in enumerate(proposed):
         fwd, back = s.migration.file_names("20000101000000")
-        for name, text in ((f"{i:03d}_{fwd}", s.migration.render_forward()),
-                           (f"{i:03d}_{back}", s.migration.render_rollback())):
+        for name, text in (
+            (f"{i:03d}_{fwd}", s.migration.render_forward()),
+            (f"{i:03d}_{back}", s.migration.render_rollback()),
+        ):
             texts[name], owner[name] = text, s
             s.lint = []
     try:
@@ -123,9 +130,16 @@ def _lint(proposed: Sequence[Suggestion]) -> None:
         owner[err.split(":", 1)[0]].lint.append(err)  # type: ignore[union-attr]
 
 
-def prove(dsn: str, snapshot: Snapshot, config: Config, works: Sequence[tuple[TableResult, Work]],
-          suggestions: Sequence[Suggestion], m: Measure, min_speedup: float,
-          progress: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+def prove(
+    dsn: str,
+    snapshot: Snapshot,
+    config: Config,
+    works: Sequence[tuple[TableResult, Work]],
+    suggestions: Sequence[Suggestion],
+    m: Measure,
+    min_speedup: float,
+    progress: Optional[Callable[[str], None]] = None,
+) -> dict[str, Any]:
     """Prove ``suggestions`` on a scratch copy of ``dsn`` (see the module doc); returns how it went."""
     started = time.perf_counter()
     by_table = {w.table.qualified: w for _, w in works}
@@ -133,8 +147,10 @@ def prove(dsn: str, snapshot: Snapshot, config: Config, works: Sequence[tuple[Ta
         if method != "template":
             for s in suggestions:
                 s.status = "unproven"
-                s.reason = (f"the scratch copy holds no rows ({method} copy: the target is larger than the copy "
-                            f"limit or others are connected to it), so the fix could not be measured")
+                s.reason = (
+                    f"the scratch copy holds no rows ({method} copy: the target is larger than the copy "
+                    f"limit or others are connected to it), so the fix could not be measured"
+                )
             return {"method": method, "suggestions": len(suggestions), "proposed": 0}
         copy = _Copy(scratch, snapshot, config, by_table, m)
         try:
@@ -158,8 +174,12 @@ def prove(dsn: str, snapshot: Snapshot, config: Config, works: Sequence[tuple[Ta
         finally:
             copy.conn.close()
     _lint([s for s in suggestions if s.proposed])
-    return {"method": method, "suggestions": len(suggestions), "proposed": sum(s.proposed for s in suggestions),
-            "seconds": round(time.perf_counter() - started, 3)}
+    return {
+        "method": method,
+        "suggestions": len(suggestions),
+        "proposed": sum(s.proposed for s in suggestions),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def _undo(copy: _Copy, s: Suggestion, before: Snapshot) -> None:

@@ -1,4 +1,5 @@
 """The analyze report for people: text for the terminal, markdown for Dagster metadata."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -28,8 +29,10 @@ def headline(t: TableResult) -> str:
 
 def suggestion_line(s: Suggestion) -> str:
     if s.proposed:
-        proof = (f"measured on a scratch copy: {_ms(s.ms_before)} ms -> {_ms(s.ms_after)} ms ({_x(s.speedup)}), "
-                 f"overhead after {_x(s.overhead_after)}")
+        proof = (
+            f"measured on a scratch copy: {_ms(s.ms_before)} ms -> {_ms(s.ms_after)} ms ({_x(s.speedup)}), "
+            f"overhead after {_x(s.overhead_after)}"
+        )
         extra = "" if s.rollback_verified else ", rollback NOT verified"
         lint = "" if not s.lint else f", lint: {s.lint[0]}"
         return f"+ {escape_controls(s.title)}: {proof}{extra}{lint}"
@@ -39,13 +42,19 @@ def suggestion_line(s: Suggestion) -> str:
 def to_text(report: AnalyzeReport, threshold: float = 2.0) -> str:
     s = report.summary()
     ctx = report.context
-    how = (f"the tenant's JWT claims ({ctx.get('setting')})" if ctx.get("mechanism") == "jwt"
-           else f"the setting {ctx.get('setting')}")
-    out = [f"dbguard analyze: {escape_controls(report.database)} (PostgreSQL {report.server_version}), as "
-           f"{escape_controls(report.app_role)} with {how}",
-           f"{plural(s['measured'], 'tenant table')} measured ({s['skipped']} skipped), "
-           f"{report.settings.get('runs')} timed runs each (median); {plural(s['causes'], 'cause')}, "
-           f"{plural(s['suggestions'], 'suggestion')} proven on a scratch copy; {report.seconds:.1f} s", ""]
+    how = (
+        f"the tenant's JWT claims ({ctx.get('setting')})"
+        if ctx.get("mechanism") == "jwt"
+        else f"the setting {ctx.get('setting')}"
+    )
+    out = [
+        f"dbguard analyze: {escape_controls(report.database)} (PostgreSQL {report.server_version}), as "
+        f"{escape_controls(report.app_role)} with {how}",
+        f"{plural(s['measured'], 'tenant table')} measured ({s['skipped']} skipped), "
+        f"{report.settings.get('runs')} timed runs each (median); {plural(s['causes'], 'cause')}, "
+        f"{plural(s['suggestions'], 'suggestion')} proven on a scratch copy; {report.seconds:.1f} s",
+        "",
+    ]
     quiet = []
     for t in sorted(report.tables, key=lambda t: (t.status != "measured", -(t.overhead or 0.0), t.table)):
         if t.status != "measured" or (not t.causes and not t.suggestions and (t.overhead or 0) < threshold):
@@ -68,9 +77,12 @@ def to_text(report: AnalyzeReport, threshold: float = 2.0) -> str:
             out.extend(f"    {suggestion_line(x)}" for x in t.suggestions)
         out.append("")
     for t in quiet:
-        out.append(headline(t) if t.status != "measured" else
-                   f"ok {escape_controls(t.table)}: {_x(t.overhead)} ({_ms(t.total('owner'))} ms -> "
-                   f"{_ms(t.total('app'))} ms)" + (f"; {t.notes[0]}" if t.notes else ""))
+        out.append(
+            headline(t)
+            if t.status != "measured"
+            else f"ok {escape_controls(t.table)}: {_x(t.overhead)} ({_ms(t.total('owner'))} ms -> "
+            f"{_ms(t.total('app'))} ms)" + (f"; {t.notes[0]}" if t.notes else "")
+        )
     out.append("")
     ps = report.stat_statements
     if not ps.available:
@@ -96,8 +108,10 @@ def markdown(report: AnalyzeReport, limit: int = 200) -> str:
     for t in measured[:limit]:
         causes = "; ".join(c.message for c in t.causes) or "-"
         sugg = "; ".join(f"{s.title} ({_x(s.speedup)})" for s in t.proposed) or "-"
-        rows.append(f"| {_cell(t.table)} | {_x(t.overhead)}{'' if t.isolated else ' (not isolated)'} | "
-                    f"{_ms(t.total('owner'))} | {_ms(t.total('app'))} | {_cell(causes)} | {_cell(sugg)} |")
+        rows.append(
+            f"| {_cell(t.table)} | {_x(t.overhead)}{'' if t.isolated else ' (not isolated)'} | "
+            f"{_ms(t.total('owner'))} | {_ms(t.total('app'))} | {_cell(causes)} | {_cell(sugg)} |"
+        )
     if len(measured) > limit:
         rows.append(f"| ... {len(measured) - limit} more | | | | | |")
     skipped = [t for t in report.tables if t.status != "measured"]

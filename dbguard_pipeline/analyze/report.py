@@ -2,6 +2,7 @@
 and as the owner with the explicit predicate, and their ratio: the overhead), the causes read from the plans,
 and the suggestions proven on a scratch copy. Data and its JSON form; text and markdown are in :mod:`.render`.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,9 +46,15 @@ class Cause:
     fix: Optional[Fix] = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "message": self.message, "evidence": self.evidence, "statement": self.statement,
-                "fix": None if self.fix is None else {"kind": self.fix.kind, "relation": self.fix.relation,
-                                                      "columns": list(self.fix.columns)}}
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "evidence": self.evidence,
+            "statement": self.statement,
+            "fix": None
+            if self.fix is None
+            else {"kind": self.fix.kind, "relation": self.fix.relation, "columns": list(self.fix.columns)},
+        }
 
 
 @dataclass
@@ -65,13 +72,23 @@ class StatementResult:
 
     def to_dict(self) -> dict[str, Any]:
         def side(t: Timing) -> dict[str, Any]:
-            return {"runs": [_ms(x) for x in t.runs], "timed_out": t.timed_out, "error": t.error,
-                    "rows": None if t.plan is None else t.plan.top_rows()}
+            return {
+                "runs": [_ms(x) for x in t.runs],
+                "timed_out": t.timed_out,
+                "error": t.error,
+                "rows": None if t.plan is None else t.plan.top_rows(),
+            }
 
-        return {"name": self.name, "title": self.title, "ms": {"app": _ms(self.app.ms), "owner": _ms(self.owner.ms)},
-                "overhead": self.overhead, "sql": {"app": self.app_sql, "owner": self.owner_sql},
-                "app": side(self.app), "owner": side(self.owner),
-                "app_plan": self.app.plan.lines() if self.app.plan else []}
+        return {
+            "name": self.name,
+            "title": self.title,
+            "ms": {"app": _ms(self.app.ms), "owner": _ms(self.owner.ms)},
+            "overhead": self.overhead,
+            "sql": {"app": self.app_sql, "owner": self.owner_sql},
+            "app": side(self.app),
+            "owner": side(self.owner),
+            "app_plan": self.app.plan.lines() if self.app.plan else [],
+        }
 
 
 @dataclass
@@ -103,13 +120,23 @@ class Suggestion:
         return self.status == "proposed"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "relation": self.relation, "columns": list(self.columns), "title": self.title,
-                "causes": self.causes, "tables": self.tables, "status": self.status, "reason": self.reason,
-                "ms": {"before": _ms(self.ms_before), "after": _ms(self.ms_after)}, "speedup": self.speedup,
-                "overhead_after": self.overhead_after, "rows_unchanged": self.rows_unchanged,
-                "rollback_verified": self.rollback_verified, "lint": self.lint,
-                "migration": {"forward": self.migration.render_forward(),
-                              "rollback": self.migration.render_rollback()}}
+        return {
+            "action": self.action,
+            "relation": self.relation,
+            "columns": list(self.columns),
+            "title": self.title,
+            "causes": self.causes,
+            "tables": self.tables,
+            "status": self.status,
+            "reason": self.reason,
+            "ms": {"before": _ms(self.ms_before), "after": _ms(self.ms_after)},
+            "speedup": self.speedup,
+            "overhead_after": self.overhead_after,
+            "rows_unchanged": self.rows_unchanged,
+            "rollback_verified": self.rollback_verified,
+            "lint": self.lint,
+            "migration": {"forward": self.migration.render_forward(), "rollback": self.migration.render_rollback()},
+        }
 
 
 @dataclass
@@ -143,14 +170,24 @@ class TableResult:
         return [s for s in self.suggestions if s.proposed]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"table": self.table, "status": self.status, "reason": self.reason, "tenant": self.tenant,
-                "user": self.user, "tenant_share": self.tenant_share, "table_rows": self.table_rows,
-                "isolated": self.isolated, "ms": {"app": _ms(self.total("app")), "owner": _ms(self.total("owner"))},
-                "overhead": self.overhead, "statements": [s.to_dict() for s in self.statements],
-                "causes": [c.to_dict() for c in self.causes],
-                "suggestions": [s.to_dict() for s in self.suggestions if s.proposed],
-                "not_proposed": [s.to_dict() for s in self.suggestions if not s.proposed],
-                "notes": self.notes, "seconds": round(self.seconds, 3)}
+        return {
+            "table": self.table,
+            "status": self.status,
+            "reason": self.reason,
+            "tenant": self.tenant,
+            "user": self.user,
+            "tenant_share": self.tenant_share,
+            "table_rows": self.table_rows,
+            "isolated": self.isolated,
+            "ms": {"app": _ms(self.total("app")), "owner": _ms(self.total("owner"))},
+            "overhead": self.overhead,
+            "statements": [s.to_dict() for s in self.statements],
+            "causes": [c.to_dict() for c in self.causes],
+            "suggestions": [s.to_dict() for s in self.suggestions if s.proposed],
+            "not_proposed": [s.to_dict() for s in self.suggestions if not s.proposed],
+            "notes": self.notes,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 @dataclass
@@ -169,9 +206,18 @@ class TopStatement:
     error: Optional[str] = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"query": self.query, "calls": self.calls, "total_ms": _ms(self.total_ms), "mean_ms": _ms(self.mean_ms),
-                "tables": self.tables, "mode": self.mode, "app_ms": _ms(self.app_ms), "plan": self.plan,
-                "causes": [c.to_dict() for c in self.causes], "error": self.error}
+        return {
+            "query": self.query,
+            "calls": self.calls,
+            "total_ms": _ms(self.total_ms),
+            "mean_ms": _ms(self.mean_ms),
+            "tables": self.tables,
+            "mode": self.mode,
+            "app_ms": _ms(self.app_ms),
+            "plan": self.plan,
+            "causes": [c.to_dict() for c in self.causes],
+            "error": self.error,
+        }
 
 
 @dataclass
@@ -181,8 +227,11 @@ class StatStatements:
     statements: list[TopStatement] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"available": self.available, "reason": self.reason,
-                "statements": [s.to_dict() for s in self.statements]}
+        return {
+            "available": self.available,
+            "reason": self.reason,
+            "statements": [s.to_dict() for s in self.statements],
+        }
 
 
 @dataclass
@@ -210,18 +259,30 @@ class AnalyzeReport:
         return max(values) if values else 0.0
 
     def summary(self) -> dict[str, Any]:
-        return {"tables": len(self.tables), "measured": len(self.measured),
-                "skipped": len(self.tables) - len(self.measured),
-                "with_causes": sum(1 for t in self.tables if t.causes),
-                "causes": sum(len(t.causes) for t in self.tables),
-                "suggestions": sum(len(t.proposed) for t in self.tables),
-                "max_overhead": self.max_overhead, "seconds": round(self.seconds, 3)}
+        return {
+            "tables": len(self.tables),
+            "measured": len(self.measured),
+            "skipped": len(self.tables) - len(self.measured),
+            "with_causes": sum(1 for t in self.tables if t.causes),
+            "causes": sum(len(t.causes) for t in self.tables),
+            "suggestions": sum(len(t.proposed) for t in self.tables),
+            "max_overhead": self.max_overhead,
+            "seconds": round(self.seconds, 3),
+        }
 
     def to_json_dict(self) -> dict[str, Any]:
-        return {"version": JSON_VERSION, "database": self.database, "server_version": self.server_version,
-                "app_role": self.app_role, "tenant_context": self.context, "settings": self.settings,
-                "summary": self.summary(), "proof": self.proof, "tables": [t.to_dict() for t in self.tables],
-                "pg_stat_statements": self.stat_statements.to_dict()}
+        return {
+            "version": JSON_VERSION,
+            "database": self.database,
+            "server_version": self.server_version,
+            "app_role": self.app_role,
+            "tenant_context": self.context,
+            "settings": self.settings,
+            "summary": self.summary(),
+            "proof": self.proof,
+            "tables": [t.to_dict() for t in self.tables],
+            "pg_stat_statements": self.stat_statements.to_dict(),
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_json_dict(), indent=2, sort_keys=False) + "\n"

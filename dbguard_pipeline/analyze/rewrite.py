@@ -13,6 +13,7 @@ Two rewrites, on the PostgreSQL parse tree (pglast), printed back with pglast's 
 
 Sub-queries already in scalar form ``(SELECT f())`` are left alone. Pure: no database here.
 """
+
 from __future__ import annotations
 
 import re
@@ -24,13 +25,46 @@ from dbguard_pipeline.config import Config
 from dbguard_pipeline.model.schema import Function, Snapshot, Table
 
 AUTH_FUNCTIONS = ("jwt", "uid", "role", "email")
-VOLATILE_BUILTINS = frozenset({"random", "clock_timestamp", "timeofday", "nextval", "setval", "currval", "lastval",
-                               "gen_random_uuid", "uuid_generate_v4", "uuid_generate_v1", "txid_current", "pg_sleep",
-                               "set_config", "dblink", "pg_notify", "random_normal"})
-_WRITES = re.compile(r"\b(insert|update|delete|merge|truncate|copy|create|alter|drop|grant|revoke|nextval|setval|"
-                     r"set_config|perform|execute|dblink|pg_notify|lock|notify|listen|call)\b", re.I)
-_SKIP_ATTRS = frozenset({"location", "ancestors", "fromClause", "sortClause", "groupClause", "windowClause",
-                         "withClause", "lockingClause", "valuesLists", "typeName", "distinctClause"})
+VOLATILE_BUILTINS = frozenset(
+    {
+        "random",
+        "clock_timestamp",
+        "timeofday",
+        "nextval",
+        "setval",
+        "currval",
+        "lastval",
+        "gen_random_uuid",
+        "uuid_generate_v4",
+        "uuid_generate_v1",
+        "txid_current",
+        "pg_sleep",
+        "set_config",
+        "dblink",
+        "pg_notify",
+        "random_normal",
+    }
+)
+_WRITES = re.compile(
+    r"\b(insert|update|delete|merge|truncate|copy|create|alter|drop|grant|revoke|nextval|setval|"
+    r"set_config|perform|execute|dblink|pg_notify|lock|notify|listen|call)\b",
+    re.I,
+)
+_SKIP_ATTRS = frozenset(
+    {
+        "location",
+        "ancestors",
+        "fromClause",
+        "sortClause",
+        "groupClause",
+        "windowClause",
+        "withClause",
+        "lockingClause",
+        "valuesLists",
+        "typeName",
+        "distinctClause",
+    }
+)
 
 
 def read_only_body(fn: Function) -> bool:
@@ -83,8 +117,10 @@ class _Rewriter:
         self.snapshot = snapshot
         self.functions = {(f.schema, f.name): f for f in snapshot.functions}
         self.stabilized = set(stabilized)  # "schema.name" of helpers the same migration declares STABLE
-        self.context = {("auth", n) for n in AUTH_FUNCTIONS} | {(None, "current_setting"),
-                                                               ("pg_catalog", "current_setting")}
+        self.context = {("auth", n) for n in AUTH_FUNCTIONS} | {
+            (None, "current_setting"),
+            ("pg_catalog", "current_setting"),
+        }
         for name in config.tenant.context_functions:
             schema, _, fname = name.rpartition(".")
             self.context.add((schema or None, fname))
@@ -144,8 +180,13 @@ class _Rewriter:
     def _uncorrelated(self, select: Any) -> bool:
         from pglast import ast
 
-        if getattr(select, "op", None) is not None and int(select.op) != 0 or not select.targetList \
-                or len(select.targetList) != 1 or not select.fromClause:
+        if (
+            getattr(select, "op", None) is not None
+            and int(select.op) != 0
+            or not select.targetList
+            or len(select.targetList) != 1
+            or not select.fromClause
+        ):
             return False
         names: set[str] = set()
         tables = []
@@ -182,8 +223,9 @@ class _Rewriter:
             return None
         self.result.arrays.append(col)
         array = ast.SubLink(subLinkType=enums.SubLinkType.ARRAY_SUBLINK, subselect=sublink.subselect)
-        return ast.A_Expr(kind=enums.A_Expr_Kind.AEXPR_OP_ANY, name=(ast.String("="),), lexpr=sublink.testexpr,
-                          rexpr=array)
+        return ast.A_Expr(
+            kind=enums.A_Expr_Kind.AEXPR_OP_ANY, name=(ast.String("="),), lexpr=sublink.testexpr, rexpr=array
+        )
 
     # ------------------------------------------------------------------ the walk
     def _wrap(self, node: Any) -> Any:
@@ -192,9 +234,14 @@ class _Rewriter:
 
         self.result.wrapped.extend(
             f"{RawStream()(ast.FuncCall(funcname=n.funcname))}"
-            for n in _nodes(node) if isinstance(n, ast.FuncCall) and self._target(n))
-        select = ast.SelectStmt(targetList=(ast.ResTarget(val=node),), limitOption=enums.LimitOption.LIMIT_OPTION_DEFAULT,
-                                op=enums.SetOperation.SETOP_NONE)
+            for n in _nodes(node)
+            if isinstance(n, ast.FuncCall) and self._target(n)
+        )
+        select = ast.SelectStmt(
+            targetList=(ast.ResTarget(val=node),),
+            limitOption=enums.LimitOption.LIMIT_OPTION_DEFAULT,
+            op=enums.SetOperation.SETOP_NONE,
+        )
         return ast.SubLink(subLinkType=enums.SubLinkType.EXPR_SUBLINK, subselect=select)
 
     def visit(self, node: Any) -> Any:
@@ -206,8 +253,10 @@ class _Rewriter:
             return node
         if isinstance(node, ast.SubLink):
             sel: Any = node.subselect
-            if node.subLinkType in (enums.SubLinkType.EXPR_SUBLINK, enums.SubLinkType.ARRAY_SUBLINK) \
-                    and not sel.fromClause:
+            if (
+                node.subLinkType in (enums.SubLinkType.EXPR_SUBLINK, enums.SubLinkType.ARRAY_SUBLINK)
+                and not sel.fromClause
+            ):
                 return node  # already evaluated once per query
             sel.whereClause = self.visit(sel.whereClause)
             node.testexpr = self.visit(node.testexpr)
@@ -228,8 +277,9 @@ def _where_clause(expr: str) -> Any:
     return stmt.whereClause
 
 
-def rewrite(expr: Optional[str], table: Table, snapshot: Snapshot, config: Config,
-            stabilized: Iterable[str] = ()) -> Optional[Rewrite]:
+def rewrite(
+    expr: Optional[str], table: Table, snapshot: Snapshot, config: Config, stabilized: Iterable[str] = ()
+) -> Optional[Rewrite]:
     """The expression with both rewrites applied, or None when there is nothing to rewrite (or it does not
     parse). ``stabilized``: helpers ("schema.name") the same migration declares STABLE."""
     if not expr:

@@ -10,6 +10,7 @@ explain the top pg_stat_statements entries that touch tenant tables (:mod:`.stat
 Never writes to the target: every statement runs in a READ ONLY transaction that is rolled back; fixes are
 applied to the copy only.
 """
+
 from __future__ import annotations
 
 import time
@@ -68,14 +69,20 @@ def _rows_notes(result: TableResult, table: Table) -> None:
         return
     if a > o:
         result.isolated = False
-        result.notes.append(f"the app role sees {a:,.0f} rows, the tenant has {o:,.0f}: the policies let it read "
-                            f"other tenants' rows (dbguard test-isolation), so the overhead compares different work")
+        result.notes.append(
+            f"the app role sees {a:,.0f} rows, the tenant has {o:,.0f}: the policies let it read "
+            f"other tenants' rows (dbguard test-isolation), so the overhead compares different work"
+        )
     elif a == 0 and o > 0:
-        result.notes.append(f"the app role sees none of the tenant's {o:,.0f} rows: do tenant.context and the "
-                            f"policies read the same setting?")
+        result.notes.append(
+            f"the app role sees none of the tenant's {o:,.0f} rows: do tenant.context and the "
+            f"policies read the same setting?"
+        )
     elif a < o:
-        result.notes.append(f"the app role sees {a:,.0f} of the tenant's {o:,.0f} rows: the policies filter on more "
-                            f"than the tenant (a user, a role)")
+        result.notes.append(
+            f"the app role sees {a:,.0f} of the tenant's {o:,.0f} rows: the policies filter on more "
+            f"than the tenant (a user, a role)"
+        )
 
 
 class _Analyzer:
@@ -91,11 +98,18 @@ class _Analyzer:
 
     def table(self, table: Table) -> tuple[TableResult, Optional[Work]]:
         started = time.perf_counter()
-        result = TableResult(table.qualified, table_rows=max(table.row_estimate, 0) if table.row_estimate >= 0 else None)
+        result = TableResult(
+            table.qualified, table_rows=max(table.row_estimate, 0) if table.row_estimate >= 0 else None
+        )
         path = tenancy.tenant_path(self.snapshot, table, self.config)
         if not table.rls_enabled:
-            result.status, result.reason = "skipped", ("row level security is not enabled: the app role's statements "
-                                                       "have no tenant filter to measure (dbguard validate reports it)")
+            result.status, result.reason = (
+                "skipped",
+                (
+                    "row level security is not enabled: the app role's statements "
+                    "have no tenant filter to measure (dbguard validate reports it)"
+                ),
+            )
             return result, None
         if path is None:
             result.status, result.reason = "skipped", "no tenant column and no foreign-key path to one"
@@ -117,8 +131,9 @@ class _Analyzer:
             result.status, result.reason = "skipped", f"the app role cannot read it: {denied[0]}"
             return result, None
         _rows_notes(result, table)
-        result.causes = find_causes(table, path, self.snapshot, self.config, result.statements, result.overhead,
-                                    result.total("app"), self.th)
+        result.causes = find_causes(
+            table, path, self.snapshot, self.config, result.statements, result.overhead, result.total("app"), self.th
+        )
         result.suggestions = suggestions_for(result.causes, table.qualified, self.snapshot, self.config, self.known)
         result.seconds = time.perf_counter() - started
         return result, work
@@ -134,9 +149,15 @@ def _tables(snapshot: Snapshot, config: Config, names: Optional[Sequence[str]]) 
     return [t.table for t in targets if t.kind == "table" and t.table is not None]
 
 
-def analyze(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence[str]] = None, *,
-            options: Options = Options(), snapshot: Optional[Snapshot] = None,
-            progress: Optional[Callable[[str], None]] = None) -> AnalyzeReport:
+def analyze(
+    dsn: str,
+    config: Optional[Config] = None,
+    tables: Optional[Sequence[str]] = None,
+    *,
+    options: Options = Options(),
+    snapshot: Optional[Snapshot] = None,
+    progress: Optional[Callable[[str], None]] = None,
+) -> AnalyzeReport:
     """Measure what row level security costs each tenant table of the database at ``dsn`` (or ``tables``).
 
     Connect as a superuser or BYPASSRLS role (the baseline reads with row_security off); the statements run as
@@ -145,25 +166,36 @@ def analyze(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence
 
     config = config or Config()
     started = time.perf_counter()
-    m = Measure(runs=max(1, options.runs), slow_ms=options.slow_ms,
-                statement_timeout_ms=min(options.statement_timeout_ms, config.statement_timeout_ms),
-                lock_timeout_ms=config.lock_timeout_ms)
+    m = Measure(
+        runs=max(1, options.runs),
+        slow_ms=options.slow_ms,
+        statement_timeout_ms=min(options.statement_timeout_ms, config.statement_timeout_ms),
+        lock_timeout_ms=config.lock_timeout_ms,
+    )
     conn = connect(dsn, autocommit=True, application_name="dbguard analyze")
     works: list[tuple[TableResult, Work]] = []
     samples: dict[str, TenantSample] = {}
     try:
         if snapshot is None:
-            snapshot = introspect(conn, None, statement_timeout_ms=config.statement_timeout_ms,
-                                  lock_timeout_ms=config.lock_timeout_ms)
+            snapshot = introspect(
+                conn, None, statement_timeout_ms=config.statement_timeout_ms, lock_timeout_ms=config.lock_timeout_ms
+            )
         preflight(conn, config, snapshot.database)
         search_path = conn.execute("select current_setting('search_path')").fetchone()[0]  # type: ignore[index]
         m = Measure(**{**asdict(m), "search_path": search_path})
         chosen = _tables(snapshot, config, tables)
         an = _Analyzer(conn, snapshot, config, options, m)
-        report = AnalyzeReport(database=describe_dsn(dsn), server_version=snapshot.server_version,
-                               app_role=config.tenant.app_role, context=an.ctx.describe(),
-                               settings={**asdict(options), "statement_timeout_ms": m.statement_timeout_ms,
-                                         "warn_overhead": WARN_OVERHEAD})
+        report = AnalyzeReport(
+            database=describe_dsn(dsn),
+            server_version=snapshot.server_version,
+            app_role=config.tenant.app_role,
+            context=an.ctx.describe(),
+            settings={
+                **asdict(options),
+                "statement_timeout_ms": m.statement_timeout_ms,
+                "warn_overhead": WARN_OVERHEAD,
+            },
+        )
         for i, table in enumerate(chosen, 1):
             result, work = an.table(table)
             report.tables.append(result)
@@ -172,13 +204,16 @@ def analyze(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence
                 if result.suggestions:
                     works.append((result, work))
             if progress:
-                progress(f"[{i}/{len(chosen)}] {table.qualified}: " + (
-                    f"{result.overhead}x" if result.status == "measured" else f"skipped ({result.reason})"))
+                progress(
+                    f"[{i}/{len(chosen)}] {table.qualified}: "
+                    + (f"{result.overhead}x" if result.status == "measured" else f"skipped ({result.reason})")
+                )
         if options.top_statements > 0:
             from dbguard_pipeline.analyze.statstatements import top_statements
 
-            report.stat_statements = top_statements(conn, snapshot, config, an.ctx, m, chosen, samples,
-                                                    options.top_statements, an.th)
+            report.stat_statements = top_statements(
+                conn, snapshot, config, an.ctx, m, chosen, samples, options.top_statements, an.th
+            )
     except psycopg.Error as exc:
         msg = mask_secrets(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, dsn)
         if conn.broken or conn.closed:
@@ -198,8 +233,10 @@ def analyze(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence
     report.seconds = time.perf_counter() - started
     if progress:
         done = report.summary()
-        progress(f"{plural(done['measured'], 'table')} measured, {plural(done['suggestions'], 'suggestion')} "
-                 f"proven in {report.seconds:.1f} s")
+        progress(
+            f"{plural(done['measured'], 'table')} measured, {plural(done['suggestions'], 'suggestion')} "
+            f"proven in {report.seconds:.1f} s"
+        )
     return report
 
 

@@ -7,6 +7,7 @@ the timeouts); one with parameters (``$1``: pg_stat_statements keeps no values) 
 run: ``EXPLAIN (GENERIC_PLAN)`` on PostgreSQL 16+, a prepared statement with ``plan_cache_mode =
 force_generic_plan`` before. When the extension is not installed, the report says so.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -27,8 +28,10 @@ from dbguard_pipeline.semantics import tenancy
 from dbguard_pipeline.text import one_line
 
 CANDIDATES = 200  # entries read from the view before the tenant-table filter
-NOT_INSTALLED = ("pg_stat_statements is not installed in this database (CREATE EXTENSION pg_stat_statements, with "
-                 "shared_preload_libraries = 'pg_stat_statements'): only the representative statements were measured")
+NOT_INSTALLED = (
+    "pg_stat_statements is not installed in this database (CREATE EXTENSION pg_stat_statements, with "
+    "shared_preload_libraries = 'pg_stat_statements'): only the representative statements were measured"
+)
 
 
 def _select_tables(query: str) -> Optional[tuple[list[tuple[Optional[str], str]], int]]:
@@ -67,11 +70,13 @@ def _select_tables(query: str) -> Optional[tuple[list[tuple[Optional[str], str]]
 
 def _read_entries(conn: psycopg.Connection, schema: str) -> list[tuple[str, int, float, float]]:
     view = sql.Identifier(schema, "pg_stat_statements")
-    return conn.execute(sql.SQL(
-        "SELECT query, calls::bigint, total_exec_time, mean_exec_time FROM {} s"
-        " WHERE s.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"
-        " AND s.query ~* '^\\s*(select|with)\\s' ORDER BY s.total_exec_time DESC LIMIT {}").format(
-        view, sql.Literal(CANDIDATES))).fetchall()
+    return conn.execute(
+        sql.SQL(
+            "SELECT query, calls::bigint, total_exec_time, mean_exec_time FROM {} s"
+            " WHERE s.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"
+            " AND s.query ~* '^\\s*(select|with)\\s' ORDER BY s.total_exec_time DESC LIMIT {}"
+        ).format(view, sql.Literal(CANDIDATES))
+    ).fetchall()
 
 
 def _first(cur: psycopg.Cursor[Any]) -> Any:
@@ -88,26 +93,40 @@ def _generic_plan(conn: psycopg.Connection, query: str, params: int, version: in
         conn.execute(sql.SQL("PREPARE dbguard_analyze_generic AS ") + text)
         try:
             nulls = sql.SQL(", ").join([sql.SQL("NULL")] * params)
-            return _first(conn.execute(sql.SQL("EXPLAIN (VERBOSE, FORMAT JSON) EXECUTE dbguard_analyze_generic ({})")
-                                       .format(nulls)))
+            return _first(
+                conn.execute(
+                    sql.SQL("EXPLAIN (VERBOSE, FORMAT JSON) EXECUTE dbguard_analyze_generic ({})").format(nulls)
+                )
+            )
         finally:
             conn.execute("DEALLOCATE dbguard_analyze_generic")
 
 
-def top_statements(conn: psycopg.Connection, snapshot: Snapshot, config: Config, ctx: AppContext, m: Measure,
-                   tables: Sequence[Table], samples: dict[str, TenantSample], limit: int,
-                   th: Thresholds) -> StatStatements:
+def top_statements(
+    conn: psycopg.Connection,
+    snapshot: Snapshot,
+    config: Config,
+    ctx: AppContext,
+    m: Measure,
+    tables: Sequence[Table],
+    samples: dict[str, TenantSample],
+    limit: int,
+    th: Thresholds,
+) -> StatStatements:
     with as_owner(conn, m) as c:
-        row = c.execute("SELECT n.nspname::text FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n"
-                        " ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'").fetchone()
+        row = c.execute(
+            "SELECT n.nspname::text FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n"
+            " ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'"
+        ).fetchone()
     if row is None:
         return StatStatements(False, NOT_INSTALLED)
     try:
         with as_owner(conn, m) as c:
             entries = _read_entries(c, row[0])
     except psycopg.errors.ObjectNotInPrerequisiteState as exc:  # not in shared_preload_libraries
-        return StatStatements(False, f"pg_stat_statements is installed but cannot be read: "
-                                     f"{one_line(exc.diag.message_primary or exc)}")
+        return StatStatements(
+            False, f"pg_stat_statements is installed but cannot be read: {one_line(exc.diag.message_primary or exc)}"
+        )
     by_name = {t.qualified: t for t in tables}
     out = StatStatements(True)
     for query, calls, total, mean in entries:
@@ -119,18 +138,51 @@ def top_statements(conn: psycopg.Connection, snapshot: Snapshot, config: Config,
         sampled = [t for t in touched if t.qualified in samples]
         if not sampled:
             continue
-        out.statements.append(_explain(conn, snapshot, config, ctx, m, query, params, calls, total, mean, touched,
-                                       samples[sampled[0].qualified], th))
+        out.statements.append(
+            _explain(
+                conn,
+                snapshot,
+                config,
+                ctx,
+                m,
+                query,
+                params,
+                calls,
+                total,
+                mean,
+                touched,
+                samples[sampled[0].qualified],
+                th,
+            )
+        )
         if len(out.statements) >= limit:
             break
     return out
 
 
-def _explain(conn: psycopg.Connection, snapshot: Snapshot, config: Config, ctx: AppContext, m: Measure, query: str,
-             params: int, calls: int, total: float, mean: float, touched: list[Table], sample: TenantSample,
-             th: Thresholds) -> TopStatement:
-    top = TopStatement(query=one_line(query)[:2000], calls=int(calls), total_ms=float(total), mean_ms=float(mean),
-                       tables=[t.qualified for t in touched], mode="generic plan" if params else "analyzed")
+def _explain(
+    conn: psycopg.Connection,
+    snapshot: Snapshot,
+    config: Config,
+    ctx: AppContext,
+    m: Measure,
+    query: str,
+    params: int,
+    calls: int,
+    total: float,
+    mean: float,
+    touched: list[Table],
+    sample: TenantSample,
+    th: Thresholds,
+) -> TopStatement:
+    top = TopStatement(
+        query=one_line(query)[:2000],
+        calls=int(calls),
+        total_ms=float(total),
+        mean_ms=float(mean),
+        tables=[t.qualified for t in touched],
+        mode="generic plan" if params else "analyzed",
+    )
     timing = Timing()
     try:
         with as_app(conn, ctx, sample, m) as c:

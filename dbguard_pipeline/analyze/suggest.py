@@ -10,6 +10,7 @@
 :func:`plan_optimize_policy` is a pure function of the snapshot and the config, so ``dbguard generate-migration
 optimize-policy TABLE`` can call it as it is. Pure: no database here.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,13 @@ def _table(snapshot: Snapshot, name: str) -> Table:
 
 
 def _migration(action: str, table: Table, config: Config) -> Migration:
-    return Migration(action=action, schema=table.schema, table=table.name, lock_timeout_ms=config.lock_timeout_ms,
-                     statement_timeout_ms=config.statement_timeout_ms)
+    return Migration(
+        action=action,
+        schema=table.schema,
+        table=table.name,
+        lock_timeout_ms=config.lock_timeout_ms,
+        statement_timeout_ms=config.statement_timeout_ms,
+    )
 
 
 def _helpers_to_stabilize(table: Table, snapshot: Snapshot) -> list[Function]:
@@ -78,11 +84,13 @@ def plan_optimize_policy(snapshot: Snapshot, config: Config, table_name: str) ->
         new_check = rewrite(p.with_check, table, snapshot, config, stabilized)
         if new_using is None and new_check is None:
             continue
-        fwd.append(_alter_policy(table, p.name, new_using.text if new_using else None,
-                                 new_check.text if new_check else None))
+        fwd.append(
+            _alter_policy(table, p.name, new_using.text if new_using else None, new_check.text if new_check else None)
+        )
         back.append(_alter_policy(table, p.name, p.using if new_using else None, p.with_check if new_check else None))
-        changes = list(dict.fromkeys((new_using.changes() if new_using else []) +
-                                     (new_check.changes() if new_check else [])))
+        changes = list(
+            dict.fromkeys((new_using.changes() if new_using else []) + (new_check.changes() if new_check else []))
+        )
         what.append(f"policy {p.name}: {'; '.join(changes)}")
         undo.append(f"restore the expressions of policy {p.name}")
         if any(per_row_calls(e) for e in (p.using, p.with_check) if e):
@@ -95,8 +103,11 @@ def plan_optimize_policy(snapshot: Snapshot, config: Config, table_name: str) ->
         path = f"pg_catalog, {ident(fn.schema)}, pg_temp"
         head.append(f"ALTER FUNCTION {sig} STABLE" + ("" if fn.search_path else f" SET search_path = {path}"))
         tail.append(f"ALTER FUNCTION {sig} VOLATILE" + ("" if fn.search_path else " RESET search_path"))
-        fn_what.append(f"declare {fn.qualified}() STABLE" + ("" if fn.search_path else f" with search_path {path}")
-                       + " (its body only reads: one value per query)")
+        fn_what.append(
+            f"declare {fn.qualified}() STABLE"
+            + ("" if fn.search_path else f" with search_path {path}")
+            + " (its body only reads: one value per query)"
+        )
         fn_undo.append(f"{fn.qualified}() VOLATILE again" + ("" if fn.search_path else ", search_path reset"))
     what, undo = fn_what + what, undo + fn_undo
     m = _migration(OPTIMIZE_POLICY, table, config)
@@ -127,8 +138,9 @@ def _index_name(snapshot: Snapshot, table: Table, columns: Sequence[str]) -> str
     return name
 
 
-def plan_index(snapshot: Snapshot, config: Config, relation: str, columns: Sequence[str],
-               fixes: Sequence[str] = ()) -> Optional[Migration]:
+def plan_index(
+    snapshot: Snapshot, config: Config, relation: str, columns: Sequence[str], fixes: Sequence[str] = ()
+) -> Optional[Migration]:
     """CREATE INDEX CONCURRENTLY on ``relation`` (columns), or None when an index already leads with them."""
     table = _table(snapshot, relation)
     cols = tuple(columns)
@@ -137,11 +149,20 @@ def plan_index(snapshot: Snapshot, config: Config, relation: str, columns: Seque
     name = _index_name(snapshot, table, cols)
     col_sql = ", ".join(ident(c) for c in cols)
     m = _migration(ADD_INDEX, table, config)
-    m.forward = [Block((f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {ident(name)} ON {qname(table.schema, table.name)} "
-                        f"({col_sql})",), transactional=False, untimed="all",
-                       comment=f"index ({', '.join(cols)}) without blocking writes")]
-    m.rollback = [Block((f"DROP INDEX CONCURRENTLY IF EXISTS {qname(table.schema, name)}",), transactional=False,
-                        untimed="all")]
+    m.forward = [
+        Block(
+            (
+                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {ident(name)} ON {qname(table.schema, table.name)} "
+                f"({col_sql})",
+            ),
+            transactional=False,
+            untimed="all",
+            comment=f"index ({', '.join(cols)}) without blocking writes",
+        )
+    ]
+    m.rollback = [
+        Block((f"DROP INDEX CONCURRENTLY IF EXISTS {qname(table.schema, name)}",), transactional=False, untimed="all")
+    ]
     m.what = [f"create index {ident(name)} on {table.qualified} ({', '.join(cols)}) concurrently"]
     m.undo = [f"drop index {ident(name)} concurrently"]
     m.why = ["row level security reads more rows than the tenant's (dbguard analyze measured it)"]
@@ -150,8 +171,13 @@ def plan_index(snapshot: Snapshot, config: Config, relation: str, columns: Seque
     return m
 
 
-def suggestions_for(causes: Sequence[Cause], measured_table: str, snapshot: Snapshot, config: Config,
-                    known: dict[tuple[str, str, tuple[str, ...]], Suggestion]) -> list[Suggestion]:
+def suggestions_for(
+    causes: Sequence[Cause],
+    measured_table: str,
+    snapshot: Snapshot,
+    config: Config,
+    known: dict[tuple[str, str, tuple[str, ...]], Suggestion],
+) -> list[Suggestion]:
     """One suggestion per distinct fix the causes ask for (policy rewrites first, then indexes); ``known``
     shares a suggestion between tables that need the same fix (a membership index serves several)."""
     wanted: dict[Fix, list[str]] = {}
@@ -176,15 +202,25 @@ def suggestions_for(causes: Sequence[Cause], measured_table: str, snapshot: Snap
             action, cols = OPTIMIZE_POLICY, tuple[str, ...]()
         else:
             rel = _table(snapshot, fix.relation)
-            keys = ([f"missing_tenant_index:{rel.qualified}:{fix.columns[0]}"]
-                    if fix.columns == (config.tenant.column,) else [])
+            keys = (
+                [f"missing_tenant_index:{rel.qualified}:{fix.columns[0]}"]
+                if fix.columns == (config.tenant.column,)
+                else []
+            )
             m = plan_index(snapshot, config, fix.relation, fix.columns, keys)
             title = f"add-composite-index {fix.relation} ({', '.join(fix.columns)})"
             action, cols = ADD_INDEX, fix.columns
         if m is None:
             continue
-        s = Suggestion(action=action, relation=fix.relation, columns=cols, title=title, causes=list(wanted[fix]),
-                       tables=[measured_table], migration=m)
+        s = Suggestion(
+            action=action,
+            relation=fix.relation,
+            columns=cols,
+            title=title,
+            causes=list(wanted[fix]),
+            tables=[measured_table],
+            migration=m,
+        )
         known[key] = s
         out.append(s)
     return out

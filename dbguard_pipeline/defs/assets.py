@@ -38,11 +38,20 @@ CODE_VERSION = "dbguard-0.2"
 # starting up or restarting): 3 more tries, 10 s, 20 s, 40 s apart (+/- jitter). Anything else a user can fix
 # (a wrong password, a missing database, a config error) fails at once: see ``user_errors``.
 # DBGUARD_RETRY_MAX / DBGUARD_RETRY_DELAY_SECONDS (read when the code location loads) change both.
-DB_RETRY = dg.RetryPolicy(max_retries=int(os.environ.get("DBGUARD_RETRY_MAX", "3")),
-                          delay=float(os.environ.get("DBGUARD_RETRY_DELAY_SECONDS", "10")),
-                          backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-_PERMANENT = ("wrong user name or password", "does not exist", "malformed database url", "empty database url",
-              "permission denied", "could not start the embedded")
+DB_RETRY = dg.RetryPolicy(
+    max_retries=int(os.environ.get("DBGUARD_RETRY_MAX", "3")),
+    delay=float(os.environ.get("DBGUARD_RETRY_DELAY_SECONDS", "10")),
+    backoff=dg.Backoff.EXPONENTIAL,
+    jitter=dg.Jitter.PLUS_MINUS,
+)
+_PERMANENT = (
+    "wrong user name or password",
+    "does not exist",
+    "malformed database url",
+    "empty database url",
+    "permission denied",
+    "could not start the embedded",
+)
 
 
 def transient(exc: DbguardError) -> bool:
@@ -68,8 +77,9 @@ def user_errors(what: str, database: Optional[str] = None, partition: Optional[s
         if partition:
             metadata["partition"] = dg.MetadataValue.text(partition)
         prefix = f"{partition}: " if partition else ""
-        raise dg.Failure(description=f"{what} failed: {prefix}{exc}", metadata=metadata,
-                         allow_retries=transient(exc)) from None
+        raise dg.Failure(
+            description=f"{what} failed: {prefix}{exc}", metadata=metadata, allow_retries=transient(exc)
+        ) from None
 
 
 def _target(context, resource_key: str, partitioned: bool) -> Target:
@@ -89,25 +99,39 @@ def _emit_checks(outcomes, asset_key: dg.AssetKey, selected: Optional[set] = Non
             yield o.result(asset_key)
 
 
-def build_audit_assets(*, key_prefix: Sequence[str] = (), partitions_def: Optional[dg.PartitionsDefinition] = None,
-                       resource_key: str = "database", group: str = GROUP,
-                       retry_policy: Optional[dg.RetryPolicy] = DB_RETRY,
-                       scope: Optional[str] = None) -> list[dg.AssetsDefinition]:
+def build_audit_assets(
+    *,
+    key_prefix: Sequence[str] = (),
+    partitions_def: Optional[dg.PartitionsDefinition] = None,
+    resource_key: str = "database",
+    group: str = GROUP,
+    retry_policy: Optional[dg.RetryPolicy] = DB_RETRY,
+    scope: Optional[str] = None,
+) -> list[dg.AssetsDefinition]:
     prefix = list(key_prefix)
     partitioned = partitions_def is not None
     k_snapshot = dg.AssetKey([*prefix, "schema_snapshot"])
     k_rls = dg.AssetKey([*prefix, "rls_audit"])
     k_cov = dg.AssetKey([*prefix, "tenant_coverage"])
     k_int = dg.AssetKey([*prefix, "data_integrity"])
-    scope = scope or ("each database of the fleet (one partition per database)" if partitioned
-                      else "the audited database")
-    common: dict[str, Any] = dict(group_name=group, kinds=KINDS, owners=OWNERS, partitions_def=partitions_def,
-                                  code_version=CODE_VERSION, retry_policy=retry_policy)
+    scope = scope or (
+        "each database of the fleet (one partition per database)" if partitioned else "the audited database"
+    )
+    common: dict[str, Any] = dict(
+        group_name=group,
+        kinds=KINDS,
+        owners=OWNERS,
+        partitions_def=partitions_def,
+        code_version=CODE_VERSION,
+        retry_policy=retry_policy,
+    )
 
     @dg.asset(
-        key=k_snapshot, required_resource_keys={resource_key}, **common,
+        key=k_snapshot,
+        required_resource_keys={resource_key},
+        **common,
         description=f"Schema snapshot of {scope}: tables, columns, constraints, indexes, RLS flags, policies, "
-                    "grants, views and functions, from a fixed number of read-only catalog queries.",
+        "grants, views and functions, from a fixed number of read-only catalog queries.",
     )
     def schema_snapshot(context: dg.AssetExecutionContext):
         target = _target(context, resource_key, partitioned)
@@ -118,11 +142,14 @@ def build_audit_assets(*, key_prefix: Sequence[str] = (), partitions_def: Option
         return dg.Output(out.value, metadata=dict(out.metadata))
 
     @dg.asset(
-        key=k_rls, ins={"snapshot": dg.AssetIn(k_snapshot)}, required_resource_keys={resource_key},
-        check_specs=_check_specs(k_rls, RLS_AUDIT_CHECKS), **common,
+        key=k_rls,
+        ins={"snapshot": dg.AssetIn(k_snapshot)},
+        required_resource_keys={resource_key},
+        check_specs=_check_specs(k_rls, RLS_AUDIT_CHECKS),
+        **common,
         description=f"Static audit of {scope}: RLS, tenancy, security and performance findings read from the "
-                    "schema alone (no table is scanned). Checks: critical findings (ERROR), warnings (WARN) and "
-                    "regressions against the previous materialization.",
+        "schema alone (no table is scanned). Checks: critical findings (ERROR), warnings (WARN) and "
+        "regressions against the previous materialization.",
     )
     def rls_audit(context: dg.AssetExecutionContext, snapshot):
         target = _target(context, resource_key, partitioned)
@@ -134,20 +161,36 @@ def build_audit_assets(*, key_prefix: Sequence[str] = (), partitions_def: Option
 
     outs = {
         "tenant_coverage": dg.AssetOut(
-            key=k_cov, is_required=False, group_name=group, kinds=KINDS, owners=OWNERS, code_version=CODE_VERSION,
+            key=k_cov,
+            is_required=False,
+            group_name=group,
+            kinds=KINDS,
+            owners=OWNERS,
+            code_version=CODE_VERSION,
             description=f"Tenant data coverage of {scope}: per tenant table, rows and rows carrying a tenant, "
-                        "measured with one scan per table (TABLESAMPLE above the configured size, marked estimated)."),
+            "measured with one scan per table (TABLESAMPLE above the configured size, marked estimated).",
+        ),
         "data_integrity": dg.AssetOut(
-            key=k_int, is_required=False, group_name=group, kinds=KINDS, owners=OWNERS, code_version=CODE_VERSION,
+            key=k_int,
+            is_required=False,
+            group_name=group,
+            kinds=KINDS,
+            owners=OWNERS,
+            code_version=CODE_VERSION,
             description=f"Data integrity of {scope}: orphaned rows, cross-tenant references, NULLs in required "
-                        "columns and the Great Expectations suites declared in the config."),
+            "columns and the Great Expectations suites declared in the config.",
+        ),
     }
 
     @dg.multi_asset(
-        outs=outs, ins={"snapshot": dg.AssetIn(k_snapshot)},
+        outs=outs,
+        ins={"snapshot": dg.AssetIn(k_snapshot)},
         check_specs=_check_specs(k_cov, COVERAGE_CHECKS) + _check_specs(k_int, INTEGRITY_CHECKS),
-        required_resource_keys={resource_key}, partitions_def=partitions_def, can_subset=True,
-        retry_policy=retry_policy, name="_".join([*prefix, "data_metrics"]),
+        required_resource_keys={resource_key},
+        partitions_def=partitions_def,
+        can_subset=True,
+        retry_policy=retry_policy,
+        name="_".join([*prefix, "data_metrics"]),
         description="One pass of data metrics (each table read once) feeding tenant_coverage and data_integrity.",
     )
     def data_metrics(context: dg.AssetExecutionContext, snapshot):
@@ -171,7 +214,8 @@ def build_audit_assets(*, key_prefix: Sequence[str] = (), partitions_def: Option
 
 
 schema_snapshot, rls_audit, data_metrics = build_audit_assets()
-fleet_assets = build_audit_assets(key_prefix=["fleet"], partitions_def=FLEET_PARTITIONS, resource_key="fleet",
-                                  group=FLEET_GROUP)
+fleet_assets = build_audit_assets(
+    key_prefix=["fleet"], partitions_def=FLEET_PARTITIONS, resource_key="fleet", group=FLEET_GROUP
+)
 audit_assets = [schema_snapshot, rls_audit, data_metrics]
 AUDIT_KEYS = ("schema_snapshot", "rls_audit", "tenant_coverage", "data_integrity")

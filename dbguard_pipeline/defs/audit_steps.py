@@ -7,10 +7,12 @@ regression checks that compare a run with the previous materialization of the sa
 What a regression check needs from the previous run travels in that run's metadata (``finding_keys``, ``rls_state``,
 ``coverage_by_table``), so it works with any instance storage (SQLite, PostgreSQL) and any IO manager.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 import dagster as dg
 
@@ -39,27 +41,52 @@ class CheckDef:
 RLS_AUDIT_CHECKS = (
     CheckDef("no_critical_findings", "ERROR: the schema has critical RLS, tenancy or security findings.", True),
     CheckDef("no_warning_findings", "WARN: the schema has warnings (weak policies, missing indexes, ...).", False),
-    CheckDef("no_new_findings", "Regression: findings that were not there at the previous materialization "
-             "(by cache key). ERROR when a new one is critical, else WARN.", True),
-    CheckDef("no_policy_weakened", "Regression, ERROR: a RESTRICTIVE policy removed, made permissive or applying to "
-             "fewer roles or commands; a permissive policy applying to more roles or commands, or whose USING or WITH "
-             "CHECK no longer pins the tenant; a policy added or changed into a flagged form; RLS disabled or no "
-             "longer forced on a table (the judgment of dbguard diff).", True),
-    CheckDef("no_new_table_without_rls", "Regression, ERROR: a table that did not exist at the previous "
-             "materialization and has RLS off.", True),
+    CheckDef(
+        "no_new_findings",
+        "Regression: findings that were not there at the previous materialization "
+        "(by cache key). ERROR when a new one is critical, else WARN.",
+        True,
+    ),
+    CheckDef(
+        "no_policy_weakened",
+        "Regression, ERROR: a RESTRICTIVE policy removed, made permissive or applying to "
+        "fewer roles or commands; a permissive policy applying to more roles or commands, or whose USING or WITH "
+        "CHECK no longer pins the tenant; a policy added or changed into a flagged form; RLS disabled or no "
+        "longer forced on a table (the judgment of dbguard diff).",
+        True,
+    ),
+    CheckDef(
+        "no_new_table_without_rls",
+        "Regression, ERROR: a table that did not exist at the previous materialization and has RLS off.",
+        True,
+    ),
 )
 COVERAGE_CHECKS = (
-    CheckDef("coverage_above_threshold", "ERROR: a tenant table has rows without a tenant beyond the configured "
-             "coverage threshold; WARN when tables could not be measured.", True),
-    CheckDef("coverage_not_dropped", "Regression, WARN: a table's tenant coverage is lower than at the previous "
-             "materialization.", False),
+    CheckDef(
+        "coverage_above_threshold",
+        "ERROR: a tenant table has rows without a tenant beyond the configured "
+        "coverage threshold; WARN when tables could not be measured.",
+        True,
+    ),
+    CheckDef(
+        "coverage_not_dropped",
+        "Regression, WARN: a table's tenant coverage is lower than at the previous materialization.",
+        False,
+    ),
 )
 INTEGRITY_CHECKS = (
-    CheckDef("no_critical_findings", "ERROR: orphaned rows, cross-tenant references, NULLs in required columns or "
-             "failed critical expectations.", True),
+    CheckDef(
+        "no_critical_findings",
+        "ERROR: orphaned rows, cross-tenant references, NULLs in required columns or failed critical expectations.",
+        True,
+    ),
     CheckDef("no_warning_findings", "WARN: data warnings.", False),
-    CheckDef("no_new_findings", "Regression: data findings that were not there at the previous materialization. "
-             "ERROR when a new one is critical, else WARN.", True),
+    CheckDef(
+        "no_new_findings",
+        "Regression: data findings that were not there at the previous materialization. "
+        "ERROR when a new one is critical, else WARN.",
+        True,
+    ),
 )
 
 
@@ -76,13 +103,26 @@ class CheckOutcome:
         object.__setattr__(self, "description", self.description.replace("\r", "\\r").replace("\n", "\\n"))
 
     def result(self, asset_key: dg.AssetKey) -> dg.AssetCheckResult:
-        return dg.AssetCheckResult(asset_key=asset_key, check_name=self.name, passed=self.passed,
-                                   severity=self.severity, description=self.description, metadata=dict(self.metadata))
+        return dg.AssetCheckResult(
+            asset_key=asset_key,
+            check_name=self.name,
+            passed=self.passed,
+            severity=self.severity,
+            description=self.description,
+            metadata=dict(self.metadata),
+        )
 
     def evaluation(self, asset_key: dg.AssetKey, partition: Optional[str], blocking: bool) -> dg.AssetCheckEvaluation:
-        return dg.AssetCheckEvaluation(asset_key=asset_key, check_name=self.name, passed=self.passed,
-                                       severity=self.severity, description=self.description,
-                                       metadata=dict(self.metadata), blocking=blocking, partition=partition)
+        return dg.AssetCheckEvaluation(
+            asset_key=asset_key,
+            check_name=self.name,
+            passed=self.passed,
+            severity=self.severity,
+            description=self.description,
+            metadata=dict(self.metadata),
+            blocking=blocking,
+            partition=partition,
+        )
 
 
 @dataclass(frozen=True)
@@ -100,8 +140,9 @@ class Previous:
     run_id: str
 
     @classmethod
-    def fetch(cls, instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: Optional[str] = None
-              ) -> Optional["Previous"]:
+    def fetch(
+        cls, instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: Optional[str] = None
+    ) -> Optional[Previous]:
         flt = dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition] if partition else None)
         records = instance.fetch_materializations(flt, limit=1).records
         if not records:
@@ -140,9 +181,17 @@ SEVERITY_ORDER = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
 def findings_table(findings: Sequence[Finding]) -> dg.TableMetadataValue:
     """Findings as a table (severity, rule, table, object, message, cache_key), most severe first."""
     ordered = sorted(findings, key=lambda f: (SEVERITY_ORDER.get(f.severity, 3), f.rule, f.schema, f.table))
-    rows: list[TableRow] = [{"severity": f.severity.value, "rule": f.rule, "table": f"{f.schema}.{f.table}",
-                             "object": f.object or "", "message": " ".join(str(f.message).split()),
-                             "cache_key": f.cache_key} for f in ordered]
+    rows: list[TableRow] = [
+        {
+            "severity": f.severity.value,
+            "rule": f.rule,
+            "table": f"{f.schema}.{f.table}",
+            "object": f.object or "",
+            "message": " ".join(str(f.message).split()),
+            "cache_key": f.cache_key,
+        }
+        for f in ordered
+    ]
     return table_value(rows, FINDING_COLUMNS)
 
 
@@ -179,9 +228,16 @@ SNAPSHOT_COLUMNS = (
 
 
 def snapshot_table(snapshot: Snapshot) -> dg.TableMetadataValue:
-    rows: list[TableRow] = [{"table": t.qualified, "rls": bool(t.rls_enabled), "forced": bool(t.rls_forced),
-                             "policies": len(t.policies), "rows_estimated": max(t.row_estimate, 0)}
-                            for t in snapshot.tables]
+    rows: list[TableRow] = [
+        {
+            "table": t.qualified,
+            "rls": bool(t.rls_enabled),
+            "forced": bool(t.rls_forced),
+            "policies": len(t.policies),
+            "rows_estimated": max(t.row_estimate, 0),
+        }
+        for t in snapshot.tables
+    ]
     return table_value(rows, SNAPSHOT_COLUMNS)
 
 
@@ -207,18 +263,20 @@ def _severity_checks(findings: Sequence[Finding], what: str) -> list[CheckOutcom
     warn = [f for f in findings if f.severity is Severity.WARNING]
     return [
         CheckOutcome(
-            "no_critical_findings", not crit, ERROR,
+            "no_critical_findings",
+            not crit,
+            ERROR,
             f"{len(crit)} critical {what} finding{'s' if len(crit) != 1 else ''}"
             + (f": {_listing([f.cache_key for f in crit])}" if crit else ""),
-            {"critical": dg.MetadataValue.int(len(crit)),
-             "findings": findings_table(crit)},
+            {"critical": dg.MetadataValue.int(len(crit)), "findings": findings_table(crit)},
         ),
         CheckOutcome(
-            "no_warning_findings", not warn, WARN,
+            "no_warning_findings",
+            not warn,
+            WARN,
             f"{len(warn)} {what} warning{'s' if len(warn) != 1 else ''}"
             + (f": {_listing([f.cache_key for f in warn])}" if warn else ""),
-            {"warning": dg.MetadataValue.int(len(warn)),
-             "findings": findings_table(warn)},
+            {"warning": dg.MetadataValue.int(len(warn)), "findings": findings_table(warn)},
         ),
     ]
 
@@ -226,8 +284,13 @@ def _severity_checks(findings: Sequence[Finding], what: str) -> list[CheckOutcom
 def _new_findings_check(findings: Sequence[Finding], previous: Optional[Previous]) -> CheckOutcome:
     current = {f.cache_key: f for f in findings}
     if previous is None or not isinstance(previous.get("finding_keys"), dict):
-        return CheckOutcome("no_new_findings", True, WARN, "first materialization: baseline recorded",
-                            {"baseline": dg.MetadataValue.bool(True), "findings": dg.MetadataValue.int(len(current))})
+        return CheckOutcome(
+            "no_new_findings",
+            True,
+            WARN,
+            "first materialization: baseline recorded",
+            {"baseline": dg.MetadataValue.bool(True), "findings": dg.MetadataValue.int(len(current))},
+        )
     before: dict = previous.get("finding_keys")
     new = sorted(k for k in current if k not in before)
     resolved = sorted(k for k in before if k not in current)
@@ -237,12 +300,17 @@ def _new_findings_check(findings: Sequence[Finding], previous: Optional[Previous
     else:
         desc = f"no new findings since run {previous.run_id[:8]}" + (f"; {len(resolved)} resolved" if resolved else "")
     return CheckOutcome(
-        "no_new_findings", not new, ERROR if new_crit else WARN, desc,
-        {"new": dg.MetadataValue.json(_capped(new)),
-         "new_critical": dg.MetadataValue.int(len(new_crit)),
-         "resolved": dg.MetadataValue.json(_capped(resolved)),
-         "new_findings": findings_table([current[k] for k in new]),
-         "previous_run_id": dg.MetadataValue.text(previous.run_id)},
+        "no_new_findings",
+        not new,
+        ERROR if new_crit else WARN,
+        desc,
+        {
+            "new": dg.MetadataValue.json(_capped(new)),
+            "new_critical": dg.MetadataValue.int(len(new_crit)),
+            "resolved": dg.MetadataValue.json(_capped(resolved)),
+            "new_findings": findings_table([current[k] for k in new]),
+            "previous_run_id": dg.MetadataValue.text(previous.run_id),
+        },
     )
 
 
@@ -255,8 +323,9 @@ def _policy_line(j: Judged) -> str:
     return line + (f" ({j.verdict.note})" if j.verdict.note else "")
 
 
-def policy_checks(tables: Mapping[str, TableFacts], findings: Sequence[Finding], previous: Optional[Previous]
-                  ) -> list[CheckOutcome]:
+def policy_checks(
+    tables: Mapping[str, TableFacts], findings: Sequence[Finding], previous: Optional[Previous]
+) -> list[CheckOutcome]:
     """``no_policy_weakened`` and ``no_new_table_without_rls``: this run's tables against the state the previous
     run kept (``rls_state`` and ``finding_keys`` in its metadata), judged by ``dbguard diff``'s judgment."""
     from dbguard_pipeline.diff import rls_state_changes
@@ -264,8 +333,10 @@ def policy_checks(tables: Mapping[str, TableFacts], findings: Sequence[Finding],
     prev_state = previous.get("rls_state") if previous else None
     if previous is None or not isinstance(prev_state, dict):
         base = {"baseline": dg.MetadataValue.bool(True)}
-        return [CheckOutcome("no_policy_weakened", True, ERROR, "first materialization: baseline recorded", base),
-                CheckOutcome("no_new_table_without_rls", True, ERROR, "first materialization: baseline recorded", base)]
+        return [
+            CheckOutcome("no_policy_weakened", True, ERROR, "first materialization: baseline recorded", base),
+            CheckOutcome("no_new_table_without_rls", True, ERROR, "first materialization: baseline recorded", base),
+        ]
     prev_keys = previous.get("finding_keys") if isinstance(previous.get("finding_keys"), dict) else {}
     changes = rls_state_changes(prev_state, prev_keys, tables, findings)
     weakened = [_policy_line(j) for j in changes if j.verdict.weaker]
@@ -274,19 +345,36 @@ def policy_checks(tables: Mapping[str, TableFacts], findings: Sequence[Finding],
     prev_run = previous.run_id[:8]
     return [
         CheckOutcome(
-            "no_policy_weakened", not weakened, ERROR,
-            (f"{len(weakened)} polic{'ies' if len(weakened) != 1 else 'y'} weakened since run {prev_run}: "
-             + "; ".join(weakened[:3]) + ("; …" if len(weakened) > 3 else "")) if weakened
+            "no_policy_weakened",
+            not weakened,
+            ERROR,
+            (
+                f"{len(weakened)} polic{'ies' if len(weakened) != 1 else 'y'} weakened since run {prev_run}: "
+                + "; ".join(weakened[:3])
+                + ("; …" if len(weakened) > 3 else "")
+            )
+            if weakened
             else f"no policy weakened since run {prev_run}",
-            {"weakened": dg.MetadataValue.json(_capped(weakened)), "other_changes": dg.MetadataValue.json(_capped(other)),
-             "previous_run_id": dg.MetadataValue.text(previous.run_id)},
+            {
+                "weakened": dg.MetadataValue.json(_capped(weakened)),
+                "other_changes": dg.MetadataValue.json(_capped(other)),
+                "previous_run_id": dg.MetadataValue.text(previous.run_id),
+            },
         ),
         CheckOutcome(
-            "no_new_table_without_rls", not new_tables, ERROR,
-            (f"{len(new_tables)} new table{'s' if len(new_tables) != 1 else ''} without row level security since run "
-             f"{prev_run}: {_listing(new_tables)}") if new_tables else f"no new table without RLS since run {prev_run}",
-            {"new_tables_without_rls": dg.MetadataValue.json(_capped(new_tables)),
-             "previous_run_id": dg.MetadataValue.text(previous.run_id)},
+            "no_new_table_without_rls",
+            not new_tables,
+            ERROR,
+            (
+                f"{len(new_tables)} new table{'s' if len(new_tables) != 1 else ''} without row level security since run "
+                f"{prev_run}: {_listing(new_tables)}"
+            )
+            if new_tables
+            else f"no new table without RLS since run {prev_run}",
+            {
+                "new_tables_without_rls": dg.MetadataValue.json(_capped(new_tables)),
+                "previous_run_id": dg.MetadataValue.text(previous.run_id),
+            },
         ),
     ]
 
@@ -315,11 +403,13 @@ def rls_audit_step(target: Target, snapshot: Snapshot, previous: Optional[Previo
     state = {t: facts.to_json() for t, facts in tables.items()}
     without_rls = [t for t, facts in tables.items() if not facts.rls_enabled]
     metadata = _findings_metadata(target, findings, ignored)
-    metadata.update({
-        "tables_audited": dg.MetadataValue.int(len(state)),
-        "tables_without_rls": dg.MetadataValue.int(len(without_rls)),
-        "rls_state": dg.MetadataValue.json(state),
-    })
+    metadata.update(
+        {
+            "tables_audited": dg.MetadataValue.int(len(state)),
+            "tables_without_rls": dg.MetadataValue.int(len(without_rls)),
+            "rls_state": dg.MetadataValue.json(state),
+        }
+    )
     checks = _severity_checks(findings, "schema")
     checks.append(_new_findings_check(findings, previous))
     checks.extend(policy_checks(tables, findings, previous))
@@ -346,13 +436,26 @@ def coverage_step(target: Target, result, previous: Optional[Previous]) -> StepO
     below = [r for r in rows if r.percent < config.coverage_threshold]
     by_table = {f"{r.schema}.{r.table}": r.percent for r in rows}
     table = table_value(
-        [{"table": f"{r.schema}.{r.table}", "rows": r.rows, "with_tenant": r.with_tenant, "percent": float(r.percent),
-          "below_threshold": r.percent < config.coverage_threshold, "estimated": bool(r.estimated)}
-         for r in sorted(rows, key=lambda r: (r.percent, r.schema, r.table))],
-        [("table", "string", "schema.table"), ("rows", "int", "rows counted (or estimated from a sample)"),
-         ("with_tenant", "int", "rows carrying a tenant"), ("percent", "float", "with_tenant / rows"),
-         ("below_threshold", "bool", "below coverage_threshold of dbguard.yaml"),
-         ("estimated", "bool", "measured on a TABLESAMPLE")])
+        [
+            {
+                "table": f"{r.schema}.{r.table}",
+                "rows": r.rows,
+                "with_tenant": r.with_tenant,
+                "percent": float(r.percent),
+                "below_threshold": r.percent < config.coverage_threshold,
+                "estimated": bool(r.estimated),
+            }
+            for r in sorted(rows, key=lambda r: (r.percent, r.schema, r.table))
+        ],
+        [
+            ("table", "string", "schema.table"),
+            ("rows", "int", "rows counted (or estimated from a sample)"),
+            ("with_tenant", "int", "rows carrying a tenant"),
+            ("percent", "float", "with_tenant / rows"),
+            ("below_threshold", "bool", "below coverage_threshold of dbguard.yaml"),
+            ("estimated", "bool", "measured on a TABLESAMPLE"),
+        ],
+    )
     metadata = {
         "database": dg.MetadataValue.text(target.name),
         "coverage_percent": dg.MetadataValue.float(float(overall)),
@@ -369,39 +472,71 @@ def coverage_step(target: Target, result, previous: Optional[Previous]) -> StepO
     below_desc = [f"{r.schema}.{r.table} {r.percent:g}%" for r in below]
     if below:
         threshold = CheckOutcome(
-            "coverage_above_threshold", False, ERROR,
+            "coverage_above_threshold",
+            False,
+            ERROR,
             f"{len(below)} table{'s' if len(below) != 1 else ''} below {config.coverage_threshold:g}% tenant "
             f"coverage: {_listing(below_desc)}",
-            {"below_threshold": dg.MetadataValue.json(_capped(below_desc)),
-             "not_measured": dg.MetadataValue.json(_capped(not_measured))})
+            {
+                "below_threshold": dg.MetadataValue.json(_capped(below_desc)),
+                "not_measured": dg.MetadataValue.json(_capped(not_measured)),
+            },
+        )
     elif not_measured:
         threshold = CheckOutcome(
-            "coverage_above_threshold", False, WARN,
+            "coverage_above_threshold",
+            False,
+            WARN,
             f"{len(not_measured)} table{'s' if len(not_measured) != 1 else ''} not measured: {_listing(not_measured)}",
-            {"not_measured": dg.MetadataValue.json(_capped(not_measured))})
+            {"not_measured": dg.MetadataValue.json(_capped(not_measured))},
+        )
     else:
-        threshold = CheckOutcome("coverage_above_threshold", True, ERROR,
-                                 f"all {len(rows)} tenant tables at or above {config.coverage_threshold:g}%",
-                                 {"lowest_table_percent": dg.MetadataValue.float(float(lowest))})
+        threshold = CheckOutcome(
+            "coverage_above_threshold",
+            True,
+            ERROR,
+            f"all {len(rows)} tenant tables at or above {config.coverage_threshold:g}%",
+            {"lowest_table_percent": dg.MetadataValue.float(float(lowest))},
+        )
     before = previous.get("coverage_by_table") if previous else None
     if previous is None or not isinstance(before, dict):
-        dropped = CheckOutcome("coverage_not_dropped", True, WARN, "first materialization: baseline recorded",
-                               {"baseline": dg.MetadataValue.bool(True)})
+        dropped = CheckOutcome(
+            "coverage_not_dropped",
+            True,
+            WARN,
+            "first materialization: baseline recorded",
+            {"baseline": dg.MetadataValue.bool(True)},
+        )
     else:
-        drops = [f"{t}: {before[t]:g}% -> {p:g}%" for t, p in sorted(by_table.items())
-                 if isinstance(before.get(t), (int, float)) and p < before[t] - 1e-9]
+        drops = [
+            f"{t}: {before[t]:g}% -> {p:g}%"
+            for t, p in sorted(by_table.items())
+            if isinstance(before.get(t), (int, float)) and p < before[t] - 1e-9
+        ]
         prev_overall = previous.get("coverage_percent")
         overall_drop = isinstance(prev_overall, (int, float)) and overall < prev_overall - 1e-9
         dropped = CheckOutcome(
-            "coverage_not_dropped", not drops and not overall_drop, WARN,
-            (f"coverage dropped on {len(drops)} table{'s' if len(drops) != 1 else ''} since run "
-             f"{previous.run_id[:8]}: {_listing(drops)}") if drops
-            else (f"overall coverage dropped from {prev_overall:g}% to {overall:g}%" if overall_drop
-                  else f"no coverage drop since run {previous.run_id[:8]}"),
-            {"dropped": dg.MetadataValue.json(_capped(drops)),
-             "previous_coverage_percent": dg.MetadataValue.float(float(prev_overall))
-             if isinstance(prev_overall, (int, float)) else dg.MetadataValue.text("unknown"),
-             "previous_run_id": dg.MetadataValue.text(previous.run_id)})
+            "coverage_not_dropped",
+            not drops and not overall_drop,
+            WARN,
+            (
+                f"coverage dropped on {len(drops)} table{'s' if len(drops) != 1 else ''} since run "
+                f"{previous.run_id[:8]}: {_listing(drops)}"
+            )
+            if drops
+            else (
+                f"overall coverage dropped from {prev_overall:g}% to {overall:g}%"
+                if overall_drop
+                else f"no coverage drop since run {previous.run_id[:8]}"
+            ),
+            {
+                "dropped": dg.MetadataValue.json(_capped(drops)),
+                "previous_coverage_percent": dg.MetadataValue.float(float(prev_overall))
+                if isinstance(prev_overall, (int, float))
+                else dg.MetadataValue.text("unknown"),
+                "previous_run_id": dg.MetadataValue.text(previous.run_id),
+            },
+        )
     return StepOutput(tuple(rows), metadata, (threshold, dropped))
 
 

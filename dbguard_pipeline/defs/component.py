@@ -18,6 +18,7 @@ the job ``billing_audit_job``, its nightly schedule and a freshness check, witho
 Everything else (thresholds, ignores, alerts) comes from dbguard.yaml (``config_path``, default
 $DBGUARD_CONFIG or ./dbguard.yaml), read when each run starts.
 """
+
 from __future__ import annotations
 
 import json
@@ -91,11 +92,14 @@ class DbguardDatabaseScaffolder(dg.Scaffolder):
 
     def scaffold(self, request) -> None:
         name = re.sub(r"\W", "_", Path(request.target_path).name) or "app"
-        dg.scaffold_component(request, {
-            "name": name,
-            "dsn_env": f"{name.upper()}_DATABASE_URL",
-            "tenant": {"column": "tenant_id", "column_type": "uuid", "tenants_table": "public.tenants"},
-        })
+        dg.scaffold_component(
+            request,
+            {
+                "name": name,
+                "dsn_env": f"{name.upper()}_DATABASE_URL",
+                "tenant": {"column": "tenant_id", "column_type": "uuid", "tenants_table": "public.tenants"},
+            },
+        )
 
 
 @scaffold_with(DbguardDatabaseScaffolder)
@@ -117,9 +121,11 @@ class DbguardDatabase(dg.Component, dg.Model, dg.Resolvable):
 
 def _checked_name(name: str) -> str:
     if not NAME_RE.fullmatch(name):
-        raise ConfigError(f"dbguard database name {name!r}: use letters, digits and underscores (it becomes the "
-                          "asset key prefix and the group name), e.g. "
-                          f"{re.sub(r'[^A-Za-z0-9_]', '_', name) or 'app'!r}")
+        raise ConfigError(
+            f"dbguard database name {name!r}: use letters, digits and underscores (it becomes the "
+            "asset key prefix and the group name), e.g. "
+            f"{re.sub(r'[^A-Za-z0-9_]', '_', name) or 'app'!r}"
+        )
     return name
 
 
@@ -131,25 +137,37 @@ def database_definitions(db: DbguardDatabase) -> dg.Definitions:
     name = _checked_name(db.name)
     resource_key = f"dbguard_{name}"
     tenant = db.tenant.model_dump(exclude_none=True) if db.tenant else {}
-    resource = ComponentDatabaseResource(name=name, dsn_env=db.dsn_env, config_path=db.config_path,
-                                         tenant_json=json.dumps(tenant, sort_keys=True))
-    assets = build_audit_assets(key_prefix=[name], resource_key=resource_key, group=f"dbguard_{name}",
-                                scope=f"the {name} database (declared in defs.yaml; DSN from ${db.dsn_env})")
+    resource = ComponentDatabaseResource(
+        name=name, dsn_env=db.dsn_env, config_path=db.config_path, tenant_json=json.dumps(tenant, sort_keys=True)
+    )
+    assets = build_audit_assets(
+        key_prefix=[name],
+        resource_key=resource_key,
+        group=f"dbguard_{name}",
+        scope=f"the {name} database (declared in defs.yaml; DSN from ${db.dsn_env})",
+    )
     job = dg.define_asset_job(
-        f"{name}_audit_job", selection=dg.AssetSelection.assets(*[[name, k] for k in AUDIT_KEYS]),
+        f"{name}_audit_job",
+        selection=dg.AssetSelection.assets(*[[name, k] for k in AUDIT_KEYS]),
         tags={**AUDIT_JOB_TAGS, "dbguard/database": name},
         description=f"Audit of {name} (declared in defs.yaml; DSN from ${db.dsn_env}): snapshot, RLS audit, "
-                    "tenant coverage, data integrity and their checks.")
+        "tenant coverage, data integrity and their checks.",
+    )
     sched = schedule_config(db.config_path)
     cron, tz = db.cron or sched.cron, db.timezone or sched.timezone
     schedule = dg.ScheduleDefinition(
-        name=f"{name}_audit_schedule", job=job, cron_schedule=cron, execution_timezone=tz,
+        name=f"{name}_audit_schedule",
+        job=job,
+        cron_schedule=cron,
+        execution_timezone=tz,
         default_status=dg.DefaultScheduleStatus.RUNNING if db.schedule_running else dg.DefaultScheduleStatus.STOPPED,
         tags={"dbguard/trigger": "schedule"},
-        description=f"Nightly audit of {name} ({cron}, {tz}).")
+        description=f"Nightly audit of {name} ({cron}, {tz}).",
+    )
     checks = freshness_checks([dg.AssetKey([name, "rls_audit"])])
-    return dg.Definitions(assets=assets, asset_checks=checks, jobs=[job], schedules=[schedule],
-                          resources={resource_key: resource})
+    return dg.Definitions(
+        assets=assets, asset_checks=checks, jobs=[job], schedules=[schedule], resources={resource_key: resource}
+    )
 
 
 def load_databases(folder: Path | str) -> dg.Definitions:

@@ -12,6 +12,7 @@
   ``dbguard_pipeline/defs/databases/`` (``[tool.dg.project] defs_module``) or ``$DBGUARD_DEFS_DIR``;
 - freshness checks on every ``rls_audit`` (stale after 26 h) and the sensor that evaluates them.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,17 +21,17 @@ from typing import Optional
 
 import dagster as dg
 
-from dbguard_pipeline.pg.dsn import ENV_DSN
 from dbguard_pipeline.defs import assets
 from dbguard_pipeline.defs.component import load_databases
-from dbguard_pipeline.defs.freshness import freshness_checks, freshness_sensor
 from dbguard_pipeline.defs.fix_migrations import fix_migrations_sensor, generate_fix_migrations_job
+from dbguard_pipeline.defs.freshness import freshness_checks, freshness_sensor
 from dbguard_pipeline.defs.isolation import isolation_checks, isolation_report
 from dbguard_pipeline.defs.jobs import build_nightly_audit_job, fleet_audit_job
 from dbguard_pipeline.defs.performance import performance_checks, rls_performance
 from dbguard_pipeline.defs.resources import FleetResource, PostgresResource
 from dbguard_pipeline.defs.schedules import build_schedules
 from dbguard_pipeline.defs.sensors import dbguard_alert_sensor
+from dbguard_pipeline.pg.dsn import ENV_DSN
 
 
 def database_resource() -> PostgresResource:
@@ -50,24 +51,32 @@ def defs_dir() -> Path:
     return Path(os.environ.get(DEFS_DIR_ENV) or DEFAULT_DEFS_DIR)
 
 
-def build_definitions(database: Optional[PostgresResource] = None, fleet: Optional[FleetResource] = None,
-                      config_path: Optional[str] = None, databases_dir: Optional[Path | str] = None) -> dg.Definitions:
+def build_definitions(
+    database: Optional[PostgresResource] = None,
+    fleet: Optional[FleetResource] = None,
+    config_path: Optional[str] = None,
+    databases_dir: Optional[Path | str] = None,
+) -> dg.Definitions:
     """The code location. Tests and custom deployments pass their own resources; ``config_path`` (default
     $DBGUARD_CONFIG or ./dbguard.yaml) is where the schedules read their cron expression; ``databases_dir``
     (default :func:`defs_dir`) holds the component-declared databases."""
     nightly = build_nightly_audit_job(["isolation_report", "rls_performance"])
     components = load_databases(databases_dir or defs_dir())
     # (the component tree hands checks back as AssetsDefinition holding check specs only)
-    component_freshness = [c for c in components.asset_checks or ()
-                           if any(spec.name == "freshness_check" for spec in c.check_specs)]
+    component_freshness = [
+        c for c in components.asset_checks or () if any(spec.name == "freshness_check" for spec in c.check_specs)
+    ]
     nightly_freshness = freshness_checks([dg.AssetKey("rls_audit")])
     base = dg.Definitions(
         assets=[*assets.audit_assets, isolation_report, rls_performance, *assets.fleet_assets],
         asset_checks=[*isolation_checks, *performance_checks, *nightly_freshness],
         jobs=[nightly, fleet_audit_job, generate_fix_migrations_job],
         schedules=build_schedules(nightly, fleet_audit_job, config_path),
-        sensors=[dbguard_alert_sensor, fix_migrations_sensor,
-                 freshness_sensor([*nightly_freshness, *component_freshness])],
+        sensors=[
+            dbguard_alert_sensor,
+            fix_migrations_sensor,
+            freshness_sensor([*nightly_freshness, *component_freshness]),
+        ],
         resources={"database": database or database_resource(), "fleet": fleet or FleetResource()},
     )
     return dg.Definitions.merge(base, components)

@@ -53,23 +53,33 @@ class FixRun:
 def _table(rows: list[dict[str, str | int | float | bool | None]], columns: list[tuple[str, str]]) -> dg.MetadataValue:
     return dg.MetadataValue.table(
         records=[dg.TableRecord(r) for r in rows],
-        schema=dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in columns]))
+        schema=dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in columns]),
+    )
 
 
 @dg.op(description="Plan one fix migration per table and action from the audit's findings on a fresh snapshot.")
 def plan_fixes(context: dg.OpExecutionContext, config: FixMigrationsConfig, database: PostgresResource) -> FixRun:
     target = database.target()
-    fixes = services.plan_fixes(target.dsn, target.config, cache_keys=config.cache_keys,
-                                out_dir=config.out_dir or migrations_dir(), timestamp=config.timestamp)
+    fixes = services.plan_fixes(
+        target.dsn,
+        target.config,
+        cache_keys=config.cache_keys,
+        out_dir=config.out_dir or migrations_dir(),
+        timestamp=config.timestamp,
+    )
     for line in fixes.skipped:
         context.log.info(f"skipped: {line}")
-    context.add_output_metadata({
-        "database": dg.MetadataValue.text(target.name),
-        "migrations": dg.MetadataValue.int(len(fixes.migrations)),
-        "skipped": dg.MetadataValue.int(len(fixes.skipped)),
-        "plan": _table([{"action": m.action, "table": m.qualified, "fixes": ", ".join(m.fixes)}
-                        for m in fixes.migrations], [("action", "string"), ("table", "string"), ("fixes", "string")]),
-    })
+    context.add_output_metadata(
+        {
+            "database": dg.MetadataValue.text(target.name),
+            "migrations": dg.MetadataValue.int(len(fixes.migrations)),
+            "skipped": dg.MetadataValue.int(len(fixes.skipped)),
+            "plan": _table(
+                [{"action": m.action, "table": m.qualified, "fixes": ", ".join(m.fixes)} for m in fixes.migrations],
+                [("action", "string"), ("table", "string"), ("fixes", "string")],
+            ),
+        }
+    )
     return FixRun(fixes, config.round_trip)
 
 
@@ -87,15 +97,22 @@ def lint_migrations(context: dg.OpExecutionContext, run: FixRun) -> FixRun:
         return run
     result = services.lint_fixes(run.fixes).lint
     assert result is not None
-    context.add_output_metadata({
-        "squawk": dg.MetadataValue.text(result.summary()),
-        "violations": dg.MetadataValue.int(len(result.violations)),
-        "parse_errors": dg.MetadataValue.int(len(result.parse_errors)),
-    })
+    context.add_output_metadata(
+        {
+            "squawk": dg.MetadataValue.text(result.summary()),
+            "violations": dg.MetadataValue.int(len(result.violations)),
+            "parse_errors": dg.MetadataValue.int(len(result.parse_errors)),
+        }
+    )
     if run.fixes.failure is not None:  # every migration failed lint (one that fails alone goes to rejected/)
-        raise dg.Failure(description=f"generated SQL failed lint: {result.summary()}",
-                         metadata={"details": dg.MetadataValue.md("\n".join(
-                             f"- {v}" for v in [*map(str, result.violations), *result.parse_errors]))})
+        raise dg.Failure(
+            description=f"generated SQL failed lint: {result.summary()}",
+            metadata={
+                "details": dg.MetadataValue.md(
+                    "\n".join(f"- {v}" for v in [*map(str, result.violations), *result.parse_errors])
+                )
+            },
+        )
     return run
 
 
@@ -108,16 +125,32 @@ def round_trip_migrations(context: dg.OpExecutionContext, run: FixRun, database:
     result = services.round_trip_fixes(target.dsn, target.config, run.fixes, mode="yes").round_trip
     if result is None:  # no scratch copy could be made
         raise run.fixes.failure or dg.Failure(description="round trip did not run")
-    context.add_output_metadata({
-        "round_trip": dg.MetadataValue.text(result.summary()),
-        "passed": dg.MetadataValue.int(sum(t.ok for t in result.trips)),
-        "failed": dg.MetadataValue.int(sum(not t.ok for t in result.trips)),
-        "results": _table([{"action": t.action, "table": t.table, "ok": t.ok, "detail": t.line(),
-                            "verdicts": " | ".join(t.verdicts.lines()) if t.verdicts is not None else ""}
-                           for t in result.trips],
-                          [("action", "string"), ("table", "string"), ("ok", "bool"), ("detail", "string"),
-                           ("verdicts", "string")]),
-    })
+    context.add_output_metadata(
+        {
+            "round_trip": dg.MetadataValue.text(result.summary()),
+            "passed": dg.MetadataValue.int(sum(t.ok for t in result.trips)),
+            "failed": dg.MetadataValue.int(sum(not t.ok for t in result.trips)),
+            "results": _table(
+                [
+                    {
+                        "action": t.action,
+                        "table": t.table,
+                        "ok": t.ok,
+                        "detail": t.line(),
+                        "verdicts": " | ".join(t.verdicts.lines()) if t.verdicts is not None else "",
+                    }
+                    for t in result.trips
+                ],
+                [
+                    ("action", "string"),
+                    ("table", "string"),
+                    ("ok", "bool"),
+                    ("detail", "string"),
+                    ("verdicts", "string"),
+                ],
+            ),
+        }
+    )
     # a failed migration goes to rejected/ (write_migration_files) and never blocks the others
     return run
 
@@ -132,27 +165,34 @@ def write_migration_files(context: dg.OpExecutionContext, run: FixRun) -> list[s
     try:
         written = [str(p) for p in services.write_fixes(run.fixes).written]
     except DbguardError as exc:
-        raise dg.Failure(description=str(exc), metadata={"rejected": dg.MetadataValue.md("\n".join(rejected))}) \
-            from None
+        raise dg.Failure(
+            description=str(exc), metadata={"rejected": dg.MetadataValue.md("\n".join(rejected))}
+        ) from None
     out_dir = run.fixes.out_dir
-    context.add_output_metadata({
-        "written": dg.MetadataValue.int(len(written)),
-        "rejected": dg.MetadataValue.int(len(rejected)),
-        "folder": dg.MetadataValue.path(os.path.abspath(out_dir)),
-        "files": dg.MetadataValue.md("\n".join(f"- `{os.path.basename(p)}`" for p in written)),
-        "next": dg.MetadataValue.text(f"review, then: dbguard migrate up --dir {out_dir}"),
-    })
+    context.add_output_metadata(
+        {
+            "written": dg.MetadataValue.int(len(written)),
+            "rejected": dg.MetadataValue.int(len(rejected)),
+            "folder": dg.MetadataValue.path(os.path.abspath(out_dir)),
+            "files": dg.MetadataValue.md("\n".join(f"- `{os.path.basename(p)}`" for p in written)),
+            "next": dg.MetadataValue.text(f"review, then: dbguard migrate up --dir {out_dir}"),
+        }
+    )
     if rejected:
-        raise dg.Failure(description=f"{len(rejected)} migration(s) failed the round trip: written to "
-                                     f"{os.path.join(out_dir, 'rejected')} with the reason; the others were written",
-                         metadata={"rejected": dg.MetadataValue.md("\n".join(rejected))})
+        raise dg.Failure(
+            description=f"{len(rejected)} migration(s) failed the round trip: written to "
+            f"{os.path.join(out_dir, 'rejected')} with the reason; the others were written",
+            metadata={"rejected": dg.MetadataValue.md("\n".join(rejected))},
+        )
     return written
 
 
-@dg.job(name="generate_fix_migrations",
-        description="Plan, render, lint (squawk), round-trip test and write fix migrations for the audit's fixable "
-                    "findings. Nothing is applied to the audited database: the files wait for review.",
-        tags={"dbguard/kind": "fix-migrations"})
+@dg.job(
+    name="generate_fix_migrations",
+    description="Plan, render, lint (squawk), round-trip test and write fix migrations for the audit's fixable "
+    "findings. Nothing is applied to the audited database: the files wait for review.",
+    tags={"dbguard/kind": "fix-migrations"},
+)
 def generate_fix_migrations_job() -> None:
     write_migration_files(round_trip_migrations(lint_migrations(render_migrations(plan_fixes()))))
 
@@ -175,13 +215,19 @@ def run_key(keys: list[str]) -> str:
     return "fix-" + hashlib.sha256("\n".join(sorted(keys)).encode("utf-8")).hexdigest()[:24]
 
 
-@dg.asset_sensor(asset_key=AUDIT_ASSET, job=generate_fix_migrations_job, name="fix_migrations_sensor",
-                 minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
-                 description="After each rls_audit materialization: launch generate_fix_migrations for the fixable "
-                             "findings that no migration file names yet (run key = hash of their cache keys). It writes files "
-                             "into the migrations folder, so it is stopped until you start it.")
-def fix_migrations_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
-                          ) -> dg.SkipReason | dg.RunRequest:
+@dg.asset_sensor(
+    asset_key=AUDIT_ASSET,
+    job=generate_fix_migrations_job,
+    name="fix_migrations_sensor",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="After each rls_audit materialization: launch generate_fix_migrations for the fixable "
+    "findings that no migration file names yet (run key = hash of their cache keys). It writes files "
+    "into the migrations folder, so it is stopped until you start it.",
+)
+def fix_migrations_sensor(
+    context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
+) -> dg.SkipReason | dg.RunRequest:
     materialization = asset_event.asset_materialization
     metadata = materialization.metadata if materialization else {}
     raw = metadata.get("finding_keys")

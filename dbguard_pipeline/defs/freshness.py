@@ -10,6 +10,7 @@ Why checks and not Dagster 1.13's ``FreshnessPolicy`` (which supersedes them): i
 freshness policy is evaluated only with ``freshness: enabled`` in dagster.yaml and its alerts are a Dagster+
 feature; a failing check fails a run, which reaches dbguard's own alert channels (Slack, webhook, log).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -25,16 +26,21 @@ FRESHNESS_SENSOR = "dbguard_freshness_sensor"
 def freshness_checks(keys: Sequence[dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
     with warnings.catch_warnings():  # superseded by FreshnessPolicy, see above
         warnings.simplefilter("ignore", dg.SupersessionWarning)
-        return list(dg.build_last_update_freshness_checks(assets=list(keys), lower_bound_delta=STALE_AFTER,
-                                                          severity=dg.AssetCheckSeverity.ERROR, blocking=True))
+        return list(
+            dg.build_last_update_freshness_checks(
+                assets=list(keys), lower_bound_delta=STALE_AFTER, severity=dg.AssetCheckSeverity.ERROR, blocking=True
+            )
+        )
 
 
 def freshness_sensor(checks: Sequence[dg.AssetsDefinition]) -> dg.SensorDefinition:
     """One sensor for every freshness check (a component's come back from its Definitions as AssetsDefinition)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.SupersessionWarning)
-        return dg.build_sensor_for_freshness_checks(freshness_checks=list(checks),  # type: ignore[arg-type]
-                                                    name=FRESHNESS_SENSOR,
-                                                    minimum_interval_seconds=600,
-                                                    default_status=dg.DefaultSensorStatus.RUNNING,
-                                                    tags={"dbguard/kind": "freshness"})
+        return dg.build_sensor_for_freshness_checks(
+            freshness_checks=list(checks),  # type: ignore[arg-type]
+            name=FRESHNESS_SENSOR,
+            minimum_interval_seconds=600,
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            tags={"dbguard/kind": "freshness"},
+        )

@@ -9,9 +9,9 @@ import psycopg
 from dbguard_pipeline import services
 from dbguard_pipeline.defs.assets import CODE_VERSION, DB_RETRY, GROUP, OWNERS, schema_snapshot, user_errors
 from dbguard_pipeline.defs.audit_steps import table_value
-from dbguard_pipeline.probe.report import COMMANDS
 from dbguard_pipeline.defs.resources import PostgresResource
 from dbguard_pipeline.probe import ProbeReport
+from dbguard_pipeline.probe.report import COMMANDS
 
 MAX_WITNESSES = 200  # metadata stays readable; the full report is the asset value
 
@@ -24,8 +24,8 @@ MAX_WITNESSES = 200  # metadata stays readable; the full report is the asset val
     code_version=CODE_VERSION,
     retry_policy=DB_RETRY,
     description="Tenant isolation proven by trying it: as the application role with tenant A's context, SELECT, "
-                "INSERT, UPDATE, DELETE and move-to-B probes against tenant B's rows on every tenant table, in "
-                "transactions that are rolled back. Leaks come with their witness.",
+    "INSERT, UPDATE, DELETE and move-to-B probes against tenant B's rows on every tenant table, in "
+    "transactions that are rolled back. Leaks come with their witness.",
 )
 def isolation_report(context: dg.AssetExecutionContext, database: PostgresResource) -> dg.Output[ProbeReport]:
     # Like the other assets: a failure carries its one-line reason (and the database) into the run's failure
@@ -39,12 +39,17 @@ def isolation_report(context: dg.AssetExecutionContext, database: PostgresResour
             report = services.probe(dsn, config)  # with the audit/probe disagreements
         except psycopg.Error as exc:
             reason = " ".join(str(getattr(exc.diag, "message_primary", None) or exc).split())
-            raise dg.Failure(description=f"isolation probe failed: {reason}",
-                             metadata={"database": dg.MetadataValue.text(name)}, allow_retries=False) from None
+            raise dg.Failure(
+                description=f"isolation probe failed: {reason}",
+                metadata={"database": dg.MetadataValue.text(name)},
+                allow_retries=False,
+            ) from None
     s = report.summary()
-    context.log.info(f"isolation probe of {database.display_name()}: {s['tables']} relations, {s['probes']} probes, "
-                     f"{s['leaks']} leaks in {s['leaking_tables']} relations, {s['not_probed']} not probed "
-                     f"({report.seconds:.2f} s)")
+    context.log.info(
+        f"isolation probe of {database.display_name()}: {s['tables']} relations, {s['probes']} probes, "
+        f"{s['leaks']} leaks in {s['leaking_tables']} relations, {s['not_probed']} not probed "
+        f"({report.seconds:.2f} s)"
+    )
     return dg.Output(
         report,
         metadata={
@@ -73,16 +78,30 @@ def isolation_grid(report: ProbeReport) -> dg.TableMetadataValue:
             row[cmd] = MARKS[report.outcome(q, cmd)[0]] if cmd in report.commands_of(q) else "-"
         rows.append(row)
     rows.sort(key=lambda r: (not any(r[c] == "LEAK" for c in COMMANDS), str(r["relation"])))  # leaks first
-    return table_value(rows, [("relation", "string", "schema.name"), ("kind", "string", "table or view"),
-                              *((c, "string", f"{c.upper()} as tenant A against tenant B's rows") for c in COMMANDS)])
+    return table_value(
+        rows,
+        [
+            ("relation", "string", "schema.name"),
+            ("kind", "string", "table or view"),
+            *((c, "string", f"{c.upper()} as tenant A against tenant B's rows") for c in COMMANDS),
+        ],
+    )
 
 
 def _witness_table(report: ProbeReport) -> dg.TableMetadataValue:
     return table_value(
-        [{"relation": r.qualified, "command": r.command, "probe": r.probe, "rows": r.rows, "witness": r.detail}
-         for r in report.leaks[:MAX_WITNESSES]],
-        [("relation", "string", "schema.name"), ("command", "string", ""), ("probe", "string", ""),
-         ("rows", "int", "rows of tenant B reached"), ("witness", "string", "what was tried and what came back")])
+        [
+            {"relation": r.qualified, "command": r.command, "probe": r.probe, "rows": r.rows, "witness": r.detail}
+            for r in report.leaks[:MAX_WITNESSES]
+        ],
+        [
+            ("relation", "string", "schema.name"),
+            ("command", "string", ""),
+            ("probe", "string", ""),
+            ("rows", "int", "rows of tenant B reached"),
+            ("witness", "string", "what was tried and what came back"),
+        ],
+    )
 
 
 @dg.asset_check(
@@ -101,10 +120,17 @@ def no_cross_tenant_leaks(isolation_report: ProbeReport) -> dg.AssetCheckResult:
             "leaking_tables": dg.MetadataValue.json(report.leaking_tables()),
             "witnesses": _witness_table(report),
             "not_probed": table_value(
-                [{"relation": n.qualified, "command": n.command, "probe": n.probe, "reason": n.reason}
-                 for n in report.not_probed],
-                [("relation", "string", ""), ("command", "string", ""), ("probe", "string", ""),
-                 ("reason", "string", "why it could not run (never counted as isolated)")]),
+                [
+                    {"relation": n.qualified, "command": n.command, "probe": n.probe, "reason": n.reason}
+                    for n in report.not_probed
+                ],
+                [
+                    ("relation", "string", ""),
+                    ("command", "string", ""),
+                    ("probe", "string", ""),
+                    ("reason", "string", "why it could not run (never counted as isolated)"),
+                ],
+            ),
         },
     )
 

@@ -12,10 +12,10 @@ import re
 
 import dagster as dg
 
-from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.defs import audit_steps as steps
 from dbguard_pipeline.defs.assets import AUDIT_KEYS, DB_RETRY, FLEET_PARTITIONS, transient, user_errors
 from dbguard_pipeline.defs.audit_steps import COVERAGE_CHECKS, INTEGRITY_CHECKS, RLS_AUDIT_CHECKS, Previous
+from dbguard_pipeline.errors import DbguardError
 
 NIGHTLY_JOB = "nightly_audit_job"
 FLEET_JOB = "fleet_audit_job"
@@ -28,9 +28,11 @@ def audit_selection(extra_keys=()) -> dg.AssetSelection:
 
 def build_nightly_audit_job(extra_keys=()):
     return dg.define_asset_job(
-        NIGHTLY_JOB, selection=audit_selection(extra_keys), tags=AUDIT_JOB_TAGS,
+        NIGHTLY_JOB,
+        selection=audit_selection(extra_keys),
+        tags=AUDIT_JOB_TAGS,
         description="Audit the database (DBGUARD_DATABASE_URL, else the embedded demo): snapshot, RLS audit, "
-                    "tenant coverage, data integrity and their checks. Run nightly by nightly_audit_schedule.",
+        "tenant coverage, data integrity and their checks. Run nightly by nightly_audit_schedule.",
     )
 
 
@@ -42,14 +44,20 @@ def mapping_key(name: str) -> str:
     return safe
 
 
-@dg.op(out=dg.DynamicOut(str), required_resource_keys={"fleet"}, tags={"kind": "postgres"},
-       description="Read databases: from dbguard.yaml, register one partition per database, fan out.")
+@dg.op(
+    out=dg.DynamicOut(str),
+    required_resource_keys={"fleet"},
+    tags={"kind": "postgres"},
+    description="Read databases: from dbguard.yaml, register one partition per database, fan out.",
+)
 def discover_databases(context: dg.OpExecutionContext):
     with user_errors("reading the fleet from the configuration"):
         names = context.resources.fleet.names()
     if not names:
-        raise dg.Failure(description="the configuration lists no databases (add them under databases: in "
-                                     "dbguard.yaml)", allow_retries=False)
+        raise dg.Failure(
+            description="the configuration lists no databases (add them under databases: in dbguard.yaml)",
+            allow_retries=False,
+        )
     known = set(context.instance.get_dynamic_partitions(FLEET_PARTITIONS.name))
     missing = [n for n in names if n not in known]
     if missing:
@@ -66,14 +74,20 @@ def _emit(asset: str, out: steps.StepOutput, partition: str, blocking: dict):
         yield o.evaluation(key, partition, blocking.get(o.name, False))
 
 
-@dg.op(required_resource_keys={"fleet"}, tags={"kind": "postgres"}, retry_policy=DB_RETRY,
-       description="Audit one database of the fleet: snapshot, static audit, data metrics and checks.")
+@dg.op(
+    required_resource_keys={"fleet"},
+    tags={"kind": "postgres"},
+    retry_policy=DB_RETRY,
+    description="Audit one database of the fleet: snapshot, static audit, data metrics and checks.",
+)
 def audit_database(context: dg.OpExecutionContext, name: str):
     with user_errors("audit", name, name):
         target = context.resources.fleet.target(name)
     instance = context.instance
-    prev = {a: Previous.fetch(instance, dg.AssetKey(["fleet", a]), name)
-            for a in ("rls_audit", "tenant_coverage", "data_integrity")}
+    prev = {
+        a: Previous.fetch(instance, dg.AssetKey(["fleet", a]), name)
+        for a in ("rls_audit", "tenant_coverage", "data_integrity")
+    }
     blocking_rls = {d.name: d.blocking for d in RLS_AUDIT_CHECKS}
     blocking_cov = {d.name: d.blocking for d in COVERAGE_CHECKS}
     blocking_int = {d.name: d.blocking for d in INTEGRITY_CHECKS}
@@ -86,9 +100,11 @@ def audit_database(context: dg.OpExecutionContext, name: str):
     try:
         result = steps.data_audit(target, snap.value)
     except DbguardError as exc:
-        raise dg.Failure(description=f"data metrics failed: {name}: {exc}", allow_retries=transient(exc),
-                         metadata={"database": dg.MetadataValue.text(name),
-                                   "partition": dg.MetadataValue.text(name)}) from None
+        raise dg.Failure(
+            description=f"data metrics failed: {name}: {exc}",
+            allow_retries=transient(exc),
+            metadata={"database": dg.MetadataValue.text(name), "partition": dg.MetadataValue.text(name)},
+        ) from None
     cov = steps.coverage_step(target, result, prev["tenant_coverage"])
     integ = steps.integrity_step(target, result, prev["data_integrity"])
     yield from _emit("tenant_coverage", cov, name, blocking_cov)
@@ -98,8 +114,12 @@ def audit_database(context: dg.OpExecutionContext, name: str):
     yield dg.Output(summary)
 
 
-@dg.job(name=FLEET_JOB, executor_def=dg.multiprocess_executor, tags=AUDIT_JOB_TAGS,
-        description="Audit every database of databases: in dbguard.yaml in one run, one process per database "
-                    "(multiprocess executor); records the fleet/... assets' partitions and checks.")
+@dg.job(
+    name=FLEET_JOB,
+    executor_def=dg.multiprocess_executor,
+    tags=AUDIT_JOB_TAGS,
+    description="Audit every database of databases: in dbguard.yaml in one run, one process per database "
+    "(multiprocess executor); records the fleet/... assets' partitions and checks.",
+)
 def fleet_audit_job():
     discover_databases().map(audit_database)

@@ -5,6 +5,7 @@ with and the loaded configuration. Configuration is read at run time, not when t
 loads, so a broken ``dbguard.yaml`` fails the run with a clear message (and an alert) instead of
 taking the whole code location down.
 """
+
 from __future__ import annotations
 
 import os

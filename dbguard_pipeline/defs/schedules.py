@@ -10,11 +10,12 @@ import logging
 from typing import Optional
 
 import dagster as dg
+from dagster._check import CheckError
 
 from dbguard_pipeline.config import Config, ScheduleConfig, load_config
-from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.defs.assets import FLEET_PARTITIONS
 from dbguard_pipeline.defs.resources import fleet_targets
+from dbguard_pipeline.errors import DbguardError
 
 LOG = logging.getLogger("dbguard.defs")
 
@@ -30,7 +31,7 @@ def schedule_config(config_path: Optional[str] = None) -> ScheduleConfig:
 def _run_key(prefix: str, context: dg.ScheduleEvaluationContext) -> str:
     try:
         when = context.scheduled_execution_time
-    except Exception:  # evaluated by hand (UI "test schedule", tests) without a scheduled time
+    except CheckError:  # evaluated by hand (UI "test schedule", tests) without a scheduled time
         when = None
     return f"{prefix}:{when.isoformat() if when else 'manual'}"
 
@@ -38,18 +39,27 @@ def _run_key(prefix: str, context: dg.ScheduleEvaluationContext) -> str:
 def build_schedules(nightly_job, fleet_job, config_path: Optional[str] = None) -> list[dg.ScheduleDefinition]:
     sched = schedule_config(config_path)
 
-    @dg.schedule(name="nightly_audit_schedule", job=nightly_job, cron_schedule=sched.cron,
-                 execution_timezone=sched.timezone, default_status=dg.DefaultScheduleStatus.RUNNING,
-                 description=f"Nightly audit of the database ({sched.cron}, {sched.timezone}; from schedule: in "
-                             "dbguard.yaml).")
+    @dg.schedule(
+        name="nightly_audit_schedule",
+        job=nightly_job,
+        cron_schedule=sched.cron,
+        execution_timezone=sched.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Nightly audit of the database ({sched.cron}, {sched.timezone}; from schedule: in dbguard.yaml).",
+    )
     def nightly_audit_schedule(context: dg.ScheduleEvaluationContext):
         return dg.RunRequest(run_key=_run_key("nightly", context), tags={"dbguard/trigger": "schedule"})
 
-    @dg.schedule(name="fleet_audit_schedule", job=fleet_job, cron_schedule=sched.cron,
-                 execution_timezone=sched.timezone, default_status=dg.DefaultScheduleStatus.STOPPED,
-                 description=f"Nightly audit of every database under databases: in dbguard.yaml ({sched.cron}, "
-                             f"{sched.timezone}); skipped when none is listed. Stopped until you start it (UI: Automation, "
-                             "or `dagster schedule start fleet_audit_schedule -w workspace.yaml`).")
+    @dg.schedule(
+        name="fleet_audit_schedule",
+        job=fleet_job,
+        cron_schedule=sched.cron,
+        execution_timezone=sched.timezone,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=f"Nightly audit of every database under databases: in dbguard.yaml ({sched.cron}, "
+        f"{sched.timezone}); skipped when none is listed. Stopped until you start it (UI: Automation, "
+        "or `dagster schedule start fleet_audit_schedule -w workspace.yaml`).",
+    )
     def fleet_audit_schedule(context: dg.ScheduleEvaluationContext):
         try:
             config: Optional[Config] = load_config(config_path)

@@ -18,10 +18,10 @@ import dagster as dg
 
 from dbguard_pipeline.alerts import Alert, FailedCheck, deliver
 from dbguard_pipeline.config import AlertsConfig, load_config
-from dbguard_pipeline.pg.dsn import ENV_DSN, describe_dsn, mask_secrets
+from dbguard_pipeline.defs.jobs import FLEET_JOB
 from dbguard_pipeline.demo import DEMO_DATABASE
 from dbguard_pipeline.errors import DbguardError
-from dbguard_pipeline.defs.jobs import FLEET_JOB
+from dbguard_pipeline.pg.dsn import ENV_DSN, describe_dsn, mask_secrets
 
 ALERTED_TAG = "dbguard/alerted"
 PARTITION_TAG = "dagster/partition"
@@ -35,14 +35,14 @@ def alerts_config(config_path: Optional[str] = None) -> AlertsConfig:
         return load_config(config_path).alerts
     except DbguardError:
         pass
-    try:
-        import yaml
+    import yaml
 
+    try:
         path = config_path or os.environ.get("DBGUARD_CONFIG") or "dbguard.yaml"
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh) or {}
         return AlertsConfig.model_validate(data.get("alerts") or {})
-    except Exception:
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):  # ValueError: pydantic, UTF-8
         return AlertsConfig()
 
 
@@ -76,8 +76,14 @@ def _first_line(text: str) -> str:
     return ""
 
 
-def collect_alerts(instance: dg.DagsterInstance, run: dg.DagsterRun, *, ui_base_url: str,
-                   default_database: Optional[str] = None, run_failure_message: str = "") -> list[Alert]:
+def collect_alerts(
+    instance: dg.DagsterInstance,
+    run: dg.DagsterRun,
+    *,
+    ui_base_url: str,
+    default_database: Optional[str] = None,
+    run_failure_message: str = "",
+) -> list[Alert]:
     """The alerts a failed run deserves: one per database that failed (a fleet run may hold several)."""
     run_partition = run.tags.get(PARTITION_TAG)
     groups: dict[Optional[str], _Group] = {}
@@ -86,8 +92,11 @@ def collect_alerts(instance: dg.DagsterInstance, run: dg.DagsterRun, *, ui_base_
         key = partition or run_partition
         return groups.setdefault(key, _Group(database=key))
 
-    types = {dg.DagsterEventType.ASSET_CHECK_EVALUATION, dg.DagsterEventType.STEP_FAILURE,
-             dg.DagsterEventType.ASSET_MATERIALIZATION}
+    types = {
+        dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+        dg.DagsterEventType.STEP_FAILURE,
+        dg.DagsterEventType.ASSET_MATERIALIZATION,
+    }
     for entry in instance.all_logs(run.run_id, of_type=types):
         ev = entry.dagster_event
         if ev is None:
@@ -95,9 +104,15 @@ def collect_alerts(instance: dg.DagsterInstance, run: dg.DagsterRun, *, ui_base_
         if ev.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             data = ev.asset_check_evaluation_data
             if not data.passed and data.severity == dg.AssetCheckSeverity.ERROR:
-                group(data.partition).checks.append(FailedCheck(
-                    check=data.check_name, asset=data.asset_key.to_user_string(), severity="ERROR",
-                    description=_first_line(data.description or ""), partition=data.partition))
+                group(data.partition).checks.append(
+                    FailedCheck(
+                        check=data.check_name,
+                        asset=data.asset_key.to_user_string(),
+                        severity="ERROR",
+                        description=_first_line(data.description or ""),
+                        partition=data.partition,
+                    )
+                )
         elif ev.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             mat = ev.step_materialization_data.materialization
             md = mat.metadata
@@ -125,23 +140,36 @@ def collect_alerts(instance: dg.DagsterInstance, run: dg.DagsterRun, *, ui_base_
                 g.database = database
             g.errors.append(_first_line(message) or f"step {ev.step_key} failed")
     if not groups:
-        groups[run_partition] = _Group(database=run_partition,
-                                       errors=[_first_line(run_failure_message) or "the run failed"])
+        groups[run_partition] = _Group(
+            database=run_partition, errors=[_first_line(run_failure_message) or "the run failed"]
+        )
     base = ui_base_url.rstrip("/")
     alerts = []
     for key, g in groups.items():
         if not g.checks and not g.errors:
             continue
-        alerts.append(Alert(
-            database=mask_secrets(g.database or default_database or default_database_label()),
-            job=run.job_name, run_id=run.run_id, run_url=f"{base}/runs/{run.run_id}",
-            failed_checks=tuple(g.checks), errors=tuple(mask_secrets(e) for e in g.errors),
-            summary=dict(g.summary), partition=key,
-        ))
+        alerts.append(
+            Alert(
+                database=mask_secrets(g.database or default_database or default_database_label()),
+                job=run.job_name,
+                run_id=run.run_id,
+                run_url=f"{base}/runs/{run.run_id}",
+                failed_checks=tuple(g.checks),
+                errors=tuple(mask_secrets(e) for e in g.errors),
+                summary=dict(g.summary),
+                partition=key,
+            )
+        )
     if not alerts:  # failed without any failing check or step (e.g. the run worker died)
-        alerts.append(Alert(database=default_database or default_database_label(), job=run.job_name,
-                            run_id=run.run_id, run_url=f"{base}/runs/{run.run_id}",
-                            errors=(mask_secrets(_first_line(run_failure_message) or "the run failed"),)))
+        alerts.append(
+            Alert(
+                database=default_database or default_database_label(),
+                job=run.job_name,
+                run_id=run.run_id,
+                run_url=f"{base}/runs/{run.run_id}",
+                errors=(mask_secrets(_first_line(run_failure_message) or "the run failed"),),
+            )
+        )
     return alerts
 
 
@@ -152,9 +180,13 @@ def alert_for_failed_run(context: dg.RunFailureSensorContext, config_path: Optio
         context.log.info(f"run {run.run_id} was already alerted")
         return 0
     cfg = alerts_config(config_path)
-    alerts = collect_alerts(context.instance, run, ui_base_url=webserver_url(cfg),
-                            default_database="fleet" if run.job_name == FLEET_JOB else None,
-                            run_failure_message=context.failure_event.message or "")
+    alerts = collect_alerts(
+        context.instance,
+        run,
+        ui_base_url=webserver_url(cfg),
+        default_database="fleet" if run.job_name == FLEET_JOB else None,
+        run_failure_message=context.failure_event.message or "",
+    )
     channels = []
     for alert in alerts:
         results = deliver(alert, cfg)
@@ -168,9 +200,11 @@ def alert_for_failed_run(context: dg.RunFailureSensorContext, config_path: Optio
 
 
 @dg.run_failure_sensor(
-    name="dbguard_alert_sensor", default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,
+    name="dbguard_alert_sensor",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
     description="When an audit run fails (a blocking ERROR check, an unreachable database, a config error), "
-                "send one alert per failing run and database to the channels of alerts: in dbguard.yaml.",
+    "send one alert per failing run and database to the channels of alerts: in dbguard.yaml.",
 )
 def dbguard_alert_sensor(context: dg.RunFailureSensorContext):
     alert_for_failed_run(context)

@@ -1,4 +1,5 @@
 """The demo database: a multi-tenant vehicle-inspection SaaS with known isolation problems."""
+
 from __future__ import annotations
 
 from importlib import resources
@@ -22,8 +23,9 @@ def load_demo(dsn: str) -> None:
     with connect(dsn) as conn, conn.transaction():
         for name in SQL_FILES:
             conn.execute(resources.files(__name__).joinpath(name).read_text(encoding="utf-8"))
-        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-            sql.Identifier(conn.info.dbname), sql.Literal(DEMO_MARKER)))
+        conn.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(conn.info.dbname), sql.Literal(DEMO_MARKER))
+        )
 
 
 def create_demo_database(server_dsn: str, dbname: str, *, replace: bool = True) -> str:

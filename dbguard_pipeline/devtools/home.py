@@ -3,6 +3,7 @@ folder and writes a ``dagster.yaml`` there when none exists, so ``dagster dev`` 
 local instance (SQLite storage in that folder) and without warnings. An existing file is never touched.
 For a shared deployment, point DAGSTER_HOME at a folder holding ``docs/dagster.yaml.example`` (PostgreSQL).
 """
+
 from __future__ import annotations
 
 import os

@@ -13,6 +13,7 @@ Needs Debian's ``chromium`` (``apt-get install -y chromium``; Playwright's own b
 on these machines). Everything runs on 127.0.0.1 with a throwaway DAGSTER_HOME; the webserver is stopped
 at the end. Exit code 0 when the screenshot was written, 2 with a one-line message otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,8 +79,14 @@ def serve_ui(env: dict, log: Path, timeout_s: float = 180) -> Iterator[int]:
     port = free_port()
     webserver = Path(sys.executable).with_name("dagster-webserver")
     with open(log, "w", encoding="utf-8") as fh:
-        proc = subprocess.Popen([str(webserver), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                                cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(webserver), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_for(f"http://127.0.0.1:{port}/server_info", proc, timeout_s, log)
         yield port
@@ -101,7 +108,9 @@ def write_component(defs_dir: Path, name: str) -> None:
     (defs_dir / name / "defs.yaml").write_text(
         "type: dbguard_pipeline.defs.component.DbguardDatabase\n"
         f"attributes:\n  name: {name}\n  dsn_env: {COMPONENT_DSN_ENV}\n"
-        "  tenant:\n    column: tenant_id\n    tenants_table: public.tenants\n", encoding="utf-8")
+        "  tenant:\n    column: tenant_id\n    tenants_table: public.tenants\n",
+        encoding="utf-8",
+    )
 
 
 def audit_demo(home: Path, dsn: str, defs_dir: Optional[Path] = None, component: Optional[str] = None) -> None:
@@ -119,14 +128,35 @@ def audit_demo(home: Path, dsn: str, defs_dir: Optional[Path] = None, component:
             defs.resolve_job_def(name).execute_in_process(instance=instance, raise_on_error=False)
 
 
-def screenshot(url: str, out: Path, *, chromium: str, width: int = 1600, height: int = 1200,
-               budget_ms: int = 25_000, timeout_s: float = 120) -> None:
+def screenshot(
+    url: str,
+    out: Path,
+    *,
+    chromium: str,
+    width: int = 1600,
+    height: int = 1200,
+    budget_ms: int = 25_000,
+    timeout_s: float = 120,
+) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dbguard-chromium-") as profile:
-        cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--hide-scrollbars", f"--user-data-dir={profile}", f"--screenshot={out}",
-               f"--window-size={width},{height}", f"--virtual-time-budget={budget_ms}", url]
+        cmd = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--screenshot={out}",
+            f"--window-size={width},{height}",
+            f"--virtual-time-budget={budget_ms}",
+            url,
+        ]
         try:
             subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
@@ -135,8 +165,13 @@ def screenshot(url: str, out: Path, *, chromium: str, width: int = 1600, height:
         raise ScreenshotError(f"chromium wrote no usable screenshot to {out}")
 
 
-def run(pages: list[tuple[str, Path]], *, budget_ms: int, component: Optional[str] = None,
-        size: tuple[int, int] = (1600, 1200)) -> list[Path]:
+def run(
+    pages: list[tuple[str, Path]],
+    *,
+    budget_ms: int,
+    component: Optional[str] = None,
+    size: tuple[int, int] = (1600, 1200),
+) -> list[Path]:
     from dbguard_pipeline.demo import ensure_demo_database
 
     chromium = find_chromium()
@@ -154,17 +189,30 @@ def run(pages: list[tuple[str, Path]], *, budget_ms: int, component: Optional[st
         audit_demo(home, dsn, defs_dir, component)
         with serve_ui(env, home / "webserver.log") as port:
             for path, out in pages:
-                screenshot(f"http://127.0.0.1:{port}{path}", out, chromium=chromium, budget_ms=budget_ms,
-                           width=size[0], height=size[1])
+                screenshot(
+                    f"http://127.0.0.1:{port}{path}",
+                    out,
+                    chromium=chromium,
+                    budget_ms=budget_ms,
+                    width=size[0],
+                    height=size[1],
+                )
     return [out for _, out in pages]
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dbguard_pipeline.devtools.ui_screenshot", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m dbguard_pipeline.devtools.ui_screenshot", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--out", default=str(ROOT / "docs" / "img" / "lineage.png"), help="PNG to write")
     parser.add_argument("--path", default=DEFAULT_PATH, help=f"UI page to open (default {DEFAULT_PATH})")
-    parser.add_argument("--page", action="append", default=[], metavar="PATH=PNG",
-                        help="a UI page and the PNG to save it to (repeatable; replaces --path/--out)")
+    parser.add_argument(
+        "--page",
+        action="append",
+        default=[],
+        metavar="PATH=PNG",
+        help="a UI page and the PNG to save it to (repeatable; replaces --path/--out)",
+    )
     parser.add_argument("--component", metavar="NAME", help="also declare the demo database as component NAME")
     parser.add_argument("--budget-ms", type=int, default=25_000, help="Chromium virtual time budget")
     parser.add_argument("--size", default="1600x1200", help="window size WIDTHxHEIGHT (default 1600x1200)")
@@ -174,8 +222,12 @@ def main(argv=None) -> int:
         parser.error("--page takes PATH=PNG")
     try:
         width, height = (int(v) for v in args.size.lower().split("x", 1))
-        written = run(pages or [(args.path, Path(args.out))], budget_ms=args.budget_ms, component=args.component,
-                      size=(width, height))
+        written = run(
+            pages or [(args.path, Path(args.out))],
+            budget_ms=args.budget_ms,
+            component=args.component,
+            size=(width, height),
+        )
     except ScreenshotError as exc:
         print(f"ui-screenshot: error: {exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ Checksums are taken over the text with CRLF turned into LF and exactly one trail
 written with the older byte-exact checksum still matches. ``up`` refuses to run when an applied file changed
 or when a pending file sorts before an applied one; one runner at a time per database (advisory lock).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,18 @@ from dbguard_pipeline.fixes import progress
 from dbguard_pipeline.fixes.progress import LedgerRow, read_ledger
 from dbguard_pipeline.fixes.units import Unit, parse_units
 
-__all__ = ["Runner", "ApplyResult", "MigrationFile", "Unit", "parse_units", "read_ledger", "applied_names",
-           "apply_sql", "discover", "checksum"]
+__all__ = [
+    "Runner",
+    "ApplyResult",
+    "MigrationFile",
+    "Unit",
+    "parse_units",
+    "read_ledger",
+    "applied_names",
+    "apply_sql",
+    "discover",
+    "checksum",
+]
 
 ADVISORY_KEY = 0x64626775  # "dbgu": one runner at a time per database
 RECONNECT_SECONDS = 30.0  # how long to wait for the server to come back before giving up the cleanup
@@ -106,8 +117,15 @@ def discover(directory: str | Path) -> list[MigrationFile]:
             raise MigrationError(f"{p} is not a regular file")
         raw = _read_bytes(p)
         rb = p.with_name(n[:-4] + "_rollback.sql")
-        out.append(MigrationFile(n[:-4], p, hashlib.sha256(normalised(raw)).hexdigest(), rb if rb.is_file() else None,
-                                 hashlib.sha256(raw).hexdigest()))
+        out.append(
+            MigrationFile(
+                n[:-4],
+                p,
+                hashlib.sha256(normalised(raw)).hexdigest(),
+                rb if rb.is_file() else None,
+                hashlib.sha256(raw).hexdigest(),
+            )
+        )
     return out
 
 
@@ -183,8 +201,13 @@ class UnitFailed(Exception):
     error: BaseException
 
 
-def _execute(conn: psycopg.Connection, i: int, unit: Unit, lock_retries: int,
-             inside: Optional[Callable[[psycopg.Connection], None]] = None) -> None:
+def _execute(
+    conn: psycopg.Connection,
+    i: int,
+    unit: Unit,
+    lock_retries: int,
+    inside: Optional[Callable[[psycopg.Connection], None]] = None,
+) -> None:
     """One unit on an autocommit connection; ``inside`` runs in a transactional unit's transaction."""
     attempt = 0
     while True:
@@ -209,8 +232,13 @@ def _execute(conn: psycopg.Connection, i: int, unit: Unit, lock_retries: int,
             raise UnitFailed(i, unit, exc) from None
 
 
-def _run_units(conn: psycopg.Connection, units: list[Unit], *, lock_retries: int = 0,
-               final: Optional[Callable[[psycopg.Connection], None]] = None) -> None:
+def _run_units(
+    conn: psycopg.Connection,
+    units: list[Unit],
+    *,
+    lock_retries: int = 0,
+    final: Optional[Callable[[psycopg.Connection], None]] = None,
+) -> None:
     """Run units in order; ``final`` runs inside the last transaction (or in one of its own). Raises UnitFailed."""
     if final is not None and (not units or not units[-1].transactional):
         units = units + [Unit(True, (), 0)]
@@ -250,13 +278,16 @@ class Runner:
         conn = connect(self.dsn, autocommit=True, application_name="dbguard migrate")
         try:
             standby, read_only = conn.execute(
-                "select pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'").fetchone()
+                "select pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'"
+            ).fetchone()
             if standby:
-                raise MigrationError(f"{self.where} is a hot standby (read-only, in recovery): run migrations "
-                                     "against the primary")
+                raise MigrationError(
+                    f"{self.where} is a hot standby (read-only, in recovery): run migrations against the primary"
+                )
             if read_only:
-                raise MigrationError(f"{self.where} is read-only (default_transaction_read_only is on): nothing "
-                                     "can be applied")
+                raise MigrationError(
+                    f"{self.where} is read-only (default_transaction_read_only is on): nothing can be applied"
+                )
             row = conn.execute("select pg_try_advisory_lock(%s)", (ADVISORY_KEY,)).fetchone()
             if row is None or not row[0]:
                 raise MigrationError("another dbguard migrate is running on this database (advisory lock held)")
@@ -311,9 +342,11 @@ class Runner:
                 continue
             changed = not f.matches(r.checksum)
             if r.partial:
-                detail = (f"half-applied at step {r.steps_done} of {r.steps_total} (last step recorded "
-                          f"{r.applied_at:%Y-%m-%d %H:%M:%S %Z}){self._next_index(f, r)}: run `dbguard migrate up` "
-                          f"to resume, or `dbguard migrate rollback {f.name}`")
+                detail = (
+                    f"half-applied at step {r.steps_done} of {r.steps_total} (last step recorded "
+                    f"{r.applied_at:%Y-%m-%d %H:%M:%S %Z}){self._next_index(f, r)}: run `dbguard migrate up` "
+                    f"to resume, or `dbguard migrate rollback {f.name}`"
+                )
                 if changed:
                     detail += "; the file changed since (checksum mismatch): restore it first"
                 rows.append(("HALF-APPLIED", f.name, detail))
@@ -342,11 +375,15 @@ class Runner:
             return ""
         with connect(self.dsn, autocommit=True) as conn:
             if progress.valid_index_exists(conn, nxt):
-                return (f"; step {r.steps_done + 1}, the index {nxt.name}, was built after the runner stopped "
-                        "(up records it without building it again)")
+                return (
+                    f"; step {r.steps_done + 1}, the index {nxt.name}, was built after the runner stopped "
+                    "(up records it without building it again)"
+                )
             if progress.invalid_indexes(conn, nxt):
-                return (f"; step {r.steps_done + 1} left the index {nxt.name} INVALID (up drops and rebuilds it, "
-                        "rollback drops it)")
+                return (
+                    f"; step {r.steps_done + 1} left the index {nxt.name} INVALID (up drops and rebuilds it, "
+                    "rollback drops it)"
+                )
         return ""
 
     # ---------------------------------------------------------------- up
@@ -354,18 +391,22 @@ class Runner:
         for f in files:
             r = ledger.get(f.name)
             if r is not None and not f.matches(r.checksum):
-                what = (f"was half-applied (step {r.steps_done} of {r.steps_total})" if r.partial else "was applied")
-                raise MigrationError(f"{f.name} {what} with checksum {r.checksum[:12]} but the file now has "
-                                     f"{f.checksum[:12]}: applied migrations must not be edited (restore the file, "
-                                     "or write a new migration)")
+                what = f"was half-applied (step {r.steps_done} of {r.steps_total})" if r.partial else "was applied"
+                raise MigrationError(
+                    f"{f.name} {what} with checksum {r.checksum[:12]} but the file now has "
+                    f"{f.checksum[:12]}: applied migrations must not be edited (restore the file, "
+                    "or write a new migration)"
+                )
         pending = [f for f in files if f.name not in ledger or ledger[f.name].partial]
         done = [n for n, r in ledger.items() if not r.partial]
         if pending and done:
             last_applied = max(done)
             early = [f.name for f in pending if f.name < last_applied and f.name not in ledger]
             if early:
-                raise MigrationError(f"{early[0]} sorts before the already applied {last_applied}: out-of-order "
-                                     "migration (rename it with a later timestamp)")
+                raise MigrationError(
+                    f"{early[0]} sorts before the already applied {last_applied}: out-of-order "
+                    "migration (rename it with a later timestamp)"
+                )
         return pending
 
     def plan(self, target: Optional[str] = None) -> list[tuple[MigrationFile, list[Unit]]]:
@@ -431,12 +472,15 @@ class Runner:
                 progress.ensure_ledger(self._conn, self.where)
                 started = time.monotonic()
                 try:
-                    _run_units(self._conn, units, lock_retries=self.lock_retries,
-                               final=lambda c: progress.forget(c, f.name))
+                    _run_units(
+                        self._conn, units, lock_retries=self.lock_retries, final=lambda c: progress.forget(c, f.name)
+                    )
                 except UnitFailed as failed:
-                    raise MigrationError(f"rollback of {f.name} failed at line {failed.unit.line}: "
-                                         f"{_pg_message(failed.error)}; the ledger still lists it (the rollback "
-                                         "steps are guarded: fix the cause and run it again)") from None
+                    raise MigrationError(
+                        f"rollback of {f.name} failed at line {failed.unit.line}: "
+                        f"{_pg_message(failed.error)}; the ledger still lists it (the rollback "
+                        "steps are guarded: fix the cause and run it again)"
+                    ) from None
                 return ApplyResult(f.name, "rolled back", time.monotonic() - started, len(units))
             finally:
                 if self._conn is not None:

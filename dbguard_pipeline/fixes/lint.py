@@ -6,6 +6,7 @@ findings, each with an inline ``-- squawk-ignore RULE`` on the one statement it 
   * ban-drop-constraint on the temporary NOT NULL CHECK, dropped once SET NOT NULL holds the guarantee;
   * ban-drop-constraint and ban-drop-column in rollback files, on objects the forward file created.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,10 @@ class LintResult:
     def summary(self) -> str:
         if self.ok:
             return f"squawk {self.squawk_version}: 0 violations in {len(self.files)} files; pglast: all parse"
-        return (f"squawk {self.squawk_version}: {len(self.violations)} violations, "
-                f"{len(self.parse_errors)} parse errors in {len(self.files)} files")
+        return (
+            f"squawk {self.squawk_version}: {len(self.violations)} violations, "
+            f"{len(self.parse_errors)} parse errors in {len(self.files)} files"
+        )
 
 
 def squawk_binary() -> str:
@@ -106,8 +109,14 @@ def lint_files(paths: Iterable[str | os.PathLike[str]], pg_version: Optional[str
         raise DbguardError(f"squawk failed (exit {proc.returncode}): {(proc.stderr or out).strip().splitlines()[:1]}")
     items = json.loads(out) if out else []
     for item in items:
-        result.violations.append(Violation(file=os.path.basename(item.get("file", "")), line=int(item.get("line", 0)) + 1,
-                                           rule=item.get("rule_name", "?"), message=item.get("message", "")))
+        result.violations.append(
+            Violation(
+                file=os.path.basename(item.get("file", "")),
+                line=int(item.get("line", 0)) + 1,
+                rule=item.get("rule_name", "?"),
+                message=item.get("message", ""),
+            )
+        )
     return result
 
 

@@ -8,6 +8,7 @@ the file as it is; a non-transactional step (CREATE/DROP INDEX CONCURRENTLY, a b
 per batch) is a single statement preceded by the marker line ``-- dbguard:no-transaction`` and is never
 inside BEGIN/COMMIT.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -70,7 +71,9 @@ class Migration:
     rollback: list[Block] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     undo: list[str] = field(default_factory=list)  # what the rollback file does
-    params: dict[str, Any] = field(default_factory=dict)  # what the planner was asked (re-planning it must find nothing)
+    params: dict[str, Any] = field(
+        default_factory=dict
+    )  # what the planner was asked (re-planning it must find nothing)
     lock_timeout_ms: int = 2_000
     statement_timeout_ms: int = 60_000
     verdicts: list[str] = field(default_factory=list)  # the round trip's three verdicts, one line each
@@ -94,12 +97,17 @@ class Migration:
 
     # ------------------------------------------------------------------ rendering
     def _settings(self) -> list[str]:
-        return [f"SET lock_timeout = '{int(self.lock_timeout_ms)}ms';",
-                f"SET statement_timeout = '{int(self.statement_timeout_ms)}ms';"]
+        return [
+            f"SET lock_timeout = '{int(self.lock_timeout_ms)}ms';",
+            f"SET statement_timeout = '{int(self.statement_timeout_ms)}ms';",
+        ]
 
     def render_forward(self) -> str:
-        head = [f"-- dbguard migration: {self.action} on {escape_controls(quoted_qname(self.schema, self.table))}", "--",
-                "-- What:"]
+        head = [
+            f"-- dbguard migration: {self.action} on {escape_controls(quoted_qname(self.schema, self.table))}",
+            "--",
+            "-- What:",
+        ]
         head += [f"--   - {escape_controls(w)}" for w in self.what]
         head += ["-- Why:"]
         head += [f"--   - {escape_controls(w)}" for w in (self.why or ["requested explicitly"])]
@@ -116,14 +124,17 @@ class Migration:
             "--   psql -v ON_ERROR_STOP=1 -f <this file>",
             "--   supabase migration up / db push            (CLI 2.109+ runs CONCURRENTLY steps on their own)",
             "-- Undo: the *_rollback.sql file with the same name (dbguard migrate rollback <name>).",
-            f"-- A statement after \"{NO_TRANSACTION_MARKER}\" runs outside any transaction block.",
+            f'-- A statement after "{NO_TRANSACTION_MARKER}" runs outside any transaction block.',
         ]
         head += [f"{FIXES_PREFIX}{escape_controls(k)}" for k in sorted(set(self.fixes))]
         return self._render(head, self.forward)
 
     def render_rollback(self) -> str:
-        head = [f"-- dbguard rollback: undoes {self.action} on {escape_controls(quoted_qname(self.schema, self.table))}",
-                "--", "-- What:"]
+        head = [
+            f"-- dbguard rollback: undoes {self.action} on {escape_controls(quoted_qname(self.schema, self.table))}",
+            "--",
+            "-- What:",
+        ]
         head += [f"--   - {escape_controls(w)}" for w in self.undo]
         head += [
             "-- Restores the state the forward file found: dropped policies are recreated with their original",
@@ -141,4 +152,4 @@ class Migration:
 
 def read_fixes(text: str) -> list[str]:
     """The finding cache keys a migration file says it fixes (its ``-- dbguard:fixes`` header lines)."""
-    return [line[len(FIXES_PREFIX):].strip() for line in text.splitlines() if line.startswith(FIXES_PREFIX)]
+    return [line[len(FIXES_PREFIX) :].strip() for line in text.splitlines() if line.startswith(FIXES_PREFIX)]

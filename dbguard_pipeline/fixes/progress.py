@@ -8,6 +8,7 @@ so the row can never disagree with what was committed; a no-transaction step wri
 Ledgers written before the progress columns existed are upgraded in place (``ADD COLUMN IF NOT EXISTS``; their
 rows read as applied).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,8 +61,9 @@ def _columns(conn: psycopg.Connection) -> Optional[set[str]]:
     row = conn.execute("select to_regclass(%s)::oid", (LEDGER,)).fetchone()
     if row is None or row[0] is None:
         return None
-    rows = conn.execute("select attname from pg_attribute where attrelid = %s and attnum > 0 and not attisdropped",
-                        (row[0],)).fetchall()
+    rows = conn.execute(
+        "select attname from pg_attribute where attrelid = %s and attnum > 0 and not attisdropped", (row[0],)
+    ).fetchall()
     return {r[0] for r in rows}
 
 
@@ -71,7 +73,9 @@ def read_ledger(conn: psycopg.Connection) -> dict[str, LedgerRow]:
     if cols is None:
         return {}
     extra = ", state, steps_done, steps_total" if set(_COLUMNS) <= cols else ""
-    rows = conn.execute(f"select name, checksum, applied_at{extra} from dbguard.schema_migrations order by name").fetchall()
+    rows = conn.execute(
+        f"select name, checksum, applied_at{extra} from dbguard.schema_migrations order by name"
+    ).fetchall()
     return {r[0]: LedgerRow(*r) for r in rows}
 
 
@@ -90,11 +94,14 @@ def ensure_ledger(conn: psycopg.Connection, where: str) -> None:
                 conn.execute(UPGRADE)
     except psycopg.errors.InsufficientPrivilege as exc:
         what = "create the ledger" if cols is None else "add the progress columns to the ledger"
-        raise MigrationError(f"cannot {what} {LEDGER} on {where}: {exc.diag.message_primary} (run as a role "
-                             "that may create schemas in the database, or as the ledger's owner)") from None
+        raise MigrationError(
+            f"cannot {what} {LEDGER} on {where}: {exc.diag.message_primary} (run as a role "
+            "that may create schemas in the database, or as the ledger's owner)"
+        ) from None
     except psycopg.Error as exc:
-        raise MigrationError(f"cannot prepare the ledger {LEDGER} on {where}: "
-                             f"{' '.join(str(exc.diag.message_primary or exc).split())}") from None
+        raise MigrationError(
+            f"cannot prepare the ledger {LEDGER} on {where}: {' '.join(str(exc.diag.message_primary or exc).split())}"
+        ) from None
 
 
 def record(conn: psycopg.Connection, name: str, checksum: str, done: int, total: int, duration: timedelta) -> None:
@@ -105,7 +112,8 @@ def record(conn: psycopg.Connection, name: str, checksum: str, done: int, total:
         " on conflict (name) do update set checksum = excluded.checksum, duration = excluded.duration,"
         " state = excluded.state, steps_done = excluded.steps_done, steps_total = excluded.steps_total,"
         " applied_at = now(), applied_by = current_user",
-        (name, checksum, duration, "applied" if done >= total else "partial", done, total))
+        (name, checksum, duration, "applied" if done >= total else "partial", done, total),
+    )
 
 
 def forget(conn: psycopg.Connection, name: str) -> None:
@@ -126,7 +134,9 @@ def invalid_indexes(conn: psycopg.Connection, target: IndexTarget) -> set[tuple[
         return set()
     rows = conn.execute(
         "select n.nspname, c.relname from pg_index i join pg_class c on c.oid = i.indexrelid"
-        " join pg_namespace n on n.oid = c.relnamespace where i.indrelid = %s and not i.indisvalid", (oid,)).fetchall()
+        " join pg_namespace n on n.oid = c.relnamespace where i.indrelid = %s and not i.indisvalid",
+        (oid,),
+    ).fetchall()
     found = {(r[0], r[1]) for r in rows}
     return {x for x in found if x[1] == target.name} if target.name else found
 
@@ -137,8 +147,11 @@ def valid_index_exists(conn: psycopg.Connection, target: IndexTarget) -> bool:
     oid = _table_oid(conn, target)
     if oid is None:
         return False
-    row = conn.execute("select exists (select 1 from pg_index i join pg_class c on c.oid = i.indexrelid"
-                       " where i.indrelid = %s and c.relname = %s and i.indisvalid)", (oid, target.name)).fetchone()
+    row = conn.execute(
+        "select exists (select 1 from pg_index i join pg_class c on c.oid = i.indexrelid"
+        " where i.indrelid = %s and c.relname = %s and i.indisvalid)",
+        (oid, target.name),
+    ).fetchone()
     return bool(row and row[0])
 
 

@@ -8,6 +8,7 @@ restored with ``psql``. For each migration: apply the forward file, check that t
 finding, no new probe leak, tenant A's own rows and commands as before), apply the rollback file, and compare
 the snapshot with the one taken before, object for object. The scratch database is always dropped.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -85,8 +86,14 @@ class RoundTrip:
 
     @property
     def ok(self) -> bool:
-        return (self.applied and self.findings_gone and self.rolled_back and self.restored and not self.error
-                and (self.verdicts is None or self.verdicts.ok))
+        return (
+            self.applied
+            and self.findings_gone
+            and self.rolled_back
+            and self.restored
+            and not self.error
+            and (self.verdicts is None or self.verdicts.ok)
+        )
 
     def reason(self) -> str:
         """Why the migration failed, on one line ("" when it passed)."""
@@ -123,8 +130,9 @@ class SandboxResult:
         return f"round trip on a scratch copy ({self.method}): {good}/{len(self.trips)} ok"
 
 
-def _measure(dsn: str, config: Config, snapshot: Snapshot, m: Migration,
-             tenants: Optional[tuple[str, str]]) -> tuple[set[str], set[str], str, dict, Optional[tuple[str, str]], str]:
+def _measure(
+    dsn: str, config: Config, snapshot: Snapshot, m: Migration, tenants: Optional[tuple[str, str]]
+) -> tuple[set[str], set[str], str, dict, Optional[tuple[str, str]], str]:
     keys = audit_keys(snapshot, config)
     found, probe_note = leaks(dsn, config, snapshot, probe_tables(snapshot, m.qualified))
     access, used, access_note = own_access(dsn, config, snapshot, m.qualified, tenants)
@@ -153,9 +161,14 @@ def _check_one(dsn: str, m: Migration, config: Config, judge: bool = True) -> Ro
         if measured is not None:
             keys0, leaks0, note0, access0, tenants, anote0 = measured
             keys1, leaks1, note1, access1, _t, anote1 = _measure(dsn, config, after, m, tenants)
-            v = Verdicts(audit_new=sorted(keys1 - keys0), leaks_before=len(leaks0), leaks_after=len(leaks1),
-                         new_leaks=sorted(leaks1 - leaks0), probe_note=note1 or note0,
-                         access_note=anote1 or anote0)
+            v = Verdicts(
+                audit_new=sorted(keys1 - keys0),
+                leaks_before=len(leaks0),
+                leaks_after=len(leaks1),
+                new_leaks=sorted(leaks1 - leaks0),
+                probe_note=note1 or note0,
+                access_note=anote1 or anote0,
+            )
             v.lost, v.widened = compare_access(access0, access1)
             trip.verdicts = v
     except DbguardError as exc:
@@ -174,8 +187,9 @@ def _check_one(dsn: str, m: Migration, config: Config, judge: bool = True) -> Ro
     return trip
 
 
-def round_trip(target_dsn: str, migrations: Sequence[Migration], config: Config, method: str = "auto",
-               judge: bool = True) -> SandboxResult:
+def round_trip(
+    target_dsn: str, migrations: Sequence[Migration], config: Config, method: str = "auto", judge: bool = True
+) -> SandboxResult:
     """Apply, check and roll back each migration on one scratch copy of the target (each starts from the
     state the previous rollback restored, so no migration depends on another). ``judge``: also measure what
     each fix does (:mod:`.verdicts`) and record the verdicts (and a failure's reason) on the migration."""

@@ -1,4 +1,5 @@
 """Writing migration files and finding the ones already written (shared by the CLI and the Dagster job)."""
+
 from __future__ import annotations
 
 import os
@@ -67,10 +68,10 @@ def one_line_identifiers(text: str) -> str:
     for tok in tokens:
         if tok.name != "IDENT" or text[tok.start] != '"':
             continue
-        raw = text[tok.start:tok.end + 1]
+        raw = text[tok.start : tok.end + 1]
         if raw.isprintable():
             continue
-        out.append(text[pos:tok.start])
+        out.append(text[pos : tok.start])
         out.append(unicode_identifier(raw[1:-1].replace('""', '"')))
         pos = tok.end + 1
     out.append(text[pos:])
@@ -117,4 +118,3 @@ def pending_fixes(out_dir: str | os.PathLike[str], applied: Iterable[str] = ()) 
         except (OSError, UnicodeDecodeError):
             continue
     return keys
-

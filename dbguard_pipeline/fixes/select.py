@@ -3,6 +3,7 @@
 A finding is fixable when its rule declares a ``fix_action`` (``RuleSpec.fix_action``, read through
 :func:`dbguard_pipeline.rules.fix_actions`); the CLI's ``--all``, the Dagster job and its sensor use this one map.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -42,8 +43,9 @@ class PlanAll:
     skipped: list[str]  # one line each: a group with nothing to fix, a fix already pending, or why it cannot be fixed
 
 
-def _plan_group(ctx: Context, action: str, qualified: str, group: list[Finding],
-                tenant_default: Optional[str]) -> Migration:
+def _plan_group(
+    ctx: Context, action: str, qualified: str, group: list[Finding], tenant_default: Optional[str]
+) -> Migration:
     if action == "add-composite-index":
         table = resolve_table(ctx.snapshot, qualified)
         sets = []
@@ -56,15 +58,20 @@ def _plan_group(ctx: Context, action: str, qualified: str, group: list[Finding],
         return plan_add_composite_index(ctx, qualified, sets, findings=group)
     if action == "add-foreign-key":
         resolve_table(ctx.snapshot, qualified)
-        return plan_add_foreign_key(ctx, qualified, ctx.config.tenant.tenants_table, ctx.config.tenant.column,
-                                    findings=group)
+        return plan_add_foreign_key(
+            ctx, qualified, ctx.config.tenant.tenants_table, ctx.config.tenant.column, findings=group
+        )
     if action == "fix-rls-policy":
         return plan_fix_rls_policy(ctx, qualified)
     return plan_add_tenant_isolation(ctx, qualified, tenant_default)
 
 
-def plan_all(ctx: Context, findings: Optional[Iterable[Finding]] = None, pending_fixes: Iterable[str] = (),
-             tenant_default: Optional[str] = None) -> PlanAll:
+def plan_all(
+    ctx: Context,
+    findings: Optional[Iterable[Finding]] = None,
+    pending_fixes: Iterable[str] = (),
+    tenant_default: Optional[str] = None,
+) -> PlanAll:
     """One migration per (action, table) over the fixable findings that no pending migration file fixes."""
     chosen = list(ctx.findings if findings is None else findings)
     pending = set(pending_fixes)
@@ -87,9 +94,11 @@ def plan_all(ctx: Context, findings: Optional[Iterable[Finding]] = None, pending
                 continue
             table = ctx.snapshot.table(table.parent)
         if table is not None and tenancy.is_tenants_table(table, ctx.config):
-            skipped.append(f"{f.cache_key}: {table.qualified} is the tenants table: not part of --all (sign-up and "
-                           f"directories read and create tenants); run fix-rls-policy {table.qualified} explicitly "
-                           "(SELECT-only by default)")
+            skipped.append(
+                f"{f.cache_key}: {table.qualified} is the tenants table: not part of --all (sign-up and "
+                f"directories read and create tenants); run fix-rls-policy {table.qualified} explicitly "
+                "(SELECT-only by default)"
+            )
             continue
         groups.setdefault((action, schema, name), []).append(f)
     out: list[Migration] = []

@@ -5,6 +5,7 @@ Identifier and literal quoting is :mod:`dbguard_pipeline.text` (``quoted``/``quo
 ``sql.Identifier``, so a table called ``a"b; drop table x`` comes out as ``"a""b; drop table x"``), and text in a
 ``--`` comment goes through ``text.escape_controls``. Nothing here needs a connection.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -99,4 +100,3 @@ def tenant_context(config: Config, type_text: str, *, for_default: bool = False)
     else:
         inner = f"nullif(current_setting({literal(tm.guc)}, true), '')::{t}"
     return inner if for_default else f"(SELECT {inner})"
-

@@ -1,5 +1,6 @@
 """Applying one migration file step by step, with its progress in the ledger, and cleaning up when a step
 fails (see :mod:`dbguard_pipeline.fixes.ledger`)."""
+
 from __future__ import annotations
 
 import time
@@ -35,8 +36,9 @@ def apply_file(runner: Runner, f: MigrationFile, units: list[Unit], start: int) 
     started = time.monotonic()
     total = len(units)
     if start > total:
-        raise MigrationError(f"{f.name}: the ledger says step {start} of {total} is done, but the file has {total} "
-                             "steps")
+        raise MigrationError(
+            f"{f.name}: the ledger says step {start} of {total} is done, but the file has {total} steps"
+        )
     if start:
         runner.log(f"resuming {f.name} at step {start + 1} of {total}")
         # Session settings (SET lock_timeout ...) of the steps already done are lost with the old session.
@@ -55,8 +57,9 @@ def apply_file(runner: Runner, f: MigrationFile, units: list[Unit], start: int) 
     return ApplyResult(f.name, "applied", took, total, start + 1 if start else 0)
 
 
-def _step_or_fail(runner: Runner, f: MigrationFile, units: list[Unit], i: int, start: int, started: float,
-                  replay: bool = False) -> None:
+def _step_or_fail(
+    runner: Runner, f: MigrationFile, units: list[Unit], i: int, start: int, started: float, replay: bool = False
+) -> None:
     conn = runner._conn
     unit = units[i]
     total = len(units)
@@ -116,16 +119,19 @@ def _prepare_index(conn: psycopg.Connection, unit: Unit, resuming: bool) -> Opti
     return progress.invalid_indexes(conn, target)
 
 
-def _recover(runner: Runner, f: MigrationFile, units: list[Unit], failed: UnitFailed,
-             before: set[tuple[str, str]]) -> str:
+def _recover(
+    runner: Runner, f: MigrationFile, units: list[Unit], failed: UnitFailed, before: set[tuple[str, str]]
+) -> str:
     """After a failed step: reconnect if needed, drop what an interrupted index build left, and undo the file
     when anything of it is committed. Returns what the database looks like now."""
     total = len(units)
     conn = runner._reconnect()
     if conn is None:
-        return (f"the connection was lost and the server did not come back: the ledger records how far it got "
-                f"(`dbguard migrate status`); then `dbguard migrate up` resumes, or `dbguard migrate rollback "
-                f"{f.name}` undoes it")
+        return (
+            f"the connection was lost and the server did not come back: the ledger records how far it got "
+            f"(`dbguard migrate status`); then `dbguard migrate up` resumes, or `dbguard migrate rollback "
+            f"{f.name}` undoes it"
+        )
     try:
         if failed.unit.index is not None:
             bad = progress.invalid_indexes(conn, failed.unit.index) - before
@@ -136,9 +142,9 @@ def _recover(runner: Runner, f: MigrationFile, units: list[Unit], failed: UnitFa
     except psycopg.Error as exc:
         return f"cleaning up failed too ({_pg_message(exc)}): see `dbguard migrate status`"
     done = row.steps_done or 0 if row is not None and row.partial else 0
-    needs_undo = (any(u.changes_schema for u in units[:done])
-                  or (not failed.unit.transactional and failed.unit.changes_schema
-                      and (failed.unit.index is None or built)))
+    needs_undo = any(u.changes_schema for u in units[:done]) or (
+        not failed.unit.transactional and failed.unit.changes_schema and (failed.unit.index is None or built)
+    )
     if not needs_undo:
         if row is not None:
             try:
@@ -148,15 +154,15 @@ def _recover(runner: Runner, f: MigrationFile, units: list[Unit], failed: UnitFa
         return "nothing was changed (its transaction was rolled back)"
     half = f"half-applied at step {done} of {total}, as the ledger records"
     if f.rollback_path is None:
-        return (f"it stays {half}, and there is no rollback file: fix the cause and run `dbguard migrate up` to "
-                "resume")
+        return f"it stays {half}, and there is no rollback file: fix the cause and run `dbguard migrate up` to resume"
     try:
         rb_units = parse_units(read_text(f.rollback_path), f.rollback_path.name)
-        _run_units(conn, rb_units, lock_retries=max(runner.lock_retries, 3),
-                   final=lambda c: progress.forget(c, f.name))
+        _run_units(conn, rb_units, lock_retries=max(runner.lock_retries, 3), final=lambda c: progress.forget(c, f.name))
     except MigrationError as exc:
         return f"its rollback could not be read ({exc}); it stays {half}"
     except UnitFailed as rb:
-        return (f"its rollback {f.rollback_path.name} failed too at line {rb.unit.line} ({_pg_message(rb.error)}); "
-                f"it stays {half}: `dbguard migrate up` resumes, `dbguard migrate rollback {f.name}` retries the undo")
+        return (
+            f"its rollback {f.rollback_path.name} failed too at line {rb.unit.line} ({_pg_message(rb.error)}); "
+            f"it stays {half}: `dbguard migrate up` resumes, `dbguard migrate rollback {f.name}` retries the undo"
+        )
     return f"{f.rollback_path.name} was applied: the database is as it was before"

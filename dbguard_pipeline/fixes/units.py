@@ -1,11 +1,12 @@
 """Splitting a migration file into units (steps), with the PostgreSQL parser (pglast):
-  * ``BEGIN; ... COMMIT;`` written in the file: one transaction;
-  * a statement right after the marker line ``-- dbguard:no-transaction``, or one PostgreSQL refuses to run in
-    a transaction block (CREATE/DROP INDEX CONCURRENTLY, REINDEX CONCURRENTLY, VACUUM, ...): on its own,
-    outside any transaction;
-  * every other run of consecutive statements: one transaction (so a hand-written file without BEGIN/COMMIT
-    is applied atomically, as a migration tool would).
+* ``BEGIN; ... COMMIT;`` written in the file: one transaction;
+* a statement right after the marker line ``-- dbguard:no-transaction``, or one PostgreSQL refuses to run in
+  a transaction block (CREATE/DROP INDEX CONCURRENTLY, REINDEX CONCURRENTLY, VACUUM, ...): on its own,
+  outside any transaction;
+* every other run of consecutive statements: one transaction (so a hand-written file without BEGIN/COMMIT
+  is applied atomically, as a migration tool would).
 """
+
 from __future__ import annotations
 
 import re
@@ -22,6 +23,7 @@ _MARKER = re.compile(r"^[ \t]*" + re.escape(NO_TRANSACTION_MARKER) + r"[ \t]*$",
 class IndexTarget:
     """The index a ``CREATE [UNIQUE] INDEX CONCURRENTLY`` statement builds: its table, and its name (None when
     the statement leaves the name to PostgreSQL)."""
+
     schema: Optional[str]
     table: str
     name: Optional[str]
@@ -50,7 +52,7 @@ def _node(stmt: str):
 
 
 def _kind(node) -> str:
-    """"begin", "commit", "rollback", "no-tx" (must run outside a transaction) or "plain"."""
+    """ "begin", "commit", "rollback", "no-tx" (must run outside a transaction) or "plain"."""
     from pglast import ast
     from pglast.enums import TransactionStmtKind
 
@@ -66,7 +68,8 @@ def _kind(node) -> str:
     if isinstance(node, ast.DropStmt) and node.concurrent:
         return "no-tx"
     if isinstance(node, ast.ReindexStmt) and any(
-            getattr(p, "defname", None) == "concurrently" for p in (node.params or ())):
+        getattr(p, "defname", None) == "concurrently" for p in (node.params or ())
+    ):
         return "no-tx"
     if isinstance(node, (ast.VacuumStmt, ast.AlterSystemStmt, ast.CreatedbStmt, ast.DropdbStmt)):
         return "no-tx"
@@ -77,8 +80,9 @@ def _index_target(node) -> Optional[IndexTarget]:
     from pglast import ast
 
     if isinstance(node, ast.IndexStmt) and node.concurrent and node.relation is not None:
-        return IndexTarget(node.relation.schemaname or None, node.relation.relname, node.idxname or None,
-                           bool(node.if_not_exists))
+        return IndexTarget(
+            node.relation.schemaname or None, node.relation.relname, node.idxname or None, bool(node.if_not_exists)
+        )
     return None
 
 
@@ -102,8 +106,8 @@ def parse_units(text: str, source: str = "migration") -> list[Unit]:
             group = []
 
     for sl in slices:
-        gap = text[prev_end:sl.start]
-        stmt = text[sl.start:sl.stop].strip()
+        gap = text[prev_end : sl.start]
+        stmt = text[sl.start : sl.stop].strip()
         prev_end = sl.stop
         line = text.count("\n", 0, sl.start) + 1
         marked = bool(_MARKER.search(gap))
@@ -125,8 +129,9 @@ def parse_units(text: str, source: str = "migration") -> list[Unit]:
             continue
         if marked or kind == "no-tx":
             if explicit:
-                raise MigrationError(f"{source}:{line}: a statement that cannot run in a transaction is inside "
-                                     "BEGIN ... COMMIT")
+                raise MigrationError(
+                    f"{source}:{line}: a statement that cannot run in a transaction is inside BEGIN ... COMMIT"
+                )
             flush()
             units.append(Unit(False, (stmt,), line, _index_target(node)))
             continue

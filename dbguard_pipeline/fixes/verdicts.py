@@ -11,6 +11,7 @@
   context every loss counts, even on a table that leaked; under the sub-only JWT, when it saw tenant B's rows
   before, what it loses is not counted: that access went through the hole the fix closes.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,15 +55,22 @@ class Verdicts:
         return not (self.audit_new or self.new_leaks or self.lost or self.widened)
 
     def lines(self) -> list[str]:
-        audit = (f"FAIL: new findings {', '.join(self.audit_new)}" if self.audit_new
-                 else "ok: no finding that was not there before") + (f" ({self.audit_note})" if self.audit_note else "")
-        probe = (f"FAIL: new leaks {', '.join(self.new_leaks)}" if self.new_leaks
-                 else f"ok: leaks {self.leaks_before} -> {self.leaks_after}, none new")
+        audit = (
+            f"FAIL: new findings {', '.join(self.audit_new)}"
+            if self.audit_new
+            else "ok: no finding that was not there before"
+        ) + (f" ({self.audit_note})" if self.audit_note else "")
+        probe = (
+            f"FAIL: new leaks {', '.join(self.new_leaks)}"
+            if self.new_leaks
+            else f"ok: leaks {self.leaks_before} -> {self.leaks_after}, none new"
+        )
         if self.probe_note:
             probe += f" ({self.probe_note})"
         if self.lost or self.widened:
-            parts = ([f"lost {', '.join(self.lost)}"] if self.lost else []) + \
-                    ([f"widened {', '.join(self.widened)}"] if self.widened else [])
+            parts = ([f"lost {', '.join(self.lost)}"] if self.lost else []) + (
+                [f"widened {', '.join(self.widened)}"] if self.widened else []
+            )
             access = "FAIL: " + "; ".join(parts)
         else:
             access = "ok: own rows and commands as before"
@@ -104,13 +112,18 @@ def _contexts(session: Any, tenant: str) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = [("context", lambda: session.set_context(tenant))]
     if session.tm.context == "jwt" and session.jwt_sub:
         claims = json.dumps({"role": session.role, "sub": session.jwt_sub}, sort_keys=True)
-        out.append(("sub-only JWT", lambda: session.conn.execute(
-            "select set_config('request.jwt.claims', %s, true)", (claims,))))
+        out.append(
+            (
+                "sub-only JWT",
+                lambda: session.conn.execute("select set_config('request.jwt.claims', %s, true)", (claims,)),
+            )
+        )
     return out
 
 
-def own_access(dsn: str, config: Config, snapshot: Snapshot, qualified: str,
-               tenants: Optional[tuple[str, str]] = None) -> tuple[dict[str, Access], Optional[tuple[str, str]], str]:
+def own_access(
+    dsn: str, config: Config, snapshot: Snapshot, qualified: str, tenants: Optional[tuple[str, str]] = None
+) -> tuple[dict[str, Access], Optional[tuple[str, str]], str]:
     """Tenant A's access to its own rows of ``qualified`` as the app, per context; the tenants used."""
     from dbguard_pipeline.pg.session import connect
     from dbguard_pipeline.probe.report import Target
@@ -141,23 +154,30 @@ def own_access(dsn: str, config: Config, snapshot: Snapshot, qualified: str,
         with conn.transaction(force_rollback=True):
             session.timeouts()
             mine, theirs = rt.pred(table, a), rt.pred(table, b)
-            row = conn.execute(sql.SQL("SELECT * FROM {} AS t WHERE {} LIMIT 1").format(
-                table_id(table), mine)).fetchone()
+            row = conn.execute(
+                sql.SQL("SELECT * FROM {} AS t WHERE {} LIMIT 1").format(table_id(table), mine)
+            ).fetchone()
             cols = [c for c in table.columns if not c.generated]
             names = [c.name for c in table.columns]
             values: Optional[dict[str, Any]] = (
-                {c.name: sql.Literal(row[names.index(c.name)]) for c in cols} if row else None)
+                {c.name: sql.Literal(row[names.index(c.name)]) for c in cols} if row else None
+            )
             upd = next((c.name for c in cols if c.identity is None), None)
             for label, set_ctx in _contexts(session, a):
                 acc = Access()
-                acc.visible = _count(session, set_ctx, sql.SQL("SELECT count(*) FROM {} AS t WHERE {}").format(
-                    table_id(table), mine))
-                acc.others = _count(session, set_ctx, sql.SQL("SELECT count(*) FROM {} AS t WHERE {}").format(
-                    table_id(table), theirs))
+                acc.visible = _count(
+                    session, set_ctx, sql.SQL("SELECT count(*) FROM {} AS t WHERE {}").format(table_id(table), mine)
+                )
+                acc.others = _count(
+                    session, set_ctx, sql.SQL("SELECT count(*) FROM {} AS t WHERE {}").format(table_id(table), theirs)
+                )
                 stmts = {
                     "insert": insert_sql(table, values) if values else None,
                     "update": sql.SQL("UPDATE {} AS t SET {} = t.{} WHERE {}").format(
-                        table_id(table), sql.Identifier(upd), sql.Identifier(upd), mine) if upd and row else None,
+                        table_id(table), sql.Identifier(upd), sql.Identifier(upd), mine
+                    )
+                    if upd and row
+                    else None,
                     "delete": sql.SQL("DELETE FROM {} AS t WHERE {}").format(table_id(table), mine) if row else None,
                 }
                 for cmd, stmt in stmts.items():
@@ -186,11 +206,18 @@ def _member_of(conn: Any, snapshot: Snapshot, config: Config, rt: Any, a: str, b
         col = t.column(user)
         if col is None or col.type != "uuid" or not any(w in user.lower() for w in _USER_WORDS):
             continue
-        row = conn.execute(sql.SQL(
-            "SELECT m.{u}::text FROM {t} AS m WHERE m.{tc} = {a} AND NOT EXISTS (SELECT 1 FROM {t} AS o "
-            "WHERE o.{u} = m.{u} AND o.{tc} = {b}) ORDER BY 1 LIMIT 1").format(
-            u=sql.Identifier(user), t=table_id(t), tc=sql.Identifier(info.direct_column),
-            a=lit(a, info.type), b=lit(b, info.type))).fetchone()
+        row = conn.execute(
+            sql.SQL(
+                "SELECT m.{u}::text FROM {t} AS m WHERE m.{tc} = {a} AND NOT EXISTS (SELECT 1 FROM {t} AS o "
+                "WHERE o.{u} = m.{u} AND o.{tc} = {b}) ORDER BY 1 LIMIT 1"
+            ).format(
+                u=sql.Identifier(user),
+                t=table_id(t),
+                tc=sql.Identifier(info.direct_column),
+                a=lit(a, info.type),
+                b=lit(b, info.type),
+            )
+        ).fetchone()
         if row:
             return str(row[0])
     return None

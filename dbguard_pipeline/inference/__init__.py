@@ -16,6 +16,7 @@ What is decided, and from what (each answer carries its reason, which ``dbguard 
 
 What cannot be decided is listed in :attr:`Inference.undecided` and left at the default.
 """
+
 from __future__ import annotations
 
 import re
@@ -103,13 +104,18 @@ def _tenant_column(snapshot: Snapshot, tables: list[Table], out: Inference) -> O
         (col, ref, key), users = max(edges.items(), key=rank)
         rivals = [k for k, v in edges.items() if len(v) == len(users) and k != (col, ref, key)]
         out.tenant.update(column=col, tenants_table=ref, tenants_key=key)
-        out.reasons["tenant.column"] = (f"{len(users)} table{'s reference' if len(users) != 1 else ' references'} "
-                                        f"{ref} through a foreign key on {col}")
+        out.reasons["tenant.column"] = (
+            f"{len(users)} table{'s reference' if len(users) != 1 else ' references'} "
+            f"{ref} through a foreign key on {col}"
+        )
         out.reasons["tenant.tenants_table"] = f"the table {col} references"
         out.reasons["tenant.tenants_key"] = f"the column {col} references"
         if rivals:
-            out.undecided.append("tenant column: as many tables share " + ", ".join(
-                f"{c} -> {r}" for c, r, _ in rivals) + f"; chose {col} -> {ref}")
+            out.undecided.append(
+                "tenant column: as many tables share "
+                + ", ".join(f"{c} -> {r}" for c, r, _ in rivals)
+                + f"; chose {col} -> {ref}"
+            )
         return col
     # no foreign keys: the tenant-like column name most tables carry
     names: Counter[str] = Counter()
@@ -118,8 +124,10 @@ def _tenant_column(snapshot: Snapshot, tables: list[Table], out: Inference) -> O
             if c.name.endswith("_id") and _TENANTISH.search(c.name):
                 names[c.name] += 1
     if not names:
-        out.undecided.append("tenant column: no table references another through a foreign key and no column "
-                             "has a tenant-like name; kept the default tenant_id")
+        out.undecided.append(
+            "tenant column: no table references another through a foreign key and no column "
+            "has a tenant-like name; kept the default tenant_id"
+        )
         return None
     col, n = max(names.items(), key=lambda kv: (kv[1], kv[0]))
     out.tenant["column"] = col
@@ -134,8 +142,9 @@ def _tenant_column(snapshot: Snapshot, tables: list[Table], out: Inference) -> O
             out.reasons["tenant.tenants_key"] = "its id column"
             break
     else:
-        out.undecided.append(f"tenants table: no foreign key on {col} and no table named after it; kept the "
-                             "default public.tenants")
+        out.undecided.append(
+            f"tenants table: no foreign key on {col} and no table named after it; kept the default public.tenants"
+        )
     return col
 
 
@@ -194,8 +203,9 @@ def _jwt_path(node: ast.A_Expr) -> Optional[list[str]]:
 _READS_JWT = re.compile(r"auth\s*\.\s*(uid|jwt|email)\s*\(|request\.jwt\.claim", re.I)
 
 
-def _candidates(text: str, functions: frozenset[tuple[str, str]], helpers: frozenset[tuple[str, str]]
-                ) -> tuple[list[_Candidate], bool, set[str]]:
+def _candidates(
+    text: str, functions: frozenset[tuple[str, str]], helpers: frozenset[tuple[str, str]]
+) -> tuple[list[_Candidate], bool, set[str]]:
     """(context candidates in one policy expression, reads the caller's JWT identity, membership helpers
     called: functions whose body reads the JWT)."""
     try:
@@ -211,7 +221,7 @@ def _candidates(text: str, functions: frozenset[tuple[str, str]], helpers: froze
             if is_setting_read(n) and n.args:
                 guc = (const_string(n.args[0]) or "").lower()
                 if guc.startswith("request.jwt.claim."):
-                    found.append(_Candidate("jwt", guc[len("request.jwt.claim."):]))
+                    found.append(_Candidate("jwt", guc[len("request.jwt.claim.") :]))
                 elif guc in JWT_CLAIMS_SETTINGS:
                     identity = True
                 elif "." in guc:
@@ -242,12 +252,17 @@ def _model(base: dict, cand: Optional[_Candidate]) -> TenantModel:
 
 
 def _context(snapshot: Snapshot, tenant_tables: list[Table], out: Inference) -> None:
-    user_funcs = frozenset((f.schema, f.name) for f in snapshot.functions
-                           if f.schema not in _SYSTEM_SCHEMAS and not f.arguments)
-    texts: list[tuple[Table, str]] = [(t, e) for t in _effective(tenant_tables) for p in t.policies
-                                      for e in (p.using, p.with_check) if e]
-    helpers = frozenset((f.schema, f.name) for f in snapshot.functions
-                        if f.schema not in _SYSTEM_SCHEMAS and f.body and _READS_JWT.search(f.body))
+    user_funcs = frozenset(
+        (f.schema, f.name) for f in snapshot.functions if f.schema not in _SYSTEM_SCHEMAS and not f.arguments
+    )
+    texts: list[tuple[Table, str]] = [
+        (t, e) for t in _effective(tenant_tables) for p in t.policies for e in (p.using, p.with_check) if e
+    ]
+    helpers = frozenset(
+        (f.schema, f.name)
+        for f in snapshot.functions
+        if f.schema not in _SYSTEM_SCHEMAS and f.body and _READS_JWT.search(f.body)
+    )
     seen: Counter[_Candidate] = Counter()
     identity = False
     membership: set[str] = set()
@@ -266,15 +281,20 @@ def _context(snapshot: Snapshot, tenant_tables: list[Table], out: Inference) -> 
         # nested claim by that key; the config keeps the whole path (the probes build the nested claims from it).
         scored = _Candidate("jwt", cand.value.rsplit(".", 1)[-1]) if cand and cand.kind == "jwt" else cand
         an = Analyzer(snapshot, tenant=_model(base, scored))
-        return sum(an.analyze(text, table=t, tenant_column=key if t.qualified == tenants else column).pins_tenant
-                   for t, text in texts)
+        return sum(
+            an.analyze(text, table=t, tenant_column=key if t.qualified == tenants else column).pins_tenant
+            for t, text in texts
+        )
 
     scored = sorted(((pins(c), n, c) for c, n in seen.items()), key=lambda x: (-x[0], -x[1], x[2].kind, x[2].value))
     best = scored[0] if scored and scored[0][0] > 0 else None
     if best is not None:
         n_pins, _, cand = best
-        how = {"guc": f"the setting {cand.value}", "jwt": f"the JWT claim {cand.value}",
-               "function": f"the function {cand.value}()"}[cand.kind]
+        how = {
+            "guc": f"the setting {cand.value}",
+            "jwt": f"the JWT claim {cand.value}",
+            "function": f"the function {cand.value}()",
+        }[cand.kind]
         why = f"{n_pins} policy expression{'s' if n_pins != 1 else ''} on tenant tables compare {column} with {how}"
         if cand.kind == "guc":
             out.tenant.update(context="guc", guc=cand.value)
@@ -287,29 +307,41 @@ def _context(snapshot: Snapshot, tenant_tables: list[Table], out: Inference) -> 
         else:
             out.tenant.update(context="jwt" if identity else "guc", context_functions=[cand.value])
             out.reasons["tenant.context_functions"] = why
-            out.reasons["tenant.context"] = ("the policies read the caller's JWT (auth.*, request.jwt.claims)"
-                                             if identity else "no JWT in the policies")
+            out.reasons["tenant.context"] = (
+                "the policies read the caller's JWT (auth.*, request.jwt.claims)"
+                if identity
+                else "no JWT in the policies"
+            )
         others = [c for _, _, c in scored[1:] if c.kind == cand.kind and c.kind != "jwt"]
         if others:
             out.notes.append("other contexts the policies use: " + ", ".join(c.value for c in others))
         return
     if identity:
         out.tenant["context"] = "jwt"
-        via = f"the membership helper {', '.join(sorted(membership))}" if membership else "auth.uid()/request.jwt.claims"
-        out.reasons["tenant.context"] = (f"the policies restrict rows to the caller's tenants through {via} "
-                                         "(membership); the probes sign in as a member")
-        out.notes.append("tenancy by membership: no policy compares the tenant column with a setting or a claim; "
-                         "jwt_claim stays the default (the claim a fix migration would use)")
+        via = (
+            f"the membership helper {', '.join(sorted(membership))}" if membership else "auth.uid()/request.jwt.claims"
+        )
+        out.reasons["tenant.context"] = (
+            f"the policies restrict rows to the caller's tenants through {via} "
+            "(membership); the probes sign in as a member"
+        )
+        out.notes.append(
+            "tenancy by membership: no policy compares the tenant column with a setting or a claim; "
+            "jwt_claim stays the default (the claim a fix migration would use)"
+        )
         return
-    out.undecided.append("context: no policy on a tenant table compares the tenant column with a setting, a JWT "
-                         "claim or a function; kept the default setting app.current_tenant_id")
+    out.undecided.append(
+        "context: no policy on a tenant table compares the tenant column with a setting, a JWT "
+        "claim or a function; kept the default setting app.current_tenant_id"
+    )
 
 
 # --------------------------------------------------------------------------- the app role
 def _app_role(snapshot: Snapshot, tenant_tables: list[Table], out: Inference) -> None:
     bypass = bypass_roles(snapshot) | _NOT_APP_ROLES
-    policy_roles: Counter[str] = Counter(r for t in _effective(tenant_tables) for p in t.policies for r in p.roles
-                                         if r not in bypass)
+    policy_roles: Counter[str] = Counter(
+        r for t in _effective(tenant_tables) for p in t.policies for r in p.roles if r not in bypass
+    )
     if "authenticated" in policy_roles and "authenticated" in {r.name for r in snapshot.roles}:
         role, why = "authenticated", "the policies are granted to it (Supabase's signed-in role)"
     elif policy_roles:
@@ -317,11 +349,14 @@ def _app_role(snapshot: Snapshot, tenant_tables: list[Table], out: Inference) ->
         why = f"{n} polic{'ies are' if n != 1 else 'y is'} granted to it (not PUBLIC, not bypassing RLS)"
     else:
         owners = {t.owner for t in tenant_tables}
-        grants: Counter[str] = Counter(g.grantee for t in tenant_tables for g in t.grants
-                                       if g.grantee not in bypass and g.grantee not in owners)
+        grants: Counter[str] = Counter(
+            g.grantee for t in tenant_tables for g in t.grants if g.grantee not in bypass and g.grantee not in owners
+        )
         if not grants:
-            out.undecided.append("app role: the policies are granted to PUBLIC and no other role has privileges on "
-                                 "the tenant tables; kept the default authenticated")
+            out.undecided.append(
+                "app role: the policies are granted to PUBLIC and no other role has privileges on "
+                "the tenant tables; kept the default authenticated"
+            )
             return
         role, n = grants.most_common(1)[0]
         why = f"the policies are granted to PUBLIC; it holds the most privileges ({n}) on the tenant tables"

@@ -1,4 +1,5 @@
 """The inferred tenant model as a commented dbguard.yaml (``dbguard init``)."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,18 @@ from dbguard_pipeline.inference import Inference
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _YAML_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "null", "y", "n"})
 
-_ORDER = ("column", "column_type", "tenants_table", "tenants_key", "context", "guc", "jwt_claim",
-          "context_functions", "app_role", "app_role_owns_tables")
+_ORDER = (
+    "column",
+    "column_type",
+    "tenants_table",
+    "tenants_key",
+    "context",
+    "guc",
+    "jwt_claim",
+    "context_functions",
+    "app_role",
+    "app_role_owns_tables",
+)
 
 
 def _scalar(value: object) -> str:
@@ -30,8 +41,10 @@ def _comment(text: str) -> str:
 
 def render_yaml(inf: Inference, database: str) -> str:
     """dbguard.yaml text: every inferred line with a comment saying why; undecided items as comments."""
-    lines = [f"# dbguard.yaml written by `dbguard init` from the database {_comment(database)}.",
-             "# Every value was inferred from the schema and its policies; the comment says why. Check them."]
+    lines = [
+        f"# dbguard.yaml written by `dbguard init` from the database {_comment(database)}.",
+        "# Every value was inferred from the schema and its policies; the comment says why. Check them.",
+    ]
     for item in inf.undecided:
         lines.append(f"# NOT DECIDED: {_comment(item)}")
     for item in inf.notes:

@@ -1,4 +1,5 @@
 """Findings: what a rule reports, with its stable cache key."""
+
 from __future__ import annotations
 
 import enum
@@ -51,9 +52,15 @@ class Finding:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Finding":
+    def from_dict(cls, d: dict[str, Any]) -> Finding:
         return cls(
-            rule=d["rule"], severity=Severity(d["severity"]), category=d["category"],
-            schema=d["schema"], table=d["table"], message=d["message"],
-            remediation=d.get("remediation", ""), object=d.get("object"), detail=d.get("detail") or {},
+            rule=d["rule"],
+            severity=Severity(d["severity"]),
+            category=d["category"],
+            schema=d["schema"],
+            table=d["table"],
+            message=d["message"],
+            remediation=d.get("remediation", ""),
+            object=d.get("object"),
+            detail=d.get("detail") or {},
         )

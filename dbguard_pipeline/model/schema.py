@@ -1,4 +1,5 @@
 """The schema snapshot: plain frozen dataclasses (hashable, comparable). No Dagster, no database here."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -4,6 +4,7 @@ Ten statements whatever the number of tables (no query per table), inside READ O
 statement and lock timeouts, pipelined, and split over two connections that read one exported snapshot. Column numbers of keys are mapped to names in Python from
 the columns query instead of a subquery per constraint or index. Works on PostgreSQL 13 to 17.
 """
+
 from __future__ import annotations
 
 import sys
@@ -213,8 +214,9 @@ def _keyed_rows(cursor: BaseCursor) -> Any:
     return type("Row", (_Row,), {"__slots__": (), "_index": {n: i for i, n in enumerate(names)}})
 
 
-def _run_queries(conn: psycopg.Connection, queries: Sequence[str], schemas: Optional[Sequence[str]]
-                 ) -> dict[str, list[Any]]:
+def _run_queries(
+    conn: psycopg.Connection, queries: Sequence[str], schemas: Optional[Sequence[str]]
+) -> dict[str, list[Any]]:
     # Pipeline mode: the statements go out at once (one round trip instead of one per query).
     with conn.pipeline():
         cursors = []
@@ -237,8 +239,9 @@ class _NoSecondConnection(Exception):
 _SECOND_HALF = (Q_INDEXES, Q_POLICIES, Q_VIEWS, Q_FUNCTIONS)
 
 
-def _introspect_two_connections(dsn: str, schemas: Optional[Sequence[str]], statement_timeout_ms: int,
-                                lock_timeout_ms: int) -> Snapshot:
+def _introspect_two_connections(
+    dsn: str, schemas: Optional[Sequence[str]], statement_timeout_ms: int, lock_timeout_ms: int
+) -> Snapshot:
     """The same ten queries over two connections that read one exported snapshot (as ``pg_dump -j`` does), so
     the server deparses on two cores at once: about a quarter less wall time on 1,000 tables. When a second
     connection or a shared snapshot cannot be had (connection limit, a pooler, a standby), one connection does
@@ -248,8 +251,9 @@ def _introspect_two_connections(dsn: str, schemas: Optional[Sequence[str]], stat
     from dbguard_pipeline.errors import DbguardError
     from dbguard_pipeline.pg.session import connect
 
-    with read_only_session(dsn, snapshot="export", statement_timeout_ms=statement_timeout_ms,
-                           lock_timeout_ms=lock_timeout_ms) as first:
+    with read_only_session(
+        dsn, snapshot="export", statement_timeout_ms=statement_timeout_ms, lock_timeout_ms=lock_timeout_ms
+    ) as first:
         snapshot_id: Optional[str] = None
         try:
             # not in a savepoint: PostgreSQL exports snapshots from top-level transactions only
@@ -274,8 +278,12 @@ def _introspect_two_connections(dsn: str, schemas: Optional[Sequence[str]], stat
 
         def run_second() -> None:
             try:
-                with read_only_session(second, snapshot=snapshot_id, statement_timeout_ms=statement_timeout_ms,
-                                       lock_timeout_ms=lock_timeout_ms) as conn:
+                with read_only_session(
+                    second,
+                    snapshot=snapshot_id,
+                    statement_timeout_ms=statement_timeout_ms,
+                    lock_timeout_ms=lock_timeout_ms,
+                ) as conn:
                     second_rows.update(_run_queries(conn, _SECOND_HALF, schemas))
             except BaseException as exc:  # noqa: BLE001  (re-raised in the calling thread)
                 errors.append(exc)
@@ -317,32 +325,65 @@ def _assemble(rows: dict[str, list[dict]]) -> Snapshot:
     for r in rows.pop(Q_COLUMNS):
         name = intern(r["name"])
         attnames[r["oid"]][r["position"]] = name
-        by_oid[r["oid"]]["columns"].append(Column(
-            name=name, type=intern(r["type"]), not_null=r["not_null"], default=r["default"],
-            identity=r["identity"], generated=r["generated"], position=r["position"]))
+        by_oid[r["oid"]]["columns"].append(
+            Column(
+                name=name,
+                type=intern(r["type"]),
+                not_null=r["not_null"],
+                default=r["default"],
+                identity=r["identity"],
+                generated=r["generated"],
+                position=r["position"],
+            )
+        )
     for r in rows.pop(Q_CONSTRAINTS):
         fk = r["contype"] == "f"
         ref_columns: tuple[str, ...] = ()
         if fk:
-            ref_columns = tuple(r["ref_columns"]) if r["ref_columns"] is not None else _key_names(
-                attnames[r["ref_oid"]], r["confkey"])
-        by_oid[r["oid"]]["constraints"].append(Constraint(
-            name=r["name"], kind=_CONTYPE[r["contype"]], columns=_key_names(attnames[r["oid"]], r["conkey"]),
-            definition=r["definition"], validated=r["validated"],
-            ref_schema=r["ref_schema"] if fk else None, ref_table=r["ref_table"] if fk else None,
-            ref_columns=ref_columns,
-            on_delete=_FKACTION.get(r["deltype"]) if fk else None,
-            on_update=_FKACTION.get(r["updtype"]) if fk else None))
+            ref_columns = (
+                tuple(r["ref_columns"])
+                if r["ref_columns"] is not None
+                else _key_names(attnames[r["ref_oid"]], r["confkey"])
+            )
+        by_oid[r["oid"]]["constraints"].append(
+            Constraint(
+                name=r["name"],
+                kind=_CONTYPE[r["contype"]],
+                columns=_key_names(attnames[r["oid"]], r["conkey"]),
+                definition=r["definition"],
+                validated=r["validated"],
+                ref_schema=r["ref_schema"] if fk else None,
+                ref_table=r["ref_table"] if fk else None,
+                ref_columns=ref_columns,
+                on_delete=_FKACTION.get(r["deltype"]) if fk else None,
+                on_update=_FKACTION.get(r["updtype"]) if fk else None,
+            )
+        )
     for r in rows.pop(Q_INDEXES):
         keys = (r["indkey"] or [])[: r["nkeyatts"]]
-        by_oid[r["oid"]]["indexes"].append(Index(
-            name=r["name"], columns=_names(attnames[r["oid"]], keys), definition=r["definition"],
-            unique=r["unique"], primary=r["primary"], predicate=r["predicate"], valid=r["valid"],
-            expressions=r["expressions"]))
+        by_oid[r["oid"]]["indexes"].append(
+            Index(
+                name=r["name"],
+                columns=_names(attnames[r["oid"]], keys),
+                definition=r["definition"],
+                unique=r["unique"],
+                primary=r["primary"],
+                predicate=r["predicate"],
+                valid=r["valid"],
+                expressions=r["expressions"],
+            )
+        )
     for r in rows.pop(Q_POLICIES):
-        by_oid[r["oid"]]["policies"].append(Policy(
-            name=r["name"], permissive=r["permissive"], command=_POLCMD[r["cmd"]],
-            roles=tuple(intern(x) for x in r["roles"]), using=r["using"], with_check=r["with_check"]))
+        by_oid[r["oid"]]["policies"].append(
+            Policy(
+                name=r["name"],
+                permissive=r["permissive"],
+                command=_POLCMD[r["cmd"]],
+                roles=tuple(intern(x) for x in r["roles"]),
+                using=r["using"],
+                with_check=r["with_check"],
+            )
+        )
     for r in rows.pop(Q_GRANTS):
         key = (r["grantee"], r["privilege"])
         grant = grants.get(key)
@@ -352,40 +393,84 @@ def _assemble(rows: dict[str, list[dict]]) -> Snapshot:
     del attnames
 
     table_objs = tuple(
-        Table(schema=t["schema"], name=t["name"], kind=t["kind"], owner=t["owner"], rls_enabled=t["rls_enabled"],
-              rls_forced=t["rls_forced"], row_estimate=int(t["row_estimate"]),
-              columns=tuple(by_oid[t["oid"]]["columns"]), constraints=tuple(by_oid[t["oid"]]["constraints"]),
-              indexes=tuple(by_oid[t["oid"]]["indexes"]), policies=tuple(by_oid[t["oid"]]["policies"]),
-              grants=tuple(by_oid[t["oid"]]["grants"]), parent=t["parent"], comment=t["comment"])
+        Table(
+            schema=t["schema"],
+            name=t["name"],
+            kind=t["kind"],
+            owner=t["owner"],
+            rls_enabled=t["rls_enabled"],
+            rls_forced=t["rls_forced"],
+            row_estimate=int(t["row_estimate"]),
+            columns=tuple(by_oid[t["oid"]]["columns"]),
+            constraints=tuple(by_oid[t["oid"]]["constraints"]),
+            indexes=tuple(by_oid[t["oid"]]["indexes"]),
+            policies=tuple(by_oid[t["oid"]]["policies"]),
+            grants=tuple(by_oid[t["oid"]]["grants"]),
+            parent=t["parent"],
+            comment=t["comment"],
+        )
         for t in rows.pop(Q_TABLES)
     )
     views = tuple(
-        View(schema=v["schema"], name=v["name"], owner=v["owner"], materialized=v["materialized"],
-             security_invoker=v["security_invoker"], security_barrier=v["security_barrier"],
-             definition=v["definition"] or "", depends_on=tuple(v["depends_on"] or ()),
-             grants=tuple(by_oid[v["oid"]]["grants"]))
+        View(
+            schema=v["schema"],
+            name=v["name"],
+            owner=v["owner"],
+            materialized=v["materialized"],
+            security_invoker=v["security_invoker"],
+            security_barrier=v["security_barrier"],
+            definition=v["definition"] or "",
+            depends_on=tuple(v["depends_on"] or ()),
+            grants=tuple(by_oid[v["oid"]]["grants"]),
+        )
         for v in rows[Q_VIEWS]
     )
     functions = tuple(
-        Function(schema=f["schema"], name=f["name"], arguments=f["arguments"], returns=f["returns"],
-                 language=f["language"], security_definer=f["security_definer"], volatility=f["volatility"],
-                 config=tuple(f["config"] or ()), owner=f["owner"], body=f["body"])
+        Function(
+            schema=f["schema"],
+            name=f["name"],
+            arguments=f["arguments"],
+            returns=f["returns"],
+            language=f["language"],
+            security_definer=f["security_definer"],
+            volatility=f["volatility"],
+            config=tuple(f["config"] or ()),
+            owner=f["owner"],
+            body=f["body"],
+        )
         for f in rows[Q_FUNCTIONS]
     )
     roles = tuple(
-        Role(name=r["name"], superuser=r["superuser"], bypassrls=r["bypassrls"], can_login=r["can_login"],
-             memberships=tuple(Membership(role=m["role"], inherit=bool(m["inherit"])) for m in r["memberships"]))
-        for r in rows[Q_ROLES])
+        Role(
+            name=r["name"],
+            superuser=r["superuser"],
+            bypassrls=r["bypassrls"],
+            can_login=r["can_login"],
+            memberships=tuple(Membership(role=m["role"], inherit=bool(m["inherit"])) for m in r["memberships"]),
+        )
+        for r in rows[Q_ROLES]
+    )
     return Snapshot(
-        database=meta["database"], server_version=meta["server_version"],
-        server_version_num=meta["server_version_num"], current_user=meta["current_user"],
+        database=meta["database"],
+        server_version=meta["server_version"],
+        server_version_num=meta["server_version_num"],
+        current_user=meta["current_user"],
         taken_at=datetime.now(UTC).replace(microsecond=0).isoformat(),
-        schemas=tuple(meta["schemas"]), tables=table_objs, views=views, functions=functions, roles=roles,
+        schemas=tuple(meta["schemas"]),
+        tables=table_objs,
+        views=views,
+        functions=functions,
+        roles=roles,
     )
 
 
-def introspect(dsn_or_conn, schemas: Optional[Iterable[str]] = None, *, statement_timeout_ms: int = 60_000,
-               lock_timeout_ms: int = 2_000) -> Snapshot:
+def introspect(
+    dsn_or_conn,
+    schemas: Optional[Iterable[str]] = None,
+    *,
+    statement_timeout_ms: int = 60_000,
+    lock_timeout_ms: int = 2_000,
+) -> Snapshot:
     """Take a snapshot of the database (a DSN or an open connection) in READ ONLY transactions: with a DSN
     over two connections sharing one snapshot, with an open connection on that connection alone."""
     schemas = list(schemas) if schemas else None
@@ -394,6 +479,7 @@ def introspect(dsn_or_conn, schemas: Optional[Iterable[str]] = None, *, statemen
             return _introspect_two_connections(dsn_or_conn, schemas, statement_timeout_ms, lock_timeout_ms)
         except _NoSecondConnection:
             pass
-    with read_only_session(dsn_or_conn, statement_timeout_ms=statement_timeout_ms,
-                           lock_timeout_ms=lock_timeout_ms) as conn:
+    with read_only_session(
+        dsn_or_conn, statement_timeout_ms=statement_timeout_ms, lock_timeout_ms=lock_timeout_ms
+    ) as conn:
         return introspect_connection(conn, schemas)

@@ -1,5 +1,6 @@
 """PostgreSQL's client programs (pg_dump, pg_restore, psql): the ones pgserver ships, else the ones on PATH,
 with the connection passed through libpq's environment variables (never the password on a command line)."""
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,14 @@ def libpq_env(dsn: str) -> dict[str, str]:
     """Environment for pg_dump/psql: the password travels in PGPASSWORD, never on a command line."""
     params = parse_dsn(dsn)
     env = dict(os.environ)
-    mapping = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "dbname": "PGDATABASE",
-               "sslmode": "PGSSLMODE", "password": "PGPASSWORD"}
+    mapping = {
+        "host": "PGHOST",
+        "port": "PGPORT",
+        "user": "PGUSER",
+        "dbname": "PGDATABASE",
+        "sslmode": "PGSSLMODE",
+        "password": "PGPASSWORD",
+    }
     for k, v in params.items():
         if k in mapping:
             env[mapping[k]] = v

@@ -1,4 +1,5 @@
 """Database URLs: parsing (one-line errors that never echo the URL), display names, secret masking."""
+
 from __future__ import annotations
 
 import re

@@ -1,5 +1,6 @@
 """The embedded PostgreSQL (pgserver): started on demand in ``$DBGUARD_HOME/pgdata``, shared by every process
 that uses the same data directory, stopped when the last of them exits."""
+
 from __future__ import annotations
 
 import os

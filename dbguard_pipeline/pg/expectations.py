@@ -14,6 +14,7 @@ names its ``engine``: ``dbguard`` or ``great_expectations``.
 
 Great Expectations takes seconds to import: this module imports it only when an expectation needs it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -136,13 +137,18 @@ def _engine_args(dsn: str, config: Config) -> tuple[str, dict]:
     user = params.pop("user", None) or "postgres"
     dbname = params.pop("dbname", None) or user
     url = f"postgresql+psycopg2://{quote(user, safe='')}@localhost/{quote(dbname, safe='')}"
-    options = " ".join(filter(None, [
-        params.pop("options", ""),
-        "-c default_transaction_read_only=on",
-        "-c row_security=off",
-        f"-c statement_timeout={int(config.statement_timeout_ms)}",
-        f"-c lock_timeout={int(config.lock_timeout_ms)}",
-    ]))
+    options = " ".join(
+        filter(
+            None,
+            [
+                params.pop("options", ""),
+                "-c default_transaction_read_only=on",
+                "-c row_security=off",
+                f"-c statement_timeout={int(config.statement_timeout_ms)}",
+                f"-c lock_timeout={int(config.lock_timeout_ms)}",
+            ],
+        )
+    )
     connect_args: dict[str, Any] = dict(params)
     connect_args["options"] = options
     connect_args.setdefault("host", "localhost")
@@ -151,8 +157,9 @@ def _engine_args(dsn: str, config: Config) -> tuple[str, dict]:
     return url, connect_args
 
 
-def _run_sql(dsn: str, config: Config, snapshot: Snapshot, items: list[Expectation], objects: list[str],
-             checks: dict[int, Any]) -> dict[int, ExpectationResult]:
+def _run_sql(
+    dsn: str, config: Config, snapshot: Snapshot, items: list[Expectation], objects: list[str], checks: dict[int, Any]
+) -> dict[int, ExpectationResult]:
     """The expectations dbguard evaluates itself: one READ ONLY query per table."""
     from dbguard_pipeline.pg.expectations_sql import outcome, table_query
     from dbguard_pipeline.pg.metrics import _Runner
@@ -171,8 +178,14 @@ def _run_sql(dsn: str, config: Config, snapshot: Snapshot, items: list[Expectati
             rows, reason = runner.fetch(table_query(table, [checks[i] for i in idxs]))
             for k, i in enumerate(idxs):
                 e = items[i]
-                base: dict[str, Any] = dict(table=qualified, type=class_name(e.type), kwargs=dict(e.kwargs),
-                                            severity=e.severity, object=objects[i], engine="dbguard")
+                base: dict[str, Any] = dict(
+                    table=qualified,
+                    type=class_name(e.type),
+                    kwargs=dict(e.kwargs),
+                    severity=e.severity,
+                    object=objects[i],
+                    engine="dbguard",
+                )
                 if rows is None:
                     results[i] = ExpectationResult(**base, error=reason)
                     continue
@@ -184,8 +197,9 @@ def _run_sql(dsn: str, config: Config, snapshot: Snapshot, items: list[Expectati
     return results
 
 
-def run_expectations(dsn: str, config: Config, snapshot: Optional[Snapshot] = None, *,
-                     engine: str = "auto") -> tuple[ExpectationResult, ...]:
+def run_expectations(
+    dsn: str, config: Config, snapshot: Optional[Snapshot] = None, *, engine: str = "auto"
+) -> tuple[ExpectationResult, ...]:
     """Validate every configured expectation. The common types in one SQL query per table (needs the snapshot),
     the others with Great Expectations, one suite and one batch per table. ``engine="gx"``: everything through
     Great Expectations (the comparison tests and the bench use it)."""
@@ -217,16 +231,25 @@ def _matching(ordered: list, pos: int, built: Any, e: Expectation) -> Any:
 
     def same(r: Any) -> bool:
         cfg = r.expectation_config
-        return (cfg is not None and cfg.type == built.expectation_type
-                and all(cfg.kwargs.get(k) == v for k, v in e.kwargs.items()))
+        return (
+            cfg is not None
+            and cfg.type == built.expectation_type
+            and all(cfg.kwargs.get(k) == v for k, v in e.kwargs.items())
+        )
 
     if pos < len(ordered) and same(ordered[pos]):
         return ordered[pos]
     return next((r for r in ordered if same(r)), None)
 
 
-def _run_gx(dsn: str, config: Config, snapshot: Optional[Snapshot], items: list[Expectation], objects: list[str],
-            todo: list[int]) -> dict[int, ExpectationResult]:
+def _run_gx(
+    dsn: str,
+    config: Config,
+    snapshot: Optional[Snapshot],
+    items: list[Expectation],
+    objects: list[str],
+    todo: list[int],
+) -> dict[int, ExpectationResult]:
     built = build_expectations(config, set(todo))
 
     import great_expectations as gx
@@ -247,8 +270,14 @@ def _run_gx(dsn: str, config: Config, snapshot: Optional[Snapshot], items: list[
     def result(i: int, schema: Optional[str], table: Optional[str], **kw) -> ExpectationResult:
         e = items[i]
         qualified = f"{schema}.{table}" if schema and table else e.table
-        return ExpectationResult(table=qualified, type=class_name(e.type), kwargs=dict(e.kwargs),
-                                 severity=e.severity, object=objects[i], **kw)
+        return ExpectationResult(
+            table=qualified,
+            type=class_name(e.type),
+            kwargs=dict(e.kwargs),
+            severity=e.severity,
+            object=objects[i],
+            **kw,
+        )
 
     url, connect_args = _engine_args(dsn, config)
     with warnings.catch_warnings():
@@ -256,7 +285,8 @@ def _run_gx(dsn: str, config: Config, snapshot: Optional[Snapshot], items: list[
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         datasource = context.data_sources.add_postgres(  # type: ignore[call-arg]  # SQLAlchemy's kwargs
-            "dbguard", connection_string=url, kwargs={"connect_args": connect_args})
+            "dbguard", connection_string=url, kwargs={"connect_args": connect_args}
+        )
         try:
             for n, ((schema, table, raw), idxs) in enumerate(sorted(groups.items(), key=lambda kv: kv[1][0])):
                 if schema is None or table is None:
@@ -265,7 +295,8 @@ def _run_gx(dsn: str, config: Config, snapshot: Optional[Snapshot], items: list[
                     continue
                 try:
                     asset = datasource.add_table_asset(
-                        f"t{n}", table_name=quoted_name(table, True), schema_name=quoted_name(schema, True))
+                        f"t{n}", table_name=quoted_name(table, True), schema_name=quoted_name(schema, True)
+                    )
                     batch = asset.add_batch_definition_whole_table("whole_table").get_batch()
                     suite = gx.ExpectationSuite(name=f"dbguard_{n}")
                     position: dict[int, int] = {}  # config index -> position in the suite (GX de-duplicates)
@@ -293,11 +324,13 @@ def _run_gx(dsn: str, config: Config, snapshot: Optional[Snapshot], items: list[
                     if raised is not None:
                         results[i] = result(i, schema, table, error=clean(raised))
                         continue
-                    observed = {k: v for k, v in (r.result or {}).items()
-                                if k in _KEEP and (v is None or isinstance(v, (int, float, str, bool)))}
+                    observed = {
+                        k: v
+                        for k, v in (r.result or {}).items()
+                        if k in _KEEP and (v is None or isinstance(v, (int, float, str, bool)))
+                    }
                     results[i] = result(i, schema, table, success=bool(r.success), observed=observed)
         finally:
             with contextlib.suppress(Exception):  # cleanup of an ephemeral context: best effort
                 context.data_sources.delete("dbguard")
     return results
-

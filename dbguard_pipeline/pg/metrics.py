@@ -20,19 +20,21 @@ above ``config.sample_row_limit`` are read with ``TABLESAMPLE SYSTEM (config.sam
 their counts are scaled up and marked ``estimated``. No rows are loaded into Python: every query returns one
 row of counts. Identifiers only ever go through :class:`psycopg.sql.Identifier`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
+from typing import Optional
 
 import psycopg
 from psycopg import sql
 
 from dbguard_pipeline.config import Config
-from dbguard_pipeline.pg.session import connect, read_only_session
-from dbguard_pipeline.pg.dsn import mask_secrets
 from dbguard_pipeline.errors import ConnectionError_
 from dbguard_pipeline.model.schema import Snapshot, Table
+from dbguard_pipeline.pg.dsn import mask_secrets
+from dbguard_pipeline.pg.session import connect, read_only_session
 from dbguard_pipeline.semantics.references import TableNames, column_type, compatible_types, infer_parent
 from dbguard_pipeline.semantics.tenancy import audited_tables, has_tenant_column, is_tenants_table
 
@@ -137,14 +139,16 @@ class Metrics(dict):
     def not_measured(self) -> list[tuple[str, str]]:
         out = [(m.qualified, m.error) for m in self.values() if m.error]
         out.extend(self.problems)
-        out.extend((r.table, f"expectation {r.type}: {r.error}") for r in self.expectations
-                   if getattr(r, "error", None))
+        out.extend(
+            (r.table, f"expectation {r.type}: {r.error}") for r in self.expectations if getattr(r, "error", None)
+        )
         return sorted(set(out))
 
 
 # --------------------------------------------------------------------------- planning
-def plan_references(snapshot: Snapshot, table: Table, config: Config,
-                    lookup: Optional[_Lookup] = None) -> tuple[Reference, ...]:
+def plan_references(
+    snapshot: Snapshot, table: Table, config: Config, lookup: Optional[_Lookup] = None
+) -> tuple[Reference, ...]:
     """The references of ``table`` that need a data check (see :class:`Reference`)."""
     lookup = lookup or _Lookup(snapshot)
     tcol = config.tenant.column
@@ -155,27 +159,53 @@ def plan_references(snapshot: Snapshot, table: Table, config: Config,
         fk_columns.update(fk.columns)
         parent = lookup.table(f"{fk.ref_schema}.{fk.ref_table}")
         parent_tenant = parent is not None and has_tenant_column(parent, config)
-        pins_tenant = any(c == tcol and r == tcol for c, r in zip(fk.columns, fk.ref_columns))
-        check_tenant = bool(child_tenant and parent_tenant and not pins_tenant
-                            and compatible_types(column_type(table, tcol), column_type(parent, tcol)))
+        pins_tenant = any(c == tcol and r == tcol for c, r in zip(fk.columns, fk.ref_columns, strict=True))
+        check_tenant = bool(
+            child_tenant
+            and parent_tenant
+            and not pins_tenant
+            and compatible_types(column_type(table, tcol), column_type(parent, tcol))
+        )
         check_orphans = not fk.validated
         if not (check_orphans or check_tenant):
             continue
-        refs.append(Reference(
-            name=fk.name, kind="foreign_key" if fk.validated else "foreign_key_not_valid",
-            columns=tuple(fk.columns), ref_schema=fk.ref_schema or "", ref_table=fk.ref_table or "",
-            ref_columns=tuple(fk.ref_columns), check_orphans=check_orphans, check_tenant=check_tenant,
-            tenant_column=tcol if check_tenant else None, ref_tenant_column=tcol if check_tenant else None,
-            ref_only=parent is None or parent.kind == "table"))
+        refs.append(
+            Reference(
+                name=fk.name,
+                kind="foreign_key" if fk.validated else "foreign_key_not_valid",
+                columns=tuple(fk.columns),
+                ref_schema=fk.ref_schema or "",
+                ref_table=fk.ref_table or "",
+                ref_columns=tuple(fk.ref_columns),
+                check_orphans=check_orphans,
+                check_tenant=check_tenant,
+                tenant_column=tcol if check_tenant else None,
+                ref_tenant_column=tcol if check_tenant else None,
+                ref_only=parent is None or parent.kind == "table",
+            )
+        )
     # The tenant column without any foreign key: its values must still exist in the tenants table.
     tenants = lookup.table(config.tenant.tenants_table)
-    if (child_tenant and tcol not in fk_columns and tenants is not None
-            and tenants.column(config.tenant.tenants_key) is not None
-            and compatible_types(column_type(table, tcol), column_type(tenants, config.tenant.tenants_key))):
-        refs.append(Reference(
-            name=tcol, kind="tenant_column", columns=(tcol,), ref_schema=tenants.schema, ref_table=tenants.name,
-            ref_columns=(config.tenant.tenants_key,), check_orphans=True, check_tenant=False,
-            ref_only=tenants.kind == "table"))
+    if (
+        child_tenant
+        and tcol not in fk_columns
+        and tenants is not None
+        and tenants.column(config.tenant.tenants_key) is not None
+        and compatible_types(column_type(table, tcol), column_type(tenants, config.tenant.tenants_key))
+    ):
+        refs.append(
+            Reference(
+                name=tcol,
+                kind="tenant_column",
+                columns=(tcol,),
+                ref_schema=tenants.schema,
+                ref_table=tenants.name,
+                ref_columns=(config.tenant.tenants_key,),
+                check_orphans=True,
+                check_tenant=False,
+                ref_only=tenants.kind == "table",
+            )
+        )
     # <name>_id columns without a foreign key, whose parent is found by name (semantics.references).
     if not is_tenants_table(table, config):
         for col in table.columns:
@@ -186,13 +216,26 @@ def plan_references(snapshot: Snapshot, table: Table, config: Config,
             if found is None:
                 continue
             parent, pk = found
-            check_tenant = bool(child_tenant and has_tenant_column(parent, config)
-                                and compatible_types(column_type(table, tcol), column_type(parent, tcol)))
-            refs.append(Reference(
-                name=name, kind="inferred", columns=(name,), ref_schema=parent.schema, ref_table=parent.name,
-                ref_columns=(pk,), check_orphans=True, check_tenant=check_tenant,
-                tenant_column=tcol if check_tenant else None, ref_tenant_column=tcol if check_tenant else None,
-                ref_only=parent.kind == "table"))
+            check_tenant = bool(
+                child_tenant
+                and has_tenant_column(parent, config)
+                and compatible_types(column_type(table, tcol), column_type(parent, tcol))
+            )
+            refs.append(
+                Reference(
+                    name=name,
+                    kind="inferred",
+                    columns=(name,),
+                    ref_schema=parent.schema,
+                    ref_table=parent.name,
+                    ref_columns=(pk,),
+                    check_orphans=True,
+                    check_tenant=check_tenant,
+                    tenant_column=tcol if check_tenant else None,
+                    ref_tenant_column=tcol if check_tenant else None,
+                    ref_only=parent.kind == "table",
+                )
+            )
     return tuple(refs)
 
 
@@ -241,8 +284,8 @@ def required_columns_for(table: Table, config: Config) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- SQL
 def _from(schema: str, name: str, alias: str, only: bool, sample: Optional[float]) -> sql.Composed:
     q = sql.SQL("{only}{s}.{t} AS {a}").format(
-        only=sql.SQL("ONLY " if only else ""), s=sql.Identifier(schema), t=sql.Identifier(name),
-        a=sql.Identifier(alias))
+        only=sql.SQL("ONLY " if only else ""), s=sql.Identifier(schema), t=sql.Identifier(name), a=sql.Identifier(alias)
+    )
     if sample is not None:
         q = q + sql.SQL(" TABLESAMPLE SYSTEM ({}) REPEATABLE (0)").format(sql.Literal(float(sample)))
     return q
@@ -250,16 +293,17 @@ def _from(schema: str, name: str, alias: str, only: bool, sample: Optional[float
 
 def scan_query(table: Table, columns: Sequence[str], sample: Optional[float], index: int = 0) -> sql.Composed:
     """``SELECT <index>, count(*), ARRAY[count(*) - count(col), ...]::bigint[] FROM table``: one scan."""
-    nulls = sql.SQL(", ").join(
-        sql.SQL("count(*) - count(c.{})").format(sql.Identifier(c)) for c in columns)
+    nulls = sql.SQL(", ").join(sql.SQL("count(*) - count(c.{})").format(sql.Identifier(c)) for c in columns)
     return sql.SQL("SELECT {i}::int, count(*)::bigint, ARRAY[{n}]::bigint[] FROM {f}").format(
-        i=sql.Literal(index), n=nulls, f=_from(table.schema, table.name, "c", table.kind == "table", sample))
+        i=sql.Literal(index), n=nulls, f=_from(table.schema, table.name, "c", table.kind == "table", sample)
+    )
 
 
 def reference_query(table: Table, ref: Reference, sample: Optional[float], index: int = 0) -> sql.Composed:
     """One statement per reference, returning (index, orphans, cross_tenant); a count is NULL when not checked."""
     return sql.SQL("SELECT {i}::int, o, x FROM ({q}) AS r(o, x)").format(
-        i=sql.Literal(index), q=_reference_counts(table, ref, sample))
+        i=sql.Literal(index), q=_reference_counts(table, ref, sample)
+    )
 
 
 def _reference_counts(table: Table, ref: Reference, sample: Optional[float]) -> sql.Composed:
@@ -267,25 +311,37 @@ def _reference_counts(table: Table, ref: Reference, sample: Optional[float]) -> 
     parent = _from(ref.ref_schema, ref.ref_table, "p", ref.ref_only, None)
     cond = sql.SQL(" AND ").join(
         sql.SQL("p.{} = c.{}").format(sql.Identifier(pc), sql.Identifier(cc))
-        for cc, pc in zip(ref.columns, ref.ref_columns))
+        for cc, pc in zip(ref.columns, ref.ref_columns, strict=True)
+    )
     not_null = sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(cc)) for cc in ref.columns)
     if ref.check_orphans and ref.check_tenant:
         return sql.SQL(
             "SELECT count(*) FILTER (WHERE p.{pk} IS NULL)::bigint,"
             " count(*) FILTER (WHERE p.{pt} <> c.{ct})::bigint"
-            " FROM {child} LEFT JOIN {parent} ON {cond} WHERE {nn}").format(
-            pk=sql.Identifier(ref.ref_columns[0]), pt=sql.Identifier(ref.ref_tenant_column),
-            ct=sql.Identifier(ref.tenant_column), child=child, parent=parent, cond=cond, nn=not_null)
+            " FROM {child} LEFT JOIN {parent} ON {cond} WHERE {nn}"
+        ).format(
+            pk=sql.Identifier(ref.ref_columns[0]),
+            pt=sql.Identifier(ref.ref_tenant_column),
+            ct=sql.Identifier(ref.tenant_column),
+            child=child,
+            parent=parent,
+            cond=cond,
+            nn=not_null,
+        )
     if ref.check_orphans:
         return sql.SQL(
             "SELECT count(*)::bigint, NULL::bigint FROM {child}"
-            " WHERE {nn} AND NOT EXISTS (SELECT 1 FROM {parent} WHERE {cond})").format(
-            child=child, parent=parent, cond=cond, nn=not_null)
+            " WHERE {nn} AND NOT EXISTS (SELECT 1 FROM {parent} WHERE {cond})"
+        ).format(child=child, parent=parent, cond=cond, nn=not_null)
     return sql.SQL(
-        "SELECT NULL::bigint, count(*)::bigint FROM {child} JOIN {parent} ON {cond}"
-        " WHERE p.{pt} <> c.{ct}").format(
-        child=child, parent=parent, cond=cond, pt=sql.Identifier(ref.ref_tenant_column),
-        ct=sql.Identifier(ref.tenant_column))
+        "SELECT NULL::bigint, count(*)::bigint FROM {child} JOIN {parent} ON {cond} WHERE p.{pt} <> c.{ct}"
+    ).format(
+        child=child,
+        parent=parent,
+        cond=cond,
+        pt=sql.Identifier(ref.ref_tenant_column),
+        ct=sql.Identifier(ref.tenant_column),
+    )
 
 
 # --------------------------------------------------------------------------- running
@@ -298,8 +354,10 @@ def _reason(exc: psycopg.Error, config: Config, dsn: str) -> str:
     if state == "55P03":
         return f"lock timeout ({config.lock_timeout_ms} ms): another session holds a conflicting lock"
     if state == "42501" and "row-level security" in first:
-        return ("row level security would hide rows from this role: audit as the table owner, a superuser or a "
-                "role with BYPASSRLS")
+        return (
+            "row level security would hide rows from this role: audit as the table owner, a superuser or a "
+            "role with BYPASSRLS"
+        )
     if state == "42501":
         return f"permission denied: {first}"
     return first
@@ -323,8 +381,12 @@ class _Runner:
 
     def fetch(self, query) -> tuple[Optional[list[tuple]], Optional[str]]:
         try:
-            with read_only_session(self.conn, statement_timeout_ms=self.config.statement_timeout_ms,
-                                   lock_timeout_ms=self.config.lock_timeout_ms, settings=self.settings) as conn:
+            with read_only_session(
+                self.conn,
+                statement_timeout_ms=self.config.statement_timeout_ms,
+                lock_timeout_ms=self.config.lock_timeout_ms,
+                settings=self.settings,
+            ) as conn:
                 try:
                     return conn.execute(query).fetchall(), None
                 except psycopg.Error as exc:
@@ -332,8 +394,9 @@ class _Runner:
                         raise
                     return None, _reason(exc, self.config, self.dsn)
         except psycopg.Error as exc:  # the connection itself failed
-            raise ConnectionError_(f"lost the connection to the database: {_reason(exc, self.config, self.dsn)}"
-                                   ) from None
+            raise ConnectionError_(
+                f"lost the connection to the database: {_reason(exc, self.config, self.dsn)}"
+            ) from None
 
 
 @dataclass
@@ -363,8 +426,7 @@ def _plans(snapshot: Snapshot, config: Config, tables: Optional[Iterable]) -> li
         cols = ((tcol,) if tcol else ()) + tuple(c for c in present if c != tcol)
         est = estimated_rows(snapshot, t, lookup)
         sample = config.sample_percent if est > config.sample_row_limit and config.sample_percent < 100 else None
-        plans.append(_Plan(t, tcol, cols, present, missing, plan_references(snapshot, t, config, lookup),
-                           sample, est))
+        plans.append(_Plan(t, tcol, cols, present, missing, plan_references(snapshot, t, config, lookup), sample, est))
     return plans
 
 
@@ -388,7 +450,9 @@ def _batches(units: list[tuple[bool, int]]) -> list[list[int]]:
     return out
 
 
-def _run_units(runner: "_Runner", queries: list, sizes: list[tuple[bool, int]]) -> list[tuple[Optional[tuple], Optional[str]]]:
+def _run_units(
+    runner: _Runner, queries: list, sizes: list[tuple[bool, int]]
+) -> list[tuple[Optional[tuple], Optional[str]]]:
     """Run ``queries[i](i)`` (each returns one row starting with i), grouped by :func:`_batches`; a group that
     fails is retried unit by unit so that one failing table never hides the others."""
     results: list[tuple[Optional[tuple], Optional[str]]] = [(None, "not measured")] * len(queries)
@@ -426,18 +490,26 @@ def collect_metrics(dsn: str, snapshot: Snapshot, config: Config, tables: Option
         scans = _run_units(
             runner,
             [lambda i, p=p: scan_query(p.table, p.columns, p.sample, i) for p in plans],
-            [(p.sample is None and 0 <= p.estimate < BATCH_ROWS, max(p.estimate, 0)) for p in plans])
+            [(p.sample is None and 0 <= p.estimate < BATCH_ROWS, max(p.estimate, 0)) for p in plans],
+        )
         # one (anti-)join per reference, skipped for tables found empty
-        ref_units = [(pi, ref) for pi, p in enumerate(plans) for ref in p.references
-                     if not (scans[pi][0] is not None and scans[pi][0][0] == 0)]
+        ref_units = [
+            (pi, ref)
+            for pi, p in enumerate(plans)
+            for ref in p.references
+            if not (scans[pi][0] is not None and scans[pi][0][0] == 0)
+        ]
         refs = _run_units(
             runner,
             [lambda i, p=plans[pi], ref=ref: reference_query(p.table, ref, p.sample, i) for pi, ref in ref_units],
-            [(plans[pi].sample is None and 0 <= plans[pi].estimate < BATCH_ROWS, max(plans[pi].estimate, 0))
-             for pi, _ in ref_units])
+            [
+                (plans[pi].sample is None and 0 <= plans[pi].estimate < BATCH_ROWS, max(plans[pi].estimate, 0))
+                for pi, _ in ref_units
+            ],
+        )
     finally:
         runner.close()
-    ref_results = {(pi, ref.name): res for (pi, ref), res in zip(ref_units, refs)}
+    ref_results = {(pi, ref.name): res for (pi, ref), res in zip(ref_units, refs, strict=True)}
 
     out = Metrics()
     for i, p in enumerate(plans):
@@ -450,7 +522,7 @@ def collect_metrics(dsn: str, snapshot: Snapshot, config: Config, tables: Option
             count, nulls = result
             nulls = list(nulls or [])
             rows = _scale(count, p.sample)
-            by_col = dict(zip(p.columns, nulls))
+            by_col = dict(zip(p.columns, nulls, strict=False))  # no NULL counts when not measured
             if p.tenant_column:
                 tenant_nulls = _scale(by_col.get(p.tenant_column), p.sample)
             null_counts = {c: _scale(by_col.get(c), p.sample) for c in p.required}
@@ -466,10 +538,19 @@ def collect_metrics(dsn: str, snapshot: Snapshot, config: Config, tables: Option
             if ref.check_tenant:
                 cross[ref.name] = _scale(x, p.sample)
         out[p.table.qualified] = TableMetrics(
-            schema=p.table.schema, table=p.table.name, rows=rows, tenant_nulls=tenant_nulls,
-            null_counts=null_counts, orphans=orphans, cross_tenant=cross, estimated=p.sample is not None,
-            error="; ".join(errors) if errors else None, tenant_column=p.tenant_column,
-            references=p.references, sample_percent=p.sample)
+            schema=p.table.schema,
+            table=p.table.name,
+            rows=rows,
+            tenant_nulls=tenant_nulls,
+            null_counts=null_counts,
+            orphans=orphans,
+            cross_tenant=cross,
+            estimated=p.sample is not None,
+            error="; ".join(errors) if errors else None,
+            tenant_column=p.tenant_column,
+            references=p.references,
+            sample_percent=p.sample,
+        )
     missing_tables = []
     for key in config.required_columns:
         if snapshot.table(key) is None:

@@ -1,5 +1,6 @@
 """Scratch databases: a throwaway copy of a target (``CREATE DATABASE ... TEMPLATE``, or a schema-only copy
 through pg_dump and psql when the target is busy or large), always dropped."""
+
 from __future__ import annotations
 
 import contextlib
@@ -40,7 +41,9 @@ def scratch_database(target_dsn: str, method: str = "auto") -> Iterator[tuple[st
             row = conn.execute("select pg_database_size(%s)", (source,)).fetchone()
             if method == "template" or (row is not None and row[0] <= TEMPLATE_SIZE_LIMIT):
                 try:
-                    conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(source)))
+                    conn.execute(
+                        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(source))
+                    )
                     used = "template"
                 except psycopg.errors.InsufficientPrivilege as exc:
                     # Lacking CREATEDB, or (with CREATEDB) not the owner of the target: only its owner may use it
@@ -56,11 +59,13 @@ def scratch_database(target_dsn: str, method: str = "auto") -> Iterator[tuple[st
             try:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             except psycopg.errors.InsufficientPrivilege:
-                raise DbguardError(f"cannot create a scratch database on {describe_dsn(target_dsn)}: "
-                                   "the role lacks CREATEDB") from None
+                raise DbguardError(
+                    f"cannot create a scratch database on {describe_dsn(target_dsn)}: the role lacks CREATEDB"
+                ) from None
             except psycopg.Error as exc:  # a hot standby, a read-only server, too many databases, ...
-                raise DbguardError(f"cannot create a scratch database on {describe_dsn(target_dsn)}: "
-                                   f"{exc.diag.message_primary or exc}") from None
+                raise DbguardError(
+                    f"cannot create a scratch database on {describe_dsn(target_dsn)}: {exc.diag.message_primary or exc}"
+                ) from None
             used = "schema-only"
     scratch = with_database(target_dsn, name)
     try:
@@ -76,12 +81,18 @@ def _copy_schema(source_dsn: str, target_dsn: str, keep_owners: bool = True) -> 
     """pg_dump --schema-only into psql; a role that is not a superuser cannot give objects to other roles, so
     its copy is all its own (``--no-owner``)."""
     flags = ["--schema-only", "--no-comments"] + ([] if keep_owners else ["--no-owner"])
-    dump = subprocess.run([client_binary("pg_dump"), *flags], env=libpq_env(source_dsn),
-                          capture_output=True, timeout=600)
+    dump = subprocess.run(
+        [client_binary("pg_dump"), *flags], env=libpq_env(source_dsn), capture_output=True, timeout=600
+    )
     if dump.returncode != 0:
         raise DbguardError(f"pg_dump --schema-only failed: {_first_line(dump.stderr, source_dsn)}")
-    load = subprocess.run([client_binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"], input=dump.stdout,
-                          env=libpq_env(target_dsn), capture_output=True, timeout=600)
+    load = subprocess.run(
+        [client_binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"],
+        input=dump.stdout,
+        env=libpq_env(target_dsn),
+        capture_output=True,
+        timeout=600,
+    )
     if load.returncode != 0:
         raise DbguardError(f"restoring the schema-only copy failed: {_first_line(load.stderr, target_dsn)}")
 

@@ -1,6 +1,7 @@
 """Connections: every connection dbguard opens goes through :func:`connect`, which turns driver errors into
 one-line :class:`~dbguard_pipeline.errors.DbguardError` messages that never contain the password, and
 :func:`read_only_session`, the read-only transaction with timeouts every audit query runs in."""
+
 from __future__ import annotations
 
 import contextlib
@@ -33,8 +34,9 @@ def _explain(exc: Exception, dsn: str) -> str:
     return mask_secrets(text, dsn)
 
 
-def connect(dsn: str, *, autocommit: bool = False, connect_timeout: int = 10, application_name: str = "dbguard",
-            **kwargs) -> psycopg.Connection:
+def connect(
+    dsn: str, *, autocommit: bool = False, connect_timeout: int = 10, application_name: str = "dbguard", **kwargs
+) -> psycopg.Connection:
     """Open a connection, or raise a one-line DbguardError naming the database (never the password)."""
     params = parse_dsn(dsn)
     params.setdefault("connect_timeout", str(connect_timeout))
@@ -57,9 +59,14 @@ def connect(dsn: str, *, autocommit: bool = False, connect_timeout: int = 10, ap
 
 
 @contextlib.contextmanager
-def read_only_session(dsn_or_conn, *, statement_timeout_ms: int = 60_000, lock_timeout_ms: int = 2_000,
-                      settings: Optional[dict[str, str]] = None,
-                      snapshot: Optional[str] = None) -> Iterator[psycopg.Connection]:
+def read_only_session(
+    dsn_or_conn,
+    *,
+    statement_timeout_ms: int = 60_000,
+    lock_timeout_ms: int = 2_000,
+    settings: Optional[dict[str, str]] = None,
+    snapshot: Optional[str] = None,
+) -> Iterator[psycopg.Connection]:
     """A connection inside one READ ONLY transaction with statement and lock timeouts.
 
     Accepts a DSN (opens and closes its own connection) or an open connection (which must not be in a
@@ -87,18 +94,25 @@ def read_only_session(dsn_or_conn, *, statement_timeout_ms: int = 60_000, lock_t
                 "select set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true),"
                 " set_config('idle_in_transaction_session_timeout', %s, true),"
                 " set_config('search_path', 'pg_catalog', true)" + ", set_config(%s, %s, true)" * len(extra),
-                (f"{int(statement_timeout_ms)}ms", f"{int(lock_timeout_ms)}ms", f"{int(statement_timeout_ms) * 2}ms",
-                 *[v for kv in extra for v in kv]),
+                (
+                    f"{int(statement_timeout_ms)}ms",
+                    f"{int(lock_timeout_ms)}ms",
+                    f"{int(statement_timeout_ms) * 2}ms",
+                    *[v for kv in extra for v in kv],
+                ),
             )
             yield conn
     except psycopg.errors.InsufficientPrivilege as exc:
         raise PermissionError_(f"permission denied: {_explain(exc, dsn)}") from None
     except psycopg.errors.QueryCanceled as exc:
-        raise DbguardError(f"query cancelled by the statement timeout ({statement_timeout_ms} ms): {_explain(exc, dsn)}") from None
+        raise DbguardError(
+            f"query cancelled by the statement timeout ({statement_timeout_ms} ms): {_explain(exc, dsn)}"
+        ) from None
     except psycopg.errors.LockNotAvailable as exc:
         # a subclass of OperationalError, but the connection is fine: a lock was held too long
-        raise DbguardError(f"gave up waiting for a lock after the lock timeout ({lock_timeout_ms} ms): "
-                           f"{_explain(exc, dsn)}") from None
+        raise DbguardError(
+            f"gave up waiting for a lock after the lock timeout ({lock_timeout_ms} ms): {_explain(exc, dsn)}"
+        ) from None
     except psycopg.OperationalError as exc:
         raise ConnectionError_(f"lost the connection to the database: {_explain(exc, dsn)}") from None
     finally:

@@ -1,4 +1,5 @@
 """Policy expressions read on the PostgreSQL parse tree (typed pglast nodes): see analyzer.py."""
+
 from dbguard_pipeline.policy.analyzer import (
     TENANT,
     Analyzer,
@@ -12,5 +13,15 @@ from dbguard_pipeline.policy.analyzer import (
 from dbguard_pipeline.policy.context import ContextKind
 from dbguard_pipeline.policy.restriction import Level
 
-__all__ = ["TENANT", "Analyzer", "ContextKind", "ExprAnalysis", "Level", "always_true", "analyzer_for",
-           "per_row_calls", "pins_tenant", "unsafe_setting_casts"]
+__all__ = [
+    "TENANT",
+    "Analyzer",
+    "ContextKind",
+    "ExprAnalysis",
+    "Level",
+    "always_true",
+    "analyzer_for",
+    "per_row_calls",
+    "pins_tenant",
+    "unsafe_setting_casts",
+]

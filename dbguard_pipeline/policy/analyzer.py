@@ -16,6 +16,7 @@ Row level security policies arrive as text printed by ``pg_get_expr`` (USING and
 Text that does not parse never raises: the analysis reports ``parsed=False`` and the rules treat it
 conservatively (as not pinning the tenant). Anything else that goes wrong is a bug, and raises.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,8 +83,9 @@ class Analyzer:
     Create one per audit and hold it: it memoizes its answers (per expression, and per table where the answer
     depends on the table) and which tables row level security isolates."""
 
-    def __init__(self, snapshot: Optional[Snapshot] = None, config: Optional[Config] = None,
-                 tenant: Optional[TenantModel] = None):
+    def __init__(
+        self, snapshot: Optional[Snapshot] = None, config: Optional[Config] = None, tenant: Optional[TenantModel] = None
+    ):
         self.snapshot = snapshot
         self.config = config or Config()
         self.tenant = tenant or self.config.tenant
@@ -97,8 +99,9 @@ class Analyzer:
         self._isolated: dict[str, bool] = {}
 
     # ------------------------------------------------------------------ public API
-    def analyze(self, text: Optional[str], *, table: Optional[Table] = None,
-                tenant_column: Optional[str] = None) -> ExprAnalysis:
+    def analyze(
+        self, text: Optional[str], *, table: Optional[Table] = None, tenant_column: Optional[str] = None
+    ) -> ExprAnalysis:
         generic = (text, tenant_column)
         hit = self._results.get(generic)
         if hit is not None:
@@ -112,12 +115,12 @@ class Analyzer:
         self._results[key if used_table else generic] = result
         return result
 
-    def analyze_policy(self, table: Table, policy: Policy, tenant_column: Optional[str]
-                       ) -> tuple[Optional[ExprAnalysis], Optional[ExprAnalysis]]:
+    def analyze_policy(
+        self, table: Table, policy: Policy, tenant_column: Optional[str]
+    ) -> tuple[Optional[ExprAnalysis], Optional[ExprAnalysis]]:
         """(USING analysis or None, WITH CHECK analysis or None) of a policy of ``table``."""
         using = self.analyze(policy.using, table=table, tenant_column=tenant_column) if policy.using else None
-        check = (self.analyze(policy.with_check, table=table, tenant_column=tenant_column)
-                 if policy.with_check else None)
+        check = self.analyze(policy.with_check, table=table, tenant_column=tenant_column) if policy.with_check else None
         return using, check
 
     def fold(self, node: Node) -> Value:
@@ -130,8 +133,7 @@ class Analyzer:
 
     def walker(self, state: Optional[Pass] = None) -> Restrictor:
         """What analyses one expression (folding, context, restriction), with this audit's snapshot."""
-        return Restrictor(self.functions, self.context, state or Pass(), self.tables, self.bypass,
-                          self.table_isolated)
+        return Restrictor(self.functions, self.context, state or Pass(), self.tables, self.bypass, self.table_isolated)
 
     def table_isolated(self, table: Table) -> bool:
         """RLS is enabled and every permissive policy that lets rows be read restricts them to the caller
@@ -143,8 +145,11 @@ class Analyzer:
         result = False
         if table.rls_enabled and self.snapshot is not None:
             tcol = tenant_column_of(table, self.config)
-            readers = [p for p in table.policies if p.command in ("select", "all")
-                       and ("public" in p.roles or not set(p.roles) <= self.rls_bypass)]
+            readers = [
+                p
+                for p in table.policies
+                if p.command in ("select", "all") and ("public" in p.roles or not set(p.roles) <= self.rls_bypass)
+            ]
             restrictive = [p for p in readers if not p.permissive and "public" in p.roles and p.using]
             if any(self.analyze(p.using, table=table, tenant_column=tcol).restricts for p in restrictive):
                 result = True
@@ -161,8 +166,9 @@ class Analyzer:
         return result
 
     # ------------------------------------------------------------------ one analysis
-    def _analyze(self, text: Optional[str], table: Optional[Table],
-                 tenant_column: Optional[str]) -> tuple[ExprAnalysis, bool]:
+    def _analyze(
+        self, text: Optional[str], table: Optional[Table], tenant_column: Optional[str]
+    ) -> tuple[ExprAnalysis, bool]:
         """The analysis, and whether it depended on ``table``."""
         if text is None:
             return ExprAnalysis(text=None, parsed=False, error="no expression"), False
@@ -181,11 +187,15 @@ class Analyzer:
             called = self.functions.called(node, nodes)
             never = value is False or value is NULL
             result = ExprAnalysis(
-                text=text, parsed=True, always_true=value is True, always_false=never,
+                text=text,
+                parsed=True,
+                always_true=value is True,
+                always_false=never,
                 level=Level.FALSE if never else (Level.NONE if value is True else level),
                 unsafe_casts=tuple(detectors.unsafe_casts(nodes, called)),
                 per_row_calls=tuple(detectors.per_row_calls(node)),
-                user_metadata=tuple(detectors.user_metadata(nodes, called)))
+                user_metadata=tuple(detectors.user_metadata(nodes, called)),
+            )
         except RecursionError:
             result = ExprAnalysis(text=text, parsed=False, error="expression nested too deeply")
         return result, state.used_table
@@ -205,8 +215,14 @@ def always_true(expr: Expression, snapshot: Optional[Snapshot] = None) -> bool:
         return False
 
 
-def pins_tenant(expr: Expression, tenant_column: str, tenant_model: Optional[TenantModel] = None,
-                snapshot: Optional[Snapshot] = None, *, table: Optional[Table] = None) -> bool:
+def pins_tenant(
+    expr: Expression,
+    tenant_column: str,
+    tenant_model: Optional[TenantModel] = None,
+    snapshot: Optional[Snapshot] = None,
+    *,
+    table: Optional[Table] = None,
+) -> bool:
     """True when every branch of the expression that can be true compares ``tenant_column`` with the
     tenant context (or the expression is never true). Unparsable text does not pin."""
     an = Analyzer(snapshot, tenant=tenant_model or TenantModel())

@@ -9,6 +9,7 @@ caller acts for, however they are spelled.
 * a function named in the configuration, or a SQL/PL/pgSQL function whose body returns one of these;
 * a membership lookup keyed by the caller (:meth:`ContextReader.subquery_kind`, in restriction.py).
 """
+
 from __future__ import annotations
 
 import enum
@@ -64,17 +65,43 @@ def combine(a: Kind, b: Kind) -> Kind:
 
 
 # Names under which tenant ids travel in JWT claims and settings, besides the configured ones.
-TENANT_CLAIMS = frozenset({
-    "tenant_id", "tenant", "tenantid", "org_id", "orgid", "org", "organization_id", "organisation_id",
-    "organizationid", "organization", "organisation", "account_id", "accountid", "team_id", "teamid",
-    "workspace_id", "workspaceid", "company_id", "companyid", "customer_id", "client_id",
-})
+TENANT_CLAIMS = frozenset(
+    {
+        "tenant_id",
+        "tenant",
+        "tenantid",
+        "org_id",
+        "orgid",
+        "org",
+        "organization_id",
+        "organisation_id",
+        "organizationid",
+        "organization",
+        "organisation",
+        "account_id",
+        "accountid",
+        "team_id",
+        "teamid",
+        "workspace_id",
+        "workspaceid",
+        "company_id",
+        "companyid",
+        "customer_id",
+        "client_id",
+    }
+)
 IDENTITY_CLAIMS = frozenset({"sub", "email", "phone", "user_id", "userid", "uid"})
 JWT_CLAIMS_SETTINGS = ("request.jwt.claims", "request.jwt.claim")
 _TENANTISH = re.compile(r"tenant|org|account|company|workspace|team|customer|client", re.I)
 _USERISH = re.compile(r"user|uid|sub\b|email", re.I)
-_IDENTITY_SVF = frozenset({SQLValueFunctionOp.SVFOP_CURRENT_USER, SQLValueFunctionOp.SVFOP_SESSION_USER,
-                           SQLValueFunctionOp.SVFOP_USER, SQLValueFunctionOp.SVFOP_CURRENT_ROLE})
+_IDENTITY_SVF = frozenset(
+    {
+        SQLValueFunctionOp.SVFOP_CURRENT_USER,
+        SQLValueFunctionOp.SVFOP_SESSION_USER,
+        SQLValueFunctionOp.SVFOP_USER,
+        SQLValueFunctionOp.SVFOP_CURRENT_ROLE,
+    }
+)
 
 
 def is_identity_function(node: ast.SQLValueFunction) -> bool:
@@ -102,9 +129,13 @@ class TenantContext:
     def of(cls, tenant: TenantModel) -> TenantContext:
         path = tuple(k for k in tenant.jwt_claim.lower().split(".") if k)
         flat = {tenant.jwt_claim.lower()} if len(path) == 1 else set()  # a dotted claim is a path, not a key
-        return cls(guc=tenant.guc.lower(), column=tenant.column.lower(),
-                   claims=TENANT_CLAIMS | flat | {tenant.column.lower()},
-                   functions=frozenset(_schema_and_name(n) for n in tenant.context_functions), claim_path=path)
+        return cls(
+            guc=tenant.guc.lower(),
+            column=tenant.column.lower(),
+            claims=TENANT_CLAIMS | flat | {tenant.column.lower()},
+            functions=frozenset(_schema_and_name(n) for n in tenant.context_functions),
+            claim_path=path,
+        )
 
     def path_kind(self, path: list[str]) -> Kind:
         """The kind of the JWT claim at ``path``: the configured claim at its real (possibly nested) path is the
@@ -130,7 +161,7 @@ class TenantContext:
         if g in JWT_CLAIMS_SETTINGS:
             return None
         if g.startswith("request.jwt.claim."):
-            return self.claim_kind(g[len("request.jwt.claim."):])
+            return self.claim_kind(g[len("request.jwt.claim.") :])
         if "." not in g:
             return None  # a built-in setting (search_path, role, ...)
         if _USERISH.search(g):
@@ -140,8 +171,11 @@ class TenantContext:
         return None
 
     def is_context_function(self, schema: Optional[str], name: str) -> bool:
-        return (schema, name) in self.functions or (None, name) in self.functions or (
-            schema is None and any(n == name for _, n in self.functions))
+        return (
+            (schema, name) in self.functions
+            or (None, name) in self.functions
+            or (schema is None and any(n == name for _, n in self.functions))
+        )
 
 
 def _schema_and_name(name: str) -> tuple[Optional[str], str]:
@@ -239,8 +273,9 @@ class ContextReader:
                 key = const_string(right)
                 if key is None:  # a constant expression, or an array index (-> 0); a boolean is no key
                     v = self.fold(right)
-                    key = v if isinstance(v, str) else (
-                        str(v) if isinstance(v, int) and not isinstance(v, bool) else "?")
+                    key = (
+                        v if isinstance(v, str) else (str(v) if isinstance(v, int) and not isinstance(v, bool) else "?")
+                    )
                 return jwt, path + [key]
             return jwt, path + path_keys(right)
         return self.is_jwt(node, frame), []

@@ -9,6 +9,7 @@
 * :class:`UserMetadata` -- the JWT's ``user_metadata`` claim or ``auth.users.raw_user_meta_data``, which the
   user can edit.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,8 +37,11 @@ from dbguard_pipeline.policy.parse import (
 from dbguard_pipeline.policy.printer import snippet
 from dbguard_pipeline.policy.scope import OUTER
 
-_UNSAFE_CAST_TEXT = re.compile(r"current_setting\s*\([^()]*\)\s*::\s*(?!text\b|varchar\b|character varying\b|name\b)"
-                               r"([a-z_][a-z0-9_]*)", re.I)
+_UNSAFE_CAST_TEXT = re.compile(
+    r"current_setting\s*\([^()]*\)\s*::\s*(?!text\b|varchar\b|character varying\b|name\b)"
+    r"([a-z_][a-z0-9_]*)",
+    re.I,
+)
 _USER_METADATA_TEXT = re.compile(r"user_metadata|raw_user_meta_data", re.I)
 _USER_METADATA_KEYS = ("user_metadata", "raw_user_meta_data")
 
@@ -116,8 +120,10 @@ class PerRowCalls:
         stack: list[tuple[Node, bool]] = [(tree, False)] if tree is not None else []
         while stack:
             node, wrapped = stack.pop()
-            if isinstance(node, ast.SubLink) and node.subLinkType in (SubLinkType.EXPR_SUBLINK,
-                                                                       SubLinkType.ARRAY_SUBLINK):
+            if isinstance(node, ast.SubLink) and node.subLinkType in (
+                SubLinkType.EXPR_SUBLINK,
+                SubLinkType.ARRAY_SUBLINK,
+            ):
                 stack.extend((n, w) for n, w in ((node.testexpr, wrapped), (node.subselect, True)) if n is not None)
                 continue
             if isinstance(node, ast.FuncCall) and not wrapped:

@@ -4,6 +4,7 @@
 Values are Python ``bool``/``int``/``float``/``str``, :data:`NULL`, or :data:`UNKNOWN` (depends on the row or
 on the session). One :class:`Folder` serves one analysis: it memoizes per node.
 """
+
 from __future__ import annotations
 
 import enum
@@ -39,13 +40,17 @@ NULL = Special.NULL
 UNKNOWN = Special.UNKNOWN
 Value = Union[bool, int, float, str, Special]
 
-TEXT_TYPES = frozenset({"text", "varchar", "character varying", "bpchar", "char", "character", "name", "citext",
-                        "unknown"})
+TEXT_TYPES = frozenset(
+    {"text", "varchar", "character varying", "bpchar", "char", "character", "name", "citext", "unknown"}
+)
 _VOLATILE = frozenset({"random", "gen_random_uuid", "uuid_generate_v4", "clock_timestamp", "nextval", "timeofday"})
 _BOOL_TESTS = {
-    BoolTestType.IS_TRUE: lambda v: v is True, BoolTestType.IS_NOT_TRUE: lambda v: v is not True,
-    BoolTestType.IS_FALSE: lambda v: v is False, BoolTestType.IS_NOT_FALSE: lambda v: v is not False,
-    BoolTestType.IS_UNKNOWN: lambda v: v is NULL, BoolTestType.IS_NOT_UNKNOWN: lambda v: v is not NULL,
+    BoolTestType.IS_TRUE: lambda v: v is True,
+    BoolTestType.IS_NOT_TRUE: lambda v: v is not True,
+    BoolTestType.IS_FALSE: lambda v: v is False,
+    BoolTestType.IS_NOT_FALSE: lambda v: v is not False,
+    BoolTestType.IS_UNKNOWN: lambda v: v is NULL,
+    BoolTestType.IS_NOT_UNKNOWN: lambda v: v is not NULL,
 }
 
 
@@ -116,8 +121,15 @@ class Folder:
 
     def _fold_sublink(self, node: ast.SubLink, d: int) -> Value:
         sel = node.subselect
-        if not (isinstance(sel, ast.SelectStmt) and not sel.fromClause and not sel.groupClause
-                and not sel.havingClause and is_plain(sel) and not sel.limitCount and len(sel.targetList or ()) == 1):
+        if not (
+            isinstance(sel, ast.SelectStmt)
+            and not sel.fromClause
+            and not sel.groupClause
+            and not sel.havingClause
+            and is_plain(sel)
+            and not sel.limitCount
+            and len(sel.targetList or ()) == 1
+        ):
             return UNKNOWN
         where = self.fold(sel.whereClause, d) if sel.whereClause is not None else True
         if node.subLinkType == SubLinkType.EXISTS_SUBLINK:
@@ -214,8 +226,11 @@ class Folder:
         else:
             results.append(node.defresult)
         vals = [self.fold(r, d) if r is not None else NULL for r in results]
-        if vals and all(v is not UNKNOWN for v in vals) and all(
-                compare("=", vals[0], v) is True or (v is NULL and vals[0] is NULL) for v in vals):
+        if (
+            vals
+            and all(v is not UNKNOWN for v in vals)
+            and all(compare("=", vals[0], v) is True or (v is NULL and vals[0] is NULL) for v in vals)
+        ):
             return vals[0]
         return UNKNOWN
 
@@ -289,8 +304,10 @@ def _compared_members(cls: type) -> tuple[str, ...]:
     if found is None:
         slots: Any = getattr(cls, "__slots__", ())
         found = _COMPARED[cls] = tuple(
-            m for m in slots if not (isinstance(slots, dict) and getattr(slots[m], "c_type", None) == "ParseLoc")
-            and m != "location")
+            m
+            for m in slots
+            if not (isinstance(slots, dict) and getattr(slots[m], "c_type", None) == "ParseLoc") and m != "location"
+        )
     return found
 
 
@@ -303,8 +320,10 @@ def canon(node: Any, top_names: frozenset[str] = frozenset()) -> Any:
             fields = fields[-1:]
         return ("col", tuple(fields))
     if isinstance(node, ast.Node):
-        return (type(node).__name__, tuple((m, canon(getattr(node, m), top_names))
-                                           for m in _compared_members(type(node))))
+        return (
+            type(node).__name__,
+            tuple((m, canon(getattr(node, m), top_names)) for m in _compared_members(type(node))),
+        )
     if type(node) is tuple:
         return tuple(canon(v, top_names) for v in node)
     return node
@@ -315,7 +334,13 @@ _INTEGER = re.compile(r"\s*[+-]?\d+\s*")
 
 
 _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
-    "=": eq, "<>": ne, "!=": ne, "<": lt, ">": gt, "<=": le, ">=": ge,
+    "=": eq,
+    "<>": ne,
+    "!=": ne,
+    "<": lt,
+    ">": gt,
+    "<=": le,
+    ">=": ge,
 }
 
 
@@ -327,8 +352,11 @@ def compare(op: str, a: Value, b: Value) -> Value:
     if isinstance(a, bool) != isinstance(b, bool):
         return UNKNOWN
     num = (int, float)
-    if not (isinstance(a, bool) or (isinstance(a, num) and isinstance(b, num))
-            or (isinstance(a, str) and isinstance(b, str))):
+    if not (
+        isinstance(a, bool)
+        or (isinstance(a, num) and isinstance(b, num))
+        or (isinstance(a, str) and isinstance(b, str))
+    ):
         # a string literal compared with a number is coerced by PostgreSQL
         if isinstance(a, str) and isinstance(b, num) and _NUMBER.fullmatch(a):
             a = float(a)

@@ -5,6 +5,7 @@ function: its body's returned expressions (``SELECT <expr>``, ``RETURN <expr>``,
 filled by ``SELECT ... INTO``), with the parameters replaced by the call's arguments. Bodies are parsed once
 per text (cached); the Analyzer holds one :class:`Functions` per audit.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,14 +49,17 @@ class Functions:
         self.platform_schemas = platform_schemas
         self._by_key: dict[tuple[str, str], list[Function]] = {}
         self._by_name: dict[str, list[Function]] = {}
-        for f in (snapshot.functions if snapshot else ()):
+        for f in snapshot.functions if snapshot else ():
             self._by_key.setdefault((f.schema, f.name), []).append(f)
             self._by_name.setdefault(f.name, []).append(f)
         self._bodies: dict[FunctionKey, Optional[Body]] = {}
 
     def find(self, schema: Optional[str], name: str, nargs: int) -> Optional[Function]:
-        cands = self._by_key.get((schema, name), []) if schema else (
-            self._by_key.get(("public", name)) or self._by_name.get(name, []))
+        cands = (
+            self._by_key.get((schema, name), [])
+            if schema
+            else (self._by_key.get(("public", name)) or self._by_name.get(name, []))
+        )
         cands = [f for f in cands if _arg_count(f.arguments) == nargs] or (cands if len(cands) == 1 else [])
         return cands[0] if cands else None
 
@@ -63,14 +67,16 @@ class Functions:
         schema, name = func_name(call)
         return self.find(schema, name, len(call.args or ()))
 
-    def returns(self, fn: Function, args: tuple[Node, ...] = (),
-                bind: Optional[Callable[[Node], Node]] = None) -> list[Node]:
+    def returns(
+        self, fn: Function, args: tuple[Node, ...] = (), bind: Optional[Callable[[Node], Node]] = None
+    ) -> list[Node]:
         """The expressions ``fn`` returns, with its parameters replaced by the call's arguments (each passed
         through ``bind`` first, so that its column references keep pointing at the caller's scopes)."""
         key = (fn.schema, fn.name, fn.arguments)
         if key not in self._bodies:
-            self._bodies[key] = _normal_body(_body_returns(fn.language, fn.body or "", fn.arguments or "",
-                                                           fn.returns or ""))
+            self._bodies[key] = _normal_body(
+                _body_returns(fn.language, fn.body or "", fn.arguments or "", fn.returns or "")
+            )
         body = self._bodies[key]
         if not body:
             return []
@@ -90,7 +96,7 @@ class Functions:
         todo = [tree]
         while todo and len(seen) < 50:
             cur = todo.pop()
-            for node in (nodes if nodes is not None and cur is tree else walk(cur)):
+            for node in nodes if nodes is not None and cur is tree else walk(cur):
                 if not isinstance(node, ast.FuncCall):
                     continue
                 fn = self.find_call(node)
@@ -154,8 +160,9 @@ def bind(arg: Node, resolve: Callable[[list[str]], int]) -> Node:
     return rebuild(arg, lambda c: bind(c, resolve))
 
 
-def _substitute(node: Node, args: list[Node], params: list[Optional[str]], fname: str,
-                variables: Mapping[str, Node]) -> Node:
+def _substitute(
+    node: Node, args: list[Node], params: list[Optional[str]], fname: str, variables: Mapping[str, Node]
+) -> Node:
     if isinstance(node, ast.ParamRef):
         n = node.number or 0
         if 1 <= n <= len(args):
@@ -313,8 +320,11 @@ def _plpgsql_returns(body: str, arguments: str, returns: str) -> Optional[Body]:
                     variables[name] = e
         elif t == "PLpgSQL_stmt_execsql" and b.get("into") and b.get("sqlstmt"):
             tt, tb = _json_type(b.get("target"))
-            into = [f.get("name") for f in tb.get("fields", [])] if tt == "PLpgSQL_row" else (
-                [tb.get("refname")] if tt == "PLpgSQL_var" else [])
+            into = (
+                [f.get("name") for f in tb.get("fields", [])]
+                if tt == "PLpgSQL_row"
+                else ([tb.get("refname")] if tt == "PLpgSQL_var" else [])
+            )
             e = _single_select(q) if (q := query(b["sqlstmt"])) else None
             if len(into) == 1 and into[0] and e is not None:
                 if into[0] in params and id(b) not in top:
@@ -334,8 +344,11 @@ def _plpgsql_returns(body: str, arguments: str, returns: str) -> Optional[Body]:
 
 
 # the target of an assignment as libpg_query gives it ("v := expr", "v = expr", "r.f := expr", "a[1] := expr")
-_ASSIGNED = re.compile(r'^\s*(?:"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)(?:\s*\.\s*(?:"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*))*'
-                       r'(?:\s*\[[^\]]*\])*\s*:?=\s*', re.I)
+_ASSIGNED = re.compile(
+    r'^\s*(?:"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)(?:\s*\.\s*(?:"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*))*'
+    r"(?:\s*\[[^\]]*\])*\s*:?=\s*",
+    re.I,
+)
 
 
 # --------------------------------------------------------------------------- argument lists

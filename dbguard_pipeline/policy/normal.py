@@ -19,6 +19,7 @@ never ``x``.
 
 Parsed trees are shared (parse.py caches them): a rewrite builds new nodes and keeps unchanged subtrees.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -31,12 +32,44 @@ from dbguard_pipeline.policy.parse import Node, func_name, operator, type_name
 MAX_DEPTH = 120  # deeper nesting is left as written (the analysis has its own depth limits)
 
 # aggregates and window calls change meaning when moved out of their (select ...)
-_AGGREGATES = frozenset({"count", "sum", "min", "max", "avg", "array_agg", "string_agg", "bool_and", "bool_or",
-                         "every", "jsonb_agg", "json_agg", "jsonb_object_agg", "json_object_agg", "bit_and",
-                         "bit_or", "xmlagg"})
-_SELECT_CLAUSES = ("distinctClause", "intoClause", "fromClause", "whereClause", "groupClause", "havingClause",
-                   "windowClause", "valuesLists", "sortClause", "limitOffset", "limitCount", "lockingClause",
-                   "withClause", "larg", "rarg")
+_AGGREGATES = frozenset(
+    {
+        "count",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "array_agg",
+        "string_agg",
+        "bool_and",
+        "bool_or",
+        "every",
+        "jsonb_agg",
+        "json_agg",
+        "jsonb_object_agg",
+        "json_object_agg",
+        "bit_and",
+        "bit_or",
+        "xmlagg",
+    }
+)
+_SELECT_CLAUSES = (
+    "distinctClause",
+    "intoClause",
+    "fromClause",
+    "whereClause",
+    "groupClause",
+    "havingClause",
+    "windowClause",
+    "valuesLists",
+    "sortClause",
+    "limitOffset",
+    "limitCount",
+    "lockingClause",
+    "withClause",
+    "larg",
+    "rarg",
+)
 
 
 def normalize(node: Optional[Node]) -> Optional[Node]:
@@ -80,8 +113,9 @@ def _children(node: Node, depth: int) -> Node:
 
 
 def _tuple(values: tuple[Any, ...], depth: int) -> tuple[Any, ...]:
-    out = tuple(_norm(v, depth) if isinstance(v, ast.Node) else (_tuple(v, depth) if type(v) is tuple else v)
-                for v in values)
+    out = tuple(
+        _norm(v, depth) if isinstance(v, ast.Node) else (_tuple(v, depth) if type(v) is tuple else v) for v in values
+    )
     return values if all(a is b for a, b in zip(out, values, strict=True)) else out
 
 
@@ -112,8 +146,15 @@ def scalar_value(node: ast.SubLink) -> Optional[Node]:
 
 
 def _aggregate(call: ast.FuncCall) -> bool:
-    return bool(call.over or call.agg_star or call.agg_distinct or call.agg_order or call.agg_filter
-                or call.agg_within_group or func_name(call)[1] in _AGGREGATES)
+    return bool(
+        call.over
+        or call.agg_star
+        or call.agg_distinct
+        or call.agg_order
+        or call.agg_filter
+        or call.agg_within_group
+        or func_name(call)[1] in _AGGREGATES
+    )
 
 
 def bool_const(node: Optional[Node]) -> Optional[bool]:
@@ -148,8 +189,12 @@ def _not_not(node: ast.BoolExpr) -> Node:
     if node.boolop == BoolExprType.NOT_EXPR and len(args) == 1:
         arg = args[0]
         inner = arg.args or () if isinstance(arg, ast.BoolExpr) else ()
-        if isinstance(arg, ast.BoolExpr) and arg.boolop == BoolExprType.NOT_EXPR and len(inner) == 1 and isinstance(
-                inner[0], ast.Node):
+        if (
+            isinstance(arg, ast.BoolExpr)
+            and arg.boolop == BoolExprType.NOT_EXPR
+            and len(inner) == 1
+            and isinstance(inner[0], ast.Node)
+        ):
             return inner[0]
         # NOT (x IS TRUE) is x IS NOT TRUE (a boolean test is never NULL); so is NOT (x IS DISTINCT FROM false),
         # which is how PostgreSQL prints x IS NOT DISTINCT FROM false (the inner test is rewritten first)
@@ -158,10 +203,14 @@ def _not_not(node: ast.BoolExpr) -> Node:
     return node
 
 
-_INVERSE = {BoolTestType.IS_TRUE: BoolTestType.IS_NOT_TRUE, BoolTestType.IS_NOT_TRUE: BoolTestType.IS_TRUE,
-            BoolTestType.IS_FALSE: BoolTestType.IS_NOT_FALSE, BoolTestType.IS_NOT_FALSE: BoolTestType.IS_FALSE,
-            BoolTestType.IS_UNKNOWN: BoolTestType.IS_NOT_UNKNOWN,
-            BoolTestType.IS_NOT_UNKNOWN: BoolTestType.IS_UNKNOWN}
+_INVERSE = {
+    BoolTestType.IS_TRUE: BoolTestType.IS_NOT_TRUE,
+    BoolTestType.IS_NOT_TRUE: BoolTestType.IS_TRUE,
+    BoolTestType.IS_FALSE: BoolTestType.IS_NOT_FALSE,
+    BoolTestType.IS_NOT_FALSE: BoolTestType.IS_FALSE,
+    BoolTestType.IS_UNKNOWN: BoolTestType.IS_NOT_UNKNOWN,
+    BoolTestType.IS_NOT_UNKNOWN: BoolTestType.IS_UNKNOWN,
+}
 
 
 def _distinct_test(node: ast.A_Expr, negated: bool) -> Optional[Node]:
@@ -197,11 +246,18 @@ def _a_expr(node: ast.A_Expr) -> Node:
     if kind == A_Expr_Kind.AEXPR_IN and type(node.rexpr) is tuple and len(node.rexpr) == 1:
         item = node.rexpr[0]
         if isinstance(item, ast.Node):
-            return ast.A_Expr(kind=A_Expr_Kind.AEXPR_OP, name=(ast.String(sval="=" if op == "=" else "<>"),),
-                              lexpr=node.lexpr, rexpr=item)
+            return ast.A_Expr(
+                kind=A_Expr_Kind.AEXPR_OP,
+                name=(ast.String(sval="=" if op == "=" else "<>"),),
+                lexpr=node.lexpr,
+                rexpr=item,
+            )
     if kind in (A_Expr_Kind.AEXPR_OP_ANY, A_Expr_Kind.AEXPR_OP_ALL) and isinstance(right, ast.A_ArrayExpr):
         elements = right.elements or ()
-        if len(elements) == 1 and isinstance(elements[0], ast.Node) and not isinstance(
-                elements[0], (ast.A_ArrayExpr, ast.SubLink)):  # ARRAY[ARRAY[...]] is a 2-D array of elements
+        if (
+            len(elements) == 1
+            and isinstance(elements[0], ast.Node)
+            and not isinstance(elements[0], (ast.A_ArrayExpr, ast.SubLink))
+        ):  # ARRAY[ARRAY[...]] is a 2-D array of elements
             return ast.A_Expr(kind=A_Expr_Kind.AEXPR_OP, name=node.name, lexpr=node.lexpr, rexpr=elements[0])
     return node

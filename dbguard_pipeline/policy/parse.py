@@ -4,6 +4,7 @@ Expressions are parsed by PostgreSQL's own parser (libpg_query through pglast) i
 so the analysis is independent of whitespace, parentheses, letter case of keywords and quoting. Parsed trees
 are cached by their text and shared: nothing may mutate them (the analysis builds new nodes instead).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -43,8 +44,11 @@ def parse_expression(text: Optional[str]) -> Node:
     if len(stmts) != 1:
         raise PolicyParseError("not a single expression")
     sel = stmts[0].stmt
-    if (not isinstance(sel, ast.SelectStmt) or sel.whereClause is None
-            or any(getattr(sel, m) not in (None, False) for m in sel if m not in _WRAPPER_MEMBERS)):
+    if (
+        not isinstance(sel, ast.SelectStmt)
+        or sel.whereClause is None
+        or any(getattr(sel, m) not in (None, False) for m in sel if m not in _WRAPPER_MEMBERS)
+    ):
         raise PolicyParseError("not a single expression")
     return sel.whereClause
 
@@ -148,7 +152,8 @@ def _child_members(cls: type[Node]) -> tuple[str, ...]:
     if found is None:
         slots: Any = getattr(cls, "__slots__", ())
         found = _CHILD_MEMBERS[cls] = tuple(
-            m for m in slots if not isinstance(slots, dict) or _holds_nodes(getattr(slots[m], "c_type", None)))
+            m for m in slots if not isinstance(slots, dict) or _holds_nodes(getattr(slots[m], "c_type", None))
+        )
     return found
 
 

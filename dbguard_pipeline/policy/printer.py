@@ -4,6 +4,7 @@ Not :class:`pglast.stream.RawStream`: messages are part of the reports users com
 printer's output (no ``pg_catalog.``, subqueries shown as ``SELECT ...``, identifiers quoted only when they are
 not plain lower-case names) is what they have always read.
 """
+
 from __future__ import annotations
 
 import re

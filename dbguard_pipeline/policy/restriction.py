@@ -9,6 +9,7 @@ Levels of restriction, as the rules use them (:class:`Level`):
   pinned (``exists (select 1 from projects p where p.id = project_id and p.tenant_id = <ctx>)``);
 * ``NONE``     -- nothing ties the rows to the caller (``true``, ``auth.role() = 'authenticated'``, ...).
 """
+
 from __future__ import annotations
 
 import enum
@@ -137,8 +138,15 @@ def _relations(item: Optional[Node]) -> list[ast.RangeVar]:
 class Restrictor(ContextReader):
     """Computes the :class:`Restriction` of the expressions of one analysis."""
 
-    def __init__(self, functions: Functions, tenant: TenantContext, state: Pass, tables: Tables,
-                 bypass: frozenset[str], isolated: Callable[[Table], bool]):
+    def __init__(
+        self,
+        functions: Functions,
+        tenant: TenantContext,
+        state: Pass,
+        tables: Tables,
+        bypass: frozenset[str],
+        isolated: Callable[[Table], bool],
+    ):
         super().__init__(functions, tenant, state)
         self.tables = tables
         self.bypass = bypass  # role names that bypass row level security
@@ -183,8 +191,11 @@ class Restrictor(ContextReader):
                 return NOTHING
             return Restriction.either([self.restriction(e, inside) for e in exprs])
         if isinstance(node, ast.CaseExpr) and node.arg is None:
-            parts = [Restriction.both(self.restriction(w.expr, inner), self.restriction(w.result, inner))
-                     for w in node.args or () if isinstance(w, ast.CaseWhen)]
+            parts = [
+                Restriction.both(self.restriction(w.expr, inner), self.restriction(w.result, inner))
+                for w in node.args or ()
+                if isinstance(w, ast.CaseWhen)
+            ]
             default = node.defresult
             parts.append(self.restriction(default, inner) if default is not None else NEVER)
             return Restriction.either(parts)
@@ -202,8 +213,9 @@ class Restrictor(ContextReader):
         if node.boolop == BoolExprType.NOT_EXPR and args:
             arg = args[0]
             if isinstance(arg, ast.A_Expr) and (
-                    (arg.kind == A_Expr_Kind.AEXPR_OP and operator(arg.name) in ("<>", "!="))
-                    or arg.kind == A_Expr_Kind.AEXPR_DISTINCT):
+                (arg.kind == A_Expr_Kind.AEXPR_OP and operator(arg.name) in ("<>", "!="))
+                or arg.kind == A_Expr_Kind.AEXPR_DISTINCT
+            ):
                 return self._eq(arg.lexpr, _right(arg), frame)
             if isinstance(arg, ast.BoolExpr) and arg.boolop == BoolExprType.NOT_EXPR:
                 return self.restriction((arg.args or (None,))[0], frame)
@@ -259,9 +271,12 @@ class Restrictor(ContextReader):
             if isinstance(sel, ast.SelectStmt) and not sel.fromClause and len(sel.targetList or ()) == 1:
                 n = len(frame.scopes)
                 res = self.restriction(target_values(sel)[0], frame.within(Scope(frozenset(), frozenset())))
-                return Restriction(res.false, {k: v for k, v in res.pins.items() if k[0] < n},
-                                   frozenset(c for c in res.corr if c[0][0] < n and c[1][0] < n),
-                                   frozenset(x for x in res.levels() if x < n))
+                return Restriction(
+                    res.false,
+                    {k: v for k, v in res.pins.items() if k[0] < n},
+                    frozenset(c for c in res.corr if c[0][0] < n and c[1][0] < n),
+                    frozenset(x for x in res.levels() if x < n),
+                )
         return NOTHING
 
     def _column_in(self, node: Optional[Node], frame: Frame) -> Optional[Column]:
@@ -270,8 +285,11 @@ class Restrictor(ContextReader):
         if col is not None:
             return col
         node = strip_casts(node)
-        if isinstance(node, ast.FuncCall) and len(node.args or ()) == 1 and func_name(node)[1] in (
-                "to_jsonb", "to_json", "jsonb_build_array", "json_build_array", "array"):
+        if (
+            isinstance(node, ast.FuncCall)
+            and len(node.args or ()) == 1
+            and func_name(node)[1] in ("to_jsonb", "to_json", "jsonb_build_array", "json_build_array", "array")
+        ):
             return self._column_in(node.args[0] if node.args else None, frame)
         if isinstance(node, ast.A_ArrayExpr) and len(node.elements or ()) == 1:
             return self._column_in(node.elements[0] if node.elements else None, frame)
@@ -290,8 +308,9 @@ class Restrictor(ContextReader):
         """``auth.role() IN ('service_role', 'supabase_admin')`` / ``= ANY (ARRAY[...])``: every name listed
         bypasses row level security."""
         names = [const_string(i) for i in listed]
-        return bool(names) and all(n is not None and n in self.bypass for n in names) and self._role_of_caller(
-            left, frame)
+        return (
+            bool(names) and all(n is not None and n in self.bypass for n in names) and self._role_of_caller(left, frame)
+        )
 
     def _role_of_caller(self, node: Optional[Node], frame: Frame) -> bool:
         """The caller's database role or JWT role claim: ``current_user``, ``auth.role()``,
@@ -368,8 +387,9 @@ class Restrictor(ContextReader):
                     if mine[0] == lvl and theirs[0] < lvl:
                         pins[theirs] = ContextKind.TENANT
                         levels.add(theirs[0])
-        return Restriction(False, pins, frozenset(c for c in res.corr if c[0][0] < lvl and c[1][0] < lvl),
-                           frozenset(levels))
+        return Restriction(
+            False, pins, frozenset(c for c in res.corr if c[0][0] < lvl and c[1][0] < lvl), frozenset(levels)
+        )
 
     def _select_where(self, sel: ast.SelectStmt, frame: Frame) -> Restriction:
         res = self.restriction(sel.whereClause, frame) if sel.whereClause is not None else NOTHING
@@ -398,7 +418,7 @@ class Restrictor(ContextReader):
         for item in sel.fromClause:
             if isinstance(item, ast.RangeFunction):
                 for listed in item.functions or ():
-                    for f in (listed if isinstance(listed, tuple) else (listed,)):
+                    for f in listed if isinstance(listed, tuple) else (listed,):
                         k = self.kind(f, inner) if isinstance(f, ast.Node) else None
                         if is_context(k):
                             return ContextKind.TENANT

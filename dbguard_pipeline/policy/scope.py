@@ -6,6 +6,7 @@
 * :class:`Pass` -- one analysis of one expression: the policy's table name and whether the answer depended
   on it (so that results which do not can be shared between tables).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -76,7 +77,7 @@ class Tables:
     def __init__(self, snapshot: Optional[Snapshot]):
         self._by_key: dict[tuple[str, str], Table] = {}
         self._by_name: dict[str, list[Table]] = {}
-        for t in (snapshot.tables if snapshot else ()):
+        for t in snapshot.tables if snapshot else ():
             self._by_key[(t.schema, t.name)] = t
             self._by_name.setdefault(t.name, []).append(t)
 
@@ -138,7 +139,7 @@ def resolve(fields: list[str], frame: Frame, state: Pass) -> int:
     if len(fields) >= 2:
         q = fields[-2]
         if q.startswith(OUTER):
-            return int(q[len(OUTER):])
+            return int(q[len(OUTER) :])
         for lvl in range(inner, -1, -1):
             if q in scopes[lvl].names:
                 return lvl

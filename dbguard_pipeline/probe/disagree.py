@@ -1,6 +1,7 @@
 """Where the static audit and the probe disagree on a relation: the audit calls its isolation broken and every
 probe held, or a probe leaked where the audit found nothing wrong. Each is a blind spot of the probe or a false
 positive of the audit, and a user deserves to know which relations the two views do not agree on."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -36,12 +37,14 @@ def _leak_claims(findings: Iterable[Finding], snapshot: Optional[Snapshot]) -> d
     for v in snapshot.views if snapshot is not None else ():
         for d in v.depends_on:
             by_table.setdefault(v.qualified, []).extend(
-                f for f in by_table.get(d, []) if LEAK_RULES.get(f.rule) is None or "select" in LEAK_RULES[f.rule])
+                f for f in by_table.get(d, []) if LEAK_RULES.get(f.rule) is None or "select" in LEAK_RULES[f.rule]
+            )
     return by_table
 
 
-def disagreements(report: ProbeReport, findings: Iterable[Finding], snapshot: Optional[Snapshot] = None
-                  ) -> dict[str, list[dict[str, Any]]]:
+def disagreements(
+    report: ProbeReport, findings: Iterable[Finding], snapshot: Optional[Snapshot] = None
+) -> dict[str, list[dict[str, Any]]]:
     """Per relation probed: both views when they disagree (see the module docstring)."""
     by_table = _leak_claims(findings, snapshot)
     out: dict[str, list[dict[str, Any]]] = {}
@@ -49,8 +52,10 @@ def disagreements(report: ProbeReport, findings: Iterable[Finding], snapshot: Op
         audit = by_table.get(q, [])
         verdicts = {cmd: report.outcome(q, cmd)[0] for cmd in report.commands_of(q)}
         leaked = sorted(c for c, v in verdicts.items() if v == "leak")
-        audit_view = [{"rule": f.rule, "table": f"{f.schema}.{f.table}", "object": f.object,
-                       "severity": f.severity.value} for f in audit]
+        audit_view = [
+            {"rule": f.rule, "table": f"{f.schema}.{f.table}", "object": f.object, "severity": f.severity.value}
+            for f in audit
+        ]
         probe_view = {"verdicts": verdicts, "leaked": leaked}
         if audit and not leaked:
             concerned: set[str] = set()
@@ -60,11 +65,15 @@ def disagreements(report: ProbeReport, findings: Iterable[Finding], snapshot: Op
             if not held:
                 continue  # not probed or an error there: no verdict to disagree with
             rules = ", ".join(sorted({f.rule for f in audit}))
-            note = (f"the audit reports {rules}, but every probe held on {', '.join(held)}: a blind spot of the "
-                    f"probe or a false positive of the audit")
+            note = (
+                f"the audit reports {rules}, but every probe held on {', '.join(held)}: a blind spot of the "
+                f"probe or a false positive of the audit"
+            )
         elif leaked and not audit:
-            note = (f"the probe found a leak on {', '.join(leaked)}, but the static audit reports nothing that "
-                    f"lets another tenant's rows through: a blind spot of the audit")
+            note = (
+                f"the probe found a leak on {', '.join(leaked)}, but the static audit reports nothing that "
+                f"lets another tenant's rows through: a blind spot of the audit"
+            )
         else:
             continue
         out[q] = [{"audit": audit_view, "probe": probe_view, "note": note}]

@@ -1,5 +1,6 @@
 """What the probe reads from the policies (with the policy analyzer): the columns of a table that hold the acting
 user, and the settings the database's policies read (to refuse a tenant context that no policy reads)."""
+
 from __future__ import annotations
 
 import re
@@ -71,12 +72,21 @@ def identity_columns(analyzer: Optional[Analyzer], table: Table, row_tenancy: Ro
                     if not (isinstance(n, ast.A_Expr) and [s.sval for s in n.name or ()] == ["="]):
                         continue
                     for col, other in ((_column_of(n.lexpr, table), n.rexpr), (_column_of(n.rexpr, table), n.lexpr)):
-                        if col and col not in found and col not in skip and isinstance(other, ast.Node) and \
-                                walker.kind(other, frame) is ContextKind.IDENTITY:
+                        if (
+                            col
+                            and col not in found
+                            and col not in skip
+                            and isinstance(other, ast.Node)
+                            and walker.kind(other, frame) is ContextKind.IDENTITY
+                        ):
                             found.append(col)
     for fk in table.foreign_keys:
-        if fk.ref_table == "users" and len(fk.columns) == 1 and fk.columns[0] not in skip \
-                and fk.columns[0] not in found:
+        if (
+            fk.ref_table == "users"
+            and len(fk.columns) == 1
+            and fk.columns[0] not in skip
+            and fk.columns[0] not in found
+        ):
             found.append(fk.columns[0])
     return tuple(found)
 
@@ -118,12 +128,16 @@ def check_context(snapshot: Snapshot, config: Config) -> None:
     if tm.context != "guc":
         return
     if "." not in tm.guc:
-        raise ConfigError(f"tenant.guc is {tm.guc!r}: PostgreSQL only lets an application set a custom setting "
-                          f"with a prefix (such as app.current_tenant_id), so no tenant context could be set")
+        raise ConfigError(
+            f"tenant.guc is {tm.guc!r}: PostgreSQL only lets an application set a custom setting "
+            f"with a prefix (such as app.current_tenant_id), so no tenant context could be set"
+        )
     read = settings_read(snapshot)
     if tm.guc.lower() in read:
         return
     custom = sorted(s for s in read if "." in s and not s.startswith("request.jwt"))
     if custom:
-        raise ConfigError(f"tenant.guc is {tm.guc!r}, but no policy or function in {snapshot.database} reads it; "
-                          f"they read {', '.join(custom)}: set tenant.guc to the setting the application sets")
+        raise ConfigError(
+            f"tenant.guc is {tm.guc!r}, but no policy or function in {snapshot.database} reads it; "
+            f"they read {', '.join(custom)}: set tenant.guc to the setting the application sets"
+        )

@@ -1,5 +1,6 @@
 """The probes of views, the "join another tenant" INSERT, and the phases a relation is probed in
 (``TABLE_PHASES``, ``VIEW_PHASES``): the probes of tables are in :mod:`.probes`."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -50,13 +51,15 @@ class JoinOtherTenant(Probe):
             return None  # nothing on this table names the acting user
         users = self.users_of_a(rel, cols)
         if users is None:
-            return (f"{rel.q} has columns that hold the acting user ({', '.join(cols)}), but no user of tenant A "
-                    f"is known to put in them")
+            return (
+                f"{rel.q} has columns that hold the acting user ({', '.join(cols)}), but no user of tenant A "
+                f"is known to put in them"
+            )
         cand = rel.rows.candidate(rel.table, rel.tenants.b, override=users)
         if cand.stmt is None:
             return cand.why
         self._cands[rel.q] = (cols, cand)  # for judge, which runs next
-        shape = (f"INSERT INTO {rel.q} ({', '.join(cols)}, ...) VALUES (<tenant A's user>, ..., <tenant B>)")
+        shape = f"INSERT INTO {rel.q} ({', '.join(cols)}, ...) VALUES (<tenant A's user>, ..., <tenant B>)"
         return Attempt(rel.tenants.a, cand.stmt, shape, measure=stored_of_b(rel, cand.values))
 
     @staticmethod
@@ -65,17 +68,22 @@ class JoinOtherTenant(Probe):
         if rel.tenants.user_a:
             return {c: rel.tenants.user_a for c in cols}
         t = rel.table
-        row = rel.session.conn.execute(sql.SQL("SELECT {} FROM {} AS t WHERE {} AND {} LIMIT 1").format(
-            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier("t", c)) for c in cols),
-            sql.Identifier(t.schema, t.name), rel.rows.row_tenancy.pred(t, rel.tenants.a),
-            sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier("t", c)) for c in cols))).fetchone()
+        row = rel.session.conn.execute(
+            sql.SQL("SELECT {} FROM {} AS t WHERE {} AND {} LIMIT 1").format(
+                sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier("t", c)) for c in cols),
+                sql.Identifier(t.schema, t.name),
+                rel.rows.row_tenancy.pred(t, rel.tenants.a),
+                sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier("t", c)) for c in cols),
+            )
+        ).fetchone()
         return dict(zip(cols, row, strict=True)) if row else None
 
     def judge(self, rel: Relation, fx: WriteRows, attempt: Attempt, out: Outcome) -> Verdict:
         cols, cand = self._cands.pop(rel.q)
         what = f"INSERT into {rel.q} of a row of tenant B naming tenant A's own user ({', '.join(cols)})"
-        return judge_insert(rel, cand, attempt, out, what,
-                            f"{what} succeeded: tenant A's user made himself a member of tenant B")
+        return judge_insert(
+            rel, cand, attempt, out, what, f"{what} succeeded: tenant A's user made himself a member of tenant B"
+        )
 
 
 # --------------------------------------------------------------------------- views
@@ -131,8 +139,18 @@ Phase = tuple[Callable[[Relation, Any], Any], Sequence[Probe]]  # (prepare its r
 
 TABLE_PHASES: tuple[Phase, ...] = (
     (prepare_reads, (SelectWithoutContext(), SelectOtherTenant())),
-    (prepare_writes, (InsertForOtherTenant(), JoinOtherTenant(), UpdateOtherTenant(blind=False),
-                      UpdateOtherTenant(blind=True), MoveRowToOtherTenant(blind=False),
-                      MoveRowToOtherTenant(blind=True), DeleteOtherTenant(blind=False), DeleteOtherTenant(blind=True))),
+    (
+        prepare_writes,
+        (
+            InsertForOtherTenant(),
+            JoinOtherTenant(),
+            UpdateOtherTenant(blind=False),
+            UpdateOtherTenant(blind=True),
+            MoveRowToOtherTenant(blind=False),
+            MoveRowToOtherTenant(blind=True),
+            DeleteOtherTenant(blind=False),
+            DeleteOtherTenant(blind=True),
+        ),
+    ),
 )
 VIEW_PHASES: tuple[Phase, ...] = ((prepare_view, (ViewSelectWithoutContext(), ViewSelectOtherTenant())),)

@@ -5,6 +5,7 @@ A relation is probed in phases; each phase prepares the rows its probes act on (
 :class:`WriteRows`, :class:`ViewRows`), then runs its probes in order (``TABLE_PHASES``, ``VIEW_PHASES``).
 The read probes count the table's own rows, so the rows the writes target are built only after them.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -65,8 +66,10 @@ class Relation:
     def count_sample(self, where: Optional[sql.Composable] = None) -> Query:
         """How many rows (at most the sample size) the relation shows, optionally filtered."""
         return sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {}{} LIMIT {}) s").format(
-            self.ident, sql.SQL(" WHERE {}").format(where) if where is not None else sql.SQL(""),
-            sql.Literal(self.rows.sample))
+            self.ident,
+            sql.SQL(" WHERE {}").format(where) if where is not None else sql.SQL(""),
+            sql.Literal(self.rows.sample),
+        )
 
     def scalar(self, stmt: Query) -> Any:
         return self.session.scalar(stmt)
@@ -104,8 +107,12 @@ def error_state(out: Outcome, what: str) -> Optional[Verdict]:
     """A statement PostgreSQL cannot evaluate (42P17: infinite recursion in a policy): neither held nor leaked;
     the application cannot use the table either (and the usual "fix", RLS off, leaks)."""
     if out.sqlstate == "42P17":
-        return Verdict(None, f"{what} cannot be evaluated: {out.message} (a policy that reads its own table, "
-                             f"directly or through another table's policy)", state=RECURSION)
+        return Verdict(
+            None,
+            f"{what} cannot be evaluated: {out.message} (a policy that reads its own table, "
+            f"directly or through another table's policy)",
+            state=RECURSION,
+        )
     return None
 
 
@@ -140,8 +147,16 @@ class Probe(ABC):
 
 
 # --------------------------------------------------------------------------- judges
-def judge_read(rel: Relation, attempt: Attempt, out: Outcome, who: str, what: str, *, of_tenant: str = "",
-               own: Optional[tuple[int, Optional[int]]] = None) -> Verdict:
+def judge_read(
+    rel: Relation,
+    attempt: Attempt,
+    out: Outcome,
+    who: str,
+    what: str,
+    *,
+    of_tenant: str = "",
+    own: Optional[tuple[int, Optional[int]]] = None,
+) -> Verdict:
     if out.kind == "timeout":
         return not_probed(f"{what} did not finish: {out.message}")
     stuck = error_state(out, what)
@@ -165,9 +180,11 @@ def judge_read(rel: Relation, attempt: Attempt, out: Outcome, who: str, what: st
         seen = own[1] or 0
         detail += f" (tenant A saw {seen} of its {own[0]})"
         if seen == 0:
-            warning = (f"{rel.q}: {who}, none of tenant A's own {_rows(own[0])} were visible either: if the "
-                       f"application can read them, tenant.context/guc/jwt_claim or tenant.app_role in the config "
-                       f"do not match it, and the probes that held prove little")
+            warning = (
+                f"{rel.q}: {who}, none of tenant A's own {_rows(own[0])} were visible either: if the "
+                f"application can read them, tenant.context/guc/jwt_claim or tenant.app_role in the config "
+                f"do not match it, and the probes that held prove little"
+            )
     return held(detail, attempt.shape, warning)
 
 
@@ -182,11 +199,15 @@ def judge_write_error(out: Outcome, who: str, what: str, shape: str, *, filtered
         return not_probed(f"{what} did not finish: {out.message}")
     if out.kind == "integrity" and filtered:
         constraint = (out.error.diag.constraint_name if out.error is not None else None) or ""
-        return leaked(f"{who}, row level security let {what} through; only the constraint {constraint} stopped it "
-                      f"({out.message})", shape)
+        return leaked(
+            f"{who}, row level security let {what} through; only the constraint {constraint} stopped it "
+            f"({out.message})",
+            shape,
+        )
     if out.kind == "integrity":
-        return not_probed(f"{what} failed on a constraint, so its effect on tenant B's rows could not be measured: "
-                          f"{out.message}")
+        return not_probed(
+            f"{what} failed on a constraint, so its effect on tenant B's rows could not be measured: {out.message}"
+        )
     return not_probed(f"{what} failed, so its effect could not be measured: {out.message}")
 
 
@@ -196,8 +217,9 @@ def judge_write(attempt: Attempt, out: Outcome, who: str, what: str, *, filtered
     n = out.measured or 0
     if n > 0:
         return leaked(f"{who}, {what} {verb} {_rows(n)} of tenant B{attempt.note}", attempt.shape, n)
-    return held(f"{who}, {what} {verb} none of the tenant B rows ({attempt.targeted} targeted){attempt.note}",
-                attempt.shape)
+    return held(
+        f"{who}, {what} {verb} none of the tenant B rows ({attempt.targeted} targeted){attempt.note}", attempt.shape
+    )
 
 
 # --------------------------------------------------------------------------- tables: reads
@@ -226,8 +248,10 @@ def prepare_reads(rel: Relation, _previous: object = None) -> ReadRows:
     try:
         rel.rows.ensure_tenants(tenants.missing)
     except CannotBuild as exc:
-        raise SkipAll(f"tenants {tenants.a} and {tenants.b} are not both in {rel.session.tm.tenants_table} and "
-                      f"could not be created: {exc}") from None
+        raise SkipAll(
+            f"tenants {tenants.a} and {tenants.b} are not both in {rel.session.tm.tenants_table} and "
+            f"could not be created: {exc}"
+        ) from None
     b_existing = rel.rows.of_tenant(t, tenants.b)
     a_existing = rel.rows.of_tenant(t, tenants.a)
     fresh_b, why_b = ([], "") if b_existing else rel.rows.fresh_row(t, tenants.b)
@@ -249,8 +273,11 @@ class SelectWithoutContext(Probe):
 
     def judge(self, rel: Relation, fx: ReadRows, attempt: Attempt, out: Outcome) -> Verdict:
         if out.sqlstate.startswith("22"):  # the policy cannot read an absent context: it fails closed
-            return held(f"{rel.no_context}, SELECT on {rel.q} failed in the policy's reading of the absent tenant "
-                        f"context, so it shows nothing: {out.message}", attempt.shape)
+            return held(
+                f"{rel.no_context}, SELECT on {rel.q} failed in the policy's reading of the absent tenant "
+                f"context, so it shows nothing: {out.message}",
+                attempt.shape,
+            )
         return judge_read(rel, attempt, out, rel.no_context, f"SELECT on {rel.q}")
 
 
@@ -264,9 +291,12 @@ class SelectOtherTenant(Probe):
         if not b_sel:
             return f"{rel.q} has no row of tenant B and none could be built: {fx.why_b or fx.why_a}"
         stmt = sql.SQL("SELECT (SELECT count(*) FROM {i} AS t WHERE {b}), {a}").format(
-            i=rel.ident, b=where_rows(t, b_sel),
+            i=rel.ident,
+            b=where_rows(t, b_sel),
             a=sql.SQL("(SELECT count(*) FROM {} AS t WHERE {})").format(rel.ident, where_rows(t, a_sel))
-            if a_sel else sql.SQL("0"))
+            if a_sel
+            else sql.SQL("0"),
+        )
         shape = f"SELECT * FROM {rel.q} WHERE ctid = ANY(<{_rows(len(b_sel))} of tenant B>)"
         return Attempt(rel.tenants.a, stmt, shape, targeted=len(b_sel))
 
@@ -303,11 +333,16 @@ def prepare_writes(rel: Relation, reads: ReadRows) -> WriteRows:
     a_write = fresh_a or reads.a_existing
     assign = rows.row_tenancy.require(t).assign_columns
     return WriteRows(
-        b_write=fresh_b or reads.b_existing, a_write=a_write, candidate=rows.candidate(t, tenants.b),
-        set_a=rows.assignment(t, tenants.a, a_sel), set_b=rows.assignment(t, tenants.b, b_sel),
-        columns=", ".join(assign), a_key=rows.key_values(t, a_write, assign) if a_write else None,
+        b_write=fresh_b or reads.b_existing,
+        a_write=a_write,
+        candidate=rows.candidate(t, tenants.b),
+        set_a=rows.assignment(t, tenants.a, a_sel),
+        set_b=rows.assignment(t, tenants.b, b_sel),
+        columns=", ".join(assign),
+        a_key=rows.key_values(t, a_write, assign) if a_write else None,
         no_a=f"{rel.q} has no row of tenant A and none could be built: {why_a}",
-        no_b=f"{rel.q} has no row of tenant B and none could be built: {why_b}")
+        no_b=f"{rel.q} has no row of tenant B and none could be built: {why_b}",
+    )
 
 
 def stored_of_b(rel: Relation, values: dict[str, Query]) -> Optional[Callable[[], int]]:
@@ -327,15 +362,22 @@ def judge_insert(rel: Relation, cand: Candidate, attempt: Attempt, out: Outcome,
     another tenant (a trigger stamped it) = held."""
     if out.kind == "ok" and out.rowcount > 0:
         if out.measured is not None and out.measured == 0:
-            return held(f"{rel.as_a}, {what} succeeded, but the row stored does not belong to tenant B (a trigger "
-                        f"set its tenant)", attempt.shape)
+            return held(
+                f"{rel.as_a}, {what} succeeded, but the row stored does not belong to tenant B (a trigger "
+                f"set its tenant)",
+                attempt.shape,
+            )
         return leaked(f"{rel.as_a}, {leak}", attempt.shape, 1)
     if out.kind == "ok":
         return held(f"{rel.as_a}, {what} inserted nothing", attempt.shape)
     if out.sqlstate in AFTER_POLICY_STATES and cand.conflict:
         constraint = (out.error.diag.constraint_name if out.error is not None else None) or ""
-        return leaked(f"{rel.as_a}, row level security admitted {what}; only the constraint {constraint} stopped "
-                      f"it ({out.message}), and it would not stop a row whose key is new", attempt.shape, 1)
+        return leaked(
+            f"{rel.as_a}, row level security admitted {what}; only the constraint {constraint} stopped "
+            f"it ({out.message}), and it would not stop a row whose key is new",
+            attempt.shape,
+            1,
+        )
     return judge_write_error(out, rel.as_a, what, attempt.shape, filtered=False)
 
 
@@ -371,16 +413,30 @@ def _cursor_on(rel: Relation, row: RowRef) -> Callable[[], object]:
     """Declare (as the connecting role, inside the probe's savepoint) a cursor standing on one row: a statement
     ``WHERE CURRENT OF`` it reads no column, so only the policies of its own command apply (a blind write),
     and it touches that one row instead of the whole table."""
+
     def declare() -> None:
         conn = rel.session.conn
-        conn.execute(sql.SQL("DECLARE {c} NO SCROLL CURSOR FOR SELECT 1 FROM {t} AS t WHERE t.ctid = {r}::tid "
-                             "AND t.tableoid = {o}::oid; FETCH NEXT FROM {c}").format(
-            c=CURSOR, t=rel.ident, r=sql.Literal(row[1]), o=sql.Literal(row[0])))
+        conn.execute(
+            sql.SQL(
+                "DECLARE {c} NO SCROLL CURSOR FOR SELECT 1 FROM {t} AS t WHERE t.ctid = {r}::tid "
+                "AND t.tableoid = {o}::oid; FETCH NEXT FROM {c}"
+            ).format(c=CURSOR, t=rel.ident, r=sql.Literal(row[1]), o=sql.Literal(row[0]))
+        )
+
     return declare
 
 
-def _update(rel: Relation, columns: str, assignment: Query, rows: list[RowRef], *, to: str, of: str,
-            blind: bool, measure: Optional[Callable[[], int]] = None) -> Attempt:
+def _update(
+    rel: Relation,
+    columns: str,
+    assignment: Query,
+    rows: list[RowRef],
+    *,
+    to: str,
+    of: str,
+    blind: bool,
+    measure: Optional[Callable[[], int]] = None,
+) -> Attempt:
     """An UPDATE (with tenant A's context) that makes ``rows`` of tenant ``of`` belong to tenant ``to``: filtered
     to them by ctid, or blind: ``WHERE CURRENT OF`` a cursor on the first of them (no column is read, so no
     SELECT policy applies, as with no WHERE at all, and one row is written instead of every row of the table)."""
@@ -394,8 +450,9 @@ def _update(rel: Relation, columns: str, assignment: Query, rows: list[RowRef], 
         stmt = sql.SQL("UPDATE {} AS t SET {} WHERE {}").format(rel.ident, assignment, where_rows(rel.table, rows))
         shape += f" WHERE ctid = ANY(<{_rows(len(rows))} of tenant {of}>)"
         before = None
-    return Attempt(rel.tenants.a, stmt, shape, targeted=len(rows), measure=measure or _measure(rel, rows),
-                   before=before)
+    return Attempt(
+        rel.tenants.a, stmt, shape, targeted=len(rows), measure=measure or _measure(rel, rows), before=before
+    )
 
 
 class _FilteredOrBlind(Probe):
@@ -422,8 +479,11 @@ class UpdateOtherTenant(_FilteredOrBlind):
         return _update(rel, fx.columns, fx.set_a, fx.b_write, to="A", of="B", blind=self.blind)
 
     def judge(self, rel: Relation, fx: WriteRows, attempt: Attempt, out: Outcome) -> Verdict:
-        what = (f"blind UPDATE of {rel.q} (reads no column)" if self.blind
-                else f"UPDATE of tenant B's rows in {rel.q} (filtered to them)")
+        what = (
+            f"blind UPDATE of {rel.q} (reads no column)"
+            if self.blind
+            else f"UPDATE of tenant B's rows in {rel.q} (filtered to them)"
+        )
         return judge_write(attempt, out, rel.as_a, what, filtered=not self.blind, verb="changed")
 
 
@@ -440,25 +500,37 @@ class MoveRowToOtherTenant(_FilteredOrBlind):
             return fx.no_b
         measure = None
         if fx.a_key is not None:
-            rows, where = rel.rows, sql.SQL("({}) AND {}").format(fx.a_key, rel.rows.row_tenancy.pred(rel.table,
-                                                                                                      rel.tenants.b))
+            rows, where = (
+                rel.rows,
+                sql.SQL("({}) AND {}").format(fx.a_key, rel.rows.row_tenancy.pred(rel.table, rel.tenants.b)),
+            )
             already = rows.count_where(rel.table, where)
             measure = lambda: rows.count_where(rel.table, where) - already  # noqa: E731
         return _update(rel, fx.columns, fx.set_b, fx.a_write, to="B", of="A", blind=self.blind, measure=measure)
 
     def judge(self, rel: Relation, fx: WriteRows, attempt: Attempt, out: Outcome) -> Verdict:
-        what = (f"blind UPDATE of {rel.q} moving rows to tenant B" if self.blind
-                else f"UPDATE of tenant A's row in {rel.q} moving it to tenant B")
+        what = (
+            f"blind UPDATE of {rel.q} moving rows to tenant B"
+            if self.blind
+            else f"UPDATE of tenant A's row in {rel.q} moving it to tenant B"
+        )
         if out.error is not None:
             return judge_write_error(out, rel.as_a, what, attempt.shape, filtered=False)
         n = out.measured or 0
         unchecked = "" if fx.a_key is not None else " (changed; without a key its new tenant was not checked)"
         if n > 0:
-            return leaked(f"{rel.as_a}, {what} succeeded: {_rows(n)} of tenant A now "
-                          f"{'belongs' if n == 1 else 'belong'} to tenant B{unchecked}", attempt.shape, n)
+            return leaked(
+                f"{rel.as_a}, {what} succeeded: {_rows(n)} of tenant A now "
+                f"{'belongs' if n == 1 else 'belong'} to tenant B{unchecked}",
+                attempt.shape,
+                n,
+            )
         if out.rowcount > 0 and fx.a_key is not None:
-            return held(f"{rel.as_a}, {what} changed {_rows(out.rowcount)}, but none belongs to tenant B "
-                        f"afterwards (a trigger kept its tenant)", attempt.shape)
+            return held(
+                f"{rel.as_a}, {what} changed {_rows(out.rowcount)}, but none belongs to tenant B "
+                f"afterwards (a trigger kept its tenant)",
+                attempt.shape,
+            )
         return held(f"{rel.as_a}, {what} moved nothing", attempt.shape)
 
 
@@ -495,11 +567,17 @@ class DeleteOtherTenant(_FilteredOrBlind):
             session.conn.execute("SET LOCAL session_replication_role = replica")
             if first is not None:
                 first()
-        return replace(attempt, before=before,
-                       note=" (measured with foreign-key checks off: other tables reference the row the DELETE "
-                            "reached)")
+
+        return replace(
+            attempt,
+            before=before,
+            note=" (measured with foreign-key checks off: other tables reference the row the DELETE reached)",
+        )
 
     def judge(self, rel: Relation, fx: WriteRows, attempt: Attempt, out: Outcome) -> Verdict:
-        what = (f"blind DELETE FROM {rel.q} (reads no column)" if self.blind
-                else f"DELETE of tenant B's rows from {rel.q} (filtered to them)")
+        what = (
+            f"blind DELETE FROM {rel.q} (reads no column)"
+            if self.blind
+            else f"DELETE of tenant B's rows from {rel.q} (filtered to them)"
+        )
         return judge_write(attempt, out, rel.as_a, what, filtered=not self.blind, verb="deleted")

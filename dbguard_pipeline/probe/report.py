@@ -4,6 +4,7 @@ Data only: a :class:`ProbeResult` per probe that ran (held or leaked, with its w
 probe that could not run (with the reason; never counted as isolated), and the :class:`ProbeReport` that holds
 them per relation. :class:`Target` names a relation the probe covers.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,16 @@ class ProbeResult:
         return f"{self.schema}.{self.table}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.schema, "table": self.table, "command": self.command, "isolated": self.isolated,
-                "detail": self.detail, "probe": self.probe, "statement": self.statement, "rows": self.rows}
+        return {
+            "schema": self.schema,
+            "table": self.table,
+            "command": self.command,
+            "isolated": self.isolated,
+            "detail": self.detail,
+            "probe": self.probe,
+            "statement": self.statement,
+            "rows": self.rows,
+        }
 
 
 @dataclass(frozen=True)
@@ -76,8 +85,13 @@ class NotProbed:
         return f"{self.schema}.{self.table}"
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"schema": self.schema, "table": self.table, "command": self.command, "probe": self.probe,
-               "reason": self.reason}
+        out = {
+            "schema": self.schema,
+            "table": self.table,
+            "command": self.command,
+            "probe": self.probe,
+            "reason": self.reason,
+        }
         if self.state:
             out["error"] = self.state
         return out
@@ -156,8 +170,10 @@ class ProbeReport:
 
     def _grid(self, marks: dict[str, str], absent: str) -> list[tuple[str, list[str]]]:
         """One row per relation, one verdict mark per command (``absent`` where the command is not probed)."""
-        return [(q, [marks[self.outcome(q, cmd)[0]] if cmd in self.commands_of(q) else absent for cmd in COMMANDS])
-                for q in self.tables]
+        return [
+            (q, [marks[self.outcome(q, cmd)[0]] if cmd in self.commands_of(q) else absent for cmd in COMMANDS])
+            for q in self.tables
+        ]
 
     # ------------------------------------------------------------------ renderings
     def to_json_dict(self) -> dict[str, Any]:
@@ -185,7 +201,8 @@ class ProbeReport:
             f"dbguard test-isolation: {self.database} as {self.app_role}",
             f"  tenant A = {ctx.get('tenant_a')}, tenant B = {ctx.get('tenant_b')} "
             f"(context: {ctx.get('mechanism')} {ctx.get('setting')}"
-            + (f", sub {ctx['user_a']}" if ctx.get("user_a") else "") + ")",
+            + (f", sub {ctx['user_a']}" if ctx.get("user_a") else "")
+            + ")",
             "",
         ]
         width = max([len(q) for q in self.tables] + [5])
@@ -203,22 +220,33 @@ class ProbeReport:
             lines += ["", "Errors (statements PostgreSQL cannot evaluate: never isolated):"]
             lines += [f"  {q}: error: {state}" for q, state in self.errors().items()]
         if self.disagreements:
-            lines += ["", "The static audit and the probe disagree (a blind spot of the probe or a false positive "
-                          "of the audit):"]
+            lines += [
+                "",
+                "The static audit and the probe disagree (a blind spot of the probe or a false positive of the audit):",
+            ]
             for q, items in self.disagreements.items():
                 lines += [f"  {q}: {d['note']}" for d in items]
         lines += [f"warning: {w}" for w in self.warnings]
         s = self.summary()
         traces = "all rolled back"
         if self.sequences:
-            traces = "rolled back, but " + ", ".join(
-                f"sequence {m['sequence']} moved by {m['by'] if m['by'] is not None else 'its first value'}"
-                for m in self.sequences) + f" ({self.sequences[0]['why']})"
+            traces = (
+                "rolled back, but "
+                + ", ".join(
+                    f"sequence {m['sequence']} moved by {m['by'] if m['by'] is not None else 'its first value'}"
+                    for m in self.sequences
+                )
+                + f" ({self.sequences[0]['why']})"
+            )
         if self.advisory_locks:
             traces += "; session advisory locks taken during the probe were released after " + ", ".join(
-                f"{q} ({n})" for q, n in self.advisory_locks.items())
-        lines += ["", f"{s['tables']} relations, {s['probes']} probes: {s['leaks']} leaks in {s['leaking_tables']} "
-                      f"relations, {s['not_probed']} not probed ({self.seconds:.2f} s; {traces})"]
+                f"{q} ({n})" for q, n in self.advisory_locks.items()
+            )
+        lines += [
+            "",
+            f"{s['tables']} relations, {s['probes']} probes: {s['leaks']} leaks in {s['leaking_tables']} "
+            f"relations, {s['not_probed']} not probed ({self.seconds:.2f} s; {traces})",
+        ]
         return "\n".join(escape_controls(line) for line in lines) + "\n"
 
     def to_junit(self) -> str:
@@ -230,24 +258,37 @@ class ProbeReport:
             outcome, out = None, None
             if verdict == "leak":
                 leaks = [r for r in res if not r.isolated]
-                outcome = Outcome("failure", escape_controls(leaks[0].detail), type="TenantIsolationLeak",
-                                  text=witnesses(leaks))
+                outcome = Outcome(
+                    "failure", escape_controls(leaks[0].detail), type="TenantIsolationLeak", text=witnesses(leaks)
+                )
             elif verdict == "error":
-                outcome = Outcome("failure", escape_controls(f"error: {not_probed_reason(nps)}"),
-                                  type="PolicyError", text=not_probed_reason(nps))
+                outcome = Outcome(
+                    "failure",
+                    escape_controls(f"error: {not_probed_reason(nps)}"),
+                    type="PolicyError",
+                    text=not_probed_reason(nps),
+                )
             elif verdict == "not probed":
                 outcome = Outcome("skipped", escape_controls(f"not probed: {not_probed_reason(nps)}"))
             else:
                 out = witnesses(res)
-            cases.append(Case(JUNIT_SUITE, escape_controls(f"test_isolation[{q}-{cmd}]"), f"{seconds:.4f}",
-                              outcome=outcome, system_out=out))
+            cases.append(
+                Case(
+                    JUNIT_SUITE,
+                    escape_controls(f"test_isolation[{q}-{cmd}]"),
+                    f"{seconds:.4f}",
+                    outcome=outcome,
+                    system_out=out,
+                )
+            )
         return render_junit([Suite(JUNIT_SUITE, cases, time=f"{self.seconds:.3f}")])
 
     def markdown(self) -> str:
         """One row per relation, one column per command (for Dagster metadata)."""
         lines = ["| relation | select | insert | update | delete |", "|---|---|---|---|---|"]
-        for q, cells in self._grid({"leak": "**LEAK**", "isolated": "ok", "not probed": "not probed",
-                                    "error": "**ERROR**"}, "-"):
+        for q, cells in self._grid(
+            {"leak": "**LEAK**", "isolated": "ok", "not probed": "not probed", "error": "**ERROR**"}, "-"
+        ):
             lines.append(f"| {q.replace('|', chr(92) + '|')} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 

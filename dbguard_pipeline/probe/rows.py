@@ -3,6 +3,7 @@ rows of a tenant built inside the current transaction (parent rows found or buil
 and serial columns given explicit values: ``nextval()`` survives a rollback, so no sequence is ever advanced), and
 the SQL that says which tenant a row belongs to.
 """
+
 from __future__ import annotations
 
 import re
@@ -24,11 +25,20 @@ RowRef = tuple[str, str]  # (tableoid, ctid) of one row version
 _INT_TYPES = {"smallint", "integer", "bigint", "int", "int2", "int4", "int8"}
 NUM_TYPES = _INT_TYPES | {"numeric", "decimal", "real", "double precision"}
 _TEXT_TYPES = {"text", "character varying", "varchar", "character", "char", "citext", "name", "bpchar"}
-_FIXED_VALUES = {"boolean": "false", "json": "{}", "jsonb": "{}", "date": "2000-01-01",
-                 "time without time zone": "00:00", "time with time zone": "00:00+00", "interval": "0",
-                 "bytea": "\\x", "inet": "127.0.0.1", "cidr": "127.0.0.1/32",
-                 "timestamp without time zone": "2000-01-01 00:00:00",
-                 "timestamp with time zone": "2000-01-01 00:00:00+00"}
+_FIXED_VALUES = {
+    "boolean": "false",
+    "json": "{}",
+    "jsonb": "{}",
+    "date": "2000-01-01",
+    "time without time zone": "00:00",
+    "time with time zone": "00:00+00",
+    "interval": "0",
+    "bytea": "\\x",
+    "inet": "127.0.0.1",
+    "cidr": "127.0.0.1/32",
+    "timestamp without time zone": "2000-01-01 00:00:00",
+    "timestamp with time zone": "2000-01-01 00:00:00+00",
+}
 
 
 # unique, exclusion and foreign-key violations: raised after row level security admitted the row
@@ -135,16 +145,19 @@ class RowTenancy:
         for i, step in enumerate(steps[1:], start=2):
             on = sql.SQL(" AND ").join(
                 sql.SQL("{} = {}").format(sql.Identifier(f"p{i}", rc), sql.Identifier(f"p{i - 1}", c))
-                for c, rc in zip(step.constraint.columns, step.constraint.ref_columns, strict=True))
+                for c, rc in zip(step.constraint.columns, step.constraint.ref_columns, strict=True)
+            )
             joins.append(sql.SQL("JOIN {} AS {} ON {}").format(table_id(step.parent), sql.Identifier(f"p{i}"), on))
         first = steps[0].constraint
         where = sql.SQL(" AND ").join(
             sql.SQL("{} = {}").format(sql.Identifier("p1", rc), sql.Identifier(alias, c))
-            for c, rc in zip(first.columns, first.ref_columns, strict=True))
+            for c, rc in zip(first.columns, first.ref_columns, strict=True)
+        )
         col = tenancy.tenant_column(steps[-1].parent, self.config)
         assert col is not None
         return sql.SQL("(SELECT {} FROM {} WHERE {} LIMIT 1)").format(
-            sql.Identifier(f"p{len(steps)}", col), sql.SQL(" ").join(joins), where)
+            sql.Identifier(f"p{len(steps)}", col), sql.SQL(" ").join(joins), where
+        )
 
     def pred(self, table: Table, tenant: str, alias: str = "t") -> Query:
         """Row ``alias`` of ``table`` belongs to ``tenant``."""
@@ -156,8 +169,12 @@ def where_rows(table: Table, rows: list[RowRef], alias: str = "t") -> Query:
     ambiguous in a partitioned table or a table with inheritance children (each holds its own row addresses)."""
     ctids = sql.SQL("{}.ctid = ANY({}::tid[])").format(sql.Identifier(alias), sql.Literal([c for _, c in rows]))
     return sql.SQL("{} AND ({}.tableoid, {}.ctid) IN (SELECT * FROM unnest({}::oid[], {}::tid[]))").format(
-        ctids, sql.Identifier(alias), sql.Identifier(alias), sql.Literal([o for o, _ in rows]),
-        sql.Literal([c for _, c in rows]))
+        ctids,
+        sql.Identifier(alias),
+        sql.Identifier(alias),
+        sql.Literal([o for o, _ in rows]),
+        sql.Literal([c for _, c in rows]),
+    )
 
 
 def insert_sql(table: Table, values: dict[str, Query], returning: Optional[Query] = None) -> Query:
@@ -167,9 +184,11 @@ def insert_sql(table: Table, values: dict[str, Query], returning: Optional[Query
     else:
         overriding = any((column(table, c).identity == "always") for c in values)
         stmt = sql.SQL("INSERT INTO {} ({}) {}VALUES ({})").format(
-            table_id(table), sql.SQL(", ").join(sql.Identifier(c) for c in values),
+            table_id(table),
+            sql.SQL(", ").join(sql.Identifier(c) for c in values),
             sql.SQL("OVERRIDING SYSTEM VALUE ") if overriding else sql.SQL(""),
-            sql.SQL(", ").join(values.values()))
+            sql.SQL(", ").join(values.values()),
+        )
     if returning is not None:
         stmt = sql.SQL("{} RETURNING {}").format(stmt, returning)
     return stmt
@@ -189,16 +208,24 @@ class Rows:
 
     def of_tenant(self, table: Table, tenant: str) -> list[RowRef]:
         """Up to ``sample`` rows of ``tenant``."""
-        return [(r[0], r[1]) for r in self.conn.execute(sql.SQL(
-            "SELECT t.tableoid::int8::text, t.ctid::text FROM {} AS t WHERE {} LIMIT {}").format(
-            table_id(table), self.row_tenancy.pred(table, tenant), sql.Literal(self.sample))).fetchall()]
+        return [
+            (r[0], r[1])
+            for r in self.conn.execute(
+                sql.SQL("SELECT t.tableoid::int8::text, t.ctid::text FROM {} AS t WHERE {} LIMIT {}").format(
+                    table_id(table), self.row_tenancy.pred(table, tenant), sql.Literal(self.sample)
+                )
+            ).fetchall()
+        ]
 
     def count(self, table: Table, rows: list[RowRef]) -> int:
         """How many of these row versions the connecting role still sees (updated or deleted ones are gone)."""
         if not rows:
             return 0
-        return int(self.session.scalar(sql.SQL("SELECT count(*) FROM {} AS t WHERE {}").format(
-            table_id(table), where_rows(table, rows))))
+        return int(
+            self.session.scalar(
+                sql.SQL("SELECT count(*) FROM {} AS t WHERE {}").format(table_id(table), where_rows(table, rows))
+            )
+        )
 
     def assignment(self, table: Table, tenant: str, rows: list[RowRef]) -> Optional[Query]:
         """SET clause (constants only) that makes a row belong to ``tenant``: the tenant column, or the first
@@ -209,12 +236,17 @@ class Rows:
         if not rows:
             return None
         cols = info.assign_columns
-        vals = self.conn.execute(sql.SQL("SELECT {} FROM {} AS t WHERE {} LIMIT 1").format(
-            _as_text(cols), table_id(table), where_rows(table, rows[:1]))).fetchone()
+        vals = self.conn.execute(
+            sql.SQL("SELECT {} FROM {} AS t WHERE {} LIMIT 1").format(
+                _as_text(cols), table_id(table), where_rows(table, rows[:1])
+            )
+        ).fetchone()
         if vals is None:
             return None
-        return sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), lit(v, column(table, c).type))
-                                  for c, v in zip(cols, vals, strict=True))
+        return sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(c), lit(v, column(table, c).type))
+            for c, v in zip(cols, vals, strict=True)
+        )
 
     # ------------------------------------------------------------------ building rows
     def _fetch_row(self, table: Table, where: Optional[Query]) -> Optional[dict[str, Optional[str]]]:
@@ -224,10 +256,16 @@ class Rows:
         order: Query = sql.SQL("")
         if table.primary_key:
             order = sql.SQL(" ORDER BY {}").format(
-                sql.SQL(", ").join(sql.Identifier("t", c) for c in table.primary_key.columns))
-        row = self.conn.execute(sql.SQL("SELECT {} FROM {} AS t{}{} LIMIT 1").format(
-            _as_text(cols), table_id(table),
-            sql.SQL(" WHERE {}").format(where) if where is not None else sql.SQL(""), order)).fetchone()
+                sql.SQL(", ").join(sql.Identifier("t", c) for c in table.primary_key.columns)
+            )
+        row = self.conn.execute(
+            sql.SQL("SELECT {} FROM {} AS t{}{} LIMIT 1").format(
+                _as_text(cols),
+                table_id(table),
+                sql.SQL(" WHERE {}").format(where) if where is not None else sql.SQL(""),
+                order,
+            )
+        ).fetchone()
         return dict(zip(cols, row, strict=True)) if row else None
 
     def _fresh(self, table: Table, col: Column) -> str:
@@ -235,8 +273,11 @@ class Rows:
         self._counter += 1
         base, n = base_type(self.session.domain_base.get(col.type, col.type))
         if base in NUM_TYPES:
-            mx = self.session.scalar(sql.SQL("SELECT coalesce(max({c}), 0)::numeric FROM {t}").format(
-                c=sql.Identifier(col.name), t=table_id(table)))
+            mx = self.session.scalar(
+                sql.SQL("SELECT coalesce(max({c}), 0)::numeric FROM {t}").format(
+                    c=sql.Identifier(col.name), t=table_id(table)
+                )
+            )
             return str(int(mx) + self._counter)
         if base == "uuid":
             return str(uuid.uuid4())
@@ -275,8 +316,11 @@ class Rows:
         fresh_fks: set[str] = set()
         for u in [c for c in table.constraints if c.kind in ("primary_key", "unique")]:
             ucols = set(u.columns)
-            if ucols & set(fixed) or ucols & set(fresh_cols) or any(
-                    fk.name in fresh_fks and set(fk.columns) <= ucols for fk in fks):
+            if (
+                ucols & set(fixed)
+                or ucols & set(fresh_cols)
+                or any(fk.name in fresh_fks and set(fk.columns) <= ucols for fk in fks)
+            ):
                 continue
             plain = [c for c in u.columns if c not in fk_cols and c != tc]
             if plain:
@@ -288,8 +332,18 @@ class Rows:
                 fresh_fks.add(cands[0].name)
         return fresh_cols, fresh_fks
 
-    def _fk_values(self, table: Table, fk: Constraint, tenant: Optional[str], template: Optional[dict[str, Any]],
-                   matches: bool, new_parent: bool, *, depth: int, stack: tuple[str, ...]) -> dict[str, Query]:
+    def _fk_values(
+        self,
+        table: Table,
+        fk: Constraint,
+        tenant: Optional[str],
+        template: Optional[dict[str, Any]],
+        matches: bool,
+        new_parent: bool,
+        *,
+        depth: int,
+        stack: tuple[str, ...],
+    ) -> dict[str, Query]:
         """Values of one foreign key's columns: copied from the template row, NULL, or the key of a parent row
         (found, or built and inserted)."""
         info = self.row_tenancy.info(table)
@@ -314,8 +368,9 @@ class Rows:
         if mode == "null":
             return {c: sql.SQL("NULL") for c in fk.columns}
         if parent is None:
-            raise CannotBuild(f"{table.qualified} references {fk.ref_schema}.{fk.ref_table}, which is not in "
-                              f"the snapshot")
+            raise CannotBuild(
+                f"{table.qualified} references {fk.ref_schema}.{fk.ref_table}, which is not in the snapshot"
+            )
         prow = None
         if mode == "parent":
             prow = self._fetch_row(parent, self.row_tenancy.pred(parent, p_tenant) if p_tenant is not None else None)
@@ -325,8 +380,15 @@ class Rows:
             prow = self.insert_built(parent, p_tenant, depth=depth + 1, stack=stack + (table.qualified,))
         return {c: lit(prow.get(rc), column(table, c).type) for c, rc in zip(fk.columns, fk.ref_columns, strict=True)}
 
-    def build(self, table: Table, tenant: Optional[str], *, depth: int = 0, stack: tuple[str, ...] = (),
-              fixed: Optional[dict[str, str]] = None) -> dict[str, Query]:
+    def build(
+        self,
+        table: Table,
+        tenant: Optional[str],
+        *,
+        depth: int = 0,
+        stack: tuple[str, ...] = (),
+        fixed: Optional[dict[str, str]] = None,
+    ) -> dict[str, Query]:
         """Values (SQL literals) for one valid new row of ``table`` belonging to ``tenant``. Parent rows it
         needs are found, or built and inserted (inside the current transaction)."""
         if depth > 6 or table.qualified in stack:
@@ -347,8 +409,9 @@ class Rows:
         for fk in table.foreign_keys:
             if set(fk.columns) & set(fixed) or (tc is not None and set(fk.columns) == {tc} and tenant is not None):
                 continue  # the tenant column itself gets the tenant below
-            values.update(self._fk_values(table, fk, tenant, template, matches, fk.name in fresh_fks,
-                                          depth=depth, stack=stack))
+            values.update(
+                self._fk_values(table, fk, tenant, template, matches, fk.name in fresh_fks, depth=depth, stack=stack)
+            )
         if tc is not None and tenant is not None:
             values[tc] = lit(tenant, column(table, tc).type)
         for c in fresh_cols:
@@ -371,15 +434,23 @@ class Rows:
             values[c] = lit(v, column(table, c).type)
         return values
 
-    def insert_built(self, table: Table, tenant: Optional[str], *, depth: int = 0, stack: tuple[str, ...] = (),
-                     fixed: Optional[dict[str, str]] = None) -> dict[str, Optional[str]]:
+    def insert_built(
+        self,
+        table: Table,
+        tenant: Optional[str],
+        *,
+        depth: int = 0,
+        stack: tuple[str, ...] = (),
+        fixed: Optional[dict[str, str]] = None,
+    ) -> dict[str, Optional[str]]:
         """Build a row and insert it as the connecting role (with the tenant's context set, as the application
         would); returns its columns as text plus ``__tableoid``/``__ctid``."""
         values = self.build(table, tenant, depth=depth, stack=stack, fixed=fixed)
         cols = [c.name for c in table.columns if not c.generated]
         returning = sql.SQL(", ").join(
-            [sql.SQL("tableoid::int8::text"), sql.SQL("ctid::text")] +
-            [sql.SQL("{}::text").format(sql.Identifier(c)) for c in cols])
+            [sql.SQL("tableoid::int8::text"), sql.SQL("ctid::text")]
+            + [sql.SQL("{}::text").format(sql.Identifier(c)) for c in cols]
+        )
         try:
             with self.conn.transaction():
                 self.session.set_context(tenant)
@@ -402,8 +473,11 @@ class Rows:
         except CannotBuild as exc:
             return [], str(exc)
         rows = [(str(row["__tableoid"]), str(row["__ctid"]))]
-        ok = self.conn.execute(sql.SQL("SELECT {} FROM {} AS t WHERE {}").format(
-            self.row_tenancy.pred(table, tenant), table_id(table), where_rows(table, rows))).fetchone()
+        ok = self.conn.execute(
+            sql.SQL("SELECT {} FROM {} AS t WHERE {}").format(
+                self.row_tenancy.pred(table, tenant), table_id(table), where_rows(table, rows)
+            )
+        ).fetchone()
         if not ok or not ok[0]:
             return [], f"a trigger changed the tenant of the test row built for {table.qualified}"
         return rows, ""
@@ -432,15 +506,17 @@ class Rows:
                 raise
             if (exc.sqlstate or "") in AFTER_POLICY_STATES:
                 return Candidate(stmt, values, "", conflict=error_message(exc))
-            return Candidate(None, values, f"could not build a valid row of tenant B for {table.qualified}: "
-                                           f"{error_message(exc)}")
+            return Candidate(
+                None, values, f"could not build a valid row of tenant B for {table.qualified}: {error_message(exc)}"
+            )
         return Candidate(stmt, values, "")
 
     def key_match(self, table: Table, values: dict[str, Query], skip: Sequence[str] = ()) -> Optional[Query]:
         """``t.c = value`` for the columns of the table's primary key (else first unique constraint) that
         ``values`` sets, leaving out ``skip`` (the columns that decide the tenant); None when there are none."""
         keys = [c for c in table.constraints if c.kind == "primary_key"] + [
-            c for c in table.constraints if c.kind == "unique"]
+            c for c in table.constraints if c.kind == "unique"
+        ]
         for k in keys:
             cols = [c for c in k.columns if c not in skip]
             if cols and all(c in values for c in cols):
@@ -450,24 +526,32 @@ class Rows:
     def key_values(self, table: Table, rows: list[RowRef], skip: Sequence[str] = ()) -> Optional[Query]:
         """The same, for existing ``rows`` (their key values read now): None without a usable key."""
         keys = [c for c in table.constraints if c.kind == "primary_key"] + [
-            c for c in table.constraints if c.kind == "unique"]
+            c for c in table.constraints if c.kind == "unique"
+        ]
         for k in keys:
             cols = [c for c in k.columns if c not in skip]
             if not cols:
                 continue
-            found = self.conn.execute(sql.SQL("SELECT {} FROM {} AS t WHERE {}").format(
-                _as_text(cols), table_id(table), where_rows(table, rows))).fetchall()
+            found = self.conn.execute(
+                sql.SQL("SELECT {} FROM {} AS t WHERE {}").format(
+                    _as_text(cols), table_id(table), where_rows(table, rows)
+                )
+            ).fetchall()
             if not found or any(v is None for r in found for v in r):
                 return None
             return sql.SQL(" OR ").join(
-                sql.SQL("({})").format(sql.SQL(" AND ").join(
-                    sql.SQL("{} = {}").format(sql.Identifier("t", c), lit(v, column(table, c).type))
-                    for c, v in zip(cols, r, strict=True))) for r in found)
+                sql.SQL("({})").format(
+                    sql.SQL(" AND ").join(
+                        sql.SQL("{} = {}").format(sql.Identifier("t", c), lit(v, column(table, c).type))
+                        for c, v in zip(cols, r, strict=True)
+                    )
+                )
+                for r in found
+            )
         return None
 
     def count_where(self, table: Table, where: Query) -> int:
-        return int(self.session.scalar(sql.SQL("SELECT count(*) FROM {} AS t WHERE {}").format(
-            table_id(table), where)))
+        return int(self.session.scalar(sql.SQL("SELECT count(*) FROM {} AS t WHERE {}").format(table_id(table), where)))
 
     def ensure_tenants(self, missing: Sequence[str]) -> None:
         """Create tenant keys the tenants table lacks (inside the current transaction)."""

@@ -28,6 +28,7 @@ of tenant B"). A probe that cannot be run says why ("not probed: ...") and is ne
 This module plans the targets and runs the phases of :mod:`.probes` on each; the connection is
 :mod:`.session`, the rows :mod:`.rows`, the findings :mod:`.report`.
 """
+
 from __future__ import annotations
 
 import time
@@ -69,7 +70,8 @@ def _effective(snapshot: Snapshot, table: Table) -> Table:
             break  # an inheritance child: keys and foreign keys are not inherited
         for c in parent.constraints:
             if c.kind in ("primary_key", "unique", "foreign_key") and not any(
-                    o.kind == c.kind and o.columns == c.columns for o in own):
+                o.kind == c.kind and o.columns == c.columns for o in own
+            ):
                 own.append(c)
         current = parent
     return replace(table, constraints=tuple(own)) if len(own) != len(table.constraints) else table
@@ -99,6 +101,7 @@ def probe_tables(snapshot: Snapshot, config: Config) -> list[Table]:
         order.append(t)
         for c in children.get(t.qualified, []):
             add(c)
+
     for t in children.get(None, []):
         add(t)
     return order
@@ -124,15 +127,20 @@ def plan_targets(snapshot: Snapshot, config: Config, tables: Optional[Sequence[s
         match = exact or (bare if len(bare) == 1 else [])
         if not match:
             if len(bare) > 1:
-                raise NotFoundError(f"table name {name!r} is ambiguous: use one of "
-                                    + ", ".join(t.qualified for t in bare))
+                raise NotFoundError(
+                    f"table name {name!r} is ambiguous: use one of " + ", ".join(t.qualified for t in bare)
+                )
             known = snapshot.table(name)
             if known is not None and tenancy.is_tenants_table(known, config):
-                raise NotFoundError(f"{known.qualified} is the tenants table itself (the root of the tenant model), "
-                                    f"not tenant data: nothing to probe")
+                raise NotFoundError(
+                    f"{known.qualified} is the tenants table itself (the root of the tenant model), "
+                    f"not tenant data: nothing to probe"
+                )
             if known is not None:
-                raise NotFoundError(f"{known.qualified} holds no tenant data (no {config.tenant.column} column and no "
-                                    f"foreign-key path to a table that has one): nothing to probe")
+                raise NotFoundError(
+                    f"{known.qualified} holds no tenant data (no {config.tenant.column} column and no "
+                    f"foreign-key path to a table that has one): nothing to probe"
+                )
             raise NotFoundError(f"table not found in {snapshot.database}: {name}")
         if match[0] not in chosen:
             chosen.append(match[0])
@@ -189,19 +197,23 @@ class _RelationRun:
         if verdict.warning:
             self.warnings.append(verdict.warning)
         if verdict.isolated is None:
-            self.not_probed.append(NotProbed(target.schema, target.name, command, name, verdict.text,
-                                             verdict.state))
+            self.not_probed.append(NotProbed(target.schema, target.name, command, name, verdict.text, verdict.state))
             return
         detail = verdict.text if verdict.isolated else verdict.text + self.leak_note()
-        self.results.append(ProbeResult(target.schema, target.name, command, name, verdict.isolated, detail,
-                                        verdict.shape, verdict.rows))
+        self.results.append(
+            ProbeResult(
+                target.schema, target.name, command, name, verdict.isolated, detail, verdict.shape, verdict.rows
+            )
+        )
 
     def leak_note(self) -> str:
         """Why a table leaks when no policy could be at fault."""
         t, role = self.rel.target.table, self.rel.session.role
         if t is not None and t.kind == "partition" and not t.rls_enabled:
-            return (" (row level security is disabled on this partition: PostgreSQL applies the partition's own "
-                    "row level security when a query names it, not its parent's)")
+            return (
+                " (row level security is disabled on this partition: PostgreSQL applies the partition's own "
+                "row level security when a query names it, not its parent's)"
+            )
         if t is not None and t.rls_enabled and not t.rls_forced:
             escape = owner_escape(self.rel.rows.snapshot, t, self.rel.session.config)
             if escape is not None and escape.app_bypasses:
@@ -219,9 +231,15 @@ class _RelationRun:
                     self.record(p.name, p.command, not_probed(reason))
 
 
-def probe(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence[str]] = None, *,
-          snapshot: Optional[Snapshot] = None, tenants: Optional[Sequence[str]] = None,
-          sample_rows: int = DEFAULT_SAMPLE_ROWS) -> ProbeReport:
+def probe(
+    dsn: str,
+    config: Optional[Config] = None,
+    tables: Optional[Sequence[str]] = None,
+    *,
+    snapshot: Optional[Snapshot] = None,
+    tenants: Optional[Sequence[str]] = None,
+    sample_rows: int = DEFAULT_SAMPLE_ROWS,
+) -> ProbeReport:
     """Probe tenant isolation of every tenant table (or ``tables``) of the database at ``dsn``.
 
     Connect as a superuser or BYPASSRLS role (the probe builds rows and counts tenant B's rows); the probes
@@ -236,8 +254,9 @@ def probe(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence[s
     conn = connect(dsn, autocommit=True, application_name="dbguard test-isolation")
     try:
         if snapshot is None:
-            snapshot = introspect(conn, None, statement_timeout_ms=config.statement_timeout_ms,
-                                  lock_timeout_ms=config.lock_timeout_ms)
+            snapshot = introspect(
+                conn, None, statement_timeout_ms=config.statement_timeout_ms, lock_timeout_ms=config.lock_timeout_ms
+            )
         check_context(snapshot, config)
         targets = plan_targets(snapshot, config, tables)
         session = Session(conn, config, snapshot.database)
@@ -250,8 +269,9 @@ def probe(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence[s
             chosen = pick_tenants(conn, row_tenancy, tenants, targets)
         session.jwt_sub = chosen.user_a
         rows = Rows(session, snapshot, row_tenancy, sample=max(1, int(sample_rows)))
-        report = ProbeReport(database=describe_dsn(dsn), app_role=config.tenant.app_role,
-                             tenant_context=chosen.context(config))
+        report = ProbeReport(
+            database=describe_dsn(dsn), app_role=config.tenant.app_role, tenant_context=chosen.context(config)
+        )
         report.snapshot = snapshot
         sequences = sequence_values(conn, config)
         warnings: list[str] = []

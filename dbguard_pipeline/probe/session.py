@@ -2,6 +2,7 @@
 application's role and tenant context, and :meth:`Session.attempt`, which runs one statement as the application
 in a savepoint that is always rolled back.
 """
+
 from __future__ import annotations
 
 import json
@@ -98,23 +99,32 @@ class Session:
         me = Role(row[0], bool(row[1]), bool(row[2]), bool(row[3]))
         exists, app, can_set = row[4], Role(self.role, bool(row[5]), bool(row[6]), bool(row[7])), row[8]
         if not exists:
-            raise NotFoundError(f"the application role {self.role!r} does not exist in {self.database}: set "
-                                f"tenant.app_role in dbguard.yaml to the role the application's queries run as")
+            raise NotFoundError(
+                f"the application role {self.role!r} does not exist in {self.database}: set "
+                f"tenant.app_role in dbguard.yaml to the role the application's queries run as"
+            )
         if app.superuser:
-            raise ProbeRefused(f"refusing to probe as {self.role}: it is a superuser, and row level security never "
-                               f"applies to superusers, so the probes would prove nothing; set tenant.app_role to the "
-                               f"role the application's queries run as")
+            raise ProbeRefused(
+                f"refusing to probe as {self.role}: it is a superuser, and row level security never "
+                f"applies to superusers, so the probes would prove nothing; set tenant.app_role to the "
+                f"role the application's queries run as"
+            )
         if app.bypassrls:
-            raise ProbeRefused(f"refusing to probe as {self.role}: it has BYPASSRLS, so row level security never "
-                               f"applies to it and every tenant's rows are open to it; run the application as a role "
-                               f"without BYPASSRLS (ALTER ROLE {self.role} NOBYPASSRLS) and probe again")
+            raise ProbeRefused(
+                f"refusing to probe as {self.role}: it has BYPASSRLS, so row level security never "
+                f"applies to it and every tenant's rows are open to it; run the application as a role "
+                f"without BYPASSRLS (ALTER ROLE {self.role} NOBYPASSRLS) and probe again"
+            )
         if not bypasses_rls(me):
-            raise ProbeRefused(f"connected as {me.name}, which is neither a superuser nor BYPASSRLS: the probe builds "
-                               f"test rows and counts tenant B's rows behind row level security; connect as the "
-                               f"database owner (postgres on Supabase)")
+            raise ProbeRefused(
+                f"connected as {me.name}, which is neither a superuser nor BYPASSRLS: the probe builds "
+                f"test rows and counts tenant B's rows behind row level security; connect as the "
+                f"database owner (postgres on Supabase)"
+            )
         if not can_set:
-            raise ProbeRefused(f"connected as {me.name}, which cannot SET ROLE {self.role}: GRANT {self.role} TO "
-                               f"{me.name}")
+            raise ProbeRefused(
+                f"connected as {me.name}, which cannot SET ROLE {self.role}: GRANT {self.role} TO {me.name}"
+            )
         self.superuser = me.superuser
         self._read_catalog()
 
@@ -128,13 +138,15 @@ class Session:
             if value is not None:
                 (self.enum_first if kind == "e" else self.domain_base)[typ] = value
         self.delete_triggers = {
-            q for (q,) in self.conn.execute(
+            q
+            for (q,) in self.conn.execute(
                 "select distinct n.nspname || '.' || c.relname from pg_trigger g join pg_class c on c.oid = g.tgrelid"
                 " join pg_namespace n on n.oid = c.relnamespace where not g.tgisinternal and (g.tgtype & 8) <> 0"
             ).fetchall()
         }
         self.view_tenant_columns = {
-            q: typ for q, typ in self.conn.execute(
+            q: typ
+            for q, typ in self.conn.execute(
                 "select n.nspname || '.' || c.relname, format_type(a.atttypid, a.atttypmod) from pg_attribute a"
                 " join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace"
                 " where c.relkind in ('v', 'm') and a.attnum > 0 and not a.attisdropped and a.attname = %s",
@@ -154,7 +166,8 @@ class Session:
         self.conn.execute(
             "select set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true),"
             " set_config('idle_in_transaction_session_timeout', %s, true)",
-            (f"{st}ms", f"{lt}ms", f"{st * 2}ms"))
+            (f"{st}ms", f"{lt}ms", f"{st * 2}ms"),
+        )
 
     # ------------------------------------------------------------------ acting as the application
     def _claims(self, tenant: Optional[str]) -> str:
@@ -180,8 +193,14 @@ class Session:
         self.set_context(tenant)
         self.conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(self.role)))
 
-    def attempt(self, tenant: Optional[str], stmt: Query, measure: Optional[Callable[[], Any]] = None,
-                *, before: Optional[Callable[[], object]] = None) -> Outcome:
+    def attempt(
+        self,
+        tenant: Optional[str],
+        stmt: Query,
+        measure: Optional[Callable[[], Any]] = None,
+        *,
+        before: Optional[Callable[[], object]] = None,
+    ) -> Outcome:
         """Run ``stmt`` as the application role in a savepoint that is always rolled back; measure its effect
         as the connecting role inside the same savepoint."""
         assert self.conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS

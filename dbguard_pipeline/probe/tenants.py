@@ -1,5 +1,6 @@
 """Tenants A and B: which tenant the probes act as and which they attack, chosen deterministically (or given),
 and the user of tenant A that JWT tenancy sends as the ``sub`` claim."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -44,8 +45,9 @@ def _synthetic_tenants(type_: str) -> list[str]:
     return ["dbguard-probe-tenant-a", "dbguard-probe-tenant-b"]
 
 
-def pick_tenants(conn: psycopg.Connection[Any], row_tenancy: RowTenancy, explicit: Optional[Sequence[str]],
-                 targets: list[Target]) -> Tenants:
+def pick_tenants(
+    conn: psycopg.Connection[Any], row_tenancy: RowTenancy, explicit: Optional[Sequence[str]], targets: list[Target]
+) -> Tenants:
     """``explicit`` (A, B), else the first two keys of the tenants table, else the first two tenants found in
     the targets' tenant columns, else synthetic keys (created inside each transaction when the tenants table
     lacks them)."""
@@ -56,25 +58,36 @@ def pick_tenants(conn: psycopg.Connection[Any], row_tenancy: RowTenancy, explici
     found: list[str] = []
     existing: set[str] = set()
     if keys is not None:
-        found = [r[0] for r in conn.execute(sql.SQL("SELECT {k}::text FROM {t} ORDER BY {k} LIMIT 2").format(
-            k=keys[0], t=keys[1])).fetchall()]
+        found = [
+            r[0]
+            for r in conn.execute(
+                sql.SQL("SELECT {k}::text FROM {t} ORDER BY {k} LIMIT 2").format(k=keys[0], t=keys[1])
+            ).fetchall()
+        ]
         existing = set(found)
     if explicit:
         a, b = (str(x) for x in explicit)
         if a == b:
             raise DbguardError("tenant A and tenant B must differ")
         if keys is not None:
-            existing = {r[0] for r in conn.execute(
-                sql.SQL("SELECT {k}::text FROM {t} WHERE {k}::text = ANY({v})").format(
-                    k=keys[0], t=keys[1], v=sql.Literal([a, b]))).fetchall()}
+            existing = {
+                r[0]
+                for r in conn.execute(
+                    sql.SQL("SELECT {k}::text FROM {t} WHERE {k}::text = ANY({v})").format(
+                        k=keys[0], t=keys[1], v=sql.Literal([a, b])
+                    )
+                ).fetchall()
+            }
         found = [a, b]
     if len(found) < 2:
         for t in targets:
             col = row_tenancy.require(t.table).direct_column if t.table is not None else None
             if t.table is not None and col:
-                for (v,) in conn.execute(sql.SQL(
-                        "SELECT DISTINCT {c}::text FROM {t} WHERE {c} IS NOT NULL ORDER BY 1 LIMIT 2").format(
-                        c=sql.Identifier(col), t=table_id(t.table))).fetchall():
+                for (v,) in conn.execute(
+                    sql.SQL("SELECT DISTINCT {c}::text FROM {t} WHERE {c} IS NOT NULL ORDER BY 1 LIMIT 2").format(
+                        c=sql.Identifier(col), t=table_id(t.table)
+                    )
+                ).fetchall():
                     if v not in found and len(found) < 2:
                         found.append(v)
             if len(found) == 2:
@@ -102,13 +115,16 @@ def _find_user_a(conn: psycopg.Connection[Any], row_tenancy: RowTenancy, a: str,
             if len(fk.columns) == 1 and fk.ref_table == "users":
                 pk = set(t.primary_key.columns) if t.primary_key else set()
                 rank = 0 if {fk.columns[0], info.direct_column} <= pk else 1 if pk == {fk.columns[0]} else 2
-                candidates.append((rank, fk.ref_schema != "auth", t.qualified, t, fk.columns[0], info.direct_column,
-                                   info.type))
+                candidates.append(
+                    (rank, fk.ref_schema != "auth", t.qualified, t, fk.columns[0], info.direct_column, info.type)
+                )
     for *_ignored, t, col, tc, type_ in sorted(candidates, key=lambda c: c[:3]):
-        row = conn.execute(sql.SQL(
-            "SELECT m.{u}::text FROM {t} AS m WHERE m.{tc} = {a} AND m.{u} IS NOT NULL AND NOT EXISTS "
-            "(SELECT 1 FROM {t} AS o WHERE o.{u} = m.{u} AND o.{tc} = {b}) ORDER BY m.{u} LIMIT 1").format(
-            u=sql.Identifier(col), t=table_id(t), tc=sql.Identifier(tc), a=lit(a, type_), b=lit(b, type_))).fetchone()
+        row = conn.execute(
+            sql.SQL(
+                "SELECT m.{u}::text FROM {t} AS m WHERE m.{tc} = {a} AND m.{u} IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM {t} AS o WHERE o.{u} = m.{u} AND o.{tc} = {b}) ORDER BY m.{u} LIMIT 1"
+            ).format(u=sql.Identifier(col), t=table_id(t), tc=sql.Identifier(tc), a=lit(a, type_), b=lit(b, type_))
+        ).fetchone()
         if row:
             return str(row[0])
     return None

@@ -2,6 +2,7 @@
 ``nextval()`` (a trigger, a policy function or a column default the probe did not set; nextval is never rolled
 back), and session-level advisory locks that the probe's own session took through a trigger or function
 (they outlive a rollback, so they are counted and released after each relation)."""
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -47,9 +48,11 @@ def moved_sequences(before: SequenceValues, after: SequenceValues) -> list[dict[
             continue
         base = was if was is not None else origin
         by = abs(last - base) if base is not None else None
-        why = ("nextval() is never rolled back; the probe gives explicit values to identity and serial columns of "
-               "the rows it builds, so a trigger, a policy function or the default of a column it did not set "
-               "called it")
+        why = (
+            "nextval() is never rolled back; the probe gives explicit values to identity and serial columns of "
+            "the rows it builds, so a trigger, a policy function or the default of a column it did not set "
+            "called it"
+        )
         if owner:
             why += f" (the sequence belongs to {owner})"
         moved.append({"sequence": name, "before": was, "after": last, "by": by, "why": why})

@@ -65,12 +65,28 @@ class RuleSpec:
         """The first paragraph of the docstring, on one line."""
         return " ".join(self.doc.split("\n\n", 1)[0].split())
 
-    def finding(self, table: Table | tuple[str, str], message: str, remediation: str, *,
-                object: Optional[str] = None, severity: Optional[Severity] = None,
-                detail: Optional[dict[str, Any]] = None) -> Finding:
+    def finding(
+        self,
+        table: Table | tuple[str, str],
+        message: str,
+        remediation: str,
+        *,
+        object: Optional[str] = None,
+        severity: Optional[Severity] = None,
+        detail: Optional[dict[str, Any]] = None,
+    ) -> Finding:
         schema, name = (table.schema, table.name) if isinstance(table, Table) else table
-        return Finding(rule=self.id, severity=severity or self.severity, category=self.category, schema=schema,
-                       table=name, message=message, remediation=remediation, object=object, detail=detail or {})
+        return Finding(
+            rule=self.id,
+            severity=severity or self.severity,
+            category=self.category,
+            schema=schema,
+            table=name,
+            message=message,
+            remediation=remediation,
+            object=object,
+            detail=detail or {},
+        )
 
 
 def category_order(name: str) -> tuple[int, str]:
@@ -79,8 +95,9 @@ def category_order(name: str) -> tuple[int, str]:
 
 def _rule_modules() -> Iterator[ModuleType]:
     """Every rule module: the public modules of the public subpackages, by category, then by name."""
-    packages = sorted((m.name for m in pkgutil.iter_modules(__path__) if m.ispkg and not m.name.startswith("_")),
-                      key=category_order)
+    packages = sorted(
+        (m.name for m in pkgutil.iter_modules(__path__) if m.ispkg and not m.name.startswith("_")), key=category_order
+    )
     for category in packages:
         package = importlib.import_module(f"{__name__}.{category}")
         for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
@@ -97,8 +114,9 @@ def _bind(module: ModuleType) -> RuleSpec:
         raise TypeError(f"{where}: a rule module defines SPEC = RuleSpec(...) and check(ctx)")
     category, name = where.split(".")[-2:]
     if (spec.id, spec.category) != (name, category):
-        raise ValueError(f"{where}: the file name is the rule id and the folder its category "
-                         f"(SPEC says {spec.category}/{spec.id})")
+        raise ValueError(
+            f"{where}: the file name is the rule id and the folder its category (SPEC says {spec.category}/{spec.id})"
+        )
     return replace(spec, func=check, doc=inspect.cleandoc(module.__doc__ or ""), module=where)
 
 
@@ -152,8 +170,9 @@ def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (_ORDER[f.severity], f.category, f.schema, f.table, f.rule, f.object or ""))
 
 
-def run_rules(snapshot: Snapshot, metrics: Optional[Mapping[str, Any]], config: Config,
-              only: Optional[Iterable[str]] = None) -> list[Finding]:
+def run_rules(
+    snapshot: Snapshot, metrics: Optional[Mapping[str, Any]], config: Config, only: Optional[Iterable[str]] = None
+) -> list[Finding]:
     """Run every registered rule (or only the given ids) over one shared context and return the findings,
     sorted, de-duplicated."""
     from dbguard_pipeline.rules.context import RuleContext

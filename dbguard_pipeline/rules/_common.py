@@ -18,24 +18,34 @@ from dbguard_pipeline.semantics.roles import policy_is_moot
 from dbguard_pipeline.text import ident, qname, shell_table_arg
 from dbguard_pipeline.text import role_list as roles_text
 
-__all__ = ["check_analysis", "fix_rls_command", "good_enough", "ident", "policies_with",
-           "policy_is_moot",
-           "roles_text", "using_analysis"]
+__all__ = [
+    "check_analysis",
+    "fix_rls_command",
+    "good_enough",
+    "ident",
+    "policies_with",
+    "policy_is_moot",
+    "roles_text",
+    "using_analysis",
+]
 
 
 def fix_rls_command(table: Table, root: Table | None = None) -> str:
     """The fix-rls-policy command for ``table``; for a partition, the command on its root partitioned table
     (the action covers the partitions) or the statement that closes the partition itself."""
     if root is not None and root.qualified != table.qualified:
-        return (f"dbguard generate-migration fix-rls-policy {shell_table_arg(root.schema, root.name)}  (covers its "
-                f"partitions; or: ALTER TABLE {qname(table.schema, table.name)} ENABLE ROW LEVEL SECURITY; with "
-                f"no policy of its own, queries that name the partition see no row and those through "
-                f"{root.qualified} are unchanged)")
+        return (
+            f"dbguard generate-migration fix-rls-policy {shell_table_arg(root.schema, root.name)}  (covers its "
+            f"partitions; or: ALTER TABLE {qname(table.schema, table.name)} ENABLE ROW LEVEL SECURITY; with "
+            f"no policy of its own, queries that name the partition see no row and those through "
+            f"{root.qualified} are unchanged)"
+        )
     return f"dbguard generate-migration fix-rls-policy {shell_table_arg(table.schema, table.name)}"
 
 
-def policies_with(ctx: RuleContext, items: Callable[[ExprAnalysis], tuple[str, ...]]
-                  ) -> Iterator[tuple[Table, Policy, list[str]]]:
+def policies_with(
+    ctx: RuleContext, items: Callable[[ExprAnalysis], tuple[str, ...]]
+) -> Iterator[tuple[Table, Policy, list[str]]]:
     """(table, policy, what ``items`` finds in it) for every policy of the audited tables where it finds something."""
     for t in ctx.audited_tables:
         for p in t.policies:

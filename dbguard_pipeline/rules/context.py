@@ -52,16 +52,16 @@ class RuleContext:
         an API role, or PUBLIC) has a privilege on them, as ``GRANT ... ON ALL TABLES IN SCHEMA`` gives.
         Such a query gets the partition's own row level security, not its parent's."""
         who = (self.config.tenant.app_role, *API_ROLES)
-        return tuple(t for t in tenancy.partitions(self.snapshot, self.config)
-                     if any(self.roles.reaches(r, t) for r in who))
+        return tuple(
+            t for t in tenancy.partitions(self.snapshot, self.config) if any(self.roles.reaches(r, t) for r in who)
+        )
 
     @cached_property
     def rls_tables(self) -> tuple[Table, ...]:
         """What the row level security rules look at: the audited tables and the reachable partitions (each a
         table of its own for RLS; every other rule sees a partitioned table once, through its root)."""
         extra = {t.qualified for t in self.reachable_partitions}
-        return tuple(t for t in self.snapshot.tables
-                     if t.qualified in extra or t.qualified in self._audited_names)
+        return tuple(t for t in self.snapshot.tables if t.qualified in extra or t.qualified in self._audited_names)
 
     @cached_property
     def rls_scope_tables(self) -> tuple[Table, ...]:
@@ -78,8 +78,7 @@ class RuleContext:
 
     def tenant_path(self, table: Table) -> Optional[list[tenancy.FkStep]]:
         table = self.root(table)  # a partition's foreign keys are its root's
-        return self.memo("tenant_path", table.qualified,
-                         lambda: tenancy.tenant_path(self.snapshot, table, self.config))
+        return self.memo("tenant_path", table.qualified, lambda: tenancy.tenant_path(self.snapshot, table, self.config))
 
     def is_tenant_table(self, table: Table) -> bool:
         return not self.is_tenants_table(table) and self.tenant_path(table) is not None

@@ -121,10 +121,12 @@ def _kinds(specs: list[RuleSpec]) -> str:
         names = [f"`{c}`" for c in dict.fromkeys(s.category for s in group)]
         return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
-    text = (f"The {len(static)} rules of {categories(static)} are *static*: they read only the schema snapshot, "
-            f"never the data, and run in well under a second on a thousand tables. The {len(data)} rules of "
-            f"{categories(data)} read the data metrics (one scan per table) and are skipped when no metrics "
-            f"were taken.")
+    text = (
+        f"The {len(static)} rules of {categories(static)} are *static*: they read only the schema snapshot, "
+        f"never the data, and run in well under a second on a thousand tables. The {len(data)} rules of "
+        f"{categories(data)} read the data metrics (one scan per table) and are skipped when no metrics "
+        f"were taken."
+    )
     return textwrap.fill(text, width=110, break_long_words=False, break_on_hyphens=False)
 
 
@@ -134,8 +136,11 @@ def _in_order(specs: Iterable[RuleSpec]) -> list[RuleSpec]:
 
 
 def _section(s: RuleSpec) -> list[str]:
-    facts = [f"**{s.severity.value.capitalize()}**", f"category `{s.category}`",
-             "reads the data" if s.needs_metrics else "static"]
+    facts = [
+        f"**{s.severity.value.capitalize()}**",
+        f"category `{s.category}`",
+        "reads the data" if s.needs_metrics else "static",
+    ]
     if s.fix_action:
         facts.append(f"fixed by `dbguard generate-migration {s.fix_action} TABLE`")
     return [f"## {s.id}", "", f"*{s.title}.* " + " · ".join(facts) + ".", "", s.doc]

@@ -1,8 +1,10 @@
 """What an index covers: an index serves equality look-ups on a set of columns when those columns, in any
 order, are its leading keys, it is valid, and it is not partial."""
+
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
+from typing import Optional
 
 from dbguard_pipeline.model.schema import Index, Table
 

@@ -55,8 +55,9 @@ def _role_covered(restrictive: Policy, permissive: Policy) -> bool:
     return "public" not in permissive.roles and set(permissive.roles) <= set(restrictive.roles)
 
 
-def covered_by_restrictive(an: Analyzer, table: Table, policy: Policy, tcol: Optional[str],
-                           side: Literal["using", "check"]) -> bool:
+def covered_by_restrictive(
+    an: Analyzer, table: Table, policy: Policy, tcol: Optional[str], side: Literal["using", "check"]
+) -> bool:
     """True when RESTRICTIVE policies pin the tenant for every command and role this permissive policy
     grants (side "using": reads; side "check": writes). Restrictive policies are AND-ed with the
     permissive ones, so a weak permissive policy is then harmless."""

@@ -3,6 +3,7 @@
 One answer for the data checks (``pg/metrics.py``: orphans and cross-tenant rows along an inferred reference)
 and for the fix generator (``add-foreign-key TABLE`` without REFTABLE). No I/O.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -60,7 +61,7 @@ class TableNames:
             self.by_name.setdefault(t.name, []).append(t)
             for i, ch in enumerate(t.name):
                 if ch == "_" and i + 1 < len(t.name):
-                    self.by_suffix.setdefault((t.schema, t.name[i + 1:]), []).append(t)
+                    self.by_suffix.setdefault((t.schema, t.name[i + 1 :]), []).append(t)
 
 
 def _target(table: Table, column_type_: Optional[str], parent: Optional[Table]) -> Optional[tuple[Table, str]]:
@@ -72,8 +73,9 @@ def _target(table: Table, column_type_: Optional[str], parent: Optional[Table]) 
     return parent, key
 
 
-def infer_parent(snapshot: Snapshot, table: Table, column: str, names: Optional[TableNames] = None
-                 ) -> Optional[tuple[Table, str]]:
+def infer_parent(
+    snapshot: Snapshot, table: Table, column: str, names: Optional[TableNames] = None
+) -> Optional[tuple[Table, str]]:
     """The table (and its key column) the ``<name>_id`` column of ``table`` points at by naming convention,
     or None.
 

@@ -1,4 +1,5 @@
 """Roles: which bypass row level security, and which are the API's (Supabase PostgREST) roles."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ class RoleGraph:
         todo = [name]
         while todo:
             r = self._roles.get(todo.pop())
-            for m in (r.memberships if r is not None else ()):
+            for m in r.memberships if r is not None else ():
                 if m.role not in seen and (m.inherit or not inherit_only):
                     seen.add(m.role)
                     todo.append(m.role)
@@ -128,8 +129,9 @@ class OwnerEscape:
         return "every session of the owner bypasses every policy of the table"
 
 
-def owner_escape(snapshot: Snapshot, table: Table, config: Config,
-                 graph: Optional[RoleGraph] = None) -> Optional[OwnerEscape]:
+def owner_escape(
+    snapshot: Snapshot, table: Table, config: Config, graph: Optional[RoleGraph] = None
+) -> Optional[OwnerEscape]:
     """Why ``table``'s owner escapes its row level security where FORCE would stop it, or None.
 
     - the application role (``tenant.app_role``) is the owner or inherits the owner's privileges: PostgreSQL
@@ -153,20 +155,27 @@ def owner_escape(snapshot: Snapshot, table: Table, config: Config,
     elif owner == app:
         found = OwnerEscape("app_owns", f"the application role {app} owns it", True)
     elif g.acts_as_owner(app, table):
-        found = OwnerEscape("app_inherits_owner",
-                            f"the application role {app} inherits the privileges of its owner {owner}", True)
+        found = OwnerEscape(
+            "app_inherits_owner", f"the application role {app} inherits the privileges of its owner {owner}", True
+        )
     elif not g.bypasses(owner):
         r = g.role(owner)
         if r is not None and r.can_login:
             found = OwnerEscape("owner_login", f"its owner {owner} can log in", False)
         elif app in g.member_of(owner):
-            found = OwnerEscape("owner_member_of_app", f"its owner {owner} is a member of the application role "
-                                                       f"{app}", False)
+            found = OwnerEscape(
+                "owner_member_of_app", f"its owner {owner} is a member of the application role {app}", False
+            )
         elif owner in g.member_of(app):
-            found = OwnerEscape("app_member_of_owner", f"the application role {app} may SET ROLE to its owner "
-                                                       f"{owner}", False)
+            found = OwnerEscape(
+                "app_member_of_owner", f"the application role {app} may SET ROLE to its owner {owner}", False
+            )
     if found is None and config.tenant.app_role_owns_tables:
-        found = OwnerEscape("config", "the configuration says the application role owns its tables "
-                                      "(tenant.app_role_owns_tables, deprecated: dbguard reads ownership from the "
-                                      "catalog now)", False)
+        found = OwnerEscape(
+            "config",
+            "the configuration says the application role owns its tables "
+            "(tenant.app_role_owns_tables, deprecated: dbguard reads ownership from the "
+            "catalog now)",
+            False,
+        )
     return found

@@ -5,6 +5,7 @@ Used by the rules, the isolation probe and the migration generator, so that all 
 tenant table is. Pure functions of (snapshot, config): a caller that asks the same question many times keeps
 the answers itself (the rules share them through :class:`dbguard_pipeline.rules.context.RuleContext`).
 """
+
 from __future__ import annotations
 
 from collections import deque

@@ -60,9 +60,11 @@ FINDING_KEYS = {"remediation", "message_contains", "detail", "severity"}
 
 def tenant_table(name: str, schema: str = "public") -> str:
     """A table with the tenant column (NOT NULL, foreign key, index) and RLS enabled, no policy."""
-    return (f"CREATE TABLE {schema}.{name} (id uuid PRIMARY KEY, tenant_id uuid NOT NULL REFERENCES public.tenants, "
-            f"owner_id uuid, parent_id uuid);\nCREATE INDEX ON {schema}.{name} (tenant_id);\n"
-            f"ALTER TABLE {schema}.{name} ENABLE ROW LEVEL SECURITY;\n")
+    return (
+        f"CREATE TABLE {schema}.{name} (id uuid PRIMARY KEY, tenant_id uuid NOT NULL REFERENCES public.tenants, "
+        f"owner_id uuid, parent_id uuid);\nCREATE INDEX ON {schema}.{name} (tenant_id);\n"
+        f"ALTER TABLE {schema}.{name} ENABLE ROW LEVEL SECURITY;\n"
+    )
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,18 @@ def _case(rule: str, raw: dict[str, Any], *, negative: bool, where: str) -> Case
         as_app.append((str(st["sql"]), None if st.get("sqlstate") is None else str(st["sqlstate"])))
     sql = "".join(tenant_table(t) for t in raw.get("tenant_tables") or ()) + raw["setup"]
     sql = (SHIM + (BASE if raw.get("base", True) else "") + sql).replace("$CTX", CTX)
-    return Case(rule=rule, name=str(raw["name"]), setup=sql, expect=frozenset(raw.get("expect") or ()),
-                negative=negative, config=dict(raw.get("config") or {}), metrics=bool(raw.get("metrics")),
-                findings=dict(raw.get("findings") or {}), fix=bool(raw.get("fix")), as_app=tuple(as_app))
+    return Case(
+        rule=rule,
+        name=str(raw["name"]),
+        setup=sql,
+        expect=frozenset(raw.get("expect") or ()),
+        negative=negative,
+        config=dict(raw.get("config") or {}),
+        metrics=bool(raw.get("metrics")),
+        findings=dict(raw.get("findings") or {}),
+        fix=bool(raw.get("fix")),
+        as_app=tuple(as_app),
+    )
 
 
 def load_file(path: Path) -> tuple[str, list[Case]]:
@@ -118,9 +129,13 @@ def load_file(path: Path) -> tuple[str, list[Case]]:
     rule = str(data["rule"])
     if path.stem != rule:
         raise ValueError(f"{path.name}: the file name is the rule id ({rule})")
-    cases = [_case(rule, c, negative=False, where=f"{path.name} case {i}") for i, c in enumerate(data.get("cases") or ())]
-    cases += [_case(rule, c, negative=True, where=f"{path.name} negative {i}")
-              for i, c in enumerate(data.get("negatives") or ())]
+    cases = [
+        _case(rule, c, negative=False, where=f"{path.name} case {i}") for i, c in enumerate(data.get("cases") or ())
+    ]
+    cases += [
+        _case(rule, c, negative=True, where=f"{path.name} negative {i}")
+        for i, c in enumerate(data.get("negatives") or ())
+    ]
     names = [c.name for c in cases]
     if len(names) != len(set(names)):
         raise ValueError(f"{path.name}: case names repeat")

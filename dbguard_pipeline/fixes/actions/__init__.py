@@ -6,6 +6,7 @@ Planners read the schema snapshot; the few data checks that must happen before a
 that would make VALIDATE fail, rows that reach no tenant) run in read-only sessions. Every identifier is
 quoted (``text.quoted``, psycopg's ``sql.Identifier``); every value is a literal.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -19,12 +20,23 @@ from dbguard_pipeline.fixes.actions.context import Context, NothingToFix, build_
 from dbguard_pipeline.fixes.actions.fix_rls_policy import plan_fix_rls_policy
 from dbguard_pipeline.fixes.plan import ACTIONS, Migration
 
-__all__ = ["Context", "NothingToFix", "build_context", "plan_action", "plan_add_composite_index",
-           "plan_add_foreign_key", "plan_add_tenant_isolation", "plan_fix_rls_policy", "replan", "resolve_table"]
+__all__ = [
+    "Context",
+    "NothingToFix",
+    "build_context",
+    "plan_action",
+    "plan_add_composite_index",
+    "plan_add_foreign_key",
+    "plan_add_tenant_isolation",
+    "plan_fix_rls_policy",
+    "replan",
+    "resolve_table",
+]
 
 
-def plan_action(ctx: Context, action: str, table: str, args: Sequence[str] = (),
-                tenant_default: Optional[str] = None) -> Migration:
+def plan_action(
+    ctx: Context, action: str, table: str, args: Sequence[str] = (), tenant_default: Optional[str] = None
+) -> Migration:
     """The migration ``dbguard generate-migration ACTION TABLE [ARGS...]`` asks for."""
     if action not in ACTIONS:
         raise DbguardError(f"unknown action {action!r} (choose from {', '.join(ACTIONS)})")

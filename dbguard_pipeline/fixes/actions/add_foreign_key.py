@@ -1,6 +1,7 @@
 """add-foreign-key TABLE [REFTABLE [COLUMN]]: ADD CONSTRAINT ... NOT VALID, then VALIDATE, plus an index on the
 referencing column when none leads with it. Without REFTABLE the reference is inferred: the tenant column
 without its foreign key, else the one ``<name>_id`` column whose parent ``semantics.references`` finds."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -50,8 +51,10 @@ def _column_for(ctx: Context, table: Table, ref: Table) -> str:
     guesses.append(base + "_id")
     column = next((g for g in guesses if table.column(g)), None)
     if column is None:
-        raise DbguardError(f"cannot tell which column of {table.qualified} references {ref.qualified}: "
-                           f"name it: add-foreign-key {table.qualified} {ref.qualified} COLUMN")
+        raise DbguardError(
+            f"cannot tell which column of {table.qualified} references {ref.qualified}: "
+            f"name it: add-foreign-key {table.qualified} {ref.qualified} COLUMN"
+        )
     return column
 
 
@@ -64,8 +67,13 @@ def _infer_fk(ctx: Context, table: Table, ref_name: Optional[str], column: Optio
         if key is None or ref.column(key) is None:
             raise DbguardError(f"{ref.qualified} has no single-column primary key or unique key to reference")
         return column or _column_for(ctx, table, ref), ref, key
-    if column is None and tenants is not None and table.column(cfg.tenant.column) and \
-            not tenancy.is_tenants_table(table, cfg) and not _has_fk(table, (cfg.tenant.column,), tenants):
+    if (
+        column is None
+        and tenants is not None
+        and table.column(cfg.tenant.column)
+        and not tenancy.is_tenants_table(table, cfg)
+        and not _has_fk(table, (cfg.tenant.column,), tenants)
+    ):
         return cfg.tenant.column, tenants, cfg.tenant.tenants_key
     names = TableNames(snap)
     candidates: list[tuple[str, Table, str]] = []
@@ -84,22 +92,35 @@ def _infer_fk(ctx: Context, table: Table, ref_name: Optional[str], column: Optio
         if column is None and tenants is not None and table.column(cfg.tenant.column):
             fk = _has_fk(table, (cfg.tenant.column,), tenants)
             if fk is not None:
-                raise NothingToFix(f"{table.qualified}.{cfg.tenant.column} already references {tenants.qualified} "
-                                   f"({fk.name}) and no other column lacks its foreign key: nothing to fix")
+                raise NothingToFix(
+                    f"{table.qualified}.{cfg.tenant.column} already references {tenants.qualified} "
+                    f"({fk.name}) and no other column lacks its foreign key: nothing to fix"
+                )
         if column:
-            raise DbguardError(f"cannot infer the table {table.qualified}.{column} references: name it: "
-                               f"add-foreign-key {table.qualified} REFTABLE {column}")
-        raise NothingToFix(f"{table.qualified}: no column without a foreign key whose referenced table can be "
-                           "inferred (name it: add-foreign-key TABLE REFTABLE [COLUMN])")
+            raise DbguardError(
+                f"cannot infer the table {table.qualified}.{column} references: name it: "
+                f"add-foreign-key {table.qualified} REFTABLE {column}"
+            )
+        raise NothingToFix(
+            f"{table.qualified}: no column without a foreign key whose referenced table can be "
+            "inferred (name it: add-foreign-key TABLE REFTABLE [COLUMN])"
+        )
     if len(candidates) > 1:
         names_text = ", ".join(f"{c} -> {r.qualified}" for c, r, _ in candidates)
-        raise DbguardError(f"{table.qualified} has several columns without a foreign key ({names_text}): name the "
-                           "referenced table: add-foreign-key TABLE REFTABLE [COLUMN]")
+        raise DbguardError(
+            f"{table.qualified} has several columns without a foreign key ({names_text}): name the "
+            "referenced table: add-foreign-key TABLE REFTABLE [COLUMN]"
+        )
     return candidates[0]
 
 
-def plan_add_foreign_key(ctx: Context, table_name: str, ref_name: Optional[str] = None,
-                         column: Optional[str] = None, findings: Optional[list[Finding]] = None) -> Migration:
+def plan_add_foreign_key(
+    ctx: Context,
+    table_name: str,
+    ref_name: Optional[str] = None,
+    column: Optional[str] = None,
+    findings: Optional[list[Finding]] = None,
+) -> Migration:
     table = resolve_table(ctx.snapshot, table_name)
     if column is not None and table.column(column) is None:
         raise NotFoundError(f"{table.qualified} has no column {column!r}")
@@ -114,54 +135,94 @@ def plan_add_foreign_key(ctx: Context, table_name: str, ref_name: Optional[str] 
     if ref_col is None:
         raise NotFoundError(f"{ref.qualified} has no column {key!r}")
     if child_col.type != ref_col.type:
-        raise DbguardError(f"{table.qualified}.{column} is {child_col.type} but {ref.qualified}.{key} is "
-                           f"{ref_col.type}: the foreign key needs the same type")
+        raise DbguardError(
+            f"{table.qualified}.{column} is {child_col.type} but {ref.qualified}.{key} is "
+            f"{ref_col.type}: the foreign key needs the same type"
+        )
     # Rows that would make VALIDATE fail: report them before writing anything.
-    orphans = data_value(ctx, sql.SQL(
-        "select count(*) from {t} c where c.{col} is not null and not exists "
-        "(select 1 from {r} p where p.{key} = c.{col})").format(
-        t=sql.Identifier(table.schema, table.name), col=sql.Identifier(column),
-        r=sql.Identifier(ref.schema, ref.name), key=sql.Identifier(key)))
+    orphans = data_value(
+        ctx,
+        sql.SQL(
+            "select count(*) from {t} c where c.{col} is not null and not exists "
+            "(select 1 from {r} p where p.{key} = c.{col})"
+        ).format(
+            t=sql.Identifier(table.schema, table.name),
+            col=sql.Identifier(column),
+            r=sql.Identifier(ref.schema, ref.name),
+            key=sql.Identifier(key),
+        ),
+    )
     if orphans:
-        raise DbguardError(f"cannot add the foreign key {table.qualified}({column}) -> {ref.qualified}({key}): "
-                           f"{orphans} row{'s' if orphans != 1 else ''} of {table.qualified} reference a missing "
-                           f"{ref.qualified} row and would make VALIDATE fail; fix or delete them first")
+        raise DbguardError(
+            f"cannot add the foreign key {table.qualified}({column}) -> {ref.qualified}({key}): "
+            f"{orphans} row{'s' if orphans != 1 else ''} of {table.qualified} reference a missing "
+            f"{ref.qualified} row and would make VALIDATE fail; fix or delete them first"
+        )
     if orphans is None:
         ctx.notes.append("orphans were not counted (no database connection): VALIDATE fails if any exist")
     q = quoted_qname(table.schema, table.name)
-    fk_name = unique_name(constraint_names(table) | relation_names(ctx.snapshot, table.schema),
-                          f"{table.name}_{column}", "fkey", ref.qualified)
+    fk_name = unique_name(
+        constraint_names(table) | relation_names(ctx.snapshot, table.schema),
+        f"{table.name}_{column}",
+        "fkey",
+        ref.qualified,
+    )
     m = new_migration(ctx, ACTION, table)
     m.notes = list(ctx.notes)
     m.params = {"ref": ref.qualified, "column": column}
     m.forward = [
-        Block((f"ALTER TABLE {q} ADD CONSTRAINT {quoted(fk_name)} FOREIGN KEY ({quoted(column)}) "
-               f"REFERENCES {quoted_qname(ref.schema, ref.name)} ({quoted(key)}) NOT VALID",),
-              comment="new and updated rows are checked from now on; the short lock does not scan the table"),
-        Block((f"ALTER TABLE {q} VALIDATE CONSTRAINT {quoted(fk_name)}",),
-              comment="check the existing rows without blocking reads or writes"),
+        Block(
+            (
+                f"ALTER TABLE {q} ADD CONSTRAINT {quoted(fk_name)} FOREIGN KEY ({quoted(column)}) "
+                f"REFERENCES {quoted_qname(ref.schema, ref.name)} ({quoted(key)}) NOT VALID",
+            ),
+            comment="new and updated rows are checked from now on; the short lock does not scan the table",
+        ),
+        Block(
+            (f"ALTER TABLE {q} VALIDATE CONSTRAINT {quoted(fk_name)}",),
+            comment="check the existing rows without blocking reads or writes",
+        ),
     ]
-    m.what = [f"add foreign key {quoted(fk_name)}: {table.qualified}({column}) -> {ref.qualified}({key}), "
-              "NOT VALID then VALIDATE"]
+    m.what = [
+        f"add foreign key {quoted(fk_name)}: {table.qualified}({column}) -> {ref.qualified}({key}), "
+        "NOT VALID then VALIDATE"
+    ]
     m.undo = []
     m.rollback = []
     if covering_index(table, (column,)) is None:
         idx = unique_name(relation_names(ctx.snapshot, table.schema), f"{table.name}_{column}", "idx", column)
-        m.forward.append(Block((f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {quoted(idx)} ON {q} ({quoted(column)})",),
-                               transactional=False, untimed="all", comment=f"index the referencing column ({column})"))
-        m.rollback.append(Block((f"DROP INDEX CONCURRENTLY IF EXISTS {quoted_qname(table.schema, idx)}",),
-                                transactional=False, untimed="all"))
+        m.forward.append(
+            Block(
+                (f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {quoted(idx)} ON {q} ({quoted(column)})",),
+                transactional=False,
+                untimed="all",
+                comment=f"index the referencing column ({column})",
+            )
+        )
+        m.rollback.append(
+            Block(
+                (f"DROP INDEX CONCURRENTLY IF EXISTS {quoted_qname(table.schema, idx)}",),
+                transactional=False,
+                untimed="all",
+            )
+        )
         m.what.append(f"create index {quoted(idx)} on ({column}) concurrently (no index leads with it)")
         m.undo.append(f"drop index {quoted(idx)} concurrently")
-    m.rollback.append(Block((
-        f"-- squawk-ignore ban-drop-constraint\nALTER TABLE {q} DROP CONSTRAINT IF EXISTS {quoted(fk_name)}",),
-        comment="the constraint did not exist before the forward migration"))
+    m.rollback.append(
+        Block(
+            (f"-- squawk-ignore ban-drop-constraint\nALTER TABLE {q} DROP CONSTRAINT IF EXISTS {quoted(fk_name)}",),
+            comment="the constraint did not exist before the forward migration",
+        )
+    )
     m.undo.append(f"drop constraint {quoted(fk_name)}")
     if findings is None:
         tenant_fk = column == ctx.config.tenant.column
         rules = ("tenant_fk_missing", "orphaned_rows") if tenant_fk else ("orphaned_rows",)
-        findings = [f for f in ctx.table_findings(table, rules) if f.object in (None, column, fk_name)
-                    or f.rule == "tenant_fk_missing"]
+        findings = [
+            f
+            for f in ctx.table_findings(table, rules)
+            if f.object in (None, column, fk_name) or f.rule == "tenant_fk_missing"
+        ]
         if tenant_fk:
             findings = [f for f in findings if f.rule == "tenant_fk_missing"]
     m.why, m.fixes = why(findings), [f.cache_key for f in findings]

@@ -5,6 +5,7 @@ default; fill it in batches through the foreign-key path to a table that has it 
 NOT VALID CHECK and foreign key, then VALIDATE each; SET NOT NULL through the validated CHECK; index the
 column concurrently; then row level security and the tenant policy (the fix-rls-policy part).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,8 +45,10 @@ def _path_join(snap_path: list[tenancy.FkStep], table: Table, config: Config) ->
     prev = "s0"
     for i, step in enumerate(snap_path, start=1):
         alias = f"p{i}"
-        conds = " AND ".join(f"{alias}.{quoted(rc)} = {prev}.{quoted(cc)}"
-                             for cc, rc in zip(step.constraint.columns, step.constraint.ref_columns, strict=True))
+        conds = " AND ".join(
+            f"{alias}.{quoted(rc)} = {prev}.{quoted(cc)}"
+            for cc, rc in zip(step.constraint.columns, step.constraint.ref_columns, strict=True)
+        )
         parts.append(f"JOIN {quoted_qname(step.parent.schema, step.parent.name)} AS {alias} ON {conds}")
         prev = alias
     end_column = tenancy.tenant_column(snap_path[-1].parent, config)
@@ -66,9 +69,15 @@ def _check_default(ctx: Context, tenants: Table, col_type: str, tenant_default: 
     tm = ctx.config.tenant
     if ctx.dsn:
         try:
-            found = data_value(ctx, sql.SQL("select count(*) from {t} where {k} = {v}::{ty}").format(
-                t=sql.Identifier(tenants.schema, tenants.name), k=sql.Identifier(tm.tenants_key),
-                v=sql.Literal(tenant_default), ty=sql.SQL(col_type)))
+            found = data_value(
+                ctx,
+                sql.SQL("select count(*) from {t} where {k} = {v}::{ty}").format(
+                    t=sql.Identifier(tenants.schema, tenants.name),
+                    k=sql.Identifier(tm.tenants_key),
+                    v=sql.Literal(tenant_default),
+                    ty=sql.SQL(col_type),
+                ),
+            )
         except psycopg.errors.DataError:
             raise DbguardError(f"--tenant-default {tenant_default!r} is not a valid {col_type}") from None
         if not found:
@@ -83,8 +92,13 @@ class _Backfill:
     source: str  # where the tenant comes from, for people
 
 
-def _backfill(ctx: Context, table: Table, path: Optional[list[tenancy.FkStep]], default_sql: Optional[str],
-              tenant_default: Optional[str]) -> _Backfill:
+def _backfill(
+    ctx: Context,
+    table: Table,
+    path: Optional[list[tenancy.FkStep]],
+    default_sql: Optional[str],
+    tenant_default: Optional[str],
+) -> _Backfill:
     cfg = ctx.config
     q = quoted_qname(table.schema, table.name)
     col = quoted(cfg.tenant.column)
@@ -103,33 +117,43 @@ def _backfill(ctx: Context, table: Table, path: Optional[list[tenancy.FkStep]], 
             unresolved = data_value(ctx, sql.SQL(f"select count(*) from {lefts} where {tenant_expr} is null"))
         if unresolved and default_sql is None:
             via = " -> ".join([table.qualified] + [s.parent.qualified for s in path])
-            raise DbguardError(f"{unresolved} row{'s' if unresolved != 1 else ''} of {table.qualified} reach no tenant "
-                               f"through {via} (NULL or dangling references): fix them first, or pass "
-                               "--tenant-default TENANT_ID to give them one tenant")
-        select = (f"SELECT {key_sel}, {tenant_expr} AS tenant\n"
-                  f"      FROM {joins.replace(chr(10), chr(10) + '      ')}\n"
-                  f"      WHERE s0.{col} IS NULL AND {tenant_expr} IS NOT NULL")
+            raise DbguardError(
+                f"{unresolved} row{'s' if unresolved != 1 else ''} of {table.qualified} reach no tenant "
+                f"through {via} (NULL or dangling references): fix them first, or pass "
+                "--tenant-default TENANT_ID to give them one tenant"
+            )
+        select = (
+            f"SELECT {key_sel}, {tenant_expr} AS tenant\n"
+            f"      FROM {joins.replace(chr(10), chr(10) + '      ')}\n"
+            f"      WHERE s0.{col} IS NULL AND {tenant_expr} IS NOT NULL"
+        )
         if keys and len(keys) == 1:
             walk = _key_walk(q, col, keys[0], table, joins, tenant_expr)
         else:
-            batches.append(f"UPDATE {q} AS t0 SET {col} = src.tenant\n"
-                           f"    FROM ({select}\n      LIMIT {BATCH_SIZE}) AS src\n"
-                           f"    WHERE {key_match}")
-        catch_up.append(f"UPDATE {q} AS t0 SET {col} = src.tenant\n"
-                        f"    FROM ({select}) AS src\n    WHERE {key_match}")
+            batches.append(
+                f"UPDATE {q} AS t0 SET {col} = src.tenant\n"
+                f"    FROM ({select}\n      LIMIT {BATCH_SIZE}) AS src\n"
+                f"    WHERE {key_match}"
+            )
+        catch_up.append(f"UPDATE {q} AS t0 SET {col} = src.tenant\n    FROM ({select}) AS src\n    WHERE {key_match}")
         source = "through " + " -> ".join([table.qualified] + [f"{s.parent.qualified}" for s in path])
     else:
         source = f"with the tenant {tenant_default}"
     if default_sql is not None:
-        batches.append(f"UPDATE {q} AS t0 SET {col} = {default_sql}\n"
-                       f"    FROM (SELECT {key_sel} FROM {q} AS s0 WHERE s0.{col} IS NULL LIMIT {BATCH_SIZE}) AS src\n"
-                       f"    WHERE {key_match}")
+        batches.append(
+            f"UPDATE {q} AS t0 SET {col} = {default_sql}\n"
+            f"    FROM (SELECT {key_sel} FROM {q} AS s0 WHERE s0.{col} IS NULL LIMIT {BATCH_SIZE}) AS src\n"
+            f"    WHERE {key_match}"
+        )
         catch_up.append(f"UPDATE {q} SET {col} = {default_sql} WHERE {col} IS NULL")
-    loops = ["  LOOP\n    " + stmt.replace("\n", "\n    ") + ";\n"
-             "    GET DIAGNOSTICS batch_rows = ROW_COUNT;\n"
-             "    EXIT WHEN batch_rows = 0;\n"
-             "    COMMIT;\n"
-             "  END LOOP;" for stmt in batches]
+    loops = [
+        "  LOOP\n    " + stmt.replace("\n", "\n    ") + ";\n"
+        "    GET DIAGNOSTICS batch_rows = ROW_COUNT;\n"
+        "    EXIT WHEN batch_rows = 0;\n"
+        "    COMMIT;\n"
+        "  END LOOP;"
+        for stmt in batches
+    ]
     declare = "  batch_rows bigint;\n"
     if walk:
         pk_type = next(c.type for c in table.columns if c.name == keys[0]) if keys else "bigint"
@@ -146,31 +170,35 @@ def _key_walk(q: str, col: str, key: str, table: Table, joins: str, tenant_expr:
     them their tenant) and the walk ends however fast a writer inserts."""
     k = quoted(key)
     joins_text = joins.replace(chr(10), chr(10) + "        ")
-    return (f"  last_key := (SELECT {k} FROM {q} ORDER BY {k} LIMIT 1);\n"
-            f"  high_key := (SELECT {k} FROM {q} ORDER BY {k} DESC LIMIT 1);\n"
-            f"  IF last_key IS NOT NULL THEN\n"
-            f"    UPDATE {q} AS t0 SET {col} = src.tenant\n"
-            f"      FROM (SELECT s0.{k} AS k0, {tenant_expr} AS tenant\n"
-            f"        FROM {joins_text}\n"
-            f"        WHERE s0.{k} = last_key AND s0.{col} IS NULL) AS src\n"
-            f"      WHERE t0.{k} = src.k0;\n"
-            f"    COMMIT;\n"
-            f"    LOOP\n"
-            f"      SELECT b.k INTO next_key FROM (SELECT {k} AS k FROM {q} WHERE {k} > last_key AND {k} <= high_key\n"
-            f"        ORDER BY {k} LIMIT {BATCH_SIZE}) AS b ORDER BY b.k DESC LIMIT 1;\n"
-            f"      EXIT WHEN next_key IS NULL;\n"
-            f"      UPDATE {q} AS t0 SET {col} = src.tenant\n"
-            f"        FROM (SELECT s0.{k} AS k0, {tenant_expr} AS tenant\n"
-            f"          FROM {joins_text}\n"
-            f"          WHERE s0.{k} > last_key AND s0.{k} <= next_key AND s0.{col} IS NULL) AS src\n"
-            f"        WHERE t0.{k} = src.k0;\n"
-            f"      last_key := next_key;\n"
-            f"      COMMIT;\n"
-            f"    END LOOP;\n"
-            f"  END IF;")
+    return (
+        f"  last_key := (SELECT {k} FROM {q} ORDER BY {k} LIMIT 1);\n"
+        f"  high_key := (SELECT {k} FROM {q} ORDER BY {k} DESC LIMIT 1);\n"
+        f"  IF last_key IS NOT NULL THEN\n"
+        f"    UPDATE {q} AS t0 SET {col} = src.tenant\n"
+        f"      FROM (SELECT s0.{k} AS k0, {tenant_expr} AS tenant\n"
+        f"        FROM {joins_text}\n"
+        f"        WHERE s0.{k} = last_key AND s0.{col} IS NULL) AS src\n"
+        f"      WHERE t0.{k} = src.k0;\n"
+        f"    COMMIT;\n"
+        f"    LOOP\n"
+        f"      SELECT b.k INTO next_key FROM (SELECT {k} AS k FROM {q} WHERE {k} > last_key AND {k} <= high_key\n"
+        f"        ORDER BY {k} LIMIT {BATCH_SIZE}) AS b ORDER BY b.k DESC LIMIT 1;\n"
+        f"      EXIT WHEN next_key IS NULL;\n"
+        f"      UPDATE {q} AS t0 SET {col} = src.tenant\n"
+        f"        FROM (SELECT s0.{k} AS k0, {tenant_expr} AS tenant\n"
+        f"          FROM {joins_text}\n"
+        f"          WHERE s0.{k} > last_key AND s0.{k} <= next_key AND s0.{col} IS NULL) AS src\n"
+        f"        WHERE t0.{k} = src.k0;\n"
+        f"      last_key := next_key;\n"
+        f"      COMMIT;\n"
+        f"    END LOOP;\n"
+        f"  END IF;"
+    )
 
 
-def fill_trigger(ctx: Context, table: Table, path: list[tenancy.FkStep], column: str) -> tuple[list[str], list[str], str]:
+def fill_trigger(
+    ctx: Context, table: Table, path: list[tenancy.FkStep], column: str
+) -> tuple[list[str], list[str], str]:
     """A BEFORE INSERT trigger that gives a row without tenant the tenant of its parent row (through the
     foreign-key path): rows written during the backfill need no rescan, and writers that send no tenant
     context keep working after the NOT NULL. It stays after the migration (the rollback drops it)."""
@@ -181,23 +209,32 @@ def fill_trigger(ctx: Context, table: Table, path: list[tenancy.FkStep], column:
     first = path[0].constraint
     froms = [f"{quoted_qname(path[0].parent.schema, path[0].parent.name)} AS p1"]
     for i, step in enumerate(path[1:], start=2):
-        on = " AND ".join(f"p{i}.{quoted(rc)} = p{i - 1}.{quoted(cc)}"
-                          for cc, rc in zip(step.constraint.columns, step.constraint.ref_columns, strict=True))
+        on = " AND ".join(
+            f"p{i}.{quoted(rc)} = p{i - 1}.{quoted(cc)}"
+            for cc, rc in zip(step.constraint.columns, step.constraint.ref_columns, strict=True)
+        )
         froms.append(f"JOIN {quoted_qname(step.parent.schema, step.parent.name)} AS p{i} ON {on}")
-    where = " AND ".join(f"p1.{quoted(rc)} = NEW.{quoted(cc)}" for cc, rc in zip(first.columns, first.ref_columns,
-                                                                              strict=True))
+    where = " AND ".join(
+        f"p1.{quoted(rc)} = NEW.{quoted(cc)}" for cc, rc in zip(first.columns, first.ref_columns, strict=True)
+    )
     end_column = tenancy.tenant_column(path[-1].parent, cfg)
-    body = (f"\nBEGIN\n  IF NEW.{quoted(column)} IS NULL THEN\n"
-            f"    NEW.{quoted(column)} := (SELECT p{len(path)}.{quoted(end_column or column)} FROM {' '.join(froms)} "
-            f"WHERE {where} LIMIT 1);\n  END IF;\n  RETURN NEW;\nEND\n")
+    body = (
+        f"\nBEGIN\n  IF NEW.{quoted(column)} IS NULL THEN\n"
+        f"    NEW.{quoted(column)} := (SELECT p{len(path)}.{quoted(end_column or column)} FROM {' '.join(froms)} "
+        f"WHERE {where} LIMIT 1);\n  END IF;\n  RETURN NEW;\nEND\n"
+    )
     tag = _dollar_tag(body)
     qfn = quoted_qname(table.schema, fn)
     q = quoted_qname(table.schema, table.name)
-    fwd = [f"CREATE OR REPLACE FUNCTION {qfn}() RETURNS trigger LANGUAGE plpgsql\n"
-           f"    SET search_path = pg_catalog, pg_temp AS {tag}{body}{tag}",
-           f"CREATE OR REPLACE TRIGGER {quoted(trg)} BEFORE INSERT ON {q} FOR EACH ROW EXECUTE FUNCTION {qfn}()"]
-    back = [f"DROP TRIGGER IF EXISTS {quoted(trg)} ON {q}",
-            f"-- squawk-ignore ban-drop-function\nDROP FUNCTION IF EXISTS {qfn}()"]
+    fwd = [
+        f"CREATE OR REPLACE FUNCTION {qfn}() RETURNS trigger LANGUAGE plpgsql\n"
+        f"    SET search_path = pg_catalog, pg_temp AS {tag}{body}{tag}",
+        f"CREATE OR REPLACE TRIGGER {quoted(trg)} BEFORE INSERT ON {q} FOR EACH ROW EXECUTE FUNCTION {qfn}()",
+    ]
+    back = [
+        f"DROP TRIGGER IF EXISTS {quoted(trg)} ON {q}",
+        f"-- squawk-ignore ban-drop-function\nDROP FUNCTION IF EXISTS {qfn}()",
+    ]
     return fwd, back, trg
 
 
@@ -209,29 +246,39 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
         raise DbguardError(f"{table.qualified} is the tenants table itself (config tenant.tenants_table)")
     column = tm.column
     parties = tm.table_tenant_columns.get(table.qualified) or tuple(
-        fk.columns[0] for fk in table.foreign_keys
-        if len(fk.columns) == 1 and (fk.ref_schema, fk.ref_table) == (tm.tenants_schema, tm.tenants_name))
+        fk.columns[0]
+        for fk in table.foreign_keys
+        if len(fk.columns) == 1 and (fk.ref_schema, fk.ref_table) == (tm.tenants_schema, tm.tenants_name)
+    )
     if len(parties) > 1 and table.column(column) is None:
-        raise DbguardError(f"{table.qualified} belongs to more than one tenant ({', '.join(parties)} each name one): "
-                           f"it is not single-tenant data, so no {column} column is added (that would pick one "
-                           "party and lock the other out); keep a policy that pins every party column, and name "
-                           f"them in the config: tenant.table_tenant_columns: {{{table.qualified}: [...]}}")
+        raise DbguardError(
+            f"{table.qualified} belongs to more than one tenant ({', '.join(parties)} each name one): "
+            f"it is not single-tenant data, so no {column} column is added (that would pick one "
+            "party and lock the other out); keep a policy that pins every party column, and name "
+            f"them in the config: tenant.table_tenant_columns: {{{table.qualified}: [...]}}"
+        )
     if table.column(column) is not None:
-        raise NothingToFix(f"{table.qualified} already has a {column} column: for its policies run fix-rls-policy, "
-                           "for its foreign key add-foreign-key")
+        raise NothingToFix(
+            f"{table.qualified} already has a {column} column: for its policies run fix-rls-policy, "
+            "for its foreign key add-foreign-key"
+        )
     tenants = snap.table(tm.tenants_table)
     tenants_key = tenants.column(tm.tenants_key) if tenants is not None else None
     if tenants is None or tenants_key is None:
-        raise DbguardError(f"the tenants table {tm.tenants_table}({tm.tenants_key}) (config tenant.tenants_table) "
-                           f"is not in {snap.database}")
+        raise DbguardError(
+            f"the tenants table {tm.tenants_table}({tm.tenants_key}) (config tenant.tenants_table) "
+            f"is not in {snap.database}"
+        )
     col_type = checked_type(tenants_key.type)
     check_role(ctx)
     path = tenancy.tenant_path(snap, table, cfg)
     default_sql = _check_default(ctx, tenants, col_type, tenant_default) if tenant_default is not None else None
     if path is None and default_sql is None:
-        raise DbguardError(f"{table.qualified} has no foreign-key path to a table with a {column} column (or to "
-                           f"{tenants.qualified}), so its rows cannot be given a tenant: add that foreign key first, "
-                           "or pass --tenant-default TENANT_ID to give every existing row one tenant")
+        raise DbguardError(
+            f"{table.qualified} has no foreign-key path to a table with a {column} column (or to "
+            f"{tenants.qualified}), so its rows cannot be given a tenant: add that foreign key first, "
+            "or pass --tenant-default TENANT_ID to give every existing row one tenant"
+        )
     fill = _backfill(ctx, table, path, default_sql, tenant_default)
     q = quoted_qname(table.schema, table.name)
     col = quoted(column)
@@ -239,11 +286,16 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
     taken = constraint_names(table) | relation_names(snap, table.schema)
     fk_name = unique_name(taken, f"{table.name}_{column}", "fkey", "fk")
     chk_name = unique_name(taken | {fk_name}, f"{table.name}_{column}", "not_null", "nn")
-    idx_name = unique_name(relation_names(snap, table.schema) | {fk_name, chk_name}, f"{table.name}_{column}", "idx", "ix")
+    idx_name = unique_name(
+        relation_names(snap, table.schema) | {fk_name, chk_name}, f"{table.name}_{column}", "idx", "ix"
+    )
 
-    catch_up = [f"ALTER TABLE {q} ADD CONSTRAINT {quoted(chk_name)} CHECK ({col} IS NOT NULL) NOT VALID",
-                f"ALTER TABLE {q} ADD CONSTRAINT {quoted(fk_name)} FOREIGN KEY ({col}) REFERENCES "
-                f"{quoted_qname(tenants.schema, tenants.name)} ({quoted(tm.tenants_key)}) NOT VALID", *fill.catch_up]
+    catch_up = [
+        f"ALTER TABLE {q} ADD CONSTRAINT {quoted(chk_name)} CHECK ({col} IS NOT NULL) NOT VALID",
+        f"ALTER TABLE {q} ADD CONSTRAINT {quoted(fk_name)} FOREIGN KEY ({col}) REFERENCES "
+        f"{quoted_qname(tenants.schema, tenants.name)} ({quoted(tm.tenants_key)}) NOT VALID",
+        *fill.catch_up,
+    ]
 
     # The table as it will be (with the new column), for the RLS part.
     future = dataclasses.replace(table, columns=table.columns + (Column(name=column, type=col_type, not_null=True),))
@@ -257,54 +309,94 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
     m = new_migration(ctx, ACTION, table)
     m.params = {"tenant_default": tenant_default}
     if trigger_name:
-        m.notes.append(f"writers that send no tenant context keep working: the trigger {trigger_name} gives a new row "
-                       "the tenant of its parent row (it stays after the migration)")
+        m.notes.append(
+            f"writers that send no tenant context keep working: the trigger {trigger_name} gives a new row "
+            "the tenant of its parent row (it stays after the migration)"
+        )
     m.forward = [
-        Block((f"ALTER TABLE {q} ADD COLUMN IF NOT EXISTS {col} {col_type}",
-               f"ALTER TABLE {q} ALTER COLUMN {col} SET DEFAULT {tenant_context(cfg, col_type, for_default=True)}",
-               *trigger_fwd),
-              comment="1. the tenant column (nullable, no rewrite); new rows take the tenant from the context" +
-                      ("\n   or, without one, from their parent row (the fill trigger)" if trigger_fwd else "")),
-        Block((fill.statement,), transactional=False, untimed="statement",
-              comment=f"2. fill it {fill.source}, {BATCH_SIZE} rows per transaction"),
-        Block(tuple(catch_up),
-              comment="3. from now on every row needs a tenant (checked for new rows only), and the rows written\n"
-                      "   during step 2 are filled under the same lock"),
-        Block((f"ALTER TABLE {q} VALIDATE CONSTRAINT {quoted(fk_name)}",),
-              comment="4. check the existing rows reference a tenant, without blocking reads or writes"),
-        Block((f"ALTER TABLE {q} VALIDATE CONSTRAINT {quoted(chk_name)}",),
-              comment="5. check every row has a tenant, without blocking reads or writes"),
-        Block((f"ALTER TABLE {q} ALTER COLUMN {col} SET NOT NULL",
-               f"-- squawk-ignore ban-drop-constraint\nALTER TABLE {q} DROP CONSTRAINT IF EXISTS {quoted(chk_name)}"),
-              comment="6. NOT NULL without a scan (the validated CHECK proves it); the CHECK is then redundant"),
-        Block((f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {quoted(idx_name)} ON {q} ({col})",), transactional=False,
-              untimed="all", comment="7. index the tenant column without blocking writes"),
+        Block(
+            (
+                f"ALTER TABLE {q} ADD COLUMN IF NOT EXISTS {col} {col_type}",
+                f"ALTER TABLE {q} ALTER COLUMN {col} SET DEFAULT {tenant_context(cfg, col_type, for_default=True)}",
+                *trigger_fwd,
+            ),
+            comment="1. the tenant column (nullable, no rewrite); new rows take the tenant from the context"
+            + ("\n   or, without one, from their parent row (the fill trigger)" if trigger_fwd else ""),
+        ),
+        Block(
+            (fill.statement,),
+            transactional=False,
+            untimed="statement",
+            comment=f"2. fill it {fill.source}, {BATCH_SIZE} rows per transaction",
+        ),
+        Block(
+            tuple(catch_up),
+            comment="3. from now on every row needs a tenant (checked for new rows only), and the rows written\n"
+            "   during step 2 are filled under the same lock",
+        ),
+        Block(
+            (f"ALTER TABLE {q} VALIDATE CONSTRAINT {quoted(fk_name)}",),
+            comment="4. check the existing rows reference a tenant, without blocking reads or writes",
+        ),
+        Block(
+            (f"ALTER TABLE {q} VALIDATE CONSTRAINT {quoted(chk_name)}",),
+            comment="5. check every row has a tenant, without blocking reads or writes",
+        ),
+        Block(
+            (
+                f"ALTER TABLE {q} ALTER COLUMN {col} SET NOT NULL",
+                f"-- squawk-ignore ban-drop-constraint\nALTER TABLE {q} DROP CONSTRAINT IF EXISTS {quoted(chk_name)}",
+            ),
+            comment="6. NOT NULL without a scan (the validated CHECK proves it); the CHECK is then redundant",
+        ),
+        Block(
+            (f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {quoted(idx_name)} ON {q} ({col})",),
+            transactional=False,
+            untimed="all",
+            comment="7. index the tenant column without blocking writes",
+        ),
     ]
     m.rollback = [
-        Block((f"DROP INDEX CONCURRENTLY IF EXISTS {quoted_qname(table.schema, idx_name)}",), transactional=False,
-              untimed="all"),
-        Block((f"-- squawk-ignore ban-drop-constraint\nALTER TABLE {q} DROP CONSTRAINT IF EXISTS {quoted(fk_name)}",
-               f"-- squawk-ignore ban-drop-constraint\nALTER TABLE {q} DROP CONSTRAINT IF EXISTS {quoted(chk_name)}",
-               f"-- squawk-ignore ban-drop-column\nALTER TABLE {q} DROP COLUMN IF EXISTS {col}"),
-              comment="the column and its constraints did not exist before the forward migration"),
+        Block(
+            (f"DROP INDEX CONCURRENTLY IF EXISTS {quoted_qname(table.schema, idx_name)}",),
+            transactional=False,
+            untimed="all",
+        ),
+        Block(
+            (
+                f"-- squawk-ignore ban-drop-constraint\nALTER TABLE {q} DROP CONSTRAINT IF EXISTS {quoted(fk_name)}",
+                f"-- squawk-ignore ban-drop-constraint\nALTER TABLE {q} DROP CONSTRAINT IF EXISTS {quoted(chk_name)}",
+                f"-- squawk-ignore ban-drop-column\nALTER TABLE {q} DROP COLUMN IF EXISTS {col}",
+            ),
+            comment="the column and its constraints did not exist before the forward migration",
+        ),
     ]
     if trigger_back:
         m.rollback.insert(1, Block(tuple(trigger_back), comment="the fill trigger and its function"))
     if rls.forward:
         m.forward.append(Block(tuple(rls.forward), comment="8. row level security and the tenant policy"))
         m.rollback.insert(0, Block(tuple(rls.rollback), comment="policies and RLS flags as they were"))
-    m.what = [f"add column {column} {col_type} to {table.qualified}, default: the current tenant",
-              f"fill it {fill.source} in batches of {BATCH_SIZE}"
-              + (f"; the trigger {trigger_name} fills rows inserted without a tenant" if trigger_name else ""),
-              f"foreign key {quoted(fk_name)} -> {tenants.qualified}({tm.tenants_key}), NOT VALID then VALIDATE",
-              f"NOT NULL through the validated CHECK {quoted(chk_name)}",
-              f"index {quoted(idx_name)} on ({column}) concurrently"] + rls.what
-    m.undo = list(reversed(rls.undo)) + [f"drop index {quoted(idx_name)}"] + (
-        [f"drop the trigger {trigger_name} and its function"] if trigger_name else []) + [
-        f"drop the column {column} and its constraints"]
+    m.what = [
+        f"add column {column} {col_type} to {table.qualified}, default: the current tenant",
+        f"fill it {fill.source} in batches of {BATCH_SIZE}"
+        + (f"; the trigger {trigger_name} fills rows inserted without a tenant" if trigger_name else ""),
+        f"foreign key {quoted(fk_name)} -> {tenants.qualified}({tm.tenants_key}), NOT VALID then VALIDATE",
+        f"NOT NULL through the validated CHECK {quoted(chk_name)}",
+        f"index {quoted(idx_name)} on ({column}) concurrently",
+    ] + rls.what
+    m.undo = (
+        list(reversed(rls.undo))
+        + [f"drop index {quoted(idx_name)}"]
+        + ([f"drop the trigger {trigger_name} and its function"] if trigger_name else [])
+        + [f"drop the column {column} and its constraints"]
+    )
     findings = ctx.table_findings(table, ("missing_tenant_column",)) + rls.findings
     m.why, m.fixes = why(findings), [f.cache_key for f in findings]
     if not findings:
-        m.why = [f"{table.qualified} holds tenant data (it reaches {tenants.qualified} through foreign keys) but has no "
-                 f"{column} column" if path else f"{table.qualified} has no {column} column"]
+        m.why = [
+            f"{table.qualified} holds tenant data (it reaches {tenants.qualified} through foreign keys) but has no "
+            f"{column} column"
+            if path
+            else f"{table.qualified} has no {column} column"
+        ]
     return m

@@ -1,5 +1,6 @@
 """What every planner shares: the planning context (snapshot, config, the audit's findings), NothingToFix, and
 small helpers for names, roles, policies and the read-only data checks."""
+
 from __future__ import annotations
 
 import hashlib
@@ -63,9 +64,14 @@ def why(findings: Sequence[Finding]) -> list[str]:
 
 
 def new_migration(ctx: Context, action: str, table: Table) -> Migration:
-    return Migration(action=action, schema=table.schema, table=table.name,
-                     lock_timeout_ms=ctx.config.lock_timeout_ms, statement_timeout_ms=ctx.config.statement_timeout_ms,
-                     notes=list(ctx.notes))
+    return Migration(
+        action=action,
+        schema=table.schema,
+        table=table.name,
+        lock_timeout_ms=ctx.config.lock_timeout_ms,
+        statement_timeout_ms=ctx.config.statement_timeout_ms,
+        notes=list(ctx.notes),
+    )
 
 
 # --------------------------------------------------------------------------- names
@@ -100,15 +106,18 @@ def unique_name(taken: set[str], base: str, suffix: str, salt: str) -> str:
 def check_role(ctx: Context) -> str:
     role = ctx.config.tenant.app_role
     if ctx.snapshot.roles and ctx.snapshot.role(role) is None and role != "public":
-        raise DbguardError(f"the application role {role!r} (config tenant.app_role) does not exist in "
-                           f"{ctx.snapshot.database}")
+        raise DbguardError(
+            f"the application role {role!r} (config tenant.app_role) does not exist in {ctx.snapshot.database}"
+        )
     return role
 
 
 def create_policy(schema: str, table: str, p: Policy) -> str:
-    parts = [f"CREATE POLICY {quoted(p.name)} ON {quoted_qname(schema, table)}",
-             f"    AS {'PERMISSIVE' if p.permissive else 'RESTRICTIVE'} FOR {p.command.upper()}",
-             f"    TO {', '.join(role_name(r) for r in p.roles)}"]
+    parts = [
+        f"CREATE POLICY {quoted(p.name)} ON {quoted_qname(schema, table)}",
+        f"    AS {'PERMISSIVE' if p.permissive else 'RESTRICTIVE'} FOR {p.command.upper()}",
+        f"    TO {', '.join(role_name(r) for r in p.roles)}",
+    ]
     if p.using is not None:
         parts.append(f"    USING ({p.using})")
     if p.with_check is not None:
@@ -127,8 +136,9 @@ def data_value(ctx: Context, query: sql.SQL | sql.Composed) -> Optional[int]:
         return None
     from dbguard_pipeline.pg.session import read_only_session
 
-    with read_only_session(ctx.dsn, statement_timeout_ms=ctx.config.statement_timeout_ms,
-                           lock_timeout_ms=ctx.config.lock_timeout_ms) as conn:
+    with read_only_session(
+        ctx.dsn, statement_timeout_ms=ctx.config.statement_timeout_ms, lock_timeout_ms=ctx.config.lock_timeout_ms
+    ) as conn:
         # no parameters: values are embedded as literals, so a '%' in a hostile name is never a placeholder
         row = conn.execute(query).fetchone()
     return int(row[0]) if row and row[0] is not None else 0

@@ -8,6 +8,7 @@ a rule tagged ``replaces-policy`` (weak_rls_policy, missing_with_check, tenant_c
 auth_rls_initplan). A replaced policy is called weak when a rule tagged ``weakens-policy`` flagged it (it lets
 rows of other tenants through), unsafe otherwise (it breaks queries or is slow).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -100,12 +101,13 @@ def _own_pin(ctx: Context, table: Table, column: str, p: Policy) -> Optional[str
 def _with_exprs(p: Policy, using: Optional[str], check: Optional[str]) -> Policy:
     """``p`` with new expressions where its command has them (SELECT/DELETE: USING; INSERT: WITH CHECK)."""
     return dataclasses.replace(
-        p, using=using if p.command in ("all", "select", "update", "delete") else None,
-        with_check=check if p.command in ("all", "insert", "update") else None)
+        p,
+        using=using if p.command in ("all", "select", "update", "delete") else None,
+        with_check=check if p.command in ("all", "insert", "update") else None,
+    )
 
 
-def tenant_predicate(ctx: Context, table: Table, column: str, col_type: str,
-                     skip: frozenset[str]) -> tuple[str, str]:
+def tenant_predicate(ctx: Context, table: Table, column: str, col_type: str, skip: frozenset[str]) -> tuple[str, str]:
     """(predicate pinning ``column`` to the current tenant, where the idiom comes from): the database's own
     idiom (:func:`.idiom.find_idiom`), else the config's tenant context."""
     found = find_idiom(ctx.snapshot, ctx.config, table, column, skip)
@@ -113,12 +115,17 @@ def tenant_predicate(ctx: Context, table: Table, column: str, col_type: str,
         return found
     cfg = ctx.config
     if not {"context", "guc", "jwt_claim"} & cfg.tenant.model_fields_set:
-        raise DbguardError(f"cannot tell how the application sends its tenant: no policy for "
-                           f"{cfg.tenant.app_role} pins {column} in {table.schema}, and the config does not say "
-                           f"(set tenant.context and tenant.guc or tenant.jwt_claim, or write one tenant policy "
-                           f"by hand and generate again)")
-    source = ("the config's JWT claim " + cfg.tenant.jwt_claim if cfg.tenant.context == "jwt"
-              else "the config's setting " + cfg.tenant.guc)
+        raise DbguardError(
+            f"cannot tell how the application sends its tenant: no policy for "
+            f"{cfg.tenant.app_role} pins {column} in {table.schema}, and the config does not say "
+            f"(set tenant.context and tenant.guc or tenant.jwt_claim, or write one tenant policy "
+            f"by hand and generate again)"
+        )
+    source = (
+        "the config's JWT claim " + cfg.tenant.jwt_claim
+        if cfg.tenant.context == "jwt"
+        else "the config's setting " + cfg.tenant.guc
+    )
     return f"{quoted(column)} = {tenant_context(cfg, col_type)}", source
 
 
@@ -170,25 +177,32 @@ def rls_plan(ctx: Context, table: Table, column: str, col_type: str, *, adding_c
         final.append(new)
         fwd.append(drop_policy(table.schema, table.name, p.name))
         fwd.append(create_policy(table.schema, table.name, new))
-        what.append(f"rewrite the {'weak' if p.name in weak else 'incomplete'} policy {quoted(p.name)} "
-                    f"({p.command.upper()}, TO {', '.join(p.roles)}; same command, roles and name): {column} = the "
-                    f"current tenant, as {source}")
+        what.append(
+            f"rewrite the {'weak' if p.name in weak else 'incomplete'} policy {quoted(p.name)} "
+            f"({p.command.upper()}, TO {', '.join(p.roles)}; same command, roles and name): {column} = the "
+            f"current tenant, as {source}"
+        )
     for p in wrapped:
         new = dataclasses.replace(p, using=wrap_calls(p.using), with_check=wrap_calls(p.with_check))
         final.append(new)
         fwd.append(drop_policy(table.schema, table.name, p.name))
         fwd.append(create_policy(table.schema, table.name, new))
-        what.append(f"wrap the auth/current_setting calls of policy {quoted(p.name)} in (select ...): evaluated "
-                    "once per query; the predicate is unchanged")
+        what.append(
+            f"wrap the auth/current_setting calls of policy {quoted(p.name)} in (select ...): evaluated "
+            "once per query; the predicate is unchanged"
+        )
     if create:
         # the tenants table: SELECT only (sign-up and directories insert tenants outside the tenant's context)
         tenants_root = tenancy.is_tenants_table(table, cfg)
-        created = Policy(policy_name, True, "select" if tenants_root else "all", (role,), pred,
-                         None if tenants_root else pred)
+        created = Policy(
+            policy_name, True, "select" if tenants_root else "all", (role,), pred, None if tenants_root else pred
+        )
         final.append(created)
         fwd.append(create_policy(table.schema, table.name, created))
-        what.append(f"create policy {quoted(policy_name)}: FOR {created.command.upper()} TO {role} (no policy "
-                    f"applies to {role}), {column} = the current tenant, as {source}")
+        what.append(
+            f"create policy {quoted(policy_name)}: FOR {created.command.upper()} TO {role} (no policy "
+            f"applies to {role}), {column} = the current tenant, as {source}"
+        )
         back.append(drop_policy(table.schema, table.name, policy_name))
         undo.append(f"drop policy {quoted(policy_name)}")
     for p in [*replaced, *wrapped]:
@@ -205,8 +219,9 @@ def rls_plan(ctx: Context, table: Table, column: str, col_type: str, *, adding_c
 def reachable(ctx: Context, table: Table) -> bool:
     """The application role can query ``table`` directly (a grant to it or to PUBLIC, or it owns it)."""
     role = ctx.config.tenant.app_role
-    return table.owner == role or any(g.grantee in (role, "public") and g.privilege in
-                                      ("SELECT", "INSERT", "UPDATE", "DELETE") for g in table.grants)
+    return table.owner == role or any(
+        g.grantee in (role, "public") and g.privilege in ("SELECT", "INSERT", "UPDATE", "DELETE") for g in table.grants
+    )
 
 
 def partitions_plan(ctx: Context, table: Table, final: list[Policy]) -> RlsPlan:
@@ -238,10 +253,14 @@ def partitions_plan(ctx: Context, table: Table, final: list[Policy]) -> RlsPlan:
             out.rollback.append(f"ALTER TABLE {q} NO FORCE ROW LEVEL SECURITY")
         if enable:
             out.rollback.append(f"ALTER TABLE {q} DISABLE ROW LEVEL SECURITY")
-        out.what.append(f"partition {part.qualified} (the application role can query it directly): "
-                        + ", ".join((["enable row level security"] if enable else [])
-                                    + (["force it"] if do_force else [])
-                                    + [f"copy policy {quoted(p.name)}" for p in missing]))
+        out.what.append(
+            f"partition {part.qualified} (the application role can query it directly): "
+            + ", ".join(
+                (["enable row level security"] if enable else [])
+                + (["force it"] if do_force else [])
+                + [f"copy policy {quoted(p.name)}" for p in missing]
+            )
+        )
         out.undo.append(f"partition {part.qualified}: drop the copied policies, RLS flags as they were")
     return out
 
@@ -254,10 +273,14 @@ def plan_fix_rls_policy(ctx: Context, table_name: str) -> Migration:
         path = tenancy.tenant_path(ctx.snapshot, table, cfg)
         if path:
             via = " -> ".join([table.qualified] + [s.parent.qualified for s in path])
-            raise DbguardError(f"{table.qualified} has no {cfg.tenant.column} column (its tenant is reached via {via}): "
-                               f"run add-tenant-isolation {table.qualified} first, which also writes its policies")
-        raise DbguardError(f"{table.qualified} is not tenant data: it has no {cfg.tenant.column} column and no "
-                           "foreign-key path to a table that has one")
+            raise DbguardError(
+                f"{table.qualified} has no {cfg.tenant.column} column (its tenant is reached via {via}): "
+                f"run add-tenant-isolation {table.qualified} first, which also writes its policies"
+            )
+        raise DbguardError(
+            f"{table.qualified} is not tenant data: it has no {cfg.tenant.column} column and no "
+            "foreign-key path to a table that has one"
+        )
     col = table.column(column)
     assert col is not None  # tenant_column() names a column of the table
     rls = rls_plan(ctx, table, column, col.type, adding_column=False)
@@ -270,8 +293,10 @@ def plan_fix_rls_policy(ctx: Context, table_name: str) -> Migration:
             rls.what += parts.what
             rls.undo += parts.undo
     if rls is None:
-        raise NothingToFix(f"{table.qualified}: RLS is enabled{' and forced' if table.rls_forced else ''} and no "
-                           "policy is weak: nothing to fix")
+        raise NothingToFix(
+            f"{table.qualified}: RLS is enabled{' and forced' if table.rls_forced else ''} and no "
+            "policy is weak: nothing to fix"
+        )
     m = new_migration(ctx, ACTION, table)
     m.what, m.undo = rls.what, list(reversed(rls.undo))
     m.why = why(rls.findings)

@@ -9,6 +9,7 @@
   a membership subquery or a helper function such as ``current_farm()``; the sibling's table name in a
   qualified column reference is replaced with this table's. None when no policy pins the tenant.
 """
+
 from __future__ import annotations
 
 import re
@@ -83,15 +84,15 @@ def per_row_call_spans(text: str) -> list[int]:
     stack: list[tuple[Any, bool]] = [(_targets(stmts), False)]
     while stack:
         node, wrapped = stack.pop()
-        if isinstance(node, ast.SubLink) and node.subLinkType in (SubLinkType.EXPR_SUBLINK,
-                                                                   SubLinkType.ARRAY_SUBLINK):
+        if isinstance(node, ast.SubLink) and node.subLinkType in (SubLinkType.EXPR_SUBLINK, SubLinkType.ARRAY_SUBLINK):
             stack.extend((n, w) for n, w in ((node.testexpr, wrapped), (node.subselect, True)) if n is not None)
             continue
         if isinstance(node, ast.FuncCall) and not wrapped:
             parts = _names(node.funcname)
             schema, name = (parts[-2] if len(parts) > 1 else None), (parts[-1] if parts else "")
-            if (schema == "auth" and name in _AUTH_FUNCS) or (schema in (None, "pg_catalog")
-                                                              and name == "current_setting"):
+            if (schema == "auth" and name in _AUTH_FUNCS) or (
+                schema in (None, "pg_catalog") and name == "current_setting"
+            ):
                 found.append((node.location or 0) - len(_PREFIX))
                 continue
         stack.extend((c, wrapped) for c in _children(node))
@@ -130,7 +131,7 @@ def _requalify(text: str, old_table: str, new_table: str, column: str) -> str:
         m = _QUALIFIED.match(out, start)
         if m is None:
             continue
-        out = f"{out[:start]}{quoted(new_table)}.{m.group(2)}{out[m.end():]}"
+        out = f"{out[:start]}{quoted(new_table)}.{m.group(2)}{out[m.end() :]}"
     return out
 
 
@@ -149,14 +150,21 @@ def _pinning_expressions(snapshot: Snapshot, config: Config, table: Table) -> li
             continue  # a policy for another role says nothing about how the application sends its tenant
         using, check = an.analyze_policy(table, p, column)
         for text, a in ((p.using, using), (p.with_check, check)):
-            if (text and a is not None and a.pins_tenant and not a.always_false and not a.unsafe_casts
-                    and not a.user_metadata):
+            if (
+                text
+                and a is not None
+                and a.pins_tenant
+                and not a.always_false
+                and not a.unsafe_casts
+                and not a.user_metadata
+            ):
                 out.append(text)
     return out
 
 
-def find_idiom(snapshot: Snapshot, config: Config, table: Table, column: str,
-               skip: frozenset[str] = frozenset()) -> Optional[tuple[str, str]]:
+def find_idiom(
+    snapshot: Snapshot, config: Config, table: Table, column: str, skip: frozenset[str] = frozenset()
+) -> Optional[tuple[str, str]]:
     """(predicate for ``table``, where it comes from), or None. ``skip``: policy names of ``table`` that are
     being replaced (never a source)."""
     own = [t for t in (dataclass_without(table, skip),) if t is not None]

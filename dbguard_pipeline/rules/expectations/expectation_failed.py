@@ -32,8 +32,13 @@ from dbguard_pipeline.model.findings import Finding, Severity
 from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
 
-SPEC = RuleSpec("expectation_failed", Severity.CRITICAL, "expectations",
-                "A Great Expectations expectation declared in the config failed", needs_metrics=True)
+SPEC = RuleSpec(
+    "expectation_failed",
+    Severity.CRITICAL,
+    "expectations",
+    "A Great Expectations expectation declared in the config failed",
+    needs_metrics=True,
+)
 
 
 def _observed(obs: dict[str, Any]) -> str:
@@ -60,6 +65,12 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             (r.schema_name, r.table_name),
             f"{r.type}({_kwargs(r.kwargs)}) failed" + (f": {observed}" if observed else ""),
             "Fix the data (or the expectation in dbguard.yaml if the data is right) and run dbguard validate again.",
-            object=r.object, severity=Severity(r.severity),
-            detail={"type": r.type, "kwargs": r.kwargs, "observed": r.observed,
-                    "engine": getattr(r, "engine", "great_expectations")})
+            object=r.object,
+            severity=Severity(r.severity),
+            detail={
+                "type": r.type,
+                "kwargs": r.kwargs,
+                "observed": r.observed,
+                "engine": getattr(r, "engine", "great_expectations"),
+            },
+        )

@@ -31,5 +31,4 @@ def counted_references(m: Any, counts: Mapping[str, int]) -> Iterator[tuple[str,
     for name, count in sorted(counts.items()):
         if count:
             ref = m.reference(name)
-            yield (name, count, ref, ", ".join(ref.columns) if ref else name,
-                   ref.target if ref else "its parent")
+            yield (name, count, ref, ", ".join(ref.columns) if ref else name, ref.target if ref else "its parent")

@@ -31,8 +31,13 @@ from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.rules.integrity._data import about, counted_references, sampled, table_metrics
 
-SPEC = RuleSpec("cross_tenant_reference", Severity.CRITICAL, "integrity", "Rows that reference another tenant's rows",
-                needs_metrics=True)
+SPEC = RuleSpec(
+    "cross_tenant_reference",
+    Severity.CRITICAL,
+    "integrity",
+    "Rows that reference another tenant's rows",
+    needs_metrics=True,
+)
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
@@ -47,5 +52,10 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
                 f"({tcol}, {cols}) -> {ref.ref_table if ref else 'parent'}({tcol}, "
                 f"{', '.join(ref.ref_columns) if ref else 'id'}) backed by a unique index on the parent.",
                 object=name,
-                detail={"rows": count, "columns": list(ref.columns) if ref else [name], "references": target,
-                        "estimated": m.estimated})
+                detail={
+                    "rows": count,
+                    "columns": list(ref.columns) if ref else [name],
+                    "references": target,
+                    "estimated": m.estimated,
+                },
+            )

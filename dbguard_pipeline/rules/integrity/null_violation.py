@@ -31,8 +31,9 @@ from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.rules.integrity._data import about, sampled, table_metrics
 
-SPEC = RuleSpec("null_violation", Severity.CRITICAL, "integrity", "NULLs in a column the config marks required",
-                needs_metrics=True)
+SPEC = RuleSpec(
+    "null_violation", Severity.CRITICAL, "integrity", "NULLs in a column the config marks required", needs_metrics=True
+)
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
@@ -46,4 +47,6 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
                 f"{about(m, count)}{total} rows have NULL in required column {col}{sampled(m)}",
                 f"Fill the NULLs in {col}, then enforce it: ALTER TABLE ... ADD CHECK ({col} IS NOT NULL) "
                 f"NOT VALID; VALIDATE CONSTRAINT; ALTER COLUMN {col} SET NOT NULL.",
-                object=col, detail={"nulls": count, "rows": m.rows, "estimated": m.estimated})
+                object=col,
+                detail={"nulls": count, "rows": m.rows, "estimated": m.estimated},
+            )

@@ -37,17 +37,28 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
     for m in table_metrics(ctx):
         for name, count, ref, cols, target in counted_references(m, m.orphans):
             if ref is not None and ref.kind == "foreign_key_not_valid":
-                fix = (f"Delete or re-parent the orphaned rows, then validate the constraint: ALTER TABLE ... "
-                       f"VALIDATE CONSTRAINT {name};")
+                fix = (
+                    f"Delete or re-parent the orphaned rows, then validate the constraint: ALTER TABLE ... "
+                    f"VALIDATE CONSTRAINT {name};"
+                )
                 why = f"the foreign key {name} is NOT VALID"
             else:
-                fix = (f"Delete or re-parent the orphaned rows, then add the missing foreign key: "
-                       f"dbguard generate-migration add-foreign-key {table_arg(m)} "
-                       f"{ref.ref_table if ref else ''}".rstrip())
+                fix = (
+                    f"Delete or re-parent the orphaned rows, then add the missing foreign key: "
+                    f"dbguard generate-migration add-foreign-key {table_arg(m)} "
+                    f"{ref.ref_table if ref else ''}".rstrip()
+                )
                 why = "no foreign key enforces it"
             yield SPEC.finding(
                 (m.schema, m.table),
                 f"{about(m, count)} rows reference a missing row: ({cols}) -> {target}, {why}{sampled(m)}",
-                fix, object=name,
-                detail={"orphans": count, "columns": list(ref.columns) if ref else [name],
-                        "references": target, "kind": ref.kind if ref else None, "estimated": m.estimated})
+                fix,
+                object=name,
+                detail={
+                    "orphans": count,
+                    "columns": list(ref.columns) if ref else [name],
+                    "references": target,
+                    "kind": ref.kind if ref else None,
+                    "estimated": m.estimated,
+                },
+            )

@@ -50,5 +50,11 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             f"then forbid NULLs: ALTER TABLE ... ADD CHECK ({col} IS NOT NULL) NOT VALID, VALIDATE it, and "
             f"SET NOT NULL.",
             object=col,
-            detail={"rows": m.rows, "without_tenant": m.tenant_nulls, "percent": round(pct, 4),
-                    "threshold": threshold, "estimated": m.estimated})
+            detail={
+                "rows": m.rows,
+                "without_tenant": m.tenant_nulls,
+                "percent": round(pct, 4),
+                "threshold": threshold,
+                "estimated": m.estimated,
+            },
+        )

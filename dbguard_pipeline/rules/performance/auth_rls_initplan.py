@@ -30,18 +30,29 @@ from dbguard_pipeline.rules._common import fix_rls_command, policies_with
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.text import ident, qname
 
-SPEC = RuleSpec("auth_rls_initplan", Severity.WARNING, "performance", "Auth function evaluated per row in a policy",
-                fix_action="fix-rls-policy", tags=frozenset({"replaces-policy"}))
+SPEC = RuleSpec(
+    "auth_rls_initplan",
+    Severity.WARNING,
+    "performance",
+    "Auth function evaluated per row in a policy",
+    fix_action="fix-rls-policy",
+    tags=frozenset({"replaces-policy"}),
+)
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
     for t, p, calls in policies_with(ctx, lambda a: a.per_row_calls):
-        wrapped = ", ".join(f"(select {c})" if c != "current_setting()" else "(select current_setting(...))"
-                            for c in calls)
+        wrapped = ", ".join(
+            f"(select {c})" if c != "current_setting()" else "(select current_setting(...))" for c in calls
+        )
         fix = f"ALTER POLICY {ident(p.name)} ON {qname(t.schema, t.name)} ... with each call wrapped: {wrapped}"
         if ctx.in_tenant_scope(t):
             fix = f"{fix_rls_command(t)}  (or: {fix})"
         yield SPEC.finding(
-            t, f'policy "{p.name}" on {t.qualified} calls {", ".join(calls)} outside a scalar subquery: '
-               f"evaluated once per row instead of once per query",
-            fix, object=p.name, detail={"calls": calls})
+            t,
+            f'policy "{p.name}" on {t.qualified} calls {", ".join(calls)} outside a scalar subquery: '
+            f"evaluated once per row instead of once per query",
+            fix,
+            object=p.name,
+            detail={"calls": calls},
+        )

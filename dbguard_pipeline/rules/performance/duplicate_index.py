@@ -58,10 +58,16 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             keep = same[0]
             for extra in same[1:]:
                 if extra.name in constraints:
-                    fix = (f"ALTER TABLE {qname(t.schema, t.name)} DROP CONSTRAINT {ident(extra.name)};"
-                           f"  (check that no foreign key depends on it first)")
+                    fix = (
+                        f"ALTER TABLE {qname(t.schema, t.name)} DROP CONSTRAINT {ident(extra.name)};"
+                        f"  (check that no foreign key depends on it first)"
+                    )
                 else:
                     fix = f"DROP INDEX CONCURRENTLY IF EXISTS {qname(t.schema, extra.name)};"
                 yield SPEC.finding(
-                    t, f"index {extra.name} on {t.qualified} duplicates {keep.name}", fix, object=extra.name,
-                    detail={"kept": keep.name, "definition": extra.definition})
+                    t,
+                    f"index {extra.name} on {t.qualified} duplicates {keep.name}",
+                    fix,
+                    object=extra.name,
+                    detail={"kept": keep.name, "definition": extra.definition},
+                )

@@ -31,8 +31,13 @@ from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.semantics.indexes import covering_index
 from dbguard_pipeline.text import shell_table_arg
 
-SPEC = RuleSpec("missing_tenant_index", Severity.WARNING, "performance", "No index leads with the tenant column",
-                fix_action="add-composite-index")
+SPEC = RuleSpec(
+    "missing_tenant_index",
+    Severity.WARNING,
+    "performance",
+    "No index leads with the tenant column",
+    fix_action="add-composite-index",
+)
 
 
 def _rows(ctx: RuleContext, table: Table) -> tuple[Optional[int], str]:
@@ -70,7 +75,10 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         if rows is None or rows < threshold:
             continue
         yield SPEC.finding(
-            t, f"{t.qualified} has {rows:,} rows ({how}) and no index leads with {col}: tenant-filtered queries "
-               f"scan the whole table",
+            t,
+            f"{t.qualified} has {rows:,} rows ({how}) and no index leads with {col}: tenant-filtered queries "
+            f"scan the whole table",
             f"dbguard generate-migration add-composite-index {shell_table_arg(t.schema, t.name)} {shlex.quote(col)}",
-            object=col, detail={"rows": rows, "rows_source": how, "threshold": threshold})
+            object=col,
+            detail={"rows": rows, "rows_source": how, "threshold": threshold},
+        )

@@ -32,8 +32,12 @@ from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.semantics.isolation import ALL_COMMANDS
 from dbguard_pipeline.semantics.roles import API_ROLES
 
-SPEC = RuleSpec("multiple_permissive_policies", Severity.WARNING, "performance",
-                "Several permissive policies for one role and command")
+SPEC = RuleSpec(
+    "multiple_permissive_policies",
+    Severity.WARNING,
+    "performance",
+    "Several permissive policies for one role and command",
+)
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
@@ -48,17 +52,27 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         groups: dict[tuple[str, ...], list[tuple[str, str]]] = {}
         for role in sorted(roles):
             for cmd in ALL_COMMANDS:
-                hits = tuple(sorted(p.name for p in permissive
-                                    if ("public" in p.roles or role in p.roles) and p.command in ("all", cmd)))
+                hits = tuple(
+                    sorted(
+                        p.name
+                        for p in permissive
+                        if ("public" in p.roles or role in p.roles) and p.command in ("all", cmd)
+                    )
+                )
                 if len(hits) > 1:
                     groups.setdefault(hits, []).append((role, cmd))
         for names, pairs in sorted(groups.items()):
             who = ", ".join(f"{cmd.upper()} as {role}" for role, cmd in pairs)
             yield SPEC.finding(
-                t, f"{t.qualified} has {len(names)} permissive policies ({', '.join(names)}) for {who}: "
-                   f"all are evaluated and OR-ed for every row",
+                t,
+                f"{t.qualified} has {len(names)} permissive policies ({', '.join(names)}) for {who}: "
+                f"all are evaluated and OR-ed for every row",
                 f"merge them into one policy per role and command (CREATE POLICY ... USING (a OR b)), or make "
                 f"the extra conditions RESTRICTIVE; for tenant tables: {fix_rls_command(t)}",
                 object=", ".join(names),
-                detail={"policies": list(names), "roles": sorted({r for r, _ in pairs}),
-                        "commands": sorted({c for _, c in pairs})})
+                detail={
+                    "policies": list(names),
+                    "roles": sorted({r for r, _ in pairs}),
+                    "commands": sorted({c for _, c in pairs}),
+                },
+            )

@@ -52,6 +52,8 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         if candidate is not None:
             fix = f"ALTER TABLE {q} ADD PRIMARY KEY USING INDEX {ident(candidate.name)};"
         else:
-            fix = (f"ALTER TABLE {q} ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY;  "
-                   f"(or a primary key on existing unique, non-null columns)")
+            fix = (
+                f"ALTER TABLE {q} ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY;  "
+                f"(or a primary key on existing unique, non-null columns)"
+            )
         yield SPEC.finding(t, f"{t.qualified} has no primary key", fix)

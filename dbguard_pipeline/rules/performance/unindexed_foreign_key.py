@@ -30,8 +30,13 @@ from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.semantics.indexes import covering_index
 from dbguard_pipeline.text import shell_table_arg
 
-SPEC = RuleSpec("unindexed_foreign_key", Severity.INFO, "performance", "Foreign key without an index",
-                fix_action="add-composite-index")
+SPEC = RuleSpec(
+    "unindexed_foreign_key",
+    Severity.INFO,
+    "performance",
+    "Foreign key without an index",
+    fix_action="add-composite-index",
+)
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
@@ -41,8 +46,11 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
                 continue
             cols = ", ".join(fk.columns)
             yield SPEC.finding(
-                t, f"{t.qualified}({cols}) references {fk.ref_schema}.{fk.ref_table} and no index leads with "
-                   f"{'it' if len(fk.columns) == 1 else 'them'} (constraint {fk.name})",
+                t,
+                f"{t.qualified}({cols}) references {fk.ref_schema}.{fk.ref_table} and no index leads with "
+                f"{'it' if len(fk.columns) == 1 else 'them'} (constraint {fk.name})",
                 f"dbguard generate-migration add-composite-index {shell_table_arg(t.schema, t.name)} "
                 + " ".join(shlex.quote(c) for c in fk.columns),
-                object=fk.name, detail={"columns": list(fk.columns)})
+                object=fk.name,
+                detail={"columns": list(fk.columns)},
+            )

@@ -58,7 +58,7 @@ class Loop:
     @property
     def at_run_time(self) -> bool:
         """The loop goes through a function: PostgreSQL recurses at run time (54001), not at rewrite (42P17)."""
-        return any(s.read.function for s in self.steps[self.start:])
+        return any(s.read.function for s in self.steps[self.start :])
 
     @property
     def sqlstate(self) -> str:
@@ -137,8 +137,9 @@ class Recursion:
                 runner = fn.owner if fn.security_definer and fn.owner else role
                 self._collect(body, runner, fn.qualified, out, depth + 1)
 
-    def _relation(self, schema: Optional[str], name: str, role: str, function: Optional[str],
-                  out: list[Read], depth: int) -> None:
+    def _relation(
+        self, schema: Optional[str], name: str, role: str, function: Optional[str], out: list[Read], depth: int
+    ) -> None:
         table = self._table(schema, name)
         if table is not None:
             out.append(Read(table, role, function))
@@ -171,7 +172,8 @@ class Recursion:
             return None
         nargs = len(call.args or ())
         cands = self._functions.get(("public", name) if not schema else (schema, name)) or (
-            self._functions.get(("", name), []) if not schema else [])
+            self._functions.get(("", name), []) if not schema else []
+        )
         cands = [f for f in cands if f.schema not in self._skip and _arg_count(f.arguments) == nargs]
         return cands[0] if len(cands) == 1 else None
 

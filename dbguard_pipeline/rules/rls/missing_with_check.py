@@ -41,8 +41,14 @@ from dbguard_pipeline.rules.rls._policies import commands_text, weak_using
 from dbguard_pipeline.semantics.isolation import check_analysis, covered_by_restrictive, good_enough
 from dbguard_pipeline.text import role_list
 
-SPEC = RuleSpec("missing_with_check", Severity.WARNING, "rls", "Write policy that lets rows be written for another tenant",
-                fix_action="fix-rls-policy", tags=frozenset({"replaces-policy", "weakens-policy", "weakens-table"}))
+SPEC = RuleSpec(
+    "missing_with_check",
+    Severity.WARNING,
+    "rls",
+    "Write policy that lets rows be written for another tenant",
+    fix_action="fix-rls-policy",
+    tags=frozenset({"replaces-policy", "weakens-policy", "weakens-table"}),
+)
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
@@ -70,8 +76,16 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             else:
                 how = f"it has no WITH CHECK and its USING (checked instead) {check.describe()}"
             yield SPEC.finding(
-                t, f'policy "{p.name}" ({commands_text(p)} to {role_list(p.roles)}) on {t.qualified}: {how}, so a '
-                   f"session can write rows whose {target} names another tenant",
-                fix_rls_command(t, ctx.root(t)), object=p.name,
-                detail={"command": p.command, "roles": list(p.roles), "with_check": p.with_check,
-                        "using": p.using, "parsed": check.parsed})
+                t,
+                f'policy "{p.name}" ({commands_text(p)} to {role_list(p.roles)}) on {t.qualified}: {how}, so a '
+                f"session can write rows whose {target} names another tenant",
+                fix_rls_command(t, ctx.root(t)),
+                object=p.name,
+                detail={
+                    "command": p.command,
+                    "roles": list(p.roles),
+                    "with_check": p.with_check,
+                    "using": p.using,
+                    "parsed": check.parsed,
+                },
+            )

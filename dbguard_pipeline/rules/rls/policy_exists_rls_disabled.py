@@ -27,8 +27,13 @@ from dbguard_pipeline.rules._common import fix_rls_command
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.text import qname
 
-SPEC = RuleSpec("policy_exists_rls_disabled", Severity.CRITICAL, "rls", "Policies exist but row level security is off",
-                fix_action="fix-rls-policy")
+SPEC = RuleSpec(
+    "policy_exists_rls_disabled",
+    Severity.CRITICAL,
+    "rls",
+    "Policies exist but row level security is off",
+    fix_action="fix-rls-policy",
+)
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
@@ -36,9 +41,15 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         if t.rls_enabled or not t.policies:
             continue
         names = ", ".join(p.name for p in t.policies)
-        remediation = (fix_rls_command(t, ctx.root(t)) if ctx.in_tenant_scope(t)
-                       else f"ALTER TABLE {qname(t.schema, t.name)} ENABLE ROW LEVEL SECURITY;")
+        remediation = (
+            fix_rls_command(t, ctx.root(t))
+            if ctx.in_tenant_scope(t)
+            else f"ALTER TABLE {qname(t.schema, t.name)} ENABLE ROW LEVEL SECURITY;"
+        )
         yield SPEC.finding(
-            t, f"{t.qualified} has {len(t.policies)} polic{'y' if len(t.policies) == 1 else 'ies'} ({names}) "
-               f"but row level security is disabled: none of them is enforced",
-            remediation, detail={"policies": [p.name for p in t.policies]})
+            t,
+            f"{t.qualified} has {len(t.policies)} polic{'y' if len(t.policies) == 1 else 'ies'} ({names}) "
+            f"but row level security is disabled: none of them is enforced",
+            remediation,
+            detail={"policies": [p.name for p in t.policies]},
+        )

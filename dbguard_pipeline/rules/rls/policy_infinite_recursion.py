@@ -54,8 +54,9 @@ from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.rules.rls._recursion import COMMANDS, Loop, recursion
 
-SPEC = RuleSpec("policy_infinite_recursion", Severity.CRITICAL, "rls",
-                "Policy that cannot be evaluated (infinite recursion)")
+SPEC = RuleSpec(
+    "policy_infinite_recursion", Severity.CRITICAL, "rls", "Policy that cannot be evaluated (infinite recursion)"
+)
 
 
 def chain_text(loop: Loop) -> str:
@@ -69,17 +70,21 @@ def chain_text(loop: Loop) -> str:
             target += " itself"
         elif again:
             target += " again"
-        lead = f'policy "{step.policy.name}" on {step.table.qualified}' if i == 0 else f'whose policy "{step.policy.name}"'
+        lead = (
+            f'policy "{step.policy.name}" on {step.table.qualified}' if i == 0 else f'whose policy "{step.policy.name}"'
+        )
         parts.append(f"{lead} reads {target}{through}")
     return ", ".join(parts)
 
 
 def _remedy(loop: Loop) -> str:
     looped = loop.steps[-1].read.table.qualified
-    return (f"move the lookup of {looped} out of the policies into a SECURITY DEFINER function with a fixed "
-            f"search_path (e.g. SET search_path = ''), owned by the owner of {looped} (RLS not forced there), and "
-            f"call it from the policies (see docs/rules.md#policy_infinite_recursion); never disable row level "
-            f"security on {looped}: that shows every row to everybody")
+    return (
+        f"move the lookup of {looped} out of the policies into a SECURITY DEFINER function with a fixed "
+        f"search_path (e.g. SET search_path = ''), owned by the owner of {looped} (RLS not forced there), and "
+        f"call it from the policies (see docs/rules.md#policy_infinite_recursion); never disable row level "
+        f"security on {looped}: that shows every row to everybody"
+    )
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
@@ -99,11 +104,25 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         commands = [c.upper() for c in failing]
         returning = " (and INSERT ... RETURNING)" if "select" in failing and "insert" not in failing else ""
         yield SPEC.finding(
-            t, f"{' and '.join(commands) if len(commands) < 3 else ', '.join(commands)} on {t.qualified}"
-               f"{returning} as {app} fail{'s' if len(commands) == 1 and not returning else ''} with SQLSTATE "
-               f"{first.sqlstate} ({first.error}): {chain_text(first)}",
-            _remedy(first), object=first.steps[0].policy.name,
-            detail={"commands": [c for c in failing], "sqlstate": first.sqlstate, "role": app,
-                    "chain": [{"table": s.table.qualified, "policy": s.policy.name, "reads": s.read.table.qualified,
-                               "function": s.read.function} for s in first.steps],
-                    "loop_table": first.steps[-1].read.table.qualified})
+            t,
+            f"{' and '.join(commands) if len(commands) < 3 else ', '.join(commands)} on {t.qualified}"
+            f"{returning} as {app} fail{'s' if len(commands) == 1 and not returning else ''} with SQLSTATE "
+            f"{first.sqlstate} ({first.error}): {chain_text(first)}",
+            _remedy(first),
+            object=first.steps[0].policy.name,
+            detail={
+                "commands": [c for c in failing],
+                "sqlstate": first.sqlstate,
+                "role": app,
+                "chain": [
+                    {
+                        "table": s.table.qualified,
+                        "policy": s.policy.name,
+                        "reads": s.read.table.qualified,
+                        "function": s.read.function,
+                    }
+                    for s in first.steps
+                ],
+                "loop_table": first.steps[-1].read.table.qualified,
+            },
+        )

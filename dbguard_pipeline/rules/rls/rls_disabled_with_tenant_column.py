@@ -43,8 +43,14 @@ from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.semantics.roles import API_GRANTEES
 from dbguard_pipeline.text import role_list
 
-SPEC = RuleSpec("rls_disabled_with_tenant_column", Severity.CRITICAL, "rls", "Tenant table without row level security",
-                fix_action="fix-rls-policy", tags=frozenset({"weakens-table"}))
+SPEC = RuleSpec(
+    "rls_disabled_with_tenant_column",
+    Severity.CRITICAL,
+    "rls",
+    "Tenant table without row level security",
+    fix_action="fix-rls-policy",
+    tags=frozenset({"weakens-table"}),
+)
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
@@ -62,13 +68,15 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         if root is not t:
             detail["partition_of"] = root.qualified
         if root is t:
-            message = (f"{t.qualified} has the tenant column {col} but row level security is disabled{who}: "
-                       f"every session sees and changes every tenant's rows")
+            message = (
+                f"{t.qualified} has the tenant column {col} but row level security is disabled{who}: "
+                f"every session sees and changes every tenant's rows"
+            )
         else:
-            message = (f"{t.qualified} is a partition of {root.qualified} with the tenant column {col} and row "
-                       f"level security disabled{who}: a query that names the partition gets its own row level "
-                       f"security, not {root.qualified}'s, so every such session sees and changes every tenant's "
-                       f"rows through it")
-        yield SPEC.finding(
-            t, message,
-            fix_rls_command(t, root), detail=detail)
+            message = (
+                f"{t.qualified} is a partition of {root.qualified} with the tenant column {col} and row "
+                f"level security disabled{who}: a query that names the partition gets its own row level "
+                f"security, not {root.qualified}'s, so every such session sees and changes every tenant's "
+                f"rows through it"
+            )
+        yield SPEC.finding(t, message, fix_rls_command(t, root), detail=detail)

@@ -36,8 +36,14 @@ SPEC = RuleSpec("rls_enabled_no_policy", Severity.INFO, "rls", "Row level securi
 def check(ctx: RuleContext) -> Iterator[Finding]:
     for t in ctx.audited_tables:
         if t.rls_enabled and not t.policies:
-            remediation = (fix_rls_command(t) if ctx.in_tenant_scope(t)
-                           else f"CREATE POLICY ... ON {qname(t.schema, t.name)} ... (or leave it closed on purpose)")
+            remediation = (
+                fix_rls_command(t)
+                if ctx.in_tenant_scope(t)
+                else f"CREATE POLICY ... ON {qname(t.schema, t.name)} ... (or leave it closed on purpose)"
+            )
             yield SPEC.finding(
-                t, f"{t.qualified} has row level security enabled and no policy: every access by a role "
-                   f"subject to RLS is denied", remediation)
+                t,
+                f"{t.qualified} has row level security enabled and no policy: every access by a role "
+                f"subject to RLS is denied",
+                remediation,
+            )

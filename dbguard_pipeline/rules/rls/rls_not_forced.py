@@ -43,8 +43,14 @@ from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.semantics.roles import owner_escape
 from dbguard_pipeline.text import qname
 
-SPEC = RuleSpec("rls_not_forced", Severity.WARNING, "rls", "RLS not forced on a table whose owner can connect",
-                fix_action="fix-rls-policy", tags=frozenset({"weakens-table"}))
+SPEC = RuleSpec(
+    "rls_not_forced",
+    Severity.WARNING,
+    "rls",
+    "RLS not forced on a table whose owner can connect",
+    fix_action="fix-rls-policy",
+    tags=frozenset({"weakens-table"}),
+)
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
@@ -54,9 +60,14 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         if escape is None:
             continue
         yield SPEC.finding(
-            t, f"{t.qualified} has row level security enabled but not forced, and {escape.reason}: "
-               f"{escape.consequence}",
+            t,
+            f"{t.qualified} has row level security enabled but not forced, and {escape.reason}: {escape.consequence}",
             f"{fix_rls_command(t, ctx.root(t))}  (or: ALTER TABLE {qname(t.schema, t.name)} FORCE ROW LEVEL SECURITY;)",
             severity=Severity.CRITICAL if escape.app_bypasses else None,
-            detail={"owner": t.owner, "app_role": app, "reason": escape.kind,
-                    **({"deprecated_setting": "tenant.app_role_owns_tables"} if escape.kind == "config" else {})})
+            detail={
+                "owner": t.owner,
+                "app_role": app,
+                "reason": escape.kind,
+                **({"deprecated_setting": "tenant.app_role_owns_tables"} if escape.kind == "config" else {}),
+            },
+        )

@@ -30,16 +30,29 @@ from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules._common import fix_rls_command, policies_with
 from dbguard_pipeline.rules.context import RuleContext
 
-SPEC = RuleSpec("tenant_context_cast_unsafe", Severity.WARNING, "rls", "current_setting() cast without nullif",
-                fix_action="fix-rls-policy", tags=frozenset({"replaces-policy"}))
+SPEC = RuleSpec(
+    "tenant_context_cast_unsafe",
+    Severity.WARNING,
+    "rls",
+    "current_setting() cast without nullif",
+    fix_action="fix-rls-policy",
+    tags=frozenset({"replaces-policy"}),
+)
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
     guc = ctx.config.tenant.guc
     for t, p, casts in policies_with(ctx, lambda a: a.unsafe_casts):
-        remediation = (fix_rls_command(t) if ctx.in_tenant_scope(t) else
-                       f"wrap the setting in nullif: (select nullif(current_setting('{guc}', true), '')::uuid)")
+        remediation = (
+            fix_rls_command(t)
+            if ctx.in_tenant_scope(t)
+            else f"wrap the setting in nullif: (select nullif(current_setting('{guc}', true), '')::uuid)"
+        )
         yield SPEC.finding(
-            t, f'policy "{p.name}" on {t.qualified} casts {", ".join(casts)} without nullif: the query '
-               f"raises an error once the setting is reset to ''",
-            remediation, object=p.name, detail={"casts": casts})
+            t,
+            f'policy "{p.name}" on {t.qualified} casts {", ".join(casts)} without nullif: the query '
+            f"raises an error once the setting is reset to ''",
+            remediation,
+            object=p.name,
+            detail={"casts": casts},
+        )

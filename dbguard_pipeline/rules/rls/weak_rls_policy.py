@@ -43,8 +43,14 @@ from dbguard_pipeline.rules.rls._policies import commands_text, weak_using
 from dbguard_pipeline.semantics.isolation import covered_by_restrictive
 from dbguard_pipeline.text import role_list
 
-SPEC = RuleSpec("weak_rls_policy", Severity.WARNING, "rls", "Permissive policy that does not restrict rows to the tenant",
-                fix_action="fix-rls-policy", tags=frozenset({"replaces-policy", "weakens-policy", "weakens-table"}))
+SPEC = RuleSpec(
+    "weak_rls_policy",
+    Severity.WARNING,
+    "rls",
+    "Permissive policy that does not restrict rows to the tenant",
+    fix_action="fix-rls-policy",
+    tags=frozenset({"replaces-policy", "weakens-policy", "weakens-table"}),
+)
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
@@ -61,8 +67,17 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             if p.command in ("all", "update") and not p.with_check:
                 writes = "; with no WITH CHECK the same expression lets rows be written for any tenant"
             yield SPEC.finding(
-                t, f'policy "{p.name}" ({commands_text(p)} to {role_list(p.roles)}) on {t.qualified} {u.describe()}: '
-                   f"it lets every such session see every tenant's rows{writes}",
-                fix_rls_command(t, ctx.root(t)), object=p.name,
-                detail={"command": p.command, "roles": list(p.roles), "using": p.using, "parsed": u.parsed,
-                        "always_true": u.always_true, "parse_error": u.error})
+                t,
+                f'policy "{p.name}" ({commands_text(p)} to {role_list(p.roles)}) on {t.qualified} {u.describe()}: '
+                f"it lets every such session see every tenant's rows{writes}",
+                fix_rls_command(t, ctx.root(t)),
+                object=p.name,
+                detail={
+                    "command": p.command,
+                    "roles": list(p.roles),
+                    "using": p.using,
+                    "parsed": u.parsed,
+                    "always_true": u.always_true,
+                    "parse_error": u.error,
+                },
+            )

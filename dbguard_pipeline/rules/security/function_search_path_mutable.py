@@ -30,8 +30,13 @@ from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.text import qname
 
-SPEC = RuleSpec("function_search_path_mutable", Severity.WARNING, "security", "Function without a fixed search_path",
-                tags=frozenset({"weakens-function"}))
+SPEC = RuleSpec(
+    "function_search_path_mutable",
+    Severity.WARNING,
+    "security",
+    "Function without a fixed search_path",
+    tags=frozenset({"weakens-function"}),
+)
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
@@ -45,8 +50,10 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             continue
         definer = " (SECURITY DEFINER)" if f.security_definer else ""
         yield SPEC.finding(
-            (f.schema, f.name), f"function {f.schema}.{f.name}({f.arguments}){definer} does not set search_path",
+            (f.schema, f.name),
+            f"function {f.schema}.{f.name}({f.arguments}){definer} does not set search_path",
             f"ALTER FUNCTION {qname(f.schema, f.name)}({f.arguments}) SET search_path = '';  "
             f"(then schema-qualify the names its body uses)",
             object=f"{f.name}({f.arguments})",
-            detail={"security_definer": f.security_definer, "language": f.language})
+            detail={"security_definer": f.security_definer, "language": f.language},
+        )

@@ -40,8 +40,13 @@ from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.semantics.roles import API_GRANTEES, UNAUTHENTICATED_GRANTEES
 from dbguard_pipeline.text import ident, qname, role_list
 
-SPEC = RuleSpec("rls_disabled_in_exposed_schema", Severity.WARNING, "security",
-                "Table in an exposed schema without row level security", tags=frozenset({"weakens-table"}))
+SPEC = RuleSpec(
+    "rls_disabled_in_exposed_schema",
+    Severity.WARNING,
+    "security",
+    "Table in an exposed schema without row level security",
+    tags=frozenset({"weakens-table"}),
+)
 
 WRITES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
 
@@ -64,10 +69,15 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         q = qname(t.schema, t.name)
         revoke = ", ".join("PUBLIC" if r == "public" else ident(r) for r in grantees)
         yield SPEC.finding(
-            t, f"{t.qualified} is in the exposed schema {t.schema} with row level security disabled: "
-               f"{role_list(grantees)} can {can} every row through the API",
+            t,
+            f"{t.qualified} is in the exposed schema {t.schema} with row level security disabled: "
+            f"{role_list(grantees)} can {can} every row through the API",
             f"ALTER TABLE {q} ENABLE ROW LEVEL SECURITY;  (then CREATE POLICY ... for what clients may do, e.g. "
             f"FOR SELECT TO anon, authenticated USING (true) for reference data; or REVOKE ALL ON {q} FROM {revoke};)",
             severity=Severity.CRITICAL if unauthenticated else None,
-            detail={"grantees": grantees, "privileges": {r: sorted(p) for r, p in sorted(privileges.items())},
-                    "writers": writers})
+            detail={
+                "grantees": grantees,
+                "privileges": {r: sorted(p) for r, p in sorted(privileges.items())},
+                "writers": writers,
+            },
+        )

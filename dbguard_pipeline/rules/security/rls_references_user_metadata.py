@@ -29,8 +29,13 @@ from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules._common import fix_rls_command, policies_with
 from dbguard_pipeline.rules.context import RuleContext
 
-SPEC = RuleSpec("rls_references_user_metadata", Severity.CRITICAL, "security", "Policy trusts user_metadata",
-                tags=frozenset({"weakens-policy", "weakens-table"}))
+SPEC = RuleSpec(
+    "rls_references_user_metadata",
+    Severity.CRITICAL,
+    "security",
+    "Policy trusts user_metadata",
+    tags=frozenset({"weakens-policy", "weakens-table"}),
+)
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
@@ -39,6 +44,10 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         if ctx.in_tenant_scope(t):
             fix = f"{fix_rls_command(t)}  (or {fix})"
         yield SPEC.finding(
-            t, f'policy "{p.name}" on {t.qualified} trusts user-editable metadata ({"; ".join(refs)}): '
-               f"any user can change it and reach other tenants' rows",
-            fix, object=p.name, detail={"references": refs})
+            t,
+            f'policy "{p.name}" on {t.qualified} trusts user-editable metadata ({"; ".join(refs)}): '
+            f"any user can change it and reach other tenants' rows",
+            fix,
+            object=p.name,
+            detail={"references": refs},
+        )

@@ -38,8 +38,13 @@ from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.semantics.roles import API_GRANTEES, RoleGraph, bypasses_rls
 from dbguard_pipeline.text import ident, qname, role_list
 
-SPEC = RuleSpec("security_definer_view", Severity.CRITICAL, "security", "View in an exposed schema bypasses row level security",
-                tags=frozenset({"weakens-view"}))
+SPEC = RuleSpec(
+    "security_definer_view",
+    Severity.CRITICAL,
+    "security",
+    "View in an exposed schema bypasses row level security",
+    tags=frozenset({"weakens-view"}),
+)
 
 
 def _rls_tables_read(snapshot: Snapshot, view: View) -> list[tuple[Table, str, tuple[str, str]]]:
@@ -52,7 +57,8 @@ def _rls_tables_read(snapshot: Snapshot, view: View) -> list[tuple[Table, str, t
     seen: set[tuple[str, Optional[str]]] = set()
     invoker = view.security_invoker and not view.materialized
     todo: list[tuple[View, Optional[str], Optional[tuple[str, str]]]] = [
-        (view, None if invoker else view.owner, None if invoker else (view.schema, view.name))]
+        (view, None if invoker else view.owner, None if invoker else (view.schema, view.name))
+    ]
     while todo:
         v, runner, via = todo.pop()
         for dep in v.depends_on:
@@ -94,11 +100,14 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
     for v in snapshot.views:
         if v.schema not in exposed:
             continue
-        grantees = sorted({g.grantee for g in v.grants if g.privilege == "SELECT"
-                           and (g.grantee in API_GRANTEES or g.grantee == app)})
+        grantees = sorted(
+            {g.grantee for g in v.grants if g.privilege == "SELECT" and (g.grantee in API_GRANTEES or g.grantee == app)}
+        )
         if not grantees:
             continue
-        reads = [(t, via) for t, runner, via in _rls_tables_read(snapshot, v) if _bypasses(snapshot, runner, t, ctx.roles)]
+        reads = [
+            (t, via) for t, runner, via in _rls_tables_read(snapshot, v) if _bypasses(snapshot, runner, t, ctx.roles)
+        ]
         leaking = sorted({t.qualified for t, _ in reads})
         definers = sorted({via for _, via in reads})
         if not leaking:
@@ -106,21 +115,38 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         q = qname(v.schema, v.name)
         who = role_list(grantees)
         if v.materialized:
-            message = (f"materialized view {v.qualified} stores rows of {', '.join(leaking)} read with the rights of "
-                       f"{v.owner}, and {who} can select from it: row level security does not apply to it")
+            message = (
+                f"materialized view {v.qualified} stores rows of {', '.join(leaking)} read with the rights of "
+                f"{v.owner}, and {who} can select from it: row level security does not apply to it"
+            )
             fix = f"{_revoke(q, grantees)}  (or move it to a schema the API does not expose)"
         elif v.security_invoker:
-            message = (f"view {v.qualified} is security_invoker but reads {', '.join(leaking)} through a view that "
-                       f"runs with its owner's rights, and {who} can select from it: it bypasses their policies")
+            message = (
+                f"view {v.qualified} is security_invoker but reads {', '.join(leaking)} through a view that "
+                f"runs with its owner's rights, and {who} can select from it: it bypasses their policies"
+            )
             fix = " ".join(f"ALTER VIEW {qname(*d)} SET (security_invoker = true);" for d in definers)
         else:
-            message = (f"view {v.qualified} runs with the rights of its owner {v.owner} over {', '.join(leaking)} "
-                       f"(row level security enabled) and {who} can select from it: it bypasses their policies")
+            message = (
+                f"view {v.qualified} runs with the rights of its owner {v.owner} over {', '.join(leaking)} "
+                f"(row level security enabled) and {who} can select from it: it bypasses their policies"
+            )
             if snapshot.server_version_num >= 150000:
                 fix = f"ALTER VIEW {q} SET (security_invoker = true);"
             else:
-                fix = (f"{_revoke(q, grantees)}"
-                       f"  (PostgreSQL < 15 has no security_invoker views: move it out of the exposed schema)")
-        yield SPEC.finding((v.schema, v.name), message, fix,
-                           detail={"owner": v.owner, "grantees": grantees, "tables": leaking,
-                                   "definer_views": [f"{a}.{b}" for a, b in definers], "materialized": v.materialized})
+                fix = (
+                    f"{_revoke(q, grantees)}"
+                    f"  (PostgreSQL < 15 has no security_invoker views: move it out of the exposed schema)"
+                )
+        yield SPEC.finding(
+            (v.schema, v.name),
+            message,
+            fix,
+            detail={
+                "owner": v.owner,
+                "grantees": grantees,
+                "tables": leaking,
+                "definer_views": [f"{a}.{b}" for a, b in definers],
+                "materialized": v.materialized,
+            },
+        )

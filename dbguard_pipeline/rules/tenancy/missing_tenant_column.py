@@ -32,8 +32,14 @@ from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.text import shell_table_arg
 
-SPEC = RuleSpec("missing_tenant_column", Severity.CRITICAL, "tenancy", "Tenant data without a tenant column",
-                fix_action="add-tenant-isolation", tags=frozenset({"weakens-table"}))
+SPEC = RuleSpec(
+    "missing_tenant_column",
+    Severity.CRITICAL,
+    "tenancy",
+    "Tenant data without a tenant column",
+    fix_action="add-tenant-isolation",
+    tags=frozenset({"weakens-table"}),
+)
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
@@ -45,7 +51,10 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         hops = " -> ".join(f"{s.child.name}.{','.join(s.constraint.columns)}" for s in path)
         end = path[-1].parent.qualified if path else "?"
         yield SPEC.finding(
-            t, f"{t.qualified} holds tenant data (it reaches {end} through {hops}) but has no {col} column",
+            t,
+            f"{t.qualified} holds tenant data (it reaches {end} through {hops}) but has no {col} column",
             f"dbguard generate-migration add-tenant-isolation {shell_table_arg(t.schema, t.name)}",
-            detail={"path": [f"{s.child.qualified}({','.join(s.constraint.columns)}) -> {s.parent.qualified}"
-                             for s in path]})
+            detail={
+                "path": [f"{s.child.qualified}({','.join(s.constraint.columns)}) -> {s.parent.qualified}" for s in path]
+            },
+        )

@@ -29,8 +29,13 @@ from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.text import ident, qname
 
-SPEC = RuleSpec("tenant_column_nullable", Severity.WARNING, "tenancy", "Tenant column allows NULL",
-                tags=frozenset({"weakens-table"}))
+SPEC = RuleSpec(
+    "tenant_column_nullable",
+    Severity.WARNING,
+    "tenancy",
+    "Tenant column allows NULL",
+    tags=frozenset({"weakens-table"}),
+)
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
@@ -42,8 +47,10 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         q = qname(t.schema, t.name)
         check = ident(f"{t.name}_{col}_not_null"[:63])
         yield SPEC.finding(
-            t, f"{t.qualified}.{col} allows NULL: such rows belong to no tenant",
+            t,
+            f"{t.qualified}.{col} allows NULL: such rows belong to no tenant",
             f"ALTER TABLE {q} ADD CONSTRAINT {check} CHECK ({ident(col)} IS NOT NULL) NOT VALID; "
             f"ALTER TABLE {q} VALIDATE CONSTRAINT {check}; ALTER TABLE {q} ALTER COLUMN {ident(col)} SET NOT NULL; "
             f"ALTER TABLE {q} DROP CONSTRAINT {check};",
-            object=col)
+            object=col,
+        )

@@ -32,8 +32,13 @@ from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.text import shell_table_arg
 
-SPEC = RuleSpec("tenant_fk_missing", Severity.WARNING, "tenancy", "Tenant column without a foreign key to the tenants table",
-                fix_action="add-foreign-key")
+SPEC = RuleSpec(
+    "tenant_fk_missing",
+    Severity.WARNING,
+    "tenancy",
+    "Tenant column without a foreign key to the tenants table",
+    fix_action="add-foreign-key",
+)
 
 
 def _references_tenants(t: Table, config: Config) -> bool:
@@ -55,7 +60,9 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             continue
         note = "" if exists else f" (the tenants table {tenants} does not exist: check tenant.tenants_table)"
         yield SPEC.finding(
-            t, f"{t.qualified}.{tm.column} has no foreign key to {tenants}({tm.tenants_key}){note}",
+            t,
+            f"{t.qualified}.{tm.column} has no foreign key to {tenants}({tm.tenants_key}){note}",
             f"dbguard generate-migration add-foreign-key {shell_table_arg(t.schema, t.name)} "
             f"{shell_table_arg(tm.tenants_schema, tm.tenants_name)}",
-            object=tm.column)
+            object=tm.column,
+        )
