@@ -122,3 +122,10 @@ def test_a_config_file_that_is_not_utf8_is_one_line(demo_dsn, tmp_path):
     cfg = tmp_path / "dbguard.yaml"
     cfg.write_bytes(b"tenant:\n  column: \xff\xfe\n")
     assert_one_line_error(dbguard("validate", "--dsn", demo_dsn, "--config", str(cfg)), "is not UTF-8 text")
+
+
+def test_a_configured_schema_that_does_not_exist_is_one_line_not_a_pass(demo_dsn, tmp_path):
+    cfg = tmp_path / "dbguard.yaml"
+    cfg.write_text("schemas: [nosuch]\n")
+    assert_one_line_error(dbguard("validate", "--dsn", demo_dsn, "--config", str(cfg)), "schema not found", "nosuch")
+    assert_one_line_error(dbguard("test-isolation", "--dsn", demo_dsn, "--config", str(cfg)), "schema not found")

@@ -7,6 +7,7 @@ the columns query instead of a subquery per constraint or index. Works on Postgr
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -19,6 +20,7 @@ from psycopg.rows import dict_row
 if TYPE_CHECKING:
     from psycopg.cursor import BaseCursor
 
+from dbguard_pipeline.errors import NotFoundError
 from dbguard_pipeline.model.schema import (
     Column,
     Constraint,
@@ -474,12 +476,16 @@ def introspect(
     """Take a snapshot of the database (a DSN or an open connection) in READ ONLY transactions: with a DSN
     over two connections sharing one snapshot, with an open connection on that connection alone."""
     schemas = list(schemas) if schemas else None
+    snapshot = None
     if isinstance(dsn_or_conn, str):
-        try:
-            return _introspect_two_connections(dsn_or_conn, schemas, statement_timeout_ms, lock_timeout_ms)
-        except _NoSecondConnection:
-            pass
-    with read_only_session(
-        dsn_or_conn, statement_timeout_ms=statement_timeout_ms, lock_timeout_ms=lock_timeout_ms
-    ) as conn:
-        return introspect_connection(conn, schemas)
+        with contextlib.suppress(_NoSecondConnection):  # then one connection does it all
+            snapshot = _introspect_two_connections(dsn_or_conn, schemas, statement_timeout_ms, lock_timeout_ms)
+    if snapshot is None:
+        with read_only_session(
+            dsn_or_conn, statement_timeout_ms=statement_timeout_ms, lock_timeout_ms=lock_timeout_ms
+        ) as conn:
+            snapshot = introspect_connection(conn, schemas)
+    missing = [s for s in schemas or () if s not in snapshot.schemas]
+    if missing:  # an audit of a schema that is not there would pass with 0 tables
+        raise NotFoundError(f"schema not found in {snapshot.database}: {', '.join(missing)}")
+    return snapshot

@@ -257,6 +257,9 @@ def probe(
             snapshot = introspect(
                 conn, None, statement_timeout_ms=config.statement_timeout_ms, lock_timeout_ms=config.lock_timeout_ms
             )
+        missing = [s for s in config.schemas if s not in snapshot.schemas]
+        if missing:  # probing a schema that is not there would report 0 relations and pass
+            raise NotFoundError(f"schema not found in {snapshot.database}: {', '.join(missing)}")
         check_context(snapshot, config)
         targets = plan_targets(snapshot, config, tables)
         session = Session(conn, config, snapshot.database)
