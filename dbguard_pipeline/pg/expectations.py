@@ -102,7 +102,13 @@ def _resolve_table(snapshot: Optional[Snapshot], name: str) -> tuple[Optional[st
 def build_expectations(config: Config) -> list[Any]:
     """Instantiate the configured expectations (imports great_expectations); a bad type or bad kwargs raise
     a one-line ConfigError naming the entry."""
-    import great_expectations as gx
+    try:
+        import great_expectations as gx
+    except ModuleNotFoundError:
+        raise ConfigError(
+            "the config declares expectations: but Great Expectations is not installed "
+            '(pip install "dbguard-rls[gx]")'
+        ) from None
 
     out = []
     for i, e in enumerate(config.expectations):
