@@ -65,7 +65,7 @@ def test_out_writes_the_report_file(problem_dsn, tmp_path, fmt):
     elif fmt == "junit":
         assert ET.fromstring(body.encode()).get("failures") == "1"
     else:
-        assert "public.notes: 50.0% complete (1/2)" in body and "\x1b" not in body
+        assert "  public.notes: 1 of 2 rows have no tenant_id" in body and "\x1b" not in body
 
 
 def test_usage_and_input_errors_exit_2_with_one_line(problem_dsn, tmp_path):
@@ -151,14 +151,10 @@ def test_a_select_only_role_gets_the_same_audit_and_nothing_changes(server_dsn, 
     run_sql(server_dsn, "drop role dbguard_auditor")
 
 
-@pytest.mark.integration
-def test_text_is_coloured_on_a_terminal_and_plain_when_piped(problem_dsn):
-    args = [sys.executable, "-m", "dbguard_pipeline.cli", "validate", "--dsn", problem_dsn, "--rule", "tenant_coverage"]
-    piped = subprocess.run(args, capture_output=True, text=True, timeout=120)
-    assert piped.returncode == 1 and "\x1b[" not in piped.stdout and "✗ public.notes" in piped.stdout
+def _on_a_terminal(args):
     master, slave = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
-    proc = subprocess.Popen(args, stdout=slave, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(args, stdout=slave, stderr=slave, env=env)
     os.close(slave)
     chunks = []
     while True:
@@ -171,5 +167,20 @@ def test_text_is_coloured_on_a_terminal_and_plain_when_piped(problem_dsn):
         chunks.append(data)
     proc.wait(timeout=120)
     os.close(master)
-    tty_out = b"".join(chunks).decode("utf-8", "replace")
-    assert proc.returncode == 1 and "\x1b[" in tty_out and "public.notes" in tty_out
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.integration
+def test_text_is_coloured_on_a_terminal_and_plain_when_piped(problem_dsn):
+    args = [sys.executable, "-m", "dbguard_pipeline.cli", "validate", "--dsn", problem_dsn, "--rule", "tenant_coverage"]
+    piped = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 1 and "\x1b[" not in piped.stdout and "✗ tenant_coverage (1)" in piped.stdout
+    assert piped.stderr == ""  # no progress when standard error is not a terminal
+    code, tty_out = _on_a_terminal(args)
+    assert code == 1 and "\x1b[" in tty_out and "public.notes" in tty_out
+    # --color overrides the detection both ways; --quiet is the count line alone, no progress
+    always = subprocess.run([*args, "--color", "always"], capture_output=True, text=True, timeout=120)
+    assert "\x1b[" in always.stdout
+    code, never = _on_a_terminal([*args, "--color", "never", "--quiet"])
+    assert code == 1 and "\x1b[" not in never
+    assert never.strip().splitlines() == ["✗ 1 critical, ⚠ 0 warnings, ℹ 0 info  FAIL at --fail-on critical"]

@@ -30,7 +30,8 @@ def cell(text: object) -> str:
 
 def code(text: object) -> str:
     """Inline code that survives any content (no backtick can close it: they are shown as &#96; in a <code>)."""
-    return "<code>" + html.escape(escape_controls(one_line(text))).replace("|", "&#124;") + "</code>"
+    escaped = html.escape(escape_controls(one_line(text))).replace("|", "&#124;").replace("`", "&#96;")
+    return "<code>" + escaped.replace("*", "&#42;").replace("_", "&#95;") + "</code>"
 
 
 def render_markdown(result: AuditResult, *, fail_on: str = "critical", config_source: str | None = None) -> str:
