@@ -9,7 +9,7 @@ The sectioned report of :mod:`.text` (coverage, RLS status, foreign keys, ...) s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Optional
 
 from dbguard_pipeline.model.findings import Finding
@@ -29,20 +29,32 @@ def _title(rule_id: str) -> str:
     return spec.title if spec else ""
 
 
-def _shared_fix(findings: Sequence[Finding]) -> Optional[str]:
-    """The fix common to every finding once its table name is replaced by TABLE, when there is one."""
-    shapes = set()
-    for f in findings:
-        if not f.remediation:
-            return None
-        fix = one_line(f.remediation)
-        for name in (qname(f.schema, f.table), f"{f.schema}.{f.table}"):
-            fix = fix.replace(name, "TABLE")
-        shapes.add(fix)
-    if len(shapes) == 1 and len(findings) > 1:
-        shape = shapes.pop()
-        return shape if "TABLE" in shape else None
-    return None
+def _shape(f: Finding, text: str) -> str:
+    for name in (qname(f.schema, f.table), f"{f.schema}.{f.table}"):
+        text = text.replace(name, "TABLE")
+    return text
+
+
+def _shared(findings: Sequence[Finding], text_of: Callable[[Finding], str]) -> Optional[str]:
+    """The text common to every finding of a group once its table name is replaced by TABLE, if any."""
+    if len(findings) < 2 or not all(text_of(f) for f in findings):
+        return None
+    shapes = {_shape(f, one_line(text_of(f))) for f in findings}
+    return shapes.pop() if len(shapes) == 1 else None
+
+
+def _wrapped(names: Sequence[str], width: int = 110, indent: str = "    ") -> list[str]:
+    lines, line = [], ""
+    for name in names:
+        piece = name if not line else ", " + name
+        if line and len(indent) + len(line) + len(piece) > width:
+            lines.append(indent + line + ",")
+            line = name
+        else:
+            line += piece
+    if line:
+        lines.append(indent + line)
+    return lines
 
 
 def _worst_first(groups: dict[str, list[Finding]]) -> list[tuple[str, list[Finding]]]:
@@ -64,7 +76,19 @@ def _by_rule(out: _Lines, findings: Sequence[Finding]) -> None:
             (f" {rule_id}", STYLES["head"]),
             (f" ({len(found)})" + (f": {one_line(title)}" if title else ""), None),
         )
-        shared = _shared_fix(found)
+        shared = _shared(found, lambda f: f.remediation)
+        if shared is not None and "TABLE" not in shared:
+            shared = None
+        message = _shared(found, _message) if len(found) > 3 else None
+        if message is not None and len({f.severity for f in found}) == 1:
+            # the same problem on many tables: say it once, then the tables
+            out.add(("  TABLE: ", None), (message, None))
+            if shared:
+                out.add(("    fix: ", STYLES["dim"]), (shared, STYLES["dim"]))
+            out.add(("  on " + plural(len(found), "table") + ":", None))
+            for line in _wrapped([qname(f.schema, f.table) for f in found]):
+                out.add((line, STYLES[worst]))
+            continue
         if shared:
             out.add(("    fix: ", STYLES["dim"]), (shared, STYLES["dim"]))
         for f in found:
