@@ -49,7 +49,9 @@ def schema_sql(n: int) -> str:
                 f"(tenant_id = current_setting('app.current_tenant_id', true)::uuid);"
             )
         else:
-            out.append(f"create policy p on {t} to authenticated using (tenant_id = {CTX}) with check (tenant_id = {CTX});")
+            out.append(
+                f"create policy p on {t} to authenticated using (tenant_id = {CTX}) with check (tenant_id = {CTX});"
+            )
     return "\n".join(out)
 
 
@@ -76,8 +78,11 @@ def main() -> int:
     print(f"# generated {args.tables} tenant tables in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     cli = [sys.executable, "-m", "dbguard_pipeline.cli", "validate", "--dsn", db]
     counts = {}
-    for name, extra in (("grouped by rule", []), ("grouped by table", ["--group-by", "table"]),
-                        ("--verbose", ["--verbose"])):
+    for name, extra in (
+        ("grouped by rule", []),
+        ("grouped by table", ["--group-by", "table"]),
+        ("--verbose", ["--verbose"]),
+    ):
         t0 = time.perf_counter()
         proc = subprocess.run([*cli, *extra], capture_output=True, text=True)
         counts[name] = (len(proc.stdout.splitlines()), time.perf_counter() - t0)

@@ -19,7 +19,7 @@ from dbguard_pipeline.report.github import escape_data, escape_property
 from .conftest import run_sql
 from .test_cli_foundation import assert_one_line_error, dbguard
 
-HOSTILE = 'x|y`z <b>\n::error title=forged::pwned,%0A'
+HOSTILE = "x|y`z <b>\n::error title=forged::pwned,%0A"
 
 
 @pytest.fixture
@@ -39,13 +39,23 @@ def test_github_annotations_one_per_finding_and_no_injection(hostile_dsn):
     lines = out.splitlines()
     commands = [ln for ln in lines if ln.startswith("::")]
     assert len(commands) == len(result.findings) and lines[-1].startswith("dbguard validate ")
-    assert sum(ln.startswith("::error title=dbguard rls_disabled_with_tenant_column%3A public.garages::")
-               for ln in commands) == 1
+    assert (
+        sum(
+            ln.startswith("::error title=dbguard rls_disabled_with_tenant_column%3A public.garages::")
+            for ln in commands
+        )
+        == 1
+    )
     assert sum(ln.startswith("::warning ") for ln in commands) == 12 + sum(
-        1 for f in result.findings if f.severity.value == "warning" and HOSTILE in f.table)
+        1 for f in result.findings if f.severity.value == "warning" and HOSTILE in f.table
+    )
     # the hostile name never starts a line, and never closes the title property
-    assert not [ln for ln in lines if "forged" in ln and not ln.startswith(("::error title=dbguard", "::warning title=dbguard",
-                                                                             "::notice title=dbguard"))]
+    assert not [
+        ln
+        for ln in lines
+        if "forged" in ln
+        and not ln.startswith(("::error title=dbguard", "::warning title=dbguard", "::notice title=dbguard"))
+    ]
     for ln in commands:
         assert re.fullmatch(r"::(error|warning|notice) title=[^:,]*::.*", ln), ln
     assert "fix%3A" not in out and "%0Afix: dbguard generate-migration" in out
@@ -81,16 +91,21 @@ def test_baseline_accepts_todays_findings_and_fails_only_on_new_ones(demo_dsn, t
     assert "15 ignored" in accepted.stdout
 
     # a new problem fails, the accepted ones still do not; a fixed one is reported as gone
-    run_sql(demo_dsn, "alter table public.vision_metrics disable row level security;"
-                      "alter table public.garages enable row level security;"
-                      "create policy g on public.garages using (tenant_id = (select nullif(current_setting("
-                      "'app.current_tenant_id', true), '')::uuid)) with check (tenant_id = (select nullif("
-                      "current_setting('app.current_tenant_id', true), '')::uuid))")
+    run_sql(
+        demo_dsn,
+        "alter table public.vision_metrics disable row level security;"
+        "alter table public.garages enable row level security;"
+        "create policy g on public.garages using (tenant_id = (select nullif(current_setting("
+        "'app.current_tenant_id', true), '')::uuid)) with check (tenant_id = (select nullif("
+        "current_setting('app.current_tenant_id', true), '')::uuid))",
+    )
     new = dbguard("validate", "--dsn", demo_dsn, "--baseline", str(base), "--format", "json")
     assert new.returncode == 1
     keys = [f["cache_key"] for f in json.loads(new.stdout)["findings"]]
-    assert set(keys) == {"rls_disabled_with_tenant_column:public.vision_metrics",
-                         "policy_exists_rls_disabled:public.vision_metrics"}
+    assert set(keys) == {
+        "rls_disabled_with_tenant_column:public.vision_metrics",
+        "policy_exists_rls_disabled:public.vision_metrics",
+    }
     assert "1 fixed since" in new.stderr
 
     # a json report is a baseline too, and so is a SARIF report
@@ -104,8 +119,9 @@ def test_baseline_accepts_todays_findings_and_fails_only_on_new_ones(demo_dsn, t
 def test_bad_baselines_are_one_line_errors_before_connecting(tmp_path):
     bad = tmp_path / "b.json"
     dsn = "postgresql://nobody@127.0.0.1:1/none"
-    assert_one_line_error(dbguard("validate", "--dsn", dsn, "--baseline", str(tmp_path / "missing.json")),
-                          "baseline file not found")
+    assert_one_line_error(
+        dbguard("validate", "--dsn", dsn, "--baseline", str(tmp_path / "missing.json")), "baseline file not found"
+    )
     bad.write_text("{not json")
     assert_one_line_error(dbguard("validate", "--dsn", dsn, "--baseline", str(bad)), "is not valid JSON")
     bad.write_text('{"hello": 1}')
@@ -120,8 +136,11 @@ def test_grouped_text_summary_first_by_rule_or_table_verbose_lists_passing(demo_
     assert text[1] == "✗ 2 critical, ⚠ 12 warnings, ℹ 1 info  FAIL at --fail-on critical" == text[-1]
     assert text[2] == "13 tables with findings, 3 without (--verbose lists them)"
     heads = [ln for ln in text if re.match(r"^\S+ [a-z_]+ \(\d+\)", ln)]
-    assert [h.split()[1] for h in heads][:3] == ["missing_tenant_column", "rls_disabled_with_tenant_column",
-                                                 "weak_rls_policy"]
+    assert [h.split()[1] for h in heads][:3] == [
+        "missing_tenant_column",
+        "rls_disabled_with_tenant_column",
+        "weak_rls_policy",
+    ]
     assert "⚠ weak_rls_policy (9): " in "\n".join(heads)
     # the fix every weak policy shares is printed once, each table is one line
     assert text.count("    fix: dbguard generate-migration fix-rls-policy TABLE") == 1
@@ -137,8 +156,16 @@ def test_config_is_found_upwards_and_named_in_the_report(problem_config_dsn, tmp
     sub = tmp_path / "a" / "b"
     sub.mkdir(parents=True)
     env = {k: v for k, v in __import__("os").environ.items() if k != "DBGUARD_CONFIG"}
-    args = [sys.executable, "-m", "dbguard_pipeline.cli", "validate", "--dsn", problem_config_dsn,
-            "--rule", "tenant_coverage"]
+    args = [
+        sys.executable,
+        "-m",
+        "dbguard_pipeline.cli",
+        "validate",
+        "--dsn",
+        problem_config_dsn,
+        "--rule",
+        "tenant_coverage",
+    ]
     env["PYTHONPATH"] = __import__("os").pathsep.join(sys.path)
     found = subprocess.run(args, cwd=sub, capture_output=True, text=True, env=env, timeout=120)
     assert found.returncode == 0, found.stdout + found.stderr  # 50% coverage passes the 40% threshold
@@ -150,10 +177,13 @@ def test_config_is_found_upwards_and_named_in_the_report(problem_config_dsn, tmp
 
 @pytest.fixture
 def problem_config_dsn(empty_dsn):
-    run_sql(empty_dsn, """
+    run_sql(
+        empty_dsn,
+        """
         create table tenants (id uuid primary key);
         insert into tenants values (md5('t1')::uuid);
         create table notes (id int primary key, tenant_id uuid references tenants(id));
         insert into notes values (1, md5('t1')::uuid), (2, null);
-    """)
+    """,
+    )
     return empty_dsn

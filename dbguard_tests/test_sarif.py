@@ -75,6 +75,8 @@ def test_hostile_names_stay_valid_sarif(demo_dsn):
 @pytest.mark.parametrize("rules", [[], ["--rule", "weak_rls_policy"]])
 def test_the_cli_sarif_file_is_valid(demo_dsn, tmp_path, rules):
     out = tmp_path / "dbguard.sarif"
-    proc = dbguard("validate", "--dsn", demo_dsn, "--format", "sarif", "--out", str(out), "--fail-on", "warning", *rules)
+    proc = dbguard(
+        "validate", "--dsn", demo_dsn, "--format", "sarif", "--out", str(out), "--fail-on", "warning", *rules
+    )
     assert proc.returncode == 1, proc.stderr
     assert sarif_errors(json.loads(out.read_text(encoding="utf-8"))) == []

@@ -52,10 +52,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--write-baseline", metavar="FILE", help="also write today's findings as a baseline file (for --baseline)"
     )
     parser.add_argument(
-        "--group-by", choices=("rule", "table"), default="rule", help="text: group the problems by rule (default) or by table"
+        "--group-by",
+        choices=("rule", "table"),
+        default="rule",
+        help="text: group the problems by rule (default) or by table",
     )
     parser.add_argument(
-        "-v", "--verbose", action="store_true", help="text: also list the tables without finding and the ignored findings"
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="text: also list the tables without finding and the ignored findings",
     )
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="text: only the count line; nothing on standard error (no progress)"

@@ -58,9 +58,7 @@ def _wrapped(names: Sequence[str], width: int = 110, indent: str = "    ") -> li
 
 
 def _worst_first(groups: dict[str, list[Finding]]) -> list[tuple[str, list[Finding]]]:
-    return sorted(
-        groups.items(), key=lambda kv: (-max(f.severity.rank for f in kv[1]), -len(kv[1]), kv[0])
-    )
+    return sorted(groups.items(), key=lambda kv: (-max(f.severity.rank for f in kv[1]), -len(kv[1]), kv[0]))
 
 
 def _by_rule(out: _Lines, findings: Sequence[Finding]) -> None:
@@ -93,7 +91,9 @@ def _by_rule(out: _Lines, findings: Sequence[Finding]) -> None:
             out.add(("    fix: ", STYLES["dim"]), (shared, STYLES["dim"]))
         for f in found:
             sym = [] if f.severity.value == worst else [(out.symbols[f.severity.value] + " ", STYLES[f.severity.value])]
-            out.add(("  ", None), *sym, (qname(f.schema, f.table), STYLES[f.severity.value]), (": " + _message(f), None))
+            out.add(
+                ("  ", None), *sym, (qname(f.schema, f.table), STYLES[f.severity.value]), (": " + _message(f), None)
+            )
             if f.remediation and not shared:
                 out.fix(f.remediation)
 
@@ -129,16 +129,21 @@ def render_grouped(
     snap = result.snapshot
     out.add(
         (f"dbguard validate: {result.database}", STYLES["head"]),
-        (f" (PostgreSQL {snap.server_version}), {plural(len(result.tables), 'table')}, "
-         f"{plural(len(result.rules_run), 'rule')}", None),
+        (
+            f" (PostgreSQL {snap.server_version}), {plural(len(result.tables), 'table')}, "
+            f"{plural(len(result.rules_run), 'rule')}",
+            None,
+        ),
         (f", config {config_source}" if config_source else ", default config (no dbguard.yaml found)", STYLES["dim"]),
     )
     out.add(*_count_line(out, result, fail_on))
     flagged = {f"{f.schema}.{f.table}" for f in result.findings}
     not_measured = {t for t, _ in result.not_measured}
     passing = [t for t in result.tables if t not in flagged and t not in not_measured]
-    out.add((f"{plural(len(flagged), 'table')} with findings, {len(passing)} without", STYLES["dim"]),
-            ("" if verbose or not passing else " (--verbose lists them)", STYLES["dim"]))
+    out.add(
+        (f"{plural(len(flagged), 'table')} with findings, {len(passing)} without", STYLES["dim"]),
+        ("" if verbose or not passing else " (--verbose lists them)", STYLES["dim"]),
+    )
     if group_by == "table":
         _by_table(out, result.findings)
     else:
@@ -154,8 +159,13 @@ def render_grouped(
                 out.add(("  - ", STYLES["dim"]), (f.cache_key, STYLES["dim"]))
         else:
             out.blank()
-            out.add((f"{plural(len(result.ignored), 'finding')} ignored (config ignore or --baseline; "
-                     "--verbose lists them)", STYLES["dim"]))
+            out.add(
+                (
+                    f"{plural(len(result.ignored), 'finding')} ignored (config ignore or --baseline; "
+                    "--verbose lists them)",
+                    STYLES["dim"],
+                )
+            )
     if verbose and passing:
         cov = {f"{c.schema}.{c.table}": c for c in result.coverage}
         out.head(f"Without finding ({len(passing)}):")
