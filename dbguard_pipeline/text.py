@@ -72,11 +72,11 @@ def shell_table_arg(schema: str, name: str) -> str:
 def escape_controls(text: Any) -> str:
     """Control and other non-printable characters shown escaped (``\\x0a``, ``\\u2028``), never interpreted:
     a hostile name can neither break a line of a report or a ``--`` comment nor send terminal escapes."""
-    text = str(text)
-    if text.isprintable():
-        return text
+    s = str(text)
+    if s.isprintable():
+        return s
     return "".join(ch if (ch.isprintable() or ch == " ") else
-                   (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}") for ch in text)
+                   (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}") for ch in s)
 
 
 def xml_safe(text: Any) -> str:

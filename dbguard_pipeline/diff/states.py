@@ -12,6 +12,7 @@ from dbguard_pipeline.diff.compare import table_facts
 from dbguard_pipeline.diff.run import POLICY_ISOLATION_RULES
 from dbguard_pipeline.model.findings import Finding
 from dbguard_pipeline.model.schema import Snapshot
+from dbguard_pipeline.policy import Analyzer
 from dbguard_pipeline.semantics.tenancy import audited_tables
 from dbguard_pipeline.semantics.weakening import Judged, TableFacts, judge_tables, newly_flagged
 
@@ -19,7 +20,8 @@ from dbguard_pipeline.semantics.weakening import Judged, TableFacts, judge_table
 def table_states(snapshot: Snapshot, config: Config) -> dict[str, TableFacts]:
     """Per audited table (by qualified name): RLS flags and each policy's facts. ``TableFacts.to_json`` is the
     compact form a run keeps for the next one."""
-    return {t.qualified: table_facts(snapshot, t, config) for t in audited_tables(snapshot, config)}
+    an = Analyzer(snapshot, config)
+    return {t.qualified: table_facts(snapshot, t, config, an) for t in audited_tables(snapshot, config)}
 
 
 def rls_state_changes(

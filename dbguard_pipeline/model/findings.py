@@ -26,7 +26,7 @@ class Finding:
     message: str
     remediation: str  # what to run to fix it
     object: Optional[str] = None  # policy, index, constraint or column name
-    detail: dict = field(default_factory=dict, compare=False, hash=False)
+    detail: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def cache_key(self) -> str:

@@ -265,6 +265,11 @@ def _names(attnames: dict[int, str], attnums: Optional[Sequence[int]]) -> tuple[
     return tuple(None if n == 0 else attnames.get(n, f"#{n}") for n in (attnums or ()))
 
 
+def _key_names(attnames: dict[int, str], attnums: Optional[Sequence[int]]) -> tuple[str, ...]:
+    """Column names of a constraint's key; an expression (an EXCLUDE constraint's) reads "(expression)"."""
+    return tuple("(expression)" if n == 0 else attnames.get(n, f"#{n}") for n in (attnums or ()))
+
+
 def _assemble(rows: dict[str, list[dict]]) -> Snapshot:
     meta = rows[Q_META][0]
     by_oid: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
@@ -277,12 +282,12 @@ def _assemble(rows: dict[str, list[dict]]) -> Snapshot:
             identity=r["identity"], generated=r["generated"], position=r["position"]))
     for r in rows[Q_CONSTRAINTS]:
         fk = r["contype"] == "f"
-        ref_columns: tuple[Optional[str], ...] = ()
+        ref_columns: tuple[str, ...] = ()
         if fk:
-            ref_columns = tuple(r["ref_columns"]) if r["ref_columns"] is not None else _names(
+            ref_columns = tuple(r["ref_columns"]) if r["ref_columns"] is not None else _key_names(
                 attnames[r["ref_oid"]], r["confkey"])
         by_oid[r["oid"]]["constraints"].append(Constraint(
-            name=r["name"], kind=_CONTYPE[r["contype"]], columns=_names(attnames[r["oid"]], r["conkey"]),
+            name=r["name"], kind=_CONTYPE[r["contype"]], columns=_key_names(attnames[r["oid"]], r["conkey"]),
             definition=r["definition"], validated=r["validated"],
             ref_schema=r["ref_schema"] if fk else None, ref_table=r["ref_table"] if fk else None,
             ref_columns=ref_columns,

@@ -2,41 +2,25 @@
 foreign-key paths that tie a table without a tenant column to one that has it.
 
 Used by the rules, the isolation probe and the migration generator, so that all three agree on what a
-tenant table is.
+tenant table is. Pure functions of (snapshot, config): a caller that asks the same question many times keeps
+the answers itself (the rules share them through :class:`dbguard_pipeline.rules.context.RuleContext`).
 """
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Optional
 
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.model.schema import Constraint, Snapshot, Table
 
 
-# The last answer of each function below, for the snapshot and config it was computed from: every rule asks
-# the same questions of the same snapshot, and the answer is a pure function of the two (compared by identity).
-_last: dict[str, tuple[Snapshot, Config, list]] = {}
-
-
-def _memo(name: str, snapshot: Snapshot, config: Config, compute) -> list:
-    hit = _last.get(name)
-    if hit is not None and hit[0] is snapshot and hit[1] is config:
-        return list(hit[2])
-    value = compute()
-    _last[name] = (snapshot, config, value)
-    return list(value)
-
-
 def audited_tables(snapshot: Snapshot, config: Config) -> list[Table]:
     """Tables the audit looks at: every snapshot table outside the excluded (platform-managed) schemas,
     unless the config names schemas explicitly. Partitions are audited through their parent."""
-    return _memo("audited_tables", snapshot, config, lambda: _audited_tables(snapshot, config))
-
-
-def _audited_tables(snapshot: Snapshot, config: Config) -> list[Table]:
     explicit = set(config.schemas)
-    out = []
+    out: list[Table] = []
     for t in snapshot.tables:
         if explicit:
             if t.schema not in explicit:
@@ -118,5 +102,9 @@ def is_tenant_table(snapshot: Snapshot, table: Table, config: Config) -> bool:
 
 
 def tenant_tables(snapshot: Snapshot, config: Config) -> list[Table]:
-    return _memo("tenant_tables", snapshot, config, lambda: [
-        t for t in audited_tables(snapshot, config) if is_tenant_table(snapshot, t, config)])
+    return [t for t in audited_tables(snapshot, config) if is_tenant_table(snapshot, t, config)]
+
+
+def in_tenant_scope(snapshot: Snapshot, table: Table, config: Config) -> bool:
+    """Tables whose rows belong to tenants: tenant tables and the tenants table itself."""
+    return is_tenants_table(table, config) or is_tenant_table(snapshot, table, config)

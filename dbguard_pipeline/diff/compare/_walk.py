@@ -10,6 +10,7 @@ from typing import Any, Optional, Protocol, TypeVar
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.diff.result import ADDED, REMOVED, AttributeChange, Change
 from dbguard_pipeline.model.schema import Snapshot, Table
+from dbguard_pipeline.policy import Analyzer
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -30,6 +31,14 @@ class Context:
     config: Config
     # (schema, table, policy) -> the isolation rules whose finding on that policy is new in b
     flagged_policies: Mapping[tuple[str, str, str], tuple[str, ...]] = field(default_factory=dict)
+    # the policy analyzer of each side, built on first use and held for the whole diff
+    _analyzers: dict[int, Analyzer] = field(default_factory=dict, compare=False, repr=False)
+
+    def analyzer(self, snapshot: Snapshot) -> Analyzer:
+        an = self._analyzers.get(id(snapshot))
+        if an is None:
+            an = self._analyzers[id(snapshot)] = Analyzer(snapshot, self.config)
+        return an
 
     def in_scope(self, schema: str) -> bool:
         """The schemas the audit looks at: ``schemas`` when the config names them, else all but the excluded."""

@@ -11,6 +11,8 @@ from dbguard_pipeline.config import Config
 from dbguard_pipeline.diff.compare._walk import Context, attrs, pairs, table_item
 from dbguard_pipeline.diff.result import ADDED, CHANGED, REMOVED, AttributeChange, Change
 from dbguard_pipeline.model.schema import Policy, Snapshot, Table
+from dbguard_pipeline.policy import Analyzer, ExprAnalysis
+from dbguard_pipeline.semantics.isolation import check_analysis, good_enough, using_analysis
 from dbguard_pipeline.semantics.roles import bypass_roles, policy_is_moot
 from dbguard_pipeline.semantics.tenancy import tenant_column
 from dbguard_pipeline.semantics.weakening import (
@@ -22,13 +24,10 @@ from dbguard_pipeline.semantics.weakening import (
 )
 
 
-def policy_facts(snapshot: Snapshot, table: Table, policy: Policy, config: Config) -> PolicyFacts:
-    """What the weakening judgment needs to know of ``policy`` on ``table`` in ``snapshot``."""
-    from dbguard_pipeline.policy import ExprAnalysis
-    from dbguard_pipeline.rules._common import analyzer, check_analysis, good_enough, using_analysis
-
+def policy_facts(snapshot: Snapshot, table: Table, policy: Policy, config: Config, an: Analyzer) -> PolicyFacts:
+    """What the weakening judgment needs to know of ``policy`` on ``table`` in ``snapshot`` (``an``: the policy
+    analyzer of ``snapshot``, held by the caller for all its policies)."""
     tcol = tenant_column(table, config)
-    an = analyzer(snapshot, config)
 
     def facts(analysis: Optional[ExprAnalysis]) -> Optional[ExprFacts]:
         if analysis is None:
@@ -49,9 +48,11 @@ def policy_facts(snapshot: Snapshot, table: Table, policy: Policy, config: Confi
     )
 
 
-def table_facts(snapshot: Snapshot, table: Table, config: Config) -> TableFacts:
+def table_facts(snapshot: Snapshot, table: Table, config: Config, an: Analyzer) -> TableFacts:
     return TableFacts(
-        table.rls_enabled, table.rls_forced, {p.name: policy_facts(snapshot, table, p, config) for p in table.policies}
+        table.rls_enabled,
+        table.rls_forced,
+        {p.name: policy_facts(snapshot, table, p, config, an) for p in table.policies},
     )
 
 
@@ -70,8 +71,8 @@ def compare_policies(ctx: Context, ta: Table, tb: Table) -> Iterator[Change]:
                 continue
             c = table_item(tb, CHANGED, "policy", name, attributes=changed)
         verdict = judge_policy(
-            None if old is None else policy_facts(ctx.a, ta, old, ctx.config),
-            None if new is None else policy_facts(ctx.b, tb, new, ctx.config),
+            None if old is None else policy_facts(ctx.a, ta, old, ctx.config, ctx.analyzer(ctx.a)),
+            None if new is None else policy_facts(ctx.b, tb, new, ctx.config, ctx.analyzer(ctx.b)),
             ctx.flagged_policies.get((tb.schema, tb.name, name), ()),
         )
         c = c.weaken(*verdict.reasons)

@@ -1,0 +1,87 @@
+"""The per-audit context every rule receives: the snapshot, the metrics (None for a static audit), the
+config, and the facts several rules ask for, computed once per audit and kept here (audited tables, tenant
+tables and paths, bypass roles, the policy analyzer with its parse caches).
+
+One context lives exactly as long as one :func:`dbguard_pipeline.rules.run_rules` call; nothing is cached at
+module level, so two audits (or two snapshots of the same database) never share an answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import cached_property
+from typing import Any, Optional, TypeVar, cast
+
+from dbguard_pipeline.config import Config
+from dbguard_pipeline.model.schema import Policy, Snapshot, Table
+from dbguard_pipeline.policy import Analyzer, ExprAnalysis
+from dbguard_pipeline.semantics import tenancy
+from dbguard_pipeline.semantics.roles import bypass_roles, policy_is_moot
+
+T = TypeVar("T")
+
+
+class RuleContext:
+    def __init__(self, snapshot: Snapshot, metrics: Optional[Mapping[str, Any]], config: Config):
+        self.snapshot = snapshot
+        self.metrics = metrics
+        self.config = config
+        self._memo: dict[tuple[str, str], Any] = {}
+        self._tenant_columns: dict[str, Optional[str]] = {}
+
+    def memo(self, kind: str, key: str, compute: Callable[[], T]) -> T:
+        """The per-audit answer to (kind, key), computed on first use."""
+        slot = (kind, key)
+        if slot not in self._memo:
+            self._memo[slot] = compute()
+        return cast(T, self._memo[slot])
+
+    # ------------------------------------------------------------------ the tenant model
+    @cached_property
+    def audited_tables(self) -> tuple[Table, ...]:
+        return tuple(tenancy.audited_tables(self.snapshot, self.config))
+
+    @cached_property
+    def tenant_scope_tables(self) -> tuple[Table, ...]:
+        """Audited tables whose rows belong to tenants: tenant tables and the tenants table itself."""
+        return tuple(t for t in self.audited_tables if self.in_tenant_scope(t))
+
+    def tenant_path(self, table: Table) -> Optional[list[tenancy.FkStep]]:
+        return self.memo("tenant_path", table.qualified,
+                         lambda: tenancy.tenant_path(self.snapshot, table, self.config))
+
+    def is_tenant_table(self, table: Table) -> bool:
+        return not self.is_tenants_table(table) and self.tenant_path(table) is not None
+
+    def in_tenant_scope(self, table: Table) -> bool:
+        return self.is_tenants_table(table) or self.is_tenant_table(table)
+
+    def is_tenants_table(self, table: Table) -> bool:
+        return tenancy.is_tenants_table(table, self.config)
+
+    def tenant_column(self, table: Table) -> Optional[str]:
+        key = table.qualified
+        if key not in self._tenant_columns:
+            self._tenant_columns[key] = tenancy.tenant_column(table, self.config)
+        return self._tenant_columns[key]
+
+    def has_tenant_column(self, table: Table) -> bool:
+        return self.tenant_column(table) is not None and not self.is_tenants_table(table)
+
+    # ------------------------------------------------------------------ roles and policies
+    @cached_property
+    def bypass_roles(self) -> frozenset[str]:
+        return frozenset(bypass_roles(self.snapshot))
+
+    def policy_is_moot(self, policy: Policy) -> bool:
+        """Every role the policy applies to bypasses RLS anyway (e.g. ``TO service_role``)."""
+        return policy_is_moot(policy, self.snapshot)
+
+    @cached_property
+    def analyzer(self) -> Analyzer:
+        """The policy analyzer of this audit: each expression is parsed and judged once."""
+        return Analyzer(self.snapshot, self.config)
+
+    def policy_analyses(self, table: Table, policy: Policy) -> tuple[Optional[ExprAnalysis], Optional[ExprAnalysis]]:
+        """(USING, WITH CHECK) analyses of a policy of ``table``, None where the policy has no such expression."""
+        return self.analyzer.analyze_policy(table, policy, self.tenant_column(table))

@@ -1,0 +1,1 @@
+"""Performance rules: indexes the tenant model needs, redundant indexes, policies evaluated per row."""
