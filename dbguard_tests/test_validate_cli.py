@@ -184,3 +184,43 @@ def test_text_is_coloured_on_a_terminal_and_plain_when_piped(problem_dsn):
     code, never = _on_a_terminal([*args, "--color", "never", "--quiet"])
     assert code == 1 and "\x1b[" not in never
     assert never.strip().splitlines() == ["✗ 1 critical, ⚠ 0 warnings, ℹ 0 info  FAIL at --fail-on critical"]
+
+
+def test_the_core_install_paths_never_import_the_extras():
+    """What `pip install dbguard-rls` (no extras) must run: every CLI command and the pytest plugin load
+    without dagster, pandas or great_expectations (the [dagster] and [gx] extras)."""
+    code = (
+        "import importlib, json, sys\n"
+        "from dbguard_pipeline.cli import COMMANDS\n"
+        "for module, _ in COMMANDS.values():\n"
+        "    importlib.import_module('dbguard_pipeline.commands.' + module)\n"
+        "import dbguard_pipeline.pytest_plugin, dbguard_pipeline.services, dbguard_pipeline.report\n"
+        "import dbguard_pipeline.fixes.plan, dbguard_pipeline.fixes.ledger, dbguard_pipeline.probe\n"
+        "print(json.dumps(sorted(m for m in ('dagster', 'pandas', 'great_expectations') if m in sys.modules)))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_extras_hold_the_heavy_dependencies_and_make_installs_everything():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "dbguard-rls" and project["scripts"] == {"dbguard": "dbguard_pipeline.cli:run"}
+    core = {d.split("==")[0].split("[")[0] for d in project["dependencies"]}
+    assert not core & {"dagster", "dagster-webserver", "pandas", "great-expectations", "psycopg2-binary"}
+    extras = project["optional-dependencies"]
+    assert {d.split("==")[0] for d in extras["dagster"]} == {"dagster", "dagster-webserver", "dagster-postgres",
+                                                            "dagster-slack"}
+    assert {d.split("==")[0] for d in extras["gx"]} == {"great-expectations", "pandas", "psycopg2-binary"}
+    def norm(name):  # PEP 503: great_expectations == great-expectations, PyYAML == pyyaml
+        return name.split("[")[0].lower().replace("_", "-")
+
+    lock = {norm(ln.split("==")[0]): ln.split("==")[1] for ln in (root / "requirements.lock").read_text().split()
+            if "==" in ln}
+    for dep in project["dependencies"] + extras["dagster"] + extras["gx"] + extras["test"]:  # make = the lock
+        name, version = dep.split("==")
+        assert lock[norm(name)] == version, dep
