@@ -173,6 +173,8 @@ def test_config_is_found_upwards_and_named_in_the_report(problem_config_dsn, tmp
     (tmp_path / "a" / "dbguard.yml").write_text("coverage_threshold: 100\n")  # the nearest one wins
     nearer = subprocess.run(args, cwd=sub, capture_output=True, text=True, env=env, timeout=120)
     assert nearer.returncode == 1 and f"config {tmp_path / 'a' / 'dbguard.yml'}" in nearer.stdout
+    as_json = subprocess.run([*args, "--format", "json"], cwd=sub, capture_output=True, text=True, env=env, timeout=120)
+    assert json.loads(as_json.stdout)["config"] == str(tmp_path / "a" / "dbguard.yml")
 
 
 @pytest.fixture

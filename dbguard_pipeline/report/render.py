@@ -55,9 +55,14 @@ def render(
             config_source=config_source,
         )
     if fmt == "json":
-        return render_json(result)
+        if config_source is None:
+            return render_json(result)
+        return dumps({**result.to_json_dict(), "config": config_source})
     if fmt == "sarif":
-        return dumps(to_sarif(result))
+        doc = to_sarif(result)
+        if config_source is not None:
+            doc["runs"][0]["properties"]["config"] = config_source
+        return dumps(doc)
     if fmt == "junit":
         return audit_junit(result, fail_on=fail_on)
     if fmt == "github":
