@@ -45,13 +45,13 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 # The Dagster UI and daemon on http://127.0.0.1:3000 (DAGSTER_HOME defaults to ./.dagster_home, whose
-# dagster.yaml is written once). Dagster's own notice that `dagster dev` has a successor (`dg dev`, not
-# installed) is silenced; every other warning shows.
+# dagster.yaml is written once): `dg dev` serves the dg project of pyproject.toml ([tool.dg]); alert links
+# point at this port (DBGUARD_WEBSERVER_URL). `dagster dev -w workspace.yaml` still works too.
 dev: $(STAMP)
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(BIN)/python -m dbguard_pipeline.devtools.home && \
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} \
-	PYTHONWARNINGS='ignore:Function `dev_command` is superseded' \
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${DAGSTER_PORT:-3000}
+	DBGUARD_WEBSERVER_URL=$${DBGUARD_WEBSERVER_URL:-http://127.0.0.1:$${DAGSTER_PORT:-3000}} \
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dg dev --use-active-venv -h 127.0.0.1 -p $${DAGSTER_PORT:-3000}
 
 # Audit the demo, serve the UI on a free local port, and save the asset lineage page as seen by headless
 # Chromium (Debian's `chromium` package) to docs/img/lineage.png.

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "diff": ("diff", "compare two databases or snapshots: what changed, and what got weaker"),
     "backup": ("backup", "back up tables (pg_dump, with row counts and checksums); list and prune backups"),
     "restore": ("restore", "restore a backup in place or into a scratch database, verified against its manifest"),
+    "analyze": ("analyze", "measure what row level security costs each tenant table, with fixes proven faster"),
 }
 
 

@@ -5,6 +5,7 @@ The tenant model is configuration, not code; the defaults fit Supabase and the d
 from __future__ import annotations
 
 import os
+import sys
 from functools import cached_property
 from pathlib import Path
 from typing import Literal, Optional
@@ -33,7 +34,9 @@ class TenantModel(_Strict):
     context_functions: tuple[str, ...] = ()
     # The role the application's queries run as (Supabase: authenticated).
     app_role: str = "authenticated"
-    # True when the application connects as the role that owns its tables: RLS must then be FORCEd.
+    # Deprecated (accepted, with a warning when set): dbguard reads from the catalog whether an owner can
+    # connect (LOGIN, membership, the app role itself) and reports rls_not_forced then. true still makes every
+    # table with RLS enabled and not FORCEd a finding of rls_not_forced, as before.
     app_role_owns_tables: bool = False
 
     @cached_property
@@ -58,7 +61,10 @@ class AlertsConfig(_Strict):
     slack_base_url: Optional[str] = None  # a Slack-compatible API endpoint (proxy, gateway); default Slack's
     webhook_url: Optional[str] = None
     log: bool = True
-    ui_base_url: str = "http://localhost:3000"
+    # The Dagster UI the alert links to (<webserver_url>/runs/<run id>); unset: $DBGUARD_WEBSERVER_URL (which
+    # `make dev` sets to the port it serves on), else http://127.0.0.1:3000. ui_base_url is its older name.
+    webserver_url: Optional[str] = None
+    ui_base_url: Optional[str] = None
     timeout_seconds: float = 10.0  # per delivery attempt
 
 
@@ -198,9 +204,22 @@ def load_config(path: Optional[str | os.PathLike] = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping at the top level")
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"config file {p}: {loc}: {msg}") from None
+    for line in deprecations(data):
+        print(f"dbguard: warning: config file {p}: {line}", file=sys.stderr)
+    return config
+
+
+def deprecations(data: dict) -> list[str]:
+    """One line per deprecated setting the (raw) config data sets."""
+    tenant = data.get("tenant")
+    if isinstance(tenant, dict) and "app_role_owns_tables" in tenant:
+        return ["tenant.app_role_owns_tables is deprecated: dbguard now reads from the catalog whether a table's "
+                "owner can connect (LOGIN, role membership, the app role itself) and reports rls_not_forced then; "
+                "true still flags every table with RLS enabled and not forced. Remove the setting."]
+    return []

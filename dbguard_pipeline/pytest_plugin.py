@@ -69,6 +69,8 @@ class IsolationItem(pytest.Item):
         verdict, results, not_probed = report.outcome(self.qualified, self.command)
         if verdict == "leak":
             raise IsolationLeak(witnesses([r for r in results if not r.isolated], escape=False))
+        if verdict == "error":  # a statement PostgreSQL cannot evaluate (policy recursion): never isolated
+            raise IsolationLeak(f"error: {not_probed_reason(not_probed)}")
         if verdict == "not probed":
             reason = not_probed_reason(not_probed)
             if self.config.getoption("dbguard_strict"):

@@ -87,6 +87,9 @@ def plan_fixes(dsn: Optional[str], config: Config, *, action: Optional[str] = No
     ctx = build_context(snapshot, config, dsn)
     fixes = GeneratedFixes(snapshot.database, snapshot.server_version, ts, out_dir)
     if action is None:
+        from dbguard_pipeline.fixes.actions.context import check_role
+
+        check_role(ctx)  # a missing app_role is a config error, not a list of skipped fixes (issue #13, item 11)
         findings = ctx.findings
         if cache_keys:
             wanted = set(cache_keys)
@@ -196,13 +199,14 @@ def fixes_wanted(cache_keys: Sequence[str], out_dir: str) -> tuple[list[str], li
 def migrator(dsn: Optional[str], directory: str | Path, *, lock_retries: int = 0,
              log: Optional[Callable[[str], None]] = None) -> Runner:
     """The runner for the migrations in ``directory`` on the database (``dsn`` as :func:`resolve_dsn` reads
-    it): ``status()``, ``plan(target)``, ``up(target)``, ``rollback(name, dry_run)``."""
+    it, but never the embedded demo database): ``status()``, ``plan(target)``, ``up(target)``,
+    ``rollback(name, dry_run)``."""
     from dbguard_pipeline.errors import DbguardError
     from dbguard_pipeline.fixes.ledger import Runner
 
     if lock_retries < 0:
         raise DbguardError("--lock-retries must be 0 or more")
-    runner = Runner(resolve_dsn(dsn), directory, lock_retries=lock_retries)
+    runner = Runner(resolve_dsn(dsn, allow_demo=False), directory, lock_retries=lock_retries)
     if log is not None:
         runner.log = log
     return runner
@@ -247,9 +251,16 @@ def data_audit(dsn: str, snapshot: Snapshot, config: Config) -> AuditResult:
 def probe(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence[str]] = None, *,
           snapshot: Optional[Snapshot] = None, tenants: Optional[Sequence[str]] = None) -> ProbeReport:
     """Cross-tenant reads and writes as the application role, always rolled back (``dbguard test-isolation``)."""
+    from dbguard_pipeline.config import Config as _Config
     from dbguard_pipeline.probe import probe as run
+    from dbguard_pipeline.probe.disagree import disagreements
 
-    return run(dsn, config, tables, snapshot=snapshot, tenants=tenants)
+    config = config or _Config()
+    report = run(dsn, config, tables, snapshot=snapshot, tenants=tenants)
+    if report.snapshot is not None:  # where the static audit of the same snapshot and the probe disagree
+        report.disagreements = disagreements(report, static_audit(report.snapshot, config).findings,
+                                             report.snapshot)
+    return report
 
 
 def diff(source: Snapshot, target: Snapshot, config: Optional[Config] = None, *, source_label: Optional[str] = None,

@@ -17,7 +17,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from dbguard_pipeline.pg.session import connect
+# Dagster steps retry transient connection errors after 10 s, 20 s, 40 s: no waiting in tests (read when the
+# code location is imported, so before any test module imports it).
+os.environ.setdefault("DBGUARD_RETRY_DELAY_SECONDS", "0")
+
+from dbguard_pipeline.pg.session import connect  # noqa: E402
 from dbguard_pipeline.pg.embedded import embedded_dsn
 from dbguard_pipeline.pg.dsn import parse_dsn, with_database
 from dbguard_pipeline.demo import create_demo_database

@@ -25,5 +25,8 @@ def test_schema_snapshot_materializes_against_a_real_database(demo_dsn):
     assert md["tables"].value == len(snap.tables) == 17
     assert md["tables_without_rls"].value == 3  # garages, conversation_messages, auth.users
     assert md["policies"].value == 14
-    assert "public.garages | **off**" in md["tables_overview"].value
+    overview = md["tables_overview"].value  # a real table in the UI, one record per table
+    assert [c.name for c in overview.schema.columns] == ["table", "rls", "forced", "policies", "rows_estimated"]
+    rows = {r.data["table"]: r.data for r in overview.records}
+    assert len(rows) == 17 and rows["public.garages"]["rls"] is False and rows["public.tenants"]["rls"] is True
     assert md["database"].value.endswith("/" + parse_dsn(demo_dsn)["dbname"])

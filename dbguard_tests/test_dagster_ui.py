@@ -79,7 +79,8 @@ def test_webserver_graphql_shows_the_asset_graph_and_latest_check_results(demo_d
 
     rls = checks_of("rls_audit")
     assert set(rls) == {"no_critical_findings", "no_warning_findings", "no_new_findings", "no_policy_weakened",
-                        "no_new_table_without_rls"}
+                        "no_new_table_without_rls", "freshness_check"}
+    assert rls["freshness_check"]["blocking"] is True
     crit = rls["no_critical_findings"]
     assert crit["blocking"] is True
     latest = crit["executionForLatestMaterialization"]

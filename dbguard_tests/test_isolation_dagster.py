@@ -44,16 +44,21 @@ def test_demo_fails_the_blocking_check_with_every_witness(demo_dsn):
     assert not result.success  # a failed blocking check fails the run
     (mat,) = result.asset_materializations_for_node("isolation_report")
     md = mat.metadata
-    assert md["leaks"].value == 38 and md["leaking_tables"].value == 12
+    assert md["leaks"].value == 39 and md["leaking_tables"].value == 12
     assert md["tables_probed"].value == 16 and md["not_probed"].value == 0
-    assert "| public.garages | **LEAK** | **LEAK** | **LEAK** | **LEAK** |" in md["results"].value
-    assert "| public.vision_metrics | ok | ok | ok | ok |" in md["results"].value
+    grid = {r.data["relation"]: r.data for r in md["results"].value.records}  # a table in the UI
+    assert len(grid) == 16
+    assert [grid["public.garages"][c] for c in ("select", "insert", "update", "delete")] == ["LEAK"] * 4
+    assert [grid["public.vision_metrics"][c] for c in ("select", "insert", "update", "delete")] == ["ok"] * 4
+    assert next(iter(grid)) != "public.vision_metrics"  # leaking relations first
     (check,) = result.get_asset_check_evaluations()
     assert check.check_name == "no_cross_tenant_leaks" and not check.passed
     assert check.severity == dg.AssetCheckSeverity.ERROR
-    witnesses = check.metadata["witnesses"].value
-    assert witnesses.count("\n") + 1 == 38
-    assert "as authenticated with tenant A, SELECT on public.vehicles returned" in witnesses
+    witnesses = [r.data for r in check.metadata["witnesses"].value.records]
+    assert len(witnesses) == 39
+    assert any(w["relation"] == "public.vehicles" and w["command"] == "select"
+               and "as authenticated with tenant A, SELECT on public.vehicles returned" in w["witness"]
+               for w in witnesses)
 
 
 @pytest.mark.integration

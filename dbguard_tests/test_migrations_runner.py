@@ -130,8 +130,8 @@ def test_rollback_by_name_through_the_cli(empty_dsn, tmp_path, capsys):
     assert main(["migrate", "rollback", "20250101000000_one", "--dsn", empty_dsn, "--dir", str(tmp_path)]) == 2
     assert "is not applied" in capsys.readouterr().err
     assert main(["migrate", "rollback", "--dsn", empty_dsn, "--dir", str(tmp_path)]) == 2
-    assert main(["migrate", "--dsn", empty_dsn, "--dir", str(tmp_path / "nope")]) == 2
-    assert "migrations folder not found" in capsys.readouterr().err
+    assert main(["migrate", "--dsn", empty_dsn, "--dir", str(tmp_path / "nope")]) == 0  # issue #11/#13: absent = empty
+    assert "nothing to apply" in capsys.readouterr().out
 
 
 @pytest.mark.integration

@@ -40,13 +40,32 @@ def check_finding(f: Finding, want: dict[str, Any]) -> None:
 
 def apply_fixes(dsn: str, config: Config, findings: list[Finding]) -> None:
     """Plan the migrations that fix ``findings`` as ``generate-migration --all`` does, and apply them."""
-    from dbguard_pipeline.fixes.generate import build_context, plan_all
+    from dbguard_pipeline.fixes.actions import build_context
+    from dbguard_pipeline.fixes.select import plan_all
     from dbguard_pipeline.fixes.ledger import apply_sql
 
     plan = plan_all(build_context(introspect(dsn), config, dsn), findings)
     assert plan.migrations and not plan.skipped, plan.skipped
     for m in plan.migrations:
         apply_sql(dsn, m.render_forward(), source=m.qualified)
+
+
+def run_as_app(dsn: str, config: Config, statement: str) -> str | None:
+    """The SQLSTATE ``statement`` raises as the app role (None when it succeeds), always rolled back."""
+    import psycopg
+    from psycopg import sql
+
+    from dbguard_pipeline.pg.session import connect
+
+    with connect(dsn) as conn:
+        try:
+            with conn.transaction(force_rollback=True):
+                conn.execute("SET LOCAL statement_timeout = '10s'")
+                conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(config.tenant.app_role)))
+                conn.execute(statement)
+        except psycopg.Error as exc:
+            return exc.sqlstate
+    return None
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -59,6 +78,8 @@ def test_rule_case(empty_dsn: str, case: Case) -> None:
     for key, want in case.findings.items():
         check_finding(by_key[key], want)
     assert all(f.rule == case.rule and f.category == rules.REGISTRY[case.rule].category for f in findings)
+    for statement, sqlstate in case.as_app:
+        assert run_as_app(empty_dsn, config, statement) == sqlstate, statement
     if case.fix:
         apply_fixes(empty_dsn, config, findings)
         assert only_keys(audit(empty_dsn, case, config)) == set(), "findings left after the fix"

@@ -214,7 +214,7 @@ def test_the_extras_hold_the_heavy_dependencies_and_make_installs_everything():
     assert not core & {"dagster", "dagster-webserver", "pandas", "great-expectations", "psycopg2-binary"}
     extras = project["optional-dependencies"]
     assert {d.split("==")[0] for d in extras["dagster"]} == {"dagster", "dagster-webserver", "dagster-postgres",
-                                                            "dagster-slack"}
+                                                            "dagster-slack", "dagster-dg-cli"}
     assert {d.split("==")[0] for d in extras["gx"]} == {"great-expectations", "pandas", "psycopg2-binary"}
     def norm(name):  # PEP 503: great_expectations == great-expectations, PyYAML == pyyaml
         return name.split("[")[0].lower().replace("_", "-")

@@ -9,7 +9,9 @@ DESCRIPTION = (
     "Apply pending migrations in order (up, the default), list them (status) or undo one (rollback NAME). "
     "A ledger (dbguard.schema_migrations) records name, checksum, time and duration; an applied file whose "
     "checksum changed stops the run; each file runs in transactions except its '-- dbguard:no-transaction' "
-    "steps; a failure after a committed step applies the file's rollback."
+    "steps, and each completed step is recorded, so after a crash status says how far it got and up resumes; "
+    "a failure after a committed step applies the file's rollback. SIGTERM is handled like Ctrl-C. Needs "
+    "--dsn or $DBGUARD_DATABASE_URL (never the demo database)."
 )
 
 
@@ -30,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from dbguard_pipeline.errors import DbguardError
     from dbguard_pipeline.pg.dsn import describe_dsn
     from dbguard_pipeline.services import migrator
+    from dbguard_pipeline.text import escape_controls
 
     load_config(args.config)  # validates the file even though the runner needs nothing from it
     runner = migrator(args.dsn, args.dir, lock_retries=args.lock_retries, log=lambda line: print(line, flush=True))
@@ -40,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
         if not rows:
             print(f"no migrations in {args.dir}")
         for state, name, detail in rows:
-            print(f"{state:<8} {name}{'  ' + detail if detail else ''}")
-        return 1 if any(state in ("CHANGED",) for state, _, _ in rows) else 0
+            print(f"{state:<8} {name}{'  ' + escape_controls(detail) if detail else ''}")
+        return 1 if any(state in ("CHANGED", "HALF-APPLIED") for state, _, _ in rows) else 0
 
     if args.command == "rollback":
         if not args.name:
@@ -62,9 +65,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     results = runner.up(args.name)
     if not results:
-        print(f"nothing to apply on {where}: every migration in {args.dir} is applied")
+        if not runner.files():
+            print(f"nothing to apply on {where}: no migrations in {args.dir}")
+        else:
+            print(f"nothing to apply on {where}: every migration in {args.dir} is applied")
         return 0
     total = sum(r.duration_s for r in results)
-    print(f"{len(results)} migration{'s' if len(results) != 1 else ''} applied on {where} in {total:.2f}s")
+    resumed = [f"{r.name} resumed at step {r.resumed_at} of {r.units}" for r in results if r.resumed_at]
+    print(f"{len(results)} migration{'s' if len(results) != 1 else ''} applied on {where} in {total:.2f}s"
+          + (f" ({'; '.join(resumed)})" if resumed else ""))
     return 0
 

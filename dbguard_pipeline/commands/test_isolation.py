@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             f"{s['leaking_tables']} relations, {s['not_probed']} not probed",
             file=sys.stderr,
         )
-    if s["leaks"]:
+    if s["leaks"] or s["errors"]:
         return 1
     if args.strict and s["not_probed"]:
         return 1

@@ -7,6 +7,7 @@
 """
 
 import contextlib
+import os
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -20,7 +21,7 @@ from dbguard_pipeline.defs.audit_steps import (
     Previous,
 )
 from dbguard_pipeline.defs.resources import Target
-from dbguard_pipeline.errors import DbguardError
+from dbguard_pipeline.errors import ConnectionError_, DbguardError
 
 GROUP = "dbguard_audit"
 FLEET_GROUP = "dbguard_fleet"
@@ -29,12 +30,35 @@ KINDS = {"postgres"}
 FLEET_PARTITIONS = dg.DynamicPartitionsDefinition(name="dbguard_databases")
 DATABASE_TAG = "dbguard/database"
 
+# Bumped when what an asset computes changes (a new rule, a changed metric), so that the UI marks the
+# materializations made by older code as stale ("code version changed").
+CODE_VERSION = "dbguard-0.2"
+
+# Steps that touch the database retry transient connection errors (refused, reset, timed out, the server
+# starting up or restarting): 3 more tries, 10 s, 20 s, 40 s apart (+/- jitter). Anything else a user can fix
+# (a wrong password, a missing database, a config error) fails at once: see ``user_errors``.
+# DBGUARD_RETRY_MAX / DBGUARD_RETRY_DELAY_SECONDS (read when the code location loads) change both.
+DB_RETRY = dg.RetryPolicy(max_retries=int(os.environ.get("DBGUARD_RETRY_MAX", "3")),
+                          delay=float(os.environ.get("DBGUARD_RETRY_DELAY_SECONDS", "10")),
+                          backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+_PERMANENT = ("wrong user name or password", "does not exist", "malformed database url", "empty database url",
+              "permission denied", "could not start the embedded")
+
+
+def transient(exc: DbguardError) -> bool:
+    """A connection error that trying again later may cure (the database restarting, a network blip)."""
+    if not isinstance(exc, ConnectionError_):
+        return False
+    text = str(exc).lower()
+    return not any(marker in text for marker in _PERMANENT)
+
 
 @contextlib.contextmanager
 def user_errors(what: str, database: Optional[str] = None, partition: Optional[str] = None):
     """A DbguardError (bad input, unreachable database, timeout) fails the step with its one-line message.
     The failure's metadata names the database (display name) and, in the fleet, its partition, so that the
-    alert sensor can say which database failed."""
+    alert sensor can say which database failed. A transient connection error may be retried (the step's
+    RetryPolicy); every other error fails the step at once."""
     try:
         yield
     except DbguardError as exc:
@@ -44,7 +68,8 @@ def user_errors(what: str, database: Optional[str] = None, partition: Optional[s
         if partition:
             metadata["partition"] = dg.MetadataValue.text(partition)
         prefix = f"{partition}: " if partition else ""
-        raise dg.Failure(description=f"{what} failed: {prefix}{exc}", metadata=metadata, allow_retries=False) from None
+        raise dg.Failure(description=f"{what} failed: {prefix}{exc}", metadata=metadata,
+                         allow_retries=transient(exc)) from None
 
 
 def _target(context, resource_key: str, partitioned: bool) -> Target:
@@ -65,15 +90,19 @@ def _emit_checks(outcomes, asset_key: dg.AssetKey, selected: Optional[set] = Non
 
 
 def build_audit_assets(*, key_prefix: Sequence[str] = (), partitions_def: Optional[dg.PartitionsDefinition] = None,
-                       resource_key: str = "database", group: str = GROUP) -> list[dg.AssetsDefinition]:
+                       resource_key: str = "database", group: str = GROUP,
+                       retry_policy: Optional[dg.RetryPolicy] = DB_RETRY,
+                       scope: Optional[str] = None) -> list[dg.AssetsDefinition]:
     prefix = list(key_prefix)
     partitioned = partitions_def is not None
     k_snapshot = dg.AssetKey([*prefix, "schema_snapshot"])
     k_rls = dg.AssetKey([*prefix, "rls_audit"])
     k_cov = dg.AssetKey([*prefix, "tenant_coverage"])
     k_int = dg.AssetKey([*prefix, "data_integrity"])
-    scope = "each database of the fleet (one partition per database)" if partitioned else "the audited database"
-    common: dict[str, Any] = dict(group_name=group, kinds=KINDS, owners=OWNERS, partitions_def=partitions_def)
+    scope = scope or ("each database of the fleet (one partition per database)" if partitioned
+                      else "the audited database")
+    common: dict[str, Any] = dict(group_name=group, kinds=KINDS, owners=OWNERS, partitions_def=partitions_def,
+                                  code_version=CODE_VERSION, retry_policy=retry_policy)
 
     @dg.asset(
         key=k_snapshot, required_resource_keys={resource_key}, **common,
@@ -105,11 +134,11 @@ def build_audit_assets(*, key_prefix: Sequence[str] = (), partitions_def: Option
 
     outs = {
         "tenant_coverage": dg.AssetOut(
-            key=k_cov, is_required=False, group_name=group, kinds=KINDS, owners=OWNERS,
+            key=k_cov, is_required=False, group_name=group, kinds=KINDS, owners=OWNERS, code_version=CODE_VERSION,
             description=f"Tenant data coverage of {scope}: per tenant table, rows and rows carrying a tenant, "
                         "measured with one scan per table (TABLESAMPLE above the configured size, marked estimated)."),
         "data_integrity": dg.AssetOut(
-            key=k_int, is_required=False, group_name=group, kinds=KINDS, owners=OWNERS,
+            key=k_int, is_required=False, group_name=group, kinds=KINDS, owners=OWNERS, code_version=CODE_VERSION,
             description=f"Data integrity of {scope}: orphaned rows, cross-tenant references, NULLs in required "
                         "columns and the Great Expectations suites declared in the config."),
     }
@@ -118,7 +147,7 @@ def build_audit_assets(*, key_prefix: Sequence[str] = (), partitions_def: Option
         outs=outs, ins={"snapshot": dg.AssetIn(k_snapshot)},
         check_specs=_check_specs(k_cov, COVERAGE_CHECKS) + _check_specs(k_int, INTEGRITY_CHECKS),
         required_resource_keys={resource_key}, partitions_def=partitions_def, can_subset=True,
-        name=("fleet_" if prefix else "") + "data_metrics",
+        retry_policy=retry_policy, name="_".join([*prefix, "data_metrics"]),
         description="One pass of data metrics (each table read once) feeding tenant_coverage and data_integrity.",
     )
     def data_metrics(context: dg.AssetExecutionContext, snapshot):

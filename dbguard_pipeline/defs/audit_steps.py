@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 ERROR = dg.AssetCheckSeverity.ERROR
 WARN = dg.AssetCheckSeverity.WARN
-MAX_MD_ROWS = 200
+MAX_TABLE_ROWS = 1000  # rows of a metadata table; the counts next to it are always complete
 MAX_LISTED = 50
 
 
@@ -116,21 +116,34 @@ class Previous:
 
 
 # --------------------------------------------------------------------------- helpers
-def md_cell(text: Any) -> str:
-    s = "" if text is None else str(text)
-    return " ".join(s.split()).replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`")
+TableRow = dict[str, "str | int | float | bool | None"]
 
 
-def findings_markdown(findings: Sequence[Finding], empty: str = "No findings.") -> str:
-    if not findings:
-        return empty
-    lines = ["| severity | rule | table | object | message |", "|---|---|---|---|---|"]
-    for f in findings[:MAX_MD_ROWS]:
-        lines.append(f"| {f.severity.value} | {md_cell(f.rule)} | {md_cell(f.schema + '.' + f.table)} | "
-                     f"{md_cell(f.object or '')} | {md_cell(f.message)} |")
-    if len(findings) > MAX_MD_ROWS:
-        lines.append(f"\n… and {len(findings) - MAX_MD_ROWS} more (see the JSON report of `dbguard validate`).")
-    return "\n".join(lines)
+def table_value(rows: Sequence[TableRow], columns: Sequence[tuple[str, str, str]]) -> dg.TableMetadataValue:
+    """A table the UI renders as a sortable table (not clipped markdown); at most MAX_TABLE_ROWS rows.
+    ``columns``: (name, type, description)."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(n, t, description=d) for n, t, d in columns])
+    return dg.MetadataValue.table(records=[dg.TableRecord(r) for r in rows[:MAX_TABLE_ROWS]], schema=schema)
+
+
+FINDING_COLUMNS = (
+    ("severity", "string", "critical, warning or info"),
+    ("rule", "string", "the rule id (dbguard rules)"),
+    ("table", "string", "schema.table"),
+    ("object", "string", "the policy, column, view or function concerned, if any"),
+    ("message", "string", "what is wrong"),
+    ("cache_key", "string", "what ignore: in dbguard.yaml and the regression checks match on"),
+)
+SEVERITY_ORDER = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+def findings_table(findings: Sequence[Finding]) -> dg.TableMetadataValue:
+    """Findings as a table (severity, rule, table, object, message, cache_key), most severe first."""
+    ordered = sorted(findings, key=lambda f: (SEVERITY_ORDER.get(f.severity, 3), f.rule, f.schema, f.table))
+    rows: list[TableRow] = [{"severity": f.severity.value, "rule": f.rule, "table": f"{f.schema}.{f.table}",
+                             "object": f.object or "", "message": " ".join(str(f.message).split()),
+                             "cache_key": f.cache_key} for f in ordered]
+    return table_value(rows, FINDING_COLUMNS)
 
 
 def count(findings: Iterable[Finding]) -> dict[str, int]:
@@ -156,14 +169,20 @@ def take_snapshot(target: Target) -> Snapshot:
     return services.introspect(target.dsn, target.config, list(target.config.schemas) or None)
 
 
-def snapshot_markdown(snapshot: Snapshot) -> str:
-    lines = ["| table | RLS | forced | policies | rows (est.) |", "|---|---|---|---|---|"]
-    for t in snapshot.tables[:MAX_MD_ROWS]:
-        lines.append(f"| {md_cell(t.qualified)} | {'on' if t.rls_enabled else '**off**'} | "
-                     f"{'yes' if t.rls_forced else 'no'} | {len(t.policies)} | {max(t.row_estimate, 0)} |")
-    if len(snapshot.tables) > MAX_MD_ROWS:
-        lines.append(f"\n… and {len(snapshot.tables) - MAX_MD_ROWS} more tables.")
-    return "\n".join(lines)
+SNAPSHOT_COLUMNS = (
+    ("table", "string", "schema.table"),
+    ("rls", "bool", "row level security enabled"),
+    ("forced", "bool", "RLS forced for the table owner"),
+    ("policies", "int", "policies on the table"),
+    ("rows_estimated", "int", "rows, from the planner's statistics"),
+)
+
+
+def snapshot_table(snapshot: Snapshot) -> dg.TableMetadataValue:
+    rows: list[TableRow] = [{"table": t.qualified, "rls": bool(t.rls_enabled), "forced": bool(t.rls_forced),
+                             "policies": len(t.policies), "rows_estimated": max(t.row_estimate, 0)}
+                            for t in snapshot.tables]
+    return table_value(rows, SNAPSHOT_COLUMNS)
 
 
 def snapshot_step(target: Target) -> StepOutput:
@@ -177,7 +196,7 @@ def snapshot_step(target: Target) -> StepOutput:
         "tables_without_rls": dg.MetadataValue.int(s["tables_without_rls"]),
         "views": dg.MetadataValue.int(s["views"]),
         "functions": dg.MetadataValue.int(s["functions"]),
-        "tables_overview": dg.MetadataValue.md(snapshot_markdown(snapshot)),
+        "tables_overview": snapshot_table(snapshot),
     }
     return StepOutput(snapshot, metadata)
 
@@ -192,14 +211,14 @@ def _severity_checks(findings: Sequence[Finding], what: str) -> list[CheckOutcom
             f"{len(crit)} critical {what} finding{'s' if len(crit) != 1 else ''}"
             + (f": {_listing([f.cache_key for f in crit])}" if crit else ""),
             {"critical": dg.MetadataValue.int(len(crit)),
-             "findings": dg.MetadataValue.md(findings_markdown(crit, "No critical findings."))},
+             "findings": findings_table(crit)},
         ),
         CheckOutcome(
             "no_warning_findings", not warn, WARN,
             f"{len(warn)} {what} warning{'s' if len(warn) != 1 else ''}"
             + (f": {_listing([f.cache_key for f in warn])}" if warn else ""),
             {"warning": dg.MetadataValue.int(len(warn)),
-             "findings": dg.MetadataValue.md(findings_markdown(warn, "No warnings."))},
+             "findings": findings_table(warn)},
         ),
     ]
 
@@ -222,7 +241,7 @@ def _new_findings_check(findings: Sequence[Finding], previous: Optional[Previous
         {"new": dg.MetadataValue.json(_capped(new)),
          "new_critical": dg.MetadataValue.int(len(new_crit)),
          "resolved": dg.MetadataValue.json(_capped(resolved)),
-         "new_findings": dg.MetadataValue.md(findings_markdown([current[k] for k in new], "No new findings.")),
+         "new_findings": findings_table([current[k] for k in new]),
          "previous_run_id": dg.MetadataValue.text(previous.run_id)},
     )
 
@@ -280,7 +299,7 @@ def _findings_metadata(target: Target, findings: Sequence[Finding], ignored: Seq
         "warning": dg.MetadataValue.int(c["warning"]),
         "info": dg.MetadataValue.int(c["info"]),
         "ignored": dg.MetadataValue.int(len(ignored)),
-        "findings": dg.MetadataValue.md(findings_markdown(findings)),
+        "findings": findings_table(findings),
         "finding_keys": dg.MetadataValue.json({f.cache_key: f.severity.value for f in findings}),
     }
 
@@ -326,13 +345,14 @@ def coverage_step(target: Target, result, previous: Optional[Previous]) -> StepO
     lowest = min((r.percent for r in rows), default=100.0)
     below = [r for r in rows if r.percent < config.coverage_threshold]
     by_table = {f"{r.schema}.{r.table}": r.percent for r in rows}
-    table = dg.MetadataValue.table(
-        records=[dg.TableRecord({"table": f"{r.schema}.{r.table}", "rows": r.rows, "with_tenant": r.with_tenant,
-                                 "percent": float(r.percent), "estimated": bool(r.estimated)}) for r in rows[:1000]],
-        schema=dg.TableSchema(columns=[
-            dg.TableColumn("table", "string"), dg.TableColumn("rows", "int"), dg.TableColumn("with_tenant", "int"),
-            dg.TableColumn("percent", "float"), dg.TableColumn("estimated", "bool")]),
-    )
+    table = table_value(
+        [{"table": f"{r.schema}.{r.table}", "rows": r.rows, "with_tenant": r.with_tenant, "percent": float(r.percent),
+          "below_threshold": r.percent < config.coverage_threshold, "estimated": bool(r.estimated)}
+         for r in sorted(rows, key=lambda r: (r.percent, r.schema, r.table))],
+        [("table", "string", "schema.table"), ("rows", "int", "rows counted (or estimated from a sample)"),
+         ("with_tenant", "int", "rows carrying a tenant"), ("percent", "float", "with_tenant / rows"),
+         ("below_threshold", "bool", "below coverage_threshold of dbguard.yaml"),
+         ("estimated", "bool", "measured on a TABLESAMPLE")])
     metadata = {
         "database": dg.MetadataValue.text(target.name),
         "coverage_percent": dg.MetadataValue.float(float(overall)),

@@ -1,25 +1,33 @@
 """The one place where dbguard's Dagster Definitions are composed (workspace.yaml loads this module).
 
 - group ``dbguard_audit``: ``schema_snapshot`` -> ``rls_audit``, ``tenant_coverage``, ``data_integrity``,
-  ``isolation_report``, for the database of ``DBGUARD_DATABASE_URL`` (else the embedded demo database);
+  ``isolation_report``, ``rls_performance``, for the database of ``DBGUARD_DATABASE_URL`` (else the embedded
+  demo database);
   ``nightly_audit_job`` and ``nightly_audit_schedule``;
 - group ``dbguard_fleet``: the same assets under ``fleet/``, one partition per database of ``databases:`` in
   dbguard.yaml; ``fleet_audit_job`` (one run, one process per database) and ``fleet_audit_schedule``;
 - ``dbguard_alert_sensor``: one alert per failing run; the fix-migration job and its sensor downstream of
-  ``rls_audit``.
+  ``rls_audit`` (stopped until started);
+- one more audit (assets, job, schedule) per ``DbguardDatabase`` component: a folder with a ``defs.yaml`` under
+  ``dbguard_pipeline/defs/databases/`` (``[tool.dg.project] defs_module``) or ``$DBGUARD_DEFS_DIR``;
+- freshness checks on every ``rls_audit`` (stale after 26 h) and the sensor that evaluates them.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 
 from dbguard_pipeline.pg.dsn import ENV_DSN
 from dbguard_pipeline.defs import assets
+from dbguard_pipeline.defs.component import load_databases
+from dbguard_pipeline.defs.freshness import freshness_checks, freshness_sensor
 from dbguard_pipeline.defs.fix_migrations import fix_migrations_sensor, generate_fix_migrations_job
 from dbguard_pipeline.defs.isolation import isolation_checks, isolation_report
 from dbguard_pipeline.defs.jobs import build_nightly_audit_job, fleet_audit_job
+from dbguard_pipeline.defs.performance import performance_checks, rls_performance
 from dbguard_pipeline.defs.resources import FleetResource, PostgresResource
 from dbguard_pipeline.defs.schedules import build_schedules
 from dbguard_pipeline.defs.sensors import dbguard_alert_sensor
@@ -33,19 +41,36 @@ def database_resource() -> PostgresResource:
     return PostgresResource()
 
 
+DEFS_DIR_ENV = "DBGUARD_DEFS_DIR"
+DEFAULT_DEFS_DIR = Path(__file__).resolve().parent / "databases"
+
+
+def defs_dir() -> Path:
+    """Where the ``DbguardDatabase`` components live: $DBGUARD_DEFS_DIR, else dbguard_pipeline/defs/databases."""
+    return Path(os.environ.get(DEFS_DIR_ENV) or DEFAULT_DEFS_DIR)
+
+
 def build_definitions(database: Optional[PostgresResource] = None, fleet: Optional[FleetResource] = None,
-                      config_path: Optional[str] = None) -> dg.Definitions:
+                      config_path: Optional[str] = None, databases_dir: Optional[Path | str] = None) -> dg.Definitions:
     """The code location. Tests and custom deployments pass their own resources; ``config_path`` (default
-    $DBGUARD_CONFIG or ./dbguard.yaml) is where the schedules read their cron expression."""
-    nightly = build_nightly_audit_job(["isolation_report"])
-    return dg.Definitions(
-        assets=[*assets.audit_assets, isolation_report, *assets.fleet_assets],
-        asset_checks=isolation_checks,
+    $DBGUARD_CONFIG or ./dbguard.yaml) is where the schedules read their cron expression; ``databases_dir``
+    (default :func:`defs_dir`) holds the component-declared databases."""
+    nightly = build_nightly_audit_job(["isolation_report", "rls_performance"])
+    components = load_databases(databases_dir or defs_dir())
+    # (the component tree hands checks back as AssetsDefinition holding check specs only)
+    component_freshness = [c for c in components.asset_checks or ()
+                           if any(spec.name == "freshness_check" for spec in c.check_specs)]
+    nightly_freshness = freshness_checks([dg.AssetKey("rls_audit")])
+    base = dg.Definitions(
+        assets=[*assets.audit_assets, isolation_report, rls_performance, *assets.fleet_assets],
+        asset_checks=[*isolation_checks, *performance_checks, *nightly_freshness],
         jobs=[nightly, fleet_audit_job, generate_fix_migrations_job],
         schedules=build_schedules(nightly, fleet_audit_job, config_path),
-        sensors=[dbguard_alert_sensor, fix_migrations_sensor],
+        sensors=[dbguard_alert_sensor, fix_migrations_sensor,
+                 freshness_sensor([*nightly_freshness, *component_freshness])],
         resources={"database": database or database_resource(), "fleet": fleet or FleetResource()},
     )
+    return dg.Definitions.merge(base, components)
 
 
 defs = build_definitions()

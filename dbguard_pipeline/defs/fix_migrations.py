@@ -163,9 +163,10 @@ def run_key(keys: list[str]) -> str:
 
 
 @dg.asset_sensor(asset_key=AUDIT_ASSET, job=generate_fix_migrations_job, name="fix_migrations_sensor",
-                 minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+                 minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
                  description="After each rls_audit materialization: launch generate_fix_migrations for the fixable "
-                             "findings that no migration file names yet (run key = hash of their cache keys).")
+                             "findings that no migration file names yet (run key = hash of their cache keys). It writes files "
+                             "into the migrations folder, so it is stopped until you start it.")
 def fix_migrations_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
                           ) -> dg.SkipReason | dg.RunRequest:
     materialization = asset_event.asset_materialization

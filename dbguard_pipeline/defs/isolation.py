@@ -4,10 +4,14 @@
 """
 
 import dagster as dg
+import psycopg
 
-from dbguard_pipeline.probe import ProbeReport, probe
-from dbguard_pipeline.defs.assets import GROUP, OWNERS, schema_snapshot
+from dbguard_pipeline import services
+from dbguard_pipeline.defs.assets import CODE_VERSION, DB_RETRY, GROUP, OWNERS, schema_snapshot, user_errors
+from dbguard_pipeline.defs.audit_steps import table_value
+from dbguard_pipeline.probe.report import COMMANDS
 from dbguard_pipeline.defs.resources import PostgresResource
+from dbguard_pipeline.probe import ProbeReport
 
 MAX_WITNESSES = 200  # metadata stays readable; the full report is the asset value
 
@@ -17,13 +21,26 @@ MAX_WITNESSES = 200  # metadata stays readable; the full report is the asset val
     kinds={"postgres"},
     owners=OWNERS,
     deps=[schema_snapshot],
+    code_version=CODE_VERSION,
+    retry_policy=DB_RETRY,
     description="Tenant isolation proven by trying it: as the application role with tenant A's context, SELECT, "
                 "INSERT, UPDATE, DELETE and move-to-B probes against tenant B's rows on every tenant table, in "
                 "transactions that are rolled back. Leaks come with their witness.",
 )
 def isolation_report(context: dg.AssetExecutionContext, database: PostgresResource) -> dg.Output[ProbeReport]:
-    config = database.load_config()
-    report = probe(database.resolved_dsn(), config)
+    # Like the other assets: a failure carries its one-line reason (and the database) into the run's failure
+    # event, which is what the alert sensor sends; a database error the probe did not translate, too.
+    with user_errors("loading the configuration and database target"):
+        config = database.load_config()
+        dsn = database.resolved_dsn()
+        name = database.display_name()
+    with user_errors("isolation probe", name):
+        try:
+            report = services.probe(dsn, config)  # with the audit/probe disagreements
+        except psycopg.Error as exc:
+            reason = " ".join(str(getattr(exc.diag, "message_primary", None) or exc).split())
+            raise dg.Failure(description=f"isolation probe failed: {reason}",
+                             metadata={"database": dg.MetadataValue.text(name)}, allow_retries=False) from None
     s = report.summary()
     context.log.info(f"isolation probe of {database.display_name()}: {s['tables']} relations, {s['probes']} probes, "
                      f"{s['leaks']} leaks in {s['leaking_tables']} relations, {s['not_probed']} not probed "
@@ -39,17 +56,33 @@ def isolation_report(context: dg.AssetExecutionContext, database: PostgresResour
             "probes": dg.MetadataValue.int(s["probes"]),
             "not_probed": dg.MetadataValue.int(s["not_probed"]),
             "probe_seconds": dg.MetadataValue.float(round(report.seconds, 3)),
-            "results": dg.MetadataValue.md(report.markdown()),
+            "results": isolation_grid(report),
         },
     )
 
 
-def _witness_markdown(report: ProbeReport) -> str:
-    leaks = report.leaks
-    lines = [f"- **{r.qualified}** `{r.command}` ({r.probe}): {r.detail}" for r in leaks[:MAX_WITNESSES]]
-    if len(leaks) > MAX_WITNESSES:
-        lines.append(f"- ... and {len(leaks) - MAX_WITNESSES} more (see the isolation_report asset)")
-    return "\n".join(lines) or "No leak: every probe held."
+MARKS = {"leak": "LEAK", "isolated": "ok", "not probed": "not probed"}
+
+
+def isolation_grid(report: ProbeReport) -> dg.TableMetadataValue:
+    """One row per relation, one column per command: LEAK, ok, not probed, or "-" (not probed on a view)."""
+    rows = []
+    for q in report.tables:
+        row: dict[str, str | int | float | bool | None] = {"relation": q, "kind": report.kinds.get(q, "table")}
+        for cmd in COMMANDS:
+            row[cmd] = MARKS[report.outcome(q, cmd)[0]] if cmd in report.commands_of(q) else "-"
+        rows.append(row)
+    rows.sort(key=lambda r: (not any(r[c] == "LEAK" for c in COMMANDS), str(r["relation"])))  # leaks first
+    return table_value(rows, [("relation", "string", "schema.name"), ("kind", "string", "table or view"),
+                              *((c, "string", f"{c.upper()} as tenant A against tenant B's rows") for c in COMMANDS)])
+
+
+def _witness_table(report: ProbeReport) -> dg.TableMetadataValue:
+    return table_value(
+        [{"relation": r.qualified, "command": r.command, "probe": r.probe, "rows": r.rows, "witness": r.detail}
+         for r in report.leaks[:MAX_WITNESSES]],
+        [("relation", "string", "schema.name"), ("command", "string", ""), ("probe", "string", ""),
+         ("rows", "int", "rows of tenant B reached"), ("witness", "string", "what was tried and what came back")])
 
 
 @dg.asset_check(
@@ -66,10 +99,12 @@ def no_cross_tenant_leaks(isolation_report: ProbeReport) -> dg.AssetCheckResult:
         metadata={
             "leaks": dg.MetadataValue.int(s["leaks"]),
             "leaking_tables": dg.MetadataValue.json(report.leaking_tables()),
-            "witnesses": dg.MetadataValue.md(_witness_markdown(report)),
-            "not_probed": dg.MetadataValue.md(
-                "\n".join(f"- {n.qualified} `{n.command}` ({n.probe}): {n.reason}" for n in report.not_probed)
-                or "Every probe ran."),
+            "witnesses": _witness_table(report),
+            "not_probed": table_value(
+                [{"relation": n.qualified, "command": n.command, "probe": n.probe, "reason": n.reason}
+                 for n in report.not_probed],
+                [("relation", "string", ""), ("command", "string", ""), ("probe", "string", ""),
+                 ("reason", "string", "why it could not run (never counted as isolated)")]),
         },
     )
 

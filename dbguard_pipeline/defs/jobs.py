@@ -14,7 +14,7 @@ import dagster as dg
 
 from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.defs import audit_steps as steps
-from dbguard_pipeline.defs.assets import AUDIT_KEYS, FLEET_PARTITIONS, user_errors
+from dbguard_pipeline.defs.assets import AUDIT_KEYS, DB_RETRY, FLEET_PARTITIONS, transient, user_errors
 from dbguard_pipeline.defs.audit_steps import COVERAGE_CHECKS, INTEGRITY_CHECKS, RLS_AUDIT_CHECKS, Previous
 
 NIGHTLY_JOB = "nightly_audit_job"
@@ -66,7 +66,7 @@ def _emit(asset: str, out: steps.StepOutput, partition: str, blocking: dict):
         yield o.evaluation(key, partition, blocking.get(o.name, False))
 
 
-@dg.op(required_resource_keys={"fleet"}, tags={"kind": "postgres"},
+@dg.op(required_resource_keys={"fleet"}, tags={"kind": "postgres"}, retry_policy=DB_RETRY,
        description="Audit one database of the fleet: snapshot, static audit, data metrics and checks.")
 def audit_database(context: dg.OpExecutionContext, name: str):
     with user_errors("audit", name, name):
@@ -86,7 +86,7 @@ def audit_database(context: dg.OpExecutionContext, name: str):
     try:
         result = steps.data_audit(target, snap.value)
     except DbguardError as exc:
-        raise dg.Failure(description=f"data metrics failed: {name}: {exc}", allow_retries=False,
+        raise dg.Failure(description=f"data metrics failed: {name}: {exc}", allow_retries=transient(exc),
                          metadata={"database": dg.MetadataValue.text(name),
                                    "partition": dg.MetadataValue.text(name)}) from None
     cov = steps.coverage_step(target, result, prev["tenant_coverage"])

@@ -46,9 +46,10 @@ def build_schedules(nightly_job, fleet_job, config_path: Optional[str] = None) -
         return dg.RunRequest(run_key=_run_key("nightly", context), tags={"dbguard/trigger": "schedule"})
 
     @dg.schedule(name="fleet_audit_schedule", job=fleet_job, cron_schedule=sched.cron,
-                 execution_timezone=sched.timezone, default_status=dg.DefaultScheduleStatus.RUNNING,
+                 execution_timezone=sched.timezone, default_status=dg.DefaultScheduleStatus.STOPPED,
                  description=f"Nightly audit of every database under databases: in dbguard.yaml ({sched.cron}, "
-                             f"{sched.timezone}); skipped when none is listed.")
+                             f"{sched.timezone}); skipped when none is listed. Stopped until you start it (UI: Automation, "
+                             "or `dagster schedule start fleet_audit_schedule -w workspace.yaml`).")
     def fleet_audit_schedule(context: dg.ScheduleEvaluationContext):
         try:
             config: Optional[Config] = load_config(config_path)

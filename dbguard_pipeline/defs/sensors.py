@@ -46,6 +46,16 @@ def alerts_config(config_path: Optional[str] = None) -> AlertsConfig:
         return AlertsConfig()
 
 
+WEBSERVER_URL_ENV = "DBGUARD_WEBSERVER_URL"
+DEFAULT_WEBSERVER_URL = "http://127.0.0.1:3000"
+
+
+def webserver_url(cfg: AlertsConfig, environ=os.environ) -> str:
+    """Where the Dagster UI is: ``alerts.webserver_url`` (or its older name ``ui_base_url``) of dbguard.yaml,
+    else $DBGUARD_WEBSERVER_URL, else http://127.0.0.1:3000."""
+    return cfg.webserver_url or cfg.ui_base_url or environ.get(WEBSERVER_URL_ENV) or DEFAULT_WEBSERVER_URL
+
+
 def default_database_label() -> str:
     dsn = os.environ.get(ENV_DSN)
     return describe_dsn(dsn) if dsn else f"embedded demo database ({DEMO_DATABASE})"
@@ -142,7 +152,7 @@ def alert_for_failed_run(context: dg.RunFailureSensorContext, config_path: Optio
         context.log.info(f"run {run.run_id} was already alerted")
         return 0
     cfg = alerts_config(config_path)
-    alerts = collect_alerts(context.instance, run, ui_base_url=cfg.ui_base_url,
+    alerts = collect_alerts(context.instance, run, ui_base_url=webserver_url(cfg),
                             default_database="fleet" if run.job_name == FLEET_JOB else None,
                             run_failure_message=context.failure_event.message or "")
     channels = []

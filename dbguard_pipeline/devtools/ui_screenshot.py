@@ -2,6 +2,12 @@
 open the asset lineage page in headless Chromium and save a screenshot (``make ui-screenshot``).
 
     python -m dbguard_pipeline.devtools.ui_screenshot [--out docs/img/lineage.png] [--path /asset-groups/dbguard_audit]
+    python -m dbguard_pipeline.devtools.ui_screenshot --component billing \
+        --page /assets/rls_audit=docs/img/findings.png \
+        --page /locations/dbguard/asset-groups/dbguard_billing/lineage=docs/img/component.png
+
+``--component NAME`` adds the demo database a second time, as a ``DbguardDatabase`` component (a defs.yaml in a
+throwaway ``DBGUARD_DEFS_DIR``), and audits it too; each ``--page PATH=PNG`` saves one page.
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``; Playwright's own browser download does not work
 on these machines). Everything runs on 127.0.0.1 with a throwaway DAGSTER_HOME; the webserver is stopped
@@ -86,16 +92,31 @@ def serve_ui(env: dict, log: Path, timeout_s: float = 180) -> Iterator[int]:
             proc.wait(timeout=10)
 
 
-def audit_demo(home: Path, dsn: str) -> None:
-    """One nightly audit run in the throwaway instance, so the lineage shows materializations and checks."""
+COMPONENT_DSN_ENV = "DBGUARD_SCREENSHOT_COMPONENT_URL"
+
+
+def write_component(defs_dir: Path, name: str) -> None:
+    """A defs.yaml declaring the demo database as a component database called ``name``."""
+    (defs_dir / name).mkdir(parents=True, exist_ok=True)
+    (defs_dir / name / "defs.yaml").write_text(
+        "type: dbguard_pipeline.defs.component.DbguardDatabase\n"
+        f"attributes:\n  name: {name}\n  dsn_env: {COMPONENT_DSN_ENV}\n"
+        "  tenant:\n    column: tenant_id\n    tenants_table: public.tenants\n", encoding="utf-8")
+
+
+def audit_demo(home: Path, dsn: str, defs_dir: Optional[Path] = None, component: Optional[str] = None) -> None:
+    """One nightly audit run in the throwaway instance (and one of the component database), so the UI shows
+    materializations and checks."""
     import dagster as dg
 
     from dbguard_pipeline.defs.definitions import build_definitions
     from dbguard_pipeline.defs.resources import PostgresResource
 
-    job = build_definitions(database=PostgresResource(dsn=dsn)).resolve_job_def("nightly_audit_job")
+    defs = build_definitions(database=PostgresResource(dsn=dsn), databases_dir=defs_dir)
+    jobs = ["nightly_audit_job"] + ([f"{component}_audit_job"] if component else [])
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        job.execute_in_process(instance=instance, raise_on_error=False)
+        for name in jobs:
+            defs.resolve_job_def(name).execute_in_process(instance=instance, raise_on_error=False)
 
 
 def screenshot(url: str, out: Path, *, chromium: str, width: int = 1600, height: int = 1200,
@@ -114,7 +135,8 @@ def screenshot(url: str, out: Path, *, chromium: str, width: int = 1600, height:
         raise ScreenshotError(f"chromium wrote no usable screenshot to {out}")
 
 
-def run(out: Path, path: str, *, budget_ms: int) -> Path:
+def run(pages: list[tuple[str, Path]], *, budget_ms: int, component: Optional[str] = None,
+        size: tuple[int, int] = (1600, 1200)) -> list[Path]:
     from dbguard_pipeline.demo import ensure_demo_database
 
     chromium = find_chromium()
@@ -122,25 +144,43 @@ def run(out: Path, path: str, *, budget_ms: int) -> Path:
     with tempfile.TemporaryDirectory(prefix="dbguard-dagster-home-") as tmp:
         home = Path(tmp)
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n", encoding="utf-8")
-        audit_demo(home, dsn)
         env = {**os.environ, "DAGSTER_HOME": str(home), "DBGUARD_DATABASE_URL": dsn}
+        defs_dir = None
+        if component:
+            defs_dir = home / "databases"
+            write_component(defs_dir, component)
+            os.environ[COMPONENT_DSN_ENV] = dsn
+            env.update({"DBGUARD_DEFS_DIR": str(defs_dir), COMPONENT_DSN_ENV: dsn})
+        audit_demo(home, dsn, defs_dir, component)
         with serve_ui(env, home / "webserver.log") as port:
-            screenshot(f"http://127.0.0.1:{port}{path}", out, chromium=chromium, budget_ms=budget_ms)
-    return out
+            for path, out in pages:
+                screenshot(f"http://127.0.0.1:{port}{path}", out, chromium=chromium, budget_ms=budget_ms,
+                           width=size[0], height=size[1])
+    return [out for _, out in pages]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dbguard_pipeline.devtools.ui_screenshot", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "img" / "lineage.png"), help="PNG to write")
     parser.add_argument("--path", default=DEFAULT_PATH, help=f"UI page to open (default {DEFAULT_PATH})")
+    parser.add_argument("--page", action="append", default=[], metavar="PATH=PNG",
+                        help="a UI page and the PNG to save it to (repeatable; replaces --path/--out)")
+    parser.add_argument("--component", metavar="NAME", help="also declare the demo database as component NAME")
     parser.add_argument("--budget-ms", type=int, default=25_000, help="Chromium virtual time budget")
+    parser.add_argument("--size", default="1600x1200", help="window size WIDTHxHEIGHT (default 1600x1200)")
     args = parser.parse_args(argv)
+    pages = [(p.rsplit("=", 1)[0], Path(p.rsplit("=", 1)[1])) for p in args.page if "=" in p]
+    if len(pages) != len(args.page):
+        parser.error("--page takes PATH=PNG")
     try:
-        out = run(Path(args.out), args.path, budget_ms=args.budget_ms)
+        width, height = (int(v) for v in args.size.lower().split("x", 1))
+        written = run(pages or [(args.path, Path(args.out))], budget_ms=args.budget_ms, component=args.component,
+                      size=(width, height))
     except ScreenshotError as exc:
         print(f"ui-screenshot: error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {out}")
+    for out in written:
+        print(f"wrote {out}")
     return 0
 
 

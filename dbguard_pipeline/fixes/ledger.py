@@ -1,28 +1,32 @@
-"""The migration runner: a ledger table, ordered application, checksums, no-transaction steps, automatic
-rollback.
+"""The migration runner: a ledger with per-step progress, ordered application, checksums, no-transaction
+steps, automatic rollback, resumption after a crash.
 
-A migration file is split into statements with the PostgreSQL parser (pglast) and grouped into units:
-  * ``BEGIN; ... COMMIT;`` written in the file: one transaction;
-  * a statement right after the marker line ``-- dbguard:no-transaction``, or one PostgreSQL refuses to run in
-    a transaction block (CREATE/DROP INDEX CONCURRENTLY, REINDEX CONCURRENTLY, VACUUM, ...): on its own,
-    outside any transaction;
-  * every other run of consecutive statements: one transaction (so a hand-written file without BEGIN/COMMIT
-    is applied atomically, as a migration tool would).
-When a unit fails, its transaction is rolled back. If anything had already been committed before it (an
-earlier unit, or a non-transactional step that may have left work behind, such as an INVALID index), the
-file's ``*_rollback.sql`` is applied, so a migration is never left half-applied.
+A file is split into units (steps, see :mod:`dbguard_pipeline.fixes.units`). Each step that completes is
+recorded in the ledger (:mod:`dbguard_pipeline.fixes.progress`): a transactional step in its own transaction,
+a no-transaction step right after it, so after any crash the ledger says how far the file got ("half-applied
+at step 3 of 13") and ``up`` resumes with the next step (or ``rollback`` undoes the file).
 
-Ledger: ``dbguard.schema_migrations(name, checksum, applied_at, duration, applied_by)``. ``up`` refuses to run
-when an applied file's checksum changed or when a pending file sorts before an applied one; one runner at a
-time per database (advisory lock).
+When a step fails (an error, SIGINT/SIGTERM, a lost connection), its transaction is rolled back; the runner
+reconnects when it has to, drops any INVALID index the step left behind, and when anything had already been
+committed it applies the file's ``*_rollback.sql`` and deletes the row, so the database is as it was before.
+When it cannot (no rollback file, the server stays down, the rollback fails), the row stays ``partial``.
+
+After a ``CREATE INDEX CONCURRENTLY`` step the index must be valid (``pg_index.indisvalid``); an INVALID
+one is dropped (``DROP INDEX CONCURRENTLY``) and the step fails.
+
+Checksums are taken over the text with CRLF turned into LF and exactly one trailing newline; a ledger row
+written with the older byte-exact checksum still matches. ``up`` refuses to run when an applied file changed
+or when a pending file sorts before an applied one; one runner at a time per database (advisory lock).
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
+import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -31,147 +35,79 @@ from typing import Optional
 import psycopg
 
 from dbguard_pipeline.errors import DbguardError, MigrationError
-from dbguard_pipeline.fixes.sql import NO_TRANSACTION_MARKER
+from dbguard_pipeline.fixes import progress
+from dbguard_pipeline.fixes.progress import LedgerRow, read_ledger
+from dbguard_pipeline.fixes.units import Unit, parse_units
 
-LEDGER_SCHEMA = "dbguard"
-LEDGER_TABLE = "schema_migrations"
+__all__ = ["Runner", "ApplyResult", "MigrationFile", "Unit", "parse_units", "read_ledger", "applied_names",
+           "apply_sql", "discover", "checksum"]
+
 ADVISORY_KEY = 0x64626775  # "dbgu": one runner at a time per database
-_MARKER = re.compile(r"^[ \t]*" + re.escape(NO_TRANSACTION_MARKER) + r"[ \t]*$", re.M)
-
-LEDGER_DDL = (
-    "CREATE SCHEMA IF NOT EXISTS dbguard",
-    "CREATE TABLE IF NOT EXISTS dbguard.schema_migrations ("
-    " name text PRIMARY KEY,"
-    " checksum text NOT NULL,"
-    " applied_at timestamptz NOT NULL DEFAULT now(),"
-    " duration interval NOT NULL,"
-    " applied_by text NOT NULL DEFAULT current_user)",
-)
-
-
-# --------------------------------------------------------------------------- parsing
-@dataclass(frozen=True)
-class Unit:
-    transactional: bool
-    statements: tuple[str, ...]
-    line: int  # line of the first statement in the file
-
-    @property
-    def changes_schema(self) -> bool:
-        return any(not re.match(r"(?is)^\s*(set|reset)\b", s) for s in self.statements)
-
-
-def _kind(stmt: str) -> str:
-    """"begin", "commit", "rollback", "no-tx" (must run outside a transaction) or "plain"."""
-    import pglast
-    from pglast import ast
-    from pglast.enums import TransactionStmtKind
-
-    try:
-        node = pglast.parse_sql(stmt)[0].stmt
-    except pglast.parser.ParseError as exc:
-        raise MigrationError(f"cannot parse statement: {str(exc).splitlines()[0]}") from None
-    if isinstance(node, ast.TransactionStmt):
-        if node.kind in (TransactionStmtKind.TRANS_STMT_BEGIN, TransactionStmtKind.TRANS_STMT_START):
-            return "begin"
-        if node.kind == TransactionStmtKind.TRANS_STMT_COMMIT:
-            return "commit"
-        if node.kind == TransactionStmtKind.TRANS_STMT_ROLLBACK:
-            return "rollback"
-    if isinstance(node, ast.IndexStmt) and node.concurrent:
-        return "no-tx"
-    if isinstance(node, ast.DropStmt) and node.concurrent:
-        return "no-tx"
-    if isinstance(node, ast.ReindexStmt) and any(
-            getattr(p, "defname", None) == "concurrently" for p in (node.params or ())):
-        return "no-tx"
-    if isinstance(node, (ast.VacuumStmt, ast.AlterSystemStmt, ast.CreatedbStmt, ast.DropdbStmt)):
-        return "no-tx"
-    return "plain"
-
-
-def parse_units(text: str, source: str = "migration") -> list[Unit]:
-    import pglast
-
-    try:
-        slices = pglast.split(text, with_parser=True, only_slices=True)
-    except pglast.parser.ParseError as exc:
-        raise MigrationError(f"{source}: cannot parse: {str(exc).splitlines()[0]}") from None
-    units: list[Unit] = []
-    group: list[str] = []
-    group_line = 0
-    explicit = False
-    prev_end = 0
-
-    def flush() -> None:
-        nonlocal group
-        if group:
-            units.append(Unit(True, tuple(group), group_line))
-            group = []
-
-    for sl in slices:
-        gap = text[prev_end:sl.start]
-        stmt = text[sl.start:sl.stop].strip()
-        prev_end = sl.stop
-        line = text.count("\n", 0, sl.start) + 1
-        marked = bool(_MARKER.search(gap))
-        kind = _kind(stmt)
-        if kind == "rollback":
-            raise MigrationError(f"{source}:{line}: ROLLBACK in a migration file is not supported")
-        if kind == "begin":
-            if explicit:
-                raise MigrationError(f"{source}:{line}: BEGIN inside a transaction that is already open")
-            flush()
-            explicit, group_line = True, line
-            continue
-        if kind == "commit":
-            if not explicit:
-                raise MigrationError(f"{source}:{line}: COMMIT without BEGIN")
-            flush()
-            explicit = False
-            continue
-        if marked or kind == "no-tx":
-            if explicit:
-                raise MigrationError(f"{source}:{line}: a statement that cannot run in a transaction is inside "
-                                     "BEGIN ... COMMIT")
-            flush()
-            units.append(Unit(False, (stmt,), line))
-            continue
-        if not group:
-            group_line = line
-        group.append(stmt)
-    if explicit:
-        raise MigrationError(f"{source}: BEGIN without COMMIT at the end of the file")
-    flush()
-    return units
+RECONNECT_SECONDS = 30.0  # how long to wait for the server to come back before giving up the cleanup
 
 
 # --------------------------------------------------------------------------- files
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise MigrationError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def read_text(path: Path) -> str:
+    raw = _read_bytes(path)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MigrationError(f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+
+
+def normalised(raw: bytes) -> bytes:
+    """CRLF -> LF and exactly one trailing newline: a checkout's line endings do not change a checksum."""
+    return raw.replace(b"\r\n", b"\n").rstrip(b"\n") + b"\n"
+
+
+def checksum(path: Path) -> str:
+    return hashlib.sha256(normalised(_read_bytes(path))).hexdigest()
+
+
 @dataclass(frozen=True)
 class MigrationFile:
     name: str  # file name without .sql
     path: Path
-    checksum: str
+    checksum: str  # of the normalised text: what new ledger rows record
     rollback_path: Optional[Path]
+    exact: str = ""  # byte-exact checksum: what ledgers written before normalisation recorded
 
     def text(self) -> str:
-        return self.path.read_text(encoding="utf-8")
+        return read_text(self.path)
 
-
-def checksum(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    def matches(self, recorded: str) -> bool:
+        return recorded in (self.checksum, self.exact)
 
 
 def discover(directory: str | Path) -> list[MigrationFile]:
+    """The migration files of the folder, in order. An absent folder has none; an unreadable one is an error."""
     d = Path(directory)
+    if not d.exists():
+        return []
     if not d.is_dir():
-        raise DbguardError(f"migrations folder not found: {d}")
+        raise MigrationError(f"{d} is not a folder")
+    try:
+        names = sorted(os.listdir(d))
+    except OSError as exc:
+        raise MigrationError(f"cannot read the migrations folder {d}: {exc.strerror or exc}") from None
     out = []
-    for p in sorted(d.glob("*.sql")):
-        if p.name.endswith("_rollback.sql"):
+    for n in names:
+        p = d / n
+        if not n.endswith(".sql") or n.endswith("_rollback.sql") or p.is_dir():
             continue
-        rb = p.with_name(p.name[:-4] + "_rollback.sql")
-        out.append(MigrationFile(p.name[:-4], p, checksum(p), rb if rb.is_file() else None))
+        if p.exists() and not p.is_file():
+            raise MigrationError(f"{p} is not a regular file")
+        raw = _read_bytes(p)
+        rb = p.with_name(n[:-4] + "_rollback.sql")
+        out.append(MigrationFile(n[:-4], p, hashlib.sha256(normalised(raw)).hexdigest(), rb if rb.is_file() else None,
+                                 hashlib.sha256(raw).hexdigest()))
     return out
 
 
@@ -187,29 +123,55 @@ def _find(directory: str | Path, name: str) -> MigrationFile:
     raise DbguardError(f"no migration named {base} in {directory}")
 
 
-# --------------------------------------------------------------------------- the ledger
-def read_ledger(conn: psycopg.Connection) -> dict[str, tuple[str, object]]:
-    """{name: (checksum, applied_at)} of every applied migration (empty when there is no ledger yet)."""
-    row = conn.execute("select to_regclass('dbguard.schema_migrations') is not null").fetchone()
-    if row is None or not row[0]:
-        return {}
-    rows = conn.execute("select name, checksum, applied_at from dbguard.schema_migrations order by name").fetchall()
-    return {r[0]: (r[1], r[2]) for r in rows}
-
-
 def applied_names(dsn: str) -> set[str]:
-    """Names in the runner's ledger (empty when there is none yet)."""
+    """Names of the fully applied migrations in the runner's ledger (empty when there is none yet)."""
     from dbguard_pipeline.pg.session import connect
 
     with connect(dsn, autocommit=True) as conn:
-        return set(read_ledger(conn))
+        return {n for n, r in read_ledger(conn).items() if not r.partial}
+
+
+# --------------------------------------------------------------------------- signals
+class _Interrupts:
+    """SIGTERM handled like SIGINT (KeyboardInterrupt: psycopg cancels the running statement); held back
+    while the runner cleans up after a failure, so a second signal cannot interrupt the rollback."""
+
+    def __init__(self) -> None:
+        self.holding = False
+        self.pending = False
+
+    def _handler(self, signum, frame) -> None:  # noqa: ARG002
+        if self.holding:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        was, self.holding = self.holding, True
+        try:
+            yield
+        finally:
+            self.holding = was
 
 
 # --------------------------------------------------------------------------- execution
 def _pg_message(exc: BaseException) -> str:
-    diag = getattr(exc, "diag", None)
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
+        return "interrupted (SIGINT/SIGTERM)"
+    diag = getattr(exc, "diag", None)
     msg = getattr(diag, "message_primary", None) if diag is not None else None
     return " ".join((msg or str(exc) or exc.__class__.__name__).split())
 
@@ -221,42 +183,39 @@ class UnitFailed(Exception):
     error: BaseException
 
 
-def _run_units(conn: psycopg.Connection, units: list[Unit], *, lock_retries: int = 0,
-               final: Optional[Callable[[psycopg.Connection], None]] = None,
-               on_unit: Optional[Callable[[int, Unit], None]] = None) -> bool:
-    """Run units in order on an autocommit connection; ``final`` runs inside the last transaction (or in its
-    own one). Raises UnitFailed; returns nothing useful."""
-    last_tx = max((i for i, u in enumerate(units) if u.transactional), default=-1)
-    if final is not None and (last_tx == -1 or last_tx != len(units) - 1):
-        units = units + [Unit(True, (), 0)]
-        last_tx = len(units) - 1
-    for i, unit in enumerate(units):
-        if on_unit:
-            on_unit(i, unit)
-        attempt = 0
-        while True:
-            try:
-                if unit.transactional:
-                    with conn.transaction():
-                        for s in unit.statements:
-                            conn.execute(s)
-                        if final is not None and i == last_tx:
-                            final(conn)
-                else:
+def _execute(conn: psycopg.Connection, i: int, unit: Unit, lock_retries: int,
+             inside: Optional[Callable[[psycopg.Connection], None]] = None) -> None:
+    """One unit on an autocommit connection; ``inside`` runs in a transactional unit's transaction."""
+    attempt = 0
+    while True:
+        try:
+            if unit.transactional:
+                with conn.transaction():
                     for s in unit.statements:
                         conn.execute(s)
-                break
-            except psycopg.errors.LockNotAvailable as exc:
-                if unit.transactional and attempt < lock_retries:
-                    attempt += 1
-                    time.sleep(min(0.5 * attempt, 5.0))
-                    continue
-                raise UnitFailed(i, unit, exc) from None
-            except psycopg.Error as exc:
-                raise UnitFailed(i, unit, exc) from None
-            except KeyboardInterrupt as exc:  # psycopg cancelled the statement: roll back like any failure
-                raise UnitFailed(i, unit, exc) from None
-    return True
+                    if inside is not None:
+                        inside(conn)
+            else:
+                for s in unit.statements:
+                    conn.execute(s)
+            return
+        except psycopg.errors.LockNotAvailable as exc:
+            if unit.transactional and attempt < lock_retries:
+                attempt += 1
+                time.sleep(min(0.5 * attempt, 5.0))
+                continue
+            raise UnitFailed(i, unit, exc) from None
+        except (psycopg.Error, KeyboardInterrupt) as exc:  # psycopg cancelled the statement on an interrupt
+            raise UnitFailed(i, unit, exc) from None
+
+
+def _run_units(conn: psycopg.Connection, units: list[Unit], *, lock_retries: int = 0,
+               final: Optional[Callable[[psycopg.Connection], None]] = None) -> None:
+    """Run units in order; ``final`` runs inside the last transaction (or in one of its own). Raises UnitFailed."""
+    if final is not None and (not units or not units[-1].transactional):
+        units = units + [Unit(True, (), 0)]
+    for i, unit in enumerate(units):
+        _execute(conn, i, unit, lock_retries, final if (final is not None and i == len(units) - 1) else None)
 
 
 @dataclass
@@ -265,6 +224,7 @@ class ApplyResult:
     status: str  # "applied" | "rolled back" | "would apply" | ...
     duration_s: float = 0.0
     units: int = 0
+    resumed_at: int = 0  # the step it resumed at (1-based), 0 when it started from the beginning
 
 
 @dataclass
@@ -273,64 +233,136 @@ class Runner:
     directory: str | Path
     lock_retries: int = 0
     log: Callable[[str], None] = field(default=lambda line: None)
+    reconnect_s: float = RECONNECT_SECONDS
+    _conn: Optional[psycopg.Connection] = field(default=None, repr=False)
+    _signals: _Interrupts = field(default_factory=_Interrupts, repr=False)
 
-    # ---------------------------------------------------------------- connection and ledger
+    # ---------------------------------------------------------------- connection
+    @property
+    def where(self) -> str:
+        from dbguard_pipeline.pg.dsn import describe_dsn
+
+        return describe_dsn(self.dsn)
+
     def _connect(self) -> psycopg.Connection:
         from dbguard_pipeline.pg.session import connect
 
         conn = connect(self.dsn, autocommit=True, application_name="dbguard migrate")
-        row = conn.execute("select pg_try_advisory_lock(%s)", (ADVISORY_KEY,)).fetchone()
-        if row is None or not row[0]:
+        try:
+            standby, read_only = conn.execute(
+                "select pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'").fetchone()
+            if standby:
+                raise MigrationError(f"{self.where} is a hot standby (read-only, in recovery): run migrations "
+                                     "against the primary")
+            if read_only:
+                raise MigrationError(f"{self.where} is read-only (default_transaction_read_only is on): nothing "
+                                     "can be applied")
+            row = conn.execute("select pg_try_advisory_lock(%s)", (ADVISORY_KEY,)).fetchone()
+            if row is None or not row[0]:
+                raise MigrationError("another dbguard migrate is running on this database (advisory lock held)")
+        except BaseException:
             conn.close()
-            raise MigrationError("another dbguard migrate is running on this database (advisory lock held)")
+            raise
         return conn
 
-    @staticmethod
-    def _ledger(conn: psycopg.Connection) -> dict[str, tuple[str, object]]:
-        return read_ledger(conn)
+    def _reconnect(self) -> Optional[psycopg.Connection]:
+        """A fresh connection after the old one broke (server restart, terminated backend); None when the
+        server stays unreachable."""
+        if self._conn is not None and not self._conn.broken and not self._conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.execute("RESET ALL")
+                return self._conn
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+        deadline = time.monotonic() + self.reconnect_s
+        while True:
+            try:
+                self._conn = self._connect()
+                return self._conn
+            except MigrationError:
+                raise
+            except DbguardError:
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(0.5)
 
-    @staticmethod
-    def _ensure_ledger(conn: psycopg.Connection) -> None:
-        with conn.transaction():
-            for ddl in LEDGER_DDL:
-                conn.execute(ddl)
+    def _ledger_row(self, name: str) -> Optional[LedgerRow]:
+        assert self._conn is not None
+        return read_ledger(self._conn).get(name)
+
+    def files(self) -> list[MigrationFile]:
+        return discover(self.directory)
 
     # ---------------------------------------------------------------- status
     def status(self) -> list[tuple[str, str, str]]:
-        """(state, name, detail) for every file and every ledger row without a file."""
+        """(state, name, detail) for every file and every ledger row without a file. States: applied,
+        CHANGED, HALF-APPLIED, pending, missing."""
         files = discover(self.directory)
         from dbguard_pipeline.pg.session import connect
 
         with connect(self.dsn, autocommit=True) as conn:
-            ledger = self._ledger(conn)
+            ledger = read_ledger(conn)
         rows = []
-        names = set()
         for f in files:
-            names.add(f.name)
-            if f.name in ledger:
-                ck, at = ledger[f.name]
-                state = "applied" if ck == f.checksum else "CHANGED"
-                detail = f"applied {at:%Y-%m-%d %H:%M:%S %Z}".strip()
-                if state == "CHANGED":
-                    detail += "; the file changed after it was applied (checksum mismatch)"
-                rows.append((state, f.name, detail))
-            else:
+            r = ledger.get(f.name)
+            if r is None:
                 rows.append(("pending", f.name, "" if f.rollback_path else "no rollback file"))
+                continue
+            changed = not f.matches(r.checksum)
+            if r.partial:
+                detail = (f"half-applied at step {r.steps_done} of {r.steps_total} (last step recorded "
+                          f"{r.applied_at:%Y-%m-%d %H:%M:%S %Z}){self._next_index(f, r)}: run `dbguard migrate up` "
+                          f"to resume, or `dbguard migrate rollback {f.name}`")
+                if changed:
+                    detail += "; the file changed since (checksum mismatch): restore it first"
+                rows.append(("HALF-APPLIED", f.name, detail))
+                continue
+            detail = f"applied {r.applied_at:%Y-%m-%d %H:%M:%S %Z}".strip()
+            if changed:
+                detail += "; the file changed after it was applied (checksum mismatch)"
+            rows.append(("CHANGED" if changed else "applied", f.name, detail))
+        names = {f.name for f in files}
         for name in sorted(set(ledger) - names):
-            rows.append(("missing", name, "in the ledger, but its file is not in the folder"))
+            r = ledger[name]
+            extra = f" (half-applied at step {r.steps_done} of {r.steps_total})" if r.partial else ""
+            rows.append(("missing", name, f"in the ledger{extra}, but its file is not in the folder"))
         return rows
 
+    def _next_index(self, f: MigrationFile, r: LedgerRow) -> str:
+        """What became of the next step when it is a CREATE INDEX CONCURRENTLY the crash interrupted."""
+        from dbguard_pipeline.pg.session import connect
+
+        try:
+            units = parse_units(f.text(), f.path.name)
+        except MigrationError:
+            return ""
+        nxt = units[r.steps_done].index if r.steps_done is not None and r.steps_done < len(units) else None
+        if nxt is None or not nxt.name:
+            return ""
+        with connect(self.dsn, autocommit=True) as conn:
+            if progress.valid_index_exists(conn, nxt):
+                return (f"; step {r.steps_done + 1}, the index {nxt.name}, was built after the runner stopped "
+                        "(up records it without building it again)")
+            if progress.invalid_indexes(conn, nxt):
+                return (f"; step {r.steps_done + 1} left the index {nxt.name} INVALID (up drops and rebuilds it, "
+                        "rollback drops it)")
+        return ""
+
     # ---------------------------------------------------------------- up
-    def _check(self, files: list[MigrationFile], ledger: dict[str, tuple[str, object]]) -> list[MigrationFile]:
+    def _check(self, files: list[MigrationFile], ledger: dict[str, LedgerRow]) -> list[MigrationFile]:
         for f in files:
-            if f.name in ledger and ledger[f.name][0] != f.checksum:
-                raise MigrationError(f"{f.name} was applied with checksum {ledger[f.name][0][:12]} but the file now has "
+            r = ledger.get(f.name)
+            if r is not None and not f.matches(r.checksum):
+                what = (f"was half-applied (step {r.steps_done} of {r.steps_total})" if r.partial else "was applied")
+                raise MigrationError(f"{f.name} {what} with checksum {r.checksum[:12]} but the file now has "
                                      f"{f.checksum[:12]}: applied migrations must not be edited (restore the file, "
                                      "or write a new migration)")
-        pending = [f for f in files if f.name not in ledger]
-        if pending and ledger:
-            last_applied = max(ledger)
-            early = [f.name for f in pending if f.name < last_applied]
+        pending = [f for f in files if f.name not in ledger or ledger[f.name].partial]
+        done = [n for n, r in ledger.items() if not r.partial]
+        if pending and done:
+            last_applied = max(done)
+            early = [f.name for f in pending if f.name < last_applied and f.name not in ledger]
             if early:
                 raise MigrationError(f"{early[0]} sorts before the already applied {last_applied}: out-of-order "
                                      "migration (rename it with a later timestamp)")
@@ -342,7 +374,7 @@ class Runner:
         from dbguard_pipeline.pg.session import connect
 
         with connect(self.dsn, autocommit=True) as conn:
-            ledger = self._ledger(conn)
+            ledger = read_ledger(conn)
         pending = self._check(files, ledger)
         if target:
             pending = [f for f in pending if f.name <= target]
@@ -350,99 +382,66 @@ class Runner:
 
     def up(self, target: Optional[str] = None) -> list[ApplyResult]:
         files = discover(self.directory)
-        # Parse everything first: a file that cannot be parsed stops the run before anything is applied.
+        # Parse everything first: a file that cannot be read or parsed stops the run before anything is applied.
         parsed = {f.name: parse_units(f.text(), f.path.name) for f in files}
-        conn = self._connect()
         results: list[ApplyResult] = []
-        try:
-            ledger = self._ledger(conn)
-            pending = self._check(files, ledger)
-            if target:
-                tgt = _find(self.directory, target).name
-                pending = [f for f in pending if f.name <= tgt]
-            if not pending:
-                return results
-            self._ensure_ledger(conn)
-            for f in pending:
-                results.append(self._apply(conn, f, parsed[f.name]))
-        finally:
-            conn.close()
+        with self._signals.installed():
+            self._conn = self._connect()
+            try:
+                ledger = read_ledger(self._conn)
+                pending = self._check(files, ledger)
+                if target:
+                    tgt = _find(self.directory, target).name
+                    pending = [f for f in pending if f.name <= tgt]
+                if not pending:
+                    return results
+                progress.ensure_ledger(self._conn, self.where)
+                for f in pending:
+                    row = ledger.get(f.name)
+                    results.append(self._apply(f, parsed[f.name], row.steps_done or 0 if row else 0))
+            finally:
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
         return results
 
-    def _apply(self, conn: psycopg.Connection, f: MigrationFile, units: list[Unit]) -> ApplyResult:
-        started = time.monotonic()
-        self.log(f"applying {f.name} ({len(units)} steps)")
+    def _apply(self, f: MigrationFile, units: list[Unit], start: int) -> ApplyResult:
+        from dbguard_pipeline.fixes.steps import apply_file
 
-        def record(c: psycopg.Connection) -> None:
-            c.execute("insert into dbguard.schema_migrations (name, checksum, duration) values (%s, %s, %s)",
-                      (f.name, f.checksum, _interval(time.monotonic() - started)))
-
-        changed = {"any": False}
-
-        def on_unit(i: int, unit: Unit) -> None:
-            if i > 0 and units[i - 1].changes_schema:
-                changed["any"] = True
-
-        try:
-            _run_units(conn, units, lock_retries=self.lock_retries, final=record, on_unit=on_unit)
-        except UnitFailed as failed:
-            step = f"step {failed.index + 1} of {len(units)} (line {failed.unit.line})" if failed.unit.line else "the ledger update"
-            reason = _pg_message(failed.error)
-            needs_undo = changed["any"] or (not failed.unit.transactional and failed.unit.changes_schema)
-            if not needs_undo:
-                outcome = "nothing was changed (its transaction was rolled back)"
-            elif f.rollback_path is None:
-                outcome = "the steps before it stay applied and there is no rollback file: fix by hand"
-            else:
-                try:
-                    self._reset_session(conn)
-                    _run_units(conn, parse_units(f.rollback_path.read_text(encoding="utf-8"), f.rollback_path.name),
-                               lock_retries=max(self.lock_retries, 3))
-                    outcome = f"{f.rollback_path.name} was applied: the database is as it was before"
-                except UnitFailed as rb:
-                    outcome = (f"its rollback {f.rollback_path.name} failed too at line {rb.unit.line} "
-                               f"({_pg_message(rb.error)}): fix by hand")
-            raise MigrationError(f"{f.name}: {step} failed: {reason}; {outcome}") from None
-        took = time.monotonic() - started
-        self.log(f"applied {f.name} in {took:.2f}s")
-        return ApplyResult(f.name, "applied", took, len(units))
-
-    @staticmethod
-    def _reset_session(conn: psycopg.Connection) -> None:
-        with contextlib.suppress(psycopg.Error):
-            conn.execute("RESET ALL")
+        return apply_file(self, f, units, start)
 
     # ---------------------------------------------------------------- rollback
     def rollback(self, name: str, dry_run: bool = False) -> ApplyResult:
         f = _find(self.directory, name)
         if f.rollback_path is None:
             raise MigrationError(f"{f.name} has no rollback file ({f.path.name[:-4]}_rollback.sql)")
-        units = parse_units(f.rollback_path.read_text(encoding="utf-8"), f.rollback_path.name)
+        units = parse_units(read_text(f.rollback_path), f.rollback_path.name)
         if dry_run:
             from dbguard_pipeline.pg.session import connect
 
             with connect(self.dsn, autocommit=True) as c:
-                if f.name not in self._ledger(c):
+                if f.name not in read_ledger(c):
                     raise MigrationError(f"{f.name} is not applied (not in dbguard.schema_migrations)")
             return ApplyResult(f.name, "would roll back", 0.0, len(units))
-        conn = self._connect()
-        try:
-            if f.name not in self._ledger(conn):
-                raise MigrationError(f"{f.name} is not applied (not in dbguard.schema_migrations)")
-            started = time.monotonic()
-
-            def forget(c: psycopg.Connection) -> None:
-                c.execute("delete from dbguard.schema_migrations where name = %s", (f.name,))
-
+        with self._signals.installed():
+            self._conn = self._connect()
             try:
-                _run_units(conn, units, lock_retries=self.lock_retries, final=forget)
-            except UnitFailed as failed:
-                raise MigrationError(f"rollback of {f.name} failed at line {failed.unit.line}: "
-                                     f"{_pg_message(failed.error)}; the ledger still lists it as applied "
-                                     "(the rollback steps are guarded: fix the cause and run it again)") from None
-            return ApplyResult(f.name, "rolled back", time.monotonic() - started, len(units))
-        finally:
-            conn.close()
+                if f.name not in read_ledger(self._conn):
+                    raise MigrationError(f"{f.name} is not applied (not in dbguard.schema_migrations)")
+                progress.ensure_ledger(self._conn, self.where)
+                started = time.monotonic()
+                try:
+                    _run_units(self._conn, units, lock_retries=self.lock_retries,
+                               final=lambda c: progress.forget(c, f.name))
+                except UnitFailed as failed:
+                    raise MigrationError(f"rollback of {f.name} failed at line {failed.unit.line}: "
+                                         f"{_pg_message(failed.error)}; the ledger still lists it (the rollback "
+                                         "steps are guarded: fix the cause and run it again)") from None
+                return ApplyResult(f.name, "rolled back", time.monotonic() - started, len(units))
+            finally:
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
 
 
 def _interval(seconds: float) -> timedelta:

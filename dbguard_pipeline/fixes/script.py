@@ -30,9 +30,51 @@ def rendered(migrations: Iterable[Migration], ts: str) -> dict[str, str]:
         fwd, rb = m.file_names(ts)
         if fwd in out:
             raise DbguardError(f"two migrations would be written to {fwd}")
-        out[fwd] = m.render_forward()
-        out[rb] = m.render_rollback()
+        out[fwd] = one_line_identifiers(m.render_forward())
+        out[rb] = one_line_identifiers(m.render_rollback())
     return out
+
+
+def unicode_identifier(name: str) -> str:
+    """``U&"bad\\000aname"``: a quoted identifier with its non-printable characters as Unicode escapes."""
+    parts = []
+    for ch in name:
+        if ch == '"':
+            parts.append('""')
+        elif ch == "\\":
+            parts.append("\\\\")
+        elif ch.isprintable():
+            parts.append(ch)
+        else:
+            parts.append(f"\\{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\+{ord(ch):06x}")
+    return 'U&"' + "".join(parts) + '"'
+
+
+def one_line_identifiers(text: str) -> str:
+    """Every quoted identifier that holds a control (or other non-printable) character rewritten as a
+    Unicode-escaped one, found with PostgreSQL's own scanner (never inside a string or a comment). A table
+    named ``bad<newline>name`` then no longer splits its statements across lines, so each
+    ``-- squawk-ignore`` comment still applies to the statement after it (with the raw newline, squawk
+    refused the file and ``--all`` wrote nothing)."""
+    import pglast
+    from pglast.parser import scan
+
+    try:
+        tokens = scan(text)
+    except pglast.parser.ParseError:
+        return text  # the lint reports it
+    out, pos = [], 0
+    for tok in tokens:
+        if tok.name != "IDENT" or text[tok.start] != '"':
+            continue
+        raw = text[tok.start:tok.end + 1]
+        if raw.isprintable():
+            continue
+        out.append(text[pos:tok.start])
+        out.append(unicode_identifier(raw[1:-1].replace('""', '"')))
+        pos = tok.end + 1
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def write_files(out_dir: str | os.PathLike[str], texts: dict[str, str]) -> list[Path]:

@@ -143,11 +143,22 @@ class Function:
 
 
 @dataclass(frozen=True)
+class Membership:
+    """A role this role is a member of (``GRANT role TO member``); ``inherit``: the member has the role's
+    privileges without ``SET ROLE`` (PostgreSQL 16's INHERIT option of the grant, before 16 the member's
+    ``rolinherit``). Ownership is such a privilege: a member that inherits the owner counts as the owner."""
+
+    role: str
+    inherit: bool = True
+
+
+@dataclass(frozen=True)
 class Role:
     name: str
     superuser: bool
     bypassrls: bool
     can_login: bool
+    memberships: tuple[Membership, ...] = ()  # direct ones; older snapshot files have none
 
 
 @dataclass(frozen=True)

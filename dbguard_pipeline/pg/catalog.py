@@ -20,6 +20,7 @@ from dbguard_pipeline.model.schema import (
     Function,
     Grant,
     Index,
+    Membership,
     Policy,
     Role,
     Snapshot,
@@ -153,9 +154,18 @@ where p.prokind in ('f', 'p') and {SCHEMA_FILTER}
 order by n.nspname, p.proname, 3
 """
 
+# memberships: the direct grants of roles to each role (pg_auth_members) in the same statement; whether the
+# member inherits: the grant's inherit_option on PostgreSQL 16+, the member's rolinherit before (read through
+# to_jsonb so that one text serves every version).
 Q_ROLES = """
-select rolname::text as name, rolsuper as superuser, rolbypassrls as bypassrls, rolcanlogin as can_login
-from pg_roles where rolname !~ '^pg_' order by rolname
+select r.rolname::text as name, r.rolsuper as superuser, r.rolbypassrls as bypassrls, r.rolcanlogin as can_login,
+       coalesce((select jsonb_agg(jsonb_build_object(
+                   'role', g.rolname::text,
+                   'inherit', coalesce((to_jsonb(m) ->> 'inherit_option')::boolean, r.rolinherit))
+                 order by g.rolname)
+                 from pg_auth_members m join pg_roles g on g.oid = m.roleid
+                 where m.member = r.oid and g.rolname !~ '^pg_'), '[]'::jsonb) as memberships
+from pg_roles r where r.rolname !~ '^pg_' order by r.rolname
 """
 
 QUERIES = (Q_META, Q_TABLES, Q_COLUMNS, Q_CONSTRAINTS, Q_INDEXES, Q_POLICIES, Q_GRANTS, Q_VIEWS, Q_FUNCTIONS, Q_ROLES)
@@ -327,7 +337,10 @@ def _assemble(rows: dict[str, list[dict]]) -> Snapshot:
                  config=tuple(f["config"] or ()), owner=f["owner"], body=f["body"])
         for f in rows[Q_FUNCTIONS]
     )
-    roles = tuple(Role(**r) for r in rows[Q_ROLES])
+    roles = tuple(
+        Role(name=r["name"], superuser=r["superuser"], bypassrls=r["bypassrls"], can_login=r["can_login"],
+             memberships=tuple(Membership(role=m["role"], inherit=bool(m["inherit"])) for m in r["memberships"]))
+        for r in rows[Q_ROLES])
     return Snapshot(
         database=meta["database"], server_version=meta["server_version"],
         server_version_num=meta["server_version_num"], current_user=meta["current_user"],

@@ -4,6 +4,8 @@ Row level security policies arrive as text printed by ``pg_get_expr`` (USING and
 :class:`Analyzer` parses that text (parse.py) and answers the questions the audit rules ask:
 
 * is it always true? -- constant folding of trivial predicates in any spelling (fold.py);
+* equivalent spellings are rewritten to one form first (normal.py: ``(select auth.role())``, ``x = true``,
+  ``NOT NOT x``, ``x IN (v)``, ...), so that they get the same answer;
 * does it pin the tenant? -- in every branch that can be true, the tenant column is compared with the tenant
   context however the context is spelled (context.py), directly, by membership subquery or through a helper
   function (inline.py); the result is a :class:`~dbguard_pipeline.policy.restriction.Level`
@@ -25,6 +27,7 @@ from dbguard_pipeline.policy import detectors
 from dbguard_pipeline.policy.context import TenantContext
 from dbguard_pipeline.policy.fold import NULL, Value
 from dbguard_pipeline.policy.inline import Functions
+from dbguard_pipeline.policy.normal import normalize
 from dbguard_pipeline.policy.parse import Node, PolicyParseError, parse_expression, walk
 from dbguard_pipeline.policy.restriction import Level, Restrictor, level_of
 from dbguard_pipeline.policy.scope import Frame, Pass, Tables, top_scope
@@ -119,11 +122,11 @@ class Analyzer:
 
     def fold(self, node: Node) -> Value:
         """The constant value of an expression (see fold.py)."""
-        return self.walker().fold(node)
+        return self.walker().fold(normalize(node))
 
     def level(self, node: Node, table: Optional[Table], tenant_column: Optional[str]) -> Level:
         """How an expression node restricts the rows of ``table``."""
-        return level_of(self.walker().restriction(node, Frame((top_scope(table),))), tenant_column)
+        return level_of(self.walker().restriction(normalize(node), Frame((top_scope(table),))), tenant_column)
 
     def walker(self, state: Optional[Pass] = None) -> Restrictor:
         """What analyses one expression (folding, context, restriction), with this audit's snapshot."""
@@ -170,8 +173,10 @@ class Analyzer:
         state = Pass(top_names=frozenset({table.name}) if table is not None else frozenset())
         walker = self.walker(state)
         try:
-            value = walker.fold(node)
-            level = level_of(walker.restriction(node, Frame((top_scope(table),))), tenant_column)
+            # equivalent spellings are judged alike (normal.py); the detectors read the policy as written
+            canonical = normalize(node)
+            value = walker.fold(canonical)
+            level = level_of(walker.restriction(canonical, Frame((top_scope(table),))), tenant_column)
             nodes = list(walk(node))
             called = self.functions.called(node, nodes)
             never = value is False or value is NULL

@@ -227,9 +227,10 @@ class ContextReader:
             right = node.rexpr if isinstance(node.rexpr, ast.Node) else None
             if operator(node.name) in ("->", "->>"):
                 key = const_string(right)
-                if key is None:
+                if key is None:  # a constant expression, or an array index (-> 0); a boolean is no key
                     v = self.fold(right)
-                    key = str(v) if isinstance(v, int) else "?"
+                    key = v if isinstance(v, str) else (
+                        str(v) if isinstance(v, int) and not isinstance(v, bool) else "?")
                 return jwt, path + [key]
             return jwt, path + path_keys(right)
         return self.is_jwt(node, frame), []

@@ -279,7 +279,19 @@ def volatile(node: Any) -> bool:
     return any(isinstance(n, ast.FuncCall) and func_name(n)[1] in _VOLATILE for n in walk(node))
 
 
-_POSITIONS = frozenset({"location", "list_start", "list_end"})
+_COMPARED: dict[type, tuple[str, ...]] = {}
+
+
+def _compared_members(cls: type) -> tuple[str, ...]:
+    """A node class's members without its positions in the text (every ``ParseLoc`` member: ``location``,
+    ``rexpr_list_start`` of ``IN (...)``, ...)."""
+    found = _COMPARED.get(cls)
+    if found is None:
+        slots: Any = getattr(cls, "__slots__", ())
+        found = _COMPARED[cls] = tuple(
+            m for m in slots if not (isinstance(slots, dict) and getattr(slots[m], "c_type", None) == "ParseLoc")
+            and m != "location")
+    return found
 
 
 def canon(node: Any, top_names: frozenset[str] = frozenset()) -> Any:
@@ -291,8 +303,8 @@ def canon(node: Any, top_names: frozenset[str] = frozenset()) -> Any:
             fields = fields[-1:]
         return ("col", tuple(fields))
     if isinstance(node, ast.Node):
-        return (type(node).__name__, tuple((m, canon(getattr(node, m), top_names)) for m in node
-                                           if m not in _POSITIONS))
+        return (type(node).__name__, tuple((m, canon(getattr(node, m), top_names))
+                                           for m in _compared_members(type(node))))
     if type(node) is tuple:
         return tuple(canon(v, top_names) for v in node)
     return node

@@ -18,6 +18,7 @@ from pglast.enums import SubLinkType
 from pglast.parser import ParseError, parse_plpgsql_json
 
 from dbguard_pipeline.model.schema import Function, Snapshot
+from dbguard_pipeline.policy.normal import normalize
 from dbguard_pipeline.policy.parse import (
     Node,
     PolicyParseError,
@@ -68,7 +69,8 @@ class Functions:
         through ``bind`` first, so that its column references keep pointing at the caller's scopes)."""
         key = (fn.schema, fn.name, fn.arguments)
         if key not in self._bodies:
-            self._bodies[key] = _body_returns(fn.language, fn.body or "", fn.arguments or "", fn.returns or "")
+            self._bodies[key] = _normal_body(_body_returns(fn.language, fn.body or "", fn.arguments or "",
+                                                           fn.returns or ""))
         body = self._bodies[key]
         if not body:
             return []
@@ -103,6 +105,14 @@ class Functions:
                 if body is not None:
                     todo.append(body)
         return out
+
+
+def _normal_body(body: Optional[Body]) -> Optional[Body]:
+    """A body's expressions with equivalent spellings rewritten (normal.py), as the policy's own are."""
+    if body is None:
+        return None
+    exprs, variables = body
+    return (tuple(normalize(e) or e for e in exprs), {k: normalize(v) or v for k, v in variables.items()})
 
 
 def body_tree(fn: Function) -> Optional[tuple[Any, ...]]:
@@ -159,12 +169,13 @@ def _substitute(node: Node, args: list[Node], params: list[Optional[str]], fname
         elif len(fields) == 2 and fields[0] == fname:
             name = fields[1]
         if name is not None:
+            # a variable (or a parameter) the body assigns before it returns holds the assigned value
+            if name in variables and len(fields) == 1:
+                return _substitute(variables[name], args, params, fname, {})
             if name in params:
                 i = params.index(name)
                 if i < len(args):
                     return args[i]
-            if name in variables and len(fields) == 1:
-                return _substitute(variables[name], args, params, fname, {})
         return node
     return rebuild(node, lambda c: _substitute(c, args, params, fname, variables))
 
@@ -266,8 +277,13 @@ def _plpgsql_returns(body: str, arguments: str, returns: str) -> Optional[Body]:
     exprs: list[Node] = []
     variables: dict[str, Node] = {}
     datums: list[Any] = []
+    top: set[int] = set()  # the statements of the function's outer block: run unconditionally
     for f in fn if isinstance(fn, list) else [fn]:
         datums = _json_body(f).get("datums", [])
+        block = _json_body(_json_body(f).get("action"))
+        top |= {id(_json_body(st)) for st in block.get("body", []) or ()}
+    params = set(_arg_names(arguments))
+    maybe: dict[str, Node] = {}  # parameters assigned only on some paths: the argument, or this value
 
     def refname(varno: int) -> Optional[str]:
         if 0 <= varno < len(datums):
@@ -287,22 +303,39 @@ def _plpgsql_returns(body: str, arguments: str, returns: str) -> Optional[Body]:
             if e is not None:
                 exprs.append(e)
         elif t == "PLpgSQL_stmt_assign" and b.get("expr"):
-            name = refname(b.get("varno", -1))
-            e = _single_select(f"SELECT {q}") if (q := query(b["expr"])) else None
+            name = refname(b.get("varno", 0))  # the JSON leaves out a zero: datum 0, the first parameter
+            q = query(b["expr"])
+            e = _single_select(f"SELECT {_ASSIGNED.sub('', q, count=1)}") if q else None
             if name and e is not None:
-                variables[name] = e
+                if name in params and id(b) not in top:
+                    maybe[name] = e
+                else:
+                    variables[name] = e
         elif t == "PLpgSQL_stmt_execsql" and b.get("into") and b.get("sqlstmt"):
             tt, tb = _json_type(b.get("target"))
             into = [f.get("name") for f in tb.get("fields", [])] if tt == "PLpgSQL_row" else (
                 [tb.get("refname")] if tt == "PLpgSQL_var" else [])
             e = _single_select(q) if (q := query(b["sqlstmt"])) else None
             if len(into) == 1 and into[0] and e is not None:
-                variables[into[0]] = e
+                if into[0] in params and id(b) not in top:
+                    maybe[into[0]] = e
+                else:
+                    variables[into[0]] = e
     # "RETURN v;" of a plain variable: libpg_query keeps only its number, so read the name from the text
     for name in re.findall(r"(?is)\breturn\s+([a-z_][a-z0-9_]*)\s*;", body):
-        if name.lower() in variables and name.lower() not in ("next", "query", "null", "true", "false"):
-            exprs.append(variables[name.lower()])
+        name = name.lower()
+        if name in ("next", "query", "null", "true", "false"):
+            continue
+        if name in variables:
+            exprs.append(variables[name])
+        elif name in maybe:
+            exprs += [ast.ColumnRef(fields=(ast.String(sval=name),)), maybe[name]]
     return (tuple(exprs), variables) if exprs else None
+
+
+# the target of an assignment as libpg_query gives it ("v := expr", "v = expr", "r.f := expr", "a[1] := expr")
+_ASSIGNED = re.compile(r'^\s*(?:"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)(?:\s*\.\s*(?:"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*))*'
+                       r'(?:\s*\[[^\]]*\])*\s*:?=\s*', re.I)
 
 
 # --------------------------------------------------------------------------- argument lists

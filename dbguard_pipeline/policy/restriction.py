@@ -27,6 +27,7 @@ from dbguard_pipeline.policy.context import (
     TenantContext,
     is_context,
     is_identity_function,
+    is_setting_read,
 )
 from dbguard_pipeline.policy.fold import NULL
 from dbguard_pipeline.policy.inline import Functions
@@ -158,9 +159,16 @@ class Restrictor(ContextReader):
         if isinstance(node, ast.BoolExpr):
             return self._bool(node, inner)
         if isinstance(node, ast.BooleanTest):
-            if node.booltesttype in (BoolTestType.IS_TRUE, BoolTestType.IS_NOT_FALSE):
+            # where a policy is concerned NULL denies: x IS TRUE is x, x IS FALSE is NOT x. x IS NOT FALSE and
+            # x IS NOT TRUE admit the rows where x is NULL (a session without tenant context sees them all)
+            if node.booltesttype == BoolTestType.IS_TRUE:
                 return self.restriction(node.arg, inner)
+            if node.booltesttype == BoolTestType.IS_FALSE and node.arg is not None:
+                return self._bool(ast.BoolExpr(boolop=BoolExprType.NOT_EXPR, args=(node.arg,)), inner)
             return NOTHING
+        if isinstance(node, ast.CoalesceExpr):
+            # true only where one of its arguments is true: coalesce(x, false) is x, coalesce(x, true) is not
+            return Restriction.either([self.restriction(a, inner) for a in node.args or ()])
         if isinstance(node, ast.A_Expr):
             return self._a_expr(node, inner)
         if isinstance(node, ast.SubLink):
@@ -207,6 +215,9 @@ class Restrictor(ContextReader):
         if kind in (A_Expr_Kind.AEXPR_OP, A_Expr_Kind.AEXPR_NOT_DISTINCT) and op == "=":
             return self._eq(left, right, frame)
         if kind == A_Expr_Kind.AEXPR_OP_ANY and op == "=":
+            array = strip_casts(right)
+            if isinstance(array, ast.A_ArrayExpr) and self._privileged_list(left, array.elements or (), frame):
+                return NEVER
             return self._any(left, right, frame)
         if kind == A_Expr_Kind.AEXPR_OP and op in ("@>", "<@", "?"):
             # <context> @> <column>, <column> <@ <context>, <jwt list> ? <column>::text
@@ -218,6 +229,8 @@ class Restrictor(ContextReader):
         if kind == A_Expr_Kind.AEXPR_IN and op == "=":
             col = self.col(left, frame)
             listed = node.rexpr if isinstance(node.rexpr, tuple) else ()
+            if self._privileged_list(left, listed, frame):
+                return NEVER
             if col and listed:
                 kinds = [self.kind(i, frame) for i in listed]
                 pinned = [k for k in kinds if is_context(k)]
@@ -269,17 +282,31 @@ class Restrictor(ContextReader):
         security anyway, so the branch opens nothing to the clients the policy is about."""
         for a, b in ((left, right), (right, left)):
             name = const_string(b)
-            if name is None or name not in self.bypass:
-                continue
-            a = strip_casts(a)
-            if isinstance(a, ast.SQLValueFunction) and is_identity_function(a):
+            if name is not None and name in self.bypass and self._role_of_caller(a, frame):
                 return True
-            if isinstance(a, ast.FuncCall) and func_name(a) == ("auth", "role"):
+        return False
+
+    def _privileged_list(self, left: Optional[Node], listed: tuple[Node, ...], frame: Frame) -> bool:
+        """``auth.role() IN ('service_role', 'supabase_admin')`` / ``= ANY (ARRAY[...])``: every name listed
+        bypasses row level security."""
+        names = [const_string(i) for i in listed]
+        return bool(names) and all(n is not None and n in self.bypass for n in names) and self._role_of_caller(
+            left, frame)
+
+    def _role_of_caller(self, node: Optional[Node], frame: Frame) -> bool:
+        """The caller's database role or JWT role claim: ``current_user``, ``auth.role()``,
+        ``auth.jwt() ->> 'role'``, ``current_setting('request.jwt.claim.role', true)`` (through casts)."""
+        a = strip_casts(node)
+        if isinstance(a, ast.SQLValueFunction) and is_identity_function(a):
+            return True
+        if isinstance(a, ast.FuncCall) and func_name(a) == ("auth", "role"):
+            return True
+        if isinstance(a, ast.FuncCall) and is_setting_read(a) and a.args:
+            return (const_string(a.args[0]) or "").strip().lower() == "request.jwt.claim.role"
+        if isinstance(a, ast.A_Expr):
+            jwt, path = self.json_path(a, frame.at_depth(0))
+            if jwt and path and path[-1] == "role":
                 return True
-            if isinstance(a, ast.A_Expr):
-                jwt, path = self.json_path(a, frame.at_depth(0))
-                if jwt and path and path[-1] == "role":
-                    return True
         return False
 
     def _eq(self, left: Optional[Node], right: Optional[Node], frame: Frame) -> Restriction:

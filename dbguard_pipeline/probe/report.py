@@ -69,14 +69,18 @@ class NotProbed:
     command: str
     probe: str
     reason: str
+    state: str = ""  # an error state the statement met ("policy recursion"), "" for any other reason
 
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.table}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.schema, "table": self.table, "command": self.command, "probe": self.probe,
-                "reason": self.reason}
+        out = {"schema": self.schema, "table": self.table, "command": self.command, "probe": self.probe,
+               "reason": self.reason}
+        if self.state:
+            out["error"] = self.state
+        return out
 
 
 @dataclass
@@ -91,6 +95,12 @@ class ProbeReport:
     table_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    # sequences that moved during the run ({"sequence", "before", "after", "by", "why"})
+    sequences: list[dict[str, Any]] = field(default_factory=list)
+    advisory_locks: dict[str, int] = field(default_factory=dict)  # relation -> session locks released after it
+    # relation -> [{"audit": [...], "probe": {...}, "note": ...}]: where the static audit and the probe disagree
+    disagreements: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    snapshot: Any = field(default=None, repr=False, compare=False)  # what was probed (not rendered)
 
     @property
     def leaks(self) -> list[ProbeResult]:
@@ -109,16 +119,30 @@ class ProbeReport:
             "leaking_tables": len(self.leaking_tables()),
             "probes": len(self.results),
             "not_probed": len(self.not_probed),
+            "errors": len(self.errors()),
+            "sequences_moved": len(self.sequences),
+            "disagreements": sum(len(v) for v in self.disagreements.values()),
             "seconds": round(self.seconds, 3),
         }
 
+    def errors(self) -> dict[str, str]:
+        """Relations whose statements PostgreSQL could not evaluate, with the error state (policy recursion)."""
+        out: dict[str, str] = {}
+        for n in self.not_probed:
+            if n.state:
+                out.setdefault(n.qualified, n.state)
+        return out
+
     def outcome(self, qualified: str, command: str) -> tuple[str, list[ProbeResult], list[NotProbed]]:
-        """Verdict for one table and command: "leak" (any probe leaked), "isolated" (every probe ran and
-        held), "not probed" (no leak, but at least one probe could not run)."""
+        """Verdict for one table and command: "leak" (any probe leaked), "error" (no leak, and a statement on
+        the table could not be evaluated: policy recursion), "isolated" (every probe ran and held), "not probed"
+        (no leak, but at least one probe could not run)."""
         res = [r for r in self.results if r.qualified == qualified and r.command == command]
         nps = [n for n in self.not_probed if n.qualified == qualified and n.command == command]
         if any(not r.isolated for r in res):
             return "leak", res, nps
+        if any(n.state for n in self.not_probed if n.qualified == qualified):
+            return "error", res, nps  # a table PostgreSQL cannot evaluate on one command is never isolated
         if nps or not res:
             return "not probed", res, nps
         return "isolated", res, nps
@@ -145,6 +169,10 @@ class ProbeReport:
             "not_probed": [n.to_dict() for n in self.not_probed],
             "summary": self.summary(),
             "warnings": list(self.warnings),
+            "errors": self.errors(),
+            "sequences_moved": list(self.sequences),
+            "advisory_locks_released": dict(self.advisory_locks),
+            "disagreements": self.disagreements,
             "table_seconds": {k: round(v, 4) for k, v in self.table_seconds.items()},
         }
 
@@ -162,7 +190,8 @@ class ProbeReport:
         ]
         width = max([len(q) for q in self.tables] + [5])
         lines.append(f"  {'table'.ljust(width)}  select      insert      update      delete")
-        for q, cells in self._grid({"leak": "LEAK", "isolated": "ok", "not probed": "not probed"}, "-"):
+        marks = {"leak": "LEAK", "isolated": "ok", "not probed": "not probed", "error": "ERROR"}
+        for q, cells in self._grid(marks, "-"):
             lines.append(f"  {q.ljust(width)}  " + "  ".join(c.ljust(10) for c in cells).rstrip())
         if self.leaks:
             lines += ["", "Leaks:"]
@@ -170,10 +199,26 @@ class ProbeReport:
         if self.not_probed:
             lines += ["", "Not probed (never counted as isolated):"]
             lines += [f"  {n.qualified} {n.command} ({n.probe}): not probed: {n.reason}" for n in self.not_probed]
+        if self.errors():
+            lines += ["", "Errors (statements PostgreSQL cannot evaluate: never isolated):"]
+            lines += [f"  {q}: error: {state}" for q, state in self.errors().items()]
+        if self.disagreements:
+            lines += ["", "The static audit and the probe disagree (a blind spot of the probe or a false positive "
+                          "of the audit):"]
+            for q, items in self.disagreements.items():
+                lines += [f"  {q}: {d['note']}" for d in items]
         lines += [f"warning: {w}" for w in self.warnings]
         s = self.summary()
+        traces = "all rolled back"
+        if self.sequences:
+            traces = "rolled back, but " + ", ".join(
+                f"sequence {m['sequence']} moved by {m['by'] if m['by'] is not None else 'its first value'}"
+                for m in self.sequences) + f" ({self.sequences[0]['why']})"
+        if self.advisory_locks:
+            traces += "; session advisory locks taken during the probe were released after " + ", ".join(
+                f"{q} ({n})" for q, n in self.advisory_locks.items())
         lines += ["", f"{s['tables']} relations, {s['probes']} probes: {s['leaks']} leaks in {s['leaking_tables']} "
-                      f"relations, {s['not_probed']} not probed ({self.seconds:.2f} s; all rolled back)"]
+                      f"relations, {s['not_probed']} not probed ({self.seconds:.2f} s; {traces})"]
         return "\n".join(escape_controls(line) for line in lines) + "\n"
 
     def to_junit(self) -> str:
@@ -187,6 +232,9 @@ class ProbeReport:
                 leaks = [r for r in res if not r.isolated]
                 outcome = Outcome("failure", escape_controls(leaks[0].detail), type="TenantIsolationLeak",
                                   text=witnesses(leaks))
+            elif verdict == "error":
+                outcome = Outcome("failure", escape_controls(f"error: {not_probed_reason(nps)}"),
+                                  type="PolicyError", text=not_probed_reason(nps))
             elif verdict == "not probed":
                 outcome = Outcome("skipped", escape_controls(f"not probed: {not_probed_reason(nps)}"))
             else:
@@ -198,7 +246,8 @@ class ProbeReport:
     def markdown(self) -> str:
         """One row per relation, one column per command (for Dagster metadata)."""
         lines = ["| relation | select | insert | update | delete |", "|---|---|---|---|---|"]
-        for q, cells in self._grid({"leak": "**LEAK**", "isolated": "ok", "not probed": "not probed"}, "-"):
+        for q, cells in self._grid({"leak": "**LEAK**", "isolated": "ok", "not probed": "not probed",
+                                    "error": "**ERROR**"}, "-"):
             lines.append(f"| {q.replace('|', chr(92) + '|')} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 

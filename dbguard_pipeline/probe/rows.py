@@ -31,6 +31,21 @@ _FIXED_VALUES = {"boolean": "false", "json": "{}", "jsonb": "{}", "date": "2000-
                  "timestamp with time zone": "2000-01-01 00:00:00+00"}
 
 
+# unique, exclusion and foreign-key violations: raised after row level security admitted the row
+AFTER_POLICY_STATES = ("23505", "23P01", "23503")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An INSERT of a new row (None when none could be built: ``why``), its values, and the constraint error
+    the connecting role met when it tried it (``conflict``: the row exists already, or its key does)."""
+
+    stmt: Optional[Query]
+    values: dict[str, Query]
+    why: str
+    conflict: str = ""
+
+
 class CannotBuild(Exception):
     """A test row could not be built; the message says why (it becomes a "not probed" reason)."""
 
@@ -137,10 +152,9 @@ class RowTenancy:
 
 
 def where_rows(table: Table, rows: list[RowRef], alias: str = "t") -> Query:
-    """Row ``alias`` is one of ``rows`` (by ctid; by tableoid too in a partitioned table)."""
+    """Row ``alias`` is one of ``rows``: by ctid (a TID scan) and by (tableoid, ctid), since a ctid alone is
+    ambiguous in a partitioned table or a table with inheritance children (each holds its own row addresses)."""
     ctids = sql.SQL("{}.ctid = ANY({}::tid[])").format(sql.Identifier(alias), sql.Literal([c for _, c in rows]))
-    if table.kind != "partitioned":
-        return ctids
     return sql.SQL("{} AND ({}.tableoid, {}.ctid) IN (SELECT * FROM unnest({}::oid[], {}::tid[]))").format(
         ctids, sql.Identifier(alias), sql.Identifier(alias), sql.Literal([o for o, _ in rows]),
         sql.Literal([c for _, c in rows]))
@@ -394,25 +408,66 @@ class Rows:
             return [], f"a trigger changed the tenant of the test row built for {table.qualified}"
         return rows, ""
 
-    def candidate(self, table: Table, tenant: str) -> tuple[Optional[Query], str]:
-        """An INSERT of a valid new row of ``tenant``: proven valid by inserting it as the connecting role in a
-        savepoint that is rolled back, so that only row level security or privileges can refuse it."""
+    def candidate(self, table: Table, tenant: str, *, override: Optional[dict[str, str]] = None) -> Candidate:
+        """An INSERT of a valid new row of ``tenant`` (``override``: column -> value set on top): proven valid by
+        inserting it as the connecting role in a savepoint that is rolled back, so that only row level security
+        or privileges can refuse it. A row that only a unique, exclusion or foreign-key constraint refuses is
+        still a candidate (``conflict``): PostgreSQL checks the policies' WITH CHECK before those constraints,
+        so the application role meets 42501 first when row level security refuses the row."""
         try:
             values = self.build(table, tenant)
         except CannotBuild as exc:
-            return None, str(exc)
+            return Candidate(None, {}, str(exc))
+        for c, v in (override or {}).items():
+            values[c] = lit(v, column(table, c).type)
         stmt = insert_sql(table, values)
         try:
             with self.conn.transaction(force_rollback=True):
                 self.session.set_context(tenant)
                 cur = self.conn.execute(stmt)
                 if cur.rowcount != 1:
-                    return None, f"a trigger discards rows inserted into {table.qualified}"
+                    return Candidate(None, values, f"a trigger discards rows inserted into {table.qualified}")
         except psycopg.Error as exc:
             if self.conn.broken:
                 raise
-            return None, f"could not build a valid row of tenant B for {table.qualified}: {error_message(exc)}"
-        return stmt, ""
+            if (exc.sqlstate or "") in AFTER_POLICY_STATES:
+                return Candidate(stmt, values, "", conflict=error_message(exc))
+            return Candidate(None, values, f"could not build a valid row of tenant B for {table.qualified}: "
+                                           f"{error_message(exc)}")
+        return Candidate(stmt, values, "")
+
+    def key_match(self, table: Table, values: dict[str, Query], skip: Sequence[str] = ()) -> Optional[Query]:
+        """``t.c = value`` for the columns of the table's primary key (else first unique constraint) that
+        ``values`` sets, leaving out ``skip`` (the columns that decide the tenant); None when there are none."""
+        keys = [c for c in table.constraints if c.kind == "primary_key"] + [
+            c for c in table.constraints if c.kind == "unique"]
+        for k in keys:
+            cols = [c for c in k.columns if c not in skip]
+            if cols and all(c in values for c in cols):
+                return sql.SQL(" AND ").join(sql.SQL("{} = {}").format(sql.Identifier("t", c), values[c]) for c in cols)
+        return None
+
+    def key_values(self, table: Table, rows: list[RowRef], skip: Sequence[str] = ()) -> Optional[Query]:
+        """The same, for existing ``rows`` (their key values read now): None without a usable key."""
+        keys = [c for c in table.constraints if c.kind == "primary_key"] + [
+            c for c in table.constraints if c.kind == "unique"]
+        for k in keys:
+            cols = [c for c in k.columns if c not in skip]
+            if not cols:
+                continue
+            found = self.conn.execute(sql.SQL("SELECT {} FROM {} AS t WHERE {}").format(
+                _as_text(cols), table_id(table), where_rows(table, rows))).fetchall()
+            if not found or any(v is None for r in found for v in r):
+                return None
+            return sql.SQL(" OR ").join(
+                sql.SQL("({})").format(sql.SQL(" AND ").join(
+                    sql.SQL("{} = {}").format(sql.Identifier("t", c), lit(v, column(table, c).type))
+                    for c, v in zip(cols, r, strict=True))) for r in found)
+        return None
+
+    def count_where(self, table: Table, where: Query) -> int:
+        return int(self.session.scalar(sql.SQL("SELECT count(*) FROM {} AS t WHERE {}").format(
+            table_id(table), where)))
 
     def ensure_tenants(self, missing: Sequence[str]) -> None:
         """Create tenant keys the tenants table lacks (inside the current transaction)."""

@@ -32,41 +32,84 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Optional
 
 import psycopg
 
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.errors import ConnectionError_, DbguardError, NotFoundError
-from dbguard_pipeline.model.schema import Snapshot
+from dbguard_pipeline.model.schema import Snapshot, Table
 from dbguard_pipeline.pg.dsn import describe_dsn, mask_secrets
 from dbguard_pipeline.pg.session import connect
-from dbguard_pipeline.probe.probes import (
-    TABLE_PHASES,
-    VIEW_PHASES,
-    Phase,
-    Probe,
-    Relation,
-    SkipAll,
-    Verdict,
-    not_probed,
-)
+from dbguard_pipeline.probe.identity import check_context
+from dbguard_pipeline.probe.phases import TABLE_PHASES, VIEW_PHASES, Phase
+from dbguard_pipeline.probe.probes import Probe, Relation, SkipAll, Verdict, not_probed
 from dbguard_pipeline.probe.report import NotProbed, ProbeReport, ProbeResult, Target
 from dbguard_pipeline.probe.rows import Rows, RowTenancy
 from dbguard_pipeline.probe.session import Session, error_message
 from dbguard_pipeline.probe.tenants import pick_tenants
+from dbguard_pipeline.probe.traces import advisory_locks_released, moved_sequences, sequence_values
 from dbguard_pipeline.semantics import tenancy
+from dbguard_pipeline.semantics.roles import owner_escape
 
 __all__ = ["DEFAULT_SAMPLE_ROWS", "plan_targets", "probe"]
 
 DEFAULT_SAMPLE_ROWS = 1000
 
 
+def _effective(snapshot: Snapshot, table: Table) -> Table:
+    """A partition as the probe builds its rows: with the keys and foreign keys of its partitioned ancestors
+    (the snapshot keeps a constraint once, on the table it was declared on)."""
+    own = list(table.constraints)
+    current = table
+    while current.parent:
+        parent = snapshot.table(current.parent)
+        if parent is None or parent.kind != "partitioned":
+            break  # an inheritance child: keys and foreign keys are not inherited
+        for c in parent.constraints:
+            if c.kind in ("primary_key", "unique", "foreign_key") and not any(
+                    o.kind == c.kind and o.columns == c.columns for o in own):
+                own.append(c)
+        current = parent
+    return replace(table, constraints=tuple(own)) if len(own) != len(table.constraints) else table
+
+
+def probe_tables(snapshot: Snapshot, config: Config) -> list[Table]:
+    """The tenant tables (``tenancy.tenant_tables``) and, after each, every partition and inheritance child of
+    it: PostgreSQL applies a partition's own row level security when a query names it directly, so each is
+    probed as a relation of its own."""
+    chosen: dict[str, Table] = {}
+    for t in snapshot.tables:
+        if not tenancy.in_audited_schema(t.schema, config):
+            continue
+        eff = _effective(snapshot, t)
+        is_partition = t.kind == "partition" or (t.parent and t.kind == "partitioned")
+        if is_partition and tenancy.is_tenant_table(snapshot, eff, config):
+            chosen[t.qualified] = eff
+    for t in tenancy.tenant_tables(snapshot, config):
+        chosen.setdefault(t.qualified, t)
+    children: dict[Optional[str], list[Table]] = {}
+    for t in chosen.values():
+        parent = t.parent if t.parent in chosen else None
+        children.setdefault(parent, []).append(t)
+    order: list[Table] = []
+
+    def add(t: Table) -> None:
+        order.append(t)
+        for c in children.get(t.qualified, []):
+            add(c)
+    for t in children.get(None, []):
+        add(t)
+    return order
+
+
 def plan_targets(snapshot: Snapshot, config: Config, tables: Optional[Sequence[str]] = None) -> list[Target]:
-    """The relations the probe covers: tenant tables (``tenancy.tenant_tables``) and the views of the
-    audited schemas that read one. ``tables`` narrows it ("schema.table" or an unambiguous bare name);
-    an unknown name, or a table that holds no tenant data, is a one-line error."""
-    tenant = tenancy.tenant_tables(snapshot, config)
+    """The relations the probe covers: tenant tables with their partitions and inheritance children
+    (:func:`probe_tables`) and the views of the audited schemas that read one. ``tables`` narrows it
+    ("schema.table" or an unambiguous bare name); an unknown name, or a table that holds no tenant data, is a
+    one-line error."""
+    tenant = probe_tables(snapshot, config)
     targets = [Target(t.schema, t.name, "table", table=t) for t in tenant]
     tenant_names = {t.qualified for t in tenant}
     for v in snapshot.views:
@@ -111,11 +154,16 @@ class _RelationRun:
         try:
             with conn.transaction(force_rollback=True):
                 rel.session.timeouts()
+                # constraints and constraint triggers deferred to COMMIT are checked at each statement: the
+                # probe never commits, so a deferred check would never run and its refusal never be seen
+                conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
                 fixture: object = None
                 for prepare, probes in phases:
                     fixture = prepare(rel, fixture)
                     for p in probes:
-                        self.record(p.name, p.command, self.run_probe(p, fixture))
+                        verdict = self.run_probe(p, fixture)
+                        if verdict is not None:
+                            self.record(p.name, p.command, verdict)
         except SkipAll as exc:
             self.skip_rest(phases, str(exc))
         except psycopg.Error as exc:
@@ -123,8 +171,10 @@ class _RelationRun:
                 raise
             self.skip_rest(phases, f"the probe transaction failed: {error_message(exc)}")
 
-    def run_probe(self, p: Probe, fixture: object) -> Verdict:
+    def run_probe(self, p: Probe, fixture: object) -> Optional[Verdict]:
         plan = p.plan(self.rel, fixture)
+        if plan is None:
+            return None  # the probe does not apply to this relation
         if isinstance(plan, str):
             return not_probed(plan)
         session = self.rel.session
@@ -139,7 +189,8 @@ class _RelationRun:
         if verdict.warning:
             self.warnings.append(verdict.warning)
         if verdict.isolated is None:
-            self.not_probed.append(NotProbed(target.schema, target.name, command, name, verdict.text))
+            self.not_probed.append(NotProbed(target.schema, target.name, command, name, verdict.text,
+                                             verdict.state))
             return
         detail = verdict.text if verdict.isolated else verdict.text + self.leak_note()
         self.results.append(ProbeResult(target.schema, target.name, command, name, verdict.isolated, detail,
@@ -148,9 +199,13 @@ class _RelationRun:
     def leak_note(self) -> str:
         """Why a table leaks when no policy could be at fault."""
         t, role = self.rel.target.table, self.rel.session.role
-        if t is not None and t.owner == role and not t.rls_forced:
-            return (f" ({role} owns {self.rel.q} and row level security is not forced, so no policy applies "
-                    f"to it)")
+        if t is not None and t.kind == "partition" and not t.rls_enabled:
+            return (" (row level security is disabled on this partition: PostgreSQL applies the partition's own "
+                    "row level security when a query names it, not its parent's)")
+        if t is not None and t.rls_enabled and not t.rls_forced:
+            escape = owner_escape(self.rel.rows.snapshot, t, self.rel.session.config)
+            if escape is not None and escape.app_bypasses:
+                return f" ({escape.reason} and row level security is not forced, so no policy applies to {role})"
         if t is not None and not t.rls_enabled:
             return " (row level security is disabled on this table)"
         return ""
@@ -160,7 +215,7 @@ class _RelationRun:
         done = {r.probe for r in self.results} | {n.probe for n in self.not_probed}
         for _, probes in phases:
             for p in probes:
-                if p.name not in done:
+                if p.name not in done and p.name != "join_other_tenant":
                     self.record(p.name, p.command, not_probed(reason))
 
 
@@ -174,6 +229,7 @@ def probe(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence[s
     ``tenants`` = (A, B) overrides the deterministic choice (the first two keys of the tenants table).
     """
     from dbguard_pipeline.pg.catalog import introspect
+    from dbguard_pipeline.policy import analyzer_for
 
     config = config or Config()
     started = time.perf_counter()
@@ -182,8 +238,10 @@ def probe(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence[s
         if snapshot is None:
             snapshot = introspect(conn, None, statement_timeout_ms=config.statement_timeout_ms,
                                   lock_timeout_ms=config.lock_timeout_ms)
+        check_context(snapshot, config)
         targets = plan_targets(snapshot, config, tables)
         session = Session(conn, config, snapshot.database)
+        session.analyzer = analyzer_for(snapshot, config)
         row_tenancy = RowTenancy(snapshot, config)
         with conn.transaction(force_rollback=True):  # read only, with the same timeouts as the probes
             conn.execute("SET TRANSACTION READ ONLY")
@@ -194,17 +252,23 @@ def probe(dsn: str, config: Optional[Config] = None, tables: Optional[Sequence[s
         rows = Rows(session, snapshot, row_tenancy, sample=max(1, int(sample_rows)))
         report = ProbeReport(database=describe_dsn(dsn), app_role=config.tenant.app_role,
                              tenant_context=chosen.context(config))
+        report.snapshot = snapshot
+        sequences = sequence_values(conn, config)
         warnings: list[str] = []
         for target in targets:
             t0 = time.perf_counter()
             run = _RelationRun(Relation(session, rows, chosen, target))
             run.run()
+            held_locks = advisory_locks_released(conn)
+            if held_locks:
+                report.advisory_locks[target.qualified] = held_locks
             report.results.extend(run.results)
             report.not_probed.extend(run.not_probed)
             warnings.extend(run.warnings)
             report.tables.append(target.qualified)
             report.kinds[target.qualified] = target.kind
             report.table_seconds[target.qualified] = time.perf_counter() - t0
+        report.sequences = moved_sequences(sequences, sequence_values(conn, config))
         report.warnings = list(dict.fromkeys(warnings))
         report.seconds = time.perf_counter() - started
         return report

@@ -82,6 +82,7 @@ class Session:
         self.domain_base: dict[str, str] = {}  # domain type -> its base type
         self.delete_triggers: set[str] = set()  # tables with user triggers on DELETE
         self.view_tenant_columns: dict[str, str] = {}  # "schema.view" -> type of its tenant column
+        self.analyzer: Any = None  # the policy analyzer of the snapshot (which columns hold the acting user)
 
     # ------------------------------------------------------------------ set up
     def preflight(self) -> None:

@@ -86,7 +86,7 @@ def pick_tenants(conn: psycopg.Connection[Any], row_tenancy: RowTenancy, explici
                 found.append(s)
     a, b = found[0], found[1]
     missing = tuple(x for x in (a, b) if x not in existing) if keys is not None else ()
-    user_a = _find_user_a(conn, row_tenancy, a, b) if config.tenant.context == "jwt" else None
+    user_a = _find_user_a(conn, row_tenancy, a, b)  # the ``sub`` claim (JWT), and the "join" INSERT's user
     return Tenants(a, b, user_a, missing)
 
 

@@ -15,14 +15,22 @@ from dbguard_pipeline.policy import ExprAnalysis
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.semantics.isolation import check_analysis, good_enough, using_analysis
 from dbguard_pipeline.semantics.roles import policy_is_moot
-from dbguard_pipeline.text import ident, shell_table_arg
+from dbguard_pipeline.text import ident, qname, shell_table_arg
 from dbguard_pipeline.text import role_list as roles_text
 
-__all__ = ["check_analysis", "fix_rls_command", "good_enough", "ident", "policies_with", "policy_is_moot",
+__all__ = ["check_analysis", "fix_rls_command", "good_enough", "ident", "policies_with",
+           "policy_is_moot",
            "roles_text", "using_analysis"]
 
 
-def fix_rls_command(table: Table) -> str:
+def fix_rls_command(table: Table, root: Table | None = None) -> str:
+    """The fix-rls-policy command for ``table``; for a partition, the command on its root partitioned table
+    (the action covers the partitions) or the statement that closes the partition itself."""
+    if root is not None and root.qualified != table.qualified:
+        return (f"dbguard generate-migration fix-rls-policy {shell_table_arg(root.schema, root.name)}  (covers its "
+                f"partitions; or: ALTER TABLE {qname(table.schema, table.name)} ENABLE ROW LEVEL SECURITY; with "
+                f"no policy of its own, queries that name the partition see no row and those through "
+                f"{root.qualified} are unchanged)")
     return f"dbguard generate-migration fix-rls-policy {shell_table_arg(table.schema, table.name)}"
 
 

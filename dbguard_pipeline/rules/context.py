@@ -16,7 +16,7 @@ from dbguard_pipeline.config import Config
 from dbguard_pipeline.model.schema import Policy, Snapshot, Table
 from dbguard_pipeline.policy import Analyzer, ExprAnalysis
 from dbguard_pipeline.semantics import tenancy
-from dbguard_pipeline.semantics.roles import bypass_roles, policy_is_moot
+from dbguard_pipeline.semantics.roles import API_ROLES, RoleGraph, bypass_roles, policy_is_moot
 
 T = TypeVar("T")
 
@@ -46,7 +46,38 @@ class RuleContext:
         """Audited tables whose rows belong to tenants: tenant tables and the tenants table itself."""
         return tuple(t for t in self.audited_tables if self.in_tenant_scope(t))
 
+    @cached_property
+    def reachable_partitions(self) -> tuple[Table, ...]:
+        """Partitions (every level, default ones too) the application can query by name: the app role (or
+        an API role, or PUBLIC) has a privilege on them, as ``GRANT ... ON ALL TABLES IN SCHEMA`` gives.
+        Such a query gets the partition's own row level security, not its parent's."""
+        who = (self.config.tenant.app_role, *API_ROLES)
+        return tuple(t for t in tenancy.partitions(self.snapshot, self.config)
+                     if any(self.roles.reaches(r, t) for r in who))
+
+    @cached_property
+    def rls_tables(self) -> tuple[Table, ...]:
+        """What the row level security rules look at: the audited tables and the reachable partitions (each a
+        table of its own for RLS; every other rule sees a partitioned table once, through its root)."""
+        extra = {t.qualified for t in self.reachable_partitions}
+        return tuple(t for t in self.snapshot.tables
+                     if t.qualified in extra or t.qualified in self._audited_names)
+
+    @cached_property
+    def rls_scope_tables(self) -> tuple[Table, ...]:
+        """``rls_tables`` whose rows belong to tenants (a partition belongs where its root does)."""
+        return tuple(t for t in self.rls_tables if self.in_tenant_scope(t))
+
+    @cached_property
+    def _audited_names(self) -> frozenset[str]:
+        return frozenset(t.qualified for t in self.audited_tables)
+
+    def root(self, table: Table) -> Table:
+        """A partition's root partitioned table; any other table itself."""
+        return tenancy.partition_root(self.snapshot, table) if tenancy.is_partition(table) else table
+
     def tenant_path(self, table: Table) -> Optional[list[tenancy.FkStep]]:
+        table = self.root(table)  # a partition's foreign keys are its root's
         return self.memo("tenant_path", table.qualified,
                          lambda: tenancy.tenant_path(self.snapshot, table, self.config))
 
@@ -57,7 +88,7 @@ class RuleContext:
         return self.is_tenants_table(table) or self.is_tenant_table(table)
 
     def is_tenants_table(self, table: Table) -> bool:
-        return tenancy.is_tenants_table(table, self.config)
+        return tenancy.is_tenants_table(self.root(table), self.config)
 
     def tenant_column(self, table: Table) -> Optional[str]:
         key = table.qualified
@@ -69,6 +100,11 @@ class RuleContext:
         return self.tenant_column(table) is not None and not self.is_tenants_table(table)
 
     # ------------------------------------------------------------------ roles and policies
+    @cached_property
+    def roles(self) -> RoleGraph:
+        """Role membership, ownership and privileges of this snapshot."""
+        return RoleGraph(self.snapshot)
+
     @cached_property
     def bypass_roles(self) -> frozenset[str]:
         return frozenset(bypass_roles(self.snapshot))

@@ -16,21 +16,38 @@ from dbguard_pipeline.config import Config
 from dbguard_pipeline.model.schema import Constraint, Snapshot, Table
 
 
+def is_partition(table: Table) -> bool:
+    """A partition at any level: a leaf, or a partitioned table that is itself a partition (PostgreSQL has no
+    partitioned table that is an inheritance child, so a partitioned table with a parent is a partition).
+    Inheritance children (``INHERITS``) are plain tables: their rows are their own, not their parent's."""
+    return table.kind == "partition" or (table.kind == "partitioned" and table.parent is not None)
+
+
+def partition_root(snapshot: Snapshot, table: Table) -> Table:
+    """The partitioned table at the top of a partition's tree (the table itself when it is no partition)."""
+    seen = {table.qualified}
+    current = table
+    while is_partition(current) and current.parent:
+        parent = snapshot.table(current.parent)
+        if parent is None or parent.qualified in seen:
+            break
+        seen.add(parent.qualified)
+        current = parent
+    return current
+
+
 def audited_tables(snapshot: Snapshot, config: Config) -> list[Table]:
     """Tables the audit looks at: every snapshot table outside the excluded (platform-managed) schemas,
-    unless the config names schemas explicitly. Partitions are audited through their parent."""
-    explicit = set(config.schemas)
-    out: list[Table] = []
-    for t in snapshot.tables:
-        if explicit:
-            if t.schema not in explicit:
-                continue
-        elif t.schema in config.exclude_schemas:
-            continue
-        if t.kind == "partition":
-            continue
-        out.append(t)
-    return out
+    unless the config names schemas explicitly. Partitions, at every level, are audited through their root
+    (a partitioned table's rows are its partitions' rows: data metrics count them once, there); the RLS rules
+    add the partitions the application can reach themselves (:func:`partitions`)."""
+    return [t for t in snapshot.tables if in_audited_schema(t.schema, config) and not is_partition(t)]
+
+
+def partitions(snapshot: Snapshot, config: Config) -> list[Table]:
+    """The partitions (every level, default partitions included) in the audited schemas, in snapshot order.
+    A query that names a partition gets the partition's own row level security, not its parent's."""
+    return [t for t in snapshot.tables if in_audited_schema(t.schema, config) and is_partition(t)]
 
 
 def in_audited_schema(schema: str, config: Config) -> bool:

@@ -19,6 +19,9 @@ A case file::
             message_contains: [always true]
             detail: {always_true: true}
         fix: true                    # optional: apply the generated fix migrations, then expect no finding
+        as_app:                      # optional: statements run as the config's app role (rolled back each),
+          - sql: SELECT * FROM public.t_true   # with the SQLSTATE PostgreSQL must raise (null: it succeeds):
+            sqlstate: null                     # what the finding claims, checked on the real server
     negatives:                       # setups that must produce no finding of the rule (expect: [])
       - name: pinned
         setup: ...
@@ -50,7 +53,8 @@ CREATE POLICY ut_own ON public.user_tenants FOR SELECT TO authenticated USING (u
 """
 
 FILE_KEYS = {"rule", "cases", "negatives"}
-CASE_KEYS = {"name", "setup", "tenant_tables", "base", "config", "metrics", "expect", "findings", "fix"}
+CASE_KEYS = {"name", "setup", "tenant_tables", "base", "config", "metrics", "expect", "findings", "fix", "as_app"}
+AS_APP_KEYS = {"sql", "sqlstate"}
 FINDING_KEYS = {"remediation", "message_contains", "detail", "severity"}
 
 
@@ -72,6 +76,7 @@ class Case:
     metrics: bool = False
     findings: dict[str, dict[str, Any]] = field(default_factory=dict)
     fix: bool = False
+    as_app: tuple[tuple[str, Optional[str]], ...] = ()  # (statement, expected SQLSTATE or None)
 
     @property
     def id(self) -> str:
@@ -93,11 +98,16 @@ def _case(rule: str, raw: dict[str, Any], *, negative: bool, where: str) -> Case
             raise ValueError(f"{where}: findings names {key}, which the case does not expect")
         if set(extra) - FINDING_KEYS:
             raise ValueError(f"{where}: unknown keys {sorted(set(extra) - FINDING_KEYS)} for {key}")
+    as_app = []
+    for st in raw.get("as_app") or ():
+        if not isinstance(st, dict) or set(st) - AS_APP_KEYS or "sql" not in st:
+            raise ValueError(f"{where}: an as_app entry has keys {sorted(AS_APP_KEYS)} (sql required)")
+        as_app.append((str(st["sql"]), None if st.get("sqlstate") is None else str(st["sqlstate"])))
     sql = "".join(tenant_table(t) for t in raw.get("tenant_tables") or ()) + raw["setup"]
     sql = (SHIM + (BASE if raw.get("base", True) else "") + sql).replace("$CTX", CTX)
     return Case(rule=rule, name=str(raw["name"]), setup=sql, expect=frozenset(raw.get("expect") or ()),
                 negative=negative, config=dict(raw.get("config") or {}), metrics=bool(raw.get("metrics")),
-                findings=dict(raw.get("findings") or {}), fix=bool(raw.get("fix")))
+                findings=dict(raw.get("findings") or {}), fix=bool(raw.get("fix")), as_app=tuple(as_app))
 
 
 def load_file(path: Path) -> tuple[str, list[Case]]:

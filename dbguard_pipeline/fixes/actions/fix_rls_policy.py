@@ -8,7 +8,7 @@ rows of other tenants through), unsafe otherwise (it breaks queries or is slow).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.fixes.actions.context import (
@@ -27,6 +27,7 @@ from dbguard_pipeline.model.findings import Finding
 from dbguard_pipeline.model.schema import Policy, Table
 from dbguard_pipeline.rules import fix_actions, rules_tagged
 from dbguard_pipeline.semantics import tenancy
+from dbguard_pipeline.semantics.roles import owner_escape
 from dbguard_pipeline.text import quoted, quoted_qname
 
 ACTION = "fix-rls-policy"
@@ -56,7 +57,9 @@ def rls_plan(ctx: Context, table: Table, column: str, col_type: str, *, adding_c
     cfg = ctx.config
     role = check_role(ctx)
     findings = ctx.table_findings(table, RLS_RULES)
-    force = cfg.tenant.app_role_owns_tables or table.owner == cfg.tenant.app_role
+    # as the table will be: RLS enabled (the owner's escape is what FORCE then closes)
+    escape = owner_escape(ctx.snapshot, replace(table, rls_enabled=True), cfg)
+    force = escape is not None or (table.owner == cfg.tenant.app_role and not table.rls_forced)
     replaced = replaced_policies(table, findings)
     weak = {f.object for f in findings if f.rule in WEAK_POLICY_RULES}
     kept = [p for p in table.policies if p not in replaced]
@@ -76,7 +79,7 @@ def rls_plan(ctx: Context, table: Table, column: str, col_type: str, *, adding_c
         undo.append("disable row level security again")
     if force and not table.rls_forced:
         fwd.append(f"ALTER TABLE {q} FORCE ROW LEVEL SECURITY")
-        what.append("force row level security (the application role owns the table)")
+        what.append(f"force row level security ({escape.reason if escape else 'the application role owns the table'})")
         undo.append("remove FORCE ROW LEVEL SECURITY")
     for p in replaced:
         fwd.append(drop_policy(table.schema, table.name, p.name))

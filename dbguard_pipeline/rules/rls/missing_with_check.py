@@ -10,7 +10,8 @@ lets a row be written for another tenant: its `WITH CHECK` does not pin the tena
 Not reported: `FOR ALL USING (<pinned>)` without `WITH CHECK` (the `USING` is the check: correct), a policy
 already reported as `weak_rls_policy` whose only check is that same `USING`, `INSERT` policies on the tenants
 table (creating a tenant writes nobody else's row), an `INSERT` policy without `WITH CHECK` (it admits no
-row), and policies covered by a RESTRICTIVE policy whose check pins the tenant.
+row), and policies covered by a RESTRICTIVE policy whose check pins the tenant. Partitions the application can reach
+are checked with their own policies (a statement that names a partition gets the partition's policies).
 
 *Why it matters.* Reads can be perfectly isolated while writes are not: a user of tenant A inserts rows
 into tenant B (`tenant_id` is a column the client sends), or moves their own row to B with an UPDATE.
@@ -46,7 +47,7 @@ SPEC = RuleSpec("missing_with_check", Severity.WARNING, "rls", "Write policy tha
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
     an = ctx.analyzer
-    for t in ctx.tenant_scope_tables:
+    for t in ctx.rls_scope_tables:
         tcol = ctx.tenant_column(t)
         tenants = ctx.is_tenants_table(t)
         for p in t.policies:
@@ -71,6 +72,6 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             yield SPEC.finding(
                 t, f'policy "{p.name}" ({commands_text(p)} to {role_list(p.roles)}) on {t.qualified}: {how}, so a '
                    f"session can write rows whose {target} names another tenant",
-                fix_rls_command(t), object=p.name,
+                fix_rls_command(t, ctx.root(t)), object=p.name,
                 detail={"command": p.command, "roles": list(p.roles), "with_check": p.with_check,
                         "using": p.using, "parsed": check.parsed})

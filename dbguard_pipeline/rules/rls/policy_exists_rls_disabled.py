@@ -1,6 +1,7 @@
 """Policies were written for the table but row level security is disabled, so none of them applies.
 
-*What it checks.* Every audited table with at least one policy and RLS disabled, tenant data or not.
+*What it checks.* Every audited table with at least one policy and RLS disabled, tenant data or not, and every
+partition the application can reach that has policies of its own and RLS disabled.
 
 *Why it matters.* Someone wrote the isolation and it silently does nothing: a classic after a restore, a
 `DISABLE ROW LEVEL SECURITY` during a data fix, or a table created by a migration that forgot the `ENABLE`.
@@ -31,11 +32,11 @@ SPEC = RuleSpec("policy_exists_rls_disabled", Severity.CRITICAL, "rls", "Policie
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
-    for t in ctx.audited_tables:
+    for t in ctx.rls_tables:
         if t.rls_enabled or not t.policies:
             continue
         names = ", ".join(p.name for p in t.policies)
-        remediation = (fix_rls_command(t) if ctx.in_tenant_scope(t)
+        remediation = (fix_rls_command(t, ctx.root(t)) if ctx.in_tenant_scope(t)
                        else f"ALTER TABLE {qname(t.schema, t.name)} ENABLE ROW LEVEL SECURITY;")
         yield SPEC.finding(
             t, f"{t.qualified} has {len(t.policies)} polic{'y' if len(t.policies) == 1 else 'ies'} ({names}) "

@@ -5,12 +5,21 @@ stops one tenant from reading or changing another tenant's rows.
 tenant column): without RLS, every client lists (and, with Supabase's default grants, changes) every tenant.
 The message names the API roles (`anon`, `authenticated`, PUBLIC) that have privileges on the table.
 
+Partitions count as tables of their own, at every level (a sub-partitioned partition and a default partition
+too), when the application can reach them: the app role, an API role or PUBLIC has a privilege on the partition
+(`GRANT ... ON ALL TABLES IN SCHEMA` grants the partitions too). PostgreSQL applies the row level security of
+the table a query names: RLS enabled (even FORCEd) on the partitioned parent does not apply to
+`SELECT ... FROM the_partition`. Inheritance children (`INHERITS`) are plain tables and always audited.
+Data metrics still count a partitioned table's rows once, through its root.
+
 *Why it matters.* Without RLS, every role with table privileges (on Supabase: `anon` and `authenticated`,
 through the API) reads and changes every tenant's rows. The tenant column promises an isolation the database
 does not enforce.
 
 *How to fix.* `dbguard generate-migration fix-rls-policy public.garages` enables RLS and creates tenant
-policies for every command (with `USING` and `WITH CHECK`).
+policies for every command (with `USING` and `WITH CHECK`). For a partition: the same command on its root
+partitioned table, or enable RLS on the partition without a policy (queries that name it see nothing, queries
+through the parent are unchanged), or revoke the application's privileges on it.
 
 ```sql
 -- bad
@@ -39,13 +48,27 @@ SPEC = RuleSpec("rls_disabled_with_tenant_column", Severity.CRITICAL, "rls", "Te
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
-    for t in ctx.audited_tables:
+    for t in ctx.rls_tables:
         col = ctx.tenant_column(t)  # the tenants table counts too: its key is its tenant column
         if t.rls_enabled or col is None:
             continue
-        exposed = role_list(sorted({g.grantee for g in t.grants if g.grantee in API_GRANTEES}))
+        root = ctx.root(t)
+        grantees = {g.grantee for g in t.grants if g.grantee in API_GRANTEES}
+        if root is not t and ctx.roles.reaches(ctx.config.tenant.app_role, t):
+            grantees.add(ctx.config.tenant.app_role)  # why the partition is audited at all
+        exposed = role_list(sorted(grantees))
         who = f" ({exposed} can query it)" if exposed else ""
+        detail: dict[str, object] = {"grantees": exposed}
+        if root is not t:
+            detail["partition_of"] = root.qualified
+        if root is t:
+            message = (f"{t.qualified} has the tenant column {col} but row level security is disabled{who}: "
+                       f"every session sees and changes every tenant's rows")
+        else:
+            message = (f"{t.qualified} is a partition of {root.qualified} with the tenant column {col} and row "
+                       f"level security disabled{who}: a query that names the partition gets its own row level "
+                       f"security, not {root.qualified}'s, so every such session sees and changes every tenant's "
+                       f"rows through it")
         yield SPEC.finding(
-            t, f"{t.qualified} has the tenant column {col} but row level security is disabled{who}: "
-               f"every session sees and changes every tenant's rows",
-            fix_rls_command(t), detail={"grantees": exposed})
+            t, message,
+            fix_rls_command(t, root), detail=detail)

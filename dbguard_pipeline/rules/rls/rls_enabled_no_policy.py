@@ -1,7 +1,9 @@
 """Row level security is enabled but no policy exists: every query by a role subject to RLS sees no rows and
 every write fails. Safe, but usually not what was meant.
 
-*What it checks.* Every audited table with RLS enabled and no policy at all.
+*What it checks.* Every audited table with RLS enabled and no policy at all. Partitions are not reported: RLS
+on a partition without a policy closes it to queries that name it while queries through the partitioned table
+get the parent's policies, which is the safe way to keep a partition closed.
 
 *Why it matters.* Safe, but usually a forgotten policy: the application sees an empty table and writes fail
 with "new row violates row-level security policy".

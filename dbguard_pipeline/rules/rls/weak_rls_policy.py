@@ -7,7 +7,8 @@ table: its `USING` is always true in any spelling, or never ties the rows to the
 tenant column with the tenant context, and no other restriction to the caller such as an owner or a pinned
 parent row). One finding per policy; `object` is the policy name. Not reported: policies only for roles that
 bypass RLS anyway (`TO service_role`), and policies whose commands and roles RESTRICTIVE tenant policies all
-cover.
+cover. Partitions the application can reach are checked with their own policies: a query that names a
+partition gets the partition's policies, not its parent's.
 
 *Why it matters.* Permissive policies are OR-ed: one policy that lets every row through opens the whole table
 to every role it names, including `anon` and PUBLIC. Typical culprits: the Supabase dashboard template
@@ -48,7 +49,7 @@ SPEC = RuleSpec("weak_rls_policy", Severity.WARNING, "rls", "Permissive policy t
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
     an = ctx.analyzer
-    for t in ctx.tenant_scope_tables:
+    for t in ctx.rls_scope_tables:
         tcol = ctx.tenant_column(t)
         for p in t.policies:
             if ctx.policy_is_moot(p):
@@ -62,6 +63,6 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             yield SPEC.finding(
                 t, f'policy "{p.name}" ({commands_text(p)} to {role_list(p.roles)}) on {t.qualified} {u.describe()}: '
                    f"it lets every such session see every tenant's rows{writes}",
-                fix_rls_command(t), object=p.name,
+                fix_rls_command(t, ctx.root(t)), object=p.name,
                 detail={"command": p.command, "roles": list(p.roles), "using": p.using, "parsed": u.parsed,
                         "always_true": u.always_true, "parse_error": u.error})

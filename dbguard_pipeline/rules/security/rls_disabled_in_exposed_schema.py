@@ -48,7 +48,7 @@ WRITES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
     exposed = set(ctx.config.exposed_schemas)
-    for t in ctx.audited_tables:
+    for t in ctx.rls_tables:
         if t.schema not in exposed or t.rls_enabled or t.policies or ctx.in_tenant_scope(t):
             continue
         privileges: dict[str, list[str]] = {}

@@ -35,7 +35,7 @@ from dbguard_pipeline.model.findings import Finding, Severity
 from dbguard_pipeline.model.schema import Snapshot, Table, View
 from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
-from dbguard_pipeline.semantics.roles import API_GRANTEES, bypasses_rls
+from dbguard_pipeline.semantics.roles import API_GRANTEES, RoleGraph, bypasses_rls
 from dbguard_pipeline.text import ident, qname, role_list
 
 SPEC = RuleSpec("security_definer_view", Severity.CRITICAL, "security", "View in an exposed schema bypasses row level security",
@@ -73,13 +73,14 @@ def _rls_tables_read(snapshot: Snapshot, view: View) -> list[tuple[Table, str, t
     return out
 
 
-def _bypasses(snapshot: Snapshot, role: str, table: Table) -> bool:
+def _bypasses(snapshot: Snapshot, role: str, table: Table, graph: RoleGraph) -> bool:
     r = snapshot.role(role)
     if r is None:
         return True  # unknown owner: assume the worst
     if bypasses_rls(r):
         return True
-    return table.owner == role and not table.rls_forced
+    # the owner, or a member that inherits the owner's privileges, is the owner for RLS
+    return graph.acts_as_owner(role, table) and not table.rls_forced
 
 
 def _revoke(view: str, grantees: list[str]) -> str:
@@ -97,7 +98,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
                            and (g.grantee in API_GRANTEES or g.grantee == app)})
         if not grantees:
             continue
-        reads = [(t, via) for t, runner, via in _rls_tables_read(snapshot, v) if _bypasses(snapshot, runner, t)]
+        reads = [(t, via) for t, runner, via in _rls_tables_read(snapshot, v) if _bypasses(snapshot, runner, t, ctx.roles)]
         leaking = sorted({t.qualified for t, _ in reads})
         definers = sorted({via for _, via in reads})
         if not leaking:
