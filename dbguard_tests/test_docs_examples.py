@@ -45,10 +45,10 @@ def _commands(body: str) -> list[str]:
         line = raw.strip().removeprefix("$ ")
         line = re.sub(r"\s+#.*$", "", line)  # a trailing comment
         for part in (p.strip() for p in line.split("&&")):
-            if not part.startswith("dbguard "):
+            if not part.startswith("dbguard ") or part.split()[1].endswith(":"):  # output: "dbguard diff: error: ..."
                 continue
             words = shlex.split(part)
-            if len(words) < 2 or words[1] not in RUN or words[1].endswith(":"):
+            if len(words) < 2 or words[1] not in RUN:
                 continue
             if re.search(r"\[|\b[A-Z]{3,}\b(?!\w*_)|\.\.\.", part.replace("$", "")):  # a synopsis or placeholder
                 continue
