@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate-migration": ("generate_migration", "write a safe fix migration and its exact rollback"),
     "migrate": ("migrate", "apply, list or roll back migrations with a ledger"),
     "test-isolation": ("test_isolation", "prove tenant isolation by trying cross-tenant access (rolled back)"),
+    "lint-migration": ("lint_migration", "lint migration files without a database: squawk + RLS policy checks"),
     "diff": ("diff", "compare two databases or snapshots: what changed, and what got weaker"),
     "backup": ("backup", "back up tables (pg_dump, with row counts and checksums); list and prune backups"),
     "restore": ("restore", "restore a backup in place or into a scratch database, verified against its manifest"),

@@ -176,17 +176,36 @@ class Config(_Strict):
         return v
 
 
+def find_config(start: Optional[str | os.PathLike] = None) -> Optional[Path]:
+    """The dbguard.yaml (or dbguard.yml) of ``start`` (default: the working directory) or of the nearest
+    directory above it, as ruff and sqlfluff find theirs; None when there is none up to the root."""
+    try:
+        here = Path(start) if start is not None else Path.cwd()
+    except FileNotFoundError:  # the working directory was removed
+        return None
+    for directory in (here, *here.parents):
+        for name in DEFAULT_CONFIG_NAMES:
+            candidate = directory / name
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def config_path(path: Optional[str | os.PathLike] = None) -> Optional[Path]:
+    """Which config file applies: ``path`` (``--config``), else $DBGUARD_CONFIG, else the nearest
+    dbguard.yaml from the working directory upwards, else None (the defaults)."""
+    if path is None:
+        path = os.environ.get("DBGUARD_CONFIG") or None
+    if path is not None:
+        return Path(path)
+    return find_config()
+
+
 def load_config(path: Optional[str | os.PathLike] = None) -> Config:
-    """Load dbguard.yaml. No path: $DBGUARD_CONFIG, else ./dbguard.yaml if present, else defaults."""
+    """Load dbguard.yaml (:func:`config_path` says which); no file: the defaults."""
     import yaml
 
-    if path is None:
-        path = os.environ.get("DBGUARD_CONFIG")
-        if path is None:
-            for name in DEFAULT_CONFIG_NAMES:
-                if Path(name).is_file():
-                    path = name
-                    break
+    path = config_path(path)
     if path is None:
         return Config()
     p = Path(path)

@@ -1,7 +1,11 @@
 """The audit of the demo database matches docs/demo.md: findings, coverage, data integrity, the report."""
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ from dbguard_pipeline.config import Config
 from dbguard_pipeline.report import render
 
 from .conftest import run_sql
+from .test_cli_foundation import dbguard
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "demo.md"
 USING_TRUE_TABLES = {
@@ -85,11 +90,14 @@ def test_demo_data_is_fully_covered_without_orphans_or_cross_tenant_rows(demo_re
 def test_demo_text_report_matches_the_documented_report(demo_result):
     text = render(demo_result, "text", color=False).rstrip("\n").splitlines()
     assert text[0].startswith(f"dbguard validate: {demo_result.database} (PostgreSQL ")
+    documented_header = re.sub(r"PostgreSQL [\d.]+", "", documented_report()[0]).split(":", 1)[1]
+    assert re.sub(r"PostgreSQL [\d.]+", "", text[0]).split(":", 1)[1] == documented_header.replace(
+        "dbguard_demo", demo_result.database)  # tables and rules counted as documented
     assert skeleton(text) == skeleton(documented_report())
 
 
 @pytest.mark.integration
-def test_dbguard_demo_prints_the_report_and_exits_1(demo_dsn, capsys):
+def test_the_demo_report_is_the_audit_at_fail_on_critical(demo_dsn, capsys):
     assert report_audit(demo_dsn) == 1
     out = capsys.readouterr().out
     assert "✗ public.garages:" in out and out.count("[weak_rls_policy]") == 9
@@ -122,3 +130,32 @@ def test_fixing_the_criticals_in_sql_makes_the_demo_pass(demo_dsn):
     # the new child -> parent reference between tenant tables is checked, and clean
     assert result.metrics["public.conversation_messages"].cross_tenant == {
         "conversation_messages_conversation_id_fkey": 0}
+
+
+@pytest.mark.integration
+def test_demo_exits_0_and_serve_keeps_the_server_for_the_other_commands(tmp_path):
+    env = {**os.environ, "DBGUARD_HOME": str(tmp_path / "home")}
+    env.pop("DBGUARD_DATABASE_URL", None)
+    # nothing running: --print-dsn refuses (it never starts, loads or reloads anything)
+    none = dbguard("demo", "--print-dsn", env=env)
+    assert none.returncode == 2 and "dbguard demo --serve" in none.stderr and not none.stdout
+    demo = dbguard("demo", env=env, timeout=300)
+    assert demo.returncode == 0, demo.stderr
+    assert "FAIL at --fail-on critical" in demo.stdout and "error" not in demo.stderr.lower()
+    serve = subprocess.Popen([sys.executable, "-m", "dbguard_pipeline.cli", "demo", "--serve"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = serve.stdout.readline().strip()
+        assert url.startswith("postgresql://"), serve.stderr.read() if serve.poll() is not None else url
+        run_sql(url, "create table public.kept_between_commands (id int)")  # --print-dsn must not reload
+        printed = dbguard("demo", "--print-dsn", env=env)
+        assert printed.returncode == 0 and printed.stdout.strip() == url
+        validate = dbguard("validate", "--format", "json", env={**env, "DBGUARD_DATABASE_URL": url})
+        assert validate.returncode == 1 and '"database": "dbguard_demo"' in validate.stdout, validate.stderr
+        run_sql(url, "select from public.kept_between_commands")  # still there: nothing was reloaded
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=60) == 0
+    assert "demo server stopped" in serve.stderr.read()
+    assert not (tmp_path / "home" / "pgdata" / "postmaster.pid").exists()
+    assert dbguard("demo", "--print-dsn", env=env).returncode == 2

@@ -65,7 +65,7 @@ def test_out_writes_the_report_file(problem_dsn, tmp_path, fmt):
     elif fmt == "junit":
         assert ET.fromstring(body.encode()).get("failures") == "1"
     else:
-        assert "public.notes: 50.0% complete (1/2)" in body and "\x1b" not in body
+        assert "  public.notes: 1 of 2 rows have no tenant_id" in body and "\x1b" not in body
 
 
 def test_usage_and_input_errors_exit_2_with_one_line(problem_dsn, tmp_path):
@@ -151,14 +151,10 @@ def test_a_select_only_role_gets_the_same_audit_and_nothing_changes(server_dsn, 
     run_sql(server_dsn, "drop role dbguard_auditor")
 
 
-@pytest.mark.integration
-def test_text_is_coloured_on_a_terminal_and_plain_when_piped(problem_dsn):
-    args = [sys.executable, "-m", "dbguard_pipeline.cli", "validate", "--dsn", problem_dsn, "--rule", "tenant_coverage"]
-    piped = subprocess.run(args, capture_output=True, text=True, timeout=120)
-    assert piped.returncode == 1 and "\x1b[" not in piped.stdout and "✗ public.notes" in piped.stdout
+def _on_a_terminal(args):
     master, slave = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
-    proc = subprocess.Popen(args, stdout=slave, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(args, stdout=slave, stderr=slave, env=env)
     os.close(slave)
     chunks = []
     while True:
@@ -171,5 +167,60 @@ def test_text_is_coloured_on_a_terminal_and_plain_when_piped(problem_dsn):
         chunks.append(data)
     proc.wait(timeout=120)
     os.close(master)
-    tty_out = b"".join(chunks).decode("utf-8", "replace")
-    assert proc.returncode == 1 and "\x1b[" in tty_out and "public.notes" in tty_out
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.integration
+def test_text_is_coloured_on_a_terminal_and_plain_when_piped(problem_dsn):
+    args = [sys.executable, "-m", "dbguard_pipeline.cli", "validate", "--dsn", problem_dsn, "--rule", "tenant_coverage"]
+    piped = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 1 and "\x1b[" not in piped.stdout and "✗ tenant_coverage (1)" in piped.stdout
+    assert piped.stderr == ""  # no progress when standard error is not a terminal
+    code, tty_out = _on_a_terminal(args)
+    assert code == 1 and "\x1b[" in tty_out and "public.notes" in tty_out
+    # --color overrides the detection both ways; --quiet is the count line alone, no progress
+    always = subprocess.run([*args, "--color", "always"], capture_output=True, text=True, timeout=120)
+    assert "\x1b[" in always.stdout
+    code, never = _on_a_terminal([*args, "--color", "never", "--quiet"])
+    assert code == 1 and "\x1b[" not in never
+    assert never.strip().splitlines() == ["✗ 1 critical, ⚠ 0 warnings, ℹ 0 info  FAIL at --fail-on critical"]
+
+
+def test_the_core_install_paths_never_import_the_extras():
+    """What `pip install dbguard-rls` (no extras) must run: every CLI command and the pytest plugin load
+    without dagster, pandas or great_expectations (the [dagster] and [gx] extras)."""
+    code = (
+        "import importlib, json, sys\n"
+        "from dbguard_pipeline.cli import COMMANDS\n"
+        "for module, _ in COMMANDS.values():\n"
+        "    importlib.import_module('dbguard_pipeline.commands.' + module)\n"
+        "import dbguard_pipeline.pytest_plugin, dbguard_pipeline.services, dbguard_pipeline.report\n"
+        "import dbguard_pipeline.fixes.plan, dbguard_pipeline.fixes.ledger, dbguard_pipeline.probe\n"
+        "print(json.dumps(sorted(m for m in ('dagster', 'pandas', 'great_expectations') if m in sys.modules)))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_extras_hold_the_heavy_dependencies_and_make_installs_everything():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "dbguard-rls" and project["scripts"] == {"dbguard": "dbguard_pipeline.cli:run"}
+    core = {d.split("==")[0].split("[")[0] for d in project["dependencies"]}
+    assert not core & {"dagster", "dagster-webserver", "pandas", "great-expectations", "psycopg2-binary"}
+    extras = project["optional-dependencies"]
+    assert {d.split("==")[0] for d in extras["dagster"]} == {"dagster", "dagster-webserver", "dagster-postgres",
+                                                            "dagster-slack", "dagster-dg-cli"}
+    assert {d.split("==")[0] for d in extras["gx"]} == {"great-expectations", "pandas", "psycopg2-binary"}
+    def norm(name):  # PEP 503: great_expectations == great-expectations, PyYAML == pyyaml
+        return name.split("[")[0].lower().replace("_", "-")
+
+    lock = {norm(ln.split("==")[0]): ln.split("==")[1] for ln in (root / "requirements.lock").read_text().split()
+            if "==" in ln}
+    for dep in project["dependencies"] + extras["dagster"] + extras["gx"] + extras["test"]:  # make = the lock
+        name, version = dep.split("==")
+        assert lock[norm(name)] == version, dep

@@ -1,4 +1,4 @@
-"""dbguard validate: the audit, reported for people (text) or CI (json, sarif, junit)."""
+"""dbguard validate: the audit, reported for people (text) or CI (json, sarif, junit, github, markdown)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,24 @@ import argparse
 import sys
 
 from dbguard_pipeline.commands._args import add_database_arguments
+from dbguard_pipeline.report.sarif import RULES_DOC_URL
 
 DESCRIPTION = (
     "Audit row level security, tenancy, data integrity, performance and security of a PostgreSQL "
-    "database (read-only) and report the findings. Exit 0 when nothing is at or above --fail-on, 1 "
-    "otherwise, 2 on usage, connection or permission errors."
+    "database (read-only) and report the findings. Exit 0 when nothing (new, with --baseline) is at or above "
+    "--fail-on, 1 otherwise, 2 on usage, connection or permission errors."
 )
+
+FORMATS = ("text", "json", "sarif", "junit", "github", "markdown")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_database_arguments(parser)
     parser.add_argument(
-        "--format", choices=("text", "json", "sarif", "junit"), default="text", help="report format (default: text)"
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="report format (default: text; github = workflow annotations, markdown = PR comment or job summary)",
     )
     parser.add_argument("--out", metavar="FILE", help="write the report here (default: standard output)")
     parser.add_argument(
@@ -31,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="ID",
         dest="rules",
-        help="run only this rule (repeatable; ids in docs/rules.md)",
+        help=f"run only this rule (repeatable; the rules: {RULES_DOC_URL})",
     )
     parser.add_argument(
         "--exclude-rule", action="append", metavar="ID", dest="exclude_rules", default=[],
@@ -40,33 +46,103 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-data", action="store_true", help="skip the data metrics (row counts, NULLs, orphans): schema rules only"
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="FILE",
+        help="accept the findings of this file (written by --write-baseline, or a json or sarif report): they are "
+        "listed as ignored and only new findings fail",
+    )
+    parser.add_argument(
+        "--write-baseline", metavar="FILE", help="also write today's findings as a baseline file (for --baseline)"
+    )
+    parser.add_argument(
+        "--group-by",
+        choices=("rule", "table"),
+        default="rule",
+        help="text: group the problems by rule (default) or by table",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="text: also list the tables without finding and the ignored findings",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="text: only the count line; nothing on standard error (no progress)"
+    )
+    parser.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour the text report (auto: when writing to a terminal and NO_COLOR is unset)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from dbguard_pipeline import services
     from dbguard_pipeline.audit import selected_rules
     from dbguard_pipeline.commands.output import write_output
-    from dbguard_pipeline.config import load_config
-    from dbguard_pipeline.report import render
+    from dbguard_pipeline.commands.progress import progress
+    from dbguard_pipeline.config import config_path, load_config
+    from dbguard_pipeline.report import apply_baseline, load_baseline, render, render_baseline, use_color
+    from dbguard_pipeline.text import plural
 
-    config = load_config(args.config)
+    source = config_path(args.config)
+    config = load_config(source)
     selected_rules(args.rules + args.exclude_rules if args.rules else args.exclude_rules)  # unknown ids: before connecting
     if args.exclude_rules:
         config = config.model_copy(update={"exclude_rules": (*config.exclude_rules, *args.exclude_rules)})
     selected_rules(args.rules, config)
+    baseline = load_baseline(args.baseline) if args.baseline else None  # a bad file fails before connecting
     dsn = services.resolve_dsn(args.dsn)
-    result = services.audit(dsn, config, rules=args.rules, with_metrics=not args.no_data)
-    color = None if not args.out or args.out == "-" else False
-    write_output(
-        render(result, args.format, fail_on=args.fail_on, color=color if args.format == "text" else None), args.out
+    to_file = bool(args.out) and args.out != "-"
+    color = False if to_file else use_color(args.color)
+    if args.color == "always":
+        color = True
+    with progress(quiet=args.quiet, color=use_color(args.color, sys.stderr)) as bar:
+        bar.phase("introspecting the schema")
+        snapshot = services.introspect(dsn, config, config.schemas or None)
+        bar.phase(
+            f"auditing {plural(len(snapshot.tables), 'table')}"
+            + ("" if args.no_data else " (data metrics: one read per table)")
+        )
+        result = services.audit(dsn, config, rules=args.rules, with_metrics=not args.no_data, snapshot=snapshot)
+    if args.write_baseline:
+        write_output(render_baseline(result), args.write_baseline)
+    gone: tuple[str, ...] = ()
+    accepted = 0
+    if baseline is not None:
+        outcome = apply_baseline(result, baseline)
+        result, accepted, gone = outcome.result, outcome.accepted, outcome.gone
+    where = str(source) if source is not None else None
+    report = render(
+        result,
+        args.format,
+        fail_on=args.fail_on,
+        color=color,
+        group_by=args.group_by,
+        verbose=args.verbose,
+        quiet=args.quiet,
+        config_source=where,
     )
+    write_output(report, args.out)
     code = result.exit_code(args.fail_on)
-    if args.out and args.out != "-":
+    if args.quiet:
+        return code
+    if baseline is not None:
+        print(
+            f"baseline {args.baseline}: {accepted} accepted, {len(result.findings)} new"
+            + (f", {len(gone)} fixed since (--write-baseline to refresh it)" if gone else ""),
+            file=sys.stderr,
+        )
+    if args.write_baseline:
+        print(f"wrote baseline {args.write_baseline}", file=sys.stderr)
+    if to_file:
         s = result.summary()
         extra = f", {len(result.not_measured)} not measured" if result.not_measured else ""
         print(
             f"wrote {args.out}: {s['critical']} critical, {s['warning']} warning, {s['info']} info, "
-            f"{s['ignored']} ignored{extra} ({result.database})",
+            f"{s['ignored']} ignored{extra} ({result.database}; config: {where or 'defaults'})",
             file=sys.stderr,
         )
     return code

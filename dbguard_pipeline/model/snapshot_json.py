@@ -94,7 +94,7 @@ def check_snapshot_json(data: Any) -> Optional[str]:
     """None when ``data`` (parsed JSON) is a snapshot ``load_snapshot`` can read, else a one-line reason."""
     if not isinstance(data, dict):
         return "the top level is not an object"
-    if "findings" in data and "tables" not in data:
+    if "findings" in data and "summary" in data:  # a validate report (it lists "tables" too, as names)
         return "it is a dbguard validate report"
     if "changes" in data and data.get("format") == "dbguard-diff":
         return "it is a dbguard diff report"

@@ -108,7 +108,13 @@ def _resolve_table(snapshot: Optional[Snapshot], name: str) -> tuple[Optional[st
 def build_expectations(config: Config, only: Optional[set[int]] = None) -> list[Any]:
     """Instantiate the configured expectations (imports great_expectations); a bad type or bad kwargs raise
     a one-line ConfigError naming the entry. ``only``: the indexes to build (the others are None)."""
-    import great_expectations as gx
+    try:
+        import great_expectations as gx
+    except ModuleNotFoundError:
+        raise ConfigError(
+            "the config declares expectations dbguard cannot run in SQL, and Great Expectations is not installed "
+            '(pip install "dbguard-rls[gx]")'
+        ) from None
 
     out: list[Any] = []
     for i, e in enumerate(config.expectations):

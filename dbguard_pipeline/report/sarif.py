@@ -16,9 +16,17 @@ if TYPE_CHECKING:
     from dbguard_pipeline.audit.run import AuditResult
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+# The project's home; every rule's helpUri is its section of docs/rules.md there (a "## rule_id" heading,
+# whose anchor is the rule id), so an installed user without the repository still has a link that works.
 INFORMATION_URI = "https://github.com/dbguard/dbguard"
+RULES_DOC_URL = f"{INFORMATION_URI}/blob/main/docs/rules.md"
 _LEVEL = {Severity.CRITICAL: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 _SECURITY_SEVERITY = {Severity.CRITICAL: "9.0", Severity.WARNING: "5.0", Severity.INFO: "2.0"}
+
+
+def rule_doc_url(rule_id: str) -> str:
+    """The rule's documentation on the project's site (its "## rule_id" section of docs/rules.md)."""
+    return f"{RULES_DOC_URL}#{rule_id}"
 
 
 def _artifact_uri(database: str, schema: str, table: str) -> str:
@@ -45,18 +53,23 @@ def _rule(rid: str) -> dict[str, Any]:
     sev = spec.severity if spec else Severity.WARNING
     title = spec.title if spec else rid
     desc = (spec.description if spec else "") or title
+    tags = ["security"]
+    category = spec.category if spec else "dbguard"
+    if category not in tags:  # SARIF tags are a set: "security" rules must not repeat it
+        tags.append(category)
     return {
         "id": rid,
         "name": "".join(p.capitalize() for p in rid.split("_")),
         "shortDescription": {"text": title},
         "fullDescription": {"text": desc},
         "help": {
-            "text": f"{desc}\nSee docs/rules.md#{rid} for how to fix it.",
-            "markdown": f"**{title}**\n\n{desc}\n\nSee `docs/rules.md#{rid}` for how to fix it.",
+            "text": f"{desc}\nSee {rule_doc_url(rid)} for how to fix it.",
+            "markdown": f"**{title}**\n\n{desc}\n\nSee [{rid}]({rule_doc_url(rid)}) for how to fix it.",
         },
+        "helpUri": rule_doc_url(rid),
         "defaultConfiguration": {"level": _LEVEL[sev]},
         "properties": {
-            "tags": ["security", spec.category if spec else "dbguard"],
+            "tags": tags,
             "security-severity": _SECURITY_SEVERITY[sev],
             "precision": "high",
         },
