@@ -2,6 +2,7 @@
 
 The tenant model is configuration, not code; the defaults fit Supabase and the demo database.
 """
+
 from __future__ import annotations
 
 import os
@@ -113,8 +114,21 @@ class Config(_Strict):
     # Schemas to audit; empty = every non-system schema. Excluded ones are never audited.
     schemas: tuple[str, ...] = ()
     exclude_schemas: tuple[str, ...] = (
-        "auth", "storage", "extensions", "graphql", "graphql_public", "realtime", "supabase_functions",
-        "supabase_migrations", "vault", "pgsodium", "pgsodium_masks", "net", "cron", "pgbouncer", "_realtime",
+        "auth",
+        "storage",
+        "extensions",
+        "graphql",
+        "graphql_public",
+        "realtime",
+        "supabase_functions",
+        "supabase_migrations",
+        "vault",
+        "pgsodium",
+        "pgsodium_masks",
+        "net",
+        "cron",
+        "pgbouncer",
+        "_realtime",
         "dbguard",  # the migration runner's ledger
     )
     # Schemas exposed through an API (PostgREST): views there must not bypass RLS.
@@ -239,7 +253,9 @@ def deprecations(data: dict) -> list[str]:
     """One line per deprecated setting the (raw) config data sets."""
     tenant = data.get("tenant")
     if isinstance(tenant, dict) and "app_role_owns_tables" in tenant:
-        return ["tenant.app_role_owns_tables is deprecated: dbguard now reads from the catalog whether a table's "
-                "owner can connect (LOGIN, role membership, the app role itself) and reports rls_not_forced then; "
-                "true still flags every table with RLS enabled and not forced. Remove the setting."]
+        return [
+            "tenant.app_role_owns_tables is deprecated: dbguard now reads from the catalog whether a table's "
+            "owner can connect (LOGIN, role membership, the app role itself) and reports rls_not_forced then; "
+            "true still flags every table with RLS enabled and not forced. Remove the setting."
+        ]
     return []

@@ -1,4 +1,5 @@
 """The audit of the demo database matches docs/demo.md: findings, coverage, data integrity, the report."""
+
 from __future__ import annotations
 
 import os
@@ -20,15 +21,24 @@ from .test_cli_foundation import dbguard
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "demo.md"
 USING_TRUE_TABLES = {
-    "capture_sessions", "event_photos", "photo_metadata", "profiles", "user_tenants",
-    "vehicle_event_audit_logs", "vehicle_events", "vehicle_images", "vehicles",
+    "capture_sessions",
+    "event_photos",
+    "photo_metadata",
+    "profiles",
+    "user_tenants",
+    "vehicle_event_audit_logs",
+    "vehicle_events",
+    "vehicle_images",
+    "vehicles",
 }
 
 
 def documented_findings() -> set[tuple[str, str]]:
     """(severity, cache key) rows of the "Expected findings" table of docs/demo.md."""
     section = DOC.read_text(encoding="utf-8").split("## Expected findings", 1)[1].split("\n## ", 1)[0]
-    return {(m.group(1), m.group(2)) for m in re.finditer(r"^\| (critical|warning|info) \| `([^`]+)` \|$", section, re.M)}
+    return {
+        (m.group(1), m.group(2)) for m in re.finditer(r"^\| (critical|warning|info) \| `([^`]+)` \|$", section, re.M)
+    }
 
 
 def documented_report() -> list[str]:
@@ -64,10 +74,13 @@ def test_demo_findings_are_exactly_the_documented_ones(demo_result):
     assert {(f.severity.value, f.cache_key) for f in demo_result.findings} == expected
     assert demo_result.summary() == {"critical": 2, "warning": 12, "info": 1, "ignored": 0}
     critical = [f for f in demo_result.findings if f.severity.value == "critical"]
-    assert [(f.rule, f.table) for f in critical if f.category == "rls"] == [("rls_disabled_with_tenant_column", "garages")]
+    assert [(f.rule, f.table) for f in critical if f.category == "rls"] == [
+        ("rls_disabled_with_tenant_column", "garages")
+    ]
     weak = {f.table for f in demo_result.findings if f.rule == "weak_rls_policy"}
-    assert weak == USING_TRUE_TABLES and all(f.severity.value == "warning" for f in demo_result.findings
-                                               if f.rule == "weak_rls_policy")
+    assert weak == USING_TRUE_TABLES and all(
+        f.severity.value == "warning" for f in demo_result.findings if f.rule == "weak_rls_policy"
+    )
     assert not [f for f in demo_result.findings if f.table in ("vision_accuracy", "vision_metrics")]
     assert demo_result.exit_code("critical") == 1 and demo_result.not_measured == ()
 
@@ -82,8 +95,12 @@ def test_demo_data_is_fully_covered_without_orphans_or_cross_tenant_rows(demo_re
     assert all(v == 0 for m in metrics.values() for v in list(m.orphans.values()) + list(m.cross_tenant.values()))
     assert sum(len(m.cross_tenant) for m in metrics.values()) == 10
     assert metrics["public.vehicle_spec_enhancements"].orphans == {"tenant_id": 0}
-    assert not {f.rule for f in demo_result.findings} & {"tenant_coverage", "orphaned_rows",
-                                                         "cross_tenant_reference", "null_violation"}
+    assert not {f.rule for f in demo_result.findings} & {
+        "tenant_coverage",
+        "orphaned_rows",
+        "cross_tenant_reference",
+        "null_violation",
+    }
 
 
 @pytest.mark.integration
@@ -92,7 +109,8 @@ def test_demo_text_report_matches_the_documented_report(demo_result):
     assert text[0].startswith(f"dbguard validate: {demo_result.database} (PostgreSQL ")
     documented_header = re.sub(r"PostgreSQL [\d.]+", "", documented_report()[0]).split(":", 1)[1]
     assert re.sub(r"PostgreSQL [\d.]+", "", text[0]).split(":", 1)[1] == documented_header.replace(
-        "dbguard_demo", demo_result.database)  # tables and rules counted as documented
+        "dbguard_demo", demo_result.database
+    )  # tables and rules counted as documented
     assert skeleton(text) == skeleton(documented_report())
 
 
@@ -108,7 +126,9 @@ def test_the_demo_report_is_the_audit_at_fail_on_critical(demo_dsn, capsys):
 def test_fixing_the_criticals_in_sql_makes_the_demo_pass(demo_dsn):
     """The loop of the original tool, by hand: fix garages and conversation_messages, audit again."""
     ctx = "(select nullif(current_setting('app.current_tenant_id', true), '')::uuid)"
-    run_sql(demo_dsn, f"""
+    run_sql(
+        demo_dsn,
+        f"""
         alter table public.garages enable row level security;
         create policy garages_tenant_isolation on public.garages for all to authenticated
             using (tenant_id = {ctx}) with check (tenant_id = {ctx});
@@ -120,7 +140,8 @@ def test_fixing_the_criticals_in_sql_makes_the_demo_pass(demo_dsn):
         alter table public.conversation_messages enable row level security;
         create policy conversation_messages_tenant_isolation on public.conversation_messages for all
             to authenticated using (tenant_id = {ctx}) with check (tenant_id = {ctx});
-    """)
+    """,
+    )
     result = run_audit(demo_dsn, Config())
     assert result.summary()["critical"] == 0 and result.exit_code("critical") == 0
     assert result.exit_code("warning") == 1
@@ -129,7 +150,8 @@ def test_fixing_the_criticals_in_sql_makes_the_demo_pass(demo_dsn):
     assert cov["conversation_messages"].percent == 100.0 and cov["conversation_messages"].rows == 30
     # the new child -> parent reference between tenant tables is checked, and clean
     assert result.metrics["public.conversation_messages"].cross_tenant == {
-        "conversation_messages_conversation_id_fkey": 0}
+        "conversation_messages_conversation_id_fkey": 0
+    }
 
 
 @pytest.mark.integration
@@ -142,8 +164,13 @@ def test_demo_exits_0_and_serve_keeps_the_server_for_the_other_commands(tmp_path
     demo = dbguard("demo", env=env, timeout=300)
     assert demo.returncode == 0, demo.stderr
     assert "FAIL at --fail-on critical" in demo.stdout and "error" not in demo.stderr.lower()
-    serve = subprocess.Popen([sys.executable, "-m", "dbguard_pipeline.cli", "demo", "--serve"], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "dbguard_pipeline.cli", "demo", "--serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = serve.stdout.readline().strip()
         assert url.startswith("postgresql://"), serve.stderr.read() if serve.poll() is not None else url

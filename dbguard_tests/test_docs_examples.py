@@ -94,8 +94,10 @@ def test_the_rule_count_in_the_readme_is_the_registry():
 @pytest.mark.integration
 @pytest.mark.parametrize(
     "block",
-    [pytest.param(b, marks=pytest.mark.xfail(reason=KNOWN[str(b)], strict=True)) if str(b) in KNOWN else b
-     for b in BLOCKS],
+    [
+        pytest.param(b, marks=pytest.mark.xfail(reason=KNOWN[str(b)], strict=True)) if str(b) in KNOWN else b
+        for b in BLOCKS
+    ],
     ids=str,
 )
 def test_doc_example_runs(block, demo_dsn, tmp_path):
@@ -110,14 +112,22 @@ def test_doc_example_runs(block, demo_dsn, tmp_path):
             for snap in (a for a in argv[2:] if a.endswith(".json") and not (tmp_path / a).exists()):
                 made = subprocess.run(
                     [sys.executable, "-m", "dbguard_pipeline.cli", "introspect", "--out", snap],
-                    cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                    cwd=tmp_path,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
                 )
                 assert made.returncode == 0, made.stderr
         if argv[1] == "lint-migration":
             continue
         proc = subprocess.run(
             [sys.executable, "-m", "dbguard_pipeline.cli", *argv[1:]],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         where = f"{block}: `{command}` exited {proc.returncode}:\n{proc.stderr[-2000:]}"
         assert proc.returncode in (0, 1), where
@@ -135,14 +145,31 @@ def test_the_documented_diff_errors_are_the_real_ones(demo_dsn, tmp_path):
     env = {**os.environ, "DBGUARD_DATABASE_URL": demo_dsn}
 
     def diff(*args: str) -> str:
-        proc = subprocess.run([sys.executable, "-m", "dbguard_pipeline.cli", "diff", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "dbguard_pipeline.cli", "diff", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 2, proc.stderr
         return proc.stderr.strip()
 
-    subprocess.run([sys.executable, "-m", "dbguard_pipeline.cli", "introspect", "--out", "before.json"],
-                   cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
-    subprocess.run([sys.executable, "-m", "dbguard_pipeline.cli", "validate", "--format", "json", "--out",
-                    "report.json"], cwd=tmp_path, env=env, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "dbguard_pipeline.cli", "introspect", "--out", "before.json"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "dbguard_pipeline.cli", "validate", "--format", "json", "--out", "report.json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     assert diff("before.json", "after.json") in documented
     assert diff("report.json", demo_dsn) in documented

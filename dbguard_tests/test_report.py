@@ -1,4 +1,5 @@
 """Reports from a real audit: the json shape, SARIF structure, JUnit that CI parses, the text report."""
+
 from __future__ import annotations
 
 import json
@@ -63,7 +64,8 @@ def test_json_has_the_documented_shape(result):
     # ignored: counted and listed, not silently dropped
     assert data["summary"]["ignored"] == 1
     assert [f["cache_key"] for f in data["ignored"]] == [
-        "cross_tenant_reference:public.conversations:conversations_vehicle_id_fkey"]
+        "cross_tenant_reference:public.conversations:conversations_vehicle_id_fkey"
+    ]
     cov = {(c["schema"], c["table"]): c for c in data["coverage"]}
     assert {"schema", "table", "rows", "with_tenant", "percent"} <= set(cov[("public", "vehicles")])
     assert (cov[("public", "vehicles")]["rows"], cov[("public", "vehicles")]["percent"]) == (22, 100.0)
@@ -110,18 +112,22 @@ def test_junit_parses_and_fails_exactly_the_findings_at_or_above_fail_on(result)
         failures = [c for c in cases if c.find("failure") is not None]
         assert int(root.get("failures")) == len(failures)
         rank = {"critical": 3, "warning": 2, "info": 1}
-        expected = {(f"dbguard.{f.rule}", f"{f.schema}.{f.table}".replace("\x1b", "\ufffd")) for f in result.findings
-                    if rank[f.severity.value] >= rank[fail_on]}
+        expected = {
+            (f"dbguard.{f.rule}", f"{f.schema}.{f.table}".replace("\x1b", "\ufffd"))
+            for f in result.findings
+            if rank[f.severity.value] >= rank[fail_on]
+        }
         assert {(c.get("classname"), c.get("name")) for c in failures} == expected
         skipped = [c for c in cases if c.find("skipped") is not None]
         assert [(c.get("classname"), c.get("name")) for c in skipped] == [
-            ("dbguard.cross_tenant_reference", "public.conversations")]
+            ("dbguard.cross_tenant_reference", "public.conversations")
+        ]
         for suite in root.findall("testsuite"):
             assert int(suite.get("tests")) == len(suite.findall("testcase"))
     # one testcase per rule x audited table: the hostile name comes through intact (control characters
     # are not legal XML: they are replaced, never written raw)
     names = {c.get("name") for c in cases}
-    assert f"{HOSTILE_SCHEMA}.a\"b; drop table x\n✓ fake line\ufffd[2J" in names
+    assert f'{HOSTILE_SCHEMA}.a"b; drop table x\n✓ fake line\ufffd[2J' in names
 
 
 @pytest.mark.security
@@ -153,7 +159,8 @@ def test_not_measured_tables_appear_in_every_format(planted):
     assert ("public.vehicles", "required column 'no_such_column' does not exist") in result.not_measured
     assert "Not measured" in render(result, "text", color=False)
     assert json.loads(render(result, "json"))["not_measured"] == [
-        {"table": "public.vehicles", "reason": "required column 'no_such_column' does not exist"}]
+        {"table": "public.vehicles", "reason": "required column 'no_such_column' does not exist"}
+    ]
     notes = to_sarif(result)["runs"][0]["invocations"][0]["toolExecutionNotifications"]
     assert any("public.vehicles" in n["message"]["text"] for n in notes)
     root = ET.fromstring(render(result, "junit").encode())

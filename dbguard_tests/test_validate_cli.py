@@ -1,4 +1,5 @@
 """`dbguard validate` as CI runs it: exit codes, formats, files, errors, imports, secrets, read-only."""
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,9 @@ def test_exit_codes_follow_fail_on(problem_dsn, tmp_path):
     assert warn.returncode == 1 and "no_such_column" in warn.stdout
     # the same finding ignored by cache key: counted, and no longer fails the run
     cfg.write_text("ignore: ['tenant_coverage:public.notes:tenant_id']\n")
-    ignored = dbguard("validate", "--dsn", problem_dsn, "--config", str(cfg), "--rule", "tenant_coverage",
-                      "--format", "json")
+    ignored = dbguard(
+        "validate", "--dsn", problem_dsn, "--config", str(cfg), "--rule", "tenant_coverage", "--format", "json"
+    )
     assert ignored.returncode == 0 and json.loads(ignored.stdout)["summary"]["ignored"] == 1
 
 
@@ -76,10 +78,10 @@ def test_usage_and_input_errors_exit_2_with_one_line(problem_dsn, tmp_path):
     cfg = tmp_path / "dbguard.yaml"
     cfg.write_text("coverage_threshold: 150\n")
     assert_one_line_error(dbguard("validate", "--dsn", problem_dsn, "--config", str(cfg)), "coverage_threshold")
-    assert_one_line_error(dbguard("validate", "--config", str(tmp_path / "missing.yaml"), "--dsn", problem_dsn),
-                          "config file not found")
-    assert_one_line_error(dbguard("validate", "--dsn", f"postgresql://app:{SECRET}@127.0.0.1:1/prod"),
-                          "cannot connect")
+    assert_one_line_error(
+        dbguard("validate", "--config", str(tmp_path / "missing.yaml"), "--dsn", problem_dsn), "config file not found"
+    )
+    assert_one_line_error(dbguard("validate", "--dsn", f"postgresql://app:{SECRET}@127.0.0.1:1/prod"), "cannot connect")
     assert_one_line_error(dbguard("validate", "--dsn", problem_dsn, "--out", str(tmp_path)), "is a directory")
 
 
@@ -108,8 +110,11 @@ def test_validate_does_not_import_dagster_pandas_or_great_expectations(problem_d
 @pytest.mark.security
 def test_password_never_appears_in_any_format(server_dsn, password_role, demo_dsn, tmp_path):  # noqa: F811
     dbname = parse_dsn(demo_dsn)["dbname"]
-    run_sql(demo_dsn, f"grant usage on schema auth to {password_role};"
-                      f"grant select on all tables in schema public, auth to {password_role};")
+    run_sql(
+        demo_dsn,
+        f"grant usage on schema auth to {password_role};"
+        f"grant select on all tables in schema public, auth to {password_role};",
+    )
     dsn = _as_user(server_dsn, password_role, SECRET, dbname)
     for fmt in ("text", "json", "sarif", "junit"):
         out = tmp_path / f"r.{fmt}"
@@ -132,9 +137,12 @@ def test_a_select_only_role_gets_the_same_audit_and_nothing_changes(server_dsn, 
     same findings and coverage as the superuser, and the tables' write counters do not move."""
     dbname = parse_dsn(demo_dsn)["dbname"]
     run_sql(server_dsn, "drop role if exists dbguard_auditor; create role dbguard_auditor login bypassrls")
-    run_sql(demo_dsn, "grant usage on schema auth to dbguard_auditor;"
-                      "grant select on all tables in schema public, auth to dbguard_auditor;")
-    stats = ("select relname, n_tup_ins, n_tup_upd, n_tup_del from pg_stat_user_tables order by relname")
+    run_sql(
+        demo_dsn,
+        "grant usage on schema auth to dbguard_auditor;"
+        "grant select on all tables in schema public, auth to dbguard_auditor;",
+    )
+    stats = "select relname, n_tup_ins, n_tup_upd, n_tup_del from pg_stat_user_tables order by relname"
     with connect(demo_dsn) as conn:
         before = conn.execute(stats).fetchall()
     as_owner = json.loads(dbguard("validate", "--dsn", demo_dsn, "--format", "json").stdout)
@@ -213,14 +221,23 @@ def test_the_extras_hold_the_heavy_dependencies_and_make_installs_everything():
     core = {d.split("==")[0].split("[")[0] for d in project["dependencies"]}
     assert not core & {"dagster", "dagster-webserver", "pandas", "great-expectations", "psycopg2-binary"}
     extras = project["optional-dependencies"]
-    assert {d.split("==")[0] for d in extras["dagster"]} == {"dagster", "dagster-webserver", "dagster-postgres",
-                                                            "dagster-slack", "dagster-dg-cli"}
+    assert {d.split("==")[0] for d in extras["dagster"]} == {
+        "dagster",
+        "dagster-webserver",
+        "dagster-postgres",
+        "dagster-slack",
+        "dagster-dg-cli",
+    }
     assert {d.split("==")[0] for d in extras["gx"]} == {"great-expectations", "pandas", "psycopg2-binary"}
+
     def norm(name):  # PEP 503: great_expectations == great-expectations, PyYAML == pyyaml
         return name.split("[")[0].lower().replace("_", "-")
 
-    lock = {norm(ln.split("==")[0]): ln.split("==")[1] for ln in (root / "requirements.lock").read_text().split()
-            if "==" in ln}
+    lock = {
+        norm(ln.split("==")[0]): ln.split("==")[1]
+        for ln in (root / "requirements.lock").read_text().split()
+        if "==" in ln
+    }
     for dep in project["dependencies"] + extras["dagster"] + extras["gx"] + extras["test"]:  # make = the lock
         name, version = dep.split("==")
         assert lock[norm(name)] == version, dep

@@ -1,5 +1,6 @@
 """dbguard analyze: what row level security costs each tenant table, measured as the app role, with fixes
 proven faster on a scratch copy."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,18 +20,34 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_database_arguments(parser)
-    parser.add_argument("--table", action="extend", nargs="+", metavar="T", dest="tables",
-                        help="only these tables (schema.table or an unambiguous name; repeatable)")
+    parser.add_argument(
+        "--table",
+        action="extend",
+        nargs="+",
+        metavar="T",
+        dest="tables",
+        help="only these tables (schema.table or an unambiguous name; repeatable)",
+    )
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     parser.add_argument("--out", metavar="FILE", help="write the report here (default: standard output)")
-    parser.add_argument("--runs", type=int, default=3, metavar="N",
-                        help="timed runs per statement and role, after a warm-up run (default 3; the median counts)")
-    parser.add_argument("--no-prove", action="store_true",
-                        help="list the fixes without applying them to a scratch copy (nothing is proposed)")
-    parser.add_argument("--migrations-dir", metavar="DIR",
-                        help="write each proposed fix as a migration and its rollback into DIR")
-    parser.add_argument("--fail-over", type=float, metavar="X",
-                        help="exit 1 when a tenant table's overhead is X or more (for CI)")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        metavar="N",
+        help="timed runs per statement and role, after a warm-up run (default 3; the median counts)",
+    )
+    parser.add_argument(
+        "--no-prove",
+        action="store_true",
+        help="list the fixes without applying them to a scratch copy (nothing is proposed)",
+    )
+    parser.add_argument(
+        "--migrations-dir", metavar="DIR", help="write each proposed fix as a migration and its rollback into DIR"
+    )
+    parser.add_argument(
+        "--fail-over", type=float, metavar="X", help="exit 1 when a tenant table's overhead is X or more (for CI)"
+    )
     parser.add_argument("--timestamp", metavar="YYYYMMDDHHMMSS", help="timestamp of the migration file names")
 
 
@@ -59,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {len(files)} migration files to {args.migrations_dir}", file=sys.stderr)
     s = report.summary()
     if args.out:
-        print(f"wrote {args.out}: {s['measured']} tables measured, max overhead {s['max_overhead']}x, "
-              f"{s['suggestions']} suggestions proven", file=sys.stderr)
+        print(
+            f"wrote {args.out}: {s['measured']} tables measured, max overhead {s['max_overhead']}x, "
+            f"{s['suggestions']} suggestions proven",
+            file=sys.stderr,
+        )
     return 1 if args.fail_over is not None and report.slow(args.fail_over) else 0

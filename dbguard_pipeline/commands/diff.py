@@ -1,4 +1,5 @@
 """dbguard diff: compare two databases or snapshots; what changed, and what got weaker."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,11 +12,13 @@ if TYPE_CHECKING:
     from dbguard_pipeline.config import Config
     from dbguard_pipeline.model.schema import Snapshot
 
-DESCRIPTION = ("Compare two databases or schema snapshots (JSON written by `dbguard introspect --out`): tables, "
-               "columns, constraints, indexes, row level security, policies, grants, views, functions and roles, "
-               "with the changes that weaken tenant isolation marked and the audit findings that appeared or went "
-               "away. SOURCE and TARGET are each a snapshot file or a database URL. Exit 0, or 1 with "
-               "--fail-on-weaker when something got weaker; 2 on errors.")
+DESCRIPTION = (
+    "Compare two databases or schema snapshots (JSON written by `dbguard introspect --out`): tables, "
+    "columns, constraints, indexes, row level security, policies, grants, views, functions and roles, "
+    "with the changes that weaken tenant isolation marked and the audit findings that appeared or went "
+    "away. SOURCE and TARGET are each a snapshot file or a database URL. Exit 0, or 1 with "
+    "--fail-on-weaker when something got weaker; 2 on errors."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="dbguard.yaml (default: $DBGUARD_CONFIG or ./dbguard.yaml)")
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     parser.add_argument("--out", metavar="FILE", help="write the diff here (default: standard output)")
-    parser.add_argument("--fail-on-weaker", action="store_true",
-                        help="exit 1 when a change weakens tenant isolation or a critical or warning finding is new")
+    parser.add_argument(
+        "--fail-on-weaker",
+        action="store_true",
+        help="exit 1 when a change weakens tenant isolation or a critical or warning finding is new",
+    )
 
 
 def _looks_like_dsn(arg: str) -> bool:
@@ -65,13 +71,15 @@ def load_snapshot_file(arg: str, side: str) -> Snapshot:
     except OSError as exc:
         raise DbguardError(f"cannot read {side} {arg}: {exc.strerror or exc}") from None
     if not text.lstrip().startswith("{"):
-        raise DbguardError(f"{side} {arg} is not a snapshot: expected a JSON object written by "
-                           f"dbguard introspect --out")
+        raise DbguardError(
+            f"{side} {arg} is not a snapshot: expected a JSON object written by dbguard introspect --out"
+        )
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DbguardError(f"{side} {arg} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") \
-            from None
+        raise DbguardError(
+            f"{side} {arg} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     except RecursionError:
         raise DbguardError(f"{side} {arg} is not a snapshot: JSON nested too deeply") from None
     newer = newer_format(data)
@@ -79,8 +87,9 @@ def load_snapshot_file(arg: str, side: str) -> Snapshot:
         raise DbguardError(f"{side} {arg}: {newer}")
     problem = check_snapshot_json(data)
     if problem:
-        raise DbguardError(f"{side} {arg} is not a dbguard snapshot: {problem} "
-                           f"(write one with dbguard introspect --out FILE)")
+        raise DbguardError(
+            f"{side} {arg} is not a dbguard snapshot: {problem} (write one with dbguard introspect --out FILE)"
+        )
     snapshot: Snapshot = from_jsonable(Snapshot, data)
     return snapshot
 
@@ -98,16 +107,21 @@ def load_side(arg: str, side: str, config: Config) -> tuple[Snapshot, str, str]:
     if Path(arg).is_dir():
         raise DbguardError(f"{side} {arg} is a directory, not a snapshot file")
     if Path(arg).exists():
-        raise DbguardError(f"{side} {arg} is not a snapshot: expected a JSON object written by "
-                           f"dbguard introspect --out")
+        raise DbguardError(
+            f"{side} {arg} is not a snapshot: expected a JSON object written by dbguard introspect --out"
+        )
     if not _looks_like_dsn(arg):
         raise DbguardError(f"{side} {arg}: no such snapshot file, and not a database URL")
     from dbguard_pipeline.pg.catalog import introspect
 
     try:
         parse_dsn(arg)
-        snapshot = introspect(arg, list(config.schemas) or None, statement_timeout_ms=config.statement_timeout_ms,
-                              lock_timeout_ms=config.lock_timeout_ms)
+        snapshot = introspect(
+            arg,
+            list(config.schemas) or None,
+            statement_timeout_ms=config.statement_timeout_ms,
+            lock_timeout_ms=config.lock_timeout_ms,
+        )
     except DbguardError as exc:
         raise type(exc)(f"{side}: {exc}") from None
     return snapshot, describe_dsn(arg), "database"

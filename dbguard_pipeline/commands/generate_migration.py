@@ -1,4 +1,5 @@
 """dbguard generate-migration: write a safe fix migration and its exact rollback, linted and round-trip tested."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,18 +16,32 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", nargs="?", metavar="ACTION",
-                        help="add-tenant-isolation | fix-rls-policy | add-composite-index | add-foreign-key")
+    parser.add_argument(
+        "action",
+        nargs="?",
+        metavar="ACTION",
+        help="add-tenant-isolation | fix-rls-policy | add-composite-index | add-foreign-key",
+    )
     parser.add_argument("table", nargs="?", metavar="TABLE", help="schema.table (or a table name when unambiguous)")
-    parser.add_argument("args", nargs="*", metavar="ARGS", help="columns (add-composite-index); REFTABLE [COLUMN] (add-foreign-key)")
+    parser.add_argument(
+        "args", nargs="*", metavar="ARGS", help="columns (add-composite-index); REFTABLE [COLUMN] (add-foreign-key)"
+    )
     parser.add_argument("--all", action="store_true", help="one migration per fixable finding of a fresh audit")
     parser.add_argument("--out-dir", default="migrations", metavar="DIR", help="where to write (default: migrations/)")
     add_database_arguments(parser)
-    parser.add_argument("--tenant-default", metavar="VALUE",
-                        help="add-tenant-isolation: the tenant for rows that reach none through foreign keys")
+    parser.add_argument(
+        "--tenant-default",
+        metavar="VALUE",
+        help="add-tenant-isolation: the tenant for rows that reach none through foreign keys",
+    )
     test = parser.add_mutually_exclusive_group()
-    test.add_argument("--test", dest="test", action="store_const", const="yes",
-                      help="require the round trip on a scratch copy (default: run it when the server allows)")
+    test.add_argument(
+        "--test",
+        dest="test",
+        action="store_const",
+        const="yes",
+        help="require the round trip on a scratch copy (default: run it when the server allows)",
+    )
     test.add_argument("--no-test", dest="test", action="store_const", const="no", help="skip the round trip")
     parser.add_argument("--dry-run", action="store_true", help="print the forward and rollback SQL, write nothing")
     parser.add_argument("--timestamp", metavar="YYYYMMDDHHMMSS", help="file name timestamp (default: now, UTC)")
@@ -46,10 +61,18 @@ def run(args: argparse.Namespace) -> int:
         raise DbguardError("give either --all or ACTION TABLE, not both")
     if not args.all and (not args.action or not args.table):
         raise DbguardError("usage: dbguard generate-migration ACTION TABLE [ARGS...] (or --all)")
-    result = generate_fixes(args.dsn, load_config(args.config), action=None if args.all else args.action,
-                            table=args.table, args=args.args, tenant_default=args.tenant_default,
-                            out_dir=args.out_dir, timestamp=args.timestamp, round_trip=args.test,
-                            dry_run=args.dry_run)
+    result = generate_fixes(
+        args.dsn,
+        load_config(args.config),
+        action=None if args.all else args.action,
+        table=args.table,
+        args=args.args,
+        tenant_default=args.tenant_default,
+        out_dir=args.out_dir,
+        timestamp=args.timestamp,
+        round_trip=args.test,
+        dry_run=args.dry_run,
+    )
     for line in result.skipped:
         _out(f"skip  {line}")
     if result.nothing is not None:
@@ -73,12 +96,14 @@ def run(args: argparse.Namespace) -> int:
         _out(result.round_trip.summary())
         for trip in result.round_trip.trips:
             _out(f"  {trip.line()}")
-            for v in (trip.verdicts.lines() if trip.verdicts is not None else []):
+            for v in trip.verdicts.lines() if trip.verdicts is not None else []:
                 _out(f"      {v}")
     if result.failure is not None:
         for m in result.rejected:
-            print(f"rejected {args.out_dir.rstrip('/')}/rejected/{m.file_names(result.timestamp)[0]}: {m.rejected}",
-                  file=sys.stderr)
+            print(
+                f"rejected {args.out_dir.rstrip('/')}/rejected/{m.file_names(result.timestamp)[0]}: {m.rejected}",
+                file=sys.stderr,
+            )
         raise result.failure
     out_dir = args.out_dir.rstrip("/")
     for m in result.migrations:
@@ -93,7 +118,10 @@ def run(args: argparse.Namespace) -> int:
         for m in result.rejected:
             fwd, _rb = m.file_names(result.timestamp)
             print(f"rejected {out_dir}/rejected/{fwd}: {m.rejected}", file=sys.stderr)
-        print(f"{len(result.rejected)} migration{'s' if len(result.rejected) != 1 else ''} failed the round trip "
-              f"(written to {out_dir}/rejected/ with the reason, not applied by migrate)", file=sys.stderr)
+        print(
+            f"{len(result.rejected)} migration{'s' if len(result.rejected) != 1 else ''} failed the round trip "
+            f"(written to {out_dir}/rejected/ with the reason, not applied by migrate)",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -14,10 +14,15 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dsn", metavar="URL",
-                        help="database URL (default: $DBGUARD_DATABASE_URL, else the embedded demo database)")
-    parser.add_argument("--out", metavar="FILE", default="dbguard.yaml",
-                        help="write the config here (default: dbguard.yaml; - for standard output)")
+    parser.add_argument(
+        "--dsn", metavar="URL", help="database URL (default: $DBGUARD_DATABASE_URL, else the embedded demo database)"
+    )
+    parser.add_argument(
+        "--out",
+        metavar="FILE",
+        default="dbguard.yaml",
+        help="write the config here (default: dbguard.yaml; - for standard output)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
 
 
@@ -43,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"dbguard init: could not decide: {item}", file=sys.stderr)
     if args.out != "-":
         t = inference.tenant
-        print(f"wrote {args.out}: tenant column {t.get('column', 'tenant_id')} -> "
-              f"{t.get('tenants_table', 'public.tenants')}, context {t.get('context', 'guc')}, "
-              f"app role {t.get('app_role', 'authenticated')} ({snapshot.database})", file=sys.stderr)
+        print(
+            f"wrote {args.out}: tenant column {t.get('column', 'tenant_id')} -> "
+            f"{t.get('tenants_table', 'public.tenants')}, context {t.get('context', 'guc')}, "
+            f"app role {t.get('app_role', 'authenticated')} ({snapshot.database})",
+            file=sys.stderr,
+        )
     return 0

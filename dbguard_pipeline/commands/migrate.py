@@ -1,4 +1,5 @@
 """dbguard migrate: apply, list or roll back migrations with a ledger."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,15 +17,31 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("command", nargs="?", default="up", choices=("up", "status", "rollback"),
-                        help="up (default) | status | rollback NAME")
-    parser.add_argument("name", nargs="?", metavar="NAME",
-                        help="rollback: the migration to undo; up: apply up to and including this one")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="up",
+        choices=("up", "status", "rollback"),
+        help="up (default) | status | rollback NAME",
+    )
+    parser.add_argument(
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help="rollback: the migration to undo; up: apply up to and including this one",
+    )
     add_database_arguments(parser)
-    parser.add_argument("--dir", default="migrations", metavar="DIR", help="the migrations folder (default: migrations/)")
+    parser.add_argument(
+        "--dir", default="migrations", metavar="DIR", help="the migrations folder (default: migrations/)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="show what would run, change nothing")
-    parser.add_argument("--lock-retries", type=int, default=0, metavar="N",
-                        help="retry a transaction that hit lock_timeout up to N times (default 0)")
+    parser.add_argument(
+        "--lock-retries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="retry a transaction that hit lock_timeout up to N times (default 0)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,8 +77,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"nothing to apply on {where}")
         for f, units in plan:
             kinds = ", ".join("tx" if u.transactional else "no-tx" for u in units)
-            print(f"would apply {f.name}: {len(units)} steps ({kinds})"
-                  + ("" if f.rollback_path else "  [no rollback file]"))
+            print(
+                f"would apply {f.name}: {len(units)} steps ({kinds})"
+                + ("" if f.rollback_path else "  [no rollback file]")
+            )
         return 0
     results = runner.up(args.name)
     if not results:
@@ -72,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     total = sum(r.duration_s for r in results)
     resumed = [f"{r.name} resumed at step {r.resumed_at} of {r.units}" for r in results if r.resumed_at]
-    print(f"{len(results)} migration{'s' if len(results) != 1 else ''} applied on {where} in {total:.2f}s"
-          + (f" ({'; '.join(resumed)})" if resumed else ""))
+    print(
+        f"{len(results)} migration{'s' if len(results) != 1 else ''} applied on {where} in {total:.2f}s"
+        + (f" ({'; '.join(resumed)})" if resumed else "")
+    )
     return 0
-

@@ -4,6 +4,7 @@
 a device or a FIFO is written in place (``--out /dev/null`` as root must not replace the machine's /dev/null),
 a regular file is replaced atomically keeping its mode, and a new file gets the usual mode (0666 less the umask).
 """
+
 from __future__ import annotations
 
 import os

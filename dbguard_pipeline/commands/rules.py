@@ -24,17 +24,19 @@ def rule_rows(config) -> list[dict]:
     rows = []
     for spec in sorted(REGISTRY.values(), key=lambda s: (category_order(s.category), s.id)):
         severity = config.severity.get(spec.id, spec.severity.value)
-        rows.append({
-            "id": spec.id,
-            "severity": severity,
-            "default_severity": spec.severity.value,
-            "category": spec.category,
-            "title": spec.title,
-            "fixable": spec.fix_action is not None,
-            "fix_action": spec.fix_action,
-            "excluded": spec.id in config.exclude_rules,
-            "needs_data": spec.needs_metrics,
-        })
+        rows.append(
+            {
+                "id": spec.id,
+                "severity": severity,
+                "default_severity": spec.severity.value,
+                "category": spec.category,
+                "title": spec.title,
+                "fixable": spec.fix_action is not None,
+                "fix_action": spec.fix_action,
+                "excluded": spec.id in config.exclude_rules,
+                "needs_data": spec.needs_metrics,
+            }
+        )
     return rows
 
 
@@ -56,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
         out.append(f"{r['id']:<{width}}  {sev:<9} {r['category']:<12} {fix:<22} {title}")
     overridden = sum(r["severity"] != r["default_severity"] for r in rows)
     excluded = sum(r["excluded"] for r in rows)
-    out.append(f"\n{len(rows)} rules, {sum(r['fixable'] for r in rows)} fixable by generate-migration"
-               + (f"; {overridden} severity overridden by the config (*)" if overridden else "")
-               + (f"; {excluded} excluded by the config" if excluded else ""))
+    out.append(
+        f"\n{len(rows)} rules, {sum(r['fixable'] for r in rows)} fixable by generate-migration"
+        + (f"; {overridden} severity overridden by the config (*)" if overridden else "")
+        + (f"; {excluded} excluded by the config" if excluded else "")
+    )
     sys.stdout.write("\n".join(out) + "\n")
     return 0

@@ -40,7 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"run only this rule (repeatable; the rules: {RULES_DOC_URL})",
     )
     parser.add_argument(
-        "--exclude-rule", action="append", metavar="ID", dest="exclude_rules", default=[],
+        "--exclude-rule",
+        action="append",
+        metavar="ID",
+        dest="exclude_rules",
+        default=[],
         help="do not run this rule (repeatable; adds to the config's exclude_rules; dbguard rules lists the ids)",
     )
     parser.add_argument(
@@ -89,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
 
     source = config_path(args.config)
     config = load_config(source)
-    selected_rules(args.rules + args.exclude_rules if args.rules else args.exclude_rules)  # unknown ids: before connecting
+    selected_rules(
+        args.rules + args.exclude_rules if args.rules else args.exclude_rules
+    )  # unknown ids: before connecting
     if args.exclude_rules:
         config = config.model_copy(update={"exclude_rules": (*config.exclude_rules, *args.exclude_rules)})
     selected_rules(args.rules, config)
