@@ -117,9 +117,26 @@ def plan_fixes(
         fixes.migrations, fixes.skipped = planned.migrations, planned.skipped
         return fixes
     try:
-        fixes.migrations = [plan_action(ctx, action, table or "", args, tenant_default)]
+        m = plan_action(ctx, action, table or "", args, tenant_default)
     except NothingToFix as exc:
         fixes.nothing = str(exc)
+        return fixes
+    # like --all: a migration for the same action and table that is written but not applied yet is the fix
+    # (a second one would fail on "already exists" after the first is applied)
+    suffix = m.stem(ts)[len(ts) :]
+    applied = set(applied_names(dsn))
+    folder = Path(out_dir)
+    same = sorted(
+        p.stem
+        for p in (folder.glob(f"*{suffix}.sql") if folder.is_dir() else ())
+        if p.stem.endswith(suffix) and p.stem[: -len(suffix)].isdigit() and p.stem not in applied
+    )
+    if same:
+        fixes.nothing = (
+            f"{same[-1]} in {out_dir} is pending and does the same for {m.qualified}: apply it with dbguard migrate up"
+        )
+        return fixes
+    fixes.migrations = [m]
     return fixes
 
 

@@ -129,3 +129,16 @@ def test_a_configured_schema_that_does_not_exist_is_one_line_not_a_pass(demo_dsn
     cfg.write_text("schemas: [nosuch]\n")
     assert_one_line_error(dbguard("validate", "--dsn", demo_dsn, "--config", str(cfg)), "schema not found", "nosuch")
     assert_one_line_error(dbguard("test-isolation", "--dsn", demo_dsn, "--config", str(cfg)), "schema not found")
+
+
+def test_a_single_fix_after_all_respects_the_pending_migration(demo_dsn, tmp_path):
+    out = tmp_path / "m"
+    first = dbguard("generate-migration", "--all", "--dsn", demo_dsn, "--out-dir", str(out), "--no-test")
+    assert first.returncode == 0, first.stderr
+    written = sorted(p.name for p in out.glob("*.sql"))
+    again = dbguard("generate-migration", "fix-rls-policy", "public.profiles", "--dsn", demo_dsn, "--out-dir", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "fix_rls_policy_profiles" in again.stdout and "is pending" in again.stdout
+    assert sorted(p.name for p in out.glob("*.sql")) == written  # no duplicate to fail on "already exists"
+    up = dbguard("migrate", "up", "--dsn", demo_dsn, "--dir", str(out))
+    assert up.returncode == 0, up.stderr

@@ -73,10 +73,7 @@ def _blocks() -> list[Block]:
 
 BLOCKS = _blocks()
 # Known wrong answers the docs reveal, fixed elsewhere: strict, so the mark must go once they are fixed.
-KNOWN = {
-    "README.md#4": "issue #14: single-table generate-migration after --all writes a duplicate of a pending "
-    "migration, and migrate up exits 2 (policy ... already exists)",
-}
+KNOWN: dict[str, str] = {}  # "DOC#N": why the example is known to fail (strict xfail: it must be fixed, then removed)
 
 
 def test_the_examples_are_found():
