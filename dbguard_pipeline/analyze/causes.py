@@ -253,11 +253,8 @@ class _Detector:
         for s in self.statements:
             nodes = list(s.app.plan.nodes)  # type: ignore[union-attr]
             for n in nodes:
-                if (
-                    n.relation is None
-                    or self.snapshot.table(n.relation) is None
-                    or self.snapshot.table(n.relation).qualified != self.table.qualified
-                ):  # type: ignore[union-attr]
+                scanned = self.snapshot.table(n.relation) if n.relation is not None else None
+                if scanned is None or scanned.qualified != self.table.qualified:
                     continue
                 if (
                     n.in_subplan

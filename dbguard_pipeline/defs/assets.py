@@ -27,7 +27,8 @@ GROUP = "dbguard_audit"
 FLEET_GROUP = "dbguard_fleet"
 OWNERS = ["team:platform"]
 KINDS = {"postgres"}
-FLEET_PARTITIONS = dg.DynamicPartitionsDefinition(name="dbguard_databases")
+FLEET_PARTITIONS_NAME = "dbguard_databases"
+FLEET_PARTITIONS = dg.DynamicPartitionsDefinition(name=FLEET_PARTITIONS_NAME)
 DATABASE_TAG = "dbguard/database"
 
 # Bumped when what an asset computes changes (a new rule, a changed metric), so that the UI marks the

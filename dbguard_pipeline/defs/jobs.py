@@ -13,7 +13,7 @@ import re
 import dagster as dg
 
 from dbguard_pipeline.defs import audit_steps as steps
-from dbguard_pipeline.defs.assets import AUDIT_KEYS, DB_RETRY, FLEET_PARTITIONS, transient, user_errors
+from dbguard_pipeline.defs.assets import AUDIT_KEYS, DB_RETRY, FLEET_PARTITIONS_NAME, transient, user_errors
 from dbguard_pipeline.defs.audit_steps import COVERAGE_CHECKS, INTEGRITY_CHECKS, RLS_AUDIT_CHECKS, Previous
 from dbguard_pipeline.errors import DbguardError
 
@@ -58,10 +58,10 @@ def discover_databases(context: dg.OpExecutionContext):
             description="the configuration lists no databases (add them under databases: in dbguard.yaml)",
             allow_retries=False,
         )
-    known = set(context.instance.get_dynamic_partitions(FLEET_PARTITIONS.name))
+    known = set(context.instance.get_dynamic_partitions(FLEET_PARTITIONS_NAME))
     missing = [n for n in names if n not in known]
     if missing:
-        context.instance.add_dynamic_partitions(FLEET_PARTITIONS.name, missing)
+        context.instance.add_dynamic_partitions(FLEET_PARTITIONS_NAME, missing)
     context.log.info(f"auditing {len(names)} databases: {', '.join(names)}")
     for name in names:
         yield dg.DynamicOutput(name, mapping_key=mapping_key(name))

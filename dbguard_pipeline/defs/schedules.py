@@ -13,7 +13,7 @@ import dagster as dg
 from dagster._check import CheckError
 
 from dbguard_pipeline.config import Config, ScheduleConfig, load_config
-from dbguard_pipeline.defs.assets import FLEET_PARTITIONS
+from dbguard_pipeline.defs.assets import FLEET_PARTITIONS_NAME
 from dbguard_pipeline.defs.resources import fleet_targets
 from dbguard_pipeline.errors import DbguardError
 
@@ -61,18 +61,19 @@ def build_schedules(nightly_job, fleet_job, config_path: Optional[str] = None) -
         "or `dagster schedule start fleet_audit_schedule -w workspace.yaml`).",
     )
     def fleet_audit_schedule(context: dg.ScheduleEvaluationContext):
+        config: Optional[Config]
         try:
-            config: Optional[Config] = load_config(config_path)
+            config = load_config(config_path)
             names = [t.name for t in fleet_targets(config)]
         except DbguardError:
             config = None  # the run fails with the config error in its event log; the alert sensor reports it
         if config is not None:
             if not names:
                 return dg.SkipReason("no databases listed under databases: in dbguard.yaml")
-            known = set(context.instance.get_dynamic_partitions(FLEET_PARTITIONS.name))
+            known = set(context.instance.get_dynamic_partitions(FLEET_PARTITIONS_NAME))
             missing = [n for n in names if n not in known]
             if missing:
-                context.instance.add_dynamic_partitions(FLEET_PARTITIONS.name, missing)
+                context.instance.add_dynamic_partitions(FLEET_PARTITIONS_NAME, missing)
         return dg.RunRequest(run_key=_run_key("fleet", context), tags={"dbguard/trigger": "schedule"})
 
     return [nightly_audit_schedule, fleet_audit_schedule]

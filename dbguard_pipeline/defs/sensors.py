@@ -124,17 +124,17 @@ def collect_alerts(
                     if k in md and isinstance(md[k].value, int):
                         g.summary[k] = g.summary.get(k, 0) + md[k].value
         elif ev.event_type == dg.DagsterEventType.STEP_FAILURE:
-            data = ev.step_failure_data
-            if data.error is not None and data.error.cls_name == "DagsterAssetCheckFailedError":
+            failure = ev.step_failure_data
+            if failure.error is not None and failure.error.cls_name == "DagsterAssetCheckFailedError":
                 continue  # the failing checks themselves are listed
             partition = database = None
-            if data.user_failure_data is not None:
-                md = data.user_failure_data.metadata or {}
+            if failure.user_failure_data is not None:
+                md = failure.user_failure_data.metadata or {}
                 partition = str(md["partition"].value) if "partition" in md else None
                 database = str(md["database"].value) if "database" in md else None
-                message = data.user_failure_data.description or ""
+                message = failure.user_failure_data.description or ""
             else:  # an exception other than dg.Failure: drop the "module.ClassName: " prefix
-                message = re.sub(r"^[\w.]+: ", "", data.error.message if data.error else "")
+                message = re.sub(r"^[\w.]+: ", "", failure.error.message if failure.error else "")
             g = group(partition)
             if database and not g.database:
                 g.database = database
@@ -187,7 +187,7 @@ def alert_for_failed_run(context: dg.RunFailureSensorContext, config_path: Optio
         default_database="fleet" if run.job_name == FLEET_JOB else None,
         run_failure_message=context.failure_event.message or "",
     )
-    channels = []
+    channels: list[str] = []
     for alert in alerts:
         results = deliver(alert, cfg)
         channels.extend(f"{r.channel}:{'ok' if r.ok else 'failed'}" for r in results)

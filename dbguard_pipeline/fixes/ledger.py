@@ -277,9 +277,11 @@ class Runner:
 
         conn = connect(self.dsn, autocommit=True, application_name="dbguard migrate")
         try:
-            standby, read_only = conn.execute(
+            row = conn.execute(
                 "select pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'"
             ).fetchone()
+            assert row is not None  # a SELECT without FROM returns exactly one row
+            standby, read_only = row
             if standby:
                 raise MigrationError(
                     f"{self.where} is a hot standby (read-only, in recovery): run migrations against the primary"
@@ -370,19 +372,19 @@ class Runner:
             units = parse_units(f.text(), f.path.name)
         except MigrationError:
             return ""
-        nxt = units[r.steps_done].index if r.steps_done is not None and r.steps_done < len(units) else None
-        if nxt is None or not nxt.name:
+        done = r.steps_done
+        nxt = units[done].index if done is not None and done < len(units) else None
+        if done is None or nxt is None or not nxt.name:  # nxt is None whenever done is
             return ""
         with connect(self.dsn, autocommit=True) as conn:
             if progress.valid_index_exists(conn, nxt):
                 return (
-                    f"; step {r.steps_done + 1}, the index {nxt.name}, was built after the runner stopped "
+                    f"; step {done + 1}, the index {nxt.name}, was built after the runner stopped "
                     "(up records it without building it again)"
                 )
             if progress.invalid_indexes(conn, nxt):
                 return (
-                    f"; step {r.steps_done + 1} left the index {nxt.name} INVALID (up drops and rebuilds it, "
-                    "rollback drops it)"
+                    f"; step {done + 1} left the index {nxt.name} INVALID (up drops and rebuilds it, rollback drops it)"
                 )
         return ""
 

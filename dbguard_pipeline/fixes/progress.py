@@ -87,7 +87,9 @@ def ensure_ledger(conn: psycopg.Connection, where: str) -> None:
             return
         with conn.transaction():
             if cols is None:
-                if conn.execute("select to_regnamespace('dbguard') is null").fetchone()[0]:
+                row = conn.execute("select to_regnamespace('dbguard') is null").fetchone()
+                assert row is not None  # a SELECT without FROM returns exactly one row
+                if row[0]:
                     conn.execute("CREATE SCHEMA IF NOT EXISTS dbguard")
                 conn.execute(CREATE_TABLE)
             else:

@@ -48,8 +48,10 @@ def apply_file(runner: Runner, f: MigrationFile, units: list[Unit], start: int) 
     else:
         runner.log(f"applying {f.name} ({total} steps)")
     if total == 0:
-        with runner._conn.transaction():
-            progress.record(runner._conn, f.name, f.checksum, 0, 0, _interval(0))
+        conn = runner._conn
+        assert conn is not None  # Runner.up connects before it applies any file
+        with conn.transaction():
+            progress.record(conn, f.name, f.checksum, 0, 0, _interval(0))
     for i in range(start, total):
         _step_or_fail(runner, f, units, i, start, started)
     took = time.monotonic() - started
@@ -61,6 +63,7 @@ def _step_or_fail(
     runner: Runner, f: MigrationFile, units: list[Unit], i: int, start: int, started: float, replay: bool = False
 ) -> None:
     conn = runner._conn
+    assert conn is not None  # Runner.up connects before it applies any file; a failed step ends the run
     unit = units[i]
     total = len(units)
 
@@ -76,11 +79,12 @@ def _step_or_fail(
             _execute(conn, i, unit, runner.lock_retries, record)
             return
         if unit.index is not None:
-            before = _prepare_index(conn, unit, resuming=(i == start and start > 0))
-            if before is None:  # built by the crashed run, not yet recorded
+            prepared = _prepare_index(conn, unit, resuming=(i == start and start > 0))
+            if prepared is None:  # built by the crashed run, not yet recorded
                 runner.log(f"step {i + 1}: index {unit.index.name} was built before the interruption")
                 record(conn)
                 return
+            before = prepared
         _execute(conn, i, unit, runner.lock_retries)
         if unit.index is not None:
             bad = progress.invalid_indexes(conn, unit.index) - before

@@ -80,6 +80,7 @@ def _index_target(node) -> Optional[IndexTarget]:
     from pglast import ast
 
     if isinstance(node, ast.IndexStmt) and node.concurrent and node.relation is not None:
+        assert node.relation.relname is not None  # the grammar requires a table name after ON
         return IndexTarget(
             node.relation.schemaname or None, node.relation.relname, node.idxname or None, bool(node.if_not_exists)
         )

@@ -120,9 +120,9 @@ def _tenant_column(snapshot: Snapshot, tables: list[Table], out: Inference) -> O
     # no foreign keys: the tenant-like column name most tables carry
     names: Counter[str] = Counter()
     for t in tables:
-        for c in t.columns:
-            if c.name.endswith("_id") and _TENANTISH.search(c.name):
-                names[c.name] += 1
+        for column in t.columns:
+            if column.name.endswith("_id") and _TENANTISH.search(column.name):
+                names[column.name] += 1
     if not names:
         out.undecided.append(
             "tenant column: no table references another through a foreign key and no column "
@@ -135,9 +135,9 @@ def _tenant_column(snapshot: Snapshot, tables: list[Table], out: Inference) -> O
     stem = col[: -len("_id")]
     by_name = {t.name: t for t in tables}
     for name in (stem + "s", stem + "es", stem.removesuffix("y") + "ies", stem):
-        t = by_name.get(name)
-        if t is not None and t.column("id") is not None:
-            out.tenant.update(tenants_table=t.qualified, tenants_key="id")
+        candidate = by_name.get(name)
+        if candidate is not None and candidate.column("id") is not None:
+            out.tenant.update(tenants_table=candidate.qualified, tenants_key="id")
             out.reasons["tenant.tenants_table"] = f"named after {col} (no foreign key says so)"
             out.reasons["tenant.tenants_key"] = "its id column"
             break

@@ -117,9 +117,10 @@ class TableMetrics:
 
     @property
     def coverage_percent(self) -> Optional[float]:
-        if self.with_tenant is None:
+        with_tenant = self.with_tenant
+        if with_tenant is None or self.rows is None:  # with_tenant is None whenever rows is
             return None
-        return 100.0 if self.rows == 0 else 100.0 * self.with_tenant / self.rows
+        return 100.0 if self.rows == 0 else 100.0 * with_tenant / self.rows
 
     def reference(self, name: str) -> Optional[Reference]:
         for r in self.references:
@@ -315,6 +316,8 @@ def _reference_counts(table: Table, ref: Reference, sample: Optional[float]) -> 
     )
     not_null = sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(cc)) for cc in ref.columns)
     if ref.check_orphans and ref.check_tenant:
+        # plan_references sets both tenant columns whenever check_tenant is True
+        assert ref.tenant_column is not None and ref.ref_tenant_column is not None
         return sql.SQL(
             "SELECT count(*) FILTER (WHERE p.{pk} IS NULL)::bigint,"
             " count(*) FILTER (WHERE p.{pt} <> c.{ct})::bigint"
@@ -333,6 +336,8 @@ def _reference_counts(table: Table, ref: Reference, sample: Optional[float]) -> 
             "SELECT count(*)::bigint, NULL::bigint FROM {child}"
             " WHERE {nn} AND NOT EXISTS (SELECT 1 FROM {parent} WHERE {cond})"
         ).format(child=child, parent=parent, cond=cond, nn=not_null)
+    # only check_tenant is left (plan_references never builds a Reference that checks nothing): both are set
+    assert ref.tenant_column is not None and ref.ref_tenant_column is not None
     return sql.SQL(
         "SELECT NULL::bigint, count(*)::bigint FROM {child} JOIN {parent} ON {cond} WHERE p.{pt} <> c.{ct}"
     ).format(
@@ -459,6 +464,7 @@ def _run_units(
     for batch in _batches(sizes):
         rows, err = runner.fetch(sql.SQL(" UNION ALL ").join(queries[i](i) for i in batch))
         if err is None:
+            assert rows is not None  # fetch returns rows exactly when it returns no error
             for row in rows:
                 results[row[0]] = (tuple(row[1:]), None)
             continue
@@ -467,7 +473,11 @@ def _run_units(
             continue
         for i in batch:
             rows, err = runner.fetch(queries[i](i))
-            results[i] = (tuple(rows[0][1:]), None) if err is None else (None, err)
+            if err is None:
+                assert rows is not None  # fetch returns rows exactly when it returns no error
+                results[i] = (tuple(rows[0][1:]), None)
+            else:
+                results[i] = (None, err)
     return results
 
 
@@ -493,12 +503,8 @@ def collect_metrics(dsn: str, snapshot: Snapshot, config: Config, tables: Option
             [(p.sample is None and 0 <= p.estimate < BATCH_ROWS, max(p.estimate, 0)) for p in plans],
         )
         # one (anti-)join per reference, skipped for tables found empty
-        ref_units = [
-            (pi, ref)
-            for pi, p in enumerate(plans)
-            for ref in p.references
-            if not (scans[pi][0] is not None and scans[pi][0][0] == 0)
-        ]
+        empty = [scan is not None and scan[0] == 0 for scan, _ in scans]
+        ref_units = [(pi, ref) for pi, p in enumerate(plans) for ref in p.references if not empty[pi]]
         refs = _run_units(
             runner,
             [lambda i, p=plans[pi], ref=ref: reference_query(p.table, ref, p.sample, i) for pi, ref in ref_units],
