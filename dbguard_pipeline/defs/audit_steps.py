@@ -6,6 +6,9 @@ The work itself is the core's, through the service layer (``services.introspect`
 regression checks that compare a run with the previous materialization of the same asset (and partition).
 What a regression check needs from the previous run travels in that run's metadata (``finding_keys``, ``rls_state``,
 ``coverage_by_table``), so it works with any instance storage (SQLite, PostgreSQL) and any IO manager.
+
+Longer than 500 lines on purpose: the assets' checks and their metadata tables are presentation only, kept
+beside each other so that every check reads its metadata the same way.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ error instead of returning partial counts, and the table is reported as not meas
 above ``config.sample_row_limit`` are read with ``TABLESAMPLE SYSTEM (config.sample_percent) REPEATABLE (0)``;
 their counts are scaled up and marked ``estimated``. No rows are loaded into Python: every query returns one
 row of counts. Identifiers only ever go through :class:`psycopg.sql.Identifier`.
+
+Longer than 500 lines on purpose: planning the one-pass queries and running them in batches belong together
+(the batch sizes follow from the plans).
 """
 
 from __future__ import annotations

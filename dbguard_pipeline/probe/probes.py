@@ -4,6 +4,9 @@ cannot run), and its judge (held, leaked, or not probed, with the witness).
 A relation is probed in phases; each phase prepares the rows its probes act on (:class:`ReadRows`,
 :class:`WriteRows`, :class:`ViewRows`), then runs its probes in order (``TABLE_PHASES``, ``VIEW_PHASES``).
 The read probes count the table's own rows, so the rows the writes target are built only after them.
+
+Longer than 500 lines on purpose: the probes share one vocabulary of verdicts and witnesses, and the phase
+lists at the end read as the probe's whole plan; split, each half would import the other.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 rows of a tenant built inside the current transaction (parent rows found or built along the foreign keys, identity
 and serial columns given explicit values: ``nextval()`` survives a rollback, so no sequence is ever advanced), and
 the SQL that says which tenant a row belongs to.
+
+Longer than 500 lines on purpose: building a valid row walks foreign keys recursively (parents found or
+built, keys given explicit values) and that walk is one algorithm.
 """
 
 from __future__ import annotations
