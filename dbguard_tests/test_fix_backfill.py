@@ -14,7 +14,7 @@ import pytest
 from dbguard_pipeline import services
 
 from .conftest import run_sql
-from .test_fix_loop import BREWERY, HERE
+from .test_fix_loop import BREWERY, repro_file
 
 CHILD = """
 create table public.fermenter_logs (
@@ -34,7 +34,7 @@ grant select, insert, update, delete on public.fermenter_logs to brew_app;
 @pytest.mark.integration
 def test_backfill_finishes_under_a_writer_without_tenant_context(databases, tmp_path):
     dsn = databases.create()
-    run_sql(dsn, (HERE / "brewery_common.sql").read_text())
+    run_sql(dsn, repro_file("brewery", "common").read_text())
     run_sql(dsn, CHILD)
     out = tmp_path / "m"
     fixes = services.generate_fixes(

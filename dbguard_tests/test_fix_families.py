@@ -15,7 +15,7 @@ from dbguard_pipeline.fixes.actions.idiom import wrap_calls
 from dbguard_pipeline.policy.analyzer import per_row_calls
 
 from .conftest import run_sql
-from .test_fix_loop import BREWERY, FARMS, HERE, assert_never_worse, policies, run_loop
+from .test_fix_loop import BREWERY, FARMS, assert_never_worse, policies, repro_file, run_loop
 
 WRAPS = [
     (
@@ -95,8 +95,8 @@ insert into public.orchard_rows (farm_id, trees) select id, 12 from public.farms
 @pytest.mark.integration
 def test_a_table_without_rls_gets_the_membership_subquery_its_siblings_use(databases, tmp_path):
     dsn = databases.create()
-    run_sql(dsn, (HERE / "farms_common.sql").read_text())
-    run_sql(dsn, (HERE / "farms_f1_initplan_rewrite.sql").read_text())
+    run_sql(dsn, repro_file("farms", "common").read_text())
+    run_sql(dsn, repro_file("farms", "f1_initplan_rewrite").read_text())
     run_sql(dsn, SIBLING_SUBQUERY)
     out = tmp_path / "m"
     fixes = services.generate_fixes(dsn, FARMS, out_dir=str(out), round_trip="yes", timestamp="20260101000000")
@@ -136,8 +136,8 @@ def test_no_idiom_and_no_configured_context_is_refused_with_one_line(databases):
 @pytest.mark.integration
 def test_a_fix_that_fails_its_round_trip_goes_to_rejected_and_the_others_are_written(databases, tmp_path):
     dsn = databases.create()
-    run_sql(dsn, (HERE / "brewery_common.sql").read_text())
-    run_sql(dsn, (HERE / "brewery_r2_widen.sql").read_text())
+    run_sql(dsn, repro_file("brewery", "common").read_text())
+    run_sql(dsn, repro_file("brewery", "r2_widen").read_text())
     out = tmp_path / "m"
     fixes = services.plan_fixes(dsn, BREWERY, out_dir=str(out), timestamp="20260101000000")
     hop = next(m for m in fixes.migrations if m.qualified == "public.hop_lots")
@@ -174,8 +174,8 @@ def test_generate_all_exits_non_zero_when_a_fix_is_rejected_and_prints_the_verdi
     from dbguard_pipeline.cli import main
 
     dsn = databases.create()
-    run_sql(dsn, (HERE / "brewery_common.sql").read_text())
-    run_sql(dsn, (HERE / "brewery_r2_widen.sql").read_text())
+    run_sql(dsn, repro_file("brewery", "common").read_text())
+    run_sql(dsn, repro_file("brewery", "r2_widen").read_text())
     cfg = tmp_path / "dbguard.yaml"
     cfg.write_text("tenant:\n  context: guc\n  guc: brew.tenant\n  app_role: brew_app\n")
     rc = main(["generate-migration", "--all", "--dsn", dsn, "--config", str(cfg), "--out-dir", str(tmp_path / "m")])

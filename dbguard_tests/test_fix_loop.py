@@ -1,6 +1,6 @@
 """The fix loop never makes things worse (issue #11): generate --all -> migrate up -> audit and probe again, on
 the reproductions of shared/repros/fixes (a brewery co-op) and fixes-membership (farms with membership
-tenancy), copied to dbguard_tests/fix_loop/. After the loop: no finding that was not there before, no new
+tenancy), copied to dbguard_tests/repros/. After the loop: no finding that was not there before, no new
 probe leak, tenant A's own rows and commands exactly as before (under the context the app sends, and with a
 JWT carrying only ``sub``), and a second generate --all writes nothing."""
 
@@ -19,7 +19,12 @@ from dbguard_pipeline.probe.run import plan_targets
 
 from .conftest import run_sql
 
-HERE = Path(__file__).parent / "fix_loop"
+REPROS = Path(__file__).parent / "repros"  # copies of ../shared/repros/, byte for byte
+
+
+def repro_file(prefix: str, name: str) -> Path:
+    """A reproduction: ``brewery`` = shared/repros/fixes/, ``farms`` = shared/repros/fixes-membership/."""
+    return REPROS / ("fixes" if prefix == "brewery" else "fixes-membership") / f"{name}.sql"
 
 BREWERY = Config(
     tenant=TenantModel(
@@ -81,9 +86,9 @@ def run_loop(
     databases, tmp_path: Path, prefix: str, name: str | None, config: Config, extra_sql: str | None = None
 ) -> Loop:
     dsn = databases.create()
-    run_sql(dsn, (HERE / f"{prefix}_common.sql").read_text())
+    run_sql(dsn, repro_file(prefix, "common").read_text())
     if name:
-        run_sql(dsn, (HERE / f"{prefix}_{name}.sql").read_text())
+        run_sql(dsn, repro_file(prefix, name).read_text())
     if extra_sql:
         run_sql(dsn, extra_sql)
     loop = Loop(dsn, tmp_path / "m")

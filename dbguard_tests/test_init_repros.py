@@ -1,4 +1,4 @@
-"""`dbguard init` on the reproductions (dbguard_tests/init_repros: copies of ../shared/repros): the config it
+"""`dbguard init` on the reproductions (dbguard_tests/repros: copies of ../shared/repros): the config it
 infers gives the same answers as the hand-written YAML beside each one -- the same findings (cache keys and
 severities) from validate and the same verdicts from test-isolation."""
 
@@ -15,7 +15,7 @@ from dbguard_pipeline.inference import infer
 from dbguard_pipeline.inference.render import render_yaml
 from dbguard_tests.conftest import run_sql
 
-HERE = Path(__file__).parent / "init_repros"
+HERE = Path(__file__).parent / "repros"
 SHIM = Path(__file__).parents[1] / "dbguard_pipeline" / "demo" / "supabase_shim.sql"
 
 # (files loaded in order, the hand-written config beside them)
