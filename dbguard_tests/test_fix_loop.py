@@ -26,6 +26,7 @@ def repro_file(prefix: str, name: str) -> Path:
     """A reproduction: ``brewery`` = shared/repros/fixes/, ``farms`` = shared/repros/fixes-membership/."""
     return REPROS / ("fixes" if prefix == "brewery" else "fixes-membership") / f"{name}.sql"
 
+
 BREWERY = Config(
     tenant=TenantModel(
         column="tenant_id", tenants_table="public.tenants", context="guc", guc="brew.tenant", app_role="brew_app"
