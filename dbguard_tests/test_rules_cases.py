@@ -44,6 +44,10 @@ def apply_fixes(dsn: str, config: Config, findings: list[Finding]) -> None:
     from dbguard_pipeline.fixes.ledger import apply_sql
     from dbguard_pipeline.fixes.select import plan_all
 
+    # a fix case stands for a user whose dbguard.yaml names the tenant context: where no policy of the database
+    # shows how the application sends its tenant, the generator refuses to guess it from defaults
+    named = config.tenant.model_copy(update={"context": config.tenant.context})
+    config = config.model_copy(update={"tenant": named})
     plan = plan_all(build_context(introspect(dsn), config, dsn), findings)
     assert plan.migrations and not plan.skipped, plan.skipped
     for m in plan.migrations:
