@@ -94,6 +94,10 @@ def run_loop(
         run_sql(dsn, extra_sql)
     loop = Loop(dsn, tmp_path / "m")
     k0, l0, a0 = _measure(dsn, config)
+    # a partition with RLS off lets the app do through it whatever it likes (a leak, probed as such); what the
+    # app may do with its own rows there is what its partitioned table allows, and that is what must survive
+    snap0 = services.introspect(dsn, config)
+    open_parts = {t.qualified: t.parent for t in snap0.tables if t.kind == "partition" and not t.rls_enabled}
     loop.first = services.generate_fixes(
         dsn, config, out_dir=str(loop.out), round_trip="yes", timestamp="20260101000000"
     )
@@ -102,6 +106,9 @@ def run_loop(
     k1, l1, a1 = _measure(dsn, config)
     loop.keys, loop.leaks = (k0, k1), (l0, l1)
     for table, before in a0.items():
+        root = open_parts.get(table)
+        if root is not None and root in a0:
+            before = a0[root]
         lost, widened = compare_access(before, a1.get(table, {}))
         loop.lost += [f"{table}: {x}" for x in lost]
         loop.widened += [f"{table}: {x}" for x in widened]
