@@ -107,8 +107,8 @@ def test_demo_data_is_fully_covered_without_orphans_or_cross_tenant_rows(demo_re
 def test_demo_text_report_matches_the_documented_report(demo_result):
     text = render(demo_result, "text", color=False).rstrip("\n").splitlines()
     assert text[0].startswith(f"dbguard validate: {demo_result.database} (PostgreSQL ")
-    documented_header = re.sub(r"PostgreSQL [\d.]+", "", documented_report()[0]).split(":", 1)[1]
-    assert re.sub(r"PostgreSQL [\d.]+", "", text[0]).split(":", 1)[1] == documented_header.replace(
+    documented_header = re.sub(r"PostgreSQL [\d.]+( \([^)]*\))?", "", documented_report()[0]).split(":", 1)[1]
+    assert re.sub(r"PostgreSQL [\d.]+( \([^)]*\))?", "", text[0]).split(":", 1)[1] == documented_header.replace(
         "dbguard_demo", demo_result.database
     )  # tables and rules counted as documented
     assert skeleton(text) == skeleton(documented_report())

@@ -120,6 +120,12 @@ def top_statements(
         ).fetchone()
     if row is None:
         return StatStatements(False, NOT_INSTALLED)
+    with as_owner(conn, m) as c:
+        preload = c.execute("SELECT current_setting('shared_preload_libraries', true)").fetchone()
+    if "pg_stat_statements" not in str(preload[0] if preload else ""):
+        return StatStatements(
+            False, "pg_stat_statements is installed but not loaded (it must be in shared_preload_libraries)"
+        )
     try:
         with as_owner(conn, m) as c:
             entries = _read_entries(c, row[0])

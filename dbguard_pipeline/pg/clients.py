@@ -12,17 +12,18 @@ from dbguard_pipeline.pg.dsn import parse_dsn
 
 
 def client_binary(name: str) -> str:
-    try:
-        import pgserver
+    """The client program ``name``: pgserver's copy (found without importing pgserver, whose import warns on
+    stderr when no runtime directory is set), else the one on PATH."""
+    import importlib.util
 
-        p = Path(pgserver.__file__).parent / "pginstall" / "bin" / name
+    spec = importlib.util.find_spec("pgserver")
+    for location in (spec.submodule_search_locations or ()) if spec is not None else ():
+        p = Path(location) / "pginstall" / "bin" / name
         if p.is_file():
             return str(p)
-    except ImportError:
-        pass
     found = shutil.which(name)
     if not found:
-        raise DbguardError(f"{name} is not available for a schema-only copy")
+        raise DbguardError(f"{name} is not available (install PostgreSQL's client programs)")
     return found
 
 
