@@ -1,4 +1,4 @@
-"""Backfill under load (issue #11, repro r5): add-tenant-isolation on a child table while a job without tenant
+"""Backfill under load (issue #11, repro r5_backfill_job): add-tenant-isolation on a child table while a job without tenant
 context keeps inserting. The migration ends (a primary-key walk bounded at the start, no rescans), the writer
 never fails (a BEFORE INSERT trigger gives its rows the parent's tenant, also after NOT NULL), every row has
 its parent's tenant, and the rollback removes the trigger and its function."""
