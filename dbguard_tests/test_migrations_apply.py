@@ -39,7 +39,8 @@ def apply_and_roll_back(dsn, tmp_path, m, check=None, config=None):
         check()
     runner.rollback(name)
     assert_same(before, introspect(dsn))
-    assert runner.status() == [("pending", name, "")]
+    [(state, listed, detail)] = runner.status()
+    assert (state, listed) == ("pending", name) and detail.startswith("rolled back ")
 
 
 # --------------------------------------------------------------------------- every action on the demo

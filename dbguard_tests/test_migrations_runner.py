@@ -98,6 +98,133 @@ def test_out_of_order_file_is_refused(empty_dsn, tmp_path):
     assert not _exists(empty_dsn, "one")
 
 
+THREE = ("20250101000000_one", "20250102000000_two", "20250103000000_three")
+
+
+def _three(d):
+    for name in THREE:
+        table = name.split("_", 1)[1]
+        _write(d, name, f"create table {table} (id int);", f"drop table if exists {table};")
+
+
+def _ledger(dsn):
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "select name, state, rolled_back_at is not null from dbguard.schema_migrations order by name"
+        ).fetchall()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("undo", [["20250102000000_two"], ["20250103000000_three", "20250102000000_two"]])
+def test_a_rolled_back_migration_is_applied_again(empty_dsn, tmp_path, capsys, undo):
+    _three(tmp_path)
+    runner = Runner(empty_dsn, tmp_path)
+    assert [r.name for r in runner.up()] == list(THREE)
+    for name in undo:
+        assert main(["migrate", "rollback", name, "--dsn", empty_dsn, "--dir", str(tmp_path)]) == 0
+        assert not _exists(empty_dsn, name.split("_", 1)[1])
+    assert _exists(empty_dsn, "one")
+    states = {n: ("rolled_back", True) if n in undo else ("applied", False) for n in THREE}
+    assert _ledger(empty_dsn) == [(n, *states[n]) for n in THREE]
+    capsys.readouterr()
+    assert main(["migrate", "status", "--dsn", empty_dsn, "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    for name, line in zip(THREE, out, strict=True):
+        if name in undo:
+            assert line.startswith(f"pending  {name}  rolled back ") and "migrate up` applies it again" in line
+        else:
+            assert line.startswith(f"applied  {name}  applied ")
+    # rolling back what is already rolled back is one line, exit 2
+    assert main(["migrate", "rollback", undo[0], "--dsn", empty_dsn, "--dir", str(tmp_path)]) == 2
+    assert "is not applied (it was rolled back at " in capsys.readouterr().err
+    # up re-applies exactly what was rolled back, in name order, not "out-of-order"
+    assert main(["migrate", "up", "--dry-run", "--dsn", empty_dsn, "--dir", str(tmp_path)]) == 0
+    assert [ln.split()[2].rstrip(":") for ln in capsys.readouterr().out.splitlines()] == sorted(undo)
+    assert [r.name for r in Runner(empty_dsn, tmp_path).up()] == sorted(undo)
+    assert all(_exists(empty_dsn, n.split("_", 1)[1]) for n in THREE)
+    assert [(n, s) for n, s, _ in _ledger(empty_dsn)] == [(n, "applied") for n in THREE]
+    assert [s for s, _, _ in Runner(empty_dsn, tmp_path).status()] == ["applied"] * 3
+    assert Runner(empty_dsn, tmp_path).up() == []
+
+
+@pytest.mark.integration
+def test_checksums_still_hold_around_a_rollback(empty_dsn, tmp_path, capsys):
+    _three(tmp_path)
+    Runner(empty_dsn, tmp_path).up()
+    Runner(empty_dsn, tmp_path).rollback("20250102000000_two")
+    # an applied file edited: still refused
+    (tmp_path / "20250101000000_one.sql").write_text("create table one (id int, evil text);")
+    with pytest.raises(MigrationError, match="20250101000000_one was applied .* must not be edited"):
+        Runner(empty_dsn, tmp_path).up()
+    (tmp_path / "20250101000000_one.sql").write_text("create table one (id int);")
+    # the rolled-back file edited: a new migration that sorts before an applied one, so out of order
+    (tmp_path / "20250102000000_two.sql").write_text("create table two (id int, extra text);")
+    with pytest.raises(MigrationError, match="rolled back and its file changed since .* out-of-order"):
+        Runner(empty_dsn, tmp_path).up()
+    assert not _exists(empty_dsn, "two")
+    assert "the file changed since" in Runner(empty_dsn, tmp_path).status()[1][2]
+    # restored: applied again, and its new row is checked like any applied one
+    (tmp_path / "20250102000000_two.sql").write_text("create table two (id int);")
+    assert [r.name for r in Runner(empty_dsn, tmp_path).up()] == ["20250102000000_two"]
+    (tmp_path / "20250102000000_two.sql").write_text("create table two (id int, extra text);")
+    with pytest.raises(MigrationError, match="20250102000000_two was applied .* must not be edited"):
+        Runner(empty_dsn, tmp_path).up()
+    # the latest file rolled back and edited: nothing applied after it, so it is simply applied
+    (tmp_path / "20250102000000_two.sql").write_text("create table two (id int);")
+    Runner(empty_dsn, tmp_path).rollback("20250103000000_three")
+    (tmp_path / "20250103000000_three.sql").write_text("create table three (id int, extra text);")
+    assert [r.name for r in Runner(empty_dsn, tmp_path).up()] == ["20250103000000_three"]
+
+
+@pytest.mark.integration
+def test_a_failed_reapply_keeps_the_rolled_back_row(empty_dsn, tmp_path):
+    _three(tmp_path)
+    Runner(empty_dsn, tmp_path).up()
+    Runner(empty_dsn, tmp_path).rollback("20250102000000_two")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute("create table two (blocker int)")  # the re-apply's CREATE TABLE fails
+    with pytest.raises(MigrationError, match="nothing was changed"):
+        Runner(empty_dsn, tmp_path).up()
+    assert _ledger(empty_dsn)[1] == ("20250102000000_two", "rolled_back", True)
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute("drop table two")
+    assert [r.name for r in Runner(empty_dsn, tmp_path).up()] == ["20250102000000_two"]
+
+
+OLD_STATE_LEDGER = """create schema dbguard;
+create table dbguard.schema_migrations (name text primary key, checksum text not null,
+  applied_at timestamptz not null default now(), duration interval not null,
+  applied_by text not null default current_user,
+  state text not null default 'applied' check (state in ('applied', 'partial')),
+  steps_done integer, steps_total integer);"""
+
+
+@pytest.mark.integration
+def test_a_ledger_with_the_two_state_check_is_upgraded_for_rollback(empty_dsn, tmp_path):
+    from dbguard_pipeline.fixes.ledger import checksum
+
+    _three(tmp_path)
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(OLD_STATE_LEDGER)
+        for name in THREE:
+            conn.execute(f"create table {name.split('_', 1)[1]} (id int)")
+            conn.execute(
+                "insert into dbguard.schema_migrations (name, checksum, duration, steps_done, steps_total)"
+                " values (%s, %s, '1 second', 1, 1)",
+                (name, checksum(tmp_path / f"{name}.sql")),
+            )
+    assert [s for s, _, _ in Runner(empty_dsn, tmp_path).status()] == ["applied"] * 3
+    Runner(empty_dsn, tmp_path).rollback("20250102000000_two")
+    assert _ledger(empty_dsn)[1] == ("20250102000000_two", "rolled_back", True)
+    with psycopg.connect(empty_dsn) as conn:
+        checks = conn.execute(
+            "select pg_get_constraintdef(oid) from pg_constraint where conrelid ="
+            " 'dbguard.schema_migrations'::regclass and contype = 'c'"
+        ).fetchall()
+    assert len(checks) == 1 and "rolled_back" in checks[0][0]
+    assert [r.name for r in Runner(empty_dsn, tmp_path).up()] == ["20250102000000_two"]
+
+
 @pytest.mark.integration
 def test_failure_after_a_committed_step_applies_the_rollback(empty_dsn, tmp_path):
     _write(

@@ -386,7 +386,7 @@ def test_a_half_applied_migration_rolls_back(case: Case, own_server: OwnServer, 
     _inject(case, own_server, dsn, d)
     assert _status(dsn, d)[0] == "HALF-APPLIED"
     assert Runner(dsn, d).rollback(NAME).status == "rolled back"
-    assert observed_state(dsn, case.step) == ("none", 1)
+    assert observed_state(dsn, case.step) == ("rolled_back None/5", 1)
     assert _status(dsn, d)[0] == "pending"
     assert [r.name for r in Runner(dsn, d).up()] == [NAME]
     assert observed_state(dsn, case.step) == ("applied 5/5", 5)

@@ -137,7 +137,7 @@ def test_an_old_ledger_keeps_working_and_is_upgraded_in_place(empty_dsn, tmp_pat
         "select array_agg(attname::text order by attnum) from pg_attribute where attrelid = "
         "'dbguard.schema_migrations'::regclass and attnum > 0",
     )
-    assert cols[-3:] == ["state", "steps_done", "steps_total"]
+    assert cols[-4:] == ["state", "steps_done", "steps_total", "rolled_back_at"]
     with psycopg.connect(empty_dsn) as conn:
         rows = conn.execute("select name, state, steps_done from dbguard.schema_migrations order by name").fetchall()
     assert rows == [("20250101000000_one", "applied", None), ("20250102000000_two", "applied", 1)]

@@ -11,7 +11,8 @@ DESCRIPTION = (
     "A ledger (dbguard.schema_migrations) records name, checksum, time and duration; an applied file whose "
     "checksum changed stops the run; each file runs in transactions except its '-- dbguard:no-transaction' "
     "steps, and each completed step is recorded, so after a crash status says how far it got and up resumes; "
-    "a failure after a committed step applies the file's rollback. SIGTERM is handled like Ctrl-C. Needs "
+    "a failure after a committed step applies the file's rollback; a rolled-back migration is applied again by "
+    "the next up, in its place in the order. SIGTERM is handled like Ctrl-C. Needs "
     "--dsn or $DBGUARD_DATABASE_URL (never the demo database)."
 )
 

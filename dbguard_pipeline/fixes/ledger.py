@@ -17,6 +17,9 @@ one is dropped (``DROP INDEX CONCURRENTLY``) and the step fails.
 Checksums are taken over the text with CRLF turned into LF and exactly one trailing newline; a ledger row
 written with the older byte-exact checksum still matches. ``up`` refuses to run when an applied file changed
 or when a pending file sorts before an applied one; one runner at a time per database (advisory lock).
+``rollback`` keeps the file's ledger row as ``rolled_back``: ``up`` applies it again in its old place in the
+order (not out-of-order), as long as the file is the one that was applied (same checksum); a rolled-back file
+that changed since is a new migration and must sort after the applied ones.
 
 Slightly over 500 lines: the runner class with its signal handling and checksums; the steps, units and the
 ledger table itself are already split out (steps.py, units.py, progress.py).
@@ -149,7 +152,7 @@ def applied_names(dsn: str) -> set[str]:
     from dbguard_pipeline.pg.session import connect
 
     with connect(dsn, autocommit=True) as conn:
-        return {n for n, r in read_ledger(conn).items() if not r.partial}
+        return {n for n, r in read_ledger(conn).items() if r.applied}
 
 
 # --------------------------------------------------------------------------- signals
@@ -333,7 +336,7 @@ class Runner:
     # ---------------------------------------------------------------- status
     def status(self) -> list[tuple[str, str, str]]:
         """(state, name, detail) for every file and every ledger row without a file. States: applied,
-        CHANGED, HALF-APPLIED, pending, missing."""
+        CHANGED, HALF-APPLIED, pending (a rolled-back file too, said in the detail), missing."""
         files = discover(self.directory)
         from dbguard_pipeline.pg.session import connect
 
@@ -346,6 +349,13 @@ class Runner:
                 rows.append(("pending", f.name, "" if f.rollback_path else "no rollback file"))
                 continue
             changed = not f.matches(r.checksum)
+            if r.rolled_back:
+                when = f"{r.rolled_back_at:%Y-%m-%d %H:%M:%S %Z}".strip() if r.rolled_back_at else ""
+                detail = f"rolled back {when}".rstrip() + ": `dbguard migrate up` applies it again"
+                if changed:
+                    detail += "; the file changed since (checksum mismatch): up applies it only when it sorts last"
+                rows.append(("pending", f.name, detail))
+                continue
             if r.partial:
                 detail = (
                     f"half-applied at step {r.steps_done} of {r.steps_total} (last step recorded "
@@ -363,6 +373,8 @@ class Runner:
         names = {f.name for f in files}
         for name in sorted(set(ledger) - names):
             r = ledger[name]
+            if r.rolled_back:  # not in the database, and its file is gone: nothing is missing
+                continue
             extra = f" (half-applied at step {r.steps_done} of {r.steps_total})" if r.partial else ""
             rows.append(("missing", name, f"in the ledger{extra}, but its file is not in the folder"))
         return rows
@@ -395,21 +407,35 @@ class Runner:
     def _check(self, files: list[MigrationFile], ledger: dict[str, LedgerRow]) -> list[MigrationFile]:
         for f in files:
             r = ledger.get(f.name)
-            if r is not None and not f.matches(r.checksum):
+            if r is not None and not r.rolled_back and not f.matches(r.checksum):
                 what = f"was half-applied (step {r.steps_done} of {r.steps_total})" if r.partial else "was applied"
                 raise MigrationError(
                     f"{f.name} {what} with checksum {r.checksum[:12]} but the file now has "
                     f"{f.checksum[:12]}: applied migrations must not be edited (restore the file, "
                     "or write a new migration)"
                 )
-        pending = [f for f in files if f.name not in ledger or ledger[f.name].partial]
-        done = [n for n, r in ledger.items() if not r.partial]
+        pending = [f for f in files if f.name not in ledger or not ledger[f.name].applied]
+        done = [n for n, r in ledger.items() if r.applied]
         if pending and done:
             last_applied = max(done)
-            early = [f.name for f in pending if f.name < last_applied and f.name not in ledger]
+            # A rolled-back file had its place in the order already: it may come back there unchanged.
+            early = [
+                f
+                for f in pending
+                if f.name < last_applied
+                and (f.name not in ledger or (ledger[f.name].rolled_back and not f.matches(ledger[f.name].checksum)))
+            ]
             if early:
+                f = early[0]
+                if f.name in ledger:
+                    raise MigrationError(
+                        f"{f.name} was rolled back and its file changed since (checksum "
+                        f"{ledger[f.name].checksum[:12]}, now {f.checksum[:12]}), and it sorts before the already "
+                        f"applied {last_applied}: out-of-order migration (restore the file, or write the change as "
+                        "a new migration with a later timestamp)"
+                    )
                 raise MigrationError(
-                    f"{early[0]} sorts before the already applied {last_applied}: out-of-order "
+                    f"{f.name} sorts before the already applied {last_applied}: out-of-order "
                     "migration (rename it with a later timestamp)"
                 )
         return pending
@@ -444,7 +470,8 @@ class Runner:
                 progress.ensure_ledger(self._conn, self.where)
                 for f in pending:
                     row = ledger.get(f.name)
-                    results.append(self._apply(f, parsed[f.name], row.steps_done or 0 if row else 0))
+                    start = (row.steps_done or 0) if row is not None and row.partial else 0
+                    results.append(self._apply(f, parsed[f.name], start))
             finally:
                 if self._conn is not None:
                     self._conn.close()
@@ -466,19 +493,20 @@ class Runner:
             from dbguard_pipeline.pg.session import connect
 
             with connect(self.dsn, autocommit=True) as c:
-                if f.name not in read_ledger(c):
-                    raise MigrationError(f"{f.name} is not applied (not in dbguard.schema_migrations)")
+                _check_rollback(f.name, read_ledger(c))
             return ApplyResult(f.name, "would roll back", 0.0, len(units))
         with self._signals.installed():
             self._conn = self._connect()
             try:
-                if f.name not in read_ledger(self._conn):
-                    raise MigrationError(f"{f.name} is not applied (not in dbguard.schema_migrations)")
+                _check_rollback(f.name, read_ledger(self._conn))
                 progress.ensure_ledger(self._conn, self.where)
                 started = time.monotonic()
                 try:
                     _run_units(
-                        self._conn, units, lock_retries=self.lock_retries, final=lambda c: progress.forget(c, f.name)
+                        self._conn,
+                        units,
+                        lock_retries=self.lock_retries,
+                        final=lambda c: progress.mark_rolled_back(c, f.name),
                     )
                 except UnitFailed as failed:
                     raise MigrationError(
@@ -491,6 +519,15 @@ class Runner:
                 if self._conn is not None:
                     self._conn.close()
                 self._conn = None
+
+
+def _check_rollback(name: str, ledger: dict[str, LedgerRow]) -> None:
+    r = ledger.get(name)
+    if r is None:
+        raise MigrationError(f"{name} is not applied (not in dbguard.schema_migrations)")
+    if r.rolled_back:
+        when = f" at {r.rolled_back_at:%Y-%m-%d %H:%M:%S %Z}".rstrip() if r.rolled_back_at else ""
+        raise MigrationError(f"{name} is not applied (it was rolled back{when})")
 
 
 def _interval(seconds: float) -> timedelta:

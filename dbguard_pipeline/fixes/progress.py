@@ -1,12 +1,13 @@
 """The ledger table of the runner and the per-step progress it records, plus the validity check of indexes
 built CONCURRENTLY.
 
-``dbguard.schema_migrations(name, checksum, applied_at, duration, applied_by, state, steps_done, steps_total)``:
-one row per migration that has started. ``state`` is ``applied`` (every step done) or ``partial`` (the first
-``steps_done`` of ``steps_total`` steps are done). A transactional step writes its row in its own transaction,
-so the row can never disagree with what was committed; a no-transaction step writes it right after the step.
-Ledgers written before the progress columns existed are upgraded in place (``ADD COLUMN IF NOT EXISTS``; their
-rows read as applied).
+``dbguard.schema_migrations(name, checksum, applied_at, duration, applied_by, state, steps_done, steps_total,
+rolled_back_at)``: one row per migration that has started. ``state`` is ``applied`` (every step done),
+``partial`` (the first ``steps_done`` of ``steps_total`` steps are done) or ``rolled_back`` (applied once, then
+undone by ``dbguard migrate rollback`` at ``rolled_back_at``: it may be applied again, in its old place in the
+order). A transactional step writes its row in its own transaction, so the row can never disagree with what was
+committed; a no-transaction step writes it right after the step. Ledgers written by older versions are upgraded
+in place (``ADD COLUMN IF NOT EXISTS``, the state's CHECK constraint replaced; their rows read as applied).
 """
 
 from __future__ import annotations
@@ -29,17 +30,29 @@ CREATE_TABLE = (
     " applied_at timestamptz NOT NULL DEFAULT now(),"
     " duration interval NOT NULL,"
     " applied_by text NOT NULL DEFAULT current_user,"
-    " state text NOT NULL DEFAULT 'applied' CHECK (state IN ('applied', 'partial')),"
+    " state text NOT NULL DEFAULT 'applied'"
+    " CONSTRAINT schema_migrations_state_check CHECK (state IN ('applied', 'partial', 'rolled_back')),"
     " steps_done integer,"
-    " steps_total integer)"
+    " steps_total integer,"
+    " rolled_back_at timestamptz)"
 )
 UPGRADE = (
     "ALTER TABLE dbguard.schema_migrations"
-    " ADD COLUMN IF NOT EXISTS state text NOT NULL DEFAULT 'applied' CHECK (state IN ('applied', 'partial')),"
+    " ADD COLUMN IF NOT EXISTS state text NOT NULL DEFAULT 'applied',"
     " ADD COLUMN IF NOT EXISTS steps_done integer,"
-    " ADD COLUMN IF NOT EXISTS steps_total integer"
+    " ADD COLUMN IF NOT EXISTS steps_total integer,"
+    " ADD COLUMN IF NOT EXISTS rolled_back_at timestamptz"
 )
-_COLUMNS = ("state", "steps_done", "steps_total")
+# the CHECK constraints on ``state`` an older layout made (whatever their names), replaced by the current one
+_STATE_CHECKS = (
+    "select c.conname from pg_constraint c join pg_attribute a on a.attrelid = c.conrelid and a.attnum = any(c.conkey)"
+    " where c.conrelid = 'dbguard.schema_migrations'::regclass and c.contype = 'c' and a.attname = 'state'"
+)
+STATE_CHECK = (
+    "ALTER TABLE dbguard.schema_migrations ADD CONSTRAINT schema_migrations_state_check"
+    " CHECK (state IN ('applied', 'partial', 'rolled_back'))"
+)
+_COLUMNS = ("state", "steps_done", "steps_total", "rolled_back_at")
 
 
 @dataclass(frozen=True)
@@ -50,10 +63,20 @@ class LedgerRow:
     state: str = "applied"
     steps_done: Optional[int] = None
     steps_total: Optional[int] = None
+    rolled_back_at: Optional[datetime] = None
 
     @property
     def partial(self) -> bool:
         return self.state == "partial"
+
+    @property
+    def applied(self) -> bool:
+        return self.state == "applied"
+
+    @property
+    def rolled_back(self) -> bool:
+        """Applied once, then undone by ``migrate rollback``: not in the database, may be applied again."""
+        return self.state == "rolled_back"
 
 
 def _columns(conn: psycopg.Connection) -> Optional[set[str]]:
@@ -72,7 +95,7 @@ def read_ledger(conn: psycopg.Connection) -> dict[str, LedgerRow]:
     cols = _columns(conn)
     if cols is None:
         return {}
-    extra = ", state, steps_done, steps_total" if set(_COLUMNS) <= cols else ""
+    extra = "".join(f", {c}" for c in _COLUMNS if c in cols) if set(_COLUMNS[:3]) <= cols else ""
     rows = conn.execute(
         f"select name, checksum, applied_at{extra} from dbguard.schema_migrations order by name"
     ).fetchall()
@@ -94,8 +117,13 @@ def ensure_ledger(conn: psycopg.Connection, where: str) -> None:
                 conn.execute(CREATE_TABLE)
             else:
                 conn.execute(UPGRADE)
+                for (name,) in conn.execute(_STATE_CHECKS).fetchall():
+                    conn.execute(
+                        sql.SQL("ALTER TABLE dbguard.schema_migrations DROP CONSTRAINT {}").format(sql.Identifier(name))
+                    )
+                conn.execute(STATE_CHECK)
     except psycopg.errors.InsufficientPrivilege as exc:
-        what = "create the ledger" if cols is None else "add the progress columns to the ledger"
+        what = "create the ledger" if cols is None else "upgrade the ledger"
         raise MigrationError(
             f"cannot {what} {LEDGER} on {where}: {exc.diag.message_primary} (run as a role "
             "that may create schemas in the database, or as the ledger's owner)"
@@ -119,7 +147,26 @@ def record(conn: psycopg.Connection, name: str, checksum: str, done: int, total:
 
 
 def forget(conn: psycopg.Connection, name: str) -> None:
-    conn.execute("delete from dbguard.schema_migrations where name = %s", (name,))
+    """The migration is not in the database (any more) after a failed apply was undone: a row that had been
+    rolled back before goes back to ``rolled_back`` (so it keeps its place in the order), any other is deleted."""
+    conn.execute(
+        "update dbguard.schema_migrations set state = 'rolled_back', steps_done = null"
+        " where name = %s and rolled_back_at is not null",
+        (name,),
+    )
+    conn.execute(
+        "delete from dbguard.schema_migrations where name = %s and rolled_back_at is null",
+        (name,),
+    )
+
+
+def mark_rolled_back(conn: psycopg.Connection, name: str) -> None:
+    """``migrate rollback`` undid the migration: its row stays, as ``rolled_back`` with the time."""
+    conn.execute(
+        "update dbguard.schema_migrations set state = 'rolled_back', steps_done = null, rolled_back_at = now()"
+        " where name = %s",
+        (name,),
+    )
 
 
 # --------------------------------------------------------------------------- CONCURRENTLY index builds
