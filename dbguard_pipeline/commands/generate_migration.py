@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     test.add_argument("--no-test", dest="test", action="store_const", const="no", help="skip the round trip")
     parser.add_argument("--dry-run", action="store_true", help="print the forward and rollback SQL, write nothing")
     parser.add_argument("--timestamp", metavar="YYYYMMDDHHMMSS", help="file name timestamp (default: now, UTC)")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar on standard error (shown only on a terminal)"
+    )
     parser.set_defaults(test="auto")
 
 
@@ -53,26 +56,31 @@ def _out(line: str = "") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dbguard_pipeline.commands.progress import progress
     from dbguard_pipeline.config import load_config
     from dbguard_pipeline.errors import DbguardError
+    from dbguard_pipeline.report import use_color
     from dbguard_pipeline.services import generate_fixes
 
     if args.all and args.action:
         raise DbguardError("give either --all or ACTION TABLE, not both")
     if not args.all and (not args.action or not args.table):
         raise DbguardError("usage: dbguard generate-migration ACTION TABLE [ARGS...] (or --all)")
-    result = generate_fixes(
-        args.dsn,
-        load_config(args.config),
-        action=None if args.all else args.action,
-        table=args.table,
-        args=args.args,
-        tenant_default=args.tenant_default,
-        out_dir=args.out_dir,
-        timestamp=args.timestamp,
-        round_trip=args.test,
-        dry_run=args.dry_run,
-    )
+    config = load_config(args.config)
+    with progress(quiet=args.quiet, color=use_color("auto", sys.stderr)) as bar:
+        bar.phase("auditing, then planning the fixes" if args.all else f"planning {args.action}")
+        result = generate_fixes(
+            args.dsn,
+            config,
+            action=None if args.all else args.action,
+            table=args.table,
+            args=args.args,
+            tenant_default=args.tenant_default,
+            out_dir=args.out_dir,
+            timestamp=args.timestamp,
+            round_trip=args.test,
+            dry_run=args.dry_run,
+        )
     for line in result.skipped:
         _out(f"skip  {line}")
     if result.nothing is not None:

@@ -34,20 +34,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="exit 1 also when a probe could not run (default: reported, exit code unaffected)",
     )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar on standard error (shown only on a terminal)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from dbguard_pipeline import services
     from dbguard_pipeline.commands.output import write_output
+    from dbguard_pipeline.commands.progress import progress
     from dbguard_pipeline.config import load_config
     from dbguard_pipeline.errors import DbguardError
+    from dbguard_pipeline.report import use_color
 
     if bool(args.tenant_a) != bool(args.tenant_b):
         raise DbguardError("give both --tenant-a and --tenant-b, or neither")
     config = load_config(args.config)
     dsn = services.resolve_dsn(args.dsn)
     tenants = (args.tenant_a, args.tenant_b) if args.tenant_a else None
-    report = services.probe(dsn, config, args.tables, tenants=tenants)
+    with progress(quiet=args.quiet, color=use_color("auto", sys.stderr)) as bar:
+        bar.phase("introspecting the schema, choosing tenants A and B")
+        report = services.probe(dsn, config, args.tables, tenants=tenants)
     if args.format == "json":
         text = report.to_json()
     elif args.format == "junit":

@@ -24,6 +24,7 @@ from dbguard_pipeline.fixes.actions.add_composite_index import finding_columns
 from dbguard_pipeline.fixes.actions.context import why
 from dbguard_pipeline.fixes.plan import Migration
 from dbguard_pipeline.model.findings import Finding
+from dbguard_pipeline.progress import tick
 from dbguard_pipeline.rules import fix_actions
 from dbguard_pipeline.semantics import tenancy
 from dbguard_pipeline.text import escape_controls
@@ -102,7 +103,9 @@ def plan_all(
             continue
         groups.setdefault((action, schema, name), []).append(f)
     out: list[Migration] = []
-    for (action, schema, table_name), group in sorted(groups.items()):
+    tick("planning: fixes", 0, len(groups))
+    for done, ((action, schema, table_name), group) in enumerate(sorted(groups.items()), 1):
+        tick("planning: fixes", done - 1, len(groups))
         qualified = f"{schema}.{table_name}"
         ctx.notes = []
         try:
@@ -117,4 +120,5 @@ def plan_all(
         if not m.why:
             m.why = why(group)
         out.append(m)
+    tick("planning: fixes", len(groups), len(groups))
     return PlanAll(out, skipped)

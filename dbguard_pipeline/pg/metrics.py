@@ -38,6 +38,7 @@ from dbguard_pipeline.errors import ConnectionError_
 from dbguard_pipeline.model.schema import Snapshot, Table
 from dbguard_pipeline.pg.dsn import mask_secrets
 from dbguard_pipeline.pg.session import connect, read_only_session
+from dbguard_pipeline.progress import tick
 from dbguard_pipeline.semantics.references import TableNames, column_type, compatible_types, infer_parent
 from dbguard_pipeline.semantics.tenancy import audited_tables, has_tenant_column, is_tenants_table
 
@@ -459,21 +460,23 @@ def _batches(units: list[tuple[bool, int]]) -> list[list[int]]:
 
 
 def _run_units(
-    runner: _Runner, queries: list, sizes: list[tuple[bool, int]]
+    runner: _Runner, queries: list, sizes: list[tuple[bool, int]], label: str = "units"
 ) -> list[tuple[Optional[tuple], Optional[str]]]:
     """Run ``queries[i](i)`` (each returns one row starting with i), grouped by :func:`_batches`; a group that
-    fails is retried unit by unit so that one failing table never hides the others."""
+    fails is retried unit by unit so that one failing table never hides the others. Progress is ticked as
+    ``label`` after each group."""
     results: list[tuple[Optional[tuple], Optional[str]]] = [(None, "not measured")] * len(queries)
-    for batch in _batches(sizes):
+
+    def run_batch(batch: list[int]) -> None:
         rows, err = runner.fetch(sql.SQL(" UNION ALL ").join(queries[i](i) for i in batch))
         if err is None:
             assert rows is not None  # fetch returns rows exactly when it returns no error
             for row in rows:
                 results[row[0]] = (tuple(row[1:]), None)
-            continue
+            return
         if len(batch) == 1:
             results[batch[0]] = (None, err)
-            continue
+            return
         for i in batch:
             rows, err = runner.fetch(queries[i](i))
             if err is None:
@@ -481,6 +484,14 @@ def _run_units(
                 results[i] = (tuple(rows[0][1:]), None)
             else:
                 results[i] = (None, err)
+
+    done = 0
+    if queries:
+        tick(label, 0, len(queries))
+    for batch in _batches(sizes):
+        run_batch(batch)
+        done += len(batch)
+        tick(label, done, len(queries))
     return results
 
 
@@ -504,6 +515,7 @@ def collect_metrics(dsn: str, snapshot: Snapshot, config: Config, tables: Option
             runner,
             [lambda i, p=p: scan_query(p.table, p.columns, p.sample, i) for p in plans],
             [(p.sample is None and 0 <= p.estimate < BATCH_ROWS, max(p.estimate, 0)) for p in plans],
+            "data metrics: tables",
         )
         # one (anti-)join per reference, skipped for tables found empty
         empty = [scan is not None and scan[0] == 0 for scan, _ in scans]
@@ -515,6 +527,7 @@ def collect_metrics(dsn: str, snapshot: Snapshot, config: Config, tables: Option
                 (plans[pi].sample is None and 0 <= plans[pi].estimate < BATCH_ROWS, max(plans[pi].estimate, 0))
                 for pi, _ in ref_units
             ],
+            "data metrics: references",
         )
     finally:
         runner.close()

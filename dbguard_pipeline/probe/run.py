@@ -51,6 +51,7 @@ from dbguard_pipeline.probe.rows import Rows, RowTenancy
 from dbguard_pipeline.probe.session import Session, error_message
 from dbguard_pipeline.probe.tenants import pick_tenants
 from dbguard_pipeline.probe.traces import advisory_locks_released, moved_sequences, sequence_values
+from dbguard_pipeline.progress import tick
 from dbguard_pipeline.semantics import tenancy
 from dbguard_pipeline.semantics.roles import owner_escape
 
@@ -278,7 +279,8 @@ def probe(
         report.snapshot = snapshot
         sequences = sequence_values(conn, config)
         warnings: list[str] = []
-        for target in targets:
+        tick("probes: tables", 0, len(targets))
+        for done, target in enumerate(targets, 1):
             t0 = time.perf_counter()
             run = _RelationRun(Relation(session, rows, chosen, target))
             run.run()
@@ -291,6 +293,7 @@ def probe(
             report.tables.append(target.qualified)
             report.kinds[target.qualified] = target.kind
             report.table_seconds[target.qualified] = time.perf_counter() - t0
+            tick("probes: tables", done, len(targets))
         report.sequences = moved_sequences(sequences, sequence_values(conn, config))
         report.warnings = list(dict.fromkeys(warnings))
         report.seconds = time.perf_counter() - started
