@@ -56,8 +56,55 @@ def test_demo_leaks_exit_1_with_the_issue_json(capsys, demo_dsn):
 def test_safe_tables_exit_0_and_text_names_every_command(capsys, demo_dsn):
     code, out, err = run_cli(capsys, "--dsn", demo_dsn, "--table", "vision_metrics", "public.vision_accuracy")
     assert code == 0, err
+    assert "public.vision_metrics" not in out  # passing relations are counted, listed only with --verbose
+    assert "0 relations with problems, 2 isolated (--verbose lists them)" in out
+    assert "PASS 2 relations, 18 probes: 0 leaks in 0 relations, 0 not probed" in out.splitlines()[2]
+    code, out, err = run_cli(capsys, "--dsn", demo_dsn, "--table", "vision_metrics", "public.vision_accuracy", "-v")
+    assert code == 0, err
     assert "public.vision_metrics   ok          ok          ok          ok" in out
-    assert "2 relations, 18 probes: 0 leaks in 0 relations, 0 not probed" in out
+
+
+@pytest.mark.integration
+def test_text_summary_first_problems_grouped_by_table_or_command(capsys, demo_dsn, tmp_path):
+    tables = ("--table", "garages", "vehicles", "vision_metrics", "vehicle_overview")
+    code, out, err = run_cli(capsys, "--dsn", demo_dsn, *tables)
+    assert code == 1, err
+    lines = out.splitlines()
+    summary = "FAIL 4 relations, 29 probes: 13 leaks in 3 relations, 0 not probed"
+    assert lines[2].startswith(summary) and lines[-1].startswith(summary)
+    assert lines[3] == "3 relations with problems, 1 isolated (--verbose lists them)"
+    assert "vision_metrics" not in out
+    heads = [ln for ln in lines if ln[:1] in ("✗", "[") and "public." in ln]
+    # worst first, then probe order; a note every witness of the relation shares is said once in its header
+    assert heads == [
+        "✗ public.garages: 9 leaks (row level security is disabled on this table)",
+        "✗ public.vehicles: 2 leaks",
+        "✗ public.vehicle_overview: 2 leaks",
+    ]
+    garages = lines.index(heads[0])
+    assert lines[garages + 1].startswith("    LEAK select (select_without_context): as authenticated")
+    assert not lines[garages + 1].endswith("(row level security is disabled on this table)")
+    # by command
+    code, out, _ = run_cli(capsys, "--dsn", demo_dsn, *tables, "--group-by", "command")
+    heads = [ln for ln in out.splitlines() if ln.startswith("✗ ")]
+    assert heads == [
+        "✗ SELECT: 6 leaks in 3 relations",
+        "✗ INSERT: 1 leak in 1 relation",
+        "✗ UPDATE: 4 leaks in 1 relation",
+        "✗ DELETE: 2 leaks in 1 relation",
+    ]
+    assert "    LEAK public.vehicles (select_other_tenant): as authenticated with tenant A" in out
+    # --verbose: the full grid, passing relations included
+    code, out, _ = run_cli(capsys, "--dsn", demo_dsn, *tables, "--verbose")
+    assert "Every relation (4):" in out and "public.vision_metrics    ok          ok          ok          ok" in out
+    assert "public.vehicle_overview  LEAK        -           -           -" in out
+    # colour: LEAK in red only when asked (or on a terminal); never in a file unless --color always
+    code, out, _ = run_cli(capsys, "--dsn", demo_dsn, *tables, "--color", "always")
+    assert "\x1b[1;31mLEAK\x1b[0m" in out
+    code, out, _ = run_cli(capsys, "--dsn", demo_dsn, *tables, "--color", "never")
+    assert "\x1b[" not in out
+    code, _, _ = run_cli(capsys, "--dsn", demo_dsn, *tables, "--out", str(tmp_path / "r.txt"))
+    assert "\x1b[" not in (tmp_path / "r.txt").read_text()
 
 
 @pytest.mark.integration
@@ -161,3 +208,19 @@ def test_after_the_generated_fixes_are_applied_no_probe_leaks(capsys, demo_dsn, 
     assert code == 0, [r["detail"] for r in data["results"] if not r["isolated"]]
     assert data["summary"]["leaks"] == 0 and data["summary"]["not_probed"] == 0
     assert data["summary"]["tables"] == 16  # nothing was dropped from the probe to get there
+
+
+@pytest.mark.integration
+def test_the_text_example_in_docs_is_the_demo_output(capsys, demo_dsn):
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "isolation.md").read_text(encoding="utf-8")
+    block = doc.split('$ dbguard test-isolation --dsn "$DATABASE_URL"\n', 1)[1].split("```", 1)[0]
+    _, out, _ = run_cli(capsys, "--dsn", demo_dsn)
+    seconds = re.compile(r"\(\d+\.\d+ s;")
+    real = {seconds.sub("(s;", ln) for ln in out.splitlines()}
+    shown = [ln for ln in block.splitlines()[2:] if ln and ln != "…"]
+    assert len(shown) > 10
+    missing = [ln for ln in shown if seconds.sub("(s;", ln) not in real]
+    assert not missing, f"docs/isolation.md shows lines the demo does not print: {missing}"

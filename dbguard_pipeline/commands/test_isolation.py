@@ -35,7 +35,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="exit 1 also when a probe could not run (default: reported, exit code unaffected)",
     )
     parser.add_argument(
+        "--group-by",
+        choices=("table", "command"),
+        default="table",
+        help="text: group the problems (LEAK, error, not probed) by table (default) or by command",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="text: also list the isolated relations (the full grid)"
+    )
+    parser.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar on standard error (shown only on a terminal)"
+    )
+    parser.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour the text report, LEAK in red (auto: when writing to a terminal and NO_COLOR is unset)",
     )
 
 
@@ -60,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.format == "junit":
         text = report.to_junit()
     else:
-        text = report.to_text()
+        to_file = bool(args.out) and args.out != "-"
+        color = args.color == "always" or (not to_file and use_color(args.color))
+        text = report.to_text(group_by=args.group_by, verbose=args.verbose, color=color)
     write_output(text, args.out)
     s = report.summary()
     if args.out:

@@ -168,7 +168,11 @@ class ProbeReport:
         """(qualified, command) pairs in report order: what the pytest plugin and JUnit output name."""
         return [(q, cmd) for q in self.tables for cmd in self.commands_of(q)]
 
-    def _grid(self, marks: dict[str, str], absent: str) -> list[tuple[str, list[str]]]:
+    @property
+    def all_commands(self) -> tuple[str, ...]:
+        return COMMANDS
+
+    def grid(self, marks: dict[str, str], absent: str) -> list[tuple[str, list[str]]]:
         """One row per relation, one verdict mark per command (``absent`` where the command is not probed)."""
         return [
             (q, [marks[self.outcome(q, cmd)[0]] if cmd in self.commands_of(q) else absent for cmd in COMMANDS])
@@ -195,59 +199,12 @@ class ProbeReport:
     def to_json(self) -> str:
         return json.dumps(self.to_json_dict(), indent=2, ensure_ascii=False) + "\n"
 
-    def to_text(self) -> str:
-        ctx = self.tenant_context
-        lines = [
-            f"dbguard test-isolation: {self.database} as {self.app_role}",
-            f"  tenant A = {ctx.get('tenant_a')}, tenant B = {ctx.get('tenant_b')} "
-            f"(context: {ctx.get('mechanism')} {ctx.get('setting')}"
-            + (f", sub {ctx['user_a']}" if ctx.get("user_a") else "")
-            + ")",
-            "",
-        ]
-        width = max([len(q) for q in self.tables] + [5])
-        lines.append(f"  {'table'.ljust(width)}  select      insert      update      delete")
-        marks = {"leak": "LEAK", "isolated": "ok", "not probed": "not probed", "error": "ERROR"}
-        for q, cells in self._grid(marks, "-"):
-            lines.append(f"  {q.ljust(width)}  " + "  ".join(c.ljust(10) for c in cells).rstrip())
-        if self.leaks:
-            lines += ["", "Leaks:"]
-            lines += [f"  LEAK {r.qualified} {r.command} ({r.probe}): {r.detail}" for r in self.leaks]
-        if self.not_probed:
-            lines += ["", "Not probed (never counted as isolated):"]
-            lines += [f"  {n.qualified} {n.command} ({n.probe}): not probed: {n.reason}" for n in self.not_probed]
-        if self.errors():
-            lines += ["", "Errors (statements PostgreSQL cannot evaluate: never isolated):"]
-            lines += [f"  {q}: error: {state}" for q, state in self.errors().items()]
-        if self.disagreements:
-            lines += [
-                "",
-                "The static audit and the probe disagree (a blind spot of the probe or a false positive of the audit):",
-            ]
-            for q, items in self.disagreements.items():
-                lines += [f"  {q}: {d['note']}" for d in items]
-        lines += [f"warning: {w}" for w in self.warnings]
-        s = self.summary()
-        traces = "all rolled back"
-        if self.sequences:
-            traces = (
-                "rolled back, but "
-                + ", ".join(
-                    f"sequence {m['sequence']} moved by {m['by'] if m['by'] is not None else 'its first value'}"
-                    for m in self.sequences
-                )
-                + f" ({self.sequences[0]['why']})"
-            )
-        if self.advisory_locks:
-            traces += "; session advisory locks taken during the probe were released after " + ", ".join(
-                f"{q} ({n})" for q, n in self.advisory_locks.items()
-            )
-        lines += [
-            "",
-            f"{s['tables']} relations, {s['probes']} probes: {s['leaks']} leaks in {s['leaking_tables']} "
-            f"relations, {s['not_probed']} not probed ({self.seconds:.2f} s; {traces})",
-        ]
-        return "\n".join(escape_controls(line) for line in lines) + "\n"
+    def to_text(self, *, group_by: str = "table", verbose: bool = False, color: bool = False) -> str:
+        """Summary first, then the problems grouped by relation (or by command); see
+        :func:`dbguard_pipeline.report.grouped.render_isolation`."""
+        from dbguard_pipeline.report.grouped import render_isolation
+
+        return render_isolation(self, color=color, group_by=group_by, verbose=verbose)
 
     def to_junit(self) -> str:
         """One ``<testsuite>``, one test case per relation and command (as the pytest plugin names them)."""
@@ -286,7 +243,7 @@ class ProbeReport:
     def markdown(self) -> str:
         """One row per relation, one column per command (for Dagster metadata)."""
         lines = ["| relation | select | insert | update | delete |", "|---|---|---|---|---|"]
-        for q, cells in self._grid(
+        for q, cells in self.grid(
             {"leak": "**LEAK**", "isolated": "ok", "not probed": "not probed", "error": "**ERROR**"}, "-"
         ):
             lines.append(f"| {q.replace('|', chr(92) + '|')} | " + " | ".join(cells) + " |")

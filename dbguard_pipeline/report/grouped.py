@@ -5,6 +5,9 @@ Passing tables and ignored findings are counted, and listed only with ``verbose`
 the report too, so the verdict is at both ends of a long log.
 
 The sectioned report of :mod:`.text` (coverage, RLS status, foreign keys, ...) stays the demo's tour.
+
+``dbguard test-isolation``'s text (:func:`render_isolation`) has the same shape: verdict first, the problems
+(LEAK, error, not probed) grouped by relation or by command, the isolated relations only with ``verbose``.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Optional
 
 from dbguard_pipeline.model.findings import Finding
-from dbguard_pipeline.report.text import STYLES, _count_line, _Lines, _message
+from dbguard_pipeline.report.text import STYLES, Segment, _count_line, _Lines, _message
 from dbguard_pipeline.text import one_line, plural, qname
 
 if TYPE_CHECKING:
     from dbguard_pipeline.audit.run import AuditResult
+    from dbguard_pipeline.probe.report import NotProbed, ProbeReport, ProbeResult
 
 GROUPINGS = ("rule", "table")
 
@@ -176,4 +180,180 @@ def render_grouped(
     out.blank()
     out.add(("=" * 50, STYLES["rule"]))
     out.add(*_count_line(out, result, fail_on))
+    return out.render()
+
+
+# --------------------------------------------------------------------------- dbguard test-isolation
+ISOLATION_GROUPINGS = ("table", "command")
+_VERDICT_KIND = {"leak": "critical", "error": "critical", "not probed": "warning", "isolated": "ok"}
+
+
+def _isolation_summary(report: ProbeReport) -> str:
+    s = report.summary()
+    traces = "all rolled back"
+    if report.sequences:
+        traces = (
+            "rolled back, but "
+            + ", ".join(
+                f"sequence {m['sequence']} moved by {m['by'] if m['by'] is not None else 'its first value'}"
+                for m in report.sequences
+            )
+            + f" ({report.sequences[0]['why']})"
+        )
+    if report.advisory_locks:
+        traces += "; session advisory locks taken during the probe were released after " + ", ".join(
+            f"{q} ({n})" for q, n in report.advisory_locks.items()
+        )
+    return (
+        f"{s['tables']} relations, {s['probes']} probes: {s['leaks']} leaks in {s['leaking_tables']} "
+        f"relations, {s['not_probed']} not probed"
+        + (f", ERROR in {plural(s['errors'], 'relation')}" if s["errors"] else "")
+        + f" ({report.seconds:.2f} s; {traces})"
+    )
+
+
+def _isolation_count_line(report: ProbeReport) -> list[Segment]:
+    s = report.summary()
+    failed = bool(s["leaks"] or s["errors"])
+    verdict = ("FAIL", "critical") if failed else ("PASS", "ok")
+    return [
+        (f"{verdict[0]} ", STYLES[verdict[1]]),
+        (_isolation_summary(report), None),
+    ]
+
+
+def _not_probed_line(n: NotProbed, with_table: bool) -> str:
+    where = f"{n.qualified} " if with_table else ""
+    return f"{where}{n.command} ({n.probe}): not probed: {n.reason}"
+
+
+def _leak_segments(r: ProbeResult, with_table: bool, drop: str = "") -> list[Segment]:
+    where = f" {r.qualified}" if with_table else ""
+    what = f" {r.command}" if not with_table else ""
+    detail = one_line(r.detail)
+    if drop and detail.endswith(drop):
+        detail = detail[: -len(drop)]
+    return [("    ", None), ("LEAK", STYLES["critical"]), (f"{where}{what} ({r.probe}): {detail}", None)]
+
+
+def _shared_note(leaks: Sequence[ProbeResult]) -> str:
+    """A trailing " (...)" note every witness of a relation ends with ("row level security is disabled on this
+    table"): said once in the relation's header instead of on every line."""
+    if len(leaks) < 2:
+        return ""
+    first = one_line(leaks[0].detail)
+    if not first.endswith(")") or " (" not in first:
+        return ""
+    note = first[first.rindex(" (") :]
+    return note if all(one_line(r.detail).endswith(note) for r in leaks) else ""
+
+
+def _isolation_by_table(out: _Lines, report: ProbeReport, problems: list[str]) -> None:
+    errors = report.errors()
+    for q in problems:
+        leaks = [r for r in report.leaks if r.qualified == q]
+        nps = [n for n in report.not_probed if n.qualified == q]
+        parts = []
+        if leaks:
+            parts.append(plural(len(leaks), "leak"))
+        if q in errors:
+            parts.append(f"error: {errors[q]}")
+        if nps:
+            parts.append(f"{len(nps)} not probed")
+        kind = "critical" if leaks or q in errors else "warning"
+        note = _shared_note(leaks)
+        out.blank()
+        out.add((out.symbols[kind], STYLES[kind]), (f" {q}", STYLES["head"]), (": " + ", ".join(parts) + note, None))
+        for r in leaks:
+            out.add(*_leak_segments(r, with_table=False, drop=note))
+        for n in nps:
+            out.add(("    ", None), (_not_probed_line(n, with_table=False), STYLES["warning"]))
+
+
+def _isolation_by_command(out: _Lines, report: ProbeReport) -> None:
+    for cmd in report.all_commands:
+        leaks = [r for r in report.leaks if r.command == cmd]
+        nps = [n for n in report.not_probed if n.command == cmd and not n.state]
+        if not leaks and not nps:
+            continue
+        tables = len({r.qualified for r in leaks})
+        parts = [f"{plural(len(leaks), 'leak')} in {plural(tables, 'relation')}"] if leaks else []
+        if nps:
+            parts.append(f"{len(nps)} not probed")
+        kind = "critical" if leaks else "warning"
+        out.blank()
+        out.add((out.symbols[kind], STYLES[kind]), (f" {cmd.upper()}", STYLES["head"]), (": " + ", ".join(parts), None))
+        for r in leaks:
+            out.add(*_leak_segments(r, with_table=True))
+        for n in nps:
+            out.add(("    ", None), (_not_probed_line(n, with_table=True), STYLES["warning"]))
+    errors = report.errors()
+    if errors:
+        out.head("Errors (statements PostgreSQL cannot evaluate: never isolated):")
+        for q, state in errors.items():
+            out.add(("  ", None), (f"{q}: error: {state}", STYLES["critical"]))
+
+
+def render_isolation(
+    report: ProbeReport, *, color: bool = False, group_by: str = "table", verbose: bool = False
+) -> str:
+    """``dbguard test-isolation``'s text: the verdict and counts first, then the problems (leaks with their
+    witness, errors, probes that could not run) grouped by relation (worst first, then probe order) or by
+    command; relations where every probe held are counted, and listed (the full grid) only with ``verbose``.
+    The count line closes the report too."""
+    out = _Lines(color)
+    ctx = report.tenant_context
+    out.add((f"dbguard test-isolation: {report.database}", STYLES["head"]), (f" as {report.app_role}", None))
+    out.add(
+        (
+            f"  tenant A = {ctx.get('tenant_a')}, tenant B = {ctx.get('tenant_b')} "
+            f"(context: {ctx.get('mechanism')} {ctx.get('setting')}"
+            + (f", sub {ctx['user_a']}" if ctx.get("user_a") else "")
+            + ")",
+            STYLES["dim"],
+        )
+    )
+    out.add(*_isolation_count_line(report))
+    rank = {"leak": 0, "error": 1, "not probed": 2, "isolated": 3}
+    worst: dict[str, int] = {}
+    for q in report.tables:
+        worst[q] = min(rank[report.outcome(q, cmd)[0]] for cmd in report.commands_of(q))
+    order = {q: i for i, q in enumerate(report.tables)}
+    problems = sorted((q for q in report.tables if worst[q] < rank["isolated"]), key=lambda q: (worst[q], order[q]))
+    passing = len(report.tables) - len(problems)
+    out.add(
+        (f"{plural(len(problems), 'relation')} with problems, {passing} isolated", STYLES["dim"]),
+        ("" if verbose or not passing else " (--verbose lists them)", STYLES["dim"]),
+    )
+    if group_by == "command":
+        _isolation_by_command(out, report)
+    else:
+        _isolation_by_table(out, report, problems)
+    if report.disagreements:
+        out.head(
+            "The static audit and the probe disagree (a blind spot of the probe or a false positive of the audit):"
+        )
+        for q, items in report.disagreements.items():
+            for d in items:
+                out.add((f"  {q}: {one_line(d['note'])}", None))
+    if report.warnings:
+        out.blank()
+        for w in report.warnings:
+            out.add(("warning: ", STYLES["warning"]), (one_line(w), None))
+    if verbose and report.tables:
+        out.head(f"Every relation ({len(report.tables)}):")
+        marks = {"leak": "LEAK", "isolated": "ok", "not probed": "not probed", "error": "ERROR"}
+        kinds = {v: _VERDICT_KIND[k] for k, v in marks.items()}
+        width = max([len(q) for q in report.tables] + [5])
+        out.add((f"  {'relation'.ljust(width)}  select      insert      update      delete", STYLES["dim"]))
+        for q, cells in report.grid(marks, "-"):
+            segs: list[Segment] = [(f"  {q.ljust(width)}", None)]
+            for c in cells:
+                segs.append(("  ", None))
+                segs.append((c.ljust(10), STYLES[kinds[c]] if c in kinds else STYLES["dim"]))
+            segs[-1] = (segs[-1][0].rstrip(), segs[-1][1])
+            out.add(*segs)
+    out.blank()
+    out.add(("=" * 50, STYLES["rule"]))
+    out.add(*_isolation_count_line(report))
     return out.render()
