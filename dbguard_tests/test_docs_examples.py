@@ -170,3 +170,28 @@ def test_the_documented_diff_errors_are_the_real_ones(demo_dsn, tmp_path):
     )
     assert diff("before.json", "after.json") in documented
     assert diff("report.json", demo_dsn) in documented
+
+
+def test_every_install_line_installs_this_project():
+    """README/docs: a `pip install` of dbguard installs this checkout (`.` or `".[extra]"` with a real extra),
+    never a registry name or a placeholder URL; only other projects' packages are named."""
+    import tomllib
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = set(meta["optional-dependencies"])
+    others = {"dagster-k8s", "dagster-celery", "pytest"}
+    seen = 0
+    for doc in DOCS:
+        for line in doc.read_text(encoding="utf-8").splitlines():
+            m = re.search(r"pip install (.*?)(?:\s+#.*)?(?:`|$)", line)
+            if not m:
+                continue
+            args = [a for a in shlex.split(m.group(1)) if not a.startswith("-")]
+            ours = [a for a in args if a not in others]
+            assert "git+" not in line and " dbguard" not in f" {m.group(1)}", f"{doc.name}: {line.strip()}"
+            for a in ours:
+                spec = re.fullmatch(r"\.(?:\[([a-z,]+)\])?", a)
+                assert spec, f"{doc.name}: `{a}` is not this project's checkout: {line.strip()}"
+                assert set(filter(None, (spec.group(1) or "").split(","))) <= extras, line
+                seen += 1
+    assert seen >= 5
