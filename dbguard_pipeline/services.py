@@ -13,10 +13,12 @@ from dbguard_pipeline.errors import UsageError
 from dbguard_pipeline.pg.dsn import ENV_DSN, parse_dsn
 
 if TYPE_CHECKING:
+    from dbguard_pipeline.analyze import AnalyzeReport
     from dbguard_pipeline.audit.run import AuditResult
     from dbguard_pipeline.config import Config
     from dbguard_pipeline.diff.result import SnapshotDiff
     from dbguard_pipeline.errors import DbguardError
+    from dbguard_pipeline.fixes.actions import Context
     from dbguard_pipeline.fixes.ledger import Runner
     from dbguard_pipeline.fixes.lint import LintResult
     from dbguard_pipeline.fixes.plan import Migration
@@ -45,6 +47,30 @@ def resolve_dsn(dsn: Optional[str] = None, *, allow_demo: bool = True) -> str:
     from dbguard_pipeline.demo import ensure_demo_database
 
     return ensure_demo_database()
+
+
+# --------------------------------------------------------------------------- performance
+def analyze(
+    dsn: Optional[str],
+    config: Config,
+    tables: Optional[Sequence[str]] = None,
+    *,
+    snapshot: Optional[Snapshot] = None,
+    runs: int = 3,
+    prove: bool = True,
+    top_statements: int = 10,
+) -> AnalyzeReport:
+    """``dbguard analyze`` and the ``rls_performance`` asset: what row level security costs each tenant table,
+    measured as the app role and as the owner (read-only); with ``prove``, each fix is applied to a scratch copy
+    and measured before it is proposed. ``snapshot`` reuses an introspection already made."""
+    from dbguard_pipeline.analyze import Options
+    from dbguard_pipeline.analyze import analyze as run_analysis
+    from dbguard_pipeline.errors import DbguardError
+
+    if runs < 1 or runs > 50:
+        raise DbguardError("--runs must be between 1 and 50")
+    options = Options(runs=runs, prove=prove, top_statements=top_statements)
+    return run_analysis(resolve_dsn(dsn), config, tables, options=options, snapshot=snapshot)
 
 
 # --------------------------------------------------------------------------- fix migrations
@@ -81,9 +107,13 @@ def plan_fixes(
     cache_keys: Optional[Sequence[str]] = None,
     out_dir: str = "migrations",
     timestamp: Optional[str] = None,
+    with_analyze: bool = False,
 ) -> GeneratedFixes:
     """Plan on a fresh snapshot: ``action`` on ``table``, or (no action) one migration per table and action for
-    the audit's fixable findings (only ``cache_keys`` when given) that no pending file in ``out_dir`` fixes."""
+    the audit's fixable findings (only ``cache_keys`` when given) that no pending file in ``out_dir`` fixes;
+    with ``with_analyze``, also an ``optimize-policy`` migration for each table where ``dbguard analyze`` proved
+    that rewrite faster on a scratch copy (never for a table whose policies another migration of the run, or a
+    pending file, already rewrites)."""
     from dbguard_pipeline.fixes import script
     from dbguard_pipeline.fixes.actions import NothingToFix, build_context, plan_action
     from dbguard_pipeline.fixes.ledger import applied_names
@@ -115,6 +145,8 @@ def plan_fixes(
             tenant_default=tenant_default,
         )
         fixes.migrations, fixes.skipped = planned.migrations, planned.skipped
+        if with_analyze:
+            _add_proven_optimizations(dsn, config, ctx, fixes, snapshot, out_dir)
         return fixes
     try:
         m = plan_action(ctx, action, table or "", args, tenant_default)
@@ -123,14 +155,7 @@ def plan_fixes(
         return fixes
     # like --all: a migration for the same action and table that is written but not applied yet is the fix
     # (a second one would fail on "already exists" after the first is applied)
-    suffix = m.stem(ts)[len(ts) :]
-    applied = set(applied_names(dsn))
-    folder = Path(out_dir)
-    same = sorted(
-        p.stem
-        for p in (folder.glob(f"*{suffix}.sql") if folder.is_dir() else ())
-        if p.stem.endswith(suffix) and p.stem[: -len(suffix)].isdigit() and p.stem not in applied
-    )
+    same = _pending_same(out_dir, m.stem(ts)[len(ts) :], set(applied_names(dsn)))
     if same:
         fixes.nothing = (
             f"{same[-1]} in {out_dir} is pending and does the same for {m.qualified}: apply it with dbguard migrate up"
@@ -138,6 +163,58 @@ def plan_fixes(
         return fixes
     fixes.migrations = [m]
     return fixes
+
+
+def _pending_same(out_dir: str, stem_suffix: str, applied: set[str]) -> list[str]:
+    """Migration files in ``out_dir`` for the same action and table (``_<action>_<table>``) not applied yet."""
+    folder = Path(out_dir)
+    return sorted(
+        p.stem
+        for p in (folder.glob(f"*{stem_suffix}.sql") if folder.is_dir() else ())
+        if p.stem.endswith(stem_suffix) and p.stem[: -len(stem_suffix)].isdigit() and p.stem not in applied
+    )
+
+
+def _add_proven_optimizations(
+    dsn: str, config: Config, ctx: Context, fixes: GeneratedFixes, snapshot: Snapshot, out_dir: str
+) -> None:
+    """``--all --analyze``: the optimize-policy suggestions analyze proved (measured faster on a scratch copy,
+    same rows, exact rollback), planned again on this run's snapshot."""
+    from dbguard_pipeline.fixes.actions import NothingToFix, plan_action
+    from dbguard_pipeline.fixes.actions.optimize_policy import OPTIMIZE_POLICY
+    from dbguard_pipeline.fixes.ledger import applied_names
+
+    report = analyze(dsn, config, snapshot=snapshot, prove=True, top_statements=0)
+    proven = sorted({s.relation for t in report.tables for s in t.proposed if s.action == OPTIMIZE_POLICY})
+    # fix-rls-policy and add-tenant-isolation rewrite policies too: one migration per table's policies per run
+    rewritten = {m.qualified: m.action for m in fixes.migrations if m.action != "add-composite-index"}
+    applied = set(applied_names(dsn))
+    for relation in proven:
+        if relation in rewritten:
+            fixes.skipped.append(
+                f"{OPTIMIZE_POLICY} {relation}: {rewritten[relation]} changes the table in this run (run "
+                "generate-migration --all --analyze again once it is applied)"
+            )
+            continue
+        try:
+            m = plan_action(ctx, OPTIMIZE_POLICY, relation)
+        except NothingToFix as exc:
+            fixes.skipped.append(f"{OPTIMIZE_POLICY} {relation}: {exc}")
+            continue
+        same = _pending_same(out_dir, m.stem(fixes.timestamp)[len(fixes.timestamp) :], applied)
+        if same:
+            fixes.skipped.append(f"{OPTIMIZE_POLICY} {relation}: {same[-1]} in {out_dir} is pending and does it")
+            continue
+        m.why = [f"dbguard analyze measured it {_speedup(report, relation)} on a scratch copy"]
+        fixes.migrations.append(m)
+
+
+def _speedup(report: AnalyzeReport, relation: str) -> str:
+    best = max(
+        (s.speedup or 0.0 for t in report.tables for s in t.proposed if s.relation == relation),
+        default=0.0,
+    )
+    return f"{best:.1f}x faster" if best else "faster"
 
 
 def render_fixes(fixes: GeneratedFixes) -> GeneratedFixes:
@@ -232,6 +309,7 @@ def generate_fixes(
     timestamp: Optional[str] = None,
     round_trip: str = "auto",
     dry_run: bool = False,
+    with_analyze: bool = False,
 ) -> GeneratedFixes:
     """The whole fix pipeline: plan, render, then (unless ``dry_run``) lint, round trip and write. A lint
     failure stops the run (nothing written); a migration that fails its round trip goes to ``rejected/``
@@ -250,6 +328,7 @@ def generate_fixes(
         cache_keys=cache_keys,
         out_dir=out_dir,
         timestamp=timestamp,
+        with_analyze=with_analyze,
     )
     if not fixes.migrations:
         return fixes

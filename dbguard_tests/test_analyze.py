@@ -6,6 +6,7 @@ Timings are never asserted (bench/bench_analyze.py measures them); only what the
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import dagster as dg
@@ -294,3 +295,164 @@ def test_rls_performance_asset_plots_the_overhead_and_warns(planted_dsn, config_
     assert check.check_name == "rls_overhead_below_threshold" and not check.passed
     assert check.severity == dg.AssetCheckSeverity.WARN
     assert "public.events" in check.metadata["slow_tables"].value
+
+
+# --------------------------------------------------------------------------- generate-migration optimize-policy
+def _as_app(dsn: str, table: str, tenant: str, user: str, other: str) -> tuple[str, bool]:
+    """As the app role with tenant A's JWT: a digest of the rows it sees, and whether it may insert a row of
+    tenant B (rolled back)."""
+    claims = json.dumps({"tenant_id": tenant, "sub": user, "role": "authenticated"})
+    rel = sql.Identifier(*table.split("."))
+    with connect(dsn, autocommit=True) as conn:
+        with conn.transaction(force_rollback=True):
+            conn.execute("set local role authenticated")
+            conn.execute("select set_config('request.jwt.claims', %s, true)", (claims,))
+            seen = conn.execute(
+                sql.SQL("select md5(coalesce(string_agg(id::text, ',' order by id), '')) from {}").format(rel)
+            ).fetchone()[0]
+        cols = {"public.orders": "amount, created_at", "public.invoices": "total, issued_on"}
+        values = {"public.orders": "1, now()", "public.invoices": "1, current_date"}
+        wrote = False
+        if table in cols:
+            try:
+                with conn.transaction(force_rollback=True):
+                    conn.execute("set local role authenticated")
+                    conn.execute("select set_config('request.jwt.claims', %s, true)", (claims,))
+                    conn.execute(
+                        sql.SQL("insert into {} (id, tenant_id, {}) values (-1, %s, {})").format(
+                            rel, sql.SQL(cols[table]), sql.SQL(values[table])
+                        ),
+                        (other,),
+                    )
+                    wrote = True
+            except psycopg.errors.InsufficientPrivilege:
+                wrote = False
+    return seen, wrote
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("table", ["orders", "invoices", "events", "projects"])
+def test_optimize_policy_migration_applies_rolls_back_and_keeps_the_meaning(
+    table, planted_dsn, config_file, tmp_path, capsys
+):
+    from dbguard_pipeline.fixes.ledger import Runner
+
+    qualified = f"public.{table}"
+    with connect(planted_dsn, autocommit=True) as conn:
+        tenant, user = conn.execute(
+            "select tenant_id::text, user_id::text from public.memberships order by id limit 1"
+        ).fetchone()
+        other = conn.execute(
+            "select id::text from public.tenants where id <> %s order by id limit 1", (tenant,)
+        ).fetchone()[0]
+    before_rows = _as_app(planted_dsn, qualified, tenant, user, other)
+    assert before_rows[0] != _as_app(planted_dsn, qualified, other, user, tenant)[0] or table == "projects"
+    before = signature(introspect(planted_dsn))
+    out = tmp_path / "migrations"
+    code = main(
+        [
+            "generate-migration",
+            "optimize-policy",
+            table,
+            "--dsn",
+            planted_dsn,
+            "--config",
+            config_file,
+            "--out-dir",
+            str(out),
+            "--timestamp",
+            "20260101000000",
+            "--test",
+        ]
+    )
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "0 violations" in printed.out or "passed" in printed.out, printed.out
+    assert f"optimize-policy {qualified}: applied, finding gone, rolled back, snapshot identical" in printed.out
+    name = f"20260101000000_optimize_policy_{table}"
+    forward = (out / f"{name}.sql").read_text()
+    assert "ALTER POLICY" in forward and "DROP POLICY" not in forward and "CREATE POLICY" not in forward
+    runner = Runner(planted_dsn, out)
+    assert [r.name for r in runner.up()] == [name]
+    after = introspect(planted_dsn)
+    (t,) = [x for x in after.tables if x.qualified == qualified]
+    wrapped = re.compile(r"\(\s*SELECT|= ANY \(", re.I)
+    assert all(wrapped.search(p.using or "") for p in t.policies), [p.using for p in t.policies]
+    # the same rows as the app role, the same write refused: the meaning did not change
+    assert _as_app(planted_dsn, qualified, tenant, user, other) == before_rows
+    assert before_rows[1] is False
+    # nothing left to optimize once applied
+    code = main(
+        [
+            "generate-migration",
+            "optimize-policy",
+            table,
+            "--dsn",
+            planted_dsn,
+            "--config",
+            config_file,
+            "--out-dir",
+            str(tmp_path / "again"),
+        ]
+    )
+    assert code == 0 and "nothing to fix" in capsys.readouterr().out
+    runner.rollback(name)
+    assert signature(introspect(planted_dsn)) == before
+    assert _as_app(planted_dsn, qualified, tenant, user, other) == before_rows
+
+
+@pytest.mark.integration
+def test_optimize_policy_refuses_a_table_already_fast(planted_dsn, config_file, tmp_path, capsys):
+    code = main(
+        [
+            "generate-migration",
+            "optimize-policy",
+            "customers",
+            "--dsn",
+            planted_dsn,
+            "--config",
+            config_file,
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith("nothing to fix: the policies of public.customers already evaluate")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.integration
+def test_generate_all_adds_optimize_policy_only_where_analyze_proved_it(planted_dsn, config_file, tmp_path, capsys):
+    argv = [
+        "generate-migration",
+        "--all",
+        "--dsn",
+        planted_dsn,
+        "--config",
+        config_file,
+        "--timestamp",
+        "20260101000000",
+    ]
+    assert main([*argv, "--out-dir", str(tmp_path / "plain"), "--no-test"]) == 0
+    plain = capsys.readouterr().out
+    assert "optimize_policy" not in plain and "optimize-policy" not in plain
+    code = main([*argv, "--analyze", "--out-dir", str(tmp_path / "m"), "--no-test"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    files = {p.stem.split("_", 1)[1]: p for p in (tmp_path / "m").glob("*.sql") if not p.stem.endswith("_rollback")}
+    optimized = {k.removeprefix("optimize_policy_") for k in files if k.startswith("optimize_policy_")}
+    assert "events" in optimized, out  # proven: the VOLATILE helper made STABLE, the call wrapped
+    for table in optimized:
+        text = files[f"optimize_policy_{table}"].read_text()
+        assert re.search(r"dbguard analyze measured it \d+\.\dx faster on a scratch copy", text), text[:600]
+        # no other migration of the run rewrites that table's policies (an index may come with it)
+        assert not any(
+            k.endswith(f"_{table}") for k in files if not k.startswith(("optimize_policy_", "add_composite"))
+        )
+    # where fix-rls-policy (or add-tenant-isolation) changes the table in this run, optimize-policy waits
+    for table in ("orders", "invoices"):
+        assert f"fix_rls_policy_{table}" in files and table not in optimized
+        assert f"skip  optimize-policy public.{table}: fix-rls-policy changes the table in this run" in out
+    assert "customer_contacts" not in optimized
+    # the files pass the same lint as every other migration
+    assert "squawk" in out and " 0 violations" in out

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from dbguard_pipeline.analyze.plans import context_columns, parse_plan
-from dbguard_pipeline.analyze.rewrite import read_only_body, rewrite
 from dbguard_pipeline.analyze.statements import TenantSample, build
 from dbguard_pipeline.analyze.suggest import plan_index, plan_optimize_policy
 from dbguard_pipeline.config import Config
+from dbguard_pipeline.fixes.rewrite import read_only_body, rewrite
 from dbguard_pipeline.model.schema import Column, Constraint, Function, Index, Policy, Snapshot, Table
 
 JWT = Config.model_validate({"tenant": {"context": "jwt"}})

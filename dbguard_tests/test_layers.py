@@ -243,3 +243,23 @@ def test_no_import_cycle_when_modules_load():
         if imp.at_load and _within(imp.target, (PKG,)) and imp.target != imp.importer:
             edges.setdefault(imp.importer, {}).setdefault(imp.target, imp)
     _fail("import cycles at load time", _cycle_report(edges))
+
+
+def test_the_entry_points_analyze_through_services():
+    """``services.analyze`` is the one door to the performance analysis: the CLI and the Dagster asset import
+    its report types and renderers, never the function that runs it."""
+    runs_it = (f"{PKG}.analyze.run", f"{PKG}.analyze.prove", f"{PKG}.analyze.measure", f"{PKG}.analyze.session")
+    wrong = []
+    for path in sorted((ROOT / PKG).rglob("*.py")):
+        name = _module_name(path)
+        if not _within(name, ENTRY_POINTS):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or not node.module:
+                continue
+            if node.module in runs_it or (
+                node.module == f"{PKG}.analyze" and any(a.name in ("analyze", "Options") for a in node.names)
+            ):
+                wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}: imports from {node.module}")
+    _fail("entry points that run the analysis without services.analyze", wrong)

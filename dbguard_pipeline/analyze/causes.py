@@ -26,8 +26,8 @@ from typing import Optional
 
 from dbguard_pipeline.analyze.plans import Node, context_columns
 from dbguard_pipeline.analyze.report import Cause, Fix, StatementResult
-from dbguard_pipeline.analyze.rewrite import called_functions, rewrite
 from dbguard_pipeline.config import Config
+from dbguard_pipeline.fixes.rewrite import called_functions, rewrite
 from dbguard_pipeline.model.schema import Function, Snapshot, Table
 from dbguard_pipeline.policy import per_row_calls
 from dbguard_pipeline.semantics import tenancy

@@ -52,20 +52,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dbguard_pipeline.analyze import Options, analyze
+    from dbguard_pipeline import services
     from dbguard_pipeline.analyze.render import to_text
     from dbguard_pipeline.commands.output import write_output
     from dbguard_pipeline.config import load_config
     from dbguard_pipeline.errors import DbguardError
-    from dbguard_pipeline.services import resolve_dsn
 
     if args.runs < 1 or args.runs > 50:
         raise DbguardError("--runs must be between 1 and 50")
     config = load_config(args.config)
-    dsn = resolve_dsn(args.dsn)
-    options = Options(runs=args.runs, prove=not args.no_prove)
-    report = analyze(dsn, config, args.tables, options=options)
-    text = report.to_json() if args.format == "json" else to_text(report, options.slow_overhead)
+    dsn = services.resolve_dsn(args.dsn)
+    report = services.analyze(dsn, config, args.tables, runs=args.runs, prove=not args.no_prove)
+    text = report.to_json() if args.format == "json" else to_text(report)
     write_output(text, args.out)
     proposed = [s for t in report.tables for s in t.proposed]
     if args.migrations_dir and proposed:

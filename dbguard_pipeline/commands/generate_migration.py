@@ -10,7 +10,8 @@ from dbguard_pipeline.commands._args import add_database_arguments
 DESCRIPTION = (
     "Write a safe fix migration and its exact rollback: ACTION TABLE [ARGS...], or --all for one migration per "
     "fixable finding of a fresh audit. Actions: add-tenant-isolation TABLE, fix-rls-policy TABLE, "
-    "add-composite-index TABLE COL1 [COL2 ...], add-foreign-key TABLE [REFTABLE [COLUMN]]. "
+    "add-composite-index TABLE COL1 [COL2 ...], add-foreign-key TABLE [REFTABLE [COLUMN]], optimize-policy TABLE "
+    "(the table's policies evaluated once per query, meaning unchanged: dbguard analyze). "
     "Every file passes squawk and is applied, checked and rolled back on a scratch copy before it is written."
 )
 
@@ -20,13 +21,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "action",
         nargs="?",
         metavar="ACTION",
-        help="add-tenant-isolation | fix-rls-policy | add-composite-index | add-foreign-key",
+        help="add-tenant-isolation | fix-rls-policy | add-composite-index | add-foreign-key | optimize-policy",
     )
     parser.add_argument("table", nargs="?", metavar="TABLE", help="schema.table (or a table name when unambiguous)")
     parser.add_argument(
         "args", nargs="*", metavar="ARGS", help="columns (add-composite-index); REFTABLE [COLUMN] (add-foreign-key)"
     )
     parser.add_argument("--all", action="store_true", help="one migration per fixable finding of a fresh audit")
+    parser.add_argument(
+        "--analyze",
+        action="store_true",
+        help="with --all: also run dbguard analyze and add optimize-policy for each table where it proved the "
+        "rewrite faster on a scratch copy",
+    )
     parser.add_argument("--out-dir", default="migrations", metavar="DIR", help="where to write (default: migrations/)")
     add_database_arguments(parser)
     parser.add_argument(
@@ -64,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.all and args.action:
         raise DbguardError("give either --all or ACTION TABLE, not both")
+    if args.analyze and not args.all:
+        raise DbguardError("--analyze goes with --all (for one table: generate-migration optimize-policy TABLE)")
     if not args.all and (not args.action or not args.table):
         raise DbguardError("usage: dbguard generate-migration ACTION TABLE [ARGS...] (or --all)")
     config = load_config(args.config)
@@ -80,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
             timestamp=args.timestamp,
             round_trip=args.test,
             dry_run=args.dry_run,
+            with_analyze=args.analyze,
         )
     for line in result.skipped:
         _out(f"skip  {line}")

@@ -9,7 +9,8 @@ here (other assets of the run may be connected to the target, which a template c
 
 import dagster as dg
 
-from dbguard_pipeline.analyze import WARN_OVERHEAD, AnalyzeReport, Options, analyze
+from dbguard_pipeline import services
+from dbguard_pipeline.analyze import WARN_OVERHEAD, AnalyzeReport
 from dbguard_pipeline.analyze.render import markdown
 from dbguard_pipeline.defs.assets import GROUP, KINDS, OWNERS, schema_snapshot, user_errors
 from dbguard_pipeline.defs.resources import PostgresResource
@@ -62,11 +63,8 @@ def rls_performance(
 ) -> dg.Output[AnalyzeReport]:
     name = database.display_name()
     with user_errors("RLS performance analysis", name):
-        report = analyze(
-            database.resolved_dsn(),
-            database.load_config(),
-            snapshot=snapshot,
-            options=Options(prove=False, top_statements=10),
+        report = services.analyze(
+            database.resolved_dsn(), database.load_config(), snapshot=snapshot, prove=False, top_statements=10
         )
     s = report.summary()
     slow = report.slow(WARN_OVERHEAD)

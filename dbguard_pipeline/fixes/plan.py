@@ -17,7 +17,7 @@ from typing import Any, Optional
 from dbguard_pipeline.fixes.sql import FIXES_PREFIX, NO_TRANSACTION_MARKER, file_slug
 from dbguard_pipeline.text import escape_controls, quoted_qname
 
-ACTIONS = ("add-tenant-isolation", "fix-rls-policy", "add-composite-index", "add-foreign-key")
+ACTIONS = ("add-tenant-isolation", "fix-rls-policy", "add-composite-index", "add-foreign-key", "optimize-policy")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from dbguard_pipeline.fixes.actions.add_foreign_key import plan_add_foreign_key
 from dbguard_pipeline.fixes.actions.add_tenant_isolation import plan_add_tenant_isolation
 from dbguard_pipeline.fixes.actions.context import Context, NothingToFix, build_context, resolve_table
 from dbguard_pipeline.fixes.actions.fix_rls_policy import plan_fix_rls_policy
+from dbguard_pipeline.fixes.actions.optimize_policy import plan_optimize_policy_action
 from dbguard_pipeline.fixes.plan import ACTIONS, Migration
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "plan_add_foreign_key",
     "plan_add_tenant_isolation",
     "plan_fix_rls_policy",
+    "plan_optimize_policy_action",
     "replan",
     "resolve_table",
 ]
@@ -51,6 +53,8 @@ def plan_action(
         raise DbguardError(f"{action} takes only TABLE (got extra arguments: {' '.join(args)})")
     if action == "fix-rls-policy":
         return plan_fix_rls_policy(ctx, table)
+    if action == "optimize-policy":
+        return plan_optimize_policy_action(ctx, table)
     return plan_add_tenant_isolation(ctx, table, tenant_default)
 
 
@@ -63,4 +67,6 @@ def replan(ctx: Context, m: Migration) -> Migration:
         return plan_add_foreign_key(ctx, table, m.params.get("ref"), m.params.get("column"))
     if m.action == "fix-rls-policy":
         return plan_fix_rls_policy(ctx, table)
+    if m.action == "optimize-policy":
+        return plan_optimize_policy_action(ctx, table)
     return plan_add_tenant_isolation(ctx, table, m.params.get("tenant_default"))
