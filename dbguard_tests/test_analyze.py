@@ -419,6 +419,9 @@ def test_optimize_policy_refuses_a_table_already_fast(planted_dsn, config_file, 
     out = capsys.readouterr().out
     assert code == 0 and out.startswith("nothing to fix: the policies of public.customers already evaluate")
     assert not list(tmp_path.iterdir())
+    argv = ["generate-migration", "optimize-policy", "customers", "--analyze", "--dsn", planted_dsn]
+    assert main(argv) == 2
+    assert "--analyze goes with --all" in capsys.readouterr().err
 
 
 @pytest.mark.integration

@@ -124,6 +124,8 @@ def suggestions_for(
         if fix.kind == "policy":
             m = plan_optimize_policy(snapshot, config, fix.relation)
             title = f"optimize-policy {fix.relation}: " + "; ".join(m.what) if m else ""
+            if m is not None:
+                m.why = ["row level security evaluated per row (dbguard analyze measured it)"]
             action, cols = OPTIMIZE_POLICY, tuple[str, ...]()
         else:
             rel = _table(snapshot, fix.relation)

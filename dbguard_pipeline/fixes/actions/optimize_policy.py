@@ -116,7 +116,10 @@ def plan_optimize_policy(snapshot: Snapshot, config: Config, table_name: str) ->
     m.forward = [Block(tuple(head + fwd), comment="policies evaluated once per query, not once per row")]
     m.rollback = [Block(tuple(back + tail), comment="the policies and functions exactly as they were")]
     m.what, m.undo, m.fixes = what, undo, fixes
-    m.why = ["row level security evaluated per row (dbguard analyze measured it)"]
+    m.why = [
+        "row level security evaluated per row: context calls outside (select ...), IN (SELECT ...) sub-plans or "
+        "VOLATILE helpers in the policies (dbguard analyze measures what it costs)"
+    ]
     m.notes = ["ALTER POLICY keeps each policy's name, roles, command and permissive flag"]
     if head:
         m.notes.append("a function declared STABLE applies to every caller, not only these policies")
