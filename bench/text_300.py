@@ -1,7 +1,8 @@
 """How the text report reads at scale: 300 tenant tables with a realistic mix of problems, then
-`dbguard validate` (grouped text, as a user sees it) and the line counts of each text layout.
+`dbguard validate` (grouped text, as a user sees it) and the line counts of each text layout; with
+``--isolation``, `dbguard test-isolation` too (one probe run, its text rendered in each layout).
 
-    python -m bench.text_300 [--tables 300] [--head 30]
+    python -m bench.text_300 [--tables 300] [--head 30] [--isolation]
 
 Uses the embedded PostgreSQL in a temporary data directory (or $DBGUARD_BENCH_DSN, a superuser URL)."""
 
@@ -59,6 +60,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tables", type=int, default=300)
     ap.add_argument("--head", type=int, default=30)
+    ap.add_argument("--isolation", action="store_true", help="also probe isolation and count its text layouts")
     args = ap.parse_args()
     dsn = os.environ.get("DBGUARD_BENCH_DSN")
     keep = None
@@ -98,6 +100,23 @@ def main() -> int:
     print()
     for name, (lines, secs) in counts.items():
         print(f"# validate, {name}: {lines} lines, {secs:.1f}s")
+    if args.isolation:
+        from dbguard_pipeline import services
+
+        t0 = time.perf_counter()
+        report = services.probe(db, Config())
+        took = time.perf_counter() - t0
+        layouts = {
+            "grouped by table": report.to_text(),
+            "grouped by command": report.to_text(group_by="command"),
+            "--verbose": report.to_text(verbose=True),
+        }
+        print()
+        print("\n".join(layouts["grouped by table"].splitlines()[: args.head]))
+        print()
+        print(f"# test-isolation probe: {len(report.tables)} relations, {len(report.results)} probes, {took:.1f}s")
+        for name, text in layouts.items():
+            print(f"# test-isolation, {name}: {len(text.splitlines())} lines")
     return 0
 
 
