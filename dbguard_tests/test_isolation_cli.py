@@ -224,3 +224,20 @@ def test_the_text_example_in_docs_is_the_demo_output(capsys, demo_dsn):
     assert len(shown) > 10
     missing = [ln for ln in shown if seconds.sub("(s;", ln) not in real]
     assert not missing, f"docs/isolation.md shows lines the demo does not print: {missing}"
+
+
+@pytest.mark.integration
+def test_relations_that_fail_alike_are_listed_once(capsys, demo_dsn):
+    _, out, _ = run_cli(capsys, "--dsn", demo_dsn)
+    lines = out.splitlines()
+    head = lines.index("✗ 10 relations, each: 2 leaks")
+    assert lines[head + 1] == "    e.g. public.capture_sessions:"
+    listed = " ".join(lines[lines.index("  on 10 relations:", head) + 1 :][:3])
+    assert all(f"public.{t}" in listed for t in ("profiles", "vehicles", "vehicle_overview", "user_tenants"))
+    assert sum(ln.startswith("    LEAK") for ln in lines) == 2 + 10 + 9  # one witness set per group
+    _, out, _ = run_cli(capsys, "--dsn", demo_dsn, "--group-by", "command")
+    assert (
+        "    LEAK select_without_context on 12 relations, e.g. public.capture_sessions: as authenticated with no "
+        "tenant context, SELECT on public.capture_sessions returned 12 rows" in out
+    )
+    assert "    LEAK public.garages (insert_for_other_tenant): " in out  # two relations: each on its own line

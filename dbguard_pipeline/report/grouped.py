@@ -248,26 +248,71 @@ def _shared_note(leaks: Sequence[ProbeResult]) -> str:
     return note if all(one_line(r.detail).endswith(note) for r in leaks) else ""
 
 
+COLLAPSE = 3  # more relations than this failing the same way are listed once, as validate lists a rule's tables
+
+
+def _unnamed(text: str, q: str) -> str:
+    """A witness or reason with its relation's name replaced, to compare relations that fail the same way."""
+    schema, _, name = q.partition(".")
+    for shown in (qname(schema, name), q):
+        text = text.replace(shown, "TABLE")
+    return one_line(text)
+
+
+def _relation_problems(report: ProbeReport, q: str, errors: dict[str, str]):
+    leaks = [r for r in report.leaks if r.qualified == q]
+    nps = [n for n in report.not_probed if n.qualified == q]
+    parts = []
+    if leaks:
+        parts.append(plural(len(leaks), "leak"))
+    if q in errors:
+        parts.append(f"error: {errors[q]}")
+    if nps:
+        parts.append(f"{len(nps)} not probed")
+    note = _shared_note(leaks)
+    # what the relation's problems are, without its name and its row counts: relations alike share it
+    shape = (
+        tuple((r.command, r.probe) for r in leaks),
+        note,
+        errors.get(q, ""),
+        tuple((n.command, n.probe, _unnamed(n.reason, q)) for n in nps),
+    )
+    return leaks, nps, parts, note, shape
+
+
 def _isolation_by_table(out: _Lines, report: ProbeReport, problems: list[str]) -> None:
     errors = report.errors()
+    facts = {q: _relation_problems(report, q, errors) for q in problems}
+    groups: dict[tuple, list[str]] = {}
     for q in problems:
-        leaks = [r for r in report.leaks if r.qualified == q]
-        nps = [n for n in report.not_probed if n.qualified == q]
-        parts = []
-        if leaks:
-            parts.append(plural(len(leaks), "leak"))
-        if q in errors:
-            parts.append(f"error: {errors[q]}")
-        if nps:
-            parts.append(f"{len(nps)} not probed")
+        groups.setdefault(facts[q][4], []).append(q)
+    for q in problems:
+        same = groups[facts[q][4]]
+        collapsed = len(same) > COLLAPSE
+        if collapsed and q != same[0]:
+            continue  # listed under the first relation of its group
+        leaks, nps, parts, note, _ = facts[q]
         kind = "critical" if leaks or q in errors else "warning"
-        note = _shared_note(leaks)
         out.blank()
-        out.add((out.symbols[kind], STYLES[kind]), (f" {q}", STYLES["head"]), (": " + ", ".join(parts) + note, None))
+        if collapsed:
+            out.add(
+                (out.symbols[kind], STYLES[kind]),
+                (f" {plural(len(same), 'relation')}", STYLES["head"]),
+                (", each: " + ", ".join(parts) + note, None),
+            )
+            out.add(("    e.g. ", STYLES["dim"]), (q + ":", STYLES["head"]))
+        else:
+            out.add(
+                (out.symbols[kind], STYLES[kind]), (f" {q}", STYLES["head"]), (": " + ", ".join(parts) + note, None)
+            )
         for r in leaks:
             out.add(*_leak_segments(r, with_table=False, drop=note))
         for n in nps:
             out.add(("    ", None), (_not_probed_line(n, with_table=False), STYLES["warning"]))
+        if collapsed:
+            out.add((f"  on {plural(len(same), 'relation')}:", None))
+            for line in _wrapped(same):
+                out.add((line, STYLES[kind]))
 
 
 def _isolation_by_command(out: _Lines, report: ProbeReport) -> None:
@@ -283,8 +328,25 @@ def _isolation_by_command(out: _Lines, report: ProbeReport) -> None:
         kind = "critical" if leaks else "warning"
         out.blank()
         out.add((out.symbols[kind], STYLES[kind]), (f" {cmd.upper()}", STYLES["head"]), (": " + ", ".join(parts), None))
+        by_probe: dict[str, list[ProbeResult]] = {}
         for r in leaks:
-            out.add(*_leak_segments(r, with_table=True))
+            by_probe.setdefault(r.probe, []).append(r)
+        for probe, found in by_probe.items():
+            if len(found) <= COLLAPSE:
+                for r in found:
+                    out.add(*_leak_segments(r, with_table=True))
+                continue
+            first = found[0]
+            out.add(
+                ("    ", None),
+                ("LEAK", STYLES["critical"]),
+                (
+                    f" {probe} on {plural(len(found), 'relation')}, e.g. {first.qualified}: {one_line(first.detail)}",
+                    None,
+                ),
+            )
+            for line in _wrapped([r.qualified for r in found], indent="      "):
+                out.add((line, STYLES["critical"]))
         for n in nps:
             out.add(("    ", None), (_not_probed_line(n, with_table=True), STYLES["warning"]))
     errors = report.errors()
