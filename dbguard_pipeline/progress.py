@@ -34,3 +34,13 @@ def listening(listener: Listener) -> Iterator[None]:
         yield
     finally:
         _listener.reset(token)
+
+
+@contextmanager
+def muted() -> Iterator[None]:
+    """Inner loops stay silent (the probe a fix's round trip runs must not take over the fixes' count)."""
+    token = _listener.set(None)
+    try:
+        yield
+    finally:
+        _listener.reset(token)

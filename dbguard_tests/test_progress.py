@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dbguard_pipeline.progress import listening, tick
+from dbguard_pipeline.progress import listening, muted, tick
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNT = re.compile(r"(?P<label>[a-z][a-z :]+?) +\S* *(?P<done>\d+)/(?P<total>\d+)")
@@ -66,6 +66,11 @@ def test_ticks_reach_only_the_listener_of_the_context():
         tick("tables", 2, 2)
     tick("tables", 3, 3)
     assert heard == [("tables", 1, 2), ("tables", 2, 2)]
+    with listening(lambda *a: heard.append(a)):
+        with muted():
+            tick("probes: tables", 1, 1)  # an inner loop never takes over the outer count
+        tick("fixes", 1, 1)
+    assert heard[2:] == [("fixes", 1, 1)]
 
 
 @pytest.mark.integration
@@ -123,3 +128,4 @@ def test_generate_all_counts_fixes(demo_dsn, tmp_path):
         list((tmp_path / "m" / "rejected").glob("*_rollback.sql"))
     )
     assert trips and {d for d, _ in trips} >= set(range(files + 1)) and (files, files) in trips, err[-400:]
+    assert "probes: tables" not in _counts(err)  # the probe each round trip runs is muted

@@ -193,12 +193,13 @@ def round_trip(
     """Apply, check and roll back each migration on one scratch copy of the target (each starts from the
     state the previous rollback restored, so no migration depends on another). ``judge``: also measure what
     each fix does (:mod:`.verdicts`) and record the verdicts (and a failure's reason) on the migration."""
-    from dbguard_pipeline.progress import tick
+    from dbguard_pipeline.progress import muted, tick
 
     with scratch_database(target_dsn, method) as (dsn, used):
         trips = []
         tick("round trips: fixes", 0, len(migrations))
         for m in migrations:
-            trips.append(_check_one(dsn, m, config, judge))
+            with muted():  # the audit and the probe each trip runs are part of this fix's step
+                trips.append(_check_one(dsn, m, config, judge))
             tick("round trips: fixes", len(trips), len(migrations))
         return SandboxResult(used, trips)
