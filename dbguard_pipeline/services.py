@@ -183,9 +183,18 @@ def _add_proven_optimizations(
     from dbguard_pipeline.fixes.actions import NothingToFix, plan_action
     from dbguard_pipeline.fixes.actions.optimize_policy import OPTIMIZE_POLICY
     from dbguard_pipeline.fixes.ledger import applied_names
+    from dbguard_pipeline.text import one_line
 
     report = analyze(dsn, config, snapshot=snapshot, prove=True, top_statements=0)
     proven = sorted({s.relation for t in report.tables for s in t.proposed if s.action == OPTIMIZE_POLICY})
+    unproven = {
+        s.relation: f"{s.status}: {s.reason or 'not measured'}"
+        for t in report.tables
+        for s in t.suggestions
+        if s.action == OPTIMIZE_POLICY and not s.proposed and s.relation not in proven
+    }
+    for relation, why_not in sorted(unproven.items()):
+        fixes.skipped.append(f"{OPTIMIZE_POLICY} {relation}: not proven by dbguard analyze ({one_line(why_not)})")
     # fix-rls-policy and add-tenant-isolation rewrite policies too: one migration per table's policies per run
     rewritten = {m.qualified: m.action for m in fixes.migrations if m.action != "add-composite-index"}
     applied = set(applied_names(dsn))
