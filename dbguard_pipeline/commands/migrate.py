@@ -11,7 +11,9 @@ DESCRIPTION = (
     "A ledger (dbguard.schema_migrations) records name, checksum, time and duration; an applied file whose "
     "checksum changed stops the run; each file runs in transactions except its '-- dbguard:no-transaction' "
     "steps, and each completed step is recorded, so after a crash status says how far it got and up resumes; "
-    "a failure after a committed step applies the file's rollback. SIGTERM is handled like Ctrl-C. Needs "
+    "a failure after a committed step applies the file's rollback. With require_approval: true in dbguard.yaml, up "
+    "refuses (before applying anything) a pending migration without a valid approval in DIR/approvals/ (see "
+    "dbguard fix, which also backs up, verifies and undoes on regression). SIGTERM is handled like Ctrl-C. Needs "
     "--dsn or $DBGUARD_DATABASE_URL (never the demo database)."
 )
 
@@ -51,8 +53,14 @@ def run(args: argparse.Namespace) -> int:
     from dbguard_pipeline.services import migrator
     from dbguard_pipeline.text import escape_controls
 
-    load_config(args.config)  # validates the file even though the runner needs nothing from it
-    runner = migrator(args.dsn, args.dir, lock_retries=args.lock_retries, log=lambda line: print(line, flush=True))
+    config = load_config(args.config)
+    runner = migrator(
+        args.dsn,
+        args.dir,
+        lock_retries=args.lock_retries,
+        log=lambda line: print(line, flush=True),
+        require_approval=config.require_approval,
+    )
     where = describe_dsn(runner.dsn)
 
     if args.command == "status":
@@ -77,9 +85,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"nothing to apply on {where}")
         for f, units in plan:
             kinds = ", ".join("tx" if u.transactional else "no-tx" for u in units)
+            refused = runner.gate(f) if runner.gate is not None else None
             print(
                 f"would apply {f.name}: {len(units)} steps ({kinds})"
                 + ("" if f.rollback_path else "  [no rollback file]")
+                + ("  [REFUSED: not approved]" if refused else "")
             )
         return 0
     results = runner.up(args.name)
