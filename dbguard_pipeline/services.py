@@ -344,9 +344,12 @@ def apply_approved(
     via: str = "dbguard fix",
     log: Optional[Callable[[str], None]] = None,
     after_apply: Optional[Callable[[str], None]] = None,
+    alert: bool = True,
 ) -> ApplyRun:
     """Back up, apply, verify and (on regression) roll back and restore every approved pending migration, in
-    order; the CLI's ``dbguard fix`` and the ``apply_approved_migrations`` job both call this."""
+    order; the CLI's ``dbguard fix`` and the ``apply_approved_migrations`` job both call this. ``alert``: send a
+    regression to the alert channels here (the Dagster job leaves it to the run-failure sensor, which alerts
+    on the failed run)."""
     from dbguard_pipeline.fixes.apply import Options
     from dbguard_pipeline.fixes.apply import apply_approved as run
 
@@ -356,6 +359,7 @@ def apply_approved(
         dry_run=dry_run,
         via=via,
         after_apply=after_apply,
+        alert=alert,
     )
     if log is not None:
         opts.log = log

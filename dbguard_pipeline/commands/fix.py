@@ -138,9 +138,11 @@ def run(args: argparse.Namespace) -> int:
         chosen = [p.name for p in candidates]
     elif candidates:
         if not sys.stdin.isatty():
+            first = candidates[0]
+            why = "" if first.not_approved == "not approved" else f": {first.name} is {first.not_approved}"
             raise UsageError(
                 f"{len(candidates)} pending migration{'s are' if len(candidates) != 1 else ' is'} not approved "
-                f"({candidates[0].name}{', ...' if len(candidates) > 1 else ''}) and there is no terminal to ask: "
+                f"({first.name}{', ...' if len(candidates) > 1 else ''}) and there is no terminal to ask{why}; "
                 "pass --approve NAME ... or --yes, or commit approvals made with --no-apply"
             )
         for p in candidates:
