@@ -195,7 +195,7 @@ def test_a_migration_that_breaks_isolation_is_rolled_back_and_its_data_restored(
     assert len(rows) == 1
     got_name, outcome, reason, by, has_backup, restored = rows[0]
     assert (got_name, outcome, by, has_backup, restored) == (name, "rolled_back_on_regression", "mallory", True, True)
-    assert "audit: FAIL" in reason and "rolled back" in reason
+    assert "new findings: " in reason and "new leaks: " in reason and "rolled back" in reason
     # the next run says what happened and does not try the same text again
     again = fix(demo_dsn, folder)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -35,6 +35,7 @@ from dbguard_pipeline.fixes.approvals import Approval
 from dbguard_pipeline.fixes.ledger import MigrationFile, Runner, discover, read_ledger
 from dbguard_pipeline.fixes.outcomes import OutcomeRow
 from dbguard_pipeline.fixes.plan import read_fixes
+from dbguard_pipeline.fixes.verdicts import Verdicts
 from dbguard_pipeline.text import escape_controls
 
 Log = Callable[[str], None]
@@ -149,8 +150,8 @@ class Pending:
         undone = last is not None and last.outcome in ("rolled_back_on_regression", "rollback_failed")
         if last is not None and undone and self.file.matches(last.checksum):
             return (
-                f"this text was {last.outcome.replace('_', ' ')} on {last.started_at:%Y-%m-%d %H:%M %Z} "
-                f"({last.reason}); change the file (and approve it again) before it is tried again"
+                f"this text was {last.outcome.replace('_', ' ')} on {last.started_at:%Y-%m-%d %H:%M %Z} (see its "
+                "last attempt); change the file (and approve it again) before it is tried again"
             )
         if self.not_approved:
             return self.not_approved
@@ -308,6 +309,24 @@ def apply_approved(dsn: str, config: Config, directory: str | Path, opts: Option
     return run
 
 
+def _some(items: list[str], n: int = 3) -> str:
+    return ", ".join(items[:n]) + (f", ... ({len(items)} in all)" if len(items) > n else "")
+
+
+def worse(v: Verdicts) -> str:
+    """What got worse, on one short line (the full verdicts are recorded with the outcome)."""
+    parts = []
+    if v.audit_new:
+        parts.append(f"new findings: {_some(v.audit_new)}")
+    if v.new_leaks:
+        parts.append(f"new leaks: {_some(v.new_leaks)}")
+    if v.lost:
+        parts.append(f"access lost: {_some(v.lost)}")
+    if v.widened:
+        parts.append(f"access widened: {_some(v.widened)}")
+    return "; ".join(parts)
+
+
 def _tables_for_backup(snapshot: Any, p: Pending) -> Optional[list[tuple[str, str]]]:
     """(schema, name) of the existing tables the file names; None: the whole database."""
     assert p.scope is not None
@@ -385,7 +404,7 @@ def _apply_one(dsn: str, config: Config, directory: str | Path, p: Pending, opts
             verdicts = judge(before, measure(dsn, config, after_snapshot, tables, before.tenants))
             out.verdicts = verdicts.lines()
             if not verdicts.ok:
-                problem = "; ".join(line for line in out.verdicts if ": FAIL" in line)
+                problem = worse(verdicts)
         except DbguardError as exc:
             problem = f"could not verify after applying ({exc})"
         step("verify", t0)
