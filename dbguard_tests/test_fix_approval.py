@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -264,6 +265,48 @@ def test_backend_killed_during_apply_leaves_the_database_unchanged(demo_dsn, tmp
     assert nxt.returncode == 0, nxt.stderr
     assert "last attempt: failed" in nxt.stdout and "as it was before" in nxt.stdout
     assert "would apply" in nxt.stdout
+
+
+def test_the_fix_process_killed_during_apply_is_reported_by_the_next_run(demo_dsn, tmp_path):
+    import os
+    import signal
+
+    folder = tmp_path / "migrations"
+    name = write(folder, "20260101000000_slow", SLOW, SLOW_RB)
+    services.approve_migrations(folder, [name], "alice")
+    before = contents(demo_dsn)
+    env = {k: v for k, v in os.environ.items() if k != "DBGUARD_DATABASE_URL"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dbguard_pipeline.cli", "fix", "--dsn", demo_dsn, "--dir", str(folder)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    with psycopg.connect(demo_dsn, autocommit=True) as conn:
+        pid = None
+        while pid is None and time.monotonic() < deadline:
+            row = conn.execute(
+                "select pid from pg_stat_activity where datname = current_database()"
+                " and application_name = 'dbguard migrate' and query like '%%pg_sleep%%' and state = 'active'"
+            ).fetchone()
+            pid = row[0] if row else None
+            time.sleep(0.1)
+        assert pid is not None, "the apply was never seen running"
+        os.kill(proc.pid, signal.SIGKILL)  # the process dies; its backend would sleep on
+        proc.wait(timeout=30)
+        conn.execute("select pg_terminate_backend(%s)", (pid,))
+    # step 1 of 2 was committed: the ledger says so, and the next run says what happened and refuses to go on
+    nxt = fix(demo_dsn, folder, "--dry-run")
+    assert nxt.returncode == 0, nxt.stderr
+    assert "never finished" in nxt.stdout and "half-applied at step 1 of 2" in nxt.stdout
+    assert f"skipped                    {name}: half-applied" in nxt.stdout
+    (row,) = outcome_rows(demo_dsn)
+    assert row[1] == "started"
+    back = dbguard("migrate", "rollback", name, "--dsn", demo_dsn, "--dir", str(folder))
+    assert back.returncode == 0, back.stderr
+    assert contents(demo_dsn) == before
 
 
 def test_the_run_stops_at_the_first_migration_that_cannot_be_applied(demo_dsn, tmp_path):
