@@ -28,6 +28,7 @@ def own_home(tmp_path, monkeypatch):
     """Backups go to $DBGUARD_HOME/backups: a folder of the test's own (the CLI runs inherit it)."""
     monkeypatch.setenv("DBGUARD_HOME", str(tmp_path / "home"))
 
+
 TABLE = "public.vehicle_spec_enhancements"  # isolated by a tenant policy in the demo
 
 # Benign: an index on a tenant table (schema only, nothing gets worse).
@@ -386,3 +387,37 @@ def test_fix_help_is_clear():
     text = " ".join(proc.stdout.split())
     for needle in ("--approve NAME", "--yes", "--no-apply", "--dry-run", "--no-backup", "approvals/", "Exit 0"):
         assert needle in text, needle
+
+
+# --------------------------------------------------------------------------- no database
+@pytest.mark.parametrize(
+    ("text", "tables", "changes", "opaque"),
+    [
+        (GOOD, ("public.vehicle_spec_enhancements",), False, False),
+        (BAD, ("public.vehicle_spec_enhancements",), True, False),
+        ("CREATE POLICY p ON t USING (tenant_id = (SELECT current_setting('x')::uuid));", ("public.t",), False, False),
+        ("ALTER TABLE s.t DROP COLUMN c;", ("s.t",), True, False),
+        ("DROP TABLE s.gone;", ("s.gone",), True, False),
+        ("DO $$ BEGIN UPDATE t SET x = 1; END $$;", (), True, True),
+        ("SELECT public.backfill();", (), True, True),
+        ("UPDATE a.b SET x = 1 FROM c WHERE c.id = b.id;", ("a.b", "public.c"), True, False),
+    ],
+)
+def test_scope_names_the_tables_and_whether_rows_change(text, tables, changes, opaque):
+    from dbguard_pipeline.fixes.apply import scope
+
+    assert scope(text) == type(scope(GOOD))(tables, changes, opaque)
+
+
+def test_a_crlf_checkout_keeps_its_approval(tmp_path):
+    from dbguard_pipeline.fixes import approvals
+
+    folder = tmp_path / "migrations"
+    name = write(folder, "20260101000000_index", GOOD, GOOD_RB)
+    services.approve_migrations(folder, [name], "alice")
+    (folder / f"{name}.sql").write_bytes(GOOD.replace("\n", "\r\n").encode())
+    (f,) = Runner("postgresql:///unused", folder).files()
+    assert approvals.check(folder, f)[1] == ""
+    (folder / f"{name}.sql").write_text(GOOD.replace("source", "spec"))
+    (f,) = Runner("postgresql:///unused", folder).files()
+    assert "approval is void" in approvals.check(folder, f)[1]

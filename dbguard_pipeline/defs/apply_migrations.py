@@ -43,9 +43,9 @@ class ApplyApprovedConfig(dg.Config):
     tags={"kind": "postgres"},
 )
 def apply_approved(context: dg.OpExecutionContext, config: ApplyApprovedConfig, database: PostgresResource) -> int:
-    target = database.target()
     folder = config.migrations_dir or migrations_dir()
     try:
+        target = database.target()
         run = services.apply_approved(
             target.dsn,
             target.config,
@@ -115,8 +115,12 @@ def apply_approved_migrations_job() -> None:
     f"attempt of a migration in the last {LOOKBACK_DAYS} days was rolled back, failed or never finished.",
 )
 def last_fix_outcomes(database: PostgresResource) -> dg.AssetCheckResult:
-    dsn = database.resolved_dsn()
-    rows = services.fix_outcomes(dsn, limit=50)
+    try:
+        rows = services.fix_outcomes(database.resolved_dsn(), limit=50)
+    except DbguardError as exc:
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.WARN, description=f"cannot read the outcomes: {exc}"
+        )
     since = datetime.now(UTC) - timedelta(days=LOOKBACK_DAYS)
     latest: dict[str, object] = {}
     for r in rows:  # newest first

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import psycopg
+
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.fixes import approvals, outcomes
@@ -369,11 +371,23 @@ def _apply_one(dsn: str, config: Config, directory: str | Path, p: Pending, opts
             out.backup = str(bk.path)
             log(bk.summary())
             step("backup", t0)
-        row_id = outcomes.start(conn, p.name, p.file.checksum, p.approval.by, p.approval.at, out.backup, opts.via)
+        try:
+            row_id = outcomes.start(conn, p.name, p.file.checksum, p.approval.by, p.approval.at, out.backup, opts.via)
+        except psycopg.Error as exc:
+            out.reason = f"cannot record the attempt in {outcomes.TABLE}, nothing was applied: {_message(exc)}"
+            return out
 
         def finish(outcome: str, reason: str = "") -> Outcome:
             out.outcome, out.reason = outcome, reason
-            outcomes.finish(conn, row_id, outcome, reason, " | ".join(out.verdicts), out.data_restored)
+            verdicts = " | ".join(out.verdicts)
+            try:
+                outcomes.finish(conn, row_id, outcome, reason, verdicts, out.data_restored)
+            except psycopg.Error:  # the connection broke meanwhile (a restart): once more on a new one
+                try:
+                    with connect(dsn, autocommit=True, application_name="dbguard fix") as again:
+                        outcomes.finish(again, row_id, outcome, reason, verdicts, out.data_restored)
+                except (psycopg.Error, DbguardError) as exc:
+                    out.reason += f" (the outcome could not be recorded in {outcomes.TABLE}: {_message(exc)})"
             if outcome in BAD and opts.alert:
                 out.alerts = _alert(dsn, config, opts.via, p.name, outcome, reason)
             return out
@@ -381,9 +395,9 @@ def _apply_one(dsn: str, config: Config, directory: str | Path, p: Pending, opts
         t0 = time.perf_counter()
         try:
             before = measure(dsn, config, before_snapshot, tables)
-        except DbguardError as exc:
+        except (DbguardError, psycopg.Error) as exc:
             step("before", t0)
-            return finish("failed", f"could not measure before applying, nothing was applied: {exc}")
+            return finish("failed", f"could not measure before applying, nothing was applied: {_message(exc)}")
         step("before", t0)
 
         t0 = time.perf_counter()
@@ -405,8 +419,8 @@ def _apply_one(dsn: str, config: Config, directory: str | Path, p: Pending, opts
             out.verdicts = verdicts.lines()
             if not verdicts.ok:
                 problem = worse(verdicts)
-        except DbguardError as exc:
-            problem = f"could not verify after applying ({exc})"
+        except (DbguardError, psycopg.Error) as exc:
+            problem = f"could not verify after applying ({_message(exc)})"
         step("verify", t0)
         if not problem:
             log(f"{p.name}: applied and verified")
@@ -441,6 +455,11 @@ def _apply_one(dsn: str, config: Config, directory: str | Path, p: Pending, opts
                 return finish("rollback_failed", f"{undone}, but restoring the data failed: {exc}")
             step("restore", t0)
         return finish("rolled_back_on_regression", undone)
+
+
+def _message(exc: BaseException) -> str:
+    diag = getattr(exc, "diag", None)
+    return " ".join(str(getattr(diag, "message_primary", None) or exc).split())
 
 
 def _alert(dsn: str, config: Config, via: str, name: str, outcome: str, reason: str) -> list[str]:

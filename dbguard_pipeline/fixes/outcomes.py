@@ -15,7 +15,6 @@ was taken; the next run reports it. Outcomes:
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional
@@ -148,5 +147,8 @@ def recent(conn: psycopg.Connection, limit: int = 50) -> list[OutcomeRow]:
 def read_recent(dsn: str, limit: int = 50) -> list[OutcomeRow]:
     from dbguard_pipeline.pg.session import connect
 
-    with connect(dsn, autocommit=True) as conn, contextlib.closing(conn):
-        return recent(conn, limit)
+    try:
+        with connect(dsn, autocommit=True) as conn:
+            return recent(conn, limit)
+    except psycopg.Error as exc:
+        raise MigrationError(f"cannot read {TABLE}: {' '.join(str(exc.diag.message_primary or exc).split())}") from None
