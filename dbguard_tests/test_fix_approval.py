@@ -127,6 +127,46 @@ def test_approve_then_apply_records_who_and_the_checksum(demo_dsn, tmp_path):
     assert again.returncode == 0 and "nothing pending" in again.stdout
 
 
+def test_on_a_terminal_fix_asks_per_migration(demo_dsn, tmp_path):
+    import os
+
+    folder = tmp_path / "migrations"
+    first = write(folder, "20260101000000_first", GOOD, GOOD_RB)
+    second = write(folder, "20260101000001_second", GOOD.replace("vse_source_idx", "vse_two_idx"), GOOD_RB)
+    master, slave = os.openpty()  # stdin is a terminal: fix asks
+    env = {k: v for k, v in os.environ.items() if k != "DBGUARD_DATABASE_URL"}
+    try:
+        os.write(master, b"y\nn\n")
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dbguard_pipeline.cli",
+                "fix",
+                "--dsn",
+                demo_dsn,
+                "--dir",
+                str(folder),
+                "--by",
+                "eve",
+            ],
+            stdin=slave,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"apply {first}? [y/n]" in proc.stdout and f"apply {second}? [y/n]" in proc.stdout
+    assert f"approved {first} by eve" in proc.stdout and f"not approved: {second}" in proc.stdout
+    assert applied_names(demo_dsn) == {first}
+    assert (folder / "approvals" / f"{first}.json").exists()
+    assert not (folder / "approvals" / f"{second}.json").exists()
+
+
 def test_an_approval_of_a_changed_file_is_refused(demo_dsn, tmp_path, server_dsn):
     folder = tmp_path / "migrations"
     name = write(folder, "20260101000000_index", GOOD, GOOD_RB)
