@@ -259,6 +259,24 @@ def test_a_regression_whose_rollback_returns_the_rows_needs_no_restore(demo_dsn,
     assert rls_enabled(demo_dsn) and applied_names(demo_dsn) == set()
 
 
+def test_a_rollback_that_fails_is_recorded_alerted_and_not_retried(demo_dsn, tmp_path, caplog):
+    folder = tmp_path / "migrations"
+    forward = "ALTER TABLE public.vehicle_spec_enhancements DISABLE ROW LEVEL SECURITY;\n"
+    name = write(
+        folder, "20260101000000_rls_off", forward, "ALTER TABLE public.no_such_table ENABLE ROW LEVEL SECURITY;\n"
+    )
+    services.approve_migrations(folder, [name], "alice")
+    with caplog.at_level("ERROR", logger="dbguard.alerts"):
+        run = services.apply_approved(demo_dsn, Config(), folder)
+    (o,) = run.outcomes
+    assert o.outcome == "rollback_failed" and "the rollback failed" in o.reason and "no_such_table" in o.reason
+    assert o.alerts == ["log: sent"]
+    assert any("rollback failed" in r.getMessage() and name in r.getMessage() for r in caplog.records)
+    assert outcome_rows(demo_dsn)[0][1] == "rollback_failed"
+    assert not rls_enabled(demo_dsn)  # a person must look: the ledger still lists it as applied
+    assert name in applied_names(demo_dsn)
+
+
 # --------------------------------------------------------------------------- faults
 def _kill_when_sleeping(dsn: str, done: threading.Event, killed: list[int]) -> None:
     deadline = time.monotonic() + 120
