@@ -343,7 +343,6 @@ def apply_approved(
     dry_run: bool = False,
     via: str = "dbguard fix",
     log: Optional[Callable[[str], None]] = None,
-    after_apply: Optional[Callable[[str], None]] = None,
     alert: bool = True,
 ) -> ApplyRun:
     """Back up, apply, verify and (on regression) roll back and restore every approved pending migration, in
@@ -358,7 +357,6 @@ def apply_approved(
         backup=backup or config.fix_backup,
         dry_run=dry_run,
         via=via,
-        after_apply=after_apply,
         alert=alert,
     )
     if log is not None:

@@ -273,8 +273,6 @@ class Options:
     via: str = "dbguard fix"
     log: Log = field(default=lambda _line: None)
     alert: bool = True
-    # test hook: called after the apply and before the verification (a test breaks the database there)
-    after_apply: Optional[Callable[[str], None]] = None
 
 
 def apply_approved(dsn: str, config: Config, directory: str | Path, opts: Options) -> ApplyRun:
@@ -403,19 +401,23 @@ def _apply_one(dsn: str, config: Config, directory: str | Path, p: Pending, opts
         t0 = time.perf_counter()
         runner = Runner(dsn, directory, log=log)
         try:
-            runner.up(only={p.name})
+            applied = runner.up(only={p.name})
         except DbguardError as exc:
             step("apply", t0)
             return finish("failed", str(exc))
         step("apply", t0)
-        if opts.after_apply is not None:
-            opts.after_apply(p.name)
+        if not applied:  # another run applied it between the listing and the runner's lock
+            outcomes.forget(conn, row_id)
+            out.outcome, out.reason = "skipped", "applied meanwhile by another run"
+            return out
 
         t0 = time.perf_counter()
         problem = ""
         try:
             after_snapshot = introspect(dsn)
-            verdicts = judge(before, measure(dsn, config, after_snapshot, tables, before.tenants))
+            # the tables it created count too: a new table that leaks is worse
+            after_tables = [q for q in p.scope.tables if after_snapshot.table(q) is not None]
+            verdicts = judge(before, measure(dsn, config, after_snapshot, after_tables, before.tenants))
             out.verdicts = verdicts.lines()
             if not verdicts.ok:
                 problem = worse(verdicts)

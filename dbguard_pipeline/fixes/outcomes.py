@@ -126,6 +126,12 @@ def finish(
         )
 
 
+def forget(conn: psycopg.Connection, row_id: int) -> None:
+    """Remove a started row of an attempt that turned out to have nothing to do."""
+    with conn.transaction():
+        conn.execute("delete from dbguard.fix_outcomes where id = %s and outcome = 'started'", (row_id,))
+
+
 def latest(conn: psycopg.Connection) -> dict[str, OutcomeRow]:
     """The last attempt of each migration (empty when there is no table yet)."""
     if not exists(conn):
