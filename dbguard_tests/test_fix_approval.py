@@ -243,6 +243,9 @@ def test_a_migration_that_breaks_isolation_is_rolled_back_and_its_data_restored(
     assert again.returncode == 0, again.stdout + again.stderr
     assert "last attempt: rolled_back_on_regression" in again.stdout
     assert "change the file" in again.stdout
+    status = dbguard("migrate", "status", "--dsn", demo_dsn, "--dir", str(folder))
+    assert f"pending  {name}" in status.stdout
+    assert "last dbguard fix attempt: rolled_back_on_regression" in status.stdout
     assert contents(demo_dsn) == before
 
 

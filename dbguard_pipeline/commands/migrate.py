@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from dbguard_pipeline.config import load_config
     from dbguard_pipeline.errors import DbguardError
     from dbguard_pipeline.pg.dsn import describe_dsn
-    from dbguard_pipeline.services import migrator
+    from dbguard_pipeline.services import fix_outcomes, migrator
     from dbguard_pipeline.text import escape_controls
 
     config = load_config(args.config)
@@ -67,8 +67,15 @@ def run(args: argparse.Namespace) -> int:
         rows = runner.status()
         if not rows:
             print(f"no migrations in {args.dir}")
+        try:  # what dbguard fix did last: a hint, never a reason for status to fail
+            last = {r.name: r for r in reversed(fix_outcomes(runner.dsn))} if rows else {}
+        except DbguardError:
+            last = {}
         for state, name, detail in rows:
             print(f"{state:<8} {name}{'  ' + escape_controls(detail) if detail else ''}")
+            attempt = last.get(name)
+            if attempt is not None and state in ("pending", "HALF-APPLIED") and attempt.outcome != "applied+verified":
+                print(f"         last dbguard fix attempt: {escape_controls(attempt.line())}")
         return 1 if any(state in ("CHANGED", "HALF-APPLIED") for state, _, _ in rows) else 0
 
     if args.command == "rollback":
