@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dbguard-installed
 DEV_STAMP := $(VENV)/.dbguard-dev-installed
 
-.PHONY: install demo test lint security integration bench dev ui-screenshot lock clean
+.PHONY: install demo test lint security integration bench dev ui-screenshot ui-screenshot-fix lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,9 @@ dev: $(STAMP)
 # Chromium (Debian's `chromium` package) to docs/img/lineage.png.
 ui-screenshot: $(STAMP)
 	$(BIN)/python -m dbguard_pipeline.devtools.ui_screenshot --out docs/img/lineage.png
+
+ui-screenshot-fix: $(STAMP)
+	$(BIN)/python -m dbguard_pipeline.devtools.ui_screenshot --fix-flow docs/img/fix_flow.png
 
 lock:
 	$(BIN)/python -m pip freeze --exclude-editable | grep -vi '^dbguard' > requirements.lock

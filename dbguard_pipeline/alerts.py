@@ -65,9 +65,12 @@ class Alert:
     errors: tuple[str, ...] = ()  # one-line step failure messages
     summary: Mapping[str, int] = field(default_factory=dict)  # critical / warning / info / ignored
     partition: Optional[str] = None
+    headline: Optional[str] = None  # the title, when the alert is not about a run's checks (dbguard fix)
 
     @property
     def title(self) -> str:
+        if self.headline:
+            return self.headline
         if self.failed_checks:
             n = len(self.failed_checks)
             what = f"{n} failing check{'s' if n != 1 else ''}"
@@ -102,14 +105,19 @@ class Alert:
         if self.summary:
             parts = [f"{self.summary[k]} {k}" for k in ("critical", "warning", "info", "ignored") if k in self.summary]
             lines.append("findings: " + ", ".join(parts))
-        lines.append(f"run {self.run_id[:8]} of {self.job}: {self.run_url}")
+        if self.run_id or self.run_url:
+            lines.append(f"run {self.run_id[:8]} of {self.job}: {self.run_url}")
+        else:
+            lines.append(f"from {self.job}")
         return mask_secrets("\n".join(lines))
 
     def one_line(self) -> str:
         checks = ", ".join(f"{c.asset}:{c.check}" for c in self.failed_checks) or "-"
         errors = " | ".join(self.errors) or "-"
         summary = ", ".join(f"{k}={v}" for k, v in self.summary.items()) or "-"
-        return mask_secrets(f"{self.title}; checks: {checks}; errors: {errors}; findings: {summary}; {self.run_url}")
+        return mask_secrets(
+            f"{self.title}; checks: {checks}; errors: {errors}; findings: {summary}; {self.run_url or self.job}"
+        )
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate", "audit RLS, tenancy, integrity, performance and security; report for people or CI"),
     "generate-migration": ("generate_migration", "write a safe fix migration and its exact rollback"),
     "migrate": ("migrate", "apply, list or roll back migrations with a ledger"),
+    "fix": ("fix", "review and approve pending migrations; apply them backed up, verified, undone on regression"),
     "test-isolation": ("test_isolation", "prove tenant isolation by trying cross-tenant access (rolled back)"),
     "lint-migration": ("lint_migration", "lint migration files without a database: squawk + RLS policy checks"),
     "diff": ("diff", "compare two databases or snapshots: what changed, and what got weaker"),

@@ -153,6 +153,12 @@ class Config(_Strict):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     databases: tuple[DatabaseTarget, ...] = ()
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    # `dbguard migrate up` refuses pending migrations without a valid approval record (migrations/approvals/);
+    # `dbguard fix` and the apply_approved_migrations job always require one. Recommended for teams.
+    require_approval: bool = False
+    # what `dbguard fix` backs up before applying: "data" (migrations that change rows), "all", "none"
+    fix_backup: Literal["data", "all", "none"] = "data"
+    backup_dir: Optional[str] = None  # where `dbguard fix` keeps its backups (default: $DBGUARD_HOME/backups)
 
     @field_validator("coverage_threshold")
     @classmethod

@@ -19,8 +19,11 @@ if TYPE_CHECKING:
     from dbguard_pipeline.diff.result import SnapshotDiff
     from dbguard_pipeline.errors import DbguardError
     from dbguard_pipeline.fixes.actions import Context
+    from dbguard_pipeline.fixes.apply import ApplyRun, Pending
+    from dbguard_pipeline.fixes.approvals import Approval
     from dbguard_pipeline.fixes.ledger import Runner
     from dbguard_pipeline.fixes.lint import LintResult
+    from dbguard_pipeline.fixes.outcomes import OutcomeRow
     from dbguard_pipeline.fixes.plan import Migration
     from dbguard_pipeline.fixes.sandbox import SandboxResult
     from dbguard_pipeline.model.schema import Snapshot
@@ -372,11 +375,17 @@ def fixes_wanted(cache_keys: Sequence[str], out_dir: str) -> tuple[list[str], li
 
 # --------------------------------------------------------------------------- the migration runner
 def migrator(
-    dsn: Optional[str], directory: str | Path, *, lock_retries: int = 0, log: Optional[Callable[[str], None]] = None
+    dsn: Optional[str],
+    directory: str | Path,
+    *,
+    lock_retries: int = 0,
+    log: Optional[Callable[[str], None]] = None,
+    require_approval: bool = False,
 ) -> Runner:
     """The runner for the migrations in ``directory`` on the database (``dsn`` as :func:`resolve_dsn` reads
     it, but never the embedded demo database): ``status()``, ``plan(target)``, ``up(target)``,
-    ``rollback(name, dry_run)``."""
+    ``rollback(name, dry_run)``. ``require_approval``: ``up`` refuses, before applying anything, a pending
+    migration without a valid approval record."""
     from dbguard_pipeline.errors import DbguardError
     from dbguard_pipeline.fixes.ledger import Runner
 
@@ -385,7 +394,69 @@ def migrator(
     runner = Runner(resolve_dsn(dsn, allow_demo=False), directory, lock_retries=lock_retries)
     if log is not None:
         runner.log = log
+    if require_approval:
+        from dbguard_pipeline.fixes.approvals import gate
+
+        runner.gate = gate(directory)
     return runner
+
+
+# --------------------------------------------------------------------------- approve, back up, apply, verify
+def pending_migrations(dsn: str, directory: str | Path) -> list[Pending]:
+    """The migrations of ``directory`` not applied yet, with their approval, header, scope and last attempt."""
+    from dbguard_pipeline.fixes.apply import list_pending
+
+    return list_pending(dsn, directory)
+
+
+def approve_migrations(directory: str | Path, names: Sequence[str], by: Optional[str] = None) -> list[Approval]:
+    """Write the approval record of each named migration (``by``: else git's user.name, else $USER)."""
+    from dbguard_pipeline.fixes.approvals import approve, approver
+
+    return approve(directory, list(names), approver(by, directory))
+
+
+def backup_dir(config: Config) -> Path:
+    from dbguard_pipeline.pg.embedded import dbguard_home
+
+    return Path(config.backup_dir) if config.backup_dir else dbguard_home() / "backups"
+
+
+def apply_approved(
+    dsn: str,
+    config: Config,
+    directory: str | Path,
+    *,
+    backup: Optional[str] = None,
+    dry_run: bool = False,
+    via: str = "dbguard fix",
+    log: Optional[Callable[[str], None]] = None,
+    alert: bool = True,
+) -> ApplyRun:
+    """Back up, apply, verify and (on regression) roll back and restore every approved pending migration, in
+    order; the CLI's ``dbguard fix`` and the ``apply_approved_migrations`` job both call this. ``alert``: send a
+    regression to the alert channels here (the Dagster job leaves it to the run-failure sensor, which alerts
+    on the failed run)."""
+    from dbguard_pipeline.fixes.apply import Options
+    from dbguard_pipeline.fixes.apply import apply_approved as run
+
+    opts = Options(
+        backup_dir=backup_dir(config),
+        backup=backup or config.fix_backup,
+        dry_run=dry_run,
+        via=via,
+        alert=alert,
+    )
+    if log is not None:
+        opts.log = log
+    return run(dsn, config, directory, opts)
+
+
+def fix_outcomes(dsn: str, limit: int = 50) -> list[OutcomeRow]:
+    """The newest attempts of dbguard fix / apply_approved_migrations (dbguard.fix_outcomes)."""
+    from dbguard_pipeline.fixes.outcomes import read_recent
+
+    return read_recent(dsn, limit)
 
 
 # --------------------------------------------------------------------------- audit, probe, diff

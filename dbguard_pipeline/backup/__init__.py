@@ -10,7 +10,7 @@ Dagster; the CLI (commands/backup.py, commands/restore.py) and the migration run
 """
 
 from dbguard_pipeline.backup.manifest import BackupError, Manifest, TableEntry, read_manifest
-from dbguard_pipeline.backup.restore import RestoreResult, TableCheck, open_backup, restore
+from dbguard_pipeline.backup.restore import RestoreResult, TableCheck, compare, open_backup, restore
 from dbguard_pipeline.backup.store import Listed, list_backups, prune
 from dbguard_pipeline.backup.take import Backup, human_bytes, take
 
@@ -22,6 +22,7 @@ __all__ = [
     "RestoreResult",
     "TableCheck",
     "TableEntry",
+    "compare",
     "human_bytes",
     "list_backups",
     "open_backup",

@@ -413,3 +413,15 @@ def restore(
             mismatches=[c.line() for c in result.checks if not c.ok],
         )
     return result
+
+
+def compare(path: str | Path, dsn: str) -> list[TableCheck]:
+    """The backed-up tables as they are now, against the manifest (read-only): every check ok means the rows
+    are exactly the backup's, so there is nothing to restore."""
+    _folder, m = open_backup(path)
+    try:
+        with read_only_session(dsn, statement_timeout_ms=0, settings=SETTINGS) as ro:
+            return _verify(ro, m)
+    except psycopg.Error as exc:
+        text = mask_secrets(one_line(getattr(exc.diag, "message_primary", None) or str(exc) or type(exc).__name__), dsn)
+        raise BackupError(f"comparing the tables with the backup {m.name} failed: {text}") from None

@@ -12,7 +12,9 @@ DESCRIPTION = (
     "checksum changed stops the run; each file runs in transactions except its '-- dbguard:no-transaction' "
     "steps, and each completed step is recorded, so after a crash status says how far it got and up resumes; "
     "a failure after a committed step applies the file's rollback; a rolled-back migration is applied again by "
-    "the next up, in its place in the order. SIGTERM is handled like Ctrl-C. Needs "
+    "the next up, in its place in the order. With require_approval: true in dbguard.yaml, up "
+    "refuses (before applying anything) a pending migration without a valid approval in DIR/approvals/ (see "
+    "dbguard fix, which also backs up, verifies and undoes on regression). SIGTERM is handled like Ctrl-C. Needs "
     "--dsn or $DBGUARD_DATABASE_URL (never the demo database)."
 )
 
@@ -49,19 +51,32 @@ def run(args: argparse.Namespace) -> int:
     from dbguard_pipeline.config import load_config
     from dbguard_pipeline.errors import DbguardError
     from dbguard_pipeline.pg.dsn import describe_dsn
-    from dbguard_pipeline.services import migrator
+    from dbguard_pipeline.services import fix_outcomes, migrator
     from dbguard_pipeline.text import escape_controls
 
-    load_config(args.config)  # validates the file even though the runner needs nothing from it
-    runner = migrator(args.dsn, args.dir, lock_retries=args.lock_retries, log=lambda line: print(line, flush=True))
+    config = load_config(args.config)
+    runner = migrator(
+        args.dsn,
+        args.dir,
+        lock_retries=args.lock_retries,
+        log=lambda line: print(line, flush=True),
+        require_approval=config.require_approval,
+    )
     where = describe_dsn(runner.dsn)
 
     if args.command == "status":
         rows = runner.status()
         if not rows:
             print(f"no migrations in {args.dir}")
+        try:  # what dbguard fix did last: a hint, never a reason for status to fail
+            last = {r.name: r for r in reversed(fix_outcomes(runner.dsn))} if rows else {}
+        except DbguardError:
+            last = {}
         for state, name, detail in rows:
             print(f"{state:<8} {name}{'  ' + escape_controls(detail) if detail else ''}")
+            attempt = last.get(name)
+            if attempt is not None and state in ("pending", "HALF-APPLIED") and attempt.outcome != "applied+verified":
+                print(f"         last dbguard fix attempt: {escape_controls(attempt.line())}")
         return 1 if any(state in ("CHANGED", "HALF-APPLIED") for state, _, _ in rows) else 0
 
     if args.command == "rollback":
@@ -78,9 +93,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"nothing to apply on {where}")
         for f, units in plan:
             kinds = ", ".join("tx" if u.transactional else "no-tx" for u in units)
+            refused = runner.gate(f) if runner.gate is not None else None
             print(
                 f"would apply {f.name}: {len(units)} steps ({kinds})"
                 + ("" if f.rollback_path else "  [no rollback file]")
+                + ("  [REFUSED: not approved]" if refused else "")
             )
         return 0
     results = runner.up(args.name)

@@ -7,7 +7,9 @@
 - group ``dbguard_fleet``: the same assets under ``fleet/``, one partition per database of ``databases:`` in
   dbguard.yaml; ``fleet_audit_job`` (one run, one process per database) and ``fleet_audit_schedule``;
 - ``dbguard_alert_sensor``: one alert per failing run; the fix-migration job and its sensor downstream of
-  ``rls_audit`` (stopped until started);
+  ``rls_audit`` (stopped until started; they write files, never apply them);
+- ``apply_approved_migrations``: applies only approved migrations (backup, apply, verify, roll back on
+  regression), and the ``last_fix_outcomes`` check on ``isolation_report`` shows its outcomes the next night;
 - one more audit (assets, job, schedule) per ``DbguardDatabase`` component: a folder with a ``defs.yaml`` under
   ``dbguard_pipeline/defs/databases/`` (``[tool.dg.project] defs_module``) or ``$DBGUARD_DEFS_DIR``;
 - freshness checks on every ``rls_audit`` (stale after 26 h) and the sensor that evaluates them.
@@ -22,6 +24,7 @@ from typing import Optional
 import dagster as dg
 
 from dbguard_pipeline.defs import assets
+from dbguard_pipeline.defs.apply_migrations import apply_approved_migrations_job, last_fix_outcomes
 from dbguard_pipeline.defs.component import load_databases
 from dbguard_pipeline.defs.fix_migrations import fix_migrations_sensor, generate_fix_migrations_job
 from dbguard_pipeline.defs.freshness import freshness_checks, freshness_sensor
@@ -69,8 +72,8 @@ def build_definitions(
     nightly_freshness = freshness_checks([dg.AssetKey("rls_audit")])
     base = dg.Definitions(
         assets=[*assets.audit_assets, isolation_report, rls_performance, *assets.fleet_assets],
-        asset_checks=[*isolation_checks, *performance_checks, *nightly_freshness],
-        jobs=[nightly, fleet_audit_job, generate_fix_migrations_job],
+        asset_checks=[*isolation_checks, last_fix_outcomes, *performance_checks, *nightly_freshness],
+        jobs=[nightly, fleet_audit_job, generate_fix_migrations_job, apply_approved_migrations_job],
         schedules=build_schedules(nightly, fleet_audit_job, config_path),
         sensors=[
             dbguard_alert_sensor,

@@ -9,6 +9,10 @@ open the asset lineage page in headless Chromium and save a screenshot (``make u
 ``--component NAME`` adds the demo database a second time, as a ``DbguardDatabase`` component (a defs.yaml in a
 throwaway ``DBGUARD_DEFS_DIR``), and audits it too; each ``--page PATH=PNG`` saves one page.
 
+``--fix-flow PNG`` (``make ui-screenshot-fix``): on a copy of the demo database, generate the fix migrations,
+approve them (approval files, as a reviewer would commit them), run ``apply_approved_migrations`` in the
+throwaway instance and save its run page (backup, apply, verify per migration, the outcomes table).
+
 Needs Debian's ``chromium`` (``apt-get install -y chromium``; Playwright's own browser download does not work
 on these machines). Everything runs on 127.0.0.1 with a throwaway DAGSTER_HOME; the webserver is stopped
 at the end. Exit code 0 when the screenshot was written, 2 with a one-line message otherwise.
@@ -128,6 +132,45 @@ def audit_demo(home: Path, dsn: str, defs_dir: Optional[Path] = None, component:
             defs.resolve_job_def(name).execute_in_process(instance=instance, raise_on_error=False)
 
 
+FIX_FLOW_DATABASE = "dbguard_fix_flow"
+
+
+def fix_flow(home: Path, dsn: str) -> str:
+    """The approve -> apply -> verify flow on a copy of the demo database; returns the run's UI path."""
+    import dagster as dg
+    from psycopg import sql
+
+    from dbguard_pipeline import services
+    from dbguard_pipeline.config import Config
+    from dbguard_pipeline.defs.definitions import build_definitions
+    from dbguard_pipeline.defs.resources import PostgresResource
+    from dbguard_pipeline.pg.dsn import database_name, with_database
+    from dbguard_pipeline.pg.session import connect
+
+    with connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(FIX_FLOW_DATABASE)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(FIX_FLOW_DATABASE), sql.Identifier(database_name(dsn))
+            )
+        )
+    copy = with_database(dsn, FIX_FLOW_DATABASE)
+    folder = home / "migrations"
+    fixes = services.generate_fixes(copy, Config(), out_dir=str(folder), round_trip="yes")
+    names = [p.name[:-4] for p in fixes.written if not p.name.endswith("_rollback.sql")]
+    services.approve_migrations(folder, names, "reviewer")
+    defs = build_definitions(database=PostgresResource(dsn=copy))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        result = defs.resolve_job_def("apply_approved_migrations").execute_in_process(
+            instance=instance,
+            run_config={"ops": {"apply_approved": {"config": {"migrations_dir": str(folder)}}}},
+            raise_on_error=False,
+        )
+    if not result.success:
+        raise ScreenshotError("apply_approved_migrations failed on the copy of the demo database")
+    return f"/runs/{result.run_id}"
+
+
 def screenshot(
     url: str,
     out: Path,
@@ -171,6 +214,7 @@ def run(
     budget_ms: int,
     component: Optional[str] = None,
     size: tuple[int, int] = (1600, 1200),
+    fix_flow_out: Optional[Path] = None,
 ) -> list[Path]:
     from dbguard_pipeline.demo import ensure_demo_database
 
@@ -187,6 +231,8 @@ def run(
             os.environ[COMPONENT_DSN_ENV] = dsn
             env.update({"DBGUARD_DEFS_DIR": str(defs_dir), COMPONENT_DSN_ENV: dsn})
         audit_demo(home, dsn, defs_dir, component)
+        if fix_flow_out is not None:
+            pages = [*pages, (fix_flow(home, dsn), fix_flow_out)]
         with serve_ui(env, home / "webserver.log") as port:
             for path, out in pages:
                 screenshot(
@@ -214,6 +260,11 @@ def main(argv=None) -> int:
         help="a UI page and the PNG to save it to (repeatable; replaces --path/--out)",
     )
     parser.add_argument("--component", metavar="NAME", help="also declare the demo database as component NAME")
+    parser.add_argument(
+        "--fix-flow",
+        metavar="PNG",
+        help="also run apply_approved_migrations on a copy of the demo (approved fixes) and save its run page",
+    )
     parser.add_argument("--budget-ms", type=int, default=25_000, help="Chromium virtual time budget")
     parser.add_argument("--size", default="1600x1200", help="window size WIDTHxHEIGHT (default 1600x1200)")
     args = parser.parse_args(argv)
@@ -223,10 +274,11 @@ def main(argv=None) -> int:
     try:
         width, height = (int(v) for v in args.size.lower().split("x", 1))
         written = run(
-            pages or [(args.path, Path(args.out))],
+            pages or ([] if args.fix_flow else [(args.path, Path(args.out))]),
             budget_ms=args.budget_ms,
             component=args.component,
             size=(width, height),
+            fix_flow_out=Path(args.fix_flow) if args.fix_flow else None,
         )
     except ScreenshotError as exc:
         print(f"ui-screenshot: error: {exc}", file=sys.stderr)

@@ -33,7 +33,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -268,6 +268,9 @@ class Runner:
     lock_retries: int = 0
     log: Callable[[str], None] = field(default=lambda line: None)
     reconnect_s: float = RECONNECT_SECONDS
+    # called for each pending file before anything is applied; a returned reason stops the run (the approval
+    # gate of ``require_approval``, see :mod:`dbguard_pipeline.fixes.approvals`)
+    gate: Optional[Callable[[MigrationFile], Optional[str]]] = None
     _conn: Optional[psycopg.Connection] = field(default=None, repr=False)
     _signals: _Interrupts = field(default_factory=_Interrupts, repr=False)
 
@@ -452,7 +455,8 @@ class Runner:
             pending = [f for f in pending if f.name <= target]
         return [(f, parse_units(f.text(), f.path.name)) for f in pending]
 
-    def up(self, target: Optional[str] = None) -> list[ApplyResult]:
+    def up(self, target: Optional[str] = None, only: Optional[Collection[str]] = None) -> list[ApplyResult]:
+        """Apply the pending files in order (up to ``target``; ``only``: just these names)."""
         files = discover(self.directory)
         # Parse everything first: a file that cannot be read or parsed stops the run before anything is applied.
         parsed = {f.name: parse_units(f.text(), f.path.name) for f in files}
@@ -465,6 +469,13 @@ class Runner:
                 if target:
                     tgt = _find(self.directory, target).name
                     pending = [f for f in pending if f.name <= tgt]
+                if only is not None:
+                    pending = [f for f in pending if f.name in only]
+                if self.gate is not None:
+                    for f in pending:
+                        reason = self.gate(f)
+                        if reason:
+                            raise MigrationError(reason)
                 if not pending:
                     return results
                 progress.ensure_ledger(self._conn, self.where)

@@ -21,7 +21,8 @@ from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.fixes.actions import NothingToFix, build_context, replan
 from dbguard_pipeline.fixes.ledger import apply_sql
 from dbguard_pipeline.fixes.plan import Migration
-from dbguard_pipeline.fixes.verdicts import Verdicts, audit_keys, compare_access, leaks, own_access, probe_tables
+from dbguard_pipeline.fixes.verdicts import Verdicts, measure
+from dbguard_pipeline.fixes.verdicts import judge as judge_verdicts
 from dbguard_pipeline.model.equality import comparable
 from dbguard_pipeline.model.schema import Snapshot
 from dbguard_pipeline.pg.catalog import introspect
@@ -130,22 +131,13 @@ class SandboxResult:
         return f"round trip on a scratch copy ({self.method}): {good}/{len(self.trips)} ok"
 
 
-def _measure(
-    dsn: str, config: Config, snapshot: Snapshot, m: Migration, tenants: Optional[tuple[str, str]]
-) -> tuple[set[str], set[str], str, dict, Optional[tuple[str, str]], str]:
-    keys = audit_keys(snapshot, config)
-    found, probe_note = leaks(dsn, config, snapshot, probe_tables(snapshot, m.qualified))
-    access, used, access_note = own_access(dsn, config, snapshot, m.qualified, tenants)
-    return keys, found, probe_note, access, used, access_note
-
-
 def _check_one(dsn: str, m: Migration, config: Config, judge: bool = True) -> RoundTrip:
     trip = RoundTrip(m.action, m.qualified)
     before = introspect(dsn)
     measured = None
     try:
         if judge:
-            measured = _measure(dsn, config, before, m, None)
+            measured = measure(dsn, config, before, [m.qualified])
         apply_sql(dsn, m.render_forward(), source=f"{m.action} {m.qualified}")
         trip.applied = True
         after = introspect(dsn)
@@ -159,17 +151,7 @@ def _check_one(dsn: str, m: Migration, config: Config, judge: bool = True) -> Ro
             work_left = False
         trip.findings_gone = not left and not work_left
         if measured is not None:
-            keys0, leaks0, note0, access0, tenants, anote0 = measured
-            keys1, leaks1, note1, access1, _t, anote1 = _measure(dsn, config, after, m, tenants)
-            v = Verdicts(
-                audit_new=sorted(keys1 - keys0),
-                leaks_before=len(leaks0),
-                leaks_after=len(leaks1),
-                new_leaks=sorted(leaks1 - leaks0),
-                probe_note=note1 or note0,
-                access_note=anote1 or anote0,
-            )
-            v.lost, v.widened = compare_access(access0, access1)
+            v = judge_verdicts(measured, measure(dsn, config, after, [m.qualified], measured.tenants))
             trip.verdicts = v
     except DbguardError as exc:
         trip.error = str(exc)

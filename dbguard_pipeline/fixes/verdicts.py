@@ -250,6 +250,58 @@ def _allowed(session: Any, set_ctx: Any, stmt: Any) -> bool:
         return bool(exc.sqlstate and exc.sqlstate.startswith("23"))
 
 
+@dataclass
+class Measurement:
+    """One side of a before/after comparison: the whole static audit, the probe of the affected tables, and
+    tenant A's own access per table (table -> context label -> Access)."""
+
+    keys: set[str] = field(default_factory=set)
+    leaks: set[str] = field(default_factory=set)
+    probe_note: str = ""
+    access: dict[str, dict[str, Access]] = field(default_factory=dict)
+    tenants: Optional[tuple[str, str]] = None
+    access_note: str = ""
+
+
+def measure(
+    dsn: str, config: Config, snapshot: Snapshot, tables: list[str], tenants: Optional[tuple[str, str]] = None
+) -> Measurement:
+    """What the round trip (on a scratch copy) and the live verification after ``dbguard fix`` both measure,
+    before and after a migration; ``tenants``: the pair the "before" measurement chose, so both sides compare
+    the same tenants."""
+    out = Measurement(keys=audit_keys(snapshot, config), tenants=tenants)
+    reach: list[str] = []
+    for t in tables:
+        reach += [x for x in probe_tables(snapshot, t) if x not in reach]
+    out.leaks, out.probe_note = leaks(dsn, config, snapshot, reach) if reach else (set(), "no table to probe")
+    notes = []
+    for t in tables:
+        access, out.tenants, note = own_access(dsn, config, snapshot, t, out.tenants)
+        out.access[t] = access
+        if note:
+            notes.append(note if len(tables) == 1 else f"{t}: {note}")
+    out.access_note = "; ".join(notes)
+    return out
+
+
+def judge(before: Measurement, after: Measurement) -> Verdicts:
+    """The three verdicts between two measurements (the one judgment of "did this migration make it worse")."""
+    v = Verdicts(
+        audit_new=sorted(after.keys - before.keys),
+        leaks_before=len(before.leaks),
+        leaks_after=len(after.leaks),
+        new_leaks=sorted(after.leaks - before.leaks),
+        probe_note=after.probe_note or before.probe_note,
+        access_note=after.access_note or before.access_note,
+    )
+    many = len(before.access) > 1
+    for table, acc in before.access.items():
+        lost, widened = compare_access(acc, after.access.get(table, {}))
+        v.lost += [f"{table} {x}" if many else x for x in lost]
+        v.widened += [f"{table} {x}" if many else x for x in widened]
+    return v
+
+
 def compare_access(before: dict[str, Access], after: dict[str, Access]) -> tuple[list[str], list[str]]:
     """(lost, widened) between two measurements."""
     lost: list[str] = []
