@@ -181,8 +181,8 @@ def _header(text: str) -> tuple[list[str], list[str]]:
 
 
 def list_pending(dsn: str, directory: str | Path) -> list[Pending]:
-    """Every migration of the folder that the ledger does not list as applied, in order, with its approval,
-    header, scope and last attempt."""
+    """Every migration of the folder that the ledger does not list as applied (never started, half-applied or
+    rolled back), in order, with its approval, header, scope and last attempt."""
     from dbguard_pipeline.pg.session import connect
 
     files = discover(directory)
@@ -192,7 +192,7 @@ def list_pending(dsn: str, directory: str | Path) -> list[Pending]:
     out = []
     for f in files:
         row = ledger.get(f.name)
-        if row is not None and not row.partial:
+        if row is not None and row.applied:
             continue
         text = f.text()
         summary, verdicts = _header(text)
