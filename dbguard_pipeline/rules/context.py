@@ -95,6 +95,10 @@ class RuleContext:
             self._tenant_columns[key] = tenancy.tenant_column(table, self.config)
         return self._tenant_columns[key]
 
+    def party_columns(self, table: Table) -> tuple[str, ...]:
+        """The columns naming each tenant of a two-party table, () for any other (``tenancy.party_columns``)."""
+        return self.analyzer.parties(table)
+
     def has_tenant_column(self, table: Table) -> bool:
         return self.tenant_column(table) is not None and not self.is_tenants_table(table)
 
