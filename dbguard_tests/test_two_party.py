@@ -12,6 +12,7 @@ import pytest
 
 from dbguard_pipeline import services
 from dbguard_pipeline.config import Config, TenantModel
+from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.policy import Analyzer
 from dbguard_pipeline.semantics import tenancy
 
@@ -104,7 +105,7 @@ def test_a_policy_pinning_each_party_isolates(databases):
 
 
 @pytest.mark.integration
-def test_a_leaky_side_is_a_finding_and_a_leak(databases):
+def test_a_leaky_side_is_a_finding_and_a_leak(databases, tmp_path):
     leaky = f"buyer_org_id = {CTX} OR seller_org_id IS NOT NULL"
     dsn = _setup(databases, f"create policy deals_leaky on public.deals to shop using ({leaky}) with check ({BOTH});")
     findings = services.static_audit(services.introspect(dsn, CONFIG), CONFIG).findings
@@ -113,6 +114,10 @@ def test_a_leaky_side_is_a_finding_and_a_leak(databases):
     leaks = _leaks(report)
     assert ("select", "select_other_tenant") in leaks
     assert not {c for c, _ in leaks} & {"insert"}  # the writes are checked on both sides: only reads leak
+    # the generator does not pick a party for it: one line, nothing written
+    with pytest.raises(DbguardError, match="two-party data .buyer_org_id, seller_org_id each name a tenant."):
+        services.generate_fixes(dsn, CONFIG, action="fix-rls-policy", table="public.deals", out_dir=str(tmp_path))
+    assert not list(tmp_path.glob("*.sql"))
 
 
 @pytest.mark.integration
