@@ -49,6 +49,7 @@ class Verdicts:
     lost: list[str] = field(default_factory=list)
     widened: list[str] = field(default_factory=list)
     access_note: str = ""
+    copy_note: str = ""  # the round trip ran on a sampled copy of a large table: which, and how much
 
     @property
     def ok(self) -> bool:
@@ -76,7 +77,8 @@ class Verdicts:
             access = "ok: own rows and commands as before"
         if self.access_note:
             access += f" ({self.access_note})"
-        return [f"audit: {audit}", f"probe: {probe}", f"own access: {access}"]
+        out = [f"audit: {audit}", f"probe: {probe}", f"own access: {access}"]
+        return out + ([f"copy: {self.copy_note}"] if self.copy_note else [])
 
 
 # --------------------------------------------------------------------------- measurements
