@@ -13,6 +13,7 @@ import pytest
 from dbguard_pipeline import services
 from dbguard_pipeline.config import Config, TenantModel
 from dbguard_pipeline.errors import DbguardError
+from dbguard_pipeline.fixes.verdicts import own_access
 from dbguard_pipeline.policy import Analyzer
 from dbguard_pipeline.semantics import tenancy
 
@@ -102,6 +103,10 @@ def test_a_policy_pinning_each_party_isolates(databases):
     )
     own = next(r for r in report.results if r.table == "deals" and r.probe == "select_other_tenant")
     assert "tenant A saw" in own.detail  # its own rows stay visible
+    # the fix verdicts' own access: tenant A is buyer of one deal and seller of another, and sees both
+    access, used, note = own_access(dsn, CONFIG, snap, "public.deals", (A, B))
+    assert note == "" and used == (A, B)
+    assert {(k, v.visible, v.others) for k, v in access.items()} == {("context", 2, 0)}
 
 
 @pytest.mark.integration
@@ -181,3 +186,5 @@ def test_f5_membership_over_both_parties(databases):
     assert analysis.pins_tenant and analysis.sides == ("buyer_farm_id", "seller_farm_id")
     report = services.probe(dsn, FARMS)
     assert [r for r in report.leaks if r.table == "trades"] == []
+    access, _used, _note = own_access(dsn, FARMS, snap, "public.trades")
+    assert access and all(v.visible == 1 for v in access.values())  # farm A sells the one trade, and sees it

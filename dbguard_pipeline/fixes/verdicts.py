@@ -155,7 +155,7 @@ def own_access(
         out: dict[str, Access] = {}
         with conn.transaction(force_rollback=True):
             session.timeouts()
-            mine, theirs = rt.pred(table, a), rt.pred(table, b)
+            mine, theirs = rt.names(table, a), rt.pred(table, b)  # two-party rows: A is a party / B is every party
             row = conn.execute(
                 sql.SQL("SELECT * FROM {} AS t WHERE {} LIMIT 1").format(table_id(table), mine)
             ).fetchone()

@@ -185,6 +185,19 @@ class RowTenancy:
             )
         return sql.SQL("{} = {}").format(self.expr(table, alias), lit(tenant, info.type))
 
+    def names(self, table: Table, tenant: str, alias: str = "t") -> Query:
+        """Row ``alias`` of ``table`` is one ``tenant`` is party to: :meth:`pred`, or for a two-party table any
+        party column naming it (the rows the tenant's own access is about)."""
+        info = self.require(table)
+        if not info.parties:
+            return self.pred(table, tenant, alias)
+        return sql.SQL("({})").format(
+            sql.SQL(" OR ").join(
+                sql.SQL("{} = {}").format(sql.Identifier(alias, c), lit(tenant, column(table, c).type))
+                for c in info.parties
+            )
+        )
+
 
 def where_rows(table: Table, rows: list[RowRef], alias: str = "t") -> Query:
     """Row ``alias`` is one of ``rows``: by ctid (a TID scan) and by (tableoid, ctid), since a ctid alone is
