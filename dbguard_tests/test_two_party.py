@@ -118,6 +118,8 @@ def test_a_leaky_side_is_a_finding_and_a_leak(databases, tmp_path):
     report = services.probe(dsn, CONFIG)
     leaks = _leaks(report)
     assert ("select", "select_other_tenant") in leaks
+    leak = next(r for r in report.leaks if r.table == "deals" and r.probe == "select_other_tenant")
+    assert "of tenant B (naming B as buyer_org_id and seller_org_id, A as neither)" in leak.detail
     assert not {c for c, _ in leaks} & {"insert"}  # the writes are checked on both sides: only reads leak
     # the generator does not pick a party for it: one line, nothing written
     with pytest.raises(DbguardError, match="two-party data .buyer_org_id, seller_org_id each name a tenant."):
