@@ -190,3 +190,39 @@ def test_f5_membership_over_both_parties(databases):
     assert [r for r in report.leaks if r.table == "trades"] == []
     access, _used, _note = own_access(dsn, FARMS, snap, "public.trades")
     assert access and all(v.visible == 1 for v in access.values())  # farm A sells the one trade, and sees it
+
+
+@pytest.mark.integration
+def test_listed_party_columns_without_foreign_keys_are_probed_from_each_side(databases):
+    """A table the config lists, whose party columns reference nothing (and an empty tenants table): the probe
+    takes tenants A and B from the party columns and finds the one-sided policy leaky."""
+    dsn = databases.create()
+    run_sql(
+        dsn,
+        f"""do $$ begin if not exists (select 1 from pg_roles where rolname = 'shop') then create role shop nologin; end if; end $$;
+        create table public.orgs (id uuid primary key);
+        create table public.swaps (id int primary key, left_org uuid not null, right_org uuid not null);
+        insert into public.swaps values (1, '{A}', '{B}'), (2, '{B}', '{B}'), (3, '{A}', '{A}');
+        alter table public.swaps enable row level security;
+        create policy swaps_left on public.swaps for select to shop using (left_org = {CTX} OR right_org IS NOT NULL);
+        grant usage on schema public to shop; grant select on public.swaps to shop;""",
+    )
+    listed = CONFIG.model_copy(
+        update={
+            "tenant": CONFIG.tenant.model_copy(
+                update={"table_tenant_columns": {"public.swaps": ("left_org", "right_org")}}
+            )
+        }
+    )
+    findings = services.static_audit(services.introspect(dsn, listed), listed).findings
+    assert _rules(findings, "two_party_table", "weak_rls_policy") == {
+        "two_party_table:public.swaps",
+        "weak_rls_policy:public.swaps:swaps_left",
+    }
+    report = services.probe(dsn, listed, ["public.swaps"])
+    # tenants A and B come from the party columns (the tenants table is empty): both real tenants of the rows
+    assert (report.tenant_context["tenant_a"], report.tenant_context["tenant_b"]) == (A, B)
+    assert {(r.command, r.probe) for r in report.leaks} == {
+        ("select", "select_other_tenant"),
+        ("select", "select_without_context"),  # right_org IS NOT NULL needs no context at all
+    }

@@ -134,12 +134,12 @@ class RowTenancy:
         return info
 
     def _info(self, table: Table) -> Optional[TenantInfo]:
-        path = tenancy.tenant_path(self.snapshot, table, self.config)
-        if path is None:
-            return None
         parties = tenancy.party_columns(self.snapshot, table, self.config)
         if parties:
             return TenantInfo(None, (), column(table, parties[0]).type, parties)
+        path = tenancy.tenant_path(self.snapshot, table, self.config)
+        if path is None:
+            return None
         holder = path[-1].parent if path else table
         col = tenancy.tenant_column(holder, self.config)
         if col is None:

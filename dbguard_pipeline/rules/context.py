@@ -81,7 +81,9 @@ class RuleContext:
         return self.memo("tenant_path", table.qualified, lambda: tenancy.tenant_path(self.snapshot, table, self.config))
 
     def is_tenant_table(self, table: Table) -> bool:
-        return not self.is_tenants_table(table) and self.tenant_path(table) is not None
+        return not self.is_tenants_table(table) and (
+            self.tenant_path(table) is not None or bool(self.party_columns(table))
+        )
 
     def in_tenant_scope(self, table: Table) -> bool:
         return self.is_tenants_table(table) or self.is_tenant_table(table)

@@ -140,11 +140,12 @@ def tenant_path(snapshot: Snapshot, table: Table, config: Config) -> Optional[li
 
 
 def is_tenant_table(snapshot: Snapshot, table: Table, config: Config) -> bool:
-    """Tenant data: the table has the tenant column, or reaches a tenant table through foreign keys.
-    The tenants table itself is not tenant data in this sense (it is the root)."""
+    """Tenant data: the table has the tenant column, reaches a tenant table through foreign keys, or is
+    two-party data (:func:`party_columns`). The tenants table itself is not tenant data in this sense (it is
+    the root)."""
     if is_tenants_table(table, config):
         return False
-    return tenant_path(snapshot, table, config) is not None
+    return tenant_path(snapshot, table, config) is not None or bool(party_columns(snapshot, table, config))
 
 
 def tenant_tables(snapshot: Snapshot, config: Config) -> list[Table]:
