@@ -144,6 +144,11 @@ class Config(_Strict):
     sample_row_limit: int = 5_000_000  # above this estimated size, data metrics use TABLESAMPLE
     sample_percent: float = 1.0
     tenant_index_min_rows: int = 10_000  # missing_tenant_index applies above this size
+    # Above this many rows, the scratch-copy round trip of a backfilling fix (add-tenant-isolation) keeps only
+    # the first this-many rows of the table by key (the copy is a template copy: every parent row is there), so
+    # that generating a migration does not take as long as running it; the header and the verdicts say so.
+    # 0: always the whole copy.
+    round_trip_row_limit: int = 200_000
     statement_timeout_ms: int = 60_000
     lock_timeout_ms: int = 2_000
     # Parallel workers PostgreSQL may use per scan or join of the data metrics (transaction-local
@@ -188,7 +193,7 @@ class Config(_Strict):
             raise ValueError("must be between 0 and 64")
         return v
 
-    @field_validator("sample_row_limit", "tenant_index_min_rows")
+    @field_validator("sample_row_limit", "tenant_index_min_rows", "round_trip_row_limit")
     @classmethod
     def _count(cls, v: int) -> int:
         if v < 0:

@@ -183,3 +183,40 @@ def test_generate_all_exits_non_zero_when_a_fix_is_rejected_and_prints_the_verdi
     assert rc == 0
     assert out.count("own access: ok: own rows and commands as before") == 2
     assert "probe: ok: leaks 2 -> 0, none new" in out
+
+
+@pytest.mark.integration
+def test_a_single_rejected_fix_is_an_error_not_nothing_to_fix(databases, tmp_path, capsys, monkeypatch):
+    """The only migration fails its round trip: exit non-zero with the reason (it once said "nothing to fix")."""
+    from dbguard_pipeline.cli import main
+    from dbguard_pipeline.fixes import sandbox
+
+    def failing(dsn, migrations, config, method="auto", judge=True):
+        for m in migrations:
+            m.rejected = "probe: FAIL: new leaks (simulated)"
+        return sandbox.SandboxResult("template", [])
+
+    monkeypatch.setattr(sandbox, "round_trip", failing)
+    dsn = databases.create()
+    run_sql(dsn, repro_file("brewery", "common").read_text())
+    run_sql(dsn, repro_file("brewery", "r2_widen").read_text())
+    cfg = tmp_path / "dbguard.yaml"
+    cfg.write_text("tenant:\n  context: guc\n  guc: brew.tenant\n  app_role: brew_app\n")
+    out_dir = tmp_path / "m"
+    rc = main(
+        [
+            "generate-migration",
+            "fix-rls-policy",
+            "public.hop_lots",
+            "--dsn",
+            dsn,
+            "--config",
+            str(cfg),
+            "--out-dir",
+            str(out_dir),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert rc != 0 and "nothing to fix" not in captured.out
+    assert "probe: FAIL: new leaks (simulated)" in captured.err
+    assert len(list((out_dir / "rejected").glob("*.sql"))) == 2 and not list(out_dir.glob("*.sql"))

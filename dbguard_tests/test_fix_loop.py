@@ -254,7 +254,16 @@ def test_two_party_rows_are_never_given_one_tenant(databases, tmp_path):
     loop = run_loop(databases, tmp_path, "farms", "f5_two_party", FARMS)
     assert loop.first is not None
     assert not any(m.action == "add-tenant-isolation" for m in loop.first.migrations)
-    assert any("belongs to more than one tenant" in s for s in loop.first.skipped)
+    # reported as two-party data (not as single-tenant data without its tenant column), before and after
+    for keys in loop.keys:
+        assert "two_party_table:public.trades" in keys and "missing_tenant_column:public.trades" not in keys
+    # and the explicit action still refuses to pick a party
+    from dbguard_pipeline.errors import DbguardError
+    from dbguard_pipeline.fixes.actions import build_context
+    from dbguard_pipeline.fixes.actions.add_tenant_isolation import plan_add_tenant_isolation
+
+    with pytest.raises(DbguardError, match="belongs to more than one tenant"):
+        plan_add_tenant_isolation(build_context(services.introspect(loop.dsn, FARMS), FARMS, loop.dsn), "public.trades")
     with psycopg.connect(loop.dsn) as conn:
         cols = {
             r[0] for r in conn.execute("select column_name from information_schema.columns where table_name = 'trades'")

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if result.nothing is not None:
         _out(f"nothing to fix: {result.nothing}")
         return 0
-    if not result.migrations:
+    if not result.migrations and not result.rejected:
         _out(f"nothing to fix: no fixable finding without a migration in {result.database}")
         return 0
     if args.dry_run:

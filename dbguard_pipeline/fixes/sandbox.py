@@ -16,6 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import psycopg
+from psycopg import sql
+
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.fixes.actions import NothingToFix, build_context, replan
@@ -24,9 +27,10 @@ from dbguard_pipeline.fixes.plan import Migration
 from dbguard_pipeline.fixes.verdicts import Verdicts, measure
 from dbguard_pipeline.fixes.verdicts import judge as judge_verdicts
 from dbguard_pipeline.model.equality import comparable
-from dbguard_pipeline.model.schema import Snapshot
+from dbguard_pipeline.model.schema import Snapshot, Table
 from dbguard_pipeline.pg.catalog import introspect
 from dbguard_pipeline.pg.scratch import scratch_database
+from dbguard_pipeline.pg.session import connect
 
 VOLATILE_SCHEMAS = ("dbguard",)  # the runner's ledger
 
@@ -131,7 +135,99 @@ class SandboxResult:
         return f"round trip on a scratch copy ({self.method}): {good}/{len(self.trips)} ok"
 
 
-def _check_one(dsn: str, m: Migration, config: Config, judge: bool = True) -> RoundTrip:
+SAMPLED_ACTIONS = ("add-tenant-isolation",)  # fixes whose cost grows with the table's rows (the backfill)
+
+
+def _sample(dsn: str, migrations: Sequence[Migration], config: Config) -> dict[str, str]:
+    """Trim, in the scratch copy, each large table a backfilling migration fills to its first
+    ``config.round_trip_row_limit`` rows by primary key (every parent row stays: the copy is a template copy).
+    Returns table -> what was done, for the headers and the verdicts (a table left whole says why)."""
+    limit = config.round_trip_row_limit
+    notes: dict[str, str] = {}
+    if limit <= 0:
+        return notes
+    snapshot = introspect(dsn)
+    for m in migrations:
+        table = snapshot.table(m.qualified)
+        if m.action not in SAMPLED_ACTIONS or table is None or m.qualified in notes:
+            continue
+        try:
+            notes.update(_trim(dsn, snapshot, table, limit))
+        except psycopg.Error as exc:
+            notes[m.qualified] = f"whole copy of {m.qualified} (could not sample it: {exc.diag.message_primary or exc})"
+    return {k: v for k, v in notes.items() if v}
+
+
+def _trim(dsn: str, snapshot: Snapshot, table: Table, limit: int) -> dict[str, str]:
+    ident = sql.Identifier(table.schema, table.name)
+    with connect(dsn, autocommit=True) as conn:
+        total = conn.execute(
+            sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT {}) s").format(ident, sql.Literal(limit + 1))
+        ).fetchone()
+        if total is None or total[0] <= limit:
+            return {}
+        estimate = max(table.row_estimate, 0)
+        if table.kind == "partitioned":
+            estimate = sum(max(t.row_estimate, 0) for t in snapshot.tables if t.parent == table.qualified)
+        if estimate <= limit:  # never analysed: count them (one scan, far cheaper than the backfill it spares)
+            estimate = int((conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone() or [0])[0])
+        pk = table.primary_key.columns if table.primary_key else ()
+        order = sql.SQL(", ").join(sql.Identifier(c) for c in pk) if pk else sql.SQL("ctid")
+        cols = [c.name for c in table.columns if not c.generated]
+        col_list = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+        referenced = any(
+            fk.ref_schema == table.schema and fk.ref_table == table.name and t.qualified != table.qualified
+            for t in snapshot.tables
+            for fk in t.foreign_keys
+        )
+        superuser = bool(
+            (conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() or [0])[0]
+        )
+        with conn.transaction():
+            if superuser:  # the kept rows were valid: no user trigger, no foreign-key check on the way back
+                conn.execute("SET LOCAL session_replication_role = replica")
+            if referenced:
+                # rows of other tables point at it: delete past the last kept key (their rows stay; some dangle
+                # in the copy, which the static audit and the probe of this table do not read)
+                if not pk:
+                    return {
+                        table.qualified: f"whole copy of {table.qualified} (referenced, and no primary key to cut at)"
+                    }
+                keys = sql.SQL(", ").join(sql.Identifier(c) for c in pk)
+                last = conn.execute(
+                    sql.SQL("SELECT {k} FROM {t} ORDER BY {k} OFFSET {n} LIMIT 1").format(
+                        k=keys, t=ident, n=sql.Literal(limit - 1)
+                    )
+                ).fetchone()
+                assert last is not None  # the table has more than ``limit`` rows
+                conn.execute(
+                    sql.SQL("DELETE FROM {t} WHERE ({k}) > ({v})").format(
+                        t=ident, k=keys, v=sql.SQL(", ").join(sql.Literal(v) for v in last)
+                    )
+                )
+            else:
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TEMP TABLE dbguard_sample ON COMMIT DROP AS SELECT {c} FROM {t} ORDER BY {o} LIMIT {n}"
+                    ).format(c=col_list, t=ident, o=order, n=sql.Literal(limit))
+                )
+                conn.execute(sql.SQL("TRUNCATE {}").format(ident))
+                overriding = any(c.identity == "always" for c in table.columns if c.name in cols)
+                conn.execute(
+                    sql.SQL("INSERT INTO {t} ({c}) {o}SELECT {c} FROM dbguard_sample").format(
+                        t=ident, c=col_list, o=sql.SQL("OVERRIDING SYSTEM VALUE " if overriding else "")
+                    )
+                )
+        conn.execute(sql.SQL("ANALYZE {}").format(ident))
+    about = f"about {estimate:,}"
+    return {
+        table.qualified: f"{table.qualified} sampled: {about} rows, above round_trip_row_limit {limit:,}; the "
+        f"scratch copy kept its first {limit:,} by {', '.join(pk) if pk else 'physical order'} (every parent row "
+        "is there), so the backfill and the verdicts were measured on those rows, not on the whole table"
+    }
+
+
+def _check_one(dsn: str, m: Migration, config: Config, judge: bool = True, copy_note: str = "") -> RoundTrip:
     trip = RoundTrip(m.action, m.qualified)
     before = introspect(dsn)
     measured = None
@@ -152,6 +248,7 @@ def _check_one(dsn: str, m: Migration, config: Config, judge: bool = True) -> Ro
         trip.findings_gone = not left and not work_left
         if measured is not None:
             v = judge_verdicts(measured, measure(dsn, config, after, [m.qualified], measured.tenants))
+            v.copy_note = copy_note
             trip.verdicts = v
     except DbguardError as exc:
         trip.error = str(exc)
@@ -178,10 +275,15 @@ def round_trip(
     from dbguard_pipeline.progress import muted, tick
 
     with scratch_database(target_dsn, method) as (dsn, used):
+        sampled = _sample(dsn, migrations, config) if used == "template" else {}
+        note = "; ".join(sampled.values())
+        for m in migrations:
+            if note and note not in m.notes:
+                m.notes.append(f"round trip copy: {note}")
         trips = []
         tick("round trips: fixes", 0, len(migrations))
         for m in migrations:
             with muted():  # the audit and the probe each trip runs are part of this fix's step
-                trips.append(_check_one(dsn, m, config, judge))
+                trips.append(_check_one(dsn, m, config, judge, note))
             tick("round trips: fixes", len(trips), len(migrations))
         return SandboxResult(used, trips)

@@ -49,6 +49,7 @@ class Verdicts:
     lost: list[str] = field(default_factory=list)
     widened: list[str] = field(default_factory=list)
     access_note: str = ""
+    copy_note: str = ""  # the round trip ran on a sampled copy of a large table: which, and how much
 
     @property
     def ok(self) -> bool:
@@ -76,7 +77,8 @@ class Verdicts:
             access = "ok: own rows and commands as before"
         if self.access_note:
             access += f" ({self.access_note})"
-        return [f"audit: {audit}", f"probe: {probe}", f"own access: {access}"]
+        out = [f"audit: {audit}", f"probe: {probe}", f"own access: {access}"]
+        return out + ([f"copy: {self.copy_note}"] if self.copy_note else [])
 
 
 # --------------------------------------------------------------------------- measurements
@@ -153,7 +155,7 @@ def own_access(
         out: dict[str, Access] = {}
         with conn.transaction(force_rollback=True):
             session.timeouts()
-            mine, theirs = rt.pred(table, a), rt.pred(table, b)
+            mine, theirs = rt.names(table, a), rt.pred(table, b)  # two-party rows: A is a party / B is every party
             row = conn.execute(
                 sql.SQL("SELECT * FROM {} AS t WHERE {} LIMIT 1").format(table_id(table), mine)
             ).fetchone()

@@ -30,9 +30,10 @@ from dbguard_pipeline.policy.fold import NULL, Value
 from dbguard_pipeline.policy.inline import Functions
 from dbguard_pipeline.policy.normal import normalize
 from dbguard_pipeline.policy.parse import Node, PolicyParseError, parse_expression, walk
-from dbguard_pipeline.policy.restriction import Level, Restrictor, level_of
+from dbguard_pipeline.policy.restriction import Level, Restrictor, level_of, party_level
 from dbguard_pipeline.policy.scope import Frame, Pass, Tables, top_scope
 from dbguard_pipeline.semantics.roles import SUPABASE_BYPASS_JWT_ROLES, bypass_roles
+from dbguard_pipeline.semantics.tenancy import party_columns
 from dbguard_pipeline.semantics.tenancy import tenant_column as tenant_column_of
 
 TENANT = Level.TENANT
@@ -58,6 +59,10 @@ class ExprAnalysis:
     unsafe_casts: tuple[str, ...] = ()
     per_row_calls: tuple[str, ...] = ()
     user_metadata: tuple[str, ...] = ()
+    # two-party tables: the columns naming each tenant of a row, and those some branch pins (level TENANT:
+    # every branch that can be true pins one of them)
+    parties: tuple[str, ...] = ()
+    sides: tuple[str, ...] = ()
 
     @property
     def pins_tenant(self) -> bool:
@@ -67,6 +72,14 @@ class ExprAnalysis:
     def restricts(self) -> bool:
         return self.level != Level.NONE
 
+    @property
+    def missing_sides(self) -> tuple[str, ...]:
+        """Party columns of a two-party table that no branch pins, when every branch pins one (the tenants
+        they name cannot reach their rows through this expression)."""
+        if not self.parties or self.level != Level.TENANT:
+            return ()
+        return tuple(c for c in self.parties if c not in self.sides)
+
     def describe(self) -> str:
         if not self.parsed:
             return f"could not be parsed ({self.error}); treated as not restricting rows"
@@ -74,6 +87,10 @@ class ExprAnalysis:
             return "is always true"
         if self.always_false:
             return "is never true"
+        if self.parties:
+            if self.level == Level.TENANT:
+                return f"pins {' or '.join(self.sides)} to the tenant context"
+            return f"does not pin {' or '.join(self.parties)} to the tenant context in every branch"
         return _DESCRIPTIONS[self.level]
 
 
@@ -97,11 +114,19 @@ class Analyzer:
         self.bypass = self.rls_bypass | frozenset(SUPABASE_BYPASS_JWT_ROLES)
         self._results: dict[tuple[Optional[str], ...], ExprAnalysis] = {}
         self._isolated: dict[str, bool] = {}
+        self._parties: dict[str, tuple[str, ...]] = {}
 
     # ------------------------------------------------------------------ public API
     def analyze(
         self, text: Optional[str], *, table: Optional[Table] = None, tenant_column: Optional[str] = None
     ) -> ExprAnalysis:
+        parties = self.parties(table) if table is not None and tenant_column is None else ()
+        if parties:
+            key = (text, table.qualified if table else None, None, *parties)
+            hit = self._results.get(key)
+            if hit is None:
+                hit = self._results[key] = self._analyze(text, table, None, parties)[0]
+            return hit
         generic = (text, tenant_column)
         hit = self._results.get(generic)
         if hit is not None:
@@ -122,6 +147,15 @@ class Analyzer:
         using = self.analyze(policy.using, table=table, tenant_column=tenant_column) if policy.using else None
         check = self.analyze(policy.with_check, table=table, tenant_column=tenant_column) if policy.with_check else None
         return using, check
+
+    def parties(self, table: Table) -> tuple[str, ...]:
+        """The party columns of a two-party table (``semantics.tenancy.party_columns``), () for any other.
+        A table without a tenant column whose rows name two tenants is judged on them: a policy isolates it
+        when every branch pins one party column to the tenant context."""
+        key = table.qualified
+        if key not in self._parties:
+            self._parties[key] = party_columns(self.snapshot, table, self.config) if self.snapshot is not None else ()
+        return self._parties[key]
 
     def fold(self, node: Node) -> Value:
         """The constant value of an expression (see fold.py)."""
@@ -167,7 +201,7 @@ class Analyzer:
 
     # ------------------------------------------------------------------ one analysis
     def _analyze(
-        self, text: Optional[str], table: Optional[Table], tenant_column: Optional[str]
+        self, text: Optional[str], table: Optional[Table], tenant_column: Optional[str], parties: tuple[str, ...] = ()
     ) -> tuple[ExprAnalysis, bool]:
         """The analysis, and whether it depended on ``table``."""
         if text is None:
@@ -182,7 +216,12 @@ class Analyzer:
             # equivalent spellings are judged alike (normal.py); the detectors read the policy as written
             canonical = normalize(node)
             value = walker.fold(canonical)
-            level = level_of(walker.restriction(canonical, Frame((top_scope(table),))), tenant_column)
+            res = walker.restriction(canonical, Frame((top_scope(table),)))
+            sides: tuple[str, ...] = ()
+            if parties:
+                level, sides = party_level(res, parties)
+            else:
+                level = level_of(res, tenant_column)
             nodes = list(walk(node))
             called = self.functions.called(node, nodes)
             never = value is False or value is NULL
@@ -195,6 +234,8 @@ class Analyzer:
                 unsafe_casts=tuple(detectors.unsafe_casts(nodes, called)),
                 per_row_calls=tuple(detectors.per_row_calls(node)),
                 user_metadata=tuple(detectors.user_metadata(nodes, called)),
+                parties=parties,
+                sides=sides,
             )
         except RecursionError:
             result = ExprAnalysis(text=text, parsed=False, error="expression nested too deeply")

@@ -55,24 +55,42 @@ class Level(enum.StrEnum):
 Correlation = tuple[Column, Column]  # an equality between columns of two query levels
 
 
+ALT_LIMIT = 32  # alternatives kept per expression; beyond that only the summary (what every branch pins)
+
+
 @dataclass(frozen=True)
 class Restriction:
-    """What a boolean expression restricts, per column of each scope level."""
+    """What a boolean expression restricts, per column of each scope level.
+
+    ``pins``, ``corr`` and ``lv`` summarize what every branch that can be true restricts. ``alts``, when not
+    empty, keeps the branches themselves (a disjunction of restrictions without alternatives of their own):
+    ``buyer_id = <ctx> OR seller_id = <ctx>`` pins no one column in every branch, but every branch pins a
+    party of a two-party row (:func:`party_level`)."""
 
     false: bool = False
     pins: dict[Column, ContextKind] = field(default_factory=dict)  # column -> the context it equals
     corr: frozenset[Correlation] = frozenset()
     lv: Optional[frozenset[int]] = None  # levels whose rows are restricted to the caller (default: pinned ones)
+    alts: tuple[Restriction, ...] = ()
 
     def levels(self) -> frozenset[int]:
         return self.lv if self.lv is not None else frozenset(k[0] for k in self.pins)
+
+    def branches(self) -> tuple[Restriction, ...]:
+        """The alternatives that can be true (the restriction itself when it keeps none)."""
+        return tuple(a for a in self.alts if not a.false) if self.alts else (() if self.false else (self,))
 
     @staticmethod
     def both(a: Restriction, b: Restriction) -> Restriction:  # AND
         pins = dict(a.pins)
         for k, v in b.pins.items():
             pins[k] = max(pins.get(k, v), v)
-        return Restriction(a.false or b.false, pins, a.corr | b.corr, a.levels() | b.levels())
+        alts: tuple[Restriction, ...] = ()
+        if (a.alts or b.alts) and not (a.false or b.false):
+            xs, ys = a.branches(), b.branches()
+            if len(xs) * len(ys) <= ALT_LIMIT:
+                alts = tuple(Restriction.both(x, y) for x in xs for y in ys)
+        return Restriction(a.false or b.false, pins, a.corr | b.corr, a.levels() | b.levels(), alts)
 
     @staticmethod
     def either(parts: list[Restriction]) -> Restriction:  # OR
@@ -86,11 +104,40 @@ class Restriction:
             pins = {k: min(v, p.pins[k]) for k, v in pins.items() if k in p.pins}
             corr &= p.corr
             levels &= p.levels()  # every branch restricts the rows, not necessarily on the same column
-        return Restriction(False, pins, corr, levels)
+        alts: tuple[Restriction, ...] = ()
+        if len(live) > 1 or live[0].alts:
+            flat = tuple(b for p in live for b in p.branches())
+            alts = flat if len(flat) <= ALT_LIMIT else ()
+        return Restriction(False, pins, corr, levels, alts)
+
+    def only(self, keep: Callable[[Restriction], Restriction]) -> Restriction:
+        """The restriction with ``keep`` applied to the summary and to every alternative."""
+        out = keep(self)
+        if not self.alts:
+            return out
+        return Restriction(out.false, out.pins, out.corr, out.lv, tuple(keep(a) for a in self.alts))
 
 
 NOTHING = Restriction()
 NEVER = Restriction(false=True)
+
+
+def party_level(res: Restriction, parties: tuple[str, ...]) -> tuple[Level, tuple[str, ...]]:
+    """How an expression restricts the rows of a two-party table (``parties``: the columns naming each
+    tenant of a row): TENANT when every branch that can be true pins one of the party columns to the tenant
+    context, else what :func:`level_of` says without a tenant column. Also the party columns some branch pins
+    (a policy pinning only ``buyer_id`` lets no seller see its rows)."""
+    if res.false:
+        return Level.FALSE, ()
+    sides: set[str] = set()
+    every = True
+    for branch in res.branches():
+        pinned = {col for (lvl, col) in branch.pins if lvl == 0} & set(parties)
+        sides |= pinned
+        every = every and bool(pinned)
+    if every and sides:
+        return Level.TENANT, tuple(c for c in parties if c in sides)
+    return level_of(res, None), tuple(c for c in parties if c in sides)
 
 
 def level_of(res: Restriction, tenant_column: Optional[str]) -> Level:
@@ -230,7 +277,12 @@ class Restrictor(ContextReader):
             array = strip_casts(right)
             if isinstance(array, ast.A_ArrayExpr) and self._privileged_list(left, array.elements or (), frame):
                 return NEVER
-            return self._any(left, right, frame)
+            found = self._any(left, right, frame)
+            elements = array.elements or () if isinstance(array, ast.A_ArrayExpr) else ()
+            if not found.pins and 1 < len(elements) <= ALT_LIMIT:
+                # x = ANY (ARRAY[a, b]) (how PostgreSQL prints x IN (a, b)) is x = a OR x = b
+                return Restriction.either([self._eq(left, e, frame) for e in elements])
+            return found
         if kind == A_Expr_Kind.AEXPR_OP and op in ("@>", "<@", "?"):
             # <context> @> <column>, <column> <@ <context>, <jwt list> ? <column>::text
             container, member = (left, right) if op != "<@" else (right, left)
@@ -250,6 +302,9 @@ class Restrictor(ContextReader):
                     return Restriction(pins={col: min(pinned)})
             if len(listed) == 1:
                 return self._eq(left, listed[0], frame)
+            if len(listed) <= ALT_LIMIT:
+                # x IN (a, b) is x = a OR x = b: <ctx> IN (buyer_id, seller_id) pins one party in each branch
+                return Restriction.either([self._eq(left, item, frame) for item in listed])
         return NOTHING
 
     def _sublink(self, node: ast.SubLink, frame: Frame) -> Restriction:
@@ -271,11 +326,13 @@ class Restrictor(ContextReader):
             if isinstance(sel, ast.SelectStmt) and not sel.fromClause and len(sel.targetList or ()) == 1:
                 n = len(frame.scopes)
                 res = self.restriction(target_values(sel)[0], frame.within(Scope(frozenset(), frozenset())))
-                return Restriction(
-                    res.false,
-                    {k: v for k, v in res.pins.items() if k[0] < n},
-                    frozenset(c for c in res.corr if c[0][0] < n and c[1][0] < n),
-                    frozenset(x for x in res.levels() if x < n),
+                return res.only(
+                    lambda r: Restriction(
+                        r.false,
+                        {k: v for k, v in r.pins.items() if k[0] < n},
+                        frozenset(c for c in r.corr if c[0][0] < n and c[1][0] < n),
+                        frozenset(x for x in r.levels() if x < n),
+                    )
                 )
         return NOTHING
 
@@ -368,10 +425,17 @@ class Restrictor(ContextReader):
             return NOTHING
         sel = subselect
         inner = frame.within(scope_of(sel, self.tables))
-        lvl = inner.inner
         res = self._select_where(sel, inner)
         if res.false:
             return NEVER
+        if res.alts:
+            # EXISTS (... WHERE a AND (b OR c)) is EXISTS (... a AND b) OR EXISTS (... a AND c): each branch is
+            # judged on its own (a membership row matching either party of a two-party row)
+            return Restriction.either([self._exists_branch(sel, inner, b, target_kind) for b in res.branches()])
+        return self._exists_branch(sel, inner, res, target_kind)
+
+    def _exists_branch(self, sel: ast.SelectStmt, inner: Frame, res: Restriction, target_kind: Kind) -> Restriction:
+        lvl = inner.inner
         if target_kind is not None:
             targets = target_values(sel)
             col = self.col(targets[0], inner) if len(targets) == 1 else None

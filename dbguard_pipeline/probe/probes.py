@@ -66,6 +66,14 @@ class Relation:
     def no_context(self) -> str:
         return f"as {self.session.role} with no tenant context"
 
+    @property
+    def of_b(self) -> str:
+        """ " of tenant B", and on a two-party table what that means: B in every party column, A in none."""
+        info = self.rows.row_tenancy.info(self.table) if self.target.table is not None else None
+        if info is not None and info.parties:
+            return f" of tenant B (naming B as {' and '.join(info.parties)}, A as neither)"
+        return " of tenant B"
+
     def count_sample(self, where: Optional[sql.Composable] = None) -> Query:
         """How many rows (at most the sample size) the relation shows, optionally filtered."""
         return sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {}{} LIMIT {}) s").format(
@@ -305,7 +313,7 @@ class SelectOtherTenant(Probe):
 
     def judge(self, rel: Relation, fx: ReadRows, attempt: Attempt, out: Outcome) -> Verdict:
         own = (len(fx.a_sel), out.rows[0][1] if out.rows else None)
-        return judge_read(rel, attempt, out, rel.as_a, f"SELECT on {rel.q}", of_tenant=" of tenant B", own=own)
+        return judge_read(rel, attempt, out, rel.as_a, f"SELECT on {rel.q}", of_tenant=rel.of_b, own=own)
 
 
 # --------------------------------------------------------------------------- tables: writes

@@ -99,10 +99,15 @@ class TenantInfo:
     direct_column: Optional[str]  # the tenant column when the table has it (or the tenants key)
     path: tuple[tenancy.FkStep, ...]  # the foreign-key chain to a table that has it, when it does not
     type: str  # SQL type of the tenant value as this table sees it
+    # a two-party table: the columns naming each tenant of a row (a row "of tenant X" names X in every one:
+    # tenant A must not reach it, nor insert it, nor move its own rows there)
+    parties: tuple[str, ...] = ()
 
     @property
     def assign_columns(self) -> tuple[str, ...]:
         """The columns whose values decide the row's tenant (what a "move" rewrites)."""
+        if self.parties:
+            return self.parties
         if self.direct_column:
             return (self.direct_column,)
         return tuple(self.path[0].constraint.columns)
@@ -129,6 +134,9 @@ class RowTenancy:
         return info
 
     def _info(self, table: Table) -> Optional[TenantInfo]:
+        parties = tenancy.party_columns(self.snapshot, table, self.config)
+        if parties:
+            return TenantInfo(None, (), column(table, parties[0]).type, parties)
         path = tenancy.tenant_path(self.snapshot, table, self.config)
         if path is None:
             return None
@@ -139,8 +147,11 @@ class RowTenancy:
         return TenantInfo(None if path else col, tuple(path), column(holder, col).type)
 
     def expr(self, table: Table, alias: str = "t") -> sql.Composable:
-        """The tenant of row ``alias`` of ``table``: its column, or a subquery along the foreign-key path."""
+        """The tenant of row ``alias`` of ``table``: its column, or a subquery along the foreign-key path (a
+        two-party table: its first party column; :meth:`pred` is what says whose a row is)."""
         info = self.require(table)
+        if info.parties:
+            return sql.Identifier(alias, info.parties[0])
         if info.direct_column:
             return sql.Identifier(alias, info.direct_column)
         steps = info.path
@@ -163,8 +174,29 @@ class RowTenancy:
         )
 
     def pred(self, table: Table, tenant: str, alias: str = "t") -> Query:
-        """Row ``alias`` of ``table`` belongs to ``tenant``."""
-        return sql.SQL("{} = {}").format(self.expr(table, alias), lit(tenant, self.require(table).type))
+        """Row ``alias`` of ``table`` belongs to ``tenant`` (a two-party row: every party column names it)."""
+        info = self.require(table)
+        if info.parties:
+            return sql.SQL("({})").format(
+                sql.SQL(" AND ").join(
+                    sql.SQL("{} = {}").format(sql.Identifier(alias, c), lit(tenant, column(table, c).type))
+                    for c in info.parties
+                )
+            )
+        return sql.SQL("{} = {}").format(self.expr(table, alias), lit(tenant, info.type))
+
+    def names(self, table: Table, tenant: str, alias: str = "t") -> Query:
+        """Row ``alias`` of ``table`` is one ``tenant`` is party to: :meth:`pred`, or for a two-party table any
+        party column naming it (the rows the tenant's own access is about)."""
+        info = self.require(table)
+        if not info.parties:
+            return self.pred(table, tenant, alias)
+        return sql.SQL("({})").format(
+            sql.SQL(" OR ").join(
+                sql.SQL("{} = {}").format(sql.Identifier(alias, c), lit(tenant, column(table, c).type))
+                for c in info.parties
+            )
+        )
 
 
 def where_rows(table: Table, rows: list[RowRef], alias: str = "t") -> Query:
@@ -234,6 +266,10 @@ class Rows:
         """SET clause (constants only) that makes a row belong to ``tenant``: the tenant column, or the first
         foreign key on the path copied from a row of that tenant."""
         info = self.row_tenancy.require(table)
+        if info.parties:
+            return sql.SQL(", ").join(
+                sql.SQL("{} = {}").format(sql.Identifier(c), lit(tenant, column(table, c).type)) for c in info.parties
+            )
         if info.direct_column:
             return sql.SQL("{} = {}").format(sql.Identifier(info.direct_column), lit(tenant, info.type))
         if not rows:
@@ -407,16 +443,18 @@ class Rows:
         if template is None:
             template = self._fetch_row(table, None)
         tc = info.direct_column if info else None
+        own = info.parties if info and info.parties else ((tc,) if tc is not None else ())  # get the tenant itself
         fresh_cols, fresh_fks = self._fresh_parents(table, tc, fixed)
         values: dict[str, Query] = {}
         for fk in table.foreign_keys:
-            if set(fk.columns) & set(fixed) or (tc is not None and set(fk.columns) == {tc} and tenant is not None):
+            if set(fk.columns) & set(fixed) or (len(fk.columns) == 1 and fk.columns[0] in own and tenant is not None):
                 continue  # the tenant column itself gets the tenant below
             values.update(
                 self._fk_values(table, fk, tenant, template, matches, fk.name in fresh_fks, depth=depth, stack=stack)
             )
-        if tc is not None and tenant is not None:
-            values[tc] = lit(tenant, column(table, tc).type)
+        if tenant is not None:
+            for c in own:
+                values[c] = lit(tenant, column(table, c).type)
         for c in fresh_cols:
             values[c] = lit(self._fresh(table, column(table, c)), column(table, c).type)
         for col in table.columns:

@@ -81,7 +81,9 @@ def pick_tenants(
         found = [a, b]
     if len(found) < 2:
         for t in targets:
-            col = row_tenancy.require(t.table).direct_column if t.table is not None else None
+            info = row_tenancy.require(t.table) if t.table is not None else None
+            # the tenant column, or a two-party table's first party column
+            col = (info.direct_column or (info.parties[0] if info.parties else None)) if info is not None else None
             if t.table is not None and col:
                 for (v,) in conn.execute(
                     sql.SQL("SELECT DISTINCT {c}::text FROM {t} WHERE {c} IS NOT NULL ORDER BY 1 LIMIT 2").format(

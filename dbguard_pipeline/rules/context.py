@@ -81,7 +81,9 @@ class RuleContext:
         return self.memo("tenant_path", table.qualified, lambda: tenancy.tenant_path(self.snapshot, table, self.config))
 
     def is_tenant_table(self, table: Table) -> bool:
-        return not self.is_tenants_table(table) and self.tenant_path(table) is not None
+        return not self.is_tenants_table(table) and (
+            self.tenant_path(table) is not None or bool(self.party_columns(table))
+        )
 
     def in_tenant_scope(self, table: Table) -> bool:
         return self.is_tenants_table(table) or self.is_tenant_table(table)
@@ -94,6 +96,10 @@ class RuleContext:
         if key not in self._tenant_columns:
             self._tenant_columns[key] = tenancy.tenant_column(table, self.config)
         return self._tenant_columns[key]
+
+    def party_columns(self, table: Table) -> tuple[str, ...]:
+        """The columns naming each tenant of a two-party table, () for any other (``tenancy.party_columns``)."""
+        return self.analyzer.parties(table)
 
     def has_tenant_column(self, table: Table) -> bool:
         return self.tenant_column(table) is not None and not self.is_tenants_table(table)

@@ -39,6 +39,11 @@ SEMANTICS = """\
   default `public.tenants`) it is its key (`tenant.tenants_key`, default `id`).
 * **Tenant tables**: tables with the tenant column, and tables that reach one through foreign keys (for
   example `conversation_messages -> conversations.tenant_id`).
+* **Two-party tables**: rows naming two tenants (`buyer_org_id`, `seller_org_id`): listed in
+  `tenant.table_tenant_columns`, or without the tenant column and with two or more foreign keys to the tenants
+  table. A policy isolates them when every branch that can be true pins one party column to the tenant
+  context (`buyer_org_id = ctx OR seller_org_id = ctx`, `ctx IN (buyer_org_id, seller_org_id)`, a membership
+  `EXISTS` matching either); see `two_party_table` and `one_party_policy`.
 * **Tenant context**: how the application tells the database who the tenant is (`tenant.context`: `guc` with
   `tenant.guc`, default `app.current_tenant_id`; or `jwt` with `tenant.jwt_claim`, default `tenant_id`), plus
   any function listed in `tenant.context_functions`.

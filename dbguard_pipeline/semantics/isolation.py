@@ -39,11 +39,14 @@ def good_enough(analysis: Optional[ExprAnalysis], tcol: Optional[str], *, strict
     """Whether an expression isolates tenants. ``None`` (no expression) denies everything: fine.
     strict: the tenant column itself must be pinned (writes); otherwise restricting the rows to the caller
     some other way (owner, parent row) is enough (reads). Tables without a tenant column can only be
-    restricted indirectly."""
+    restricted indirectly, except two-party tables (``analysis.parties``): writes must pin one party column in
+    every branch (``buyer_id = <ctx> OR seller_id = <ctx>``), so that no row naming two other tenants gets in."""
     if analysis is None:
         return True
     if not analysis.parsed or analysis.always_true:
         return False
+    if analysis.parties and strict:
+        return analysis.pins_tenant
     if tcol is None or not strict:
         return analysis.restricts
     return analysis.pins_tenant

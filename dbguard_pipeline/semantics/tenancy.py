@@ -74,6 +74,34 @@ def has_tenant_column(table: Table, config: Config) -> bool:
     return not is_tenants_table(table, config) and table.column(config.tenant.column) is not None
 
 
+def party_columns(snapshot: Snapshot, table: Table, config: Config) -> tuple[str, ...]:
+    """The columns naming each tenant of a two-party table (``buyer_org_id``, ``seller_org_id``), () for any
+    other table. A row of such a table belongs to every tenant it names; it is not single-tenant data.
+
+    Two-party: the config's ``tenant.table_tenant_columns`` lists two or more columns for the table (a partition
+    is looked up by its root), or the table has no tenant column of its own and two or more single-column
+    foreign keys to the tenants table. A table with the tenant column and another reference to the tenants
+    table (``tenant_id`` + ``invited_by_tenant_id``) stays single-tenant unless the config lists it."""
+    root = partition_root(snapshot, table) if is_partition(table) else table
+    if is_tenants_table(root, config):
+        return ()
+    listed = config.tenant.table_tenant_columns.get(root.qualified)
+    if listed is not None:
+        cols = tuple(dict.fromkeys(c for c in listed if table.column(c) is not None))
+        return cols if len(cols) > 1 else ()
+    if root.column(config.tenant.column) is not None:
+        return ()
+    tm = config.tenant
+    cols = tuple(
+        dict.fromkeys(
+            fk.columns[0]
+            for fk in root.foreign_keys
+            if len(fk.columns) == 1 and (fk.ref_schema, fk.ref_table) == (tm.tenants_schema, tm.tenants_name)
+        )
+    )
+    return cols if len(cols) > 1 and all(table.column(c) is not None for c in cols) else ()
+
+
 @dataclass(frozen=True)
 class FkStep:
     """One hop child -> parent along a foreign key."""
@@ -112,11 +140,12 @@ def tenant_path(snapshot: Snapshot, table: Table, config: Config) -> Optional[li
 
 
 def is_tenant_table(snapshot: Snapshot, table: Table, config: Config) -> bool:
-    """Tenant data: the table has the tenant column, or reaches a tenant table through foreign keys.
-    The tenants table itself is not tenant data in this sense (it is the root)."""
+    """Tenant data: the table has the tenant column, reaches a tenant table through foreign keys, or is
+    two-party data (:func:`party_columns`). The tenants table itself is not tenant data in this sense (it is
+    the root)."""
     if is_tenants_table(table, config):
         return False
-    return tenant_path(snapshot, table, config) is not None
+    return tenant_path(snapshot, table, config) is not None or bool(party_columns(snapshot, table, config))
 
 
 def tenant_tables(snapshot: Snapshot, config: Config) -> list[Table]:

@@ -42,7 +42,7 @@ def finding_columns(table: Table, f: Finding) -> Optional[tuple[str, ...]]:
     return None
 
 
-def _partitioned(
+def partitioned_index(
     ctx: Context, table: Table, cols: tuple[str, ...], name: str, taken: set[str]
 ) -> tuple[list[Block], list[Block]]:
     """PostgreSQL refuses CREATE INDEX CONCURRENTLY on a partitioned table: an invalid index ON ONLY the
@@ -149,7 +149,7 @@ def plan_add_composite_index(
         taken.add(name)
         col_sql = ", ".join(quoted(c) for c in cols)
         if table.kind == "partitioned":
-            f, b = _partitioned(ctx, table, cols, name, taken)
+            f, b = partitioned_index(ctx, table, cols, name, taken)
             fwd_blocks += f
             back_blocks[:0] = b
             what.append(

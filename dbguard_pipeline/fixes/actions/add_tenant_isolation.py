@@ -16,22 +16,25 @@ from psycopg import sql
 
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.errors import DbguardError
+from dbguard_pipeline.fixes.actions.add_composite_index import partitioned_index
 from dbguard_pipeline.fixes.actions.context import (
     Context,
     NothingToFix,
     check_role,
     constraint_names,
+    create_policy,
     data_value,
+    drop_policy,
     new_migration,
     relation_names,
     resolve_table,
     unique_name,
     why,
 )
-from dbguard_pipeline.fixes.actions.fix_rls_policy import RlsPlan, rls_plan
+from dbguard_pipeline.fixes.actions.fix_rls_policy import RlsPlan, partitions_plan, reachable, rls_plan
 from dbguard_pipeline.fixes.plan import Block, Migration
 from dbguard_pipeline.fixes.sql import checked_type, pg_name, tenant_context
-from dbguard_pipeline.model.schema import Column, Table
+from dbguard_pipeline.model.schema import Column, Policy, Table
 from dbguard_pipeline.semantics import tenancy
 from dbguard_pipeline.text import literal, quoted, quoted_qname
 
@@ -238,6 +241,69 @@ def fill_trigger(
     return fwd, back, trg
 
 
+def _partitions(ctx: Context, table: Table) -> list[Table]:
+    """The partitions of a partitioned table ([] for any other), after checking the action can be made safe."""
+    if table.kind != "partitioned":
+        return []
+    parts = sorted((t for t in ctx.snapshot.tables if t.parent == table.qualified), key=lambda t: t.qualified)
+    if any(p.kind == "partitioned" for p in parts):
+        raise DbguardError(
+            f"{table.qualified} has sub-partitioned partitions: add-tenant-isolation handles one level of partitions"
+        )
+    if table.primary_key is None:
+        raise DbguardError(
+            f"{table.qualified} is partitioned and has no primary key: its rows cannot be filled in batches by key "
+            "(a row address is not unique across partitions); add a primary key first"
+        )
+    if not parts:
+        raise DbguardError(f"{table.qualified} is partitioned and has no partition yet: add the column by hand")
+    return parts
+
+
+def _partition_policies(ctx: Context, table: Table, rls: RlsPlan) -> None:
+    """Every partition the application role can query gets RLS and the parent's final policies (a query that
+    names a partition gets the partition's policies, not its parent's). A partition's own copy of a policy the
+    migration rewrites is rewritten too (the rollback restores it); a policy of a partition that the parent
+    does not have is refused: the new column would leave it unpinned."""
+    final = {p.name: p for p in rls.final}
+    original = {p.name: p for p in table.policies}
+    for part in sorted((t for t in ctx.snapshot.tables if t.parent == table.qualified), key=lambda t: t.qualified):
+        if not reachable(ctx, part):
+            continue
+        for p in part.policies:
+            if p.name not in final:
+                raise DbguardError(
+                    f"partition {part.qualified} has a policy of its own ({p.name!r}) that {table.qualified} does "
+                    "not have: it would not pin the new column; drop it or give the parent the same policy first"
+                )
+            new = final[p.name]
+            if _same(p, new):
+                continue
+            if p.name not in original or not _same(p, original[p.name]):
+                raise DbguardError(
+                    f"partition {part.qualified} has its own version of the policy {p.name!r}: make it the "
+                    f"parent's first"
+                )
+            rls.forward += [drop_policy(part.schema, part.name, p.name), create_policy(part.schema, part.name, new)]
+            rls.rollback[:0] = [drop_policy(part.schema, part.name, p.name), create_policy(part.schema, part.name, p)]
+            rls.what.append(f"partition {part.qualified}: rewrite its copy of policy {quoted(p.name)} the same way")
+    parts = partitions_plan(ctx, table, rls.final)
+    rls.forward += parts.forward
+    rls.rollback[:0] = parts.rollback
+    rls.what += parts.what
+    rls.undo += parts.undo
+
+
+def _same(a: Policy, b: Policy) -> bool:
+    return (a.permissive, a.command, sorted(a.roles), a.using, a.with_check) == (
+        b.permissive,
+        b.command,
+        sorted(b.roles),
+        b.using,
+        b.with_check,
+    )
+
+
 def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Optional[str] = None) -> Migration:
     snap, cfg = ctx.snapshot, ctx.config
     tm = cfg.tenant
@@ -245,12 +311,8 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
     if tenancy.is_tenants_table(table, cfg):
         raise DbguardError(f"{table.qualified} is the tenants table itself (config tenant.tenants_table)")
     column = tm.column
-    parties = tm.table_tenant_columns.get(table.qualified) or tuple(
-        fk.columns[0]
-        for fk in table.foreign_keys
-        if len(fk.columns) == 1 and (fk.ref_schema, fk.ref_table) == (tm.tenants_schema, tm.tenants_name)
-    )
-    if len(parties) > 1 and table.column(column) is None:
+    parties = tenancy.party_columns(snap, table, cfg)
+    if parties and table.column(column) is None:
         raise DbguardError(
             f"{table.qualified} belongs to more than one tenant ({', '.join(parties)} each name one): "
             f"it is not single-tenant data, so no {column} column is added (that would pick one "
@@ -271,6 +333,7 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
         )
     col_type = checked_type(tenants_key.type)
     check_role(ctx)
+    parts = _partitions(ctx, table)
     path = tenancy.tenant_path(snap, table, cfg)
     default_sql = _check_default(ctx, tenants, col_type, tenant_default) if tenant_default is not None else None
     if path is None and default_sql is None:
@@ -284,28 +347,61 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
     col = quoted(column)
 
     taken = constraint_names(table) | relation_names(snap, table.schema)
+    for part in parts:
+        taken |= constraint_names(part)
     fk_name = unique_name(taken, f"{table.name}_{column}", "fkey", "fk")
     chk_name = unique_name(taken | {fk_name}, f"{table.name}_{column}", "not_null", "nn")
     idx_name = unique_name(
         relation_names(snap, table.schema) | {fk_name, chk_name}, f"{table.name}_{column}", "idx", "ix"
     )
 
+    references = (
+        f"FOREIGN KEY ({col}) REFERENCES {quoted_qname(tenants.schema, tenants.name)} ({quoted(tm.tenants_key)})"
+    )
+    # PostgreSQL refuses a NOT VALID foreign key on a partitioned table: each partition gets its own NOT VALID
+    # key, validated without blocking writes; the key added on the parent afterwards attaches them (no scan)
+    fk_tables = [(part.schema, part.name) for part in parts] if parts else [(table.schema, table.name)]
     catch_up = [
         f"ALTER TABLE {q} ADD CONSTRAINT {quoted(chk_name)} CHECK ({col} IS NOT NULL) NOT VALID",
-        f"ALTER TABLE {q} ADD CONSTRAINT {quoted(fk_name)} FOREIGN KEY ({col}) REFERENCES "
-        f"{quoted_qname(tenants.schema, tenants.name)} ({quoted(tm.tenants_key)}) NOT VALID",
+        *(
+            f"ALTER TABLE {quoted_qname(s, n)} ADD CONSTRAINT {quoted(fk_name)} {references} NOT VALID"
+            for s, n in fk_tables
+        ),
         *fill.catch_up,
     ]
 
     # The table as it will be (with the new column), for the RLS part.
     future = dataclasses.replace(table, columns=table.columns + (Column(name=column, type=col_type, not_null=True),))
-    rls = rls_plan(ctx, future, column, col_type, adding_column=True) or RlsPlan([], [], [], [], [])
+    rls = rls_plan(ctx, future, column, col_type, adding_column=True) or RlsPlan(
+        [], [], [], [], [], list(table.policies)
+    )
+    if parts:
+        _partition_policies(ctx, future, rls)
 
     trigger_fwd: list[str] = []
     trigger_back: list[str] = []
     trigger_name = ""
     if path:
         trigger_fwd, trigger_back, trigger_name = fill_trigger(ctx, table, path, column)
+    if parts:
+        index_fwd, index_back = partitioned_index(ctx, table, (column,), idx_name, set(taken) | {fk_name, chk_name})
+        index_fwd[0] = dataclasses.replace(index_fwd[0], comment="7. " + (index_fwd[0].comment or ""))
+    else:
+        index_fwd = [
+            Block(
+                (f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {quoted(idx_name)} ON {q} ({col})",),
+                transactional=False,
+                untimed="all",
+                comment="7. index the tenant column without blocking writes",
+            )
+        ]
+        index_back = [
+            Block(
+                (f"DROP INDEX CONCURRENTLY IF EXISTS {quoted_qname(table.schema, idx_name)}",),
+                transactional=False,
+                untimed="all",
+            )
+        ]
     m = new_migration(ctx, ACTION, table)
     m.params = {"tenant_default": tenant_default}
     if trigger_name:
@@ -334,9 +430,27 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
             comment="3. from now on every row needs a tenant (checked for new rows only), and the rows written\n"
             "   during step 2 are filled under the same lock",
         ),
-        Block(
-            (f"ALTER TABLE {q} VALIDATE CONSTRAINT {quoted(fk_name)}",),
-            comment="4. check the existing rows reference a tenant, without blocking reads or writes",
+        *(
+            Block(
+                (f"ALTER TABLE {quoted_qname(s, n)} VALIDATE CONSTRAINT {quoted(fk_name)}",),
+                comment="4. check the existing rows reference a tenant, without blocking reads or writes"
+                + (f" (partition {s}.{n})" if parts else ""),
+            )
+            for s, n in fk_tables
+        ),
+        *(
+            [
+                Block(
+                    (
+                        "-- squawk-ignore constraint-missing-not-valid, adding-foreign-key-constraint\n"
+                        f"ALTER TABLE {q} ADD CONSTRAINT {quoted(fk_name)} {references}",
+                    ),
+                    comment="4b. the key on the partitioned table: it attaches each partition's validated key "
+                    "(no scan)",
+                )
+            ]
+            if parts
+            else []
         ),
         Block(
             (f"ALTER TABLE {q} VALIDATE CONSTRAINT {quoted(chk_name)}",),
@@ -349,22 +463,18 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
             ),
             comment="6. NOT NULL without a scan (the validated CHECK proves it); the CHECK is then redundant",
         ),
-        Block(
-            (f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {quoted(idx_name)} ON {q} ({col})",),
-            transactional=False,
-            untimed="all",
-            comment="7. index the tenant column without blocking writes",
-        ),
+        *index_fwd,
     ]
     m.rollback = [
-        Block(
-            (f"DROP INDEX CONCURRENTLY IF EXISTS {quoted_qname(table.schema, idx_name)}",),
-            transactional=False,
-            untimed="all",
-        ),
+        *index_back,
         Block(
             (
                 f"-- squawk-ignore ban-drop-constraint\nALTER TABLE {q} DROP CONSTRAINT IF EXISTS {quoted(fk_name)}",
+                *(
+                    f"-- squawk-ignore ban-drop-constraint\nALTER TABLE {quoted_qname(s, n)} "
+                    f"DROP CONSTRAINT IF EXISTS {quoted(fk_name)}"
+                    for s, n in (fk_tables if parts else [])
+                ),
                 f"-- squawk-ignore ban-drop-constraint\nALTER TABLE {q} DROP CONSTRAINT IF EXISTS {quoted(chk_name)}",
                 f"-- squawk-ignore ban-drop-column\nALTER TABLE {q} DROP COLUMN IF EXISTS {col}",
             ),
@@ -380,9 +490,11 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
         f"add column {column} {col_type} to {table.qualified}, default: the current tenant",
         f"fill it {fill.source} in batches of {BATCH_SIZE}"
         + (f"; the trigger {trigger_name} fills rows inserted without a tenant" if trigger_name else ""),
-        f"foreign key {quoted(fk_name)} -> {tenants.qualified}({tm.tenants_key}), NOT VALID then VALIDATE",
+        f"foreign key {quoted(fk_name)} -> {tenants.qualified}({tm.tenants_key}), NOT VALID then VALIDATE"
+        + (" on each partition, then on the partitioned table (attaching theirs)" if parts else ""),
         f"NOT NULL through the validated CHECK {quoted(chk_name)}",
-        f"index {quoted(idx_name)} on ({column}) concurrently",
+        f"index {quoted(idx_name)} on ({column}) concurrently"
+        + (": ON ONLY the partitioned table, concurrently on each partition, then ATTACH PARTITION" if parts else ""),
     ] + rls.what
     m.undo = (
         list(reversed(rls.undo))

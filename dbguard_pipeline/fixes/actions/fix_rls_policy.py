@@ -270,6 +270,12 @@ def plan_fix_rls_policy(ctx: Context, table_name: str) -> Migration:
     cfg = ctx.config
     column = tenancy.tenant_column(table, cfg)
     if column is None:
+        parties = tenancy.party_columns(ctx.snapshot, table, cfg)
+        if parties:
+            raise DbguardError(
+                f"{table.qualified} is two-party data ({', '.join(parties)} each name a tenant): dbguard does not "
+                f"write its policies; pin the tenant on each side: USING ({' OR '.join(f'{c} = <ctx>' for c in parties)})"
+            )
         path = tenancy.tenant_path(ctx.snapshot, table, cfg)
         if path:
             via = " -> ".join([table.qualified] + [s.parent.qualified for s in path])

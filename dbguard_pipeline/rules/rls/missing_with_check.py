@@ -70,7 +70,8 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
                 continue  # the same always-true / unpinned USING is reported once, as weak_rls_policy
             if covered_by_restrictive(an, t, p, tcol, "check"):
                 continue
-            target = tcol or "the row's parent"
+            parties = ctx.party_columns(t)
+            target = tcol or (" and ".join(parties) if parties else "the row's parent")
             if p.with_check:
                 how = f"its WITH CHECK {check.describe()}"
             else:

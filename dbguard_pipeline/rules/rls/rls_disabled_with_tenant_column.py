@@ -1,7 +1,8 @@
 """The table has the tenant column (for the tenants table: its key) but row level security is disabled, so nothing
 stops one tenant from reading or changing another tenant's rows.
 
-*What it checks.* Every audited table with the tenant column. The tenants table counts too (its key is its
+*What it checks.* Every audited table with the tenant column, and every two-party table (rows naming two
+tenants, see `two_party_table`), whose remediation is then SQL: enable RLS and pin each party. The tenants table counts too (its key is its
 tenant column): without RLS, every client lists (and, with Supabase's default grants, changes) every tenant.
 The message names the API roles (`anon`, `authenticated`, PUBLIC) that have privileges on the table.
 
@@ -41,7 +42,7 @@ from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules._common import fix_rls_command
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.semantics.roles import API_GRANTEES
-from dbguard_pipeline.text import role_list
+from dbguard_pipeline.text import qname, role_list
 
 SPEC = RuleSpec(
     "rls_disabled_with_tenant_column",
@@ -56,8 +57,11 @@ SPEC = RuleSpec(
 def check(ctx: RuleContext) -> Iterator[Finding]:
     for t in ctx.rls_tables:
         col = ctx.tenant_column(t)  # the tenants table counts too: its key is its tenant column
-        if t.rls_enabled or col is None:
+        parties = ctx.party_columns(t) if col is None else ()
+        if t.rls_enabled or (col is None and not parties):
             continue
+        if parties:  # two-party rows: every tenant they name
+            col = " and ".join(parties)
         root = ctx.root(t)
         grantees = {g.grantee for g in t.grants if g.grantee in API_GRANTEES}
         if root is not t and ctx.roles.reaches(ctx.config.tenant.app_role, t):
@@ -79,4 +83,13 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
                 f"security, not {root.qualified}'s, so every such session sees and changes every tenant's "
                 f"rows through it"
             )
-        yield SPEC.finding(t, message, fix_rls_command(t, root), detail=detail)
+        fix = fix_rls_command(t, root)
+        if parties:
+            detail["parties"] = list(parties)
+            ctx_sql = "<tenant context>"
+            fix = (
+                f"ALTER TABLE {qname(t.schema, t.name)} ENABLE ROW LEVEL SECURITY; and a policy that pins each party: "
+                f"USING ({' OR '.join(f'{c} = {ctx_sql}' for c in parties)}) (dbguard does not write policies of "
+                "two-party tables)"
+            )
+        yield SPEC.finding(t, message, fix, detail=detail)

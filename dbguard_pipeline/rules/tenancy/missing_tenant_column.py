@@ -2,7 +2,9 @@
 level security cannot isolate it without a join, and every query must remember the join.
 
 *What it checks.* Every audited table without the tenant column that reaches a table with it (or the tenants
-table) through foreign keys. The message and the detail show the shortest foreign-key path.
+table) through foreign keys. The message and the detail show the shortest foreign-key path. Two-party tables
+(rows naming two tenants, such as `buyer_org_id` and `seller_org_id`) are not single-tenant data: they are
+reported by `two_party_table` instead.
 
 *Why it matters.* Its rows can only be isolated through a join to the parent, in every policy and every
 query; the common result is no RLS at all on the child table (`conversation_messages` readable by everyone
@@ -45,7 +47,7 @@ SPEC = RuleSpec(
 def check(ctx: RuleContext) -> Iterator[Finding]:
     col = ctx.config.tenant.column
     for t in ctx.audited_tables:
-        if ctx.has_tenant_column(t) or not ctx.is_tenant_table(t):
+        if ctx.has_tenant_column(t) or not ctx.is_tenant_table(t) or ctx.party_columns(t):
             continue
         path = ctx.tenant_path(t) or []
         hops = " -> ".join(f"{s.child.name}.{','.join(s.constraint.columns)}" for s in path)
