@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Callable
 
@@ -115,6 +116,13 @@ def warm_imports() -> Callable[[], None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    finally:
+        gc.unfreeze()  # a caller in the same process (tests, a notebook) gets its collector back as it was
+
+
+def _run(args: argparse.Namespace) -> int:
     # Only what is needed before connecting is imported here; the audit, the rules and the reports are imported
     # while the server answers the catalog queries (warm_imports).
     from dbguard_pipeline import services
@@ -144,10 +152,15 @@ def run(args: argparse.Namespace) -> int:
     with progress(quiet=args.quiet, color=use_color(args.color, sys.stderr)) as bar:
         bar.phase("introspecting the schema")
         joined = warm_imports()
+        collecting = gc.isenabled()
+        gc.disable()  # the snapshot's objects are many and live to the end: no collection while they are built
         try:
             snapshot = services.introspect(dsn, config, config.schemas or None)
         finally:
             joined()
+            gc.freeze()  # and none walks them afterwards, until run() returns
+            if collecting:
+                gc.enable()
         bar.phase(
             f"auditing {plural(len(snapshot.tables), 'table')}"
             + ("" if args.no_data else " (data metrics: one read per table)")
