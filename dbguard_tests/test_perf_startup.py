@@ -1,5 +1,6 @@
 """What `dbguard validate` costs per process: it imports neither pydantic nor yaml (no config file) nor Dagster,
-pandas or Great Expectations, and its JSON writer gives json.dumps' text without listing every piece first."""
+pandas or Great Expectations, gives an in-process caller its garbage collector back (on, nothing frozen), and
+its JSON writer gives json.dumps' text without listing every piece first."""
 
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ def test_dumps_is_json_dumps_text():
 def test_validate_imports_only_what_it_needs(demo_dsn, tmp_path):
     out = tmp_path / "r.json"
     code = (
-        "import sys; from dbguard_pipeline import cli; "
+        "import gc, sys; from dbguard_pipeline import cli; "
         f"code = cli.main(['validate', '--dsn', {demo_dsn!r}, '--no-data', '--format', 'json', '--out', {str(out)!r}]); "
         "heavy = [m for m in ('pydantic', 'yaml', 'dagster', 'pandas', 'great_expectations') if m in sys.modules]; "
+        "assert gc.isenabled() and gc.get_freeze_count() == 0, 'the collector is not given back'; "
         "print(code, ','.join(heavy))"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
