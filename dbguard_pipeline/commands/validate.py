@@ -123,7 +123,7 @@ def trim_heap() -> None:
         import ctypes
 
         trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError, ImportError):  # not glibc
+    except (OSError, AttributeError, ImportError, TypeError):  # not glibc (TypeError: Windows has no CDLL(None))
         return
     trim(0)
 
