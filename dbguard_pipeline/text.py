@@ -99,3 +99,20 @@ def one_line(text: Any) -> str:
 def plural(n: int, one: str, many: Optional[str] = None) -> str:
     """``1 table``, ``2 tables``, ``3 policies`` (with ``many``)."""
     return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def use_color(mode: str, stream: Optional[Any] = None) -> bool:
+    """``--color auto|always|never``: auto = the stream (standard output) is a terminal and NO_COLOR is unset."""
+    import os
+    import sys
+
+    if mode == "always":
+        return True
+    if mode == "never":
+        return False
+    stream = stream or sys.stdout
+    try:
+        tty = bool(stream.isatty())
+    except (AttributeError, ValueError):
+        tty = False
+    return tty and not os.environ.get("NO_COLOR")

@@ -33,7 +33,7 @@ class cached_property(Generic[_T]):  # noqa: N801  (functools.cached_property wi
         return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Column:
     name: str
     type: str  # format_type() text, e.g. "uuid", "character varying(40)", "bigint"
@@ -44,7 +44,7 @@ class Column:
     position: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Constraint:
     name: str
     kind: str  # "primary_key" | "unique" | "check" | "foreign_key" | "exclusion"
@@ -59,7 +59,7 @@ class Constraint:
     on_update: Optional[str] = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Index:
     name: str
     columns: tuple[Optional[str], ...]  # key columns in order; None where the key is an expression
@@ -71,7 +71,7 @@ class Index:
     expressions: Optional[str] = None  # pg_get_expr(indexprs) when any key is an expression
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Policy:
     name: str
     permissive: bool  # False for AS RESTRICTIVE
@@ -81,7 +81,7 @@ class Policy:
     with_check: Optional[str] = None  # pg_get_expr(polwithcheck) text
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Grant:
     grantee: str  # role name, "public" for PUBLIC
     privilege: str  # SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER
@@ -169,7 +169,7 @@ class Function:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Membership:
     """A role this role is a member of (``GRANT role TO member``); ``inherit``: the member has the role's
     privileges without ``SET ROLE`` (PostgreSQL 16's INHERIT option of the grant, before 16 the member's

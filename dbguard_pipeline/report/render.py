@@ -8,9 +8,7 @@ Nothing here reads the database or a DSN: no password can reach a report.
 
 from __future__ import annotations
 
-import os
-import sys
-from typing import TYPE_CHECKING, Optional, TextIO
+from typing import TYPE_CHECKING, Optional
 
 from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.report.github import render_github
@@ -20,6 +18,7 @@ from dbguard_pipeline.report.junit import audit_junit
 from dbguard_pipeline.report.markdown import render_markdown
 from dbguard_pipeline.report.sarif import to_sarif
 from dbguard_pipeline.report.text import render_text
+from dbguard_pipeline.text import use_color
 
 if TYPE_CHECKING:
     from dbguard_pipeline.audit.run import AuditResult
@@ -70,19 +69,3 @@ def render(
     if fmt == "markdown":
         return render_markdown(result, fail_on=fail_on, config_source=config_source)
     raise DbguardError(f"unknown report format {fmt!r} (choose from {', '.join(FORMATS)})")
-
-
-def use_color(mode: str, stream: Optional[TextIO] = None) -> bool:
-    """``--color auto|always|never``: auto = the stream (standard output) is a terminal and NO_COLOR is unset."""
-    if mode == "always":
-        return True
-    if mode == "never":
-        return False
-    return _is_tty(stream or sys.stdout) and not os.environ.get("NO_COLOR")
-
-
-def _is_tty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False

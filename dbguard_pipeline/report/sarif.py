@@ -8,7 +8,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import quote
 
-from dbguard_pipeline import __version__
+from dbguard_pipeline import INFORMATION_URI, RULES_DOC_URL, __version__
 from dbguard_pipeline.model.findings import Finding, Severity
 from dbguard_pipeline.text import one_line
 
@@ -16,10 +16,6 @@ if TYPE_CHECKING:
     from dbguard_pipeline.audit.run import AuditResult
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
-# The project's home; every rule's helpUri is its section of docs/rules.md there (a "## rule_id" heading,
-# whose anchor is the rule id), so an installed user without the repository still has a link that works.
-INFORMATION_URI = "https://github.com/dbguard/dbguard"
-RULES_DOC_URL = f"{INFORMATION_URI}/blob/main/docs/rules.md"
 _LEVEL = {Severity.CRITICAL: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 _SECURITY_SEVERITY = {Severity.CRITICAL: "9.0", Severity.WARNING: "5.0", Severity.INFO: "2.0"}
 
