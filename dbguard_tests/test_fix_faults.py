@@ -167,6 +167,56 @@ def test_the_backend_killed_during_the_backup_stops_fix_before_the_apply(demo_ds
     _check_backup_failed(demo_dsn, folder, name, before, backups, o.line())
 
 
+def _children_named(parent: int, name: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and Path(argv0).name == name:
+            found.append(int(entry.name))
+    return found
+
+
+def test_pg_dump_killed_during_the_backup_stops_fix_before_the_apply(demo_dsn, tmp_path):
+    import signal
+    import sys
+
+    from .test_backup_faults import big_table
+
+    big_table(demo_dsn, 400_000)
+    folder = tmp_path / "migrations"
+    name = write(folder, "20260101000000_big", "UPDATE public.big SET payload = 'x';\n", "SELECT 1;\n")
+    services.approve_migrations(folder, [name], "alice")
+    before = state(demo_dsn)
+    env = {k: v for k, v in os.environ.items() if k != "DBGUARD_DATABASE_URL"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dbguard_pipeline.cli", "fix", "--dsn", demo_dsn, "--dir", str(folder)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    killed = []
+    deadline = time.monotonic() + 120
+    while not killed and proc.poll() is None and time.monotonic() < deadline:
+        for pid in _children_named(proc.pid, "pg_dump"):
+            os.kill(pid, signal.SIGKILL)  # as the OOM killer would
+            killed.append(pid)
+        time.sleep(0.005)
+    out, err = proc.communicate(timeout=300)
+    assert killed, "pg_dump was never seen running"
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    line = one_outcome_line(done, "failed", name)
+    assert "pg_dump" in line and "SIGKILL" in line, line
+    _check_backup_failed(demo_dsn, folder, name, before, tmp_path / "home" / "backups", line)
+
+
 # --------------------------------------------------------------------------- the restore after a rollback fails
 def _flip_dump(folder: Path) -> None:
     dump = folder / DUMP
@@ -293,7 +343,8 @@ def test_the_backend_killed_during_the_verification_rolls_the_migration_back(dem
                 while not killed and time.monotonic() < deadline:
                     row = watcher.execute(
                         "select pid from pg_stat_activity where datname = current_database() and pid <> %s"
-                        " and wait_event_type = 'Lock' and application_name <> 'dbguard migrate'",
+                        " and wait_event_type = 'Lock' and backend_type = 'client backend'"
+                        " and application_name like 'dbguard%%' and application_name <> 'dbguard migrate'",
                         (holder.info.backend_pid,),
                     ).fetchone()
                     if row:
