@@ -16,8 +16,12 @@ For each pending migration, in file order (``dbguard fix`` and the ``apply_appro
    backed-up tables differ from the manifest's checksums, an in-place verified restore of the backup; an alert
    through :mod:`dbguard_pipeline.alerts`; the run stops.
 
-Each attempt is a row of ``dbguard.fix_outcomes`` (:mod:`.outcomes`), started before the apply and finished
-after it. No Dagster here.
+When the verification could not run (a killed backend), it is undone the same way and recorded ``failed``
+(nothing was judged worse: the next run tries again). A restore that fails (refused, killed, or failing its
+verification) is one transaction and changes nothing: ``rollback_failed``, a person must look.
+
+Each attempt is a row of ``dbguard.fix_outcomes`` (:mod:`.outcomes`), started before the backup and finished
+after the apply, so a failed backup is reported by the next run too. No Dagster here.
 """
 
 from __future__ import annotations
@@ -355,22 +359,9 @@ def _apply_one(dsn: str, config: Config, directory: str | Path, p: Pending, opts
         before_snapshot = introspect(dsn)
         tables = [q for q in p.scope.tables if before_snapshot.table(q) is not None]
         step("before", t0)
-        t0 = time.perf_counter()
-        bk = None
-        if opts.backup == "all" or (opts.backup == "data" and p.scope.changes_data):
-            which = _tables_for_backup(before_snapshot, p)
-            log(f"{p.name}: backing up {'the whole database' if which is None else ', '.join(tables)}")
-            try:
-                bk = backups.take(dsn, which, out_dir=opts.backup_dir, label=p.name[:40], log=log)
-            except DbguardError as exc:
-                out.reason = f"backup failed, nothing was applied: {exc}"
-                step("backup", t0)
-                return out
-            out.backup = str(bk.path)
-            log(bk.summary())
-            step("backup", t0)
+        # the attempt is recorded before anything else, so a backup that fails is reported by the next run too
         try:
-            row_id = outcomes.start(conn, p.name, p.file.checksum, p.approval.by, p.approval.at, out.backup, opts.via)
+            row_id = outcomes.start(conn, p.name, p.file.checksum, p.approval.by, p.approval.at, None, opts.via)
         except psycopg.Error as exc:
             out.reason = f"cannot record the attempt in {outcomes.TABLE}, nothing was applied: {_message(exc)}"
             return out
@@ -389,6 +380,26 @@ def _apply_one(dsn: str, config: Config, directory: str | Path, p: Pending, opts
             if outcome in BAD and opts.alert:
                 out.alerts = _alert(dsn, config, opts.via, p.name, outcome, reason)
             return out
+
+        t0 = time.perf_counter()
+        bk = None
+        if opts.backup == "all" or (opts.backup == "data" and p.scope.changes_data):
+            which = _tables_for_backup(before_snapshot, p)
+            log(f"{p.name}: backing up {'the whole database' if which is None else ', '.join(tables)}")
+            try:
+                bk = backups.take(dsn, which, out_dir=opts.backup_dir, label=p.name[:40], log=log)
+            except (DbguardError, psycopg.Error, OSError) as exc:
+                step("backup", t0)
+                return finish("failed", f"the backup failed, nothing was applied: {_message(exc)}")
+            out.backup = str(bk.path)
+            log(bk.summary())
+            step("backup", t0)
+            try:
+                outcomes.set_backup(conn, row_id, out.backup)
+            except psycopg.Error as exc:
+                return finish(
+                    "failed", f"cannot record the backup in {outcomes.TABLE}, nothing was applied: {_message(exc)}"
+                )
 
         t0 = time.perf_counter()
         try:
@@ -412,7 +423,7 @@ def _apply_one(dsn: str, config: Config, directory: str | Path, p: Pending, opts
             return out
 
         t0 = time.perf_counter()
-        problem = ""
+        problem, unverified = "", False
         try:
             after_snapshot = introspect(dsn)
             # the tables it created count too: a new table that leaks is worse
@@ -422,13 +433,13 @@ def _apply_one(dsn: str, config: Config, directory: str | Path, p: Pending, opts
             if not verdicts.ok:
                 problem = worse(verdicts)
         except (DbguardError, psycopg.Error) as exc:
-            problem = f"could not verify after applying ({_message(exc)})"
+            problem, unverified = f"could not verify after applying ({_message(exc)})", True
         step("verify", t0)
         if not problem:
             log(f"{p.name}: applied and verified")
             return finish("applied+verified")
 
-        log(f"{p.name}: worse after applying ({problem}): rolling back")
+        log(f"{p.name}: {'' if unverified else 'worse after applying: '}{problem}: rolling back")
         t0 = time.perf_counter()
         try:
             runner.rollback(p.name)
@@ -439,6 +450,7 @@ def _apply_one(dsn: str, config: Config, directory: str | Path, p: Pending, opts
         undone = f"{problem}; rolled back"
         if bk is not None:
             t0 = time.perf_counter()
+            left = f"the rows of {', '.join(tables) or 'the backed-up tables'} are as the migration and its rollback left them (not restored)"
             try:
                 checks = backups.compare(bk.path, dsn)
                 if all(c.ok for c in checks):
@@ -449,13 +461,26 @@ def _apply_one(dsn: str, config: Config, directory: str | Path, p: Pending, opts
                     result = backups.restore(bk.path, dsn, verify=True, log=log)
                     if not (result.committed and result.ok):
                         step("restore", t0)
-                        return finish("rollback_failed", f"{undone}, but the restore of {bk.path} failed verification")
+                        out.data_restored = False
+                        differ = _some([c.line() for c in result.checks if not c.ok])
+                        return finish(
+                            "rollback_failed",
+                            f"{undone}, but the restore of {bk.path.name} failed its verification and was rolled "
+                            f"back ({differ or 'not committed'}): {left}; a person must look",
+                        )
                     out.data_restored = True
                     undone += f", data restored from {bk.path.name} (checksums equal to the backup)"
             except DbguardError as exc:
                 step("restore", t0)
-                return finish("rollback_failed", f"{undone}, but restoring the data failed: {exc}")
+                out.data_restored = False
+                return finish(
+                    "rollback_failed",
+                    f"{undone}, but restoring the data from {bk.path.name} failed ({_message(exc)}): {left}; "
+                    "a person must look",
+                )
             step("restore", t0)
+        if unverified:  # nothing was judged worse: the next run may try again (the approval holds)
+            return finish("failed", f"{undone}: the database is as it was before")
         return finish("rolled_back_on_regression", undone)
 
 

@@ -1,15 +1,20 @@
 """What ``dbguard fix`` and the ``apply_approved_migrations`` job did with each migration, next to the runner's
 ledger: ``dbguard.fix_outcomes``, one row per attempt.
 
-A row is written (``started``) in its own transaction before the migration is applied and completed
-afterwards, so an attempt whose process died still says when it started, who approved it and which backup
-was taken; the next run reports it. Outcomes:
+A row is written (``started``) in its own transaction before the backup is taken and the migration applied,
+given the backup's path once it is written, and completed afterwards, so an attempt whose backup failed or
+whose process died still says when it started, who approved it and which backup was taken; the next run
+reports it. Outcomes:
 
 - ``applied+verified``: applied, and the live verification found nothing worse;
 - ``rolled_back_on_regression``: the verification found something worse (the reason), the migration's
   rollback was applied and, when the rows differed from the backup, the backup restored;
-- ``rollback_failed``: as above, but undoing it failed (the reason): a person must look;
-- ``failed``: the apply failed (the runner undid it, the reason says how the database was left);
+- ``rollback_failed``: as above, but undoing it failed (the reason): the rollback file, or the restore of the
+  data (refused, killed, or failing its verification; the restore is one transaction, so the rows are as the
+  migration left them): a person must look;
+- ``failed``: nothing got worse, but the attempt could not go through: the backup failed (nothing was
+  applied), the apply failed (the runner undid it), or the verification after applying could not run (the
+  migration was rolled back); the reason says how the database was left, and the next run tries again;
 - ``started``: the attempt never finished (the process was killed).
 """
 
@@ -107,6 +112,12 @@ def start(
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def set_backup(conn: psycopg.Connection, row_id: int, backup: str) -> None:
+    """Record the backup an attempt took (the row is started before the backup, so a failed backup is recorded)."""
+    with conn.transaction():
+        conn.execute("update dbguard.fix_outcomes set backup = %s where id = %s", (backup, row_id))
 
 
 def finish(
