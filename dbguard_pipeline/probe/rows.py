@@ -391,7 +391,7 @@ class Rows:
         """Values of one foreign key's columns: copied from the template row, NULL, or the key of a parent row
         (found, or built and inserted)."""
         info = self.row_tenancy.info(table)
-        parent = self.snapshot.table(f"{qname(fk.ref_schema, fk.ref_table)}")
+        parent = self.snapshot.table(f"{fk.ref_schema}.{fk.ref_table}")
         p_tenant = tenant if parent is not None and self.row_tenancy.info(parent) is not None else None
         from_template = template is not None and all(template.get(c) is not None for c in fk.columns)
         nullable = all(not column(table, c).not_null for c in fk.columns)
@@ -413,7 +413,7 @@ class Rows:
             return {c: sql.SQL("NULL") for c in fk.columns}
         if parent is None:
             raise CannotBuild(
-                f"{qname(table.schema, table.name)} references {qname(fk.ref_schema, fk.ref_table)}, which is not in the snapshot"
+                f"{qname(table.schema, table.name)} references {qname(fk.ref_schema or '', fk.ref_table or '')}, which is not in the snapshot"
             )
         prow = None
         if mode == "parent":

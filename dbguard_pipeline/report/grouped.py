@@ -224,7 +224,9 @@ def _isolation_count_line(report: ProbeReport) -> list[Segment]:
 
 def _relation_names(report: ProbeReport) -> dict[str, str]:
     """Each relation's "schema.name" key -> its name as people read it (parts quoted when PostgreSQL needs it)."""
-    return {i.qualified: qname(i.schema, i.table) for i in (*report.results, *report.not_probed)}
+    names = {r.qualified: qname(r.schema, r.table) for r in report.results}
+    names.update({n.qualified: qname(n.schema, n.table) for n in report.not_probed})
+    return names
 
 
 def _shown(q: str, names: dict[str, str]) -> str:
