@@ -180,6 +180,32 @@ def test_hostile_names_are_quoted_in_every_answer_and_the_fix_holds(databases, t
     assert services.probe(dsn, config).leaks == []
 
 
+def test_hostile_names_probe_builds_rows_of_empty_tables(databases):
+    """Names are quoted for people only: the probe still finds a hostile parent table by its key when it builds
+    test rows for an empty table (every probe runs, none "not probed")."""
+    dsn, config = load(databases, "hostile")
+    run_sql(
+        dsn,
+        """
+        set search_path = "a""b; drop table x";
+        delete from "select"; delete from "Ünïcode tâble";
+        -- an empty child of an empty hostile parent: its test row needs a parent row built first
+        create table "Line; Items" ("Org Id" uuid not null, "from" int not null, n int,
+            foreign key ("Org Id", "from") references "select" ("Org Id", "from"));
+        create index on "Line; Items" ("Org Id", "from");
+        alter table "Line; Items" enable row level security;
+        create policy p on "Line; Items" for all to public
+            using ("Org Id" = (select nullif(current_setting('app.org', true), '')::uuid));
+        grant select, insert, update, delete on "Line; Items" to public;
+        reset search_path;
+        """,
+    )
+    report = services.probe(dsn, config)
+    assert report.not_probed == []
+    assert {r.qualified for r in report.leaks} == {f"{HOSTILE_SCHEMA}.Order Lines", f"{HOSTILE_SCHEMA}.User"}
+    assert f"{HOSTILE_SCHEMA}.Line; Items" in report.tables
+
+
 def test_role_list_quotes_role_names_as_postgresql_needs():
     assert role_list([HOSTILE_ROLE, "public", "app_user", "Mixed"]) == '"App ""User""; x", PUBLIC, app_user, "Mixed"'
 
