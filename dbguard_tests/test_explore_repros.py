@@ -20,6 +20,7 @@ from dbguard_pipeline import services
 from dbguard_pipeline.config import Config, load_config
 from dbguard_pipeline.fixes.actions.idiom import find_idiom
 from dbguard_pipeline.report.grouped import render_isolation
+from dbguard_pipeline.report.render import render
 from dbguard_pipeline.text import role_list
 
 from .conftest import run_sql
@@ -178,6 +179,26 @@ def test_hostile_names_are_quoted_in_every_answer_and_the_fix_holds(databases, t
     assert as_app(dsn, HOSTILE_ROLE, a, add, (TEAM_A, "new@a")) == 1
     assert isinstance(as_app(dsn, HOSTILE_ROLE, a, add, (TEAM_B, "evil@b")), Exception)
     assert services.probe(dsn, config).leaks == []
+
+
+def test_hostile_names_are_quoted_in_rule_messages(databases):
+    dsn, config = load(databases, "hostile")
+    result = services.audit(dsn, config)
+    messages = {f.rule: f.message for f in result.findings}
+    assert messages["auth_rls_initplan"].startswith(
+        'policy "read ""own"" org" on "a""b; drop table x"."User" calls current_setting()'
+    )
+    assert (
+        'policy "insert; anything" (INSERT to "App ""User""; x") on "a""b; drop table x"."User"'
+        in (messages["missing_with_check"])
+    )
+    assert 'references "a""b; drop table x"."Orgs"' in messages["unindexed_foreign_key"]
+    assert '(constraint "User_Org Id_fkey")' in messages["unindexed_foreign_key"]
+    for f in result.findings:
+        assert f"{HOSTILE_SCHEMA}." not in f.message.replace(f'"{HOSTILE_SCHEMA.replace(chr(34), 2 * chr(34))}"', "")
+        assert f.cache_key.startswith(f"{f.rule}:{HOSTILE_SCHEMA}.")  # keys stay raw
+    text = render(result, "text", color=False, verbose=True)
+    assert f" {HOSTILE_SCHEMA}." not in text and f"'{HOSTILE_SCHEMA}." not in text
 
 
 def test_hostile_names_probe_builds_rows_of_empty_tables(databases):
