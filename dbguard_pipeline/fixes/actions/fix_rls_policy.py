@@ -273,18 +273,18 @@ def plan_fix_rls_policy(ctx: Context, table_name: str) -> Migration:
         parties = tenancy.party_columns(ctx.snapshot, table, cfg)
         if parties:
             raise DbguardError(
-                f"{table.qualified} is two-party data ({', '.join(parties)} each name a tenant): dbguard does not "
+                f"{qname(table.schema, table.name)} is two-party data ({', '.join(parties)} each name a tenant): dbguard does not "
                 f"write its policies; pin the tenant on each side: USING ({' OR '.join(f'{c} = <ctx>' for c in parties)})"
             )
         path = tenancy.tenant_path(ctx.snapshot, table, cfg)
         if path:
             via = " -> ".join([table.qualified] + [s.parent.qualified for s in path])
             raise DbguardError(
-                f"{table.qualified} has no {cfg.tenant.column} column (its tenant is reached via {via}): "
-                f"run add-tenant-isolation {table.qualified} first, which also writes its policies"
+                f"{qname(table.schema, table.name)} has no {cfg.tenant.column} column (its tenant is reached via {via}): "
+                f"run add-tenant-isolation {qname(table.schema, table.name)} first, which also writes its policies"
             )
         raise DbguardError(
-            f"{table.qualified} is not tenant data: it has no {cfg.tenant.column} column and no "
+            f"{qname(table.schema, table.name)} is not tenant data: it has no {cfg.tenant.column} column and no "
             "foreign-key path to a table that has one"
         )
     col = table.column(column)
@@ -300,7 +300,7 @@ def plan_fix_rls_policy(ctx: Context, table_name: str) -> Migration:
             rls.undo += parts.undo
     if rls is None:
         raise NothingToFix(
-            f"{table.qualified}: RLS is enabled{' and forced' if table.rls_forced else ''} and no "
+            f"{qname(table.schema, table.name)}: RLS is enabled{' and forced' if table.rls_forced else ''} and no "
             "policy is weak: nothing to fix"
         )
     m = new_migration(ctx, ACTION, table)
