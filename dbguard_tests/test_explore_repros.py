@@ -227,6 +227,18 @@ def test_hostile_names_probe_builds_rows_of_empty_tables(databases):
     assert f"{HOSTILE_SCHEMA}.Line; Items" in report.tables
 
 
+def test_init_on_hostile_names_writes_what_loads_and_says_it_quoted(databases, tmp_path):
+    dsn, expected = load(databases, "hostile")
+    proc = cli("init", "--dsn", dsn, "--out", str(tmp_path / "dbguard.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        'tenant column "Org Id" -> "a""b; drop table x"."Orgs", context guc, app role "App ""User""; x"' in proc.stderr
+    )
+    got = load_config(tmp_path / "dbguard.yaml").tenant
+    for field in ("column", "tenants_table", "tenants_key", "context", "guc", "app_role"):
+        assert getattr(got, field) == getattr(expected.tenant, field)
+
+
 def test_role_list_quotes_role_names_as_postgresql_needs():
     assert role_list([HOSTILE_ROLE, "public", "app_user", "Mixed"]) == '"App ""User""; x", PUBLIC, app_user, "Mixed"'
 
