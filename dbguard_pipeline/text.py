@@ -64,8 +64,8 @@ def literal(value: Any) -> str:
 
 
 def role_list(roles: Iterable[str]) -> str:
-    """Roles as a policy's TO list reads: PUBLIC for the pseudo-role."""
-    return ", ".join("PUBLIC" if r == "public" else r for r in roles)
+    """Roles as a policy's TO list reads: PUBLIC for the pseudo-role, a name quoted when PostgreSQL needs it."""
+    return ", ".join("PUBLIC" if r == "public" else ident(r) for r in roles)
 
 
 def shell_table_arg(schema: str, name: str) -> str:

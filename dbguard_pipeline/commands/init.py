@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from dbguard_pipeline.errors import DbguardError
     from dbguard_pipeline.inference import infer
     from dbguard_pipeline.inference.render import render_yaml
+    from dbguard_pipeline.text import ident, qname
 
     if args.out != "-" and os.path.lexists(args.out) and not args.force:
         raise DbguardError(f"{args.out} exists; use --force to overwrite it")
@@ -42,16 +43,17 @@ def run(args: argparse.Namespace) -> int:
     snapshot = services.introspect(dsn)
     inference = infer(snapshot)
     text = render_yaml(inference, snapshot.database)
-    Config.model_validate(yaml.safe_load(text) or {})  # what it writes loads (a bug must not reach the user's file)
+    written = Config.model_validate(
+        yaml.safe_load(text) or {}
+    )  # what it writes loads (a bug must not reach the user's file)
     write_output(text, args.out)
     for item in inference.undecided:
         print(f"dbguard init: could not decide: {item}", file=sys.stderr)
     if args.out != "-":
-        t = inference.tenant
+        t = written.tenant
         print(
-            f"wrote {args.out}: tenant column {t.get('column', 'tenant_id')} -> "
-            f"{t.get('tenants_table', 'public.tenants')}, context {t.get('context', 'guc')}, "
-            f"app role {t.get('app_role', 'authenticated')} ({snapshot.database})",
+            f"wrote {args.out}: tenant column {ident(t.column)} -> {qname(t.tenants_schema, t.tenants_name)}, "
+            f"context {t.context}, app role {ident(t.app_role)} ({snapshot.database})",
             file=sys.stderr,
         )
     return 0

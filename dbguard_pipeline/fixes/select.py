@@ -27,7 +27,7 @@ from dbguard_pipeline.model.findings import Finding
 from dbguard_pipeline.progress import tick
 from dbguard_pipeline.rules import fix_actions
 from dbguard_pipeline.semantics import tenancy
-from dbguard_pipeline.text import escape_controls
+from dbguard_pipeline.text import escape_controls, qname, shell_table_arg
 
 # Finding rule id -> the action that fixes it.
 FIXABLE: dict[str, str] = fix_actions()
@@ -96,8 +96,9 @@ def plan_all(
             table = ctx.snapshot.table(table.parent)
         if table is not None and tenancy.is_tenants_table(table, ctx.config):
             skipped.append(
-                f"{f.cache_key}: {table.qualified} is the tenants table: not part of --all (sign-up and "
-                f"directories read and create tenants); run fix-rls-policy {table.qualified} explicitly "
+                f"{f.cache_key}: {qname(table.schema, table.name)} is the tenants table: not part of --all "
+                f"(sign-up and directories read and create tenants); run fix-rls-policy "
+                f"{shell_table_arg(table.schema, table.name)} explicitly "
                 "(SELECT-only by default)"
             )
             continue

@@ -11,7 +11,7 @@ What is decided, and from what (each answer carries its reason, which ``dbguard 
   with the policy analyzer (:mod:`dbguard_pipeline.policy`) and the one that makes the most policies pin the
   tenant wins; membership helpers and subqueries keyed by the caller (``auth.uid()``) mean the JWT context;
 * the app role: the role the policies on tenant tables are granted to (not PUBLIC, not a role that bypasses
-  RLS), else the role granted the most privileges on them;
+  RLS), else the role granted the most privileges on them, else the login role owning every tenant table;
 * the schemas: the ones holding tenant tables, when that is not just ``public``.
 
 What cannot be decided is listed in :attr:`Inference.undecided` and left at the default.
@@ -352,19 +352,23 @@ def _app_role(snapshot: Snapshot, tenant_tables: list[Table], out: Inference) ->
         grants: Counter[str] = Counter(
             g.grantee for t in tenant_tables for g in t.grants if g.grantee not in bypass and g.grantee not in owners
         )
-        if not grants:
+        roles = {r.name: r for r in snapshot.roles}
+        owner = roles.get(next(iter(owners))) if len(owners) == 1 else None
+        if not grants and owner is not None and owner.can_login and owner.name not in bypass:
+            # an application that owns its tables (its migrations created them) and queries them itself
+            role, why = owner.name, "the policies are granted to PUBLIC; it owns every tenant table and can log in"
+        elif not grants:
             out.undecided.append(
                 "app role: the policies are granted to PUBLIC and no other role has privileges on "
                 "the tenant tables; kept the default authenticated"
             )
             return
-        role, n = grants.most_common(1)[0]
-        why = f"the policies are granted to PUBLIC; it holds the most privileges ({n}) on the tenant tables"
+        else:
+            role, n = grants.most_common(1)[0]
+            why = f"the policies are granted to PUBLIC; it holds the most privileges ({n}) on the tenant tables"
     out.tenant["app_role"] = role
     out.reasons["tenant.app_role"] = why
-    if tenant_tables and all(t.owner == role for t in tenant_tables):
-        out.tenant["app_role_owns_tables"] = True
-        out.reasons["tenant.app_role_owns_tables"] = "it owns every tenant table (RLS must then be FORCEd)"
+    # (no tenant.app_role_owns_tables: deprecated, the audit reads from the catalog who owns each table)
 
 
 # --------------------------------------------------------------------------- all of it

@@ -121,7 +121,7 @@ class ViewSelectOtherTenant(Probe):
 
     def plan(self, rel: Relation, fx: ViewRows) -> Union[Attempt, str]:
         column = rel.session.tm.column
-        tc_type = rel.session.view_tenant_columns.get(rel.q)
+        tc_type = rel.session.view_tenant_columns.get(rel.target.qualified)
         if tc_type is None:
             return f"the {fx.what} has no {column} column, so tenant B's rows cannot be told apart in it"
         count_b = rel.count_sample(sql.SQL("{} = {}").format(sql.Identifier(column), lit(rel.tenants.b, tc_type)))

@@ -23,7 +23,7 @@ from dbguard_pipeline.probe.report import Target
 from dbguard_pipeline.probe.rows import AFTER_POLICY_STATES, Candidate, CannotBuild, RowRef, Rows, where_rows
 from dbguard_pipeline.probe.session import Outcome, Query, Session
 from dbguard_pipeline.probe.tenants import Tenants
-from dbguard_pipeline.text import plural
+from dbguard_pipeline.text import ident, plural, qname
 
 
 def _rows(n: int) -> str:
@@ -52,7 +52,8 @@ class Relation:
 
     @property
     def q(self) -> str:
-        return self.target.qualified
+        """The relation's name for people: each part quoted when PostgreSQL needs it (``"a""b"."My Table"``)."""
+        return qname(self.target.schema, self.target.name)
 
     @property
     def ident(self) -> sql.Identifier:
@@ -60,11 +61,11 @@ class Relation:
 
     @property
     def as_a(self) -> str:
-        return f"as {self.session.role} with tenant A"
+        return f"as {ident(self.session.role)} with tenant A"
 
     @property
     def no_context(self) -> str:
-        return f"as {self.session.role} with no tenant context"
+        return f"as {ident(self.session.role)} with no tenant context"
 
     @property
     def of_b(self) -> str:
@@ -173,8 +174,13 @@ def judge_read(
     stuck = error_state(out, what)
     if stuck is not None:
         return stuck
-    if out.kind == "refused":
-        return held(f"{who}, {what} was refused: {out.message}", attempt.shape)
+    if out.kind == "refused":  # a SELECT is never refused by a policy: the role lacks a privilege
+        warning = (
+            f"{rel.q}: the application role cannot read it at all ({out.message}): if the application reads "
+            f"it, tenant.app_role in the config is not the role its queries run as, and the probes that held "
+            f"prove little"
+        )
+        return held(f"{who}, {what} was refused: {out.message}", attempt.shape, warning)
     if out.error is not None:  # an error proves nothing: never isolated
         return not_probed(f"{what} failed with an error, so what it would show is unknown: {out.message}")
     assert out.rows is not None
@@ -570,7 +576,12 @@ class DeleteOtherTenant(_FilteredOrBlind):
         with the foreign-key triggers off, which only a superuser may do, and only when no user trigger on this
         table could be part of the isolation."""
         session = rel.session
-        if not self.blind or out.sqlstate != "23503" or not session.superuser or rel.q in session.delete_triggers:
+        if (
+            not self.blind
+            or out.sqlstate != "23503"
+            or not session.superuser
+            or rel.target.qualified in session.delete_triggers
+        ):
             return None
         first = attempt.before
 

@@ -22,6 +22,7 @@ from dbguard_pipeline.config import Config
 from dbguard_pipeline.model.schema import Column, Constraint, Snapshot, Table
 from dbguard_pipeline.probe.session import Query, Session, error_message
 from dbguard_pipeline.semantics import tenancy
+from dbguard_pipeline.text import qname
 
 RowRef = tuple[str, str]  # (tableoid, ctid) of one row version
 
@@ -85,7 +86,7 @@ def table_id(table: Table) -> sql.Identifier:
 def column(table: Table, name: str) -> Column:
     """A column the snapshot says ``table`` has."""
     col = table.column(name)
-    assert col is not None, f"{table.qualified} has no column {name}"
+    assert col is not None, f"{qname(table.schema, table.name)} has no column {name}"
     return col
 
 
@@ -130,7 +131,7 @@ class RowTenancy:
     def require(self, table: Table) -> TenantInfo:
         """How a row of ``table``, a tenant table, names its tenant."""
         info = self.info(table)
-        assert info is not None, f"{table.qualified} holds no tenant data"
+        assert info is not None, f"{qname(table.schema, table.name)} holds no tenant data"
         return info
 
     def _info(self, table: Table) -> Optional[TenantInfo]:
@@ -327,7 +328,9 @@ class Rows:
             return f"{2200 + self._counter % 7000:04d}-01-01"
         if base.startswith("timestamp"):
             return f"2200-01-01 00:00:00.{self._counter:06d}"
-        raise CannotBuild(f"cannot make a unique value of type {col.type} for column {col.name} of {table.qualified}")
+        raise CannotBuild(
+            f"cannot make a unique value of type {col.type} for column {col.name} of {qname(table.schema, table.name)}"
+        )
 
     def _filler(self, table: Table, col: Column) -> str:
         """Any valid value of a NOT NULL column without a default."""
@@ -344,7 +347,9 @@ class Rows:
             return str(uuid.uuid4())
         if base in _FIXED_VALUES:
             return _FIXED_VALUES[base]
-        raise CannotBuild(f"cannot make a value of type {col.type} for NOT NULL column {col.name} of {table.qualified}")
+        raise CannotBuild(
+            f"cannot make a value of type {col.type} for NOT NULL column {col.name} of {qname(table.schema, table.name)}"
+        )
 
     def _fresh_parents(self, table: Table, tc: Optional[str], fixed: dict[str, str]) -> tuple[list[str], set[str]]:
         """What makes each primary key and unique constraint of the new row unique: a fresh value in one of its
@@ -408,14 +413,14 @@ class Rows:
             return {c: sql.SQL("NULL") for c in fk.columns}
         if parent is None:
             raise CannotBuild(
-                f"{table.qualified} references {fk.ref_schema}.{fk.ref_table}, which is not in the snapshot"
+                f"{qname(table.schema, table.name)} references {qname(fk.ref_schema or '', fk.ref_table or '')}, which is not in the snapshot"
             )
         prow = None
         if mode == "parent":
             prow = self._fetch_row(parent, self.row_tenancy.pred(parent, p_tenant) if p_tenant is not None else None)
         if prow is None:
             if parent.qualified == table.qualified:
-                raise CannotBuild(f"{table.qualified} needs a new parent row in itself ({fk.name})")
+                raise CannotBuild(f"{qname(table.schema, table.name)} needs a new parent row in itself ({fk.name})")
             prow = self.insert_built(parent, p_tenant, depth=depth + 1, stack=stack + (table.qualified,))
         return {c: lit(prow.get(rc), column(table, c).type) for c, rc in zip(fk.columns, fk.ref_columns, strict=True)}
 
@@ -431,7 +436,9 @@ class Rows:
         """Values (SQL literals) for one valid new row of ``table`` belonging to ``tenant``. Parent rows it
         needs are found, or built and inserted (inside the current transaction)."""
         if depth > 6 or table.qualified in stack:
-            raise CannotBuild(f"the foreign keys of {table.qualified} form a cycle or a chain too deep to build a row")
+            raise CannotBuild(
+                f"the foreign keys of {qname(table.schema, table.name)} form a cycle or a chain too deep to build a row"
+            )
         info = self.row_tenancy.info(table)
         if info is None:
             tenant = None
@@ -499,9 +506,13 @@ class Rows:
         except psycopg.Error as exc:
             if self.conn.broken:
                 raise
-            raise CannotBuild(f"could not create a test row in {table.qualified}: {error_message(exc)}") from None
+            raise CannotBuild(
+                f"could not create a test row in {qname(table.schema, table.name)}: {error_message(exc)}"
+            ) from None
         if row is None:
-            raise CannotBuild(f"could not create a test row in {table.qualified}: a trigger discarded it")
+            raise CannotBuild(
+                f"could not create a test row in {qname(table.schema, table.name)}: a trigger discarded it"
+            )
         out = dict(zip(cols, row[2:], strict=True))
         out["__tableoid"], out["__ctid"] = row[0], row[1]
         return out
@@ -520,7 +531,7 @@ class Rows:
             )
         ).fetchone()
         if not ok or not ok[0]:
-            return [], f"a trigger changed the tenant of the test row built for {table.qualified}"
+            return [], f"a trigger changed the tenant of the test row built for {qname(table.schema, table.name)}"
         return rows, ""
 
     def candidate(self, table: Table, tenant: str, *, override: Optional[dict[str, str]] = None) -> Candidate:
@@ -541,14 +552,18 @@ class Rows:
                 self.session.set_context(tenant)
                 cur = self.conn.execute(stmt)
                 if cur.rowcount != 1:
-                    return Candidate(None, values, f"a trigger discards rows inserted into {table.qualified}")
+                    return Candidate(
+                        None, values, f"a trigger discards rows inserted into {qname(table.schema, table.name)}"
+                    )
         except psycopg.Error as exc:
             if self.conn.broken:
                 raise
             if (exc.sqlstate or "") in AFTER_POLICY_STATES:
                 return Candidate(stmt, values, "", conflict=error_message(exc))
             return Candidate(
-                None, values, f"could not build a valid row of tenant B for {table.qualified}: {error_message(exc)}"
+                None,
+                values,
+                f"could not build a valid row of tenant B for {qname(table.schema, table.name)}: {error_message(exc)}",
             )
         return Candidate(stmt, values, "")
 

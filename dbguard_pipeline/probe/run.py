@@ -54,6 +54,7 @@ from dbguard_pipeline.probe.traces import advisory_locks_released, moved_sequenc
 from dbguard_pipeline.progress import tick
 from dbguard_pipeline.semantics import tenancy
 from dbguard_pipeline.semantics.roles import owner_escape
+from dbguard_pipeline.text import qname
 
 __all__ = ["DEFAULT_SAMPLE_ROWS", "plan_targets", "probe"]
 
@@ -134,12 +135,12 @@ def plan_targets(snapshot: Snapshot, config: Config, tables: Optional[Sequence[s
             known = snapshot.table(name)
             if known is not None and tenancy.is_tenants_table(known, config):
                 raise NotFoundError(
-                    f"{known.qualified} is the tenants table itself (the root of the tenant model), "
+                    f"{qname(known.schema, known.name)} is the tenants table itself (the root of the tenant model), "
                     f"not tenant data: nothing to probe"
                 )
             if known is not None:
                 raise NotFoundError(
-                    f"{known.qualified} holds no tenant data (no {config.tenant.column} column and no "
+                    f"{qname(known.schema, known.name)} holds no tenant data (no {config.tenant.column} column and no "
                     f"foreign-key path to a table that has one): nothing to probe"
                 )
             raise NotFoundError(f"table not found in {snapshot.database}: {name}")

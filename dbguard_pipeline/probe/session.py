@@ -17,6 +17,7 @@ from dbguard_pipeline.config import Config
 from dbguard_pipeline.errors import NotFoundError, PermissionError_
 from dbguard_pipeline.model.schema import Role
 from dbguard_pipeline.semantics.roles import bypasses_rls
+from dbguard_pipeline.text import ident
 
 Query = Union[sql.SQL, sql.Composed]  # a statement built with psycopg's sql module
 
@@ -105,25 +106,26 @@ class Session:
             )
         if app.superuser:
             raise ProbeRefused(
-                f"refusing to probe as {self.role}: it is a superuser, and row level security never "
+                f"refusing to probe as {ident(self.role)}: it is a superuser, and row level security never "
                 f"applies to superusers, so the probes would prove nothing; set tenant.app_role to the "
                 f"role the application's queries run as"
             )
         if app.bypassrls:
             raise ProbeRefused(
-                f"refusing to probe as {self.role}: it has BYPASSRLS, so row level security never "
+                f"refusing to probe as {ident(self.role)}: it has BYPASSRLS, so row level security never "
                 f"applies to it and every tenant's rows are open to it; run the application as a role "
-                f"without BYPASSRLS (ALTER ROLE {self.role} NOBYPASSRLS) and probe again"
+                f"without BYPASSRLS (ALTER ROLE {ident(self.role)} NOBYPASSRLS) and probe again"
             )
         if not bypasses_rls(me):
             raise ProbeRefused(
-                f"connected as {me.name}, which is neither a superuser nor BYPASSRLS: the probe builds "
+                f"connected as {ident(me.name)}, which is neither a superuser nor BYPASSRLS: the probe builds "
                 f"test rows and counts tenant B's rows behind row level security; connect as the "
                 f"database owner (postgres on Supabase)"
             )
         if not can_set:
             raise ProbeRefused(
-                f"connected as {me.name}, which cannot SET ROLE {self.role}: GRANT {self.role} TO {me.name}"
+                f"connected as {ident(me.name)}, which cannot SET ROLE {ident(self.role)}: "
+                f"GRANT {ident(self.role)} TO {ident(me.name)}"
             )
         self.superuser = me.superuser
         self._read_catalog()

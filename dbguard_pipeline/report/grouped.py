@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Optional
 
 from dbguard_pipeline.model.findings import Finding
 from dbguard_pipeline.report.text import STYLES, Segment, _count_line, _Lines, _message
-from dbguard_pipeline.text import one_line, plural, qname
+from dbguard_pipeline.text import ident, one_line, plural, qname
 
 if TYPE_CHECKING:
     from dbguard_pipeline.audit.run import AuditResult
@@ -222,13 +222,27 @@ def _isolation_count_line(report: ProbeReport) -> list[Segment]:
     ]
 
 
+def _relation_names(report: ProbeReport) -> dict[str, str]:
+    """Each relation's "schema.name" key -> its name as people read it (parts quoted when PostgreSQL needs it)."""
+    names = {r.qualified: qname(r.schema, r.table) for r in report.results}
+    names.update({n.qualified: qname(n.schema, n.table) for n in report.not_probed})
+    return names
+
+
+def _shown(q: str, names: dict[str, str]) -> str:
+    if q in names:
+        return names[q]
+    schema, _, name = q.partition(".")
+    return qname(schema, name)
+
+
 def _not_probed_line(n: NotProbed, with_table: bool) -> str:
-    where = f"{n.qualified} " if with_table else ""
+    where = f"{qname(n.schema, n.table)} " if with_table else ""
     return f"{where}{n.command} ({n.probe}): not probed: {n.reason}"
 
 
 def _leak_segments(r: ProbeResult, with_table: bool, drop: str = "") -> list[Segment]:
-    where = f" {r.qualified}" if with_table else ""
+    where = f" {qname(r.schema, r.table)}" if with_table else ""
     what = f" {r.command}" if not with_table else ""
     detail = one_line(r.detail)
     if drop and detail.endswith(drop):
@@ -282,6 +296,7 @@ def _relation_problems(report: ProbeReport, q: str, errors: dict[str, str]):
 
 def _isolation_by_table(out: _Lines, report: ProbeReport, problems: list[str]) -> None:
     errors = report.errors()
+    names = _relation_names(report)
     facts = {q: _relation_problems(report, q, errors) for q in problems}
     groups: dict[tuple, list[str]] = {}
     for q in problems:
@@ -300,10 +315,12 @@ def _isolation_by_table(out: _Lines, report: ProbeReport, problems: list[str]) -
                 (f" {plural(len(same), 'relation')}", STYLES["head"]),
                 (", each: " + ", ".join(parts) + note, None),
             )
-            out.add(("    e.g. ", STYLES["dim"]), (q + ":", STYLES["head"]))
+            out.add(("    e.g. ", STYLES["dim"]), (_shown(q, names) + ":", STYLES["head"]))
         else:
             out.add(
-                (out.symbols[kind], STYLES[kind]), (f" {q}", STYLES["head"]), (": " + ", ".join(parts) + note, None)
+                (out.symbols[kind], STYLES[kind]),
+                (f" {_shown(q, names)}", STYLES["head"]),
+                (": " + ", ".join(parts) + note, None),
             )
         for r in leaks:
             out.add(*_leak_segments(r, with_table=False, drop=note))
@@ -311,7 +328,7 @@ def _isolation_by_table(out: _Lines, report: ProbeReport, problems: list[str]) -
             out.add(("    ", None), (_not_probed_line(n, with_table=False), STYLES["warning"]))
         if collapsed:
             out.add((f"  on {plural(len(same), 'relation')}:", None))
-            for line in _wrapped(same):
+            for line in _wrapped([_shown(x, names) for x in same]):
                 out.add((line, STYLES[kind]))
 
 
@@ -341,19 +358,21 @@ def _isolation_by_command(out: _Lines, report: ProbeReport) -> None:
                 ("    ", None),
                 ("LEAK", STYLES["critical"]),
                 (
-                    f" {probe} on {plural(len(found), 'relation')}, e.g. {first.qualified}: {one_line(first.detail)}",
+                    f" {probe} on {plural(len(found), 'relation')}, e.g. {qname(first.schema, first.table)}: "
+                    f"{one_line(first.detail)}",
                     None,
                 ),
             )
-            for line in _wrapped([r.qualified for r in found], indent="      "):
+            for line in _wrapped([qname(r.schema, r.table) for r in found], indent="      "):
                 out.add((line, STYLES["critical"]))
         for n in nps:
             out.add(("    ", None), (_not_probed_line(n, with_table=True), STYLES["warning"]))
     errors = report.errors()
+    names = _relation_names(report)
     if errors:
         out.head("Errors (statements PostgreSQL cannot evaluate: never isolated):")
         for q, state in errors.items():
-            out.add(("  ", None), (f"{q}: error: {state}", STYLES["critical"]))
+            out.add(("  ", None), (f"{_shown(q, names)}: error: {state}", STYLES["critical"]))
 
 
 def render_isolation(
@@ -364,8 +383,9 @@ def render_isolation(
     command; relations where every probe held are counted, and listed (the full grid) only with ``verbose``.
     The count line closes the report too."""
     out = _Lines(color)
+    names = _relation_names(report)
     ctx = report.tenant_context
-    out.add((f"dbguard test-isolation: {report.database}", STYLES["head"]), (f" as {report.app_role}", None))
+    out.add((f"dbguard test-isolation: {report.database}", STYLES["head"]), (f" as {ident(report.app_role)}", None))
     out.add(
         (
             f"  tenant A = {ctx.get('tenant_a')}, tenant B = {ctx.get('tenant_b')} "
@@ -397,7 +417,7 @@ def render_isolation(
         )
         for q, items in report.disagreements.items():
             for d in items:
-                out.add((f"  {q}: {one_line(d['note'])}", None))
+                out.add((f"  {_shown(q, names)}: {one_line(d['note'])}", None))
     if report.warnings:
         out.blank()
         for w in report.warnings:
@@ -406,10 +426,11 @@ def render_isolation(
         out.head(f"Every relation ({len(report.tables)}):")
         marks = {"leak": "LEAK", "isolated": "ok", "not probed": "not probed", "error": "ERROR"}
         kinds = {v: _VERDICT_KIND[k] for k, v in marks.items()}
-        width = max([len(q) for q in report.tables] + [5])
+        shown = {q: _shown(q, names) for q in report.tables}
+        width = max([len(x) for x in shown.values()] + [5])
         out.add((f"  {'relation'.ljust(width)}  select      insert      update      delete", STYLES["dim"]))
         for q, cells in report.grid(marks, "-"):
-            segs: list[Segment] = [(f"  {q.ljust(width)}", None)]
+            segs: list[Segment] = [(f"  {shown.get(q, q).ljust(width)}", None)]
             for c in cells:
                 segs.append(("  ", None))
                 segs.append((c.ljust(10), STYLES[kinds[c]] if c in kinds else STYLES["dim"]))

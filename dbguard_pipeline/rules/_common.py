@@ -38,7 +38,7 @@ def fix_rls_command(table: Table, root: Table | None = None) -> str:
             f"dbguard generate-migration fix-rls-policy {shell_table_arg(root.schema, root.name)}  (covers its "
             f"partitions; or: ALTER TABLE {qname(table.schema, table.name)} ENABLE ROW LEVEL SECURITY; with "
             f"no policy of its own, queries that name the partition see no row and those through "
-            f"{root.qualified} are unchanged)"
+            f"{qname(root.schema, root.name)} are unchanged)"
         )
     return f"dbguard generate-migration fix-rls-policy {shell_table_arg(table.schema, table.name)}"
 

@@ -20,7 +20,7 @@ from dbguard_pipeline.fixes.plan import Block, Migration
 from dbguard_pipeline.model.findings import Finding
 from dbguard_pipeline.model.schema import Table
 from dbguard_pipeline.semantics.indexes import covering_index, leads_with
-from dbguard_pipeline.text import quoted, quoted_qname
+from dbguard_pipeline.text import ident, qname, quoted, quoted_qname
 
 ACTION = "add-composite-index"
 
@@ -52,14 +52,16 @@ def partitioned_index(
     col_sql = ", ".join(quoted(c) for c in cols)
     parts = sorted((t for t in ctx.snapshot.tables if t.parent == table.qualified), key=lambda t: t.qualified)
     if any(p.kind == "partitioned" for p in parts):
-        raise DbguardError(f"{table.qualified} has sub-partitioned partitions: index them one level at a time")
+        raise DbguardError(
+            f"{qname(table.schema, table.name)} has sub-partitioned partitions: index them one level at a time"
+        )
     fwd = [
         Block(
             (
                 f"-- squawk-ignore require-concurrent-index-creation\n"
                 f"CREATE INDEX IF NOT EXISTS {quoted(name)} ON ONLY {q} ({col_sql})",
             ),
-            comment=f"index ({', '.join(cols)}) on the partitioned table only (invalid until every "
+            comment=f"index ({', '.join(ident(c) for c in cols)}) on the partitioned table only (invalid until every "
             "partition's index is attached)",
         )
     ]
@@ -80,8 +82,8 @@ def partitioned_index(
         existing = covering_index(part, cols)
         if existing is not None:
             raise DbguardError(
-                f"partition {part.qualified} already has the index {existing.name!r} on "
-                f"({', '.join(cols)}): create the partitioned index ON ONLY {table.qualified} and "
+                f"partition {qname(part.schema, part.name)} already has the index {existing.name!r} on "
+                f"({', '.join(ident(c) for c in cols)}): create the partitioned index ON ONLY {qname(table.schema, table.name)} and "
                 "ATTACH that index by hand (a generated rollback would drop it)"
             )
         fwd.append(
@@ -92,7 +94,7 @@ def partitioned_index(
                 ),
                 transactional=False,
                 untimed="all",
-                comment=f"partition {part.qualified}, without blocking writes",
+                comment=f"partition {qname(part.schema, part.name)}, without blocking writes",
             )
         )
         back.append(
@@ -129,7 +131,9 @@ def plan_add_composite_index(
         cols = tuple(column_set)
         missing = [c for c in cols if table.column(c) is None]
         if missing:
-            raise NotFoundError(f"{table.qualified} has no column {', '.join(repr(c) for c in missing)}")
+            raise NotFoundError(
+                f"{qname(table.schema, table.name)} has no column {', '.join(repr(c) for c in missing)}"
+            )
         if len(set(cols)) != len(cols):
             raise DbguardError(f"column listed twice in {', '.join(cols)}")
         if cols in seen:
@@ -141,7 +145,7 @@ def plan_add_composite_index(
         for ix in table.indexes:
             if not ix.valid and leads_with(ix, cols):
                 raise DbguardError(
-                    f"{table.qualified} has an invalid index {ix.name!r} on ({', '.join(cols)}) left "
+                    f"{qname(table.schema, table.name)} has an invalid index {ix.name!r} on ({', '.join(ident(c) for c in cols)}) left "
                     f"by a failed concurrent build: DROP INDEX CONCURRENTLY "
                     f"{quoted_qname(table.schema, ix.name)} first"
                 )
@@ -153,7 +157,7 @@ def plan_add_composite_index(
             fwd_blocks += f
             back_blocks[:0] = b
             what.append(
-                f"create index {quoted(name)} on {table.qualified} ({', '.join(cols)}): ON ONLY the "
+                f"create index {quoted(name)} on {qname(table.schema, table.name)} ({', '.join(ident(c) for c in cols)}): ON ONLY the "
                 f"partitioned table, concurrently on each partition, then ATTACH PARTITION"
             )
             undo.insert(0, f"drop index {quoted(name)} (and the partitions' indexes attached to it)")
@@ -163,7 +167,7 @@ def plan_add_composite_index(
                 (f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {quoted(name)} ON {q} ({col_sql})",),
                 transactional=False,
                 untimed="all",
-                comment=f"index ({', '.join(cols)}) without blocking writes",
+                comment=f"index ({', '.join(ident(c) for c in cols)}) without blocking writes",
             )
         )
         back_blocks.insert(
@@ -174,11 +178,13 @@ def plan_add_composite_index(
                 untimed="all",
             ),
         )
-        what.append(f"create index {quoted(name)} on {table.qualified} ({', '.join(cols)}) concurrently")
+        what.append(
+            f"create index {quoted(name)} on {qname(table.schema, table.name)} ({', '.join(ident(c) for c in cols)}) concurrently"
+        )
         undo.insert(0, f"drop index {quoted(name)} concurrently")
     if not fwd_blocks:
         raise NothingToFix(
-            f"{table.qualified} already has an index leading with ({'; '.join(skipped)}): nothing to fix"
+            f"{qname(table.schema, table.name)} already has an index leading with ({'; '.join(skipped)}): nothing to fix"
         )
     m = new_migration(ctx, ACTION, table)
     m.params = {"column_sets": [list(c) for c in sorted(seen)]}

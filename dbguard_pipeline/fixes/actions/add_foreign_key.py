@@ -26,7 +26,7 @@ from dbguard_pipeline.model.schema import Constraint, Table
 from dbguard_pipeline.semantics import tenancy
 from dbguard_pipeline.semantics.indexes import covering_index
 from dbguard_pipeline.semantics.references import TableNames, infer_parent, referenced_key
-from dbguard_pipeline.text import quoted, quoted_qname
+from dbguard_pipeline.text import qname, quoted, quoted_qname
 
 ACTION = "add-foreign-key"
 
@@ -52,8 +52,8 @@ def _column_for(ctx: Context, table: Table, ref: Table) -> str:
     column = next((g for g in guesses if table.column(g)), None)
     if column is None:
         raise DbguardError(
-            f"cannot tell which column of {table.qualified} references {ref.qualified}: "
-            f"name it: add-foreign-key {table.qualified} {ref.qualified} COLUMN"
+            f"cannot tell which column of {qname(table.schema, table.name)} references {qname(ref.schema, ref.name)}: "
+            f"name it: add-foreign-key {qname(table.schema, table.name)} {qname(ref.schema, ref.name)} COLUMN"
         )
     return column
 
@@ -65,7 +65,9 @@ def _infer_fk(ctx: Context, table: Table, ref_name: Optional[str], column: Optio
         ref = resolve_table(snap, ref_name)
         key = cfg.tenant.tenants_key if tenancy.is_tenants_table(ref, cfg) else referenced_key(ref)
         if key is None or ref.column(key) is None:
-            raise DbguardError(f"{ref.qualified} has no single-column primary key or unique key to reference")
+            raise DbguardError(
+                f"{qname(ref.schema, ref.name)} has no single-column primary key or unique key to reference"
+            )
         return column or _column_for(ctx, table, ref), ref, key
     if (
         column is None
@@ -93,22 +95,22 @@ def _infer_fk(ctx: Context, table: Table, ref_name: Optional[str], column: Optio
             fk = _has_fk(table, (cfg.tenant.column,), tenants)
             if fk is not None:
                 raise NothingToFix(
-                    f"{table.qualified}.{cfg.tenant.column} already references {tenants.qualified} "
+                    f"{qname(table.schema, table.name)}.{cfg.tenant.column} already references {qname(tenants.schema, tenants.name)} "
                     f"({fk.name}) and no other column lacks its foreign key: nothing to fix"
                 )
         if column:
             raise DbguardError(
-                f"cannot infer the table {table.qualified}.{column} references: name it: "
-                f"add-foreign-key {table.qualified} REFTABLE {column}"
+                f"cannot infer the table {qname(table.schema, table.name)}.{column} references: name it: "
+                f"add-foreign-key {qname(table.schema, table.name)} REFTABLE {column}"
             )
         raise NothingToFix(
-            f"{table.qualified}: no column without a foreign key whose referenced table can be "
+            f"{qname(table.schema, table.name)}: no column without a foreign key whose referenced table can be "
             "inferred (name it: add-foreign-key TABLE REFTABLE [COLUMN])"
         )
     if len(candidates) > 1:
         names_text = ", ".join(f"{c} -> {r.qualified}" for c, r, _ in candidates)
         raise DbguardError(
-            f"{table.qualified} has several columns without a foreign key ({names_text}): name the "
+            f"{qname(table.schema, table.name)} has several columns without a foreign key ({names_text}): name the "
             "referenced table: add-foreign-key TABLE REFTABLE [COLUMN]"
         )
     return candidates[0]
@@ -123,20 +125,22 @@ def plan_add_foreign_key(
 ) -> Migration:
     table = resolve_table(ctx.snapshot, table_name)
     if column is not None and table.column(column) is None:
-        raise NotFoundError(f"{table.qualified} has no column {column!r}")
+        raise NotFoundError(f"{qname(table.schema, table.name)} has no column {column!r}")
     column, ref, key = _infer_fk(ctx, table, ref_name, column)
     existing = _has_fk(table, (column,), ref)
     if existing is not None:
         state = "" if existing.validated else " (NOT VALID: run ALTER TABLE ... VALIDATE CONSTRAINT to check old rows)"
-        raise NothingToFix(f"{table.qualified}.{column} already references {ref.qualified}: {existing.name}{state}")
+        raise NothingToFix(
+            f"{qname(table.schema, table.name)}.{column} already references {qname(ref.schema, ref.name)}: {existing.name}{state}"
+        )
     child_col, ref_col = table.column(column), ref.column(key)
     if child_col is None:
-        raise NotFoundError(f"{table.qualified} has no column {column!r}")
+        raise NotFoundError(f"{qname(table.schema, table.name)} has no column {column!r}")
     if ref_col is None:
-        raise NotFoundError(f"{ref.qualified} has no column {key!r}")
+        raise NotFoundError(f"{qname(ref.schema, ref.name)} has no column {key!r}")
     if child_col.type != ref_col.type:
         raise DbguardError(
-            f"{table.qualified}.{column} is {child_col.type} but {ref.qualified}.{key} is "
+            f"{qname(table.schema, table.name)}.{column} is {child_col.type} but {qname(ref.schema, ref.name)}.{key} is "
             f"{ref_col.type}: the foreign key needs the same type"
         )
     # Rows that would make VALIDATE fail: report them before writing anything.
@@ -154,9 +158,9 @@ def plan_add_foreign_key(
     )
     if orphans:
         raise DbguardError(
-            f"cannot add the foreign key {table.qualified}({column}) -> {ref.qualified}({key}): "
-            f"{orphans} row{'s' if orphans != 1 else ''} of {table.qualified} reference a missing "
-            f"{ref.qualified} row and would make VALIDATE fail; fix or delete them first"
+            f"cannot add the foreign key {qname(table.schema, table.name)}({column}) -> {qname(ref.schema, ref.name)}({key}): "
+            f"{orphans} row{'s' if orphans != 1 else ''} of {qname(table.schema, table.name)} reference a missing "
+            f"{qname(ref.schema, ref.name)} row and would make VALIDATE fail; fix or delete them first"
         )
     if orphans is None:
         ctx.notes.append("orphans were not counted (no database connection): VALIDATE fails if any exist")
@@ -184,7 +188,7 @@ def plan_add_foreign_key(
         ),
     ]
     m.what = [
-        f"add foreign key {quoted(fk_name)}: {table.qualified}({column}) -> {ref.qualified}({key}), "
+        f"add foreign key {quoted(fk_name)}: {qname(table.schema, table.name)}({column}) -> {qname(ref.schema, ref.name)}({key}), "
         "NOT VALID then VALIDATE"
     ]
     m.undo = []

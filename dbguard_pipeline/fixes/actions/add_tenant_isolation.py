@@ -36,7 +36,7 @@ from dbguard_pipeline.fixes.plan import Block, Migration
 from dbguard_pipeline.fixes.sql import checked_type, pg_name, tenant_context
 from dbguard_pipeline.model.schema import Column, Policy, Table
 from dbguard_pipeline.semantics import tenancy
-from dbguard_pipeline.text import literal, quoted, quoted_qname
+from dbguard_pipeline.text import literal, qname, quoted, quoted_qname
 
 ACTION = "add-tenant-isolation"
 BATCH_SIZE = 5_000
@@ -84,7 +84,9 @@ def _check_default(ctx: Context, tenants: Table, col_type: str, tenant_default: 
         except psycopg.errors.DataError:
             raise DbguardError(f"--tenant-default {tenant_default!r} is not a valid {col_type}") from None
         if not found:
-            raise DbguardError(f"--tenant-default {tenant_default!r}: no such tenant in {tenants.qualified}")
+            raise DbguardError(
+                f"--tenant-default {tenant_default!r}: no such tenant in {qname(tenants.schema, tenants.name)}"
+            )
     return f"{literal(tenant_default)}::{col_type}"
 
 
@@ -121,7 +123,7 @@ def _backfill(
         if unresolved and default_sql is None:
             via = " -> ".join([table.qualified] + [s.parent.qualified for s in path])
             raise DbguardError(
-                f"{unresolved} row{'s' if unresolved != 1 else ''} of {table.qualified} reach no tenant "
+                f"{unresolved} row{'s' if unresolved != 1 else ''} of {qname(table.schema, table.name)} reach no tenant "
                 f"through {via} (NULL or dangling references): fix them first, or pass "
                 "--tenant-default TENANT_ID to give them one tenant"
             )
@@ -248,15 +250,17 @@ def _partitions(ctx: Context, table: Table) -> list[Table]:
     parts = sorted((t for t in ctx.snapshot.tables if t.parent == table.qualified), key=lambda t: t.qualified)
     if any(p.kind == "partitioned" for p in parts):
         raise DbguardError(
-            f"{table.qualified} has sub-partitioned partitions: add-tenant-isolation handles one level of partitions"
+            f"{qname(table.schema, table.name)} has sub-partitioned partitions: add-tenant-isolation handles one level of partitions"
         )
     if table.primary_key is None:
         raise DbguardError(
-            f"{table.qualified} is partitioned and has no primary key: its rows cannot be filled in batches by key "
+            f"{qname(table.schema, table.name)} is partitioned and has no primary key: its rows cannot be filled in batches by key "
             "(a row address is not unique across partitions); add a primary key first"
         )
     if not parts:
-        raise DbguardError(f"{table.qualified} is partitioned and has no partition yet: add the column by hand")
+        raise DbguardError(
+            f"{qname(table.schema, table.name)} is partitioned and has no partition yet: add the column by hand"
+        )
     return parts
 
 
@@ -273,7 +277,7 @@ def _partition_policies(ctx: Context, table: Table, rls: RlsPlan) -> None:
         for p in part.policies:
             if p.name not in final:
                 raise DbguardError(
-                    f"partition {part.qualified} has a policy of its own ({p.name!r}) that {table.qualified} does "
+                    f"partition {qname(part.schema, part.name)} has a policy of its own ({p.name!r}) that {qname(table.schema, table.name)} does "
                     "not have: it would not pin the new column; drop it or give the parent the same policy first"
                 )
             new = final[p.name]
@@ -281,12 +285,14 @@ def _partition_policies(ctx: Context, table: Table, rls: RlsPlan) -> None:
                 continue
             if p.name not in original or not _same(p, original[p.name]):
                 raise DbguardError(
-                    f"partition {part.qualified} has its own version of the policy {p.name!r}: make it the "
+                    f"partition {qname(part.schema, part.name)} has its own version of the policy {p.name!r}: make it the "
                     f"parent's first"
                 )
             rls.forward += [drop_policy(part.schema, part.name, p.name), create_policy(part.schema, part.name, new)]
             rls.rollback[:0] = [drop_policy(part.schema, part.name, p.name), create_policy(part.schema, part.name, p)]
-            rls.what.append(f"partition {part.qualified}: rewrite its copy of policy {quoted(p.name)} the same way")
+            rls.what.append(
+                f"partition {qname(part.schema, part.name)}: rewrite its copy of policy {quoted(p.name)} the same way"
+            )
     parts = partitions_plan(ctx, table, rls.final)
     rls.forward += parts.forward
     rls.rollback[:0] = parts.rollback
@@ -309,19 +315,21 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
     tm = cfg.tenant
     table = resolve_table(snap, table_name)
     if tenancy.is_tenants_table(table, cfg):
-        raise DbguardError(f"{table.qualified} is the tenants table itself (config tenant.tenants_table)")
+        raise DbguardError(
+            f"{qname(table.schema, table.name)} is the tenants table itself (config tenant.tenants_table)"
+        )
     column = tm.column
     parties = tenancy.party_columns(snap, table, cfg)
     if parties and table.column(column) is None:
         raise DbguardError(
-            f"{table.qualified} belongs to more than one tenant ({', '.join(parties)} each name one): "
+            f"{qname(table.schema, table.name)} belongs to more than one tenant ({', '.join(parties)} each name one): "
             f"it is not single-tenant data, so no {column} column is added (that would pick one "
             "party and lock the other out); keep a policy that pins every party column, and name "
             f"them in the config: tenant.table_tenant_columns: {{{table.qualified}: [...]}}"
         )
     if table.column(column) is not None:
         raise NothingToFix(
-            f"{table.qualified} already has a {column} column: for its policies run fix-rls-policy, "
+            f"{qname(table.schema, table.name)} already has a {column} column: for its policies run fix-rls-policy, "
             "for its foreign key add-foreign-key"
         )
     tenants = snap.table(tm.tenants_table)
@@ -338,8 +346,8 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
     default_sql = _check_default(ctx, tenants, col_type, tenant_default) if tenant_default is not None else None
     if path is None and default_sql is None:
         raise DbguardError(
-            f"{table.qualified} has no foreign-key path to a table with a {column} column (or to "
-            f"{tenants.qualified}), so its rows cannot be given a tenant: add that foreign key first, "
+            f"{qname(table.schema, table.name)} has no foreign-key path to a table with a {column} column (or to "
+            f"{qname(tenants.schema, tenants.name)}), so its rows cannot be given a tenant: add that foreign key first, "
             "or pass --tenant-default TENANT_ID to give every existing row one tenant"
         )
     fill = _backfill(ctx, table, path, default_sql, tenant_default)
@@ -487,10 +495,10 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
         m.forward.append(Block(tuple(rls.forward), comment="8. row level security and the tenant policy"))
         m.rollback.insert(0, Block(tuple(rls.rollback), comment="policies and RLS flags as they were"))
     m.what = [
-        f"add column {column} {col_type} to {table.qualified}, default: the current tenant",
+        f"add column {column} {col_type} to {qname(table.schema, table.name)}, default: the current tenant",
         f"fill it {fill.source} in batches of {BATCH_SIZE}"
         + (f"; the trigger {trigger_name} fills rows inserted without a tenant" if trigger_name else ""),
-        f"foreign key {quoted(fk_name)} -> {tenants.qualified}({tm.tenants_key}), NOT VALID then VALIDATE"
+        f"foreign key {quoted(fk_name)} -> {qname(tenants.schema, tenants.name)}({tm.tenants_key}), NOT VALID then VALIDATE"
         + (" on each partition, then on the partitioned table (attaching theirs)" if parts else ""),
         f"NOT NULL through the validated CHECK {quoted(chk_name)}",
         f"index {quoted(idx_name)} on ({column}) concurrently"
@@ -506,9 +514,9 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
     m.why, m.fixes = why(findings), [f.cache_key for f in findings]
     if not findings:
         m.why = [
-            f"{table.qualified} holds tenant data (it reaches {tenants.qualified} through foreign keys) but has no "
+            f"{qname(table.schema, table.name)} holds tenant data (it reaches {qname(tenants.schema, tenants.name)} through foreign keys) but has no "
             f"{column} column"
             if path
-            else f"{table.qualified} has no {column} column"
+            else f"{qname(table.schema, table.name)} has no {column} column"
         ]
     return m

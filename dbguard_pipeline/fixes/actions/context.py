@@ -16,7 +16,7 @@ from dbguard_pipeline.fixes.plan import Migration
 from dbguard_pipeline.fixes.sql import pg_name, role_name
 from dbguard_pipeline.model.findings import Finding
 from dbguard_pipeline.model.schema import Policy, Snapshot, Table
-from dbguard_pipeline.text import quoted, quoted_qname
+from dbguard_pipeline.text import qname, quoted, quoted_qname
 
 
 class NothingToFix(Exception):
@@ -55,7 +55,9 @@ def resolve_table(snapshot: Snapshot, name: str) -> Table:
             raise DbguardError(f"table name {name!r} is ambiguous: {', '.join(sorted(candidates))} (use schema.table)")
         raise NotFoundError(f"table not found: {name!r} (in {snapshot.database}; use schema.table)")
     if t.kind == "partition":
-        raise DbguardError(f"{t.qualified} is a partition of {t.parent}: run the action on the partitioned table")
+        raise DbguardError(
+            f"{qname(t.schema, t.name)} is a partition of {t.parent}: run the action on the partitioned table"
+        )
     return t
 
 

@@ -34,7 +34,7 @@ from dbguard_pipeline.model.schema import Policy, Table
 from dbguard_pipeline.rules import fix_actions, rules_tagged
 from dbguard_pipeline.semantics import tenancy
 from dbguard_pipeline.semantics.roles import owner_escape
-from dbguard_pipeline.text import quoted, quoted_qname
+from dbguard_pipeline.text import ident, qname, quoted, quoted_qname, role_list
 
 ACTION = "fix-rls-policy"
 # the rules whose findings this action fixes, and those whose finding names a policy it replaces
@@ -161,7 +161,7 @@ def rls_plan(ctx: Context, table: Table, column: str, col_type: str, *, adding_c
     undo: list[str] = []
     if not table.rls_enabled:
         fwd.append(f"ALTER TABLE {q} ENABLE ROW LEVEL SECURITY")
-        what.append(f"enable row level security on {table.qualified}")
+        what.append(f"enable row level security on {qname(table.schema, table.name)}")
         undo.append("disable row level security again")
     if force and not table.rls_forced:
         fwd.append(f"ALTER TABLE {q} FORCE ROW LEVEL SECURITY")
@@ -179,7 +179,7 @@ def rls_plan(ctx: Context, table: Table, column: str, col_type: str, *, adding_c
         fwd.append(create_policy(table.schema, table.name, new))
         what.append(
             f"rewrite the {'weak' if p.name in weak else 'incomplete'} policy {quoted(p.name)} "
-            f"({p.command.upper()}, TO {', '.join(p.roles)}; same command, roles and name): {column} = the "
+            f"({p.command.upper()}, TO {role_list(p.roles)}; same command, roles and name): {ident(column)} = the "
             f"current tenant, as {source}"
         )
     for p in wrapped:
@@ -200,8 +200,8 @@ def rls_plan(ctx: Context, table: Table, column: str, col_type: str, *, adding_c
         final.append(created)
         fwd.append(create_policy(table.schema, table.name, created))
         what.append(
-            f"create policy {quoted(policy_name)}: FOR {created.command.upper()} TO {role} (no policy "
-            f"applies to {role}), {column} = the current tenant, as {source}"
+            f"create policy {quoted(policy_name)}: FOR {created.command.upper()} TO {ident(role)} (no policy "
+            f"applies to {ident(role)}), {ident(column)} = the current tenant, as {source}"
         )
         back.append(drop_policy(table.schema, table.name, policy_name))
         undo.append(f"drop policy {quoted(policy_name)}")
@@ -254,14 +254,14 @@ def partitions_plan(ctx: Context, table: Table, final: list[Policy]) -> RlsPlan:
         if enable:
             out.rollback.append(f"ALTER TABLE {q} DISABLE ROW LEVEL SECURITY")
         out.what.append(
-            f"partition {part.qualified} (the application role can query it directly): "
+            f"partition {qname(part.schema, part.name)} (the application role can query it directly): "
             + ", ".join(
                 (["enable row level security"] if enable else [])
                 + (["force it"] if do_force else [])
                 + [f"copy policy {quoted(p.name)}" for p in missing]
             )
         )
-        out.undo.append(f"partition {part.qualified}: drop the copied policies, RLS flags as they were")
+        out.undo.append(f"partition {qname(part.schema, part.name)}: drop the copied policies, RLS flags as they were")
     return out
 
 
@@ -273,18 +273,18 @@ def plan_fix_rls_policy(ctx: Context, table_name: str) -> Migration:
         parties = tenancy.party_columns(ctx.snapshot, table, cfg)
         if parties:
             raise DbguardError(
-                f"{table.qualified} is two-party data ({', '.join(parties)} each name a tenant): dbguard does not "
+                f"{qname(table.schema, table.name)} is two-party data ({', '.join(parties)} each name a tenant): dbguard does not "
                 f"write its policies; pin the tenant on each side: USING ({' OR '.join(f'{c} = <ctx>' for c in parties)})"
             )
         path = tenancy.tenant_path(ctx.snapshot, table, cfg)
         if path:
             via = " -> ".join([table.qualified] + [s.parent.qualified for s in path])
             raise DbguardError(
-                f"{table.qualified} has no {cfg.tenant.column} column (its tenant is reached via {via}): "
-                f"run add-tenant-isolation {table.qualified} first, which also writes its policies"
+                f"{qname(table.schema, table.name)} has no {cfg.tenant.column} column (its tenant is reached via {via}): "
+                f"run add-tenant-isolation {qname(table.schema, table.name)} first, which also writes its policies"
             )
         raise DbguardError(
-            f"{table.qualified} is not tenant data: it has no {cfg.tenant.column} column and no "
+            f"{qname(table.schema, table.name)} is not tenant data: it has no {cfg.tenant.column} column and no "
             "foreign-key path to a table that has one"
         )
     col = table.column(column)
@@ -300,7 +300,7 @@ def plan_fix_rls_policy(ctx: Context, table_name: str) -> Migration:
             rls.undo += parts.undo
     if rls is None:
         raise NothingToFix(
-            f"{table.qualified}: RLS is enabled{' and forced' if table.rls_forced else ''} and no "
+            f"{qname(table.schema, table.name)}: RLS is enabled{' and forced' if table.rls_forced else ''} and no "
             "policy is weak: nothing to fix"
         )
     m = new_migration(ctx, ACTION, table)

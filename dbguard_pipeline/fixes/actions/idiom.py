@@ -4,7 +4,8 @@
   ``current_setting(...)``) outside a scalar subquery becomes ``(select auth.uid())``; nothing else of the
   expression changes (the auth_rls_initplan fix never changes what a policy means).
 - :func:`find_idiom`: the predicate a generated policy pins the tenant with, taken from the policies the
-  analyzer already accepts as pinning the tenant: the table's own first, then the most common one of the
+  analyzer already accepts as pinning the tenant, the read idiom (USING of SELECT and ALL policies) before the
+  write-only ones: the table's own first, then the most common one of the
   sibling tables (same schema, same tenant column). It may be a GUC with NULLIF, a JWT claim at its real path,
   a membership subquery or a helper function such as ``current_farm()``; the sibling's table name in a
   qualified column reference is replaced with this table's. None when no policy pins the tenant.
@@ -24,7 +25,7 @@ from pglast.parser import ParseError, parse_sql
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.model.schema import Snapshot, Table
 from dbguard_pipeline.semantics import tenancy
-from dbguard_pipeline.text import quoted
+from dbguard_pipeline.text import qname, quoted
 
 _AUTH_FUNCS = frozenset({"uid", "jwt", "role", "email"})
 _PREFIX = "SELECT "
@@ -135,21 +136,25 @@ def _requalify(text: str, old_table: str, new_table: str, column: str) -> str:
     return out
 
 
-def _pinning_expressions(snapshot: Snapshot, config: Config, table: Table) -> list[str]:
-    """The USING / WITH CHECK texts of ``table``'s policies that the analyzer accepts as pinning the tenant."""
+def _pinning_expressions(snapshot: Snapshot, config: Config, table: Table, reads_only: bool = False) -> list[str]:
+    """The USING / WITH CHECK texts of ``table``'s policies that the analyzer accepts as pinning the tenant,
+    the read idiom first: the USING of SELECT and ALL policies (who may see the tenant's rows: every member),
+    then the rest (write policies are often narrower: ``has_role_on_account(account_id, 'owner')``), each text
+    once. ``reads_only``: the read idiom alone."""
     from dbguard_pipeline.policy.analyzer import analyzer_for
 
     an = analyzer_for(snapshot, config)
     column = tenancy.tenant_column(table, config)
     if column is None:
         return []
-    out = []
+    read: list[str] = []
+    other: list[str] = []
     app = config.tenant.app_role
     for p in table.policies:
         if not p.permissive or not ({app, "public"} & set(p.roles)):
             continue  # a policy for another role says nothing about how the application sends its tenant
         using, check = an.analyze_policy(table, p, column)
-        for text, a in ((p.using, using), (p.with_check, check)):
+        for text, a, reads in ((p.using, using, p.command in ("all", "select")), (p.with_check, check, False)):
             if (
                 text
                 and a is not None
@@ -158,8 +163,8 @@ def _pinning_expressions(snapshot: Snapshot, config: Config, table: Table) -> li
                 and not a.unsafe_casts
                 and not a.user_metadata
             ):
-                out.append(text)
-    return out
+                (read if reads else other).append(text)
+    return list(dict.fromkeys(read if reads_only else read + other))
 
 
 def find_idiom(
@@ -171,22 +176,32 @@ def find_idiom(
     for t in own:
         exprs = _pinning_expressions(snapshot, config, t)
         if exprs:
-            return wrap_calls(exprs[0]) or exprs[0], f"the table's own policies ({table.qualified})"
-    counts: Counter[str] = Counter()
-    first_source: dict[str, str] = {}
-    for t in snapshot.tables:
-        if t.schema != table.schema or t.qualified == table.qualified or t.kind == "partition":
-            continue
-        if tenancy.is_tenants_table(t, config) or tenancy.tenant_column(t, config) != column:
-            continue
-        for e in _pinning_expressions(snapshot, config, t):
-            moved = _requalify(e, t.name, table.name, column)
-            counts[moved] += 1
-            first_source.setdefault(moved, t.qualified)
+            return wrap_calls(exprs[0]) or exprs[0], f"the table's own policies ({qname(table.schema, table.name)})"
+    siblings = [
+        t
+        for t in snapshot.tables
+        if t.schema == table.schema
+        and t.qualified != table.qualified
+        and t.kind != "partition"
+        and not tenancy.is_tenants_table(t, config)
+        and tenancy.tenant_column(t, config) == column
+    ]
+    # the siblings' read idiom (what lets every member see a tenant's rows) when one exists: the generated
+    # policy covers every command, and a write-only idiom (owners only) would lock the other members out
+    for reads_only in (True, False):
+        counts: Counter[str] = Counter()
+        first_source: dict[str, tuple[str, str]] = {}
+        for t in siblings:
+            for e in _pinning_expressions(snapshot, config, t, reads_only):
+                moved = _requalify(e, t.name, table.name, column)
+                counts[moved] += 1
+                first_source.setdefault(moved, (t.schema, t.name))
+        if counts:
+            break
     if not counts:
         return None
     best = sorted(counts.items(), key=lambda kv: (-kv[1], first_source[kv[0]]))[0][0]
-    return wrap_calls(best) or best, f"the sibling policies (as on {first_source[best]})"
+    return wrap_calls(best) or best, f"the sibling policies (as on {qname(*first_source[best])})"
 
 
 def dataclass_without(table: Table, skip: frozenset[str]) -> Optional[Table]:

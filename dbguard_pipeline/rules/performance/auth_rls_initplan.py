@@ -28,7 +28,7 @@ from dbguard_pipeline.model.findings import Finding, Severity
 from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules._common import fix_rls_command, policies_with
 from dbguard_pipeline.rules.context import RuleContext
-from dbguard_pipeline.text import ident, qname
+from dbguard_pipeline.text import ident, qname, quoted
 
 SPEC = RuleSpec(
     "auth_rls_initplan",
@@ -50,7 +50,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             fix = f"{fix_rls_command(t)}  (or: {fix})"
         yield SPEC.finding(
             t,
-            f'policy "{p.name}" on {t.qualified} calls {", ".join(calls)} outside a scalar subquery: '
+            f"policy {quoted(p.name)} on {qname(t.schema, t.name)} calls {', '.join(calls)} outside a scalar subquery: "
             f"evaluated once per row instead of once per query",
             fix,
             object=p.name,

@@ -66,7 +66,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
                     fix = f"DROP INDEX CONCURRENTLY IF EXISTS {qname(t.schema, extra.name)};"
                 yield SPEC.finding(
                     t,
-                    f"index {extra.name} on {t.qualified} duplicates {keep.name}",
+                    f"index {ident(extra.name)} on {qname(t.schema, t.name)} duplicates {ident(keep.name)}",
                     fix,
                     object=extra.name,
                     detail={"kept": keep.name, "definition": extra.definition},

@@ -29,7 +29,7 @@ from dbguard_pipeline.model.schema import Table
 from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.semantics.indexes import covering_index
-from dbguard_pipeline.text import shell_table_arg
+from dbguard_pipeline.text import qname, shell_table_arg
 
 SPEC = RuleSpec(
     "missing_tenant_index",
@@ -76,7 +76,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             continue
         yield SPEC.finding(
             t,
-            f"{t.qualified} has {rows:,} rows ({how}) and no index leads with {col}: tenant-filtered queries "
+            f"{qname(t.schema, t.name)} has {rows:,} rows ({how}) and no index leads with {col}: tenant-filtered queries "
             f"scan the whole table",
             f"dbguard generate-migration add-composite-index {shell_table_arg(t.schema, t.name)} {shlex.quote(col)}",
             object=col,

@@ -31,6 +31,7 @@ from dbguard_pipeline.rules._common import fix_rls_command
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.semantics.isolation import ALL_COMMANDS
 from dbguard_pipeline.semantics.roles import API_ROLES
+from dbguard_pipeline.text import ident, qname
 
 SPEC = RuleSpec(
     "multiple_permissive_policies",
@@ -65,7 +66,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             who = ", ".join(f"{cmd.upper()} as {role}" for role, cmd in pairs)
             yield SPEC.finding(
                 t,
-                f"{t.qualified} has {len(names)} permissive policies ({', '.join(names)}) for {who}: "
+                f"{qname(t.schema, t.name)} has {len(names)} permissive policies ({', '.join(ident(n) for n in names)}) for {who}: "
                 f"all are evaluated and OR-ed for every row",
                 f"merge them into one policy per role and command (CREATE POLICY ... USING (a OR b)), or make "
                 f"the extra conditions RESTRICTIVE; for tenant tables: {fix_rls_command(t)}",

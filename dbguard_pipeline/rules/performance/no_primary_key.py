@@ -56,4 +56,4 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
                 f"ALTER TABLE {q} ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY;  "
                 f"(or a primary key on existing unique, non-null columns)"
             )
-        yield SPEC.finding(t, f"{t.qualified} has no primary key", fix)
+        yield SPEC.finding(t, f"{qname(t.schema, t.name)} has no primary key", fix)

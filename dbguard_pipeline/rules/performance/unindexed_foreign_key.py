@@ -28,7 +28,7 @@ from dbguard_pipeline.model.findings import Finding, Severity
 from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.semantics.indexes import covering_index
-from dbguard_pipeline.text import shell_table_arg
+from dbguard_pipeline.text import ident, qname, shell_table_arg
 
 SPEC = RuleSpec(
     "unindexed_foreign_key",
@@ -47,8 +47,8 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             cols = ", ".join(fk.columns)
             yield SPEC.finding(
                 t,
-                f"{t.qualified}({cols}) references {fk.ref_schema}.{fk.ref_table} and no index leads with "
-                f"{'it' if len(fk.columns) == 1 else 'them'} (constraint {fk.name})",
+                f"{qname(t.schema, t.name)}({cols}) references {qname(fk.ref_schema or '', fk.ref_table or '')} and no index leads with "
+                f"{'it' if len(fk.columns) == 1 else 'them'} (constraint {ident(fk.name)})",
                 f"dbguard generate-migration add-composite-index {shell_table_arg(t.schema, t.name)} "
                 + " ".join(shlex.quote(c) for c in fk.columns),
                 object=fk.name,

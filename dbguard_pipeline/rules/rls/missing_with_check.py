@@ -39,7 +39,7 @@ from dbguard_pipeline.rules._common import fix_rls_command
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.rules.rls._policies import commands_text, weak_using
 from dbguard_pipeline.semantics.isolation import check_analysis, covered_by_restrictive, good_enough
-from dbguard_pipeline.text import role_list
+from dbguard_pipeline.text import qname, quoted, role_list
 
 SPEC = RuleSpec(
     "missing_with_check",
@@ -78,7 +78,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
                 how = f"it has no WITH CHECK and its USING (checked instead) {check.describe()}"
             yield SPEC.finding(
                 t,
-                f'policy "{p.name}" ({commands_text(p)} to {role_list(p.roles)}) on {t.qualified}: {how}, so a '
+                f"policy {quoted(p.name)} ({commands_text(p)} to {role_list(p.roles)}) on {qname(t.schema, t.name)}: {how}, so a "
                 f"session can write rows whose {target} names another tenant",
                 fix_rls_command(t, ctx.root(t)),
                 object=p.name,

@@ -35,6 +35,7 @@ from dbguard_pipeline.policy.restriction import Level
 from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.semantics.isolation import ALL_COMMANDS, check_analysis, commands_of, using_analysis
+from dbguard_pipeline.text import qname
 
 SPEC = RuleSpec("one_party_policy", Severity.INFO, "rls", "Two-party rows visible to only one of their parties")
 
@@ -76,7 +77,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             others = sorted(pinned_by.get(col, ()))
             yield SPEC.finding(
                 t,
-                f"on {t.qualified}, no policy pins {col} to the tenant context for {', '.join(commands).upper()} "
+                f"on {qname(t.schema, t.name)}, no policy pins {col} to the tenant context for {', '.join(commands).upper()} "
                 f"(they pin {', '.join(others) or 'no party'} only): the tenant {col} names cannot "
                 f"{'see' if 'select' in commands else 'write'} the rows it is party to",
                 f"pin each party in the policy: USING ({' OR '.join(f'{c} = <tenant context>' for c in parties)})",

@@ -25,7 +25,7 @@ from dbguard_pipeline.model.findings import Finding, Severity
 from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules._common import fix_rls_command
 from dbguard_pipeline.rules.context import RuleContext
-from dbguard_pipeline.text import qname
+from dbguard_pipeline.text import ident, qname
 
 SPEC = RuleSpec(
     "policy_exists_rls_disabled",
@@ -40,7 +40,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
     for t in ctx.rls_tables:
         if t.rls_enabled or not t.policies:
             continue
-        names = ", ".join(p.name for p in t.policies)
+        names = ", ".join(ident(p.name) for p in t.policies)
         remediation = (
             fix_rls_command(t, ctx.root(t))
             if ctx.in_tenant_scope(t)
@@ -48,7 +48,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         )
         yield SPEC.finding(
             t,
-            f"{t.qualified} has {len(t.policies)} polic{'y' if len(t.policies) == 1 else 'ies'} ({names}) "
+            f"{qname(t.schema, t.name)} has {len(t.policies)} polic{'y' if len(t.policies) == 1 else 'ies'} ({names}) "
             f"but row level security is disabled: none of them is enforced",
             remediation,
             detail={"policies": [p.name for p in t.policies]},

@@ -53,6 +53,7 @@ from dbguard_pipeline.model.findings import Finding, Severity
 from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.rules.rls._recursion import COMMANDS, Loop, recursion
+from dbguard_pipeline.text import qname
 
 SPEC = RuleSpec(
     "policy_infinite_recursion", Severity.CRITICAL, "rls", "Policy that cannot be evaluated (infinite recursion)"
@@ -105,7 +106,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         returning = " (and INSERT ... RETURNING)" if "select" in failing and "insert" not in failing else ""
         yield SPEC.finding(
             t,
-            f"{' and '.join(commands) if len(commands) < 3 else ', '.join(commands)} on {t.qualified}"
+            f"{' and '.join(commands) if len(commands) < 3 else ', '.join(commands)} on {qname(t.schema, t.name)}"
             f"{returning} as {app} fail{'s' if len(commands) == 1 and not returning else ''} with SQLSTATE "
             f"{first.sqlstate} ({first.error}): {chain_text(first)}",
             _remedy(first),

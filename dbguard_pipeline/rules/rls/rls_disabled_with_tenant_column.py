@@ -73,14 +73,14 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             detail["partition_of"] = root.qualified
         if root is t:
             message = (
-                f"{t.qualified} has the tenant column {col} but row level security is disabled{who}: "
+                f"{qname(t.schema, t.name)} has the tenant column {col} but row level security is disabled{who}: "
                 f"every session sees and changes every tenant's rows"
             )
         else:
             message = (
-                f"{t.qualified} is a partition of {root.qualified} with the tenant column {col} and row "
+                f"{qname(t.schema, t.name)} is a partition of {qname(root.schema, root.name)} with the tenant column {col} and row "
                 f"level security disabled{who}: a query that names the partition gets its own row level "
-                f"security, not {root.qualified}'s, so every such session sees and changes every tenant's "
+                f"security, not {qname(root.schema, root.name)}'s, so every such session sees and changes every tenant's "
                 f"rows through it"
             )
         fix = fix_rls_command(t, root)

@@ -43,7 +43,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             )
             yield SPEC.finding(
                 t,
-                f"{t.qualified} has row level security enabled and no policy: every access by a role "
+                f"{qname(t.schema, t.name)} has row level security enabled and no policy: every access by a role "
                 f"subject to RLS is denied",
                 remediation,
             )

@@ -61,7 +61,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             continue
         yield SPEC.finding(
             t,
-            f"{t.qualified} has row level security enabled but not forced, and {escape.reason}: {escape.consequence}",
+            f"{qname(t.schema, t.name)} has row level security enabled but not forced, and {escape.reason}: {escape.consequence}",
             f"{fix_rls_command(t, ctx.root(t))}  (or: ALTER TABLE {qname(t.schema, t.name)} FORCE ROW LEVEL SECURITY;)",
             severity=Severity.CRITICAL if escape.app_bypasses else None,
             detail={

@@ -29,6 +29,7 @@ from dbguard_pipeline.model.findings import Finding, Severity
 from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules._common import fix_rls_command, policies_with
 from dbguard_pipeline.rules.context import RuleContext
+from dbguard_pipeline.text import qname, quoted
 
 SPEC = RuleSpec(
     "tenant_context_cast_unsafe",
@@ -50,7 +51,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         )
         yield SPEC.finding(
             t,
-            f'policy "{p.name}" on {t.qualified} casts {", ".join(casts)} without nullif: the query '
+            f"policy {quoted(p.name)} on {qname(t.schema, t.name)} casts {', '.join(casts)} without nullif: the query "
             f"raises an error once the setting is reset to ''",
             remediation,
             object=p.name,

@@ -41,7 +41,7 @@ from dbguard_pipeline.rules._common import fix_rls_command
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.rules.rls._policies import commands_text, weak_using
 from dbguard_pipeline.semantics.isolation import covered_by_restrictive
-from dbguard_pipeline.text import role_list
+from dbguard_pipeline.text import qname, quoted, role_list
 
 SPEC = RuleSpec(
     "weak_rls_policy",
@@ -68,7 +68,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
                 writes = "; with no WITH CHECK the same expression lets rows be written for any tenant"
             yield SPEC.finding(
                 t,
-                f'policy "{p.name}" ({commands_text(p)} to {role_list(p.roles)}) on {t.qualified} {u.describe()}: '
+                f"policy {quoted(p.name)} ({commands_text(p)} to {role_list(p.roles)}) on {qname(t.schema, t.name)} {u.describe()}: "
                 f"it lets every such session see every tenant's rows{writes}",
                 fix_rls_command(t, ctx.root(t)),
                 object=p.name,

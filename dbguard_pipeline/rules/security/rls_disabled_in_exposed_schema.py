@@ -70,7 +70,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         revoke = ", ".join("PUBLIC" if r == "public" else ident(r) for r in grantees)
         yield SPEC.finding(
             t,
-            f"{t.qualified} is in the exposed schema {t.schema} with row level security disabled: "
+            f"{qname(t.schema, t.name)} is in the exposed schema {ident(t.schema)} with row level security disabled: "
             f"{role_list(grantees)} can {can} every row through the API",
             f"ALTER TABLE {q} ENABLE ROW LEVEL SECURITY;  (then CREATE POLICY ... for what clients may do, e.g. "
             f"FOR SELECT TO anon, authenticated USING (true) for reference data; or REVOKE ALL ON {q} FROM {revoke};)",

@@ -28,6 +28,7 @@ from dbguard_pipeline.model.findings import Finding, Severity
 from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules._common import fix_rls_command, policies_with
 from dbguard_pipeline.rules.context import RuleContext
+from dbguard_pipeline.text import qname, quoted
 
 SPEC = RuleSpec(
     "rls_references_user_metadata",
@@ -45,7 +46,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             fix = f"{fix_rls_command(t)}  (or {fix})"
         yield SPEC.finding(
             t,
-            f'policy "{p.name}" on {t.qualified} trusts user-editable metadata ({"; ".join(refs)}): '
+            f"policy {quoted(p.name)} on {qname(t.schema, t.name)} trusts user-editable metadata ({'; '.join(refs)}): "
             f"any user can change it and reach other tenants' rows",
             fix,
             object=p.name,

@@ -116,19 +116,19 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         who = role_list(grantees)
         if v.materialized:
             message = (
-                f"materialized view {v.qualified} stores rows of {', '.join(leaking)} read with the rights of "
-                f"{v.owner}, and {who} can select from it: row level security does not apply to it"
+                f"materialized view {qname(v.schema, v.name)} stores rows of {', '.join(leaking)} read with the rights of "
+                f"{ident(v.owner)}, and {who} can select from it: row level security does not apply to it"
             )
             fix = f"{_revoke(q, grantees)}  (or move it to a schema the API does not expose)"
         elif v.security_invoker:
             message = (
-                f"view {v.qualified} is security_invoker but reads {', '.join(leaking)} through a view that "
+                f"view {qname(v.schema, v.name)} is security_invoker but reads {', '.join(leaking)} through a view that "
                 f"runs with its owner's rights, and {who} can select from it: it bypasses their policies"
             )
             fix = " ".join(f"ALTER VIEW {qname(*d)} SET (security_invoker = true);" for d in definers)
         else:
             message = (
-                f"view {v.qualified} runs with the rights of its owner {v.owner} over {', '.join(leaking)} "
+                f"view {qname(v.schema, v.name)} runs with the rights of its owner {ident(v.owner)} over {', '.join(leaking)} "
                 f"(row level security enabled) and {who} can select from it: it bypasses their policies"
             )
             if snapshot.server_version_num >= 150000:

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dbguard_pipeline.model.findings import Finding, Severity
 from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
-from dbguard_pipeline.text import shell_table_arg
+from dbguard_pipeline.text import qname, shell_table_arg
 
 SPEC = RuleSpec(
     "missing_tenant_column",
@@ -54,7 +54,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         end = path[-1].parent.qualified if path else "?"
         yield SPEC.finding(
             t,
-            f"{t.qualified} holds tenant data (it reaches {end} through {hops}) but has no {col} column",
+            f"{qname(t.schema, t.name)} holds tenant data (it reaches {end} through {hops}) but has no {col} column",
             f"dbguard generate-migration add-tenant-isolation {shell_table_arg(t.schema, t.name)}",
             detail={
                 "path": [f"{s.child.qualified}({','.join(s.constraint.columns)}) -> {s.parent.qualified}" for s in path]

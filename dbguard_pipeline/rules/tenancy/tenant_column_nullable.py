@@ -48,7 +48,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         check = ident(f"{t.name}_{col}_not_null"[:63])
         yield SPEC.finding(
             t,
-            f"{t.qualified}.{col} allows NULL: such rows belong to no tenant",
+            f"{qname(t.schema, t.name)}.{ident(col)} allows NULL: such rows belong to no tenant",
             f"ALTER TABLE {q} ADD CONSTRAINT {check} CHECK ({ident(col)} IS NOT NULL) NOT VALID; "
             f"ALTER TABLE {q} VALIDATE CONSTRAINT {check}; ALTER TABLE {q} ALTER COLUMN {ident(col)} SET NOT NULL; "
             f"ALTER TABLE {q} DROP CONSTRAINT {check};",

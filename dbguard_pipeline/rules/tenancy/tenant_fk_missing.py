@@ -30,7 +30,7 @@ from dbguard_pipeline.model.findings import Finding, Severity
 from dbguard_pipeline.model.schema import Table
 from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
-from dbguard_pipeline.text import shell_table_arg
+from dbguard_pipeline.text import ident, qname, shell_table_arg
 
 SPEC = RuleSpec(
     "tenant_fk_missing",
@@ -61,7 +61,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         note = "" if exists else f" (the tenants table {tenants} does not exist: check tenant.tenants_table)"
         yield SPEC.finding(
             t,
-            f"{t.qualified}.{tm.column} has no foreign key to {tenants}({tm.tenants_key}){note}",
+            f"{qname(t.schema, t.name)}.{ident(tm.column)} has no foreign key to {tenants}({tm.tenants_key}){note}",
             f"dbguard generate-migration add-foreign-key {shell_table_arg(t.schema, t.name)} "
             f"{shell_table_arg(tm.tenants_schema, tm.tenants_name)}",
             object=tm.column,

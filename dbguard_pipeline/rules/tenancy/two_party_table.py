@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from dbguard_pipeline.model.findings import Finding, Severity
 from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
+from dbguard_pipeline.text import qname
 
 SPEC = RuleSpec("two_party_table", Severity.INFO, "tenancy", "Rows that belong to more than one tenant")
 
@@ -45,7 +46,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             continue
         yield SPEC.finding(
             t,
-            f"{t.qualified} is two-party data: each row names {len(parties)} tenants ({', '.join(parties)}); "
+            f"{qname(t.schema, t.name)} is two-party data: each row names {len(parties)} tenants ({', '.join(parties)}); "
             "its policies must pin the tenant on each side they admit, and it is probed from each side",
             "nothing to fix; add-tenant-isolation does not apply (a single tenant column would lock a party out)",
             detail={"parties": list(parties)},
