@@ -213,6 +213,66 @@ def postgres_instance(server: str, home: Path):
     return dg.DagsterInstance.from_config(str(home))
 
 
+# --------------------------------------------------------------------------- Celery: a redis broker, workers
+def start_celery(tmp: Path, workers: int, concurrency: int) -> tuple[str, list]:
+    """redis-server on a free port and ``workers`` Celery workers (``concurrency`` tasks each); the broker URL
+    and the processes (the caller stops them)."""
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise SystemExit("bench_fleet: redis-server is not installed (apt-get install -y redis-server)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp / "redis").mkdir(exist_ok=True)
+    procs = [
+        subprocess.Popen(
+            [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp / "redis"), "--save", ""],
+            stdout=subprocess.DEVNULL,
+        )
+    ]
+    broker = f"redis://127.0.0.1:{port}/0"
+    conf = tmp / "celery"
+    conf.mkdir(exist_ok=True)
+    (conf / "dagster_celery_config.py").write_text(
+        f"broker_url = {broker!r}\nresult_backend = {broker!r}\ntask_acks_late = True\n"
+        "task_reject_on_worker_lost = True\nworker_prefetch_multiplier = 1\n"
+        "broker_transport_options = {'visibility_timeout': 600}\n",
+        encoding="utf-8",
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), str(conf)]))
+    for i in range(workers):
+        log = open(conf / f"w{i}.log", "wb")  # noqa: SIM115 (the worker's for its life)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "dagster_celery.app", "worker", "-c", str(concurrency),
+                 "-n", f"w{i}@bench", "-Q", "dagster", "--prefetch-multiplier=1", "--without-gossip",
+                 "--without-mingle"],
+                env=env, cwd=conf, stdout=log, stderr=subprocess.STDOUT,
+            )
+        )  # fmt: skip
+    for i in range(workers):
+        deadline = time.monotonic() + 120
+        while b" ready." not in (conf / f"w{i}.log").read_bytes():
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench_fleet: celery worker w{i} did not start")
+            time.sleep(0.2)
+    return broker, procs
+
+
+def celery_run_config(broker: str) -> dict:
+    source = {
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {"visibility_timeout": 600},
+    }
+    return {"execution": {"config": {"broker": broker, "backend": broker, "config_source": source}}}
+
+
 # --------------------------------------------------------------------------- one run
 def step_times(instance, run_id: str) -> dict:
     import dagster as dg
@@ -249,11 +309,14 @@ def step_times(instance, run_id: str) -> dict:
     }
 
 
-def run_fleet(instance, max_concurrent: int, start_method: str, postmaster: int) -> dict:
+def run_fleet(instance, max_concurrent: int, start_method: str, postmaster: int, broker: str = "") -> dict:
+    """One fleet run: the multiprocess job, or with ``broker`` the Celery job (the workers already running)."""
     import dagster as dg
 
     job = dg.build_reconstructable_job(
-        "dbguard_pipeline.defs.definitions", "resolve_job", reconstructable_args=("fleet_audit_job",)
+        "dbguard_pipeline.defs.definitions",
+        "resolve_job",
+        reconstructable_args=("fleet_audit_celery_job" if broker else "fleet_audit_job",),
     )
     from dbguard_pipeline.defs.jobs import PRELOAD
 
@@ -262,6 +325,8 @@ def run_fleet(instance, max_concurrent: int, start_method: str, postmaster: int)
         {"spawn": {}} if start_method == "spawn" else {"forkserver": {"preload_modules": preload[start_method]}}
     )
     run_config = {"execution": {"config": {"max_concurrent": max_concurrent, "start_method": method}}}
+    if broker:
+        run_config = celery_run_config(broker)
     load_before = os.getloadavg()
     sampler = Sampler(postmaster)
     sampler.start()
@@ -289,6 +354,13 @@ def main(argv=None) -> int:
     parser.add_argument("--max-concurrent", type=int, nargs="+", default=[2])
     parser.add_argument("--start-method", choices=("forkserver", "forkserver-defs", "spawn"), default="forkserver")
     parser.add_argument("--out", help="append one JSON line per run to this file")
+    parser.add_argument(
+        "--celery-workers",
+        type=int,
+        default=0,
+        help="run the Celery job instead, on this many workers (redis-server started here); --max-concurrent "
+        "is then each worker's concurrency",
+    )
     args = parser.parse_args(argv)
 
     import yaml
@@ -303,7 +375,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("DAGSTER_HOME", str(tmp / "dagster_home"))
     for n in args.n:
         targets, made = build_fleet(server, n, hung_port)
-        cfg = tmp / f"dbguard_{n}.yaml"
+        # one path for every N: the forkserver (started by the first run) keeps the environment it was started
+        # with, so the steps of a later run read the file that DBGUARD_CONFIG named then
+        cfg = tmp / "dbguard.yaml"
         cfg.write_text(yaml.safe_dump({"databases": targets}, sort_keys=False), encoding="utf-8")
         os.environ["DBGUARD_CONFIG"] = str(cfg)
         for mc in args.max_concurrent:
@@ -313,10 +387,17 @@ def main(argv=None) -> int:
 
             from dbguard_pipeline.pg.dsn import with_database
 
-            with psycopg.connect(with_database(server, "fleet_locked")) as locker:
-                locker.execute("LOCK TABLE public.garages IN ACCESS EXCLUSIVE MODE")
-                row = run_fleet(instance, mc, args.start_method, postmaster)
-            row.update(n=n, max_concurrent=mc, start_method=args.start_method, fleet=made)
+            broker, procs = start_celery(tmp, args.celery_workers, mc) if args.celery_workers else ("", [])
+            try:
+                with psycopg.connect(with_database(server, "fleet_locked")) as locker:
+                    locker.execute("LOCK TABLE public.garages IN ACCESS EXCLUSIVE MODE")
+                    row = run_fleet(instance, mc, args.start_method, postmaster, broker)
+            finally:
+                for proc in reversed(procs):
+                    proc.terminate()
+                    proc.wait(timeout=60)
+            executor = f"celery x{args.celery_workers}" if broker else f"multiprocess {args.start_method}"
+            row.update(n=n, max_concurrent=mc, executor=executor, fleet=made)
             row["per_database_s"] = round(row["wall_s"] / n, 3)
             row["cpu_per_database_s"] = round((row["python_cpu_s"] + row["server_cpu_s"]) / n, 3)
             print(json.dumps(row), flush=True)
