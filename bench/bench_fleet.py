@@ -249,15 +249,17 @@ def start_celery(tmp: Path, workers: int, concurrency: int) -> tuple[str, list]:
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "dagster_celery.app", "worker", "-c", str(concurrency),
-                 "-n", f"w{i}@bench", "-Q", "dagster", "--prefetch-multiplier=1", "--without-gossip",
+                 "-n", f"w{i}@bench", "-Q", "dagster", "--prefetch-multiplier=1", "-l", "INFO", "--without-gossip",
                  "--without-mingle"],
                 env=env, cwd=conf, stdout=log, stderr=subprocess.STDOUT,
             )
         )  # fmt: skip
     for i in range(workers):
         deadline = time.monotonic() + 120
-        while b" ready." not in (conf / f"w{i}.log").read_bytes():
+        while b" ready." not in (conf / f"w{i}.log").read_bytes():  # (printed at log level INFO)
             if time.monotonic() > deadline:
+                for proc in procs:
+                    proc.kill()
                 raise SystemExit(f"bench_fleet: celery worker w{i} did not start")
             time.sleep(0.2)
     return broker, procs
@@ -278,7 +280,9 @@ def step_times(instance, run_id: str) -> dict:
     import dagster as dg
 
     launched, started, ended, outcome = {}, {}, {}, {}
-    for e in instance.all_logs(run_id):
+    logs = instance.all_logs(run_id)
+    first = logs[0].timestamp if logs else 0.0
+    for e in logs:
         ev = e.dagster_event
         if ev is None or not ev.step_key or not ev.step_key.startswith("audit_database["):
             continue
@@ -299,7 +303,10 @@ def step_times(instance, run_id: str) -> dict:
     startup = [started[k] - launched[k] for k in started if k in launched]
     work_of = {k: ended[k] - started[k] for k in ended if k in started}
     work = list(work_of.values())
+    # when the last database that answers was done: the hung and unreachable ones retry for minutes after
+    done = [t for k, t in ended.items() if not k.endswith(("_hung]", "_unreachable]"))]
     return {
+        "last_reachable_done_s": round(max(done) - first, 1) if done else None,
         "steps": len(outcome),
         "failed": sorted(k[len("audit_database[") : -1] for k, v in outcome.items() if v == "failed"),
         "startup_median_s": round(statistics.median(startup), 3) if startup else None,
