@@ -41,16 +41,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def redis_url(tmp_path):
+@contextlib.contextmanager
+def redis_server(folder: Path):
+    """redis-server on a free port of 127.0.0.1, data in ``folder``; yields its URL. Missing: the test fails."""
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.fail("redis-server is not installed (apt-get install -y redis-server; .ci/run installs it)")
     port = free_port()
-    data = tmp_path / "redis"
-    data.mkdir()
+    folder.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--save", "", "--appendonly", "no"],
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -67,9 +67,24 @@ def redis_url(tmp_path):
                 proc.kill()
                 pytest.fail(f"redis-server did not start on port {port}")
             time.sleep(0.1)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    with redis_server(tmp_path / "redis") as url:
+        yield url
+
+
+def test_without_redis_server_the_celery_tests_fail_and_say_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server on it
+    missing = pytest.raises(pytest.fail.Exception, match=r"redis-server is not installed \(apt-get install")
+    with missing, redis_server(tmp_path / "redis"):
+        pass
 
 
 def instance_url(server_dsn: str, dbname: str) -> str:
@@ -321,8 +336,8 @@ def test_a_worker_killed_mid_step_loses_no_database(
     for name in ("one", "two", "three", "slow"):
         fleet[name] = databases.create()
         run_sql(fleet[name], CLEAN_TENANT_SQL)
-    env = fleet_env(monkeypatch, tmp_path, fleet, lock_timeout_ms=4000)
-    # a lock held on slow's table for the whole run: its step waits lock_timeout (4 s) on it, the window in which
+    env = fleet_env(monkeypatch, tmp_path, fleet, lock_timeout_ms=6000)
+    # a lock held on slow's table for the whole run: its step waits lock_timeout (6 s) on it, the window in which
     # the worker running it is killed; then it fails, alone
     with connect(fleet["slow"]) as locker:
         locker.execute("LOCK TABLE public.invoices IN ACCESS EXCLUSIVE MODE")
@@ -344,7 +359,7 @@ def test_a_worker_killed_mid_step_loses_no_database(
                 if runs:
                     ran = executions(pg_instance, runs[0].dagster_run.run_id)
                     if "audit_database[slow]" in ran:
-                        time.sleep(1.0)  # inside the step (it waits 4 s on the lock)
+                        time.sleep(1.0)  # inside the step (it waits 6 s on the lock)
                         killed = ran["audit_database[slow]"][0]
                         workers.kill(killed)
                 time.sleep(0.1)
@@ -361,7 +376,7 @@ def test_a_worker_killed_mid_step_loses_no_database(
     failed = failures(pg_instance, run_id)
     assert list(failed) == ["audit_database[slow]"]
     assert failed["audit_database[slow]"] == (
-        "schema snapshot failed: slow: gave up waiting for a lock after the lock timeout (4000 ms): canceling "
+        "schema snapshot failed: slow: gave up waiting for a lock after the lock timeout (6000 ms): canceling "
         "statement due to lock timeout"
     )
     for asset in ("schema_snapshot", "rls_audit", "tenant_coverage", "data_integrity", "isolation_report"):

@@ -1,8 +1,9 @@
 """Jobs: the nightly audit of one database, and the fleet audit (one run, many databases, one process each).
 
 ``fleet_audit_job`` reads ``databases:`` from dbguard.yaml when it runs, registers each name as a
-partition of the ``fleet/...`` assets, and fans out: one ``audit_database`` step per database, run in
-parallel by the multiprocess executor. Each step records the materializations and check results of
+partition of the ``fleet/...`` assets, and fans out: one ``audit_database`` step per database (the audit,
+then the isolation probe), run in parallel by the multiprocess executor (``fleet_audit_celery_job``: the same
+graph on Celery workers). Each step records the materializations and check results of
 its database's partition; a database that cannot be audited fails its own step with a one-line
 message and the others carry on.
 """
