@@ -59,7 +59,7 @@ def test_fleet_audits_each_database_in_its_own_process_and_isolates_the_unreacha
             assert not result.success  # apac failed (and eu's blocking coverage check)
 
         assert instance.get_dynamic_partitions(FLEET_PARTITIONS.name) == ["eu", "us", "apac"]
-        for asset in ("schema_snapshot", "rls_audit", "tenant_coverage", "data_integrity"):
+        for asset in ("schema_snapshot", "rls_audit", "tenant_coverage", "data_integrity", "isolation_report"):
             assert partitions_materialized(instance, dg.AssetKey(["fleet", asset]), run_id) == {"eu", "us"}, asset
 
         logs = instance.all_logs(run_id)
@@ -89,6 +89,9 @@ def test_fleet_audits_each_database_in_its_own_process_and_isolates_the_unreacha
         ]
         cov = {(d.partition, d.passed) for d in evals if d.check_name == "coverage_above_threshold"}
         assert cov == {("eu", False), ("us", True)}
+        # each database is probed after its audit: eu (the demo) leaks, us does not
+        leaks = {(d.partition, d.passed) for d in evals if d.check_name == "no_cross_tenant_leaks"}
+        assert leaks == {("eu", False), ("us", True)}
         assert all(d.passed for d in evals if d.partition == "us")
 
         # alerts: one per failing database of the run, none for us
@@ -96,9 +99,10 @@ def test_fleet_audits_each_database_in_its_own_process_and_isolates_the_unreacha
         alerts = {a["partition"]: a for a in (r.json() for r in rx.hook())}
         assert set(alerts) == {"eu", "apac"}
         assert alerts["apac"]["database"] == "apac" and alerts["apac"]["errors"][0] == apac
-        assert ("fleet/tenant_coverage", "coverage_above_threshold") in {
-            (c["asset"], c["check"]) for c in alerts["eu"]["failed_checks"]
-        }
+        assert {
+            ("fleet/tenant_coverage", "coverage_above_threshold"),
+            ("fleet/isolation_report", "no_cross_tenant_leaks"),
+        } <= {(c["asset"], c["check"]) for c in alerts["eu"]["failed_checks"]}
         assert {a["run_url"] for a in alerts.values()} == {f"http://dagster:3000/runs/{run_id}"}
         assert "apac-pw-9x" not in event_log_text(instance, run_id) + "".join(r.body.decode() for r in rx.requests)
 

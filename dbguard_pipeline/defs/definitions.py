@@ -5,7 +5,9 @@
   demo database);
   ``nightly_audit_job`` and ``nightly_audit_schedule``;
 - group ``dbguard_fleet``: the same assets under ``fleet/``, one partition per database of ``databases:`` in
-  dbguard.yaml; ``fleet_audit_job`` (one run, one process per database) and ``fleet_audit_schedule``;
+  dbguard.yaml, plus ``fleet/isolation_report`` and ``fleet/fleet_ranking``; ``fleet_audit_job`` (one run,
+  one process per database), ``fleet_audit_celery_job`` (the same on Celery workers, when dagster-celery is
+  installed), ``fleet_audit_schedule``, ``fleet_ranking_job`` and its sensors (after each fleet run);
 - ``dbguard_alert_sensor``: one alert per failing run; the fix-migration job and its sensor downstream of
   ``rls_audit`` (stopped until started; they write files, never apply them);
 - ``apply_approved_migrations``: applies only approved migrations (backup, apply, verify, roll back on
@@ -27,9 +29,18 @@ from dbguard_pipeline.defs import assets
 from dbguard_pipeline.defs.apply_migrations import apply_approved_migrations_job, last_fix_outcomes
 from dbguard_pipeline.defs.component import load_databases
 from dbguard_pipeline.defs.fix_migrations import fix_migrations_sensor, generate_fix_migrations_job
+from dbguard_pipeline.defs.fleet import (
+    build_fleet_celery_job,
+    build_ranking_failure_sensor,
+    build_ranking_sensor,
+    celery_available,
+    fleet_isolation_report,
+    fleet_ranking,
+    fleet_ranking_job,
+)
 from dbguard_pipeline.defs.freshness import freshness_checks, freshness_sensor
 from dbguard_pipeline.defs.isolation import isolation_checks, isolation_report
-from dbguard_pipeline.defs.jobs import build_nightly_audit_job, fleet_audit_job
+from dbguard_pipeline.defs.jobs import build_nightly_audit_job, fleet_audit_graph, fleet_audit_job
 from dbguard_pipeline.defs.performance import performance_checks, rls_performance
 from dbguard_pipeline.defs.resources import FleetResource, PostgresResource
 from dbguard_pipeline.defs.schedules import build_schedules
@@ -70,15 +81,27 @@ def build_definitions(
         c for c in components.asset_checks or () if any(spec.name == "freshness_check" for spec in c.check_specs)
     ]
     nightly_freshness = freshness_checks([dg.AssetKey("rls_audit")])
+    fleet_jobs = [fleet_audit_job]
+    if celery_available():  # the [celery] extra: the same fleet graph on Celery workers
+        fleet_jobs.append(build_fleet_celery_job(fleet_audit_graph))
     base = dg.Definitions(
-        assets=[*assets.audit_assets, isolation_report, rls_performance, *assets.fleet_assets],
+        assets=[
+            *assets.audit_assets,
+            isolation_report,
+            rls_performance,
+            *assets.fleet_assets,
+            fleet_isolation_report,
+            fleet_ranking,
+        ],
         asset_checks=[*isolation_checks, last_fix_outcomes, *performance_checks, *nightly_freshness],
-        jobs=[nightly, fleet_audit_job, generate_fix_migrations_job, apply_approved_migrations_job],
+        jobs=[nightly, *fleet_jobs, fleet_ranking_job, generate_fix_migrations_job, apply_approved_migrations_job],
         schedules=build_schedules(nightly, fleet_audit_job, config_path),
         sensors=[
             dbguard_alert_sensor,
             fix_migrations_sensor,
             freshness_sensor([*nightly_freshness, *component_freshness]),
+            build_ranking_sensor(fleet_jobs),
+            build_ranking_failure_sensor(fleet_jobs),
         ],
         resources={"database": database or database_resource(), "fleet": fleet or FleetResource()},
     )

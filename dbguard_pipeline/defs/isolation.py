@@ -50,20 +50,23 @@ def isolation_report(context: dg.AssetExecutionContext, database: PostgresResour
         f"{s['leaks']} leaks in {s['leaking_tables']} relations, {s['not_probed']} not probed "
         f"({report.seconds:.2f} s)"
     )
-    return dg.Output(
-        report,
-        metadata={
-            "database": dg.MetadataValue.text(database.display_name()),
-            "app_role": dg.MetadataValue.text(report.app_role),
-            "leaks": dg.MetadataValue.int(s["leaks"]),
-            "leaking_tables": dg.MetadataValue.int(s["leaking_tables"]),
-            "tables_probed": dg.MetadataValue.int(s["tables"]),
-            "probes": dg.MetadataValue.int(s["probes"]),
-            "not_probed": dg.MetadataValue.int(s["not_probed"]),
-            "probe_seconds": dg.MetadataValue.float(round(report.seconds, 3)),
-            "results": isolation_grid(report),
-        },
-    )
+    return dg.Output(report, metadata=report_metadata(report, database.display_name()))
+
+
+def report_metadata(report: ProbeReport, database: str) -> dict:
+    """The metadata of an isolation report (the nightly asset's and each fleet partition's)."""
+    s = report.summary()
+    return {
+        "database": dg.MetadataValue.text(database),
+        "app_role": dg.MetadataValue.text(report.app_role),
+        "leaks": dg.MetadataValue.int(s["leaks"]),
+        "leaking_tables": dg.MetadataValue.int(s["leaking_tables"]),
+        "tables_probed": dg.MetadataValue.int(s["tables"]),
+        "probes": dg.MetadataValue.int(s["probes"]),
+        "not_probed": dg.MetadataValue.int(s["not_probed"]),
+        "probe_seconds": dg.MetadataValue.float(round(report.seconds, 3)),
+        "results": isolation_grid(report),
+    }
 
 
 MARKS = {"leak": "LEAK", "isolated": "ok", "not probed": "not probed"}
@@ -111,28 +114,30 @@ def _witness_table(report: ProbeReport) -> dg.TableMetadataValue:
 )
 def no_cross_tenant_leaks(isolation_report: ProbeReport) -> dg.AssetCheckResult:
     report = isolation_report
-    s = report.summary()
     return dg.AssetCheckResult(
-        passed=s["leaks"] == 0,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "leaks": dg.MetadataValue.int(s["leaks"]),
-            "leaking_tables": dg.MetadataValue.json(report.leaking_tables()),
-            "witnesses": _witness_table(report),
-            "not_probed": table_value(
-                [
-                    {"relation": n.qualified, "command": n.command, "probe": n.probe, "reason": n.reason}
-                    for n in report.not_probed
-                ],
-                [
-                    ("relation", "string", ""),
-                    ("command", "string", ""),
-                    ("probe", "string", ""),
-                    ("reason", "string", "why it could not run (never counted as isolated)"),
-                ],
-            ),
-        },
+        passed=not report.leaks, severity=dg.AssetCheckSeverity.ERROR, metadata=leak_check_metadata(report)
     )
+
+
+def leak_check_metadata(report: ProbeReport) -> dict:
+    """What ``no_cross_tenant_leaks`` shows: every witness and every probe that could not run."""
+    return {
+        "leaks": dg.MetadataValue.int(len(report.leaks)),
+        "leaking_tables": dg.MetadataValue.json(report.leaking_tables()),
+        "witnesses": _witness_table(report),
+        "not_probed": table_value(
+            [
+                {"relation": n.qualified, "command": n.command, "probe": n.probe, "reason": n.reason}
+                for n in report.not_probed
+            ],
+            [
+                ("relation", "string", ""),
+                ("command", "string", ""),
+                ("probe", "string", ""),
+                ("reason", "string", "why it could not run (never counted as isolated)"),
+            ],
+        ),
+    }
 
 
 isolation_checks = [no_cross_tenant_leaks]

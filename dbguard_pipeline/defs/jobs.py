@@ -1,8 +1,9 @@
 """Jobs: the nightly audit of one database, and the fleet audit (one run, many databases, one process each).
 
 ``fleet_audit_job`` reads ``databases:`` from dbguard.yaml when it runs, registers each name as a
-partition of the ``fleet/...`` assets, and fans out: one ``audit_database`` step per database, run in
-parallel by the multiprocess executor. Each step records the materializations and check results of
+partition of the ``fleet/...`` assets, and fans out: one ``audit_database`` step per database (the audit,
+then the isolation probe), run in parallel by the multiprocess executor (``fleet_audit_celery_job``: the same
+graph on Celery workers). Each step records the materializations and check results of
 its database's partition; a database that cannot be audited fails its own step with a one-line
 message and the others carry on.
 """
@@ -15,6 +16,7 @@ import dagster as dg
 from dbguard_pipeline.defs import audit_steps as steps
 from dbguard_pipeline.defs.assets import AUDIT_KEYS, DB_RETRY, FLEET_PARTITIONS_NAME, transient, user_errors
 from dbguard_pipeline.defs.audit_steps import COVERAGE_CHECKS, INTEGRITY_CHECKS, RLS_AUDIT_CHECKS, Previous
+from dbguard_pipeline.defs.fleet import LEAK_CHECK, probe_step
 from dbguard_pipeline.errors import DbguardError
 
 NIGHTLY_JOB = "nightly_audit_job"
@@ -78,7 +80,8 @@ def _emit(asset: str, out: steps.StepOutput, partition: str, blocking: dict):
     required_resource_keys={"fleet"},
     tags={"kind": "postgres"},
     retry_policy=DB_RETRY,
-    description="Audit one database of the fleet: snapshot, static audit, data metrics and checks.",
+    description="Audit and probe one database of the fleet: snapshot, static audit, data metrics, isolation "
+    "probe and their checks.",
 )
 def audit_database(context: dg.OpExecutionContext, name: str):
     with user_errors("audit", name, name):
@@ -109,17 +112,35 @@ def audit_database(context: dg.OpExecutionContext, name: str):
     integ = steps.integrity_step(target, result, prev["data_integrity"])
     yield from _emit("tenant_coverage", cov, name, blocking_cov)
     yield from _emit("data_integrity", integ, name, blocking_int)
+    probe = probe_step(target, snap.value)
+    yield from _emit("isolation_report", probe, name, {LEAK_CHECK.name: LEAK_CHECK.blocking})
     summary = steps.count([*rls.value, *integ.value])
-    context.log.info(f"{name}: {summary['critical']} critical, {summary['warning']} warnings")
+    summary["leaks"] = len(probe.value.leaks)
+    context.log.info(f"{name}: {summary['critical']} critical, {summary['warning']} warnings, {summary['leaks']} leaks")
     yield dg.Output(summary)
 
 
-@dg.job(
+@dg.graph(
+    name="fleet_audit",
+    description="Discover databases: of dbguard.yaml, then one audit_database step per database.",
+)
+def fleet_audit_graph():
+    discover_databases().map(audit_database)
+
+
+# Each step runs in a process forked from a server that imported the code location, the Postgres instance storage
+# and the audit path once (forkserver, ``defs/preload.py``): a step then costs its own work, not a Python start-up,
+# a Dagster import and a dagster-postgres import. Measured in bench/results.md ("Fleet at scale").
+# max_concurrent defaults to the CPU count.
+PRELOAD = ["dbguard_pipeline.defs.preload"]
+FLEET_EXECUTION = {"execution": {"config": {"start_method": {"forkserver": {"preload_modules": PRELOAD}}}}}
+
+fleet_audit_job = fleet_audit_graph.to_job(
     name=FLEET_JOB,
     executor_def=dg.multiprocess_executor,
     tags=AUDIT_JOB_TAGS,
-    description="Audit every database of databases: in dbguard.yaml in one run, one process per database "
-    "(multiprocess executor); records the fleet/... assets' partitions and checks.",
+    config=FLEET_EXECUTION,
+    description="Audit and probe every database of databases: in dbguard.yaml in one run, one process per "
+    "database (multiprocess executor, forked from a preloaded server); records the fleet/... assets' "
+    "partitions and checks.",
 )
-def fleet_audit_job():
-    discover_databases().map(audit_database)

@@ -18,6 +18,7 @@ import dagster as dg
 
 from dbguard_pipeline.alerts import Alert, FailedCheck, deliver
 from dbguard_pipeline.config import AlertsConfig, load_config
+from dbguard_pipeline.defs.fleet import CELERY_JOB
 from dbguard_pipeline.defs.jobs import FLEET_JOB
 from dbguard_pipeline.demo import DEMO_DATABASE
 from dbguard_pipeline.errors import DbguardError
@@ -184,7 +185,7 @@ def alert_for_failed_run(context: dg.RunFailureSensorContext, config_path: Optio
         context.instance,
         run,
         ui_base_url=webserver_url(cfg),
-        default_database="fleet" if run.job_name == FLEET_JOB else None,
+        default_database="fleet" if run.job_name in (FLEET_JOB, CELERY_JOB) else None,
         run_failure_message=context.failure_event.message or "",
     )
     channels: list[str] = []
