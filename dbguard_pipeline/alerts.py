@@ -66,6 +66,8 @@ class Alert:
     summary: Mapping[str, int] = field(default_factory=dict)  # critical / warning / info / ignored
     partition: Optional[str] = None
     headline: Optional[str] = None  # the title, when the alert is not about a run's checks (dbguard fix)
+    # a fleet run's one alert: one part per failed database (each an Alert of its own, with its partition)
+    parts: tuple[Alert, ...] = ()
 
     @property
     def title(self) -> str:
@@ -91,18 +93,32 @@ class Alert:
             "errors": list(self.errors),
             "summary": dict(self.summary),
         }
+        if self.parts:
+            payload["databases"] = [
+                {
+                    "database": a.database,
+                    "partition": a.partition,
+                    "failed_checks": [c.to_dict() for c in a.failed_checks],
+                    "errors": list(a.errors),
+                    "summary": dict(a.summary),
+                }
+                for a in self.parts
+            ]
         return _scrub(payload)
 
     def text(self) -> str:
         """Plain text (Slack mrkdwn compatible) for people."""
         lines = [f"*{self.title}*"]
-        for c in self.failed_checks:
+        for part in self.parts:
+            lines.append(part.text().split("\n", 1)[0].strip("*"))
+            lines.extend("  " + line for line in part.text().split("\n")[1:-1])
+        for c in () if self.parts else self.failed_checks:
             where = f"{c.asset}[{c.partition}]" if c.partition else c.asset
             desc = f": {c.description}" if c.description else ""
             lines.append(f"- {c.severity} check `{c.check}` on `{where}`{desc}")
-        for e in self.errors:
+        for e in () if self.parts else self.errors:
             lines.append(f"- error: {e}")
-        if self.summary:
+        if self.summary and not self.parts:
             parts = [f"{self.summary[k]} {k}" for k in ("critical", "warning", "info", "ignored") if k in self.summary]
             lines.append("findings: " + ", ".join(parts))
         if self.run_id or self.run_url:
@@ -118,6 +134,30 @@ class Alert:
         return mask_secrets(
             f"{self.title}; checks: {checks}; errors: {errors}; findings: {summary}; {self.run_url or self.job}"
         )
+
+
+def fleet_digest(alerts: list[Alert], *, job: str, run_id: str, run_url: str) -> Alert:
+    """One alert for a fleet run, naming every failed database once (each database's detail is a part): a
+    night of a hundred databases sends one message, not a hundred."""
+    alerts = sorted(alerts, key=lambda a: a.database)
+    names = [a.database for a in alerts]
+    shown = ", ".join(names[:10]) + (f" (+{len(names) - 10} more)" if len(names) > 10 else "")
+    n = len(names)
+    summary: dict[str, int] = {}
+    for a in alerts:
+        for k, v in a.summary.items():
+            summary[k] = summary.get(k, 0) + v
+    return Alert(
+        database=f"{n} database{'s' if n != 1 else ''}",
+        job=job,
+        run_id=run_id,
+        run_url=run_url,
+        failed_checks=tuple(c for a in alerts for c in a.failed_checks),
+        errors=tuple(f"{a.database}: {e}" for a in alerts for e in a.errors),
+        summary=summary,
+        headline=f"dbguard: {n} database{'s' if n != 1 else ''} of the fleet failed the audit: {shown}",
+        parts=tuple(alerts),
+    )
 
 
 @dataclass(frozen=True)

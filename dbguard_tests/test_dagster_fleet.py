@@ -94,9 +94,12 @@ def test_fleet_audits_each_database_in_its_own_process_and_isolates_the_unreacha
         assert leaks == {("eu", False), ("us", True)}
         assert all(d.passed for d in evals if d.partition == "us")
 
-        # alerts: one per failing database of the run, none for us
+        # one alert for the run, naming each failing database once (eu, apac), with each one's detail; none for us
         sensor_tick(dbguard_alert_sensor, instance, cursor)
-        alerts = {a["partition"]: a for a in (r.json() for r in rx.hook())}
+        sent = [r.json() for r in rx.hook()]
+        assert len(sent) == 1
+        assert sent[0]["title"] == "dbguard: 2 databases of the fleet failed the audit: apac, eu"
+        alerts = {a["partition"]: {**a, "run_url": sent[0]["run_url"]} for a in sent[0]["databases"]}
         assert set(alerts) == {"eu", "apac"}
         assert alerts["apac"]["database"] == "apac" and alerts["apac"]["errors"][0] == apac
         assert {

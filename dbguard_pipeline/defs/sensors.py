@@ -1,4 +1,4 @@
-"""The alert sensor: one alert per failing run (per failing database in a fleet run).
+"""The alert sensor: one alert per failing run (a fleet run's one alert names each failed database once).
 
 A blocking ERROR check that fails (critical findings, coverage below the threshold, a cross-tenant
 leak, a regression) fails its step and so the run; so does a database that cannot be reached or a
@@ -16,7 +16,7 @@ from typing import Optional
 
 import dagster as dg
 
-from dbguard_pipeline.alerts import Alert, FailedCheck, deliver
+from dbguard_pipeline.alerts import Alert, FailedCheck, deliver, fleet_digest
 from dbguard_pipeline.config import AlertsConfig, load_config
 from dbguard_pipeline.defs.fleet import CELERY_JOB
 from dbguard_pipeline.defs.jobs import FLEET_JOB
@@ -188,6 +188,8 @@ def alert_for_failed_run(context: dg.RunFailureSensorContext, config_path: Optio
         default_database="fleet" if run.job_name in (FLEET_JOB, CELERY_JOB) else None,
         run_failure_message=context.failure_event.message or "",
     )
+    if run.job_name in (FLEET_JOB, CELERY_JOB) and len(alerts) > 1:
+        alerts = [fleet_digest(alerts, job=run.job_name, run_id=run.run_id, run_url=alerts[0].run_url)]
     channels: list[str] = []
     for alert in alerts:
         results = deliver(alert, cfg)
@@ -205,7 +207,8 @@ def alert_for_failed_run(context: dg.RunFailureSensorContext, config_path: Optio
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
     description="When an audit run fails (a blocking ERROR check, an unreachable database, a config error), "
-    "send one alert per failing run and database to the channels of alerts: in dbguard.yaml.",
+    "send one alert per failing run (a fleet run's names each failed database) to the channels of alerts: in "
+    "dbguard.yaml.",
 )
 def dbguard_alert_sensor(context: dg.RunFailureSensorContext):
     alert_for_failed_run(context)
