@@ -80,6 +80,9 @@ class Session:
         self.database = database
         self.superuser = False
         self.jwt_sub: Optional[str] = None  # the ``sub`` claim sent with a tenant's context (JWT tenancy)
+        # claims sent besides the identity (role, tenant, sub), which always win over them: analyze sends a token
+        # the size of a real one; the probe sends none (a claim it invented could change what a policy admits)
+        self.claims_extra: dict[str, Any] = {}
         self.enum_first: dict[str, str] = {}  # enum type -> its first label
         self.domain_base: dict[str, str] = {}  # domain type -> its base type
         self.delete_triggers: set[str] = set()  # tables with user triggers on DELETE
@@ -173,12 +176,15 @@ class Session:
 
     # ------------------------------------------------------------------ acting as the application
     def _claims(self, tenant: Optional[str]) -> str:
-        claims: dict[str, Any] = {"role": self.role}
+        claims: dict[str, Any] = json.loads(json.dumps(self.claims_extra)) if self.claims_extra else {}
+        claims["role"] = self.role
         if tenant is not None:
             node = claims
             parts = self.tm.jwt_claim.split(".")
             for p in parts[:-1]:
-                node = node.setdefault(p, {})
+                if not isinstance(node.get(p), dict):
+                    node[p] = {}
+                node = node[p]
             node[parts[-1]] = tenant
             if self.jwt_sub:
                 claims["sub"] = self.jwt_sub
