@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from dbguard_pipeline.errors import DbguardError
-from dbguard_pipeline.fixes.ledger import MigrationFile, checksum, discover
+from dbguard_pipeline.fixes.ledger import MigrationFile, checksum, find_migration
 from dbguard_pipeline.text import escape_controls
 
 APPROVALS = "approvals"
@@ -92,22 +92,10 @@ def rejected_reason(f: MigrationFile) -> Optional[str]:
     return None
 
 
-def _file_for(directory: str | Path, name: str) -> MigrationFile:
-    base = Path(name).name
-    for suffix in ("_rollback.sql", ".sql", ".json"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-            break
-    for f in discover(directory):
-        if f.name == base:
-            return f
-    raise DbguardError(f"no migration named {escape_controls(base)} in {escape_controls(str(directory))}")
-
-
 def approve(directory: str | Path, names: list[str], by: str) -> list[Approval]:
     """Write (or replace) the approval record of each named migration. Refuses, before writing any, a name
     that is not a migration of the folder and a file the round trip rejected."""
-    files = [_file_for(directory, n) for n in names]
+    files = [find_migration(directory, n) for n in names]
     for f in files:
         why = rejected_reason(f)
         if why:

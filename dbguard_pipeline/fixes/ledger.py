@@ -45,6 +45,7 @@ from dbguard_pipeline.errors import DbguardError, MigrationError
 from dbguard_pipeline.fixes import progress
 from dbguard_pipeline.fixes.progress import LedgerRow, read_ledger
 from dbguard_pipeline.fixes.units import Unit, parse_units
+from dbguard_pipeline.text import escape_controls
 
 __all__ = [
     "Runner",
@@ -135,16 +136,17 @@ def discover(directory: str | Path) -> list[MigrationFile]:
     return out
 
 
-def _find(directory: str | Path, name: str) -> MigrationFile:
+def find_migration(directory: str | Path, name: str) -> MigrationFile:
+    """The migration a user named: its name, or the name of its file, rollback file or approval record."""
     base = Path(name).name
-    for suffix in ("_rollback.sql", ".sql"):
+    for suffix in ("_rollback.sql", ".sql", ".json"):
         if base.endswith(suffix):
             base = base[: -len(suffix)]
             break
     for f in discover(directory):
         if f.name == base:
             return f
-    raise DbguardError(f"no migration named {base} in {directory}")
+    raise DbguardError(f"no migration named {escape_controls(base)} in {escape_controls(str(directory))}")
 
 
 def applied_names(dsn: str) -> set[str]:
@@ -467,7 +469,7 @@ class Runner:
                 ledger = read_ledger(self._conn)
                 pending = self._check(files, ledger)
                 if target:
-                    tgt = _find(self.directory, target).name
+                    tgt = find_migration(self.directory, target).name
                     pending = [f for f in pending if f.name <= tgt]
                 if only is not None:
                     pending = [f for f in pending if f.name in only]
@@ -496,7 +498,7 @@ class Runner:
 
     # ---------------------------------------------------------------- rollback
     def rollback(self, name: str, dry_run: bool = False) -> ApplyResult:
-        f = _find(self.directory, name)
+        f = find_migration(self.directory, name)
         if f.rollback_path is None:
             raise MigrationError(f"{f.name} has no rollback file ({f.path.name[:-4]}_rollback.sql)")
         units = parse_units(read_text(f.rollback_path), f.rollback_path.name)
