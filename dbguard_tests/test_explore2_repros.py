@@ -111,8 +111,13 @@ def test_app_bigint_loop_keeps_identity_and_generated_columns_working(databases,
 
 
 # --------------------------------------------------------------------------- restrictive + group roles
-def test_restrictive_and_group_role_policies_judged_and_fixed(databases, tmp_path):
+@pytest.mark.parametrize("app_role", ["web_users", "web_login"])
+def test_restrictive_and_group_role_policies_judged_and_fixed(databases, tmp_path, app_role):
+    """init names the group role; configured as the login role that inherits it, the fix for attachments used
+    to add a FOR ALL policy TO web_login ("no policy applies" to it: memberships ignored), which granted the
+    writes no policy granted and was refused by the round trip."""
     dsn, config = load(databases, "restrictive")
+    config = config.model_copy(update={"tenant": config.tenant.model_copy(update={"app_role": app_role})})
     a = {"app.tenant": "00000000-0000-0000-0000-00000000000a"}
     for table, n in (("documents", 1), ("comments", 1), ("attachments", 2), ("notes", 2)):
         assert as_app(dsn, "web_login", a, f"select count(*) from saas.{table}") == [(n,)], table
@@ -123,7 +128,11 @@ def test_restrictive_and_group_role_policies_judged_and_fixed(databases, tmp_pat
         dsn, config, out_dir=str(tmp_path / "m"), round_trip="yes", timestamp="20260101000000"
     )
     assert result.rejected == []
+    assert not [f for f in (tmp_path / "m").glob("*.sql") if "tenant_isolation" in f.read_text()]
     services.migrator(dsn, tmp_path / "m").up()
+    # writes stay as the policies granted them: none on attachments
+    assert isinstance(as_app(dsn, "web_login", a, "delete from saas.attachments"), int)
+    assert as_app(dsn, "web_login", a, "delete from saas.attachments") == 0
     for table in ("documents", "comments", "attachments", "notes"):
         assert as_app(dsn, "web_login", a, f"select count(*) from saas.{table}") == [(1,)], table
     add = "insert into saas.notes values (9, %s, 'x')"
