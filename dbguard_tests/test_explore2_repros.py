@@ -139,3 +139,32 @@ def test_restrictive_and_group_role_policies_judged_and_fixed(databases, tmp_pat
     assert as_app(dsn, "web_login", a, add, ("00000000-0000-0000-0000-00000000000a",)) == 1
     assert isinstance(as_app(dsn, "web_login", a, add, ("00000000-0000-0000-0000-00000000000b",)), Exception)
     assert services.probe(dsn, config).leaks == []
+
+
+def test_partitions_granted_to_the_group_role_get_the_parents_policy(databases, tmp_path):
+    """A partition the login role reaches only through its group role's grant is queried directly by the app:
+    the fix on the parent must cover it (it was judged unreachable and left without RLS)."""
+    dsn, config = load(databases, "restrictive")
+    config = config.model_copy(update={"tenant": config.tenant.model_copy(update={"app_role": "web_login"})})
+    run_sql(
+        dsn,
+        """
+        create table saas.events (id int not null, tenant_id uuid not null references saas.tenants (id),
+            at date not null, primary key (id, at)) partition by range (at);
+        create table saas.events_2026 partition of saas.events for values from ('2026-01-01') to ('2027-01-01');
+        create index on saas.events (tenant_id);
+        grant select, insert, update, delete on saas.events, saas.events_2026 to web_users;
+        insert into saas.events values (1, '00000000-0000-0000-0000-00000000000a', '2026-02-01'),
+                                       (2, '00000000-0000-0000-0000-00000000000b', '2026-02-01');
+        """,
+    )
+    a = {"app.tenant": "00000000-0000-0000-0000-00000000000a"}
+    assert as_app(dsn, "web_login", a, "select count(*) from saas.events_2026") == [(2,)]  # open
+    result = services.generate_fixes(
+        dsn, config, out_dir=str(tmp_path / "m"), round_trip="yes", timestamp="20260101000000"
+    )
+    assert result.rejected == []
+    services.migrator(dsn, tmp_path / "m").up()
+    assert as_app(dsn, "web_login", a, "select count(*) from saas.events_2026") == [(1,)]
+    assert as_app(dsn, "web_login", a, "select count(*) from saas.events") == [(1,)]
+    assert services.probe(dsn, config).leaks == []
