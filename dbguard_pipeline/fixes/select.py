@@ -38,6 +38,9 @@ def fixable_keys(cache_keys: Iterable[object]) -> list[str]:
     return sorted(k for k in cache_keys if isinstance(k, str) and k.split(":", 1)[0] in FIXABLE)
 
 
+_CHANGES_ACCESS = frozenset({"fix-rls-policy", "add-tenant-isolation"})
+
+
 @dataclass
 class PlanAll:
     migrations: list[Migration]
@@ -94,7 +97,8 @@ def plan_all(
                 skipped.append(f"{f.cache_key}: a partition: fix it on {table.parent}")
                 continue
             table = ctx.snapshot.table(table.parent)
-        if table is not None and tenancy.is_tenants_table(table, ctx.config):
+        if action in _CHANGES_ACCESS and table is not None and tenancy.is_tenants_table(table, ctx.config):
+            # only access changes wait for an explicit command; an index or a foreign key on it is planned as usual
             skipped.append(
                 f"{f.cache_key}: {qname(table.schema, table.name)} is the tenants table: not part of --all "
                 f"(sign-up and directories read and create tenants); run fix-rls-policy "

@@ -266,8 +266,10 @@ def _context(snapshot: Snapshot, tenant_tables: list[Table], out: Inference) -> 
     seen: Counter[_Candidate] = Counter()
     identity = False
     membership: set[str] = set()
+    uses: list[set[_Candidate]] = []
     for _, text in texts:
         found, ident, called = _candidates(text, user_funcs, helpers)
+        uses.append(set(found))
         seen.update(set(found))
         identity = identity or ident
         membership |= called
@@ -281,9 +283,12 @@ def _context(snapshot: Snapshot, tenant_tables: list[Table], out: Inference) -> 
         # nested claim by that key; the config keeps the whole path (the probes build the nested claims from it).
         scored = _Candidate("jwt", cand.value.rsplit(".", 1)[-1]) if cand and cand.kind == "jwt" else cand
         an = Analyzer(snapshot, tenant=_model(base, scored))
+        # only the expressions that use the candidate count: a membership helper pins the tenant whatever the
+        # candidate (`auth.jwt() ->> 'email'` in an invitations policy beside them is no tenant claim)
         return sum(
             an.analyze(text, table=t, tenant_column=key if t.qualified == tenants else column).pins_tenant
-            for t, text in texts
+            for (t, text), used in zip(texts, uses, strict=True)
+            if cand is None or cand in used
         )
 
     scored = sorted(((pins(c), n, c) for c, n in seen.items()), key=lambda x: (-x[0], -x[1], x[2].kind, x[2].value))

@@ -33,7 +33,7 @@ from dbguard_pipeline.model.findings import Finding
 from dbguard_pipeline.model.schema import Policy, Table
 from dbguard_pipeline.rules import fix_actions, rules_tagged
 from dbguard_pipeline.semantics import tenancy
-from dbguard_pipeline.semantics.roles import owner_escape
+from dbguard_pipeline.semantics.roles import RoleGraph, owner_escape
 from dbguard_pipeline.text import ident, qname, quoted, quoted_qname, role_list
 
 ACTION = "fix-rls-policy"
@@ -149,8 +149,10 @@ def rls_plan(ctx: Context, table: Table, column: str, col_type: str, *, adding_c
     kept = [p for p in table.policies if p not in replaced]
     policy_name = pg_name(table.name, "tenant_isolation")
     # a tenant policy only where no policy applies to the application role (one beside others would be OR-ed
-    # with them, and it would grant commands no policy granted)
-    app_policies = [p for p in table.policies if {role, "public"} & set(p.roles)]
+    # with them, and it would grant commands no policy granted); a policy TO a group role the application role
+    # inherits applies to it too
+    graph = RoleGraph(ctx.snapshot)
+    app_policies = [p for p in table.policies if graph.policy_applies(p, role)]
     create = not app_policies and not any(p.name == policy_name for p in kept)
     if not create and not replaced and not wrapped and table.rls_enabled and (table.rls_forced or not force):
         return None
@@ -217,10 +219,13 @@ def rls_plan(ctx: Context, table: Table, column: str, col_type: str, *, adding_c
 
 
 def reachable(ctx: Context, table: Table) -> bool:
-    """The application role can query ``table`` directly (a grant to it or to PUBLIC, or it owns it)."""
+    """The application role can query ``table`` directly (a grant to it, to PUBLIC or to a role whose privileges
+    it has, or it acts as the owner)."""
+    graph = RoleGraph(ctx.snapshot)
     role = ctx.config.tenant.app_role
-    return table.owner == role or any(
-        g.grantee in (role, "public") and g.privilege in ("SELECT", "INSERT", "UPDATE", "DELETE") for g in table.grants
+    who = graph.privileges_of(role) | {"public"}
+    return graph.acts_as_owner(role, table) or any(
+        g.grantee in who and g.privilege in ("SELECT", "INSERT", "UPDATE", "DELETE") for g in table.grants
     )
 
 

@@ -25,6 +25,7 @@ from pglast.parser import ParseError, parse_sql
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.model.schema import Snapshot, Table
 from dbguard_pipeline.semantics import tenancy
+from dbguard_pipeline.semantics.roles import RoleGraph
 from dbguard_pipeline.text import qname, quoted
 
 _AUTH_FUNCS = frozenset({"uid", "jwt", "role", "email"})
@@ -150,8 +151,9 @@ def _pinning_expressions(snapshot: Snapshot, config: Config, table: Table, reads
     read: list[str] = []
     other: list[str] = []
     app = config.tenant.app_role
+    graph = RoleGraph(snapshot)
     for p in table.policies:
-        if not p.permissive or not ({app, "public"} & set(p.roles)):
+        if not p.permissive or not graph.policy_applies(p, app):
             continue  # a policy for another role says nothing about how the application sends its tenant
         using, check = an.analyze_policy(table, p, column)
         for text, a, reads in ((p.using, using, p.command in ("all", "select")), (p.with_check, check, False)):
