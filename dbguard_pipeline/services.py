@@ -89,6 +89,7 @@ class GeneratedFixes:
     out_dir: str
     migrations: list[Migration] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # all fixable findings: why a group or a finding is not planned
+    manual: list[str] = field(default_factory=list)  # critical/warning findings no action fixes (--all)
     nothing: Optional[str] = None  # one action that finds nothing to fix: why
     texts: dict[str, str] = field(default_factory=dict)  # {file name: SQL}, once rendered
     lint: Optional[LintResult] = None
@@ -147,7 +148,7 @@ def plan_fixes(
             pending_fixes=script.pending_fixes(out_dir, applied_names(dsn)),
             tenant_default=tenant_default,
         )
-        fixes.migrations, fixes.skipped = planned.migrations, planned.skipped
+        fixes.migrations, fixes.skipped, fixes.manual = planned.migrations, planned.skipped, planned.manual
         if with_analyze:
             _add_proven_optimizations(dsn, config, ctx, fixes, snapshot, out_dir)
         return fixes

@@ -93,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         )
     for line in result.skipped:
         _out(f"skip  {line}")
+    for line in result.manual:
+        _out(f"manual  {line}")
     if result.nothing is not None:
         _out(f"nothing to fix: {result.nothing}")
         return 0

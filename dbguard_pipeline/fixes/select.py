@@ -7,7 +7,7 @@ A finding is fixable when its rule declares a ``fix_action`` (``RuleSpec.fix_act
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from dbguard_pipeline.errors import DbguardError
@@ -45,6 +45,8 @@ _CHANGES_ACCESS = frozenset({"fix-rls-policy", "add-tenant-isolation"})
 class PlanAll:
     migrations: list[Migration]
     skipped: list[str]  # one line each: a group with nothing to fix, a fix already pending, or why it cannot be fixed
+    # critical and warning findings that no action fixes (a leaking view, say): a person fixes them by hand
+    manual: list[str] = field(default_factory=list)
 
 
 def _plan_group(
@@ -81,9 +83,14 @@ def plan_all(
     pending = set(pending_fixes)
     groups: dict[tuple[str, str, str], list[Finding]] = {}
     skipped: list[str] = []
+    manual: list[str] = []
     for f in chosen:
         action = FIXABLE.get(f.rule)
         if action is None:
+            if f.severity.value in ("critical", "warning"):
+                manual.append(
+                    f"{escape_controls(f.cache_key)} [{f.severity.value}]: no action fixes {f.rule}; see its remediation"
+                )
             continue
         if f.cache_key in pending or escape_controls(f.cache_key) in pending:
             skipped.append(f"{f.cache_key}: a migration for it is already in the folder")
@@ -126,4 +133,4 @@ def plan_all(
             m.why = why(group)
         out.append(m)
     tick("planning: fixes", len(groups), len(groups))
-    return PlanAll(out, skipped)
+    return PlanAll(out, skipped, manual)
