@@ -94,15 +94,14 @@ def _key(e: Expectation) -> str:
 
 def _resolve_table(snapshot: Optional[Snapshot], name: str) -> tuple[Optional[str], Optional[str]]:
     """(schema, table) from "schema.table" (or a bare name, when unambiguous in the snapshot)."""
+    from dbguard_pipeline.text import raw_qualified, split_qualified
+
     if snapshot is not None:
-        found = snapshot.table(name)
+        found = snapshot.table(raw_qualified(name))
         if found is not None:
             return found.schema, found.name
         return None, None
-    if "." in name:
-        s, t = name.split(".", 1)
-        return s, t
-    return "public", name
+    return split_qualified(name)
 
 
 def build_expectations(config: Config, only: Optional[set[int]] = None) -> list[Any]:
