@@ -11,7 +11,7 @@ import yaml
 from dbguard_pipeline import services
 from dbguard_pipeline.config import Config, Expectation, TenantModel, load_config
 from dbguard_pipeline.errors import ConfigError
-from dbguard_pipeline.pg.expectations import _resolve_table
+from dbguard_pipeline.pg.expectations import _resolve_table, run_expectations
 from dbguard_pipeline.policy.context import _schema_and_name
 from dbguard_pipeline.semantics import tenancy
 from dbguard_pipeline.text import config_qname, raw_qualified, split_qualified
@@ -123,3 +123,14 @@ def test_init_writes_the_quoted_form_and_the_audit_reads_it(empty_dsn, tmp_path)
     wrong = config.model_copy(update={"tenant": TenantModel(tenants_table="my.schema.tenants", column_type="bigint")})
     assert (wrong.tenant.tenants_schema, wrong.tenant.tenants_name) == ("my", "schema.tenants")
     assert "tenant_fk_missing" in {f.rule for f in services.static_audit(snapshot, wrong).findings}
+
+
+def test_an_expectation_on_a_dotted_schema_in_the_quoted_form(empty_dsn):
+    run_sql(empty_dsn, DOTTED + 'insert into "my.schema"."tenants" values (1), (2);')
+    e = Expectation(
+        table='"my.schema"."tenants"', type="ExpectTableRowCountToBeBetween", kwargs={"min_value": 1, "max_value": 5}
+    )
+    config = Config(expectations=(e,))
+    (r,) = run_expectations(empty_dsn, config, services.introspect(empty_dsn, config))
+    assert r.error is None and r.success is True, r
+    assert r.table == "my.schema.tenants"  # the key, as Table.qualified

@@ -207,7 +207,7 @@ def analyze(
                     works.append((result, work))
             if progress:
                 progress(
-                    f"[{i}/{len(chosen)}] {table.qualified}: "
+                    f"[{i}/{len(chosen)}] {result.name}: "
                     + (f"{result.overhead}x" if result.status == "measured" else f"skipped ({result.reason})")
                 )
         if options.top_statements > 0:

@@ -27,6 +27,7 @@ from dbguard_pipeline.config import Config, Expectation
 from dbguard_pipeline.errors import ConfigError
 from dbguard_pipeline.model.schema import Snapshot
 from dbguard_pipeline.pg.dsn import mask_secrets, parse_dsn
+from dbguard_pipeline.text import raw_qualified
 
 # What a result may carry into reports: counts and observed scalars, never sampled row values.
 _KEEP = ("element_count", "unexpected_count", "unexpected_percent", "missing_count", "observed_value")
@@ -94,7 +95,7 @@ def _key(e: Expectation) -> str:
 
 def _resolve_table(snapshot: Optional[Snapshot], name: str) -> tuple[Optional[str], Optional[str]]:
     """(schema, table) from "schema.table" (or a bare name, when unambiguous in the snapshot)."""
-    from dbguard_pipeline.text import raw_qualified, split_qualified
+    from dbguard_pipeline.text import split_qualified
 
     if snapshot is not None:
         found = snapshot.table(raw_qualified(name))
@@ -171,7 +172,7 @@ def _run_sql(
 
     by_table: dict[str, list[int]] = {}
     for i in checks:
-        found = snapshot.table(items[i].table)
+        found = snapshot.table(raw_qualified(items[i].table))
         assert found is not None  # translate() admits only existing tables
         by_table.setdefault(found.qualified, []).append(i)
     results: dict[int, ExpectationResult] = {}
@@ -217,7 +218,7 @@ def run_expectations(
         from dbguard_pipeline.pg.expectations_sql import translate
 
         for i, e in enumerate(items):
-            check = translate(class_name(e.type), e, snapshot.table(e.table))
+            check = translate(class_name(e.type), e, snapshot.table(raw_qualified(e.table)))
             if check is not None:
                 checks[i] = check
     rest = [i for i in range(len(items)) if i not in checks]
