@@ -134,3 +134,4 @@ def test_an_expectation_on_a_dotted_schema_in_the_quoted_form(empty_dsn):
     (r,) = run_expectations(empty_dsn, config, services.introspect(empty_dsn, config))
     assert r.error is None and r.success is True, r
     assert r.table == "my.schema.tenants"  # the key, as Table.qualified
+    assert (r.schema_name, r.table_name) == ("my.schema", "tenants")

@@ -44,13 +44,18 @@ class ExpectationResult:
     error: Optional[str] = None
     object: str = ""  # stable name within the table: type(column), de-duplicated with #n
     engine: str = "great_expectations"  # what evaluated it: "dbguard" (one SQL query per table) or GX
+    # the table's schema and name when it was found (a dot inside either makes ``table`` ambiguous)
+    schema: str = field(default="", compare=False)
+    name: str = field(default="", compare=False)
 
     @property
     def schema_name(self) -> str:
-        return self.table.split(".", 1)[0]
+        return self.schema or self.table.split(".", 1)[0]
 
     @property
     def table_name(self) -> str:
+        if self.name:
+            return self.name
         return self.table.split(".", 1)[1] if "." in self.table else self.table
 
 
@@ -186,6 +191,8 @@ def _run_sql(
                 e = items[i]
                 base: dict[str, Any] = dict(
                     table=qualified,
+                    schema=table.schema,
+                    name=table.name,
                     type=class_name(e.type),
                     kwargs=dict(e.kwargs),
                     severity=e.severity,
@@ -278,6 +285,8 @@ def _run_gx(
         qualified = f"{schema}.{table}" if schema and table else e.table
         return ExpectationResult(
             table=qualified,
+            schema=schema or "",
+            name=table or "",
             type=class_name(e.type),
             kwargs=dict(e.kwargs),
             severity=e.severity,
