@@ -330,12 +330,32 @@ def _count(v: int) -> int:
     return v
 
 
+def _qualified(v: str) -> str:
+    """A qualified name in the plain (``schema.table``) or the SQL-quoted (``"my.schema"."t"``) form: checked,
+    kept as written."""
+    from dbguard_pipeline.text import split_qualified
+
+    split_qualified(v)
+    return v
+
+
+def _qualified_keys(v: dict) -> dict:
+    """A mapping keyed by table: quoted keys become lookup keys (``schema.table`` unquoted, as Table.qualified)."""
+    from dbguard_pipeline.text import raw_qualified, split_qualified
+
+    out = {}
+    for key, value in v.items():
+        split_qualified(key)
+        out[raw_qualified(key)] = value
+    return out
+
+
 # ------------------------------------------------------------------- the settings
 @dataclass(frozen=True, init=False)
 class TenantModel(_Settings):
     column: str = "tenant_id"
     column_type: str = "uuid"  # uuid | bigint | integer | text: the SQL type of the tenant id
-    tenants_table: str = "public.tenants"  # schema.table
+    tenants_table: str = "public.tenants"  # schema.table, or SQL-quoted: '"my.schema"."tenants"'
     tenants_key: str = "id"
     # How the application tells the database who the tenant is.
     context: Literal["guc", "jwt"] = "guc"
@@ -355,21 +375,37 @@ class TenantModel(_Settings):
     # treated the same way even when it is not listed.
     table_tenant_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
+    _CHECKS: ClassVar[dict[str, Any]] = {"tenants_table": _qualified, "table_tenant_columns": _qualified_keys}
+
+    @cached_property
+    def _tenants_parts(self) -> tuple[str, str]:
+        from dbguard_pipeline.text import split_qualified
+
+        schema, name = split_qualified(self.tenants_table)
+        return schema or "public", name
+
     @cached_property
     def tenants_schema(self) -> str:
-        return self.tenants_table.split(".", 1)[0] if "." in self.tenants_table else "public"
+        return self._tenants_parts[0]
 
     @cached_property
     def tenants_name(self) -> str:
-        return self.tenants_table.split(".", 1)[1] if "." in self.tenants_table else self.tenants_table
+        return self._tenants_parts[1]
+
+    @cached_property
+    def tenants_qualified(self) -> str:
+        """The tenants table's lookup key (``schema.table`` unquoted, as Table.qualified)."""
+        return f"{self.tenants_schema}.{self.tenants_name}"
 
 
 @dataclass(frozen=True, init=False)
 class Expectation(_Settings):
-    table: str  # schema.table
+    table: str  # schema.table, or SQL-quoted: '"my.schema"."t"'
     type: str  # a Great Expectations expectation class name, e.g. ExpectColumnValuesToNotBeNull
     kwargs: dict = field(default_factory=dict)
     severity: Literal["critical", "warning", "info"] = "critical"
+
+    _CHECKS: ClassVar[dict[str, Any]] = {"table": _qualified}
 
 
 @dataclass(frozen=True, init=False)
@@ -467,6 +503,7 @@ class Config(_Settings):
         "sample_row_limit": _count,
         "tenant_index_min_rows": _count,
         "round_trip_row_limit": _count,
+        "required_columns": _qualified_keys,
     }
 
 

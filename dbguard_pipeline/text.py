@@ -56,6 +56,72 @@ def quoted_qname(schema: str, name: str) -> str:
     return sql.Identifier(schema, name).as_string(None)
 
 
+def split_qualified(text: str, default_schema: Optional[str] = "public") -> tuple[Optional[str], str]:
+    """(schema, name) of a qualified name written in a config file: the SQL-quoted form (``"my.schema"."t"``,
+    ``app."Order Lines"``, ``"t"``: parsed like a qualified identifier, ``""`` an escaped quote) or the plain
+    form (``schema.table``: split on the first dot; a bare ``table`` is in ``default_schema``). Unquoted parts
+    are taken as written (no case folding), as the plain form always was. A text starting with a quote that is
+    not a well-formed quoted name raises ValueError; any other text the tokenizer cannot read is plain (every
+    config written before the quoted form keeps its meaning)."""
+    parts = _quoted_parts(text) if '"' in text else None
+    if parts is None:
+        if text.startswith('"'):
+            raise ValueError(f'{text!r} is not a well-formed qualified name (schema.table or "schema"."table")')
+        schema, dot, name = text.partition(".")
+        return (schema, name) if dot else (default_schema, text)
+    return (parts[0], parts[1]) if len(parts) == 2 else (default_schema, parts[0])
+
+
+def _quoted_parts(text: str) -> Optional[list[str]]:
+    parts: list[str] = []
+    i, n = 0, len(text)
+    while True:
+        if i < n and text[i] == '"':
+            j, buf = i + 1, []
+            while True:
+                k = text.find('"', j)
+                if k < 0:
+                    return None  # unterminated
+                buf.append(text[j:k])
+                if k + 1 < n and text[k + 1] == '"':
+                    buf.append('"')
+                    j = k + 2
+                    continue
+                i = k + 1
+                break
+            part = "".join(buf)
+        else:
+            j = i
+            while j < n and text[j] not in '."':
+                j += 1
+            part, i = text[i:j], j
+        if not part:
+            return None
+        parts.append(part)
+        if i == n:
+            return parts if len(parts) <= 2 else None
+        if text[i] != "." or len(parts) == 2:
+            return None
+        i += 1
+
+
+def raw_qualified(text: str) -> str:
+    """The lookup key (``schema.name`` unquoted, as ``Table.qualified``) of a config's qualified name; a bare
+    name stays bare (looked up by name)."""
+    if '"' not in text:
+        return text
+    schema, name = split_qualified(text, None)
+    return name if schema is None else f"{schema}.{name}"
+
+
+def config_qname(schema: str, name: str) -> str:
+    """A qualified name as dbguard writes it into a config file: plain ``schema.table`` when that reads back
+    unambiguously, else both parts SQL-quoted (a dot or a quote in a part, a space, upper case ...)."""
+    if ident(schema) == schema and ident(name) == name:
+        return f"{schema}.{name}"
+    return quoted_qname(schema, name)
+
+
 def literal(value: Any) -> str:
     """A SQL literal (psycopg's quoting)."""
     from psycopg import sql

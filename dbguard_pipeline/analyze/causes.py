@@ -32,6 +32,7 @@ from dbguard_pipeline.model.schema import Function, Snapshot, Table
 from dbguard_pipeline.policy import per_row_calls
 from dbguard_pipeline.semantics import tenancy
 from dbguard_pipeline.semantics.indexes import covering_index
+from dbguard_pipeline.text import ident, qname
 
 PER_ROW_MIN = 100  # a per-row evaluation on a slow table shows from this many rows on
 SCAN_MIN = 1_000  # a sequential scan in a sub-plan matters from this many rows on
@@ -163,7 +164,7 @@ class _Detector:
                         self._best(found, name, n, s.name, nodes)
         for name, (n, stmt, nodes) in found.items():
             helper = self.helpers.get(name)
-            label = f"{helper.qualified}()" if helper else self.calls.get(name, f"{name}()")
+            label = f"{qname(helper.schema, helper.name)}()" if helper else self.calls.get(name, f"{name}()")
             fix = Fix("policy", self.table.qualified) if name in self.wrapped else None
             loops = _subplan_loops(nodes, n)
             if helper is not None and helper.volatility == "volatile":
@@ -207,7 +208,7 @@ class _Detector:
                         Cause(
                             "missing_tenant_index",
                             f"Seq Scan reads {n.examined:,.0f} rows to keep the tenant's {n.kept:,.0f} "
-                            f"({_share(n):.1%}): no index leads with {tcol}",
+                            f"({_share(n):.1%}): no index leads with {ident(tcol)}",
                             _where(n, s.name),
                             s.name,
                             Fix("index", self.table.qualified, (tcol,)),
@@ -230,7 +231,8 @@ class _Detector:
                         self.add(
                             Cause(
                                 "unindexed_policy_column",
-                                f"the policy filters {rel.qualified} on {col} and no index leads with it: "
+                                f"the policy filters {qname(rel.schema, rel.name)} on {ident(col)} and no index "
+                                "leads with it: "
                                 f"Seq Scan reads {n.examined:,.0f} rows to keep {n.kept:,.0f}",
                                 _where(n, s.name),
                                 s.name,
@@ -241,8 +243,8 @@ class _Detector:
                         self.add(
                             Cause(
                                 "membership_without_index",
-                                f"membership sub-query scans {rel.qualified} ({n.examined:,.0f} rows per "
-                                f"query) for the caller's rows: no index on ({', '.join(cols)})",
+                                f"membership sub-query scans {qname(rel.schema, rel.name)} ({n.examined:,.0f} rows "
+                                f"per query) for the caller's rows: no index on ({', '.join(map(ident, cols))})",
                                 _where(n, s.name),
                                 s.name,
                                 fix,
@@ -266,7 +268,7 @@ class _Detector:
                     continue
                 kind = "hashed SubPlan" if "hashed SubPlan" in n.filter else "SubPlan"
                 if self.arrays:
-                    cols = ", ".join(sorted(self.arrays))
+                    cols = ", ".join(ident(c) for c in sorted(self.arrays))
                     idx = all(covering_index(self.table, (c,)) for c in self.arrays)
                     self.add(
                         Cause(
@@ -306,7 +308,7 @@ class _Detector:
                     self.add(
                         Cause(
                             "permissive_or",
-                            f"{len(permissive)} permissive policies ({', '.join(permissive)}) are OR-ed: no "
+                            f"{len(permissive)} permissive policies ({', '.join(map(ident, permissive))}) are OR-ed: no "
                             f"single index serves the filter (merge them, or make the extra ones RESTRICTIVE)",
                             _where(n, s.name),
                             s.name,

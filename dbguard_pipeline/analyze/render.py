@@ -20,7 +20,7 @@ def _x(value: Optional[float]) -> str:
 
 def headline(t: TableResult) -> str:
     """``RLS costs 37x on public.orders (1.9 ms -> 71 ms): <the first cause>``."""
-    name = escape_controls(t.table)
+    name = escape_controls(t.name)
     if t.status != "measured":
         return f"skipped {name}: {t.reason}"
     what = f"RLS costs {_x(t.overhead)} on {name} ({_ms(t.total('owner'))} ms -> {_ms(t.total('app'))} ms)"
@@ -80,7 +80,7 @@ def to_text(report: AnalyzeReport, threshold: float = 2.0) -> str:
         out.append(
             headline(t)
             if t.status != "measured"
-            else f"ok {escape_controls(t.table)}: {_x(t.overhead)} ({_ms(t.total('owner'))} ms -> "
+            else f"ok {escape_controls(t.name)}: {_x(t.overhead)} ({_ms(t.total('owner'))} ms -> "
             f"{_ms(t.total('app'))} ms)" + (f"; {t.notes[0]}" if t.notes else "")
         )
     out.append("")
@@ -109,7 +109,7 @@ def markdown(report: AnalyzeReport, limit: int = 200) -> str:
         causes = "; ".join(c.message for c in t.causes) or "-"
         sugg = "; ".join(f"{s.title} ({_x(s.speedup)})" for s in t.proposed) or "-"
         rows.append(
-            f"| {_cell(t.table)} | {_x(t.overhead)}{'' if t.isolated else ' (not isolated)'} | "
+            f"| {_cell(t.name)} | {_x(t.overhead)}{'' if t.isolated else ' (not isolated)'} | "
             f"{_ms(t.total('owner'))} | {_ms(t.total('app'))} | {_cell(causes)} | {_cell(sugg)} |"
         )
     if len(measured) > limit:
@@ -117,5 +117,5 @@ def markdown(report: AnalyzeReport, limit: int = 200) -> str:
     skipped = [t for t in report.tables if t.status != "measured"]
     if skipped:
         rows.append("")
-        rows.append("Skipped: " + "; ".join(f"{_cell(t.table)} ({_cell(t.reason)})" for t in skipped[:50]))
+        rows.append("Skipped: " + "; ".join(f"{_cell(t.name)} ({_cell(t.reason)})" for t in skipped[:50]))
     return "\n".join(rows)

@@ -154,6 +154,11 @@ class TableResult:
     notes: list[str] = field(default_factory=list)
     isolated: bool = True  # False when the app role sees other tenants' rows (the overhead means nothing then)
     seconds: float = 0.0
+    shown: str = ""  # the table's name as people read it (quoted when needed); ``table`` is the key
+
+    @property
+    def name(self) -> str:
+        return self.shown or self.table
 
     def total(self, who: str) -> Optional[float]:
         pairs = [s for s in self.statements if s.overhead is not None]

@@ -42,7 +42,7 @@ from dbguard_pipeline.model.schema import Snapshot, Table
 from dbguard_pipeline.pg.dsn import describe_dsn, mask_secrets
 from dbguard_pipeline.pg.session import connect
 from dbguard_pipeline.semantics import tenancy
-from dbguard_pipeline.text import plural
+from dbguard_pipeline.text import plural, qname
 
 WARN_OVERHEAD = 10.0  # the Dagster check warns from this overhead on
 
@@ -99,7 +99,9 @@ class _Analyzer:
     def table(self, table: Table) -> tuple[TableResult, Optional[Work]]:
         started = time.perf_counter()
         result = TableResult(
-            table.qualified, table_rows=max(table.row_estimate, 0) if table.row_estimate >= 0 else None
+            table.qualified,
+            table_rows=max(table.row_estimate, 0) if table.row_estimate >= 0 else None,
+            shown=qname(table.schema, table.name),
         )
         path = tenancy.tenant_path(self.snapshot, table, self.config)
         if not table.rls_enabled:
@@ -205,7 +207,7 @@ def analyze(
                     works.append((result, work))
             if progress:
                 progress(
-                    f"[{i}/{len(chosen)}] {table.qualified}: "
+                    f"[{i}/{len(chosen)}] {result.name}: "
                     + (f"{result.overhead}x" if result.status == "measured" else f"skipped ({result.reason})")
                 )
         if options.top_statements > 0:

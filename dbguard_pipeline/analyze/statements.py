@@ -23,6 +23,7 @@ from dbguard_pipeline.config import Config
 from dbguard_pipeline.fixes.sql import checked_type
 from dbguard_pipeline.model.schema import Table
 from dbguard_pipeline.semantics import tenancy
+from dbguard_pipeline.text import qname
 
 PAGE_SIZE = 50
 ALIAS = "t"
@@ -60,7 +61,7 @@ def tenant_filter(
     if not path:
         col = tenancy.tenant_column(table, config)
         if col is None:  # the caller checked: tables without a tenant column have a path
-            raise ValueError(f"{table.qualified} has no tenant column")
+            raise ValueError(f"{qname(table.schema, table.name)} has no tenant column")
         return sql.SQL("{} = {}").format(sql.Identifier(alias, col), tenant)
     step, rest = path[0], path[1:]
     inner = f"p{len(path)}"
@@ -143,7 +144,7 @@ def build(
         out.append(
             Statement(
                 "join",
-                f"joined to its parent {step.parent.qualified}",
+                f"joined to its parent {qname(step.parent.schema, step.parent.name)}",
                 sql.SQL("SELECT count(*) FROM {}").format(join),
                 sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
                     join, tenant_filter("p0", step.parent, path[1:], config, tenant)

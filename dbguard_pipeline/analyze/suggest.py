@@ -22,8 +22,7 @@ from dbguard_pipeline.fixes.plan import Block, Migration
 from dbguard_pipeline.fixes.sql import pg_name
 from dbguard_pipeline.model.schema import Snapshot, Table
 from dbguard_pipeline.semantics.indexes import leads_with
-from dbguard_pipeline.text import quoted as ident
-from dbguard_pipeline.text import quoted_qname as qname
+from dbguard_pipeline.text import ident, qname, quoted, quoted_qname
 
 __all__ = ["ADD_INDEX", "OPTIMIZE_POLICY", "plan_index", "plan_optimize_policy", "suggestions_for"]
 
@@ -35,6 +34,12 @@ def _table(snapshot: Snapshot, name: str) -> Table:
     if t is None:
         raise NotFoundError(f"table not found in {snapshot.database}: {name}")
     return t
+
+
+def _shown(snapshot: Snapshot, name: str) -> str:
+    """A table's name as people read it (quoted when needed); the key itself when the table is not there."""
+    t = snapshot.table(name)
+    return qname(t.schema, t.name) if t is not None else name
 
 
 def _migration(action: str, table: Table, config: Config) -> Migration:
@@ -59,7 +64,9 @@ def _index_name(snapshot: Snapshot, table: Table, columns: Sequence[str]) -> str
         digest = hashlib.sha256("\x00".join(columns).encode("utf-8")).hexdigest()[:6]
         name = pg_name(f"{table.name}_{'_'.join(columns)}_{digest}", "idx")
     if name in taken:
-        raise DbguardError(f"cannot find a free name for an index on {table.qualified} ({', '.join(columns)})")
+        raise DbguardError(
+            f"cannot find a free name for an index on {qname(table.schema, table.name)} ({', '.join(map(ident, columns))})"
+        )
     return name
 
 
@@ -72,23 +79,28 @@ def plan_index(
     if any(ix.valid and leads_with(ix, cols) for ix in table.indexes):
         return None
     name = _index_name(snapshot, table, cols)
-    col_sql = ", ".join(ident(c) for c in cols)
+    col_sql = ", ".join(quoted(c) for c in cols)
     m = _migration(ADD_INDEX, table, config)
     m.forward = [
         Block(
             (
-                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {ident(name)} ON {qname(table.schema, table.name)} "
+                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {quoted(name)} ON {quoted_qname(table.schema, table.name)} "
                 f"({col_sql})",
             ),
             transactional=False,
             untimed="all",
-            comment=f"index ({', '.join(cols)}) without blocking writes",
+            comment=f"index ({', '.join(map(ident, cols))}) without blocking writes",
         )
     ]
     m.rollback = [
-        Block((f"DROP INDEX CONCURRENTLY IF EXISTS {qname(table.schema, name)}",), transactional=False, untimed="all")
+        Block(
+            (f"DROP INDEX CONCURRENTLY IF EXISTS {quoted_qname(table.schema, name)}",),
+            transactional=False,
+            untimed="all",
+        )
     ]
-    m.what = [f"create index {ident(name)} on {table.qualified} ({', '.join(cols)}) concurrently"]
+    shown_cols = ", ".join(map(ident, cols))
+    m.what = [f"create index {ident(name)} on {qname(table.schema, table.name)} ({shown_cols}) concurrently"]
     m.undo = [f"drop index {ident(name)} concurrently"]
     m.why = ["row level security reads more rows than the tenant's (dbguard analyze measured it)"]
     m.fixes = list(fixes)
@@ -123,7 +135,8 @@ def suggestions_for(
             continue
         if fix.kind == "policy":
             m = plan_optimize_policy(snapshot, config, fix.relation)
-            title = f"optimize-policy {fix.relation}: " + "; ".join(m.what) if m else ""
+            shown = _shown(snapshot, fix.relation)
+            title = f"optimize-policy {shown}: " + "; ".join(m.what) if m else ""
             if m is not None:
                 m.why = ["row level security evaluated per row (dbguard analyze measured it)"]
             action, cols = OPTIMIZE_POLICY, tuple[str, ...]()
@@ -135,7 +148,7 @@ def suggestions_for(
                 else []
             )
             m = plan_index(snapshot, config, fix.relation, fix.columns, keys)
-            title = f"add-composite-index {fix.relation} ({', '.join(fix.columns)})"
+            title = f"add-composite-index {qname(rel.schema, rel.name)} ({', '.join(map(ident, fix.columns))})"
             action, cols = ADD_INDEX, fix.columns
         if m is None:
             continue

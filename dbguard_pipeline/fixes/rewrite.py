@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.model.schema import Function, Snapshot, Table
+from dbguard_pipeline.text import split_qualified
 
 AUTH_FUNCTIONS = ("jwt", "uid", "role", "email")
 VOLATILE_BUILTINS = frozenset(
@@ -122,8 +123,7 @@ class _Rewriter:
             ("pg_catalog", "current_setting"),
         }
         for name in config.tenant.context_functions:
-            schema, _, fname = name.rpartition(".")
-            self.context.add((schema or None, fname))
+            self.context.add(split_qualified(name, None))
         self.result = Rewrite("")
 
     # ------------------------------------------------------------------ judgments on calls

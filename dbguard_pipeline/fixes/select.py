@@ -65,7 +65,7 @@ def _plan_group(
     if action == "add-foreign-key":
         resolve_table(ctx.snapshot, qualified)
         return plan_add_foreign_key(
-            ctx, qualified, ctx.config.tenant.tenants_table, ctx.config.tenant.column, findings=group
+            ctx, qualified, ctx.config.tenant.tenants_qualified, ctx.config.tenant.column, findings=group
         )
     if action == "fix-rls-policy":
         return plan_fix_rls_policy(ctx, qualified)

@@ -24,6 +24,7 @@ from psycopg import sql
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.model.schema import Snapshot
+from dbguard_pipeline.text import qname
 
 COMMANDS = ("insert", "update", "delete")
 _USER_WORDS = ("user", "member", "profile", "account")  # what a membership table calls its user column
@@ -106,7 +107,7 @@ def leaks(dsn: str, config: Config, snapshot: Snapshot, tables: list[str]) -> tu
     if not chosen:
         return set(), "not tenant data for the probe"
     report = probe(dsn, config, chosen, snapshot=snapshot)
-    return {f"{r.qualified} {r.probe}" for r in report.leaks}, ""
+    return {f"{qname(r.schema, r.table)} {r.probe}" for r in report.leaks}, ""
 
 
 def _contexts(session: Any, tenant: str) -> list[tuple[str, Any]]:
@@ -187,7 +188,9 @@ def own_access(
                 out[label] = acc
         return out, (a, b), ""
     except psycopg.Error as exc:
-        raise DbguardError(f"own-access check on {qualified} failed: {' '.join(str(exc).split())[:200]}") from None
+        raise DbguardError(
+            f"own-access check on {qname(table.schema, table.name)} failed: {' '.join(str(exc).split())[:200]}"
+        ) from None
     finally:
         conn.close()
 
@@ -263,6 +266,7 @@ class Measurement:
     access: dict[str, dict[str, Access]] = field(default_factory=dict)
     tenants: Optional[tuple[str, str]] = None
     access_note: str = ""
+    names: dict[str, str] = field(default_factory=dict)  # table key -> its name as people read it (quoted)
 
 
 def measure(
@@ -278,10 +282,12 @@ def measure(
     out.leaks, out.probe_note = leaks(dsn, config, snapshot, reach) if reach else (set(), "no table to probe")
     notes = []
     for t in tables:
+        found = snapshot.table(t)
+        out.names[t] = qname(found.schema, found.name) if found is not None else t
         access, out.tenants, note = own_access(dsn, config, snapshot, t, out.tenants)
         out.access[t] = access
         if note:
-            notes.append(note if len(tables) == 1 else f"{t}: {note}")
+            notes.append(note if len(tables) == 1 else f"{out.names[t]}: {note}")
     out.access_note = "; ".join(notes)
     return out
 
@@ -299,8 +305,9 @@ def judge(before: Measurement, after: Measurement) -> Verdicts:
     many = len(before.access) > 1
     for table, acc in before.access.items():
         lost, widened = compare_access(acc, after.access.get(table, {}))
-        v.lost += [f"{table} {x}" if many else x for x in lost]
-        v.widened += [f"{table} {x}" if many else x for x in widened]
+        shown = before.names.get(table, table)
+        v.lost += [f"{shown} {x}" if many else x for x in lost]
+        v.widened += [f"{shown} {x}" if many else x for x in widened]
     return v
 
 

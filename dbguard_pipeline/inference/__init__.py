@@ -45,6 +45,7 @@ from dbguard_pipeline.policy.parse import (
     walk,
 )
 from dbguard_pipeline.semantics.roles import SUPABASE_BYPASS_JWT_ROLES, bypass_roles
+from dbguard_pipeline.text import config_qname, ident, qname, split_qualified
 
 _TENANTISH = re.compile(r"tenant|org|account|company|workspace|team|customer|client", re.I)
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "auth")
@@ -86,11 +87,13 @@ def _singular(name: str) -> str:
 def _tenant_column(snapshot: Snapshot, tables: list[Table], out: Inference) -> Optional[str]:
     excluded = set(Config().exclude_schemas) | set(_SYSTEM_SCHEMAS)
     edges: dict[tuple[str, str, str], set[str]] = {}  # (column, "schema.table", key) -> referencing tables
+    ref_parts: dict[str, tuple[str, str]] = {}  # "schema.table" -> (schema, table)
     for t in tables:
         for c in t.constraints:
             if c.kind != "foreign_key" or len(c.columns) != 1 or len(c.ref_columns) != 1 or not c.ref_table:
                 continue
             ref = f"{c.ref_schema or 'public'}.{c.ref_table}"
+            ref_parts[ref] = (c.ref_schema or "public", c.ref_table)
             if ref == t.qualified or (c.ref_schema or "public") in excluded:
                 continue
             edges.setdefault((c.columns[0], ref, c.ref_columns[0]), set()).add(t.qualified)
@@ -98,23 +101,23 @@ def _tenant_column(snapshot: Snapshot, tables: list[Table], out: Inference) -> O
         # most referencing tables; then a tenant-like name; then the name, for a stable answer
         def rank(kv: tuple[tuple[str, str, str], set[str]]) -> tuple:
             (c, r, _), users = kv
-            named = c in (_singular(r.split(".", 1)[1]) + "_id", "tenant_id")  # farms <- farm_id
+            named = c in (_singular(ref_parts[r][1]) + "_id", "tenant_id")  # farms <- farm_id
             return (len(users), named, bool(_TENANTISH.search(c) or _TENANTISH.search(r)), -len(c), kv[0])
 
         (col, ref, key), users = max(edges.items(), key=rank)
         rivals = [k for k, v in edges.items() if len(v) == len(users) and k != (col, ref, key)]
-        out.tenant.update(column=col, tenants_table=ref, tenants_key=key)
+        out.tenant.update(column=col, tenants_table=config_qname(*ref_parts[ref]), tenants_key=key)
         out.reasons["tenant.column"] = (
             f"{len(users)} table{'s reference' if len(users) != 1 else ' references'} "
-            f"{ref} through a foreign key on {col}"
+            f"{qname(*ref_parts[ref])} through a foreign key on {ident(col)}"
         )
         out.reasons["tenant.tenants_table"] = f"the table {col} references"
         out.reasons["tenant.tenants_key"] = f"the column {col} references"
         if rivals:
             out.undecided.append(
                 "tenant column: as many tables share "
-                + ", ".join(f"{c} -> {r}" for c, r, _ in rivals)
-                + f"; chose {col} -> {ref}"
+                + ", ".join(f"{ident(c)} -> {qname(*ref_parts[r])}" for c, r, _ in rivals)
+                + f"; chose {ident(col)} -> {qname(*ref_parts[ref])}"
             )
         return col
     # no foreign keys: the tenant-like column name most tables carry
@@ -137,7 +140,7 @@ def _tenant_column(snapshot: Snapshot, tables: list[Table], out: Inference) -> O
     for name in (stem + "s", stem + "es", stem.removesuffix("y") + "ies", stem):
         candidate = by_name.get(name)
         if candidate is not None and candidate.column("id") is not None:
-            out.tenant.update(tenants_table=candidate.qualified, tenants_key="id")
+            out.tenant.update(tenants_table=config_qname(candidate.schema, candidate.name), tenants_key="id")
             out.reasons["tenant.tenants_table"] = f"named after {col} (no foreign key says so)"
             out.reasons["tenant.tenants_key"] = "its id column"
             break
@@ -274,7 +277,7 @@ def _context(snapshot: Snapshot, tenant_tables: list[Table], out: Inference) -> 
         identity = identity or ident
         membership |= called
     column = str(out.tenant.get("column", "tenant_id"))
-    tenants = str(out.tenant.get("tenants_table", "public.tenants"))
+    tenants = "{}.{}".format(*split_qualified(str(out.tenant.get("tenants_table", "public.tenants"))))
     key = str(out.tenant.get("tenants_key", "id"))
     base = {k: v for k, v in out.tenant.items() if k in ("column", "column_type", "tenants_table", "tenants_key")}
 
@@ -383,7 +386,7 @@ def infer(snapshot: Snapshot) -> Inference:
     column = _tenant_column(snapshot, tables, out)
     col = column or "tenant_id"
     _type_of(tables, col, out)
-    tenants = str(out.tenant.get("tenants_table", "public.tenants"))
+    tenants = "{}.{}".format(*split_qualified(str(out.tenant.get("tenants_table", "public.tenants"))))
     tenant_tables = [t for t in tables if t.column(col) is not None or t.qualified == tenants]
     _context(snapshot, tenant_tables, out)
     _app_role(snapshot, tenant_tables, out)

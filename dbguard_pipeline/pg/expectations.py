@@ -27,6 +27,7 @@ from dbguard_pipeline.config import Config, Expectation
 from dbguard_pipeline.errors import ConfigError
 from dbguard_pipeline.model.schema import Snapshot
 from dbguard_pipeline.pg.dsn import mask_secrets, parse_dsn
+from dbguard_pipeline.text import raw_qualified
 
 # What a result may carry into reports: counts and observed scalars, never sampled row values.
 _KEEP = ("element_count", "unexpected_count", "unexpected_percent", "missing_count", "observed_value")
@@ -43,13 +44,18 @@ class ExpectationResult:
     error: Optional[str] = None
     object: str = ""  # stable name within the table: type(column), de-duplicated with #n
     engine: str = "great_expectations"  # what evaluated it: "dbguard" (one SQL query per table) or GX
+    # the table's schema and name when it was found (a dot inside either makes ``table`` ambiguous)
+    schema: str = field(default="", compare=False)
+    name: str = field(default="", compare=False)
 
     @property
     def schema_name(self) -> str:
-        return self.table.split(".", 1)[0]
+        return self.schema or self.table.split(".", 1)[0]
 
     @property
     def table_name(self) -> str:
+        if self.name:
+            return self.name
         return self.table.split(".", 1)[1] if "." in self.table else self.table
 
 
@@ -94,15 +100,14 @@ def _key(e: Expectation) -> str:
 
 def _resolve_table(snapshot: Optional[Snapshot], name: str) -> tuple[Optional[str], Optional[str]]:
     """(schema, table) from "schema.table" (or a bare name, when unambiguous in the snapshot)."""
+    from dbguard_pipeline.text import split_qualified
+
     if snapshot is not None:
-        found = snapshot.table(name)
+        found = snapshot.table(raw_qualified(name))
         if found is not None:
             return found.schema, found.name
         return None, None
-    if "." in name:
-        s, t = name.split(".", 1)
-        return s, t
-    return "public", name
+    return split_qualified(name)
 
 
 def build_expectations(config: Config, only: Optional[set[int]] = None) -> list[Any]:
@@ -172,7 +177,7 @@ def _run_sql(
 
     by_table: dict[str, list[int]] = {}
     for i in checks:
-        found = snapshot.table(items[i].table)
+        found = snapshot.table(raw_qualified(items[i].table))
         assert found is not None  # translate() admits only existing tables
         by_table.setdefault(found.qualified, []).append(i)
     results: dict[int, ExpectationResult] = {}
@@ -186,6 +191,8 @@ def _run_sql(
                 e = items[i]
                 base: dict[str, Any] = dict(
                     table=qualified,
+                    schema=table.schema,
+                    name=table.name,
                     type=class_name(e.type),
                     kwargs=dict(e.kwargs),
                     severity=e.severity,
@@ -218,7 +225,7 @@ def run_expectations(
         from dbguard_pipeline.pg.expectations_sql import translate
 
         for i, e in enumerate(items):
-            check = translate(class_name(e.type), e, snapshot.table(e.table))
+            check = translate(class_name(e.type), e, snapshot.table(raw_qualified(e.table)))
             if check is not None:
                 checks[i] = check
     rest = [i for i in range(len(items)) if i not in checks]
@@ -278,6 +285,8 @@ def _run_gx(
         qualified = f"{schema}.{table}" if schema and table else e.table
         return ExpectationResult(
             table=qualified,
+            schema=schema or "",
+            name=table or "",
             type=class_name(e.type),
             kwargs=dict(e.kwargs),
             severity=e.severity,

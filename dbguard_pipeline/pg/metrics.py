@@ -190,7 +190,7 @@ def plan_references(
             )
         )
     # The tenant column without any foreign key: its values must still exist in the tenants table.
-    tenants = lookup.table(config.tenant.tenants_table)
+    tenants = lookup.table(config.tenant.tenants_qualified)
     if (
         child_tenant
         and tcol not in fk_columns

@@ -179,10 +179,10 @@ class TenantContext:
 
 
 def _schema_and_name(name: str) -> tuple[Optional[str], str]:
-    if "." in name:
-        schema, fname = name.split(".", 1)
-        return schema, fname
-    return None, name
+    """(schema, function) of a config's context_functions entry: ``schema.name`` or SQL-quoted ``"s"."f"``."""
+    from dbguard_pipeline.text import split_qualified
+
+    return split_qualified(name, None)
 
 
 class ContextReader:

@@ -266,7 +266,7 @@ def prepare_reads(rel: Relation, _previous: object = None) -> ReadRows:
         rel.rows.ensure_tenants(tenants.missing)
     except CannotBuild as exc:
         raise SkipAll(
-            f"tenants {tenants.a} and {tenants.b} are not both in {rel.session.tm.tenants_table} and "
+            f"tenants {tenants.a} and {tenants.b} are not both in {qname(rel.session.tm.tenants_schema, rel.session.tm.tenants_name)} and "
             f"could not be created: {exc}"
         ) from None
     b_existing = rel.rows.of_tenant(t, tenants.b)

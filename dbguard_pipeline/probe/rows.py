@@ -614,7 +614,7 @@ class Rows:
         if not missing:
             return
         config = self.row_tenancy.config
-        tenants_table = self.snapshot.table(config.tenant.tenants_table)
+        tenants_table = self.snapshot.table(config.tenant.tenants_qualified)
         key = tenancy.tenant_column(tenants_table, config) if tenants_table is not None else None
         assert tenants_table is not None and key is not None  # only tenants it lacks are ever missing
         for t in missing:

@@ -52,7 +52,7 @@ def pick_tenants(
     the targets' tenant columns, else synthetic keys (created inside each transaction when the tenants table
     lacks them)."""
     snapshot, config = row_tenancy.snapshot, row_tenancy.config
-    tenants_table = snapshot.table(config.tenant.tenants_table)
+    tenants_table = snapshot.table(config.tenant.tenants_qualified)
     key = tenancy.tenant_column(tenants_table, config) if tenants_table is not None else None
     keys = (sql.Identifier(key), table_id(tenants_table)) if tenants_table is not None and key is not None else None
     found: list[str] = []

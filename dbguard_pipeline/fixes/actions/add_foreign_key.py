@@ -60,7 +60,7 @@ def _column_for(ctx: Context, table: Table, ref: Table) -> str:
 
 def _infer_fk(ctx: Context, table: Table, ref_name: Optional[str], column: Optional[str]) -> tuple[str, Table, str]:
     snap, cfg = ctx.snapshot, ctx.config
-    tenants = snap.table(cfg.tenant.tenants_table)
+    tenants = snap.table(cfg.tenant.tenants_qualified)
     if ref_name:
         ref = resolve_table(snap, ref_name)
         key = cfg.tenant.tenants_key if tenancy.is_tenants_table(ref, cfg) else referenced_key(ref)

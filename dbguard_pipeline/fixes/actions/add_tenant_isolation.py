@@ -36,7 +36,7 @@ from dbguard_pipeline.fixes.plan import Block, Migration
 from dbguard_pipeline.fixes.sql import checked_type, pg_name, tenant_context
 from dbguard_pipeline.model.schema import Column, Policy, Table
 from dbguard_pipeline.semantics import tenancy
-from dbguard_pipeline.text import literal, qname, quoted, quoted_qname
+from dbguard_pipeline.text import ident, literal, qname, quoted, quoted_qname
 
 ACTION = "add-tenant-isolation"
 BATCH_SIZE = 5_000
@@ -332,11 +332,11 @@ def plan_add_tenant_isolation(ctx: Context, table_name: str, tenant_default: Opt
             f"{qname(table.schema, table.name)} already has a {column} column: for its policies run fix-rls-policy, "
             "for its foreign key add-foreign-key"
         )
-    tenants = snap.table(tm.tenants_table)
+    tenants = snap.table(tm.tenants_qualified)
     tenants_key = tenants.column(tm.tenants_key) if tenants is not None else None
     if tenants is None or tenants_key is None:
         raise DbguardError(
-            f"the tenants table {tm.tenants_table}({tm.tenants_key}) (config tenant.tenants_table) "
+            f"the tenants table {qname(tm.tenants_schema, tm.tenants_name)}({ident(tm.tenants_key)}) (config tenant.tenants_table) "
             f"is not in {snap.database}"
         )
     col_type = checked_type(tenants_key.type)

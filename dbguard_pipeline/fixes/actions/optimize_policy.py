@@ -23,8 +23,7 @@ from dbguard_pipeline.fixes.plan import Block, Migration
 from dbguard_pipeline.fixes.rewrite import called_functions, read_only_body, rewrite
 from dbguard_pipeline.model.schema import Function, Snapshot, Table
 from dbguard_pipeline.policy import per_row_calls
-from dbguard_pipeline.text import quoted as ident
-from dbguard_pipeline.text import quoted_qname as qname
+from dbguard_pipeline.text import ident, qname, quoted, quoted_qname
 
 OPTIMIZE_POLICY = "optimize-policy"
 
@@ -33,11 +32,11 @@ def plan_optimize_policy_action(ctx: Context, table_name: str) -> Migration:
     """The generator's action: the migration, or NothingToFix when no policy of the table can be made cheaper."""
     table = resolve_table(ctx.snapshot, table_name)
     if not table.policies:
-        raise NothingToFix(f"{table.qualified} has no policy to optimize")
+        raise NothingToFix(f"{qname(table.schema, table.name)} has no policy to optimize")
     m = plan_optimize_policy(ctx.snapshot, ctx.config, table.qualified)
     if m is None:
         raise NothingToFix(
-            f"the policies of {table.qualified} already evaluate their context once per query (nothing to wrap, "
+            f"the policies of {qname(table.schema, table.name)} already evaluate their context once per query (nothing to wrap, "
             "no IN (SELECT ...) to turn into an array, no read-only VOLATILE helper)"
         )
     m.notes = list(ctx.notes) + m.notes
@@ -55,7 +54,7 @@ def _helpers_to_stabilize(table: Table, snapshot: Snapshot) -> list[Function]:
 
 
 def _alter_policy(table: Table, name: str, using: Optional[str], check: Optional[str]) -> str:
-    parts = [f"ALTER POLICY {ident(name)} ON {qname(table.schema, table.name)}"]
+    parts = [f"ALTER POLICY {quoted(name)} ON {quoted_qname(table.schema, table.name)}"]
     if using is not None:
         parts.append(f"    USING ({using})")
     if check is not None:
@@ -87,24 +86,26 @@ def plan_optimize_policy(snapshot: Snapshot, config: Config, table_name: str) ->
         changes = list(
             dict.fromkeys((new_using.changes() if new_using else []) + (new_check.changes() if new_check else []))
         )
-        what.append(f"policy {p.name}: {'; '.join(changes)}")
-        undo.append(f"restore the expressions of policy {p.name}")
+        what.append(f"policy {ident(p.name)}: {'; '.join(changes)}")
+        undo.append(f"restore the expressions of policy {ident(p.name)}")
         if any(per_row_calls(e) for e in (p.using, p.with_check) if e):
             fixes.append(f"auth_rls_initplan:{table.qualified}:{p.name}")
     if not fwd:
         return None
     head, tail, fn_what, fn_undo = [], [], [], []
     for fn in helpers:
-        sig = f"{qname(fn.schema, fn.name)}({fn.arguments})"
-        path = f"pg_catalog, {ident(fn.schema)}, pg_temp"
+        sig = f"{quoted_qname(fn.schema, fn.name)}({fn.arguments})"
+        path = f"pg_catalog, {quoted(fn.schema)}, pg_temp"
         head.append(f"ALTER FUNCTION {sig} STABLE" + ("" if fn.search_path else f" SET search_path = {path}"))
         tail.append(f"ALTER FUNCTION {sig} VOLATILE" + ("" if fn.search_path else " RESET search_path"))
         fn_what.append(
-            f"declare {fn.qualified}() STABLE"
-            + ("" if fn.search_path else f" with search_path {path}")
+            f"declare {qname(fn.schema, fn.name)}() STABLE"
+            + ("" if fn.search_path else f" with search_path pg_catalog, {ident(fn.schema)}, pg_temp")
             + " (its body only reads: one value per query)"
         )
-        fn_undo.append(f"{fn.qualified}() VOLATILE again" + ("" if fn.search_path else ", search_path reset"))
+        fn_undo.append(
+            f"{qname(fn.schema, fn.name)}() VOLATILE again" + ("" if fn.search_path else ", search_path reset")
+        )
     what, undo = fn_what + what, undo + fn_undo
     m = Migration(
         action=OPTIMIZE_POLICY,

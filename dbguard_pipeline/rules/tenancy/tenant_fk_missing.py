@@ -53,8 +53,8 @@ def _references_tenants(t: Table, config: Config) -> bool:
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
     tm = ctx.config.tenant
-    tenants = f"{tm.tenants_schema}.{tm.tenants_name}"
-    exists = ctx.snapshot.table(tenants) is not None
+    tenants = qname(tm.tenants_schema, tm.tenants_name)
+    exists = ctx.snapshot.table(tm.tenants_qualified) is not None
     for t in ctx.audited_tables:
         if not ctx.has_tenant_column(t) or _references_tenants(t, ctx.config):
             continue
