@@ -72,8 +72,6 @@ def _blocks() -> list[Block]:
 
 
 BLOCKS = _blocks()
-# Known wrong answers the docs reveal, fixed elsewhere: strict, so the mark must go once they are fixed.
-KNOWN: dict[str, str] = {}  # "DOC#N": why the example is known to fail (strict xfail: it must be fixed, then removed)
 
 
 def test_the_examples_are_found():
@@ -89,14 +87,7 @@ def test_the_rule_count_in_the_readme_is_the_registry():
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(
-    "block",
-    [
-        pytest.param(b, marks=pytest.mark.xfail(reason=KNOWN[str(b)], strict=True)) if str(b) in KNOWN else b
-        for b in BLOCKS
-    ],
-    ids=str,
-)
+@pytest.mark.parametrize("block", BLOCKS, ids=str)
 def test_doc_example_runs(block, demo_dsn, tmp_path):
     (tmp_path / "migrations").mkdir()  # the reader's repository has its migrations folder
     env = {**os.environ, "DBGUARD_HOME": str(tmp_path / "home")}
