@@ -137,3 +137,23 @@ def _as_user(server_dsn, user, password, dbname="postgres"):
     p = parse_dsn(server_dsn)
     p.update(user=user, password=password, dbname=dbname)
     return psycopg.conninfo.make_conninfo(**p)
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A 256 kB tmpfs (a full disk in a few writes), unmounted afterwards. Mounting needs root: elsewhere the tests
+    that need it skip, and the RLIMIT_FSIZE tests cover a full disk without root."""
+    import subprocess
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    mounted = os.geteuid() == 0 and (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True).returncode
+        == 0
+    )
+    if not mounted:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

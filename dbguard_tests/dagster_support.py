@@ -15,6 +15,7 @@ from typing import Optional
 import dagster as dg
 import yaml
 
+from bench.clean import clean_tenant_sql
 from dbguard_pipeline.defs.definitions import build_definitions
 from dbguard_pipeline.defs.resources import FleetResource, PostgresResource
 
@@ -125,24 +126,7 @@ def local_receiver() -> Iterator[LocalReceiver]:
 
 
 # A small multi-tenant database with nothing to report: RLS on, the tenant pinned for reads and writes.
-CLEAN_TENANT_SQL = """
-CREATE TABLE public.tenants (id uuid PRIMARY KEY, name text NOT NULL);
-ALTER TABLE public.tenants ENABLE ROW LEVEL SECURITY;
-CREATE POLICY tenants_read_own ON public.tenants FOR SELECT TO public
-    USING (id = (SELECT nullif(current_setting('app.current_tenant_id', true), '')::uuid));
-CREATE TABLE public.invoices (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    tenant_id uuid NOT NULL REFERENCES public.tenants (id),
-    amount numeric NOT NULL
-);
-CREATE INDEX invoices_tenant_id_idx ON public.invoices (tenant_id);
-ALTER TABLE public.invoices ENABLE ROW LEVEL SECURITY;
-CREATE POLICY invoices_tenant_isolation ON public.invoices FOR ALL TO public
-    USING (tenant_id = (SELECT nullif(current_setting('app.current_tenant_id', true), '')::uuid))
-    WITH CHECK (tenant_id = (SELECT nullif(current_setting('app.current_tenant_id', true), '')::uuid));
-INSERT INTO public.tenants VALUES ('00000000-0000-0000-0000-00000000000a', 'a'), ('00000000-0000-0000-0000-00000000000b', 'b');
-INSERT INTO public.invoices (tenant_id, amount) SELECT t.id, g FROM public.tenants t, generate_series(1, 5) g;
-"""
+CLEAN_TENANT_SQL = clean_tenant_sql()
 
 
 def sensor_tick(sensor, instance, cursor=None):

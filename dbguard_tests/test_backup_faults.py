@@ -178,25 +178,13 @@ def _incompressible(dsn: str, rows: int = 20_000) -> None:
     )
 
 
-def test_full_disk_tmpfs(demo_dsn, tmp_path):
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if (
-        os.geteuid() != 0
-        or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True
-        ).returncode
-        != 0
-    ):
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        _incompressible(demo_dsn)
-        with pytest.raises(DbguardError) as err:
-            backup.take(demo_dsn, ["public.noise"], out_dir=mnt)
-        assert "No space left on device" in str(err.value) and "\n" not in str(err.value)
-        assert folders(mnt) == []
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+def test_full_disk_tmpfs(demo_dsn, tmp_path, tiny_tmpfs):
+    mnt = tiny_tmpfs
+    _incompressible(demo_dsn)
+    with pytest.raises(DbguardError) as err:
+        backup.take(demo_dsn, ["public.noise"], out_dir=mnt)
+    assert "No space left on device" in str(err.value) and "\n" not in str(err.value)
+    assert folders(mnt) == []
 
 
 def test_file_size_limit_cli(demo_dsn, tmp_path):

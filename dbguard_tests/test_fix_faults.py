@@ -120,31 +120,19 @@ def test_a_file_size_limit_on_the_backup_stops_fix_before_the_apply(demo_dsn, tm
     _check_backup_failed(demo_dsn, folder, name, before, tmp_path / "home" / "backups", line)
 
 
-def test_a_full_disk_for_the_backup_folder_stops_fix_before_the_apply(demo_dsn, tmp_path):
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if (
-        os.geteuid() != 0
-        or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True
-        ).returncode
-        != 0
-    ):
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        _noise(demo_dsn)
-        folder = tmp_path / "migrations"
-        name = write(folder, "20260101000000_noise", NOISE, NOISE_RB)
-        services.approve_migrations(folder, [name], "alice")
-        cfg = tmp_path / "dbguard.yaml"
-        cfg.write_text(f"backup_dir: {mnt}\n")
-        before = state(demo_dsn)
-        proc = fix(demo_dsn, folder, "--config", str(cfg))
-        line = one_outcome_line(proc, "failed", name)
-        assert "No space left on device" in line
-        _check_backup_failed(demo_dsn, folder, name, before, mnt, line)
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+def test_a_full_disk_for_the_backup_folder_stops_fix_before_the_apply(demo_dsn, tmp_path, tiny_tmpfs):
+    mnt = tiny_tmpfs
+    _noise(demo_dsn)
+    folder = tmp_path / "migrations"
+    name = write(folder, "20260101000000_noise", NOISE, NOISE_RB)
+    services.approve_migrations(folder, [name], "alice")
+    cfg = tmp_path / "dbguard.yaml"
+    cfg.write_text(f"backup_dir: {mnt}\n")
+    before = state(demo_dsn)
+    proc = fix(demo_dsn, folder, "--config", str(cfg))
+    line = one_outcome_line(proc, "failed", name)
+    assert "No space left on device" in line
+    _check_backup_failed(demo_dsn, folder, name, before, mnt, line)
 
 
 def test_the_backend_killed_during_the_backup_stops_fix_before_the_apply(demo_dsn, tmp_path):
