@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import Optional
@@ -51,8 +52,8 @@ def _top_parser() -> _Parser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    top = _top_parser()
     if not argv or argv[0].startswith("-") or argv[0] not in COMMANDS:
+        top = _top_parser()  # only here: a parser with every command costs 5 ms a start
         if argv and not argv[0].startswith("-"):
             top.error(f"unknown command {argv[0]!r} (choose from {', '.join(COMMANDS)})")
         top.parse_args(argv)  # --help / --version exit here
@@ -71,6 +72,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _Parser(prog=f"dbguard {name}", description=getattr(module, "DESCRIPTION", help_))
     module.add_arguments(parser)
     args = parser.parse_args(rest)
+    global _fast_exit
+    _fast_exit = bool(getattr(module, "FAST_EXIT", False))
     try:
         return int(module.run(args) or 0)
     except DbguardError as exc:
@@ -83,8 +86,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
 
 
+_fast_exit = False  # set by main() for a command whose module says FAST_EXIT = True
+
+
 def run() -> None:
-    sys.exit(main())
+    code = main()
+    if _fast_exit:
+        _exit_without_teardown(code)
+    sys.exit(code)
+
+
+def _exit_without_teardown(code: int) -> None:
+    """Leave as ``sys.exit`` would, minus the interpreter's teardown (freeing every object of the audit one by
+    one: 15-20 ms of ``validate --no-data``'s 0.2 s at 250 tables): the atexit handlers run, standard output and
+    error are flushed, then ``os._exit``. Only for commands that declare it (``FAST_EXIT = True``: every file they
+    write is closed before they return); when another non-daemon thread is alive or a flush fails (a closed pipe),
+    the normal exit is taken."""
+    import atexit
+    import threading
+
+    if any(t is not threading.main_thread() and t.is_alive() and not t.daemon for t in threading.enumerate()):
+        return
+    try:
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:  # noqa: BLE001  (sys.exit reports it as Python does)
+        return
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -43,17 +43,16 @@ def qname(schema: str, name: str) -> str:
 
 
 def quoted(name: str) -> str:
-    """An identifier, always quoted (for generated SQL)."""
-    from psycopg import sql
-
-    return sql.Identifier(name).as_string(None)
+    """An identifier, always quoted (for generated SQL): the text of psycopg's ``sql.Identifier(name)
+    .as_string(None)``, which without a connection doubles the quotes and wraps the name in quotes, written here
+    so that a report's remediation does not import psycopg (0.12 s); dbguard_tests/test_text.py checks that both
+    agree on hostile names."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def quoted_qname(schema: str, name: str) -> str:
-    """A schema-qualified name, always quoted (for generated SQL)."""
-    from psycopg import sql
-
-    return sql.Identifier(schema, name).as_string(None)
+    """A schema-qualified name, always quoted (for generated SQL): ``sql.Identifier(schema, name)``'s text."""
+    return f"{quoted(schema)}.{quoted(name)}"
 
 
 def split_qualified(text: str, default_schema: Optional[str] = "public") -> tuple[Optional[str], str]:

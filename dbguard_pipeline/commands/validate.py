@@ -16,6 +16,9 @@ DESCRIPTION = (
     "--fail-on, 1 otherwise, 2 on usage, connection or permission errors."
 )
 
+# cli.run leaves without the interpreter's teardown: every file this command writes is closed when run() returns
+FAST_EXIT = True
+
 FORMATS = ("text", "json", "sarif", "junit", "github", "markdown")
 
 
@@ -96,7 +99,8 @@ def warm_imports() -> Callable[[], None]:
 
     import dbguard_pipeline.errors
     import dbguard_pipeline.pg.catalog
-    import dbguard_pipeline.pg.session  # noqa: F401
+    import dbguard_pipeline.pg.failures
+    import dbguard_pipeline.pg.libpq  # noqa: F401
 
     def warm() -> None:
         try:

@@ -5,12 +5,26 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-import psycopg
-from psycopg import conninfo as _conninfo
-
 from dbguard_pipeline.errors import ConnectionError_, DbguardError
 
 ENV_DSN = "DBGUARD_DATABASE_URL"
+
+
+def _conninfo_to_dict(dsn: str) -> dict:
+    """libpq's parse of a DSN (through :mod:`dbguard_pipeline.pg.libpq` when it loads: no psycopg import on the
+    CLI's start-up path; else psycopg's, the same libpq function); a malformed one raises ValueError."""
+    from dbguard_pipeline.pg import libpq
+
+    lib = libpq.load()
+    if lib is not None:
+        return libpq.conninfo_to_dict(lib, dsn)
+    import psycopg
+    from psycopg import conninfo
+
+    try:
+        return conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def parse_dsn(dsn: str) -> dict[str, str]:
@@ -18,9 +32,9 @@ def parse_dsn(dsn: str) -> dict[str, str]:
     if not isinstance(dsn, str) or not dsn.strip():
         raise ConnectionError_("empty database URL")
     try:
-        params = _conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        reason = mask_secrets(str(exc).splitlines()[0], dsn)
+        params = _conninfo_to_dict(dsn)
+    except ValueError as exc:
+        reason = mask_secrets((str(exc).splitlines() or [""])[0], dsn)
         # libpq quotes the string in some messages: never show what could hold a password
         reason = re.sub(r'"[^"]*"', '"…"', reason)
         raise ConnectionError_(f"malformed database URL: {reason}") from None
@@ -29,9 +43,9 @@ def parse_dsn(dsn: str) -> dict[str, str]:
 
 def dsn_password(dsn: str) -> Optional[str]:
     try:
-        password = _conninfo.conninfo_to_dict(dsn).get("password")
+        password = _conninfo_to_dict(dsn).get("password")
         return str(password) if password else None
-    except (psycopg.ProgrammingError, AttributeError):  # malformed, or not a string
+    except (ValueError, AttributeError):  # malformed, or not a string
         m = re.match(r"^[a-z]+://[^:/@]*:([^@]*)@", dsn or "") or re.search(r"password\s*=\s*'?([^'\s]*)", dsn or "")
         return m.group(1) if m else None
 
@@ -81,4 +95,6 @@ def with_database(dsn: str, dbname: str) -> str:
     """The same server and credentials, another database."""
     params = parse_dsn(dsn)
     params["dbname"] = dbname
-    return _conninfo.make_conninfo(**params)
+    from psycopg import conninfo
+
+    return conninfo.make_conninfo(**params)

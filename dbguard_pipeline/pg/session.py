@@ -5,7 +5,6 @@ one-line :class:`~dbguard_pipeline.errors.DbguardError` messages that never cont
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from typing import Optional
 
@@ -13,25 +12,12 @@ import psycopg
 from psycopg import conninfo as _conninfo
 from psycopg import sql
 
-from dbguard_pipeline.errors import ConnectionError_, DbguardError, PermissionError_
-from dbguard_pipeline.pg.dsn import describe_dsn, mask_secrets, parse_dsn
+from dbguard_pipeline.pg.dsn import parse_dsn
+from dbguard_pipeline.pg.failures import connect_failure, explain, session_failure
 
 
 def _explain(exc: Exception, dsn: str) -> str:
-    raw = str(exc).strip()
-    lines = [ln.strip() for ln in raw.splitlines() if ln.strip()]
-    # libpq puts the interesting part after "connection failed:" / "FATAL:"
-    text = " ".join(lines) if lines else exc.__class__.__name__
-    text = re.sub(r"connection (is bad|failed): ", "", text)
-    text = re.sub(r'connection to server (at|on) (socket )?"[^"]*"( \([^)]*\))?(, port \d+)? failed: ', "", text)
-    text = text.replace("FATAL:  ", "").replace("FATAL: ", "")
-    # several attempts (IPv4/IPv6, multiple hosts) repeat the same reason
-    parts = []
-    for part in re.split(r"(?<=\S)\s+(?=Multiple connection attempts failed)", text):
-        parts.append(part)
-    text = parts[0]
-    text = text.split(" Multiple connection attempts failed")[0]
-    return mask_secrets(text, dsn)
+    return explain(str(exc), dsn) or exc.__class__.__name__
 
 
 def connect(
@@ -41,21 +27,12 @@ def connect(
     params = parse_dsn(dsn)
     params.setdefault("connect_timeout", str(connect_timeout))
     params.setdefault("application_name", application_name)
-    where = describe_dsn(dsn)
     try:
         return psycopg.connect(_conninfo.make_conninfo(**params), autocommit=autocommit, **kwargs)
     except psycopg.OperationalError as exc:
-        msg = _explain(exc, dsn)
-        low = msg.lower()
-        if "password authentication failed" in low or "no password supplied" in low:
-            raise ConnectionError_(f"cannot connect to {where}: wrong user name or password") from None
-        if "does not exist" in low and "database" in low:
-            raise ConnectionError_(f"cannot connect to {where}: {msg}") from None
-        if "permission denied" in low:
-            raise PermissionError_(f"cannot connect to {where}: {msg}") from None
-        raise ConnectionError_(f"cannot connect to {where}: {msg}") from None
+        raise connect_failure(str(exc) or exc.__class__.__name__, dsn) from None
     except psycopg.Error as exc:
-        raise ConnectionError_(f"cannot connect to {where}: {_explain(exc, dsn)}") from None
+        raise connect_failure(str(exc) or exc.__class__.__name__, dsn, operational=False) from None
 
 
 @contextlib.contextmanager
@@ -102,19 +79,23 @@ def read_only_session(
                 ),
             )
             yield conn
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise PermissionError_(f"permission denied: {_explain(exc, dsn)}") from None
-    except psycopg.errors.QueryCanceled as exc:
-        raise DbguardError(
-            f"query cancelled by the statement timeout ({statement_timeout_ms} ms): {_explain(exc, dsn)}"
-        ) from None
-    except psycopg.errors.LockNotAvailable as exc:
-        # a subclass of OperationalError, but the connection is fine: a lock was held too long
-        raise DbguardError(
-            f"gave up waiting for a lock after the lock timeout ({lock_timeout_ms} ms): {_explain(exc, dsn)}"
-        ) from None
-    except psycopg.OperationalError as exc:
-        raise ConnectionError_(f"lost the connection to the database: {_explain(exc, dsn)}") from None
+    except (
+        psycopg.errors.InsufficientPrivilege,
+        psycopg.errors.QueryCanceled,
+        psycopg.errors.LockNotAvailable,  # an OperationalError, but the connection is fine
+        psycopg.OperationalError,
+    ) as exc:
+        failure = session_failure(
+            getattr(exc, "sqlstate", None),
+            _explain(exc, dsn),
+            dsn,
+            statement_timeout_ms=statement_timeout_ms,
+            lock_timeout_ms=lock_timeout_ms,
+            lost=isinstance(exc, psycopg.OperationalError) and not isinstance(exc, psycopg.errors.LockNotAvailable),
+        )
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         if own:
             conn.close()
