@@ -160,7 +160,11 @@ def test_a_held_lock_is_a_lock_timeout_on_the_libpq_path(demo_dsn):
     try:
         holder.execute("lock table public.vehicles in access exclusive mode")
         kind, message = _error(lambda: catalog._introspect_libpq(LIB, demo_dsn, None, 60_000, 100))
-        assert kind == "DbguardError" and "gave up waiting for a lock after the lock timeout (100 ms)" in message
+        assert (kind, message) == (
+            "DbguardError",
+            "gave up waiting for a lock after the lock timeout (100 ms): canceling statement due to lock timeout",
+        )
+        assert _error(lambda: catalog._introspect_two_connections(demo_dsn, None, 60_000, 100)) == (kind, message)
     finally:
         holder.rollback()
         holder.close()

@@ -53,8 +53,9 @@ select c.oid, n.nspname::text as schema, c.relname::text as name,
        c.relforcerowsecurity as rls_forced, c.reltuples::bigint as row_estimate,
        (select pn.nspname || '.' || pc.relname from pg_inherits i join pg_class pc on pc.oid = i.inhparent
           join pg_namespace pn on pn.oid = pc.relnamespace where i.inhrelid = c.oid limit 1) as parent,
-       obj_description(c.oid, 'pg_class') as comment
+       d.description as comment
 from pg_class c join pg_namespace n on n.oid = c.relnamespace
+left join pg_description d on d.objoid = c.oid and d.classoid = 'pg_class'::regclass and d.objsubid = 0
 where c.relkind in ('r', 'p') and {SCHEMA_FILTER}
 order by n.nspname, c.relname
 """

@@ -31,6 +31,7 @@ _PGRES_COMMAND_OK = 1
 _PGRES_TUPLES_OK = 2
 _PGRES_PIPELINE_SYNC = 10
 _PG_DIAG_SQLSTATE = ord("C")
+_PG_DIAG_SEVERITY = ord("S")  # localized, as it starts the message
 
 
 class LibpqError(Exception):
@@ -205,6 +206,9 @@ class Connection:
         if status in (_PGRES_COMMAND_OK, _PGRES_TUPLES_OK, _PGRES_PIPELINE_SYNC):
             return status
         message = _text(lib.PQresultErrorMessage(res)) or _text(lib.PQerrorMessage(self.pgconn))
+        severity = _text(lib.PQresultErrorField(res, _PG_DIAG_SEVERITY))
+        if severity and message.startswith(severity + ":"):  # "ERROR:  ...": psycopg strips it too
+            message = message[len(severity) + 1 :].strip()
         sqlstate = lib.PQresultErrorField(res, _PG_DIAG_SQLSTATE)
         lib.PQclear(res)
         code = sqlstate.decode() if sqlstate else None
