@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import sys
 from collections import defaultdict, namedtuple
@@ -411,7 +412,7 @@ def _introspect_libpq(
             if exc.sqlstate != "0A000":  # pg_export_snapshot() not supported (a standby during recovery)
                 raise failure(exc) from None
             first.execute(f"rollback; begin read only; {setup}")
-        if snapshot_id and _SNAPSHOT_ID.match(snapshot_id):
+        if snapshot_id and _SNAPSHOT_ID.match(snapshot_id) and os.environ.get("DBGUARD_XP_ONE") != "1":
             try:
                 second = Connection(lib, dsn)
             except LibpqError:  # connection limit, pooler: one connection does it all

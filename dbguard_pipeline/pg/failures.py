@@ -33,6 +33,8 @@ def connect_failure(raw: str, dsn: str, *, operational: bool = True) -> DbguardE
     low = msg.lower()
     if "password authentication failed" in low or "no password supplied" in low:
         return ConnectionError_(f"cannot connect to {where}: wrong user name or password")
+    if "does not exist" in low and "database" in low:
+        return ConnectionError_(f"cannot connect to {where}: {msg}")
     if "permission denied" in low:
         return PermissionError_(f"cannot connect to {where}: {msg}")
     return ConnectionError_(f"cannot connect to {where}: {msg}")
