@@ -704,7 +704,7 @@ def introspect(
         from dbguard_pipeline.pg import libpq
 
         lib = libpq.load()
-        if lib is not None:
+        if lib is not None:  # client_encoding UTF8: the server sends valid UTF-8 or refuses in one line
             snapshot = _introspect_libpq(lib, dsn_or_conn, schemas, statement_timeout_ms, lock_timeout_ms)
     if snapshot is None and isinstance(dsn_or_conn, str):
         with contextlib.suppress(_NoSecondConnection):  # then one connection does it all
