@@ -10,10 +10,15 @@ tenant setting, a JWT claim, ``auth.uid()``, a membership subquery or helper key
 equality with a column of a relation that is restricted (a join, a correlated subquery). Each relation is a
 scope level of its own, so a join pins the relation it names and not its neighbours.
 
-Parameters and PL/pgSQL variables are the caller's choice, not the context: ``org_id = p_org`` restricts
-nothing (the access records the parameter in ``by_parameter``). A variable assigned once from the context
-(``v := current_setting('app.org_id')::bigint``) is read as that value. The function runs with its owner's
-rights, so row level security on the tables a subquery reads restricts nothing either (``Frame.definer``).
+Parameters are the caller's choice, not the context: ``org_id = p_org`` alone restricts nothing (the access
+records the parameter in ``by_parameter``). A parameter becomes the caller's when the body checks it
+against the caller: a membership subquery or helper on it in the same query (``AND is_member(p_org)``,
+``AND EXISTS (SELECT 1 FROM members WHERE user_id = auth.uid() AND org_id = p_org)``), or a PL/pgSQL guard
+at the top of the body that raises or returns otherwise (``IF NOT is_member(p_org) THEN RAISE ...``). To
+ask the Restrictor, each parameter is a column of scope level 0 (the function's own), so a check pins it
+like any column. A PL/pgSQL variable assigned once from the context (``v := current_setting(...)``) is
+read as that value; any other variable is unknown. The function runs with its owner's rights, so row level
+security on the tables a subquery reads restricts nothing either (``Frame.definer``).
 
 A body that does not parse gives None (no answer: the caller stays quiet); dynamic SQL (``EXECUTE``) and the
 bodies of the functions it calls are not read.
@@ -27,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from pglast import ast
-from pglast.enums import A_Expr_Kind, JoinType
+from pglast.enums import A_Expr_Kind, BoolExprType, JoinType
 from pglast.parser import ParseError, parse_plpgsql_json
 
 from dbguard_pipeline.model.schema import Function, Table
@@ -43,11 +48,10 @@ from dbguard_pipeline.policy.parse import (
     operator,
     parse_expression,
     parse_statements,
-    strip_casts,
     walk,
 )
 from dbguard_pipeline.policy.restriction import Restriction, Restrictor
-from dbguard_pipeline.policy.scope import Frame, Pass, Scope
+from dbguard_pipeline.policy.scope import OUTER, Frame, Pass, Scope
 
 # Level 0 of every frame: the function itself (a qualifier that names no relation lands here, never on a table).
 _FUNCTION_SCOPE = Scope(frozenset(), frozenset())
@@ -62,6 +66,7 @@ class Access:
     write: bool  # the target of UPDATE / DELETE / INSERT
     restricted: bool  # its rows are tied to the caller's context
     by_parameter: Optional[str] = None  # the parameter its tenant column is compared with ("p_org", "$1")
+    command: str = "select"  # select | insert | update | delete
 
 
 def body_accesses(
@@ -69,12 +74,15 @@ def body_accesses(
 ) -> Optional[tuple[Access, ...]]:
     """The tables ``fn``'s body reads and writes (in the order the statements name them), or None when the
     body cannot be read (no body, another language, a parse error)."""
-    statements = _statements(fn)
-    if statements is None:
+    read = _statements(fn)
+    if read is None:
         return None
+    statements, guards = read
     params = _arg_names(fn.arguments or "")
     reader = _Reader(fn, analyzer, tenant_column, params)
     try:
+        variables = statements[0][1] if statements else {}
+        reader.checked = frozenset(n for g in guards for n in reader.checked_by(_bind(g, reader, variables)))
         for stmt, variables in statements:
             reader.statement(_bind(stmt, reader, variables), _BASE, frozenset(), frozenset())
     except RecursionError:
@@ -87,16 +95,17 @@ _BASE: tuple[Scope, ...] = (_FUNCTION_SCOPE,)
 
 # --------------------------------------------------------------------------- the statements of a body
 Statements = list[tuple[Node, dict[str, Node]]]  # (statement, PL/pgSQL variables with their one value)
+Read = tuple[Statements, list[Node]]  # the statements, and the conditions the body's guards require
 
 
-def _statements(fn: Function) -> Optional[Statements]:
+def _statements(fn: Function) -> Optional[Read]:
     lang = (fn.language or "").lower()
     body = fn.body or ""
     if not body.strip():
         return None
     try:
         if lang == "sql":
-            return [(raw.stmt, {}) for raw in parse_statements(body) if raw.stmt is not None]
+            return [(raw.stmt, {}) for raw in parse_statements(body) if raw.stmt is not None], []
         if lang == "plpgsql":
             return _plpgsql_statements(fn, body)
     except PolicyParseError:
@@ -104,7 +113,7 @@ def _statements(fn: Function) -> Optional[Statements]:
     return None
 
 
-def _plpgsql_statements(fn: Function, body: str) -> Optional[Statements]:
+def _plpgsql_statements(fn: Function, body: str) -> Optional[Read]:
     tag = "$dbguard_body$"
     if tag in body:
         return None
@@ -120,6 +129,7 @@ def _plpgsql_statements(fn: Function, body: str) -> Optional[Statements]:
     for f in tree if isinstance(tree, list) else [tree]:
         datums = _json_body(f).get("datums", []) or []
     declared = [_json_body(d).get("refname") for d in datums]
+    guards = [g for f in (tree if isinstance(tree, list) else [tree]) for g in _guards(f)]
     pieces: list[Node] = []
     assigned: dict[str, list[Node]] = {}
 
@@ -162,10 +172,41 @@ def _plpgsql_statements(fn: Function, body: str) -> Optional[Statements]:
     for name in declared:
         if name and name not in variables:
             variables.setdefault(name, _UNKNOWN)
-    return [(p, variables) for p in pieces]
+    required: list[Node] = []
+    for cond in (x for g in guards for x in _values(parsed(g, 2))):
+        args = cond.args or () if isinstance(cond, ast.BoolExpr) and cond.boolop == BoolExprType.NOT_EXPR else ()
+        if len(args) == 1:
+            required.append(args[0])  # IF NOT <required> THEN RAISE
+    return [(p, variables) for p in pieces], required
 
 
-_UNKNOWN = ast.ParamRef(number=0)  # a value the analysis cannot know (a variable, an unnamed argument)
+_RAISE_ERROR = 21  # elog_level of RAISE EXCEPTION
+
+
+def _guards(function: Any) -> list[str]:
+    """The conditions the function's outer block requires before it goes on: ``IF NOT <cond> THEN RAISE
+    EXCEPTION ... / RETURN ... END IF`` (no ELSE) gives ``<cond>``."""
+    block = _json_body(_json_body(function).get("action"))
+    out = []
+    for st in block.get("body", []) or ():
+        kind, b = _json_type(st)
+        if kind != "PLpgSQL_stmt_if" or b.get("elsif_list") or b.get("else_body"):
+            continue
+        stops = False
+        for inner in b.get("then_body", []) or ():
+            ik, ib = _json_type(inner)
+            if ik == "PLpgSQL_stmt_return" or (
+                ik == "PLpgSQL_stmt_raise" and int(ib.get("elog_level", _RAISE_ERROR) or 0) >= _RAISE_ERROR
+            ):
+                stops = True
+        q = _json_body(b.get("cond")).get("query")
+        if stops and q:
+            out.append(q)
+    return out
+
+
+_UNKNOWN = ast.ParamRef(number=0)  # a value the analysis cannot know (a variable assigned twice, ...)
+UNKNOWN_PREFIX = "?"  # level-0 columns standing for such variables
 
 
 def _values(stmts: list[Node]) -> list[Node]:
@@ -197,20 +238,32 @@ def _bind(stmt: Node, reader: _Reader, variables: dict[str, Node]) -> Node:
                 columns |= {c.name for c in t.columns}
     values: dict[str, Node] = {}
     for i, p in enumerate(reader.params):
-        if p:
-            values[p] = ast.ParamRef(number=i + 1)
+        values[p or f"${i + 1}"] = _param_column(reader.param_name(i + 1))
     for name, v in variables.items():
         if name not in values:
-            values[name] = _substitute(v, {k: x for k, x in values.items()}, reader.fn.name, set(), 0)
+            # a variable whose value is unknown is a column of its own (UNKNOWN_PREFIX): no guess either way
+            known = v is not _UNKNOWN
+            values[name] = (
+                _substitute(v, dict(values), reader.fn.name, set(), 0)
+                if known
+                else _param_column(f"{UNKNOWN_PREFIX}{name}")
+            )
     return _substitute(stmt, values, reader.fn.name, columns, 0)
+
+
+def _param_column(name: str) -> Node:
+    """A parameter as a column of scope level 0 (the function's own), see ``inline.bind``."""
+    return ast.ColumnRef(fields=(ast.String(sval=f"{OUTER}0"), ast.String(sval=name)))
 
 
 def _substitute(node: Node, values: dict[str, Node], fname: str, columns: set[str], depth: int) -> Node:
     if depth > _MAX_DEPTH * 4:
         return node
+    if isinstance(node, ast.ParamRef):
+        return values.get(f"${node.number}", node) if node.number else node
     if isinstance(node, ast.ColumnRef):
         fields = names(node.fields)
-        if len(fields) == 1 and fields[0] in values and fields[0] not in columns:
+        if len(fields) == 1 and fields[0] in values and fields[0] not in columns and not fields[0].startswith("$"):
             return values[fields[0]]
         if len(fields) == 2 and fields[0] == fname and fields[1] in values:
             return values[fields[1]]
@@ -234,6 +287,16 @@ class _Reader:
         self.walker: Restrictor = analyzer.walker(Pass())
         self.path = _search_path(fn)
         self.out: list[Access] = []
+        self.checked: frozenset[str] = frozenset()  # parameters the body's guards check against the caller
+
+    def param_name(self, n: int) -> str:
+        name = self.params[n - 1] if 1 <= n <= len(self.params) else None
+        return name or f"${n}"
+
+    def checked_by(self, condition: Node) -> set[str]:
+        """The parameters a condition ties to the caller (``is_member(p_org)``, a membership EXISTS)."""
+        res = self.walker.restriction(normalize(condition) or condition, Frame(_BASE, definer=True))
+        return {col for (lvl, col), kind in res.pins.items() if lvl == 0 and is_context(kind)}
 
     def find(self, rv: ast.RangeVar) -> Optional[Table]:
         name = rv.relname or ""
@@ -247,12 +310,19 @@ class _Reader:
 
     # ---------------------------------------------------------------- statements
     def statement(
-        self, node: Optional[Node], outer: tuple[Scope, ...], done: frozenset[int], ctes: frozenset[str]
+        self,
+        node: Optional[Node],
+        outer: tuple[Scope, ...],
+        done: frozenset[int],
+        ctes: frozenset[str],
+        trusted: bool = False,
     ) -> None:
+        """Record the accesses of a statement. ``trusted``: the query's rows are restricted to the caller by
+        the query around it (a derived table or CTE whose tenant column the outer query pins)."""
         if len(outer) > _MAX_DEPTH:
             return
         if isinstance(node, ast.SelectStmt):
-            self.select(node, outer, done, ctes)
+            self.select(node, outer, done, ctes, trusted)
         elif isinstance(node, (ast.UpdateStmt, ast.DeleteStmt)):
             self.update_or_delete(node, outer, done, ctes)
         elif isinstance(node, ast.InsertStmt):
@@ -261,45 +331,56 @@ class _Reader:
             # anything else (CALL, a utility statement): only the queries inside it
             self.sublinks(tuple(children(node)), Frame(outer, definer=True), done, ctes)
 
-    def with_clause(
-        self, clause: Optional[ast.WithClause], outer: tuple[Scope, ...], done: frozenset[int], ctes: frozenset[str]
-    ) -> frozenset[str]:
-        if clause is None:
-            return ctes
-        named = ctes | {c.ctename for c in clause.ctes or () if isinstance(c, ast.CommonTableExpr) and c.ctename}
-        for c in clause.ctes or ():
-            if isinstance(c, ast.CommonTableExpr):
-                self.statement(c.ctequery, outer, done, named)
-        return named
-
-    def select(self, sel: ast.SelectStmt, outer: tuple[Scope, ...], done: frozenset[int], ctes: frozenset[str]) -> None:
-        ctes = self.with_clause(sel.withClause, outer, done, ctes)
+    def select(
+        self, sel: ast.SelectStmt, outer: tuple[Scope, ...], done: frozenset[int], ctes: frozenset[str], trusted: bool
+    ) -> None:
+        defs = _cte_queries(sel.withClause)
+        ctes = ctes | set(defs)
         if sel.op:  # UNION / INTERSECT / EXCEPT
-            self.statement(sel.larg, outer, done, ctes)
-            self.statement(sel.rarg, outer, done, ctes)
+            self.statement(sel.larg, outer, done, ctes, trusted)
+            self.statement(sel.rarg, outer, done, ctes, trusted)
+            self._ctes(defs, sel, [], outer, done, ctes)
             return
-        rels: list[tuple[ast.RangeVar, tuple[Node, ...]]] = []
+        rels: list[_Rel] = []
         inner_quals: list[Node] = []
         for item in sel.fromClause or ():
             self._from_item(item, (), rels, inner_quals, outer, done, ctes)
+        values = (v for row in sel.valuesLists or () for v in (row if isinstance(row, tuple) else (row,)))
         self.query_level(
             rels,
             [q for q in (sel.whereClause, *inner_quals) if q is not None],
             outer,
             done,
             ctes,
-            extra=(
-                *(t for t in sel.targetList or ()),
-                *(sel.havingClause,),
-                *(v for row in sel.valuesLists or () for v in (row if isinstance(row, tuple) else (row,))),
-            ),
+            extra=(*(sel.targetList or ()), sel.havingClause, *values),
+            trusted=trusted,
         )
+        self._ctes(defs, sel, rels, outer, done, ctes)
+
+    def _ctes(
+        self,
+        defs: dict[str, Node],
+        stmt: Node,
+        rels: list[_Rel],
+        outer: tuple[Scope, ...],
+        done: frozenset[int],
+        ctes: frozenset[str],
+    ) -> None:
+        """The WITH queries of ``stmt``: trusted when every reference to one is a relation of the main query
+        that it restricts to the caller."""
+        for name, query in defs.items():
+            refs = [r for r in rels if r.cte == name]
+            everywhere = sum(
+                1 for n in walk(stmt) if isinstance(n, ast.RangeVar) and not n.schemaname and n.relname == name
+            )
+            trusted = bool(refs) and len(refs) == everywhere and all(r.trusted for r in refs)
+            self.statement(query, outer, done, ctes, trusted)
 
     def _from_item(
         self,
         item: Optional[Node],
         nullable: tuple[Node, ...],
-        rels: list[tuple[ast.RangeVar, tuple[Node, ...]]],
+        rels: list[_Rel],
         inner_quals: list[Node],
         outer: tuple[Scope, ...],
         done: frozenset[int],
@@ -308,8 +389,12 @@ class _Reader:
         """The relations of a FROM item with the ON conditions that filter them (an outer join's nullable side
         reads only the rows its ON condition matches; the preserved side reads them all)."""
         if isinstance(item, ast.RangeVar):
-            if item.schemaname or (item.relname or "") not in ctes:
-                rels.append((item, nullable))
+            alias = (item.alias.aliasname if item.alias is not None else None) or item.relname or ""
+            if not item.schemaname and (item.relname or "") in ctes:
+                rels.append(_Rel(alias, None, nullable, cte=item.relname))
+            else:
+                table = self.find(item)
+                rels.append(_Rel(alias, table, nullable, range_var=item, columns=_columns(table)))
         elif isinstance(item, ast.JoinExpr):
             quals = (item.quals,) if item.quals is not None else ()
             jt = item.jointype
@@ -325,13 +410,17 @@ class _Reader:
             self._from_item(item.larg, left, rels, inner_quals, outer, done, ctes)
             self._from_item(item.rarg, right, rels, inner_quals, outer, done, ctes)
         elif isinstance(item, ast.RangeSubselect):
-            self.statement(item.subquery, outer, done, ctes)
+            named = item.alias
+            colnames = names(named.colnames) if named is not None else []
+            columns = frozenset(colnames) if colnames else _output_columns(item.subquery)
+            label = (named.aliasname if named is not None else None) or ""
+            rels.append(_Rel(label, None, nullable, query=item.subquery, columns=columns))
         elif isinstance(item, ast.RangeFunction):
             self.sublinks(tuple(children(item)), Frame(outer, definer=True), done, ctes)
 
     def query_level(
         self,
-        rels: list[tuple[ast.RangeVar, tuple[Node, ...]]],
+        rels: list[_Rel],
         quals: list[Node],
         outer: tuple[Scope, ...],
         done: frozenset[int],
@@ -339,35 +428,36 @@ class _Reader:
         *,
         extra: tuple[Any, ...] = (),
         write: Optional[ast.RangeVar] = None,
-    ) -> frozenset[int]:
-        """Record the accesses of one query level: ``rels`` (relation, the ON conditions of the outer joins it
+        command: str = "select",
+        trusted: bool = False,
+    ) -> None:
+        """Record the accesses of one query level: ``rels`` (each with the ON conditions of the outer joins it
         is the nullable side of), filtered by ``quals``; ``write``, one of them, is the statement's target.
-        Returns the levels restricted to the caller (for the subqueries below)."""
-        tables = [self.find(rv) for rv, _ in rels]
-        scopes = [
-            Scope(frozenset({(rv.alias.aliasname if rv.alias is not None else None) or rv.relname or ""}), _columns(t))
-            for (rv, _), t in zip(rels, tables, strict=True)
-        ]
-        # relations dbguard does not know come first: an unqualified column is looked up in the known ones
-        order = sorted(range(len(rels)), key=lambda i: tables[i] is not None)
+        Then the queries below it: derived tables (trusted when this level restricts them) and sublinks."""
+        scopes = [Scope(frozenset({r.name}), r.columns) for r in rels]
+        # relations whose columns dbguard does not know come first: unqualified columns go to the known ones
+        order = sorted(range(len(rels)), key=lambda i: rels[i].columns is not None)
         levels = {i: len(outer) + k for k, i in enumerate(order)}
         frame = Frame(outer + tuple(scopes[i] for i in order), definer=True)
         shared = self._restriction(quals, frame)
         restricted: set[int] = set()
-        for i, (rv, ons) in enumerate(rels):
-            res = Restriction.both(shared, self._restriction(list(ons), frame)) if ons else shared
-            if levels[i] in _closure(res, done):
+        for i, r in enumerate(rels):
+            res = Restriction.both(shared, self._restriction(list(r.nullable), frame)) if r.nullable else shared
+            if trusted or levels[i] in _closure(res, done, self.checked):
                 restricted.add(levels[i])
-            t = tables[i]
+            r.trusted = levels[i] in restricted
+            t = r.table
             if t is None:
                 continue
-            is_write = rv is write
+            is_write = write is not None and r.range_var is write
             tcol = self.tenant_column(t)
-            by = self._parameter(quals + list(ons), frame, levels[i], tcol) if tcol else None
-            self.out.append(Access(t, is_write, levels[i] in restricted, by))
-        now = frozenset(done | restricted | _closure(shared, done))
-        self.sublinks((*quals, *(q for _, ons in rels for q in ons), *extra), frame, now, ctes)
-        return now
+            by = self._parameter(quals + list(r.nullable), frame, levels[i], tcol) if tcol else None
+            self.out.append(Access(t, is_write, r.trusted, by, command if is_write else "select"))
+        for r in rels:
+            if r.query is not None:
+                self.statement(r.query, outer, done, ctes, r.trusted)
+        now = frozenset(done | restricted | _closure(shared, done, self.checked))
+        self.sublinks((*quals, *(q for r in rels for q in r.nullable), *extra), frame, now, ctes)
 
     def update_or_delete(
         self,
@@ -376,10 +466,11 @@ class _Reader:
         done: frozenset[int],
         ctes: frozenset[str],
     ) -> None:
-        ctes = self.with_clause(stmt.withClause, outer, done, ctes)
-        if stmt.relation is None:
-            return
-        rels: list[tuple[ast.RangeVar, tuple[Node, ...]]] = [(stmt.relation, ())]
+        defs = _cte_queries(stmt.withClause)
+        ctes = ctes | set(defs)
+        rels: list[_Rel] = []
+        if stmt.relation is not None:
+            self._from_item(stmt.relation, (), rels, [], outer, done, frozenset())
         inner_quals: list[Node] = []
         using = stmt.fromClause if isinstance(stmt, ast.UpdateStmt) else stmt.usingClause
         for item in using or ():
@@ -393,29 +484,36 @@ class _Reader:
             ctes,
             extra=(*(targets or ()), *_returning(stmt)),
             write=stmt.relation,
+            command="update" if isinstance(stmt, ast.UpdateStmt) else "delete",
         )
+        self._ctes(defs, stmt, rels, outer, done, ctes)
 
     def insert(
         self, stmt: ast.InsertStmt, outer: tuple[Scope, ...], done: frozenset[int], ctes: frozenset[str]
     ) -> None:
-        ctes = self.with_clause(stmt.withClause, outer, done, ctes)
+        defs = _cte_queries(stmt.withClause)
+        ctes = ctes | set(defs)
         source = stmt.selectStmt
         if source is not None:
             self.statement(source, outer, done, ctes)
+        self._ctes(defs, stmt, [], outer, done, ctes)
         t = self.find(stmt.relation) if stmt.relation is not None else None
         if t is None:
             return
         tcol = self.tenant_column(t)
         frame = Frame(outer, definer=True)
-        restricted = True  # a table without a tenant column (a new tenant): nothing to pin
+        restricted = True  # a table without a tenant column: nothing to pin
         by: Optional[str] = None
         if tcol is not None:
             values = self._inserted(stmt, t, tcol)
-            kinds = [self.walker.kind(v, frame) for v in values] if values else []
-            restricted = bool(kinds) and all(is_context(k) for k in kinds)
-            params = [strip_casts(v) for v in values]
-            by = next((self._param_name(p) for p in params if isinstance(p, ast.ParamRef) and p.number), None)
-        self.out.append(Access(t, True, restricted, by))
+            params = [c[1] for c in (self.walker.col(v, frame) for v in values) if c is not None and c[0] == 0]
+            restricted = bool(values) and all(
+                is_context(self.walker.kind(v, frame))
+                or (c is not None and c[0] == 0 and (c[1] in self.checked or c[1].startswith(UNKNOWN_PREFIX)))
+                for v, c in ((v, self.walker.col(v, frame)) for v in values)
+            )
+            by = next((p for p in params if p in self._param_names), None)
+        self.out.append(Access(t, True, restricted, by, "insert"))
         self.sublinks(_returning(stmt), frame, done, ctes)
 
     def _inserted(self, stmt: ast.InsertStmt, table: Table, tcol: str) -> list[Node]:
@@ -467,15 +565,58 @@ class _Reader:
             right = node.rexpr if isinstance(node.rexpr, ast.Node) else None
             for a, b in ((node.lexpr, right), (right, node.lexpr)):
                 if self.walker.col(a, frame) == (level, tcol):
-                    p = strip_casts(b)
-                    if isinstance(p, ast.ParamRef) and p.number:
-                        return self._param_name(p)
+                    p = self.walker.col(b, frame)
+                    if p is not None and p[0] == 0 and p[1] in self._param_names:
+                        return p[1]
         return None
 
-    def _param_name(self, p: ast.ParamRef) -> str:
-        n = p.number or 0
-        name = self.params[n - 1] if 1 <= n <= len(self.params) else None
-        return name or f"${n}"
+    @property
+    def _param_names(self) -> set[str]:
+        return {self.param_name(i + 1) for i in range(len(self.params))}
+
+
+@dataclass
+class _Rel:
+    """A relation of a query level: a table (or a relation dbguard does not know), a WITH query named in FROM, or
+    a derived table; ``trusted`` once the level's conditions restrict its rows to the caller."""
+
+    name: str  # the name the query level gives it (alias or relation name)
+    table: Optional[Table]
+    nullable: tuple[Node, ...]  # the ON conditions of the outer joins it is the nullable side of
+    range_var: Optional[ast.RangeVar] = None
+    cte: Optional[str] = None
+    query: Optional[Node] = None
+    columns: Optional[frozenset[str]] = None  # None: unknown
+    trusted: bool = False
+
+
+def _cte_queries(clause: Optional[ast.WithClause]) -> dict[str, Node]:
+    out: dict[str, Node] = {}
+    for c in clause.ctes or () if clause is not None else ():
+        if isinstance(c, ast.CommonTableExpr) and c.ctename and c.ctequery is not None:
+            out[c.ctename] = c.ctequery
+    return out
+
+
+def _output_columns(query: Optional[Node]) -> Optional[frozenset[str]]:
+    """The column names a derived table's query yields, None when they cannot be told (``*``, a set operation)."""
+    if not isinstance(query, ast.SelectStmt) or query.op or query.valuesLists:
+        return None
+    out = set()
+    for t in query.targetList or ():
+        if not isinstance(t, ast.ResTarget):
+            return None
+        if t.name:
+            out.add(t.name)
+            continue
+        if isinstance(t.val, ast.ColumnRef):
+            fields = names(t.val.fields)
+            if not fields or fields[-1] == "*":
+                return None
+            out.add(fields[-1])
+        else:
+            return None  # ?column? or a function's name: not worth guessing
+    return frozenset(out)
 
 
 def _returning(stmt: Node) -> tuple[Any, ...]:
@@ -503,17 +644,22 @@ def _sublinks(tree: Any) -> Iterator[ast.SubLink]:
         stack.extend(reversed(tuple(children(cur))))
 
 
-def _closure(res: Restriction, done: frozenset[int]) -> set[int]:
-    """The levels whose rows are tied to the caller: pinned ones, outer ones already known to be, and every
-    level joined by equality to one of them."""
-    out = set(done) | set(res.levels())
+def _closure(res: Restriction, done: frozenset[int], checked: frozenset[str]) -> set[int]:
+    """The relation levels whose rows are tied to the caller: pinned ones, outer ones already known to be, and
+    every level equal on a column to one of them or to a parameter checked against the caller (level 0, the
+    function's own, is never a relation: only its checked parameters count)."""
+    params = set(checked) | {col for (lvl, col), kind in res.pins.items() if lvl == 0 and is_context(kind)}
+    unknown = {c for a in res.corr for (lvl, c) in a if lvl == 0 and c.startswith(UNKNOWN_PREFIX)}
+    params |= unknown  # compared with a variable dbguard cannot follow: no guess
+    out = (set(done) | set(res.levels())) - {0}
     changed = True
     while changed:
         changed = False
-        for (la, _), (lb, _) in res.corr:
-            if (la in out) != (lb in out):
-                out |= {la, lb}
-                changed = True
+        for a, b in res.corr:
+            for (la, ca), (lb, _) in ((a, b), (b, a)):
+                if lb != 0 and lb not in out and ((la != 0 and la in out) or (la == 0 and ca in params)):
+                    out.add(lb)
+                    changed = True
     return out
 
 

@@ -8,8 +8,12 @@ SQL or PL/pgSQL body reads or writes a tenant table (or the tenants table) with 
 that the owner bypasses (SUPERUSER, `BYPASSRLS`, or the table's owner while RLS is not forced), without a
 condition that ties the rows to the caller: the tenant column compared with the tenant context
 (`current_setting(...)`, a JWT claim), a column compared with the caller's identity (`auth.uid()`), or a
-membership subquery or helper keyed by the caller, judged by the same analyzer as the policies. A filter on
-a *parameter* (`WHERE org_id = p_org`) ties nothing: the caller chooses the tenant, and the message says so.
+membership subquery or helper keyed by the caller, judged by the same analyzer as the policies; a join, a
+correlated subquery, or an outer query that pins a derived table or WITH query carries the restriction over.
+A filter on a *parameter* (`WHERE org_id = p_org`) ties nothing: the caller chooses the tenant, and the
+message says so, unless the body checks the parameter against the caller (`AND is_member(p_org)`, a
+membership `EXISTS` on it, or a PL/pgSQL guard `IF NOT is_member(p_org) THEN RAISE EXCEPTION ...`). A
+function that only inserts a new tenant (an onboarding function) is not reported for that insert.
 **Critical** when the function returns rows (`SETOF`, `TABLE (...)`, a row type) or writes to the table, a
 warning when it only reads one and returns a scalar (a count, a flag: still other tenants' data). The
 finding's table is the function name and `object` its signature, e.g. `search_customers(q text)`.
@@ -128,6 +132,8 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             t = a.table
             if a.restricted or not in_audited_schema(t.schema, config) or not ctx.in_tenant_scope(ctx.root(t)):
                 continue
+            if a.command == "insert" and ctx.is_tenants_table(t):
+                continue  # a new tenant (an onboarding function): no other tenant's row
             if not _owner_bypasses(ctx, fn.owner, t):
                 continue
             if all(x.table.qualified != t.qualified or x.write != a.write for x in leaking):
