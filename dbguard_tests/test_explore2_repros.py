@@ -247,3 +247,33 @@ def test_definer_helpers_of_the_demo_are_not_reported(demo_dsn):
     snapshot = services.introspect(demo_dsn, config)
     assert {f.name for f in snapshot.functions if f.schema == "auth"} >= {"uid", "jwt"}  # read, not in scope
     assert not [f for f in services.static_audit(snapshot, config).findings if f.rule == DEFINER_RULE]
+
+
+def test_enabling_rls_under_a_leaking_definer_function_is_not_rejected(databases, tmp_path):
+    """A SECURITY DEFINER function over app.orders (RLS forgotten) leaks before the fix and after it (its
+    superuser owner bypasses the new policy): the finding is the same before and after, so the round trip
+    does not reject the fix that closes the table."""
+    dsn, config = load(databases, "app_bigint")
+    run_sql(
+        dsn,
+        """
+        create function app.order_total() returns numeric language sql stable security definer
+          set search_path = '' as $$ select sum(total) from app.orders $$;
+        revoke execute on function app.order_total() from public;
+        grant execute on function app.order_total() to crm_app;
+        """,
+    )
+    key = f"{DEFINER_RULE}:app.order_total:order_total()"
+    before = {f.cache_key: f for f in services.audit(dsn, config, with_metrics=False).findings}
+    assert before[key].severity.value == "warning"
+    assert "row level security is off on app.orders" in before[key].message
+    result = services.generate_fixes(
+        dsn, config, out_dir=str(tmp_path / "m"), round_trip="yes", timestamp="20260101000000"
+    )
+    assert result.rejected == []
+    services.migrator(dsn, tmp_path / "m").up()
+    a = {"app.org_id": "1"}
+    assert as_app(dsn, "crm_app", a, "select sum(total) from app.orders") == [(10,)]  # the table is closed
+    assert as_app(dsn, "crm_app", a, "select app.order_total()") == [(30,)]  # the function is not
+    after = {f.cache_key: f for f in services.audit(dsn, config, with_metrics=False).findings}
+    assert "SUPERUSER" in after[key].message

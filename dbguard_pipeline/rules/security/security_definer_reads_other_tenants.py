@@ -4,9 +4,9 @@ the body reads a tenant table without tying the rows to the caller, every role t
 
 *What it checks.* Functions in the audited schemas that are `SECURITY DEFINER`, are not trigger functions,
 may be executed by the app role (`tenant.app_role`, a role whose privileges it inherits, or PUBLIC), and whose
-SQL or PL/pgSQL body reads or writes a tenant table (or the tenants table) with row level security enabled
-that the owner bypasses (SUPERUSER, `BYPASSRLS`, or the table's owner while RLS is not forced), without a
-condition that ties the rows to the caller: the tenant column compared with the tenant context
+SQL or PL/pgSQL body reads or writes a tenant table (or the tenants table) whose row level security does not
+bind the owner (RLS off, or an owner with SUPERUSER or `BYPASSRLS`, or the table's owner while RLS is not
+forced), without a condition that ties the rows to the caller: the tenant column compared with the tenant context
 (`current_setting(...)`, a JWT claim), a column compared with the caller's identity (`auth.uid()`), or a
 membership subquery or helper keyed by the caller, judged by the same analyzer as the policies; a join, a
 correlated subquery, or an outer query that pins a derived table or WITH query carries the restriction over.
@@ -81,9 +81,11 @@ def _callers(ctx: RuleContext, fn: Function) -> list[str]:
 
 
 def _owner_bypasses(ctx: RuleContext, owner: str, table: Table) -> bool:
+    """Row level security does not filter the owner's reads of ``table``. A table without RLS counts too: the
+    function leaks either way, and a fix that enables RLS on the table must not make this finding new."""
     if ctx.roles.role(owner) is None:
         return True  # an unknown owner: assume the worst
-    return table.rls_enabled and not ctx.roles.rls_applies(owner, table)
+    return not ctx.roles.rls_applies(owner, table)
 
 
 def _pin_column(ctx: RuleContext, table: Table) -> Optional[str]:
@@ -105,13 +107,17 @@ def _context_text(config: Config, type_text: str) -> str:
 
 
 def _why(owner: str, ctx: RuleContext, table: Table) -> str:
+    """Why the owner reads every row of ``table``."""
+    shown = qname(table.schema, table.name)
+    if not table.rls_enabled:
+        return f"row level security is off on {shown}"
     r = ctx.roles.role(owner)
     if r is None:
         return f"its owner {ident(owner)} is not in the snapshot"
     text = bypass_text(r)
     if text:
         return f"its owner {ident(owner)} has {text}"
-    return f"its owner {ident(owner)} owns {qname(table.schema, table.name)} and RLS is not forced"
+    return f"its owner {ident(owner)} owns {shown} and RLS is not forced"
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
