@@ -38,11 +38,12 @@ from pglast.parser import ParseError, parse_plpgsql_json
 from dbguard_pipeline.model.schema import Function, Table
 from dbguard_pipeline.policy.analyzer import Analyzer
 from dbguard_pipeline.policy.context import is_context
-from dbguard_pipeline.policy.inline import _ASSIGNED, _arg_names, _json_body, _json_nodes, _json_type, rebuild
+from dbguard_pipeline.policy.inline import _ASSIGNED, _arg_names, _json_body, _json_nodes, _json_type
 from dbguard_pipeline.policy.normal import normalize
 from dbguard_pipeline.policy.parse import (
     Node,
     PolicyParseError,
+    _child_members,
     children,
     names,
     operator,
@@ -268,7 +269,30 @@ def _substitute(node: Node, values: dict[str, Node], fname: str, columns: set[st
         if len(fields) == 2 and fields[0] == fname and fields[1] in values:
             return values[fields[1]]
         return node
-    return rebuild(node, lambda c: _substitute(c, values, fname, columns, depth + 1))
+    # copy on write: a subtree without a parameter or variable is shared, not rebuilt
+    changed: dict[str, Any] = {}
+    for m in _child_members(type(node)):
+        value = getattr(node, m)
+        if value is not None:
+            out = _substitute_value(value, values, fname, columns, depth + 1)
+            if out is not value:
+                changed[m] = out
+    if not changed:
+        return node
+    copy = object.__new__(type(node))
+    for m in node:
+        # set directly, as inline.rebuild does: every value comes from a parsed tree
+        object.__setattr__(copy, m, changed[m] if m in changed else getattr(node, m))
+    return copy
+
+
+def _substitute_value(value: Any, values: dict[str, Node], fname: str, columns: set[str], depth: int) -> Any:
+    if isinstance(value, ast.Node):
+        return _substitute(value, values, fname, columns, depth)
+    if type(value) is tuple:
+        items = tuple(_substitute_value(v, values, fname, columns, depth) for v in value)
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    return value
 
 
 # --------------------------------------------------------------------------- reading the statements
