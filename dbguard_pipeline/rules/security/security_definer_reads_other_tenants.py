@@ -73,13 +73,6 @@ SPEC = RuleSpec(
 _TRIGGERS = ("trigger", "event_trigger")
 
 
-def _callers(ctx: RuleContext, fn: Function) -> list[str]:
-    """The grantees of EXECUTE through which the app role may call ``fn``: itself, a role whose privileges
-    it inherits, PUBLIC."""
-    who = ctx.roles.privileges_of(ctx.config.tenant.app_role) | {"public"}
-    return sorted(g for g in fn.executors if g in who)
-
-
 def _owner_bypasses(ctx: RuleContext, owner: str, table: Table) -> bool:
     """Row level security does not filter the owner's reads of ``table``. A table without RLS counts too: the
     function leaks either way, and a fix that enables RLS on the table must not make this finding new."""
@@ -127,7 +120,7 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
             continue
         if fn.returns.strip().lower() in _TRIGGERS or fn.language not in ("sql", "plpgsql"):
             continue
-        callers = _callers(ctx, fn)
+        callers = ctx.roles.execute_grantees(config.tenant.app_role, fn)
         if not callers:
             continue
         accesses = _accesses(ctx, fn)
