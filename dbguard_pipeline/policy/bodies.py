@@ -67,7 +67,7 @@ class Access:
     write: bool  # the target of UPDATE / DELETE / INSERT
     restricted: bool  # its rows are tied to the caller's context
     by_parameter: Optional[str] = None  # the parameter its tenant column is compared with ("p_org", "$1")
-    command: str = "select"  # select | insert | update | delete
+    command: str = "select"  # select | insert | update | delete | merge
 
 
 def body_accesses(
@@ -351,6 +351,8 @@ class _Reader:
             self.update_or_delete(node, outer, done, ctes)
         elif isinstance(node, ast.InsertStmt):
             self.insert(node, outer, done, ctes)
+        elif isinstance(node, ast.MergeStmt):
+            self.merge(node, outer, done, ctes)
         elif node is not None:
             # anything else (CALL, a utility statement): only the queries inside it
             self.sublinks(tuple(children(node)), Frame(outer, definer=True), done, ctes)
@@ -509,6 +511,27 @@ class _Reader:
             extra=(*(targets or ()), *_returning(stmt)),
             write=stmt.relation,
             command="update" if isinstance(stmt, ast.UpdateStmt) else "delete",
+        )
+        self._ctes(defs, stmt, rels, outer, done, ctes)
+
+    def merge(self, stmt: ast.MergeStmt, outer: tuple[Scope, ...], done: frozenset[int], ctes: frozenset[str]) -> None:
+        """MERGE: the target is written where the join condition matches the source rows (a row it inserts
+        is judged as a write of the target, like an UPDATE)."""
+        defs = _cte_queries(stmt.withClause)
+        ctes = ctes | set(defs)
+        rels: list[_Rel] = []
+        if stmt.relation is not None:
+            self._from_item(stmt.relation, (), rels, [], outer, done, frozenset())
+        self._from_item(stmt.sourceRelation, (), rels, [], outer, done, ctes)
+        self.query_level(
+            rels,
+            [stmt.joinCondition] if stmt.joinCondition is not None else [],
+            outer,
+            done,
+            ctes,
+            extra=(*(stmt.mergeWhenClauses or ()), *_returning(stmt)),
+            write=stmt.relation,
+            command="merge",
         )
         self._ctes(defs, stmt, rels, outer, done, ctes)
 
