@@ -336,7 +336,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     ),
     Q_FUNCTIONS: (
         "schema", "name", "arguments", "returns", "language", "security_definer", "volatility", "config", "owner",
-        "body",
+        "body", "executors", "returns_rows",
     ),
     Q_ROLES: ("name", "superuser", "bypassrls", "can_login", "memberships"),
 }  # fmt: skip
