@@ -94,6 +94,11 @@ create policy only_mine on app.child as restrictive for update to public using (
 create view app.v_definer as select id from app.parent;
 create function app.sd() returns int language sql security definer as 'select 1';
 create function app.fixed() returns int language sql set search_path = '' as 'select 2';
+create function app.rows_of() returns setof app.parent language sql as 'select * from app.parent';
+create function app.one_row() returns app.parent language sql as 'select * from app.parent limit 1';
+create function app.table_of() returns table (n int) language sql as 'select 1';
+revoke execute on function app.fixed() from public;
+grant execute on function app.fixed() to pg_monitor;
 grant select on app.parent to public;
 """
 
@@ -125,6 +130,15 @@ def test_snapshot_details_constraints_indexes_partitions_views_functions(empty_d
     funcs = {f.name: f for f in snap.functions}
     assert funcs["sd"].security_definer and funcs["sd"].search_path is None
     assert funcs["fixed"].search_path == '""' and not funcs["fixed"].security_definer
+    # who may EXECUTE: PUBLIC's default unless revoked, the owner always; rows or a scalar
+    owner = funcs["sd"].owner
+    assert funcs["sd"].executors == tuple(sorted((owner, "public")))
+    assert funcs["fixed"].executors == tuple(sorted((owner, "pg_monitor")))
+    assert [n for n in ("sd", "fixed", "rows_of", "one_row", "table_of") if funcs[n].returns_rows] == [
+        "rows_of",
+        "one_row",
+        "table_of",
+    ]
     assert ("public", "SELECT") in {(g.grantee, g.privilege) for g in snap.table("app.parent").grants}
     assert load_snapshot(dump_snapshot(snap)) == snap
 

@@ -201,6 +201,31 @@ def test_neutral_changes_are_reported_and_not_flagged(pair):
 
 
 @pytest.mark.security
+def test_execute_granted_on_a_definer_function_that_reads_every_tenant_weakens(pair):
+    """A SECURITY DEFINER function over every tenant's vehicles, callable by nobody in A; B grants it to the
+    app role: the executors change, and the new security_definer_reads_other_tenants finding marks it weaker.
+    A snapshot file without executors (an older dbguard) compares as unchanged."""
+    a, b = pair
+    fn = """
+    create function public.all_vehicles() returns setof public.vehicles language sql stable security definer
+      set search_path = '' as $$ select * from public.vehicles $$;
+    revoke execute on function public.all_vehicles() from public;
+    """
+    run_sql(a, fn)
+    run_sql(b, fn + "grant execute on function public.all_vehicles() to authenticated;")
+    d = diff_of(a, b)
+    c = one(d, object_type="function", name="all_vehicles")
+    before, after = attrs(c)["executors"]
+    assert set(after) - set(before) == {"authenticated"} and set(attrs(c)) == {"executors"}
+    assert c.weaker and c.reasons == ("now flagged security_definer_reads_other_tenants",)
+    key = "security_definer_reads_other_tenants:public.all_vehicles:all_vehicles()"
+    assert [f.cache_key for f in d.new_findings] == [key] and d.weakens_isolation
+    old = introspect(a)
+    unknown = replace(old, functions=tuple(replace(f, executors=()) for f in old.functions))
+    assert diff_snapshots(unknown, old, Config()).identical
+
+
+@pytest.mark.security
 def test_policy_removals_and_role_changes(pair):
     """Removing a RESTRICTIVE policy weakens isolation; removing a PERMISSIVE one narrows access (not weaker);
     a permissive policy widened to anon and a restrictive one narrowed to fewer roles are weaker."""

@@ -170,3 +170,110 @@ def test_partitions_granted_to_the_group_role_get_the_parents_policy(databases, 
     assert as_app(dsn, "web_login", a, "select count(*) from saas.events_2026") == [(1,)]
     assert as_app(dsn, "web_login", a, "select count(*) from saas.events") == [(1,)]
     assert services.probe(dsn, config).leaks == []
+
+
+# --------------------------------------------------------------------------- SECURITY DEFINER functions
+DEFINER_RULE = "security_definer_reads_other_tenants"
+SEARCH_KEY = f"{DEFINER_RULE}:app.search_customers:search_customers(q text)"
+
+
+def test_app_bigint_definer_search_function_leaks_and_is_reported(databases):
+    """app.search_customers() is SECURITY DEFINER, owned by the superuser, granted to crm_app, and reads
+    app.customers with no tenant filter: validate and test-isolation said nothing about it."""
+    dsn, config = load(databases, "app_bigint")
+    a = {"app.org_id": "1"}
+    # the truth: the table shows tenant 1 its own customer, the function shows it tenant 2's as well
+    assert as_app(dsn, "crm_app", a, "select org_id from app.customers") == [(1,)]
+    search = "select org_id, email from app.search_customers('') order by 1"
+    assert as_app(dsn, "crm_app", a, search) == [(1, "x@a.test"), (2, "y@b.test")]
+
+    result = services.audit(dsn, config)
+    found = [f for f in result.findings if f.rule == DEFINER_RULE]
+    assert [f.cache_key for f in found] == [SEARCH_KEY]
+    f = found[0]
+    assert f.severity.value == "critical"
+    assert "app.customers" in f.message and "crm_app may execute it" in f.message
+    assert "returns other tenants' rows" in f.message
+    assert f.detail["callers"] == ["crm_app"] and f.detail["returns_rows"] is True
+    assert "WHERE \"org_id\" = nullif(current_setting('app.org_id', true), '')::bigint" in f.remediation
+    assert 'REVOKE EXECUTE ON FUNCTION "app"."search_customers"(q text) FROM "crm_app";' in f.remediation
+
+    proc = cli("validate", "--dsn", dsn, "--config", str(HERE / "app_bigint.yaml"))
+    assert SEARCH_KEY.split(":")[0] in proc.stdout and "search_customers" in proc.stdout, proc.stderr
+
+    # the remediation it names closes the leak, and the finding goes with it
+    run_sql(
+        dsn,
+        """
+        create or replace function app.search_customers(q text) returns setof app.customers
+        language sql stable security definer set search_path = '' as $$
+          select * from app.customers c where c.email like '%' || q || '%'
+            and c.org_id = nullif(current_setting('app.org_id', true), '')::bigint
+        $$;
+        """,
+    )
+    assert as_app(dsn, "crm_app", a, search) == [(1, "x@a.test")]
+    after = services.audit(dsn, config, with_metrics=False)
+    assert not [f for f in after.findings if f.rule == DEFINER_RULE]
+
+
+def _repro_databases() -> dict[str, tuple[tuple[Path, ...], Path]]:
+    from .test_init_repros import CASES
+
+    out = dict(CASES)
+    for folder in ("explore", "explore2"):
+        for p in sorted((HERE.parent / folder).glob("*.sql")):
+            if p.stem != "app_bigint":
+                out[f"{folder}/{p.stem}"] = ((p,), p.with_suffix(".yaml"))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(_repro_databases()))
+def test_definer_helpers_of_the_other_repros_are_not_reported(databases, name):
+    """Every other reproduction database: its SECURITY DEFINER functions are membership helpers keyed by the
+    caller (auth.uid()), or there are none; the rule must stay quiet on them."""
+    from .test_init_repros import load_repro
+
+    files, config_file = _repro_databases()[name]
+    dsn = databases.create()
+    load_repro(dsn, files)
+    config = load_config(config_file)
+    snapshot = services.introspect(dsn, config)
+    assert not [f.cache_key for f in services.static_audit(snapshot, config).findings if f.rule == DEFINER_RULE]
+
+
+def test_definer_helpers_of_the_demo_are_not_reported(demo_dsn):
+    config = Config()
+    snapshot = services.introspect(demo_dsn, config)
+    assert {f.name for f in snapshot.functions if f.schema == "auth"} >= {"uid", "jwt"}  # read, not in scope
+    assert not [f for f in services.static_audit(snapshot, config).findings if f.rule == DEFINER_RULE]
+
+
+def test_enabling_rls_under_a_leaking_definer_function_is_not_rejected(databases, tmp_path):
+    """A SECURITY DEFINER function over app.orders (RLS forgotten) leaks before the fix and after it (its
+    superuser owner bypasses the new policy): the finding is the same before and after, so the round trip
+    does not reject the fix that closes the table."""
+    dsn, config = load(databases, "app_bigint")
+    run_sql(
+        dsn,
+        """
+        create function app.order_total() returns numeric language sql stable security definer
+          set search_path = '' as $$ select sum(total) from app.orders $$;
+        revoke execute on function app.order_total() from public;
+        grant execute on function app.order_total() to crm_app;
+        """,
+    )
+    key = f"{DEFINER_RULE}:app.order_total:order_total()"
+    before = {f.cache_key: f for f in services.audit(dsn, config, with_metrics=False).findings}
+    assert before[key].severity.value == "warning"
+    assert "row level security is off on app.orders" in before[key].message
+    result = services.generate_fixes(
+        dsn, config, out_dir=str(tmp_path / "m"), round_trip="yes", timestamp="20260101000000"
+    )
+    assert result.rejected == []
+    services.migrator(dsn, tmp_path / "m").up()
+    a = {"app.org_id": "1"}
+    assert as_app(dsn, "crm_app", a, "select sum(total) from app.orders") == [(10,)]  # the table is closed
+    assert as_app(dsn, "crm_app", a, "select app.order_total()") == [(30,)]  # the function is not
+    after = {f.cache_key: f for f in services.audit(dsn, config, with_metrics=False).findings}
+    assert "SUPERUSER" in after[key].message

@@ -10,7 +10,7 @@ import pytest
 from dbguard_pipeline.cli import main
 from dbguard_pipeline.errors import DbguardError
 from dbguard_pipeline.model.equality import comparable, same_schema
-from dbguard_pipeline.model.schema import Column, Policy, Snapshot, Table
+from dbguard_pipeline.model.schema import Column, Function, Policy, Snapshot, Table
 from dbguard_pipeline.model.snapshot_json import FORMAT_VERSION, check_snapshot_json, dump_snapshot, load_snapshot
 
 SNAP = Snapshot(
@@ -50,6 +50,17 @@ def test_a_file_without_format_version_is_version_1():
     del data["format_version"]
     assert check_snapshot_json(data) is None
     assert load_snapshot(json.dumps(data)) == SNAP
+
+
+def test_a_function_written_before_executors_were_read_loads_with_none():
+    fn = Function("public", "f", "", "integer", "sql", True, "stable", owner="app", body="select 1")
+    data = json.loads(dump_snapshot(replace(SNAP, functions=(fn,))))
+    (written,) = data["functions"]
+    assert written["executors"] == [] and written["returns_rows"] is False
+    del written["executors"], written["returns_rows"]  # as an older dbguard wrote it
+    assert check_snapshot_json(data) is None
+    (loaded,) = load_snapshot(json.dumps(data)).functions
+    assert loaded == fn and loaded.executors == () and not loaded.returns_rows
 
 
 def test_a_newer_or_malformed_format_version_is_refused_in_one_line(tmp_path, capsys):

@@ -92,7 +92,9 @@ def _flag_objects(changes: list[Change], new: list[Finding]) -> list[Change]:
                 (c.object_type, c.schema, c.name, c.item_type, c.item, c.change),
             ):
                 rules |= flagged.get(key, set())
-            if c.object_type == "function" and c.change == ADDED:  # a changed one is judged above
+            # a changed function is judged by function_weakening first; one it calls no weaker (a new body,
+            # EXECUTE granted) is weaker when it is newly flagged (security_definer_reads_other_tenants)
+            if c.object_type == "function" and (c.change == ADDED or not c.weaker):
                 rules |= flagged.get(("function", c.schema, f"{c.name}({c.arguments})"), set())
         out.append(c.weaken(*(f"now flagged {r}" for r in sorted(rules))) if rules else c)
     return out

@@ -156,6 +156,10 @@ class Function:
     config: tuple[str, ...] = ()  # proconfig, e.g. ("search_path=''",)
     owner: str = ""
     body: Optional[str] = None  # prosrc for sql / plpgsql functions
+    # roles that may EXECUTE it (granted, or PUBLIC's default: "public"), its owner included; () in snapshot
+    # files written before dbguard read it (unknown, not "nobody")
+    executors: tuple[str, ...] = ()
+    returns_rows: bool = False  # SETOF / TABLE (...), a row type or record: rows, not a scalar
 
     @property
     def qualified(self) -> str:

@@ -153,8 +153,14 @@ select n.nspname::text as schema, p.proname::text as name,
        p.prosecdef as security_definer,
        case p.provolatile when 'i' then 'immutable' when 's' then 'stable' else 'volatile' end as volatility,
        coalesce(p.proconfig, '{{}}'::text[]) as config, pg_get_userbyid(p.proowner)::text as owner,
-       case when l.lanname in ('sql', 'plpgsql') then p.prosrc end as body
+       case when l.lanname in ('sql', 'plpgsql') then p.prosrc end as body,
+       array(select distinct case when x.grantee = 0 then 'public' else pg_get_userbyid(x.grantee)::text end
+             from aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) x
+             where x.privilege_type = 'EXECUTE' order by 1) as executors,
+       p.prokind = 'f' and (p.proretset or t.typtype = 'c' or p.prorettype = 'pg_catalog.record'::pg_catalog.regtype)
+         as returns_rows
 from pg_proc p join pg_namespace n on n.oid = p.pronamespace join pg_language l on l.oid = p.prolang
+join pg_type t on t.oid = p.prorettype
 where p.prokind in ('f', 'p') and {SCHEMA_FILTER}
   and not exists (select 1 from pg_depend d where d.classid = 'pg_proc'::regclass and d.objid = p.oid
                   and d.deptype = 'e')
@@ -331,7 +337,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     ),
     Q_FUNCTIONS: (
         "schema", "name", "arguments", "returns", "language", "security_definer", "volatility", "config", "owner",
-        "body",
+        "body", "executors", "returns_rows",
     ),
     Q_ROLES: ("name", "superuser", "bypassrls", "can_login", "memberships"),
 }  # fmt: skip
@@ -645,6 +651,8 @@ class _Assembler:
                 config=tuple(f.config or ()),
                 owner=f.owner,
                 body=f.body,
+                executors=tuple(f.executors or ()),
+                returns_rows=bool(f.returns_rows),
             )
             for f in kept[Q_FUNCTIONS]
         )

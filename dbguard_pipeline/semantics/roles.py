@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from dbguard_pipeline.model.schema import Policy, Role, Snapshot, Table
+from dbguard_pipeline.model.schema import Function, Policy, Role, Snapshot, Table
 
 if TYPE_CHECKING:
     from dbguard_pipeline.config import Config
@@ -106,6 +106,12 @@ class RoleGraph:
         if "public" in policy.roles or not policy.roles:
             return True
         return bool(self.privileges_of(name) & set(policy.roles))
+
+    def execute_grantees(self, name: str, fn: Function) -> list[str]:
+        """The grantees of EXECUTE on ``fn`` through which ``name`` may call it: itself, a role whose privileges
+        it has, PUBLIC (``fn.executors``: empty in snapshot files written before dbguard read it, then none)."""
+        who = self.privileges_of(name) | {"public"}
+        return sorted(g for g in fn.executors if g in who)
 
     def reaches(self, name: str, table: Table) -> bool:
         """``name`` has a table privilege on ``table``: granted to it, to PUBLIC or to a role whose privileges

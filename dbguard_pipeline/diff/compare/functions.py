@@ -17,7 +17,9 @@ def compare_functions(ctx: Context) -> Iterator[Change]:
         if old is None or new is None:
             yield whole("function", schema, name, old, new, arguments=arguments)
             continue
-        changed = attrs(old, new, ATTRIBUTES)
+        # who may execute it; a snapshot file written before dbguard read it has none (unknown): not compared
+        names = ATTRIBUTES + (("executors",) if old.executors and new.executors else ())
+        changed = attrs(old, new, names)
         if changed:
             yield Change("function", schema, name, CHANGED, "function", arguments=arguments, attributes=changed).weaken(
                 *function_weakening(old, new)
