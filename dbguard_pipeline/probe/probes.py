@@ -260,7 +260,7 @@ def judge_write_error(out: Outcome, who: str, what: str, shape: str, *, filtered
 def judge_write(attempt: Attempt, out: Outcome, who: str, what: str, *, filtered: bool, verb: str) -> Verdict:
     if attempt.unwritten is not None and attempt.admitted(out):
         return leaked(
-            f"{who}, row level security admitted {what} on a row of tenant B (1 row admitted, none written"
+            f"{who}, row level security admitted {what}: 1 row of tenant B would be {verb} (admitted, not written"
             f"{attempt.unwritten.note}){attempt.note}",
             attempt.shape,
             1,
@@ -399,7 +399,7 @@ def prepare_writes(rel: Relation, reads: ReadRows) -> WriteRows:
         no_a=f"{rel.q} has no row of tenant A and none could be built: {why_a}",
         no_b=f"{rel.q} has no row of tenant B and none could be built: {why_b}",
         null_insert=unwritten_column(rel.session, t, "INSERT", keep),
-        null_update=unwritten_column(rel.session, t, "UPDATE", keep),
+        null_update=unwritten_column(rel.session, t, "UPDATE", keep, assigned=frozenset(assign)),
     )
 
 
@@ -429,7 +429,14 @@ def judge_insert(rel: Relation, cand: Candidate, attempt: Attempt, out: Outcome,
     another tenant (a trigger stamped it) = held; a 23502 on the column set to NULL (:mod:`.unwritten`) = leak."""
     if attempt.unwritten is not None and attempt.admitted(out):
         return leaked(
-            f"{rel.as_a}, row level security admitted {what} (not written{attempt.unwritten.note})", attempt.shape, 1
+            f"{rel.as_a}, row level security admitted {what} (not written{attempt.unwritten.note})"
+            + (
+                f"; its key exists already ({cand.conflict}), which would not stop a row whose key is new"
+                if cand.conflict
+                else ""
+            ),
+            attempt.shape,
+            1,
         )
     if out.kind == "ok" and out.rowcount > 0:
         if out.measured is not None and out.measured == 0:
@@ -612,8 +619,8 @@ class MoveRowToOtherTenant(_FilteredOrBlind):
         )
         if attempt.unwritten is not None and attempt.admitted(out):
             return leaked(
-                f"{rel.as_a}, row level security admitted {what}: a row of tenant A would belong to tenant B "
-                f"(1 row admitted, none written{attempt.unwritten.note})",
+                f"{rel.as_a}, row level security admitted {what}: 1 row of tenant A would now belong to tenant B "
+                f"(admitted, not written{attempt.unwritten.note})",
                 attempt.shape,
                 1,
             )

@@ -16,7 +16,11 @@ The column is chosen only where that reading is sure; otherwise the probe keeps 
 - not a column that decides the row's tenant or holds the acting user, not in a foreign key;
 - named by no policy expression of the table, in any command (a whole-row reference, or an expression that does
   not parse, names them all);
-- one the application role may write (a column privilege refused would read as "held").
+- one the application role may write (a column privilege refused would read as "held");
+- for the UPDATE probes, which rewrite the columns that decide the row's tenant: no constraint a real UPDATE
+  could then fail (checked after the policies, it would have made the write fail where the NULL reads as a
+  leak): no key, exclusion or CHECK constraint on those columns, and no foreign key mixing them with others
+  (a foreign key wholly on them gets an existing tenant's key, or the values of an existing row of the tenant).
 
 A 23502 that names another column or relation, and any other error, is not read: the real write runs instead
 (``Attempt.fallback``) and is judged as before.
@@ -88,17 +92,41 @@ def policy_columns(table: Table) -> Optional[set[str]]:
     return names
 
 
+def safe_to_rewrite(table: Table, assigned: frozenset[str]) -> bool:
+    """No constraint of ``table`` checked after the policies could refuse an UPDATE that rewrites ``assigned``
+    (the columns that decide the row's tenant) to another tenant's values."""
+    for c in table.constraints:
+        cols = set(c.columns)
+        if c.kind == "foreign_key":
+            if cols & assigned and not cols <= assigned:
+                return False
+        elif c.kind == "check" and not cols:
+            return False  # columns unknown: it may read any
+        elif cols & assigned:
+            return False
+    return True
+
+
 def unwritten_column(
-    session: Session, table: Table, command: str, skip: tuple[str, ...] | frozenset[str] = ()
+    session: Session,
+    table: Table,
+    command: str,
+    skip: frozenset[str] = frozenset(),
+    *,
+    assigned: Optional[frozenset[str]] = None,
 ) -> Optional[Unwritten]:
-    """The column a probe of ``command`` (INSERT or UPDATE) on ``table`` may set to NULL (None: write for real)."""
+    """The column a probe of ``command`` (INSERT or UPDATE) on ``table`` may set to NULL (None: write for real).
+    ``skip``: columns never chosen; ``assigned``: the columns an UPDATE probe rewrites (see :func:`safe_to_rewrite`)."""
     if table.kind != "table" or table.parent or table.qualified in session.write_hooks:
+        return None
+    if assigned is not None and not safe_to_rewrite(table, assigned):
         return None
     used = policy_columns(table)
     if used is None:
         return None
     fk_cols = {c for fk in table.foreign_keys for c in fk.columns}
-    for col in sorted(table.columns, key=lambda c: c.position):
+    keys = {c for k in table.constraints if k.kind in ("primary_key", "unique", "exclusion") for c in k.columns}
+    for col in sorted(table.columns, key=lambda c: (c.name in keys, c.position)):  # a key column last
         if (
             not col.not_null
             or col.identity
