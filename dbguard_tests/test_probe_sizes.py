@@ -155,6 +155,14 @@ CREATE TABLE public.narrow (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     tenant_id uuid NOT NULL REFERENCES public.tenants (id), body text NOT NULL);
 ALTER TABLE public.narrow ENABLE ROW LEVEL SECURITY;
 CREATE POLICY p ON public.narrow FOR ALL TO {APP} USING (true) WITH CHECK (true);
+-- RLS forgotten, and a foreign key that pins each row's customer to its tenant: a real UPDATE to another tenant
+-- fails on it after the policies (not probed, as before), where a NULL would have read as a leak
+CREATE TABLE public.customers (tenant_id uuid NOT NULL REFERENCES public.tenants (id), id int NOT NULL,
+    PRIMARY KEY (tenant_id, id));
+INSERT INTO public.customers SELECT id, row_number() OVER (ORDER BY id) FROM public.tenants;
+CREATE TABLE public.pinned (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, tenant_id uuid NOT NULL,
+    customer_id int NOT NULL, body text NOT NULL, FOREIGN KEY (tenant_id, customer_id) REFERENCES public.customers);
+INSERT INTO public.pinned (tenant_id, customer_id, body) SELECT tenant_id, id, 'x' FROM public.customers;
 -- a whole-row reference reads every column
 CREATE TABLE public.whole (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     tenant_id uuid NOT NULL REFERENCES public.tenants (id), body text NOT NULL);
@@ -165,7 +173,8 @@ CREATE POLICY p ON public.whole FOR ALL TO {APP} USING (true) WITH CHECK (whole 
         f"INSERT INTO public.{t} (tenant_id, body) SELECT id, name FROM public.tenants;\n"
         for t in ("reads_all", "filled", "narrow", "whole")
     )
-    + f"GRANT SELECT, INSERT, UPDATE, DELETE ON public.reads_all, public.filled, public.whole TO {APP};\n"
+    + f"GRANT SELECT, INSERT, UPDATE, DELETE ON public.reads_all, public.filled, public.whole, public.pinned,"
+    f" public.customers TO {APP};\n"
     + f"GRANT SELECT, DELETE, INSERT (id, tenant_id), UPDATE (tenant_id) ON public.narrow TO {APP};\n"
 )
 
@@ -184,3 +193,10 @@ def test_where_a_null_could_change_the_answer_the_probe_writes_for_real_and_find
     assert narrow["insert_for_other_tenant"] == "held"
     assert narrow["update_other_tenant"] == "leak" and narrow["move_row_to_other_tenant"] == "leak"
     assert all(NOT_WRITTEN not in r.detail for r in report.results if r.table == "narrow")
+    pinned = verdicts(report, "pinned")
+    assert pinned["insert_for_other_tenant"] == "leak"  # the INSERT's row was proven valid: NULL is safe there
+    assert pinned["update_other_tenant"] == "leak"  # filtered, stopped only by the foreign key: as before
+    assert pinned["update_other_tenant_blind"] == pinned["move_row_to_other_tenant_blind"] == "not probed"
+    assert [r.probe for r in report.results if r.table == "pinned" and NOT_WRITTEN in r.detail] == [
+        "insert_for_other_tenant"
+    ]
