@@ -23,6 +23,7 @@ from dbguard_pipeline.probe.probes import (
     UpdateOtherTenant,
     Verdict,
     WriteRows,
+    insert_unwritten,
     judge_insert,
     judge_read,
     prepare_reads,
@@ -60,7 +61,8 @@ class JoinOtherTenant(Probe):
             return cand.why
         self._cands[rel.q] = (cols, cand)  # for judge, which runs next
         shape = f"INSERT INTO {rel.q} ({', '.join(cols)}, ...) VALUES (<tenant A's user>, ..., <tenant B>)"
-        return Attempt(rel.tenants.a, cand.stmt, shape, measure=stored_of_b(rel, cand.values))
+        attempt = Attempt(rel.tenants.a, cand.stmt, shape, measure=stored_of_b(rel, cand.values))
+        return insert_unwritten(rel, fx, cand, attempt)
 
     @staticmethod
     def users_of_a(rel: Relation, cols: tuple[str, ...]) -> Optional[dict[str, str]]:

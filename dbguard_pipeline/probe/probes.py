@@ -19,10 +19,20 @@ from typing import Any, Optional, Union
 from psycopg import sql
 
 from dbguard_pipeline.model.schema import Table
+from dbguard_pipeline.probe.identity import identity_columns
 from dbguard_pipeline.probe.report import Target
-from dbguard_pipeline.probe.rows import AFTER_POLICY_STATES, Candidate, CannotBuild, RowRef, Rows, where_rows
+from dbguard_pipeline.probe.rows import (
+    AFTER_POLICY_STATES,
+    Candidate,
+    CannotBuild,
+    RowRef,
+    Rows,
+    insert_sql,
+    where_rows,
+)
 from dbguard_pipeline.probe.session import Outcome, Query, Session
 from dbguard_pipeline.probe.tenants import Tenants
+from dbguard_pipeline.probe.unwritten import Unwritten, unwritten_column
 from dbguard_pipeline.text import ident, plural, qname
 
 
@@ -98,6 +108,22 @@ class Attempt:
     measure: Optional[Callable[[], int]] = None  # its effect, counted as the connecting role
     before: Optional[Callable[[], object]] = None  # run first, in the same savepoint
     note: str = ""  # appended to the witness
+    # the NOT NULL column the statement sets to NULL, so that a row the policies admit fails before it is
+    # written (:mod:`.unwritten`); the real write to run instead when the outcome says anything else
+    unwritten: Optional[Unwritten] = None
+    fallback: Optional[Attempt] = None
+
+    def admitted(self, out: Outcome) -> bool:
+        """The policies admitted the row and nothing was written (23502 on the column set to NULL)."""
+        return self.unwritten is not None and self.unwritten.admitted(out)
+
+
+def unwritten(attempt: Attempt, u: Optional[Unwritten], statement: Query, shape: str) -> Attempt:
+    """``attempt`` with the column ``u`` set to NULL (``statement``, ``shape``), the real write kept as its
+    fallback; ``attempt`` itself when there is no such column."""
+    if u is None:
+        return attempt
+    return replace(attempt, statement=statement, shape=shape, unwritten=u, fallback=attempt)
 
 
 @dataclass(frozen=True)
@@ -151,8 +177,11 @@ class Probe(ABC):
         """The attempt, the reason it cannot run, or None when the probe does not apply to the relation."""
 
     def retry(self, rel: Relation, fx: Any, attempt: Attempt, out: Outcome) -> Optional[Attempt]:
-        """A second attempt that measures what the first could not (None: the first one stands)."""
-        return None
+        """A second attempt that measures what the first could not (None: the first one stands): the real
+        write, when the attempt that writes nothing met an error other than a refusal or its own 23502."""
+        if attempt.fallback is None or out.error is None or out.kind == "refused" or attempt.admitted(out):
+            return None
+        return attempt.fallback
 
     @abstractmethod
     def judge(self, rel: Relation, fx: Any, attempt: Attempt, out: Outcome) -> Verdict: ...
@@ -229,6 +258,13 @@ def judge_write_error(out: Outcome, who: str, what: str, shape: str, *, filtered
 
 
 def judge_write(attempt: Attempt, out: Outcome, who: str, what: str, *, filtered: bool, verb: str) -> Verdict:
+    if attempt.unwritten is not None and attempt.admitted(out):
+        return leaked(
+            f"{who}, row level security admitted {what}: 1 row of tenant B would be {verb} (admitted, not written"
+            f"{attempt.unwritten.note}){attempt.note}",
+            attempt.shape,
+            1,
+        )
     if out.error is not None:
         return judge_write_error(out, who, what, attempt.shape, filtered=filtered)
     n = out.measured or 0
@@ -337,6 +373,8 @@ class WriteRows:
     a_key: Optional[Query]  # the targeted rows of A by key, without the columns that decide the tenant
     no_a: str  # why there is no row of tenant A
     no_b: str
+    null_insert: Optional[Unwritten] = None  # the column an INSERT probe sets to NULL (None: a real write)
+    null_update: Optional[Unwritten] = None  # the same for the UPDATE probes
 
 
 def prepare_writes(rel: Relation, reads: ReadRows) -> WriteRows:
@@ -349,6 +387,7 @@ def prepare_writes(rel: Relation, reads: ReadRows) -> WriteRows:
     b_sel, a_sel = reads.b_existing + fresh_b, reads.a_existing + fresh_a
     a_write = fresh_a or reads.a_existing
     assign = rows.row_tenancy.require(t).assign_columns
+    keep = frozenset(assign) | frozenset(identity_columns(rel.session.analyzer, t, rows.row_tenancy))
     return WriteRows(
         b_write=fresh_b or reads.b_existing,
         a_write=a_write,
@@ -359,7 +398,18 @@ def prepare_writes(rel: Relation, reads: ReadRows) -> WriteRows:
         a_key=rows.key_values(t, a_write, assign) if a_write else None,
         no_a=f"{rel.q} has no row of tenant A and none could be built: {why_a}",
         no_b=f"{rel.q} has no row of tenant B and none could be built: {why_b}",
+        null_insert=unwritten_column(rel.session, t, "INSERT", keep),
+        null_update=unwritten_column(rel.session, t, "UPDATE", keep, assigned=frozenset(assign)),
     )
+
+
+def insert_unwritten(rel: Relation, fx: WriteRows, cand: Candidate, attempt: Attempt) -> Attempt:
+    """The INSERT ``attempt`` of ``cand`` with the chosen NOT NULL column set to NULL (:mod:`.unwritten`)."""
+    u = fx.null_insert
+    if u is None or cand.stmt is None:
+        return attempt
+    values = {**cand.values, u.column: sql.SQL("NULL")}
+    return unwritten(attempt, u, insert_sql(rel.table, values), f"{attempt.shape} with {ident(u.column)} NULL")
 
 
 def stored_of_b(rel: Relation, values: dict[str, Query]) -> Optional[Callable[[], int]]:
@@ -376,7 +426,18 @@ def stored_of_b(rel: Relation, values: dict[str, Query]) -> Optional[Callable[[]
 def judge_insert(rel: Relation, cand: Candidate, attempt: Attempt, out: Outcome, what: str, leak: str) -> Verdict:
     """An INSERT of a row of tenant B: stored as B's = leak; refused by row level security = held; a unique,
     exclusion or foreign-key error (raised only after the policies admitted the row) = leak; a row stored for
-    another tenant (a trigger stamped it) = held."""
+    another tenant (a trigger stamped it) = held; a 23502 on the column set to NULL (:mod:`.unwritten`) = leak."""
+    if attempt.unwritten is not None and attempt.admitted(out):
+        return leaked(
+            f"{rel.as_a}, row level security admitted {what} (not written{attempt.unwritten.note})"
+            + (
+                f"; its key exists already ({cand.conflict}), which would not stop a row whose key is new"
+                if cand.conflict
+                else ""
+            ),
+            attempt.shape,
+            1,
+        )
     if out.kind == "ok" and out.rowcount > 0:
         if out.measured is not None and out.measured == 0:
             return held(
@@ -411,7 +472,8 @@ class InsertForOtherTenant(Probe):
         shape = f"INSERT INTO {rel.q} (...) VALUES (<a valid row of tenant B>)"
         if cand.conflict:
             shape += " (its key exists already)"
-        return Attempt(rel.tenants.a, cand.stmt, shape, measure=stored_of_b(rel, cand.values))
+        attempt = Attempt(rel.tenants.a, cand.stmt, shape, measure=stored_of_b(rel, cand.values))
+        return insert_unwritten(rel, fx, cand, attempt)
 
     def judge(self, rel: Relation, fx: WriteRows, attempt: Attempt, out: Outcome) -> Verdict:
         what = f"INSERT of a row of tenant B into {rel.q}"
@@ -453,23 +515,37 @@ def _update(
     of: str,
     blind: bool,
     measure: Optional[Callable[[], int]] = None,
+    null: Optional[Unwritten] = None,
 ) -> Attempt:
     """An UPDATE (with tenant A's context) that makes ``rows`` of tenant ``of`` belong to tenant ``to``: filtered
     to them by ctid, or blind: ``WHERE CURRENT OF`` a cursor on the first of them (no column is read, so no
-    SELECT policy applies, as with no WHERE at all, and one row is written instead of every row of the table)."""
-    shape = f"UPDATE {rel.q} SET {columns} = <tenant {to}>"
+    SELECT policy applies, as with no WHERE at all, and one row is written instead of every row of the table).
+    With ``null``, the SET list also sets that NOT NULL column to NULL, the real UPDATE kept as the fallback."""
+
+    def build(assign: Query, set_shape: str) -> Attempt:
+        shape = f"UPDATE {rel.q} SET {set_shape}"
+        if blind:
+            stmt = sql.SQL("UPDATE {} SET {} WHERE CURRENT OF {}").format(rel.ident, assign, CURSOR)
+            shape += f" WHERE CURRENT OF <a cursor on 1 row of tenant {of}>"
+            before: Optional[Callable[[], object]] = _cursor_on(rel, rows[0])
+        else:
+            stmt = sql.SQL("UPDATE {} AS t SET {} WHERE {}").format(rel.ident, assign, where_rows(rel.table, rows))
+            shape += f" WHERE ctid = ANY(<{_rows(len(rows))} of tenant {of}>)"
+            before = None
+        return Attempt(
+            rel.tenants.a, stmt, shape, targeted=len(rows), measure=measure or _measure(rel, rows), before=before
+        )
+
     if blind:
         rows = rows[:1]
-        stmt = sql.SQL("UPDATE {} SET {} WHERE CURRENT OF {}").format(rel.ident, assignment, CURSOR)
-        shape += f" WHERE CURRENT OF <a cursor on 1 row of tenant {of}>"
-        before: Optional[Callable[[], object]] = _cursor_on(rel, rows[0])
-    else:
-        stmt = sql.SQL("UPDATE {} AS t SET {} WHERE {}").format(rel.ident, assignment, where_rows(rel.table, rows))
-        shape += f" WHERE ctid = ANY(<{_rows(len(rows))} of tenant {of}>)"
-        before = None
-    return Attempt(
-        rel.tenants.a, stmt, shape, targeted=len(rows), measure=measure or _measure(rel, rows), before=before
+    real = build(assignment, f"{columns} = <tenant {to}>")
+    if null is None:
+        return real
+    nulled = build(
+        sql.SQL("{}, {} = NULL").format(assignment, sql.Identifier(null.column)),
+        f"{columns} = <tenant {to}>, {ident(null.column)} = NULL",
     )
+    return unwritten(real, null, nulled.statement, nulled.shape)
 
 
 class _FilteredOrBlind(Probe):
@@ -493,7 +569,7 @@ class UpdateOtherTenant(_FilteredOrBlind):
             return fx.no_b
         if fx.set_a is None:
             return fx.no_a
-        return _update(rel, fx.columns, fx.set_a, fx.b_write, to="A", of="B", blind=self.blind)
+        return _update(rel, fx.columns, fx.set_a, fx.b_write, to="A", of="B", blind=self.blind, null=fx.null_update)
 
     def judge(self, rel: Relation, fx: WriteRows, attempt: Attempt, out: Outcome) -> Verdict:
         what = (
@@ -523,7 +599,17 @@ class MoveRowToOtherTenant(_FilteredOrBlind):
             )
             already = rows.count_where(rel.table, where)
             measure = lambda: rows.count_where(rel.table, where) - already  # noqa: E731
-        return _update(rel, fx.columns, fx.set_b, fx.a_write, to="B", of="A", blind=self.blind, measure=measure)
+        return _update(
+            rel,
+            fx.columns,
+            fx.set_b,
+            fx.a_write,
+            to="B",
+            of="A",
+            blind=self.blind,
+            measure=measure,
+            null=fx.null_update,
+        )
 
     def judge(self, rel: Relation, fx: WriteRows, attempt: Attempt, out: Outcome) -> Verdict:
         what = (
@@ -531,6 +617,13 @@ class MoveRowToOtherTenant(_FilteredOrBlind):
             if self.blind
             else f"UPDATE of tenant A's row in {rel.q} moving it to tenant B"
         )
+        if attempt.unwritten is not None and attempt.admitted(out):
+            return leaked(
+                f"{rel.as_a}, row level security admitted {what}: 1 row of tenant A would now belong to tenant B "
+                f"(admitted, not written{attempt.unwritten.note})",
+                attempt.shape,
+                1,
+            )
         if out.error is not None:
             return judge_write_error(out, rel.as_a, what, attempt.shape, filtered=False)
         n = out.measured or 0

@@ -86,6 +86,7 @@ class Session:
         self.enum_first: dict[str, str] = {}  # enum type -> its first label
         self.domain_base: dict[str, str] = {}  # domain type -> its base type
         self.delete_triggers: set[str] = set()  # tables with user triggers on DELETE
+        self.write_hooks: set[str] = set()  # tables with user triggers on INSERT or UPDATE, or rules
         self.view_tenant_columns: dict[str, str] = {}  # "schema.view" -> type of its tenant column
         self.analyzer: Any = None  # the policy analyzer of the snapshot (which columns hold the acting user)
 
@@ -147,6 +148,15 @@ class Session:
             for (q,) in self.conn.execute(
                 "select distinct n.nspname || '.' || c.relname from pg_trigger g join pg_class c on c.oid = g.tgrelid"
                 " join pg_namespace n on n.oid = c.relnamespace where not g.tgisinternal and (g.tgtype & 8) <> 0"
+            ).fetchall()
+        }
+        self.write_hooks = {
+            q
+            for (q,) in self.conn.execute(
+                "select n.nspname || '.' || c.relname from pg_trigger g join pg_class c on c.oid = g.tgrelid"
+                " join pg_namespace n on n.oid = c.relnamespace where not g.tgisinternal and (g.tgtype & 20) <> 0"
+                " union select n.nspname || '.' || c.relname from pg_rewrite r join pg_class c on c.oid = r.ev_class"
+                " join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r', 'p')"
             ).fetchall()
         }
         self.view_tenant_columns = {

@@ -1,0 +1,202 @@
+"""Issue 12: a probe that proves a write leak leaves every table and the database the size they were.
+
+A rolled-back INSERT or UPDATE still leaves its tuple (and index entries) behind, and extends the relation when
+its last page is full. The probe now sets one NOT NULL column to NULL in the write probes: PostgreSQL checks the
+policies' WITH CHECK before NOT NULL, so a row the policies admit fails with 23502 before it is written (a
+leak), one they refuse with 42501 (held). The tables here are filled so that their last page has room for the
+probe's own test rows (a fresh row of A and of B, and the candidate INSERT it validates) and for nothing more:
+the real writes of the leaks used to extend them; the isolated control table shows that the test rows fit.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from dbguard_pipeline import services
+from dbguard_pipeline.config import Config, TenantModel
+
+from .isolation_helpers import APP, ROLES_SQL, TENANT_A, TENANT_B, TENANTS_SQL, scratch_database
+
+pytestmark = pytest.mark.security
+
+CTX = "(select nullif(current_setting('app.current_tenant_id', true), '')::uuid)"
+GUC = Config(tenant=TenantModel(app_role=APP))
+SETUP_ROWS = 3  # the probe's own rows per table: a fresh row of B and of A, the candidate INSERT (rolled back)
+NOT_WRITTEN = "writes nothing"
+
+
+def table(name: str, using: str, check: str) -> str:
+    return f"""
+CREATE TABLE public.{name} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id uuid NOT NULL REFERENCES public.tenants (id), body text NOT NULL,
+    pad char(1500) NOT NULL DEFAULT 'x');
+ALTER TABLE public.{name} ENABLE ROW LEVEL SECURITY;
+CREATE POLICY p ON public.{name} FOR ALL TO {APP} USING ({using}) WITH CHECK ({check});
+"""
+
+
+TABLES = {
+    "leaky": ("true", "true"),  # INSERT, UPDATE of B's rows, moving A's rows to B: all leak
+    # B's rows hidden, but A may insert rows for B and move its rows to B (blind: filtered, the SELECT policy
+    # also checks the new row)
+    "moves": (f"tenant_id = {CTX}", "true"),
+    "sealed": (f"tenant_id = {CTX}", f"tenant_id = {CTX}"),  # isolated: the control
+}
+GRANTS = f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP};"
+
+
+def fill(name: str) -> str:
+    """Rows of A and B (alternating) until the last page has room for exactly SETUP_ROWS more."""
+    return f"""
+DO $$
+DECLARE per_page int; n int := 0;
+BEGIN
+  LOOP
+    INSERT INTO public.{name} (tenant_id, body)
+      VALUES (CASE WHEN n % 2 = 0 THEN '{TENANT_A}'::uuid ELSE '{TENANT_B}'::uuid END, 'row ' || n);
+    n := n + 1;
+    EXIT WHEN n >= 40;
+  END LOOP;
+  SELECT count(*) INTO per_page FROM public.{name} WHERE (ctid::text::point)[0] = 0;
+  DELETE FROM public.{name} WHERE id > 3 * per_page - {SETUP_ROWS};
+END $$;
+"""
+
+
+def sizes(dsn: str) -> tuple[dict[str, int], int, dict[str, tuple[int, int, int]]]:
+    """pg_total_relation_size of every table, pg_database_size, and for each probed table the rows on its first
+    page, the rows on its last page and its pages."""
+    with psycopg.connect(dsn) as conn:
+        tables = dict(
+            conn.execute(
+                "select c.relname::text, pg_total_relation_size(c.oid) from pg_class c join pg_namespace n"
+                " on n.oid = c.relnamespace where n.nspname = 'public' and c.relkind = 'r'"
+            ).fetchall()
+        )
+        db = conn.execute("select pg_database_size(current_database())").fetchone()[0]
+        pages = {
+            t: conn.execute(
+                f"select count(*) filter (where (ctid::text::point)[0] = 0), count(*) filter (where"
+                f" (ctid::text::point)[0] = (select max((ctid::text::point)[0]) from public.{t})),"
+                f" max((ctid::text::point)[0])::int + 1 from public.{t}"
+            ).fetchone()
+            for t in TABLES
+        }
+    return tables, db, pages
+
+
+@pytest.fixture(scope="module")
+def measured(server_dsn):
+    setup = ROLES_SQL + TENANTS_SQL + "".join(table(n, u, c) + fill(n) for n, (u, c) in TABLES.items()) + GRANTS
+    # VACUUM FULL rewrites each table compactly: every page before the last is full (the DELETE left holes)
+    with scratch_database(server_dsn, setup, "VACUUM FULL", "VACUUM ANALYZE", "CHECKPOINT") as dsn:
+        before = sizes(dsn)
+        report = services.probe(dsn, GUC)
+        after = sizes(dsn)
+    return before, report, after
+
+
+def verdicts(report, t: str) -> dict[str, str]:
+    return {r.probe: ("held" if r.isolated else "leak") for r in report.results if r.table == t} | {
+        n.probe: "not probed" for n in report.not_probed if n.table == t
+    }
+
+
+def test_the_tables_are_filled_as_the_test_needs(measured):
+    pages = measured[0][2]
+    # full pages, then a last one with room for the probe's own rows and no more
+    assert all(n >= 3 and first - last == SETUP_ROWS for first, last, n in pages.values()), pages
+
+
+def test_leaks_are_proven_without_growing_any_table_or_the_database(measured):
+    before, report, after = measured
+    assert after[0] == before[0]
+    assert after[1] == before[1]
+    leaky, moves, sealed = verdicts(report, "leaky"), verdicts(report, "moves"), verdicts(report, "sealed")
+    writes = ("insert_for_other_tenant", "update_other_tenant", "update_other_tenant_blind")
+    moving = ("move_row_to_other_tenant", "move_row_to_other_tenant_blind")
+    assert all(leaky[p] == "leak" for p in writes + moving), leaky
+    assert moves["insert_for_other_tenant"] == moves["move_row_to_other_tenant_blind"] == "leak", moves
+    assert moves["update_other_tenant"] == moves["move_row_to_other_tenant"] == "held", moves
+    assert set(sealed.values()) == {"held"}, sealed
+
+
+def test_the_witness_says_the_row_was_admitted_and_not_written(measured):
+    report = measured[1]
+    for r in report.results:
+        if r.isolated or r.command not in ("insert", "update"):
+            continue
+        assert NOT_WRITTEN in r.detail and "admitted" in r.detail, r.detail
+        assert r.rows == 1
+        assert "body = NULL" in r.statement or "body NULL" in r.statement, r.statement
+
+
+# --------------------------------------------------------------------------- when the probe still writes
+WRITTEN_SQL = (
+    ROLES_SQL
+    + TENANTS_SQL
+    + f"""
+-- every NOT NULL column of its own is read by a policy: setting one to NULL could change what the policy says
+CREATE TABLE public.reads_all (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id uuid NOT NULL REFERENCES public.tenants (id), body text NOT NULL);
+ALTER TABLE public.reads_all ENABLE ROW LEVEL SECURITY;
+CREATE POLICY p ON public.reads_all FOR ALL TO {APP} USING (true) WITH CHECK (body IS NOT NULL);
+-- a BEFORE trigger may fill the column (here it does): the real write, judged as before
+CREATE TABLE public.filled (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id uuid NOT NULL REFERENCES public.tenants (id), body text NOT NULL);
+CREATE FUNCTION public.fill_body() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.body := coalesce(NEW.body, 'filled'); RETURN NEW; END $$;
+CREATE TRIGGER fill BEFORE INSERT OR UPDATE ON public.filled FOR EACH ROW EXECUTE FUNCTION public.fill_body();
+ALTER TABLE public.filled ENABLE ROW LEVEL SECURITY;
+CREATE POLICY p ON public.filled FOR ALL TO {APP} USING (true) WITH CHECK (true);
+-- the application may not write the column: a NULL there would be refused for its privilege, not the policy
+CREATE TABLE public.narrow (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id uuid NOT NULL REFERENCES public.tenants (id), body text NOT NULL);
+ALTER TABLE public.narrow ENABLE ROW LEVEL SECURITY;
+CREATE POLICY p ON public.narrow FOR ALL TO {APP} USING (true) WITH CHECK (true);
+-- RLS forgotten, and a foreign key that pins each row's customer to its tenant: a real UPDATE to another tenant
+-- fails on it after the policies (not probed, as before), where a NULL would have read as a leak
+CREATE TABLE public.customers (tenant_id uuid NOT NULL REFERENCES public.tenants (id), id int NOT NULL,
+    PRIMARY KEY (tenant_id, id));
+INSERT INTO public.customers SELECT id, row_number() OVER (ORDER BY id) FROM public.tenants;
+CREATE TABLE public.pinned (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, tenant_id uuid NOT NULL,
+    customer_id int NOT NULL, body text NOT NULL, FOREIGN KEY (tenant_id, customer_id) REFERENCES public.customers);
+INSERT INTO public.pinned (tenant_id, customer_id, body) SELECT tenant_id, id, 'x' FROM public.customers;
+-- a whole-row reference reads every column
+CREATE TABLE public.whole (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id uuid NOT NULL REFERENCES public.tenants (id), body text NOT NULL);
+ALTER TABLE public.whole ENABLE ROW LEVEL SECURITY;
+CREATE POLICY p ON public.whole FOR ALL TO {APP} USING (true) WITH CHECK (whole IS NOT NULL);
+"""
+    + "".join(
+        f"INSERT INTO public.{t} (tenant_id, body) SELECT id, name FROM public.tenants;\n"
+        for t in ("reads_all", "filled", "narrow", "whole")
+    )
+    + f"GRANT SELECT, INSERT, UPDATE, DELETE ON public.reads_all, public.filled, public.whole, public.pinned,"
+    f" public.customers TO {APP};\n"
+    + f"GRANT SELECT, DELETE, INSERT (id, tenant_id), UPDATE (tenant_id) ON public.narrow TO {APP};\n"
+)
+
+
+def test_where_a_null_could_change_the_answer_the_probe_writes_for_real_and_finds_the_same(server_dsn):
+    with scratch_database(server_dsn, WRITTEN_SQL) as dsn:
+        report = services.probe(dsn, GUC)
+    for t in ("reads_all", "filled", "whole"):
+        v = verdicts(report, t)
+        assert all(v[p] == "leak" for p in v if p != "join_other_tenant"), (t, v)
+        written = [r for r in report.results if r.table == t and r.command in ("insert", "update")]
+        assert written and all(NOT_WRITTEN not in r.detail for r in written), t
+    narrow = verdicts(report, "narrow")
+    # INSERT needs body, which the role may not insert: refused for the privilege, as before; the UPDATEs of
+    # the tenant column alone are allowed and leak, written for real (body may not be set to NULL by the role)
+    assert narrow["insert_for_other_tenant"] == "held"
+    assert narrow["update_other_tenant"] == "leak" and narrow["move_row_to_other_tenant"] == "leak"
+    assert all(NOT_WRITTEN not in r.detail for r in report.results if r.table == "narrow")
+    pinned = verdicts(report, "pinned")
+    assert pinned["insert_for_other_tenant"] == "leak"  # the INSERT's row was proven valid: NULL is safe there
+    assert pinned["update_other_tenant"] == "leak"  # filtered, stopped only by the foreign key: as before
+    assert pinned["update_other_tenant_blind"] == pinned["move_row_to_other_tenant_blind"] == "not probed"
+    assert [r.probe for r in report.results if r.table == "pinned" and NOT_WRITTEN in r.detail] == [
+        "insert_for_other_tenant"
+    ]
