@@ -37,6 +37,14 @@ def _without_clock(snap):
     return dataclasses.replace(snap, taken_at="")
 
 
+@pytest.fixture(params=["one connection", "two connections"])
+def connections(request, monkeypatch):
+    """Both shapes of the libpq path: one connection (below catalog._SECOND_CONNECTION_FROM tables) and two
+    sharing an exported snapshot (above it)."""
+    monkeypatch.setattr(catalog, "_SECOND_CONNECTION_FROM", 10**9 if request.param == "one connection" else 0)
+    return request.param
+
+
 def _both(dsn, schemas=None, **timeouts):
     timeouts = {"statement_timeout_ms": 60_000, "lock_timeout_ms": 2_000, **timeouts}
     fast = catalog._introspect_libpq(LIB, dsn, schemas, timeouts["statement_timeout_ms"], timeouts["lock_timeout_ms"])
@@ -53,7 +61,7 @@ def test_fields_are_the_names_the_server_gives(demo_dsn):
             assert tuple(d.name for d in cur.description) == catalog.FIELDS[query]
 
 
-def test_the_demo_snapshot_is_the_same_on_both_paths(demo_dsn):
+def test_the_demo_snapshot_is_the_same_on_both_paths(demo_dsn, connections):
     fast, slow = _both(demo_dsn)
     assert len(fast.tables) == 17 and sum(len(t.policies) for t in fast.tables) > 10  # 16 + auth.users
     assert fast == slow
@@ -93,7 +101,7 @@ def _hostile_database(dsn):
             )
 
 
-def test_hostile_names_and_a_schema_filter_are_the_same_on_both_paths(empty_dsn):
+def test_hostile_names_and_a_schema_filter_are_the_same_on_both_paths(empty_dsn, connections):
     _hostile_database(empty_dsn)
     fast, slow = _both(empty_dsn)
     assert fast == slow
@@ -107,7 +115,7 @@ def test_hostile_names_and_a_schema_filter_are_the_same_on_both_paths(empty_dsn)
     assert fast == slow and {t.schema for t in fast.tables} == set(picked) and set(fast.schemas) == set(picked)
 
 
-def test_a_connection_limit_of_one_gives_the_same_snapshot(server_dsn, demo_dsn):
+def test_a_connection_limit_of_one_gives_the_same_snapshot(server_dsn, demo_dsn, connections):
     with connect(server_dsn, autocommit=True) as conn:
         conn.execute("drop role if exists dbguard_one_conn_lp")
         conn.execute("create role dbguard_one_conn_lp login connection limit 1")
@@ -166,7 +174,7 @@ def psycopg_only(dsn):
     return connect(dsn)
 
 
-def test_a_held_lock_is_a_lock_timeout_on_the_libpq_path(demo_dsn):
+def test_a_held_lock_is_a_lock_timeout_on_the_libpq_path(demo_dsn, connections):
     holder = psycopg.connect(demo_dsn)
     try:
         holder.execute("lock table public.vehicles in access exclusive mode")
@@ -181,7 +189,7 @@ def test_a_held_lock_is_a_lock_timeout_on_the_libpq_path(demo_dsn):
         holder.close()
 
 
-def test_the_libpq_path_reads_in_read_only_transactions_with_the_timeouts(demo_dsn):
+def test_the_libpq_path_reads_in_read_only_transactions_with_the_timeouts(demo_dsn, connections):
     """What the server saw: every statement of dbguard's sessions inside READ ONLY transactions with the timeouts
     (pg_stat_activity of the second connection, caught while it holds its transaction open behind a lock)."""
     holder = psycopg.connect(demo_dsn)
@@ -222,7 +230,13 @@ def test_the_libpq_path_reads_in_read_only_transactions_with_the_timeouts(demo_d
 def test_a_write_in_the_libpq_session_is_refused(demo_dsn):
     conn = libpq.Connection(LIB, demo_dsn)
     try:
-        conn.execute(f"{catalog._BEGIN}; {catalog._session_sql(60_000, 2_000)}")
+        assert conn.execute(f"{catalog._BEGIN}; {catalog._session_sql(60_000, 2_000)}") == (
+            "1min",
+            "2s",
+            "2min",
+            "pg_catalog",
+        )
+        assert conn.execute("show transaction_read_only") == ("on",)
         with pytest.raises(libpq.LibpqError) as info:
             conn.execute("create table public.should_not_exist (id int)")
         assert info.value.sqlstate == "25006"  # read_only_sql_transaction

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import sys
 from collections import defaultdict, namedtuple
@@ -367,6 +366,16 @@ def _as_rows(query: str, items: list[list]) -> list[Any]:
 
 _BEGIN = "begin isolation level repeatable read read only"  # as read_only_session(snapshot=...) begins
 
+# A second connection pays for itself from about this many tables (the server deparses on two cores, each
+# connection building its own relation cache); below, one connection is faster. Measured with the whole CLI on
+# ../shared/bench's databases, quiet 2-core machine, medians: 250 tables one 173 ms / two 188 ms, 1,000 tables
+# 396 / 386 ms, 8,000 tables 2,758 / 2,523 ms (bench/results.md).
+_SECOND_CONNECTION_FROM = 600
+_TABLE_COUNT = (
+    "select count(*) from pg_class where relkind in ('r', 'p')"
+    " and relnamespace not in ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)"
+)
+
 
 def _session_sql(statement_timeout_ms: int, lock_timeout_ms: int) -> str:
     """What :func:`~dbguard_pipeline.pg.session.read_only_session` sets in the transaction (integers only)."""
@@ -411,14 +420,15 @@ def _introspect_libpq(
         raise connect_failure(str(exc), dsn) from None
     connections = [first]
     try:
-        snapshot_id = None
+        snapshot_id, tables = None, 0
         try:
-            snapshot_id = first.execute(f"{_BEGIN}; {setup}; select pg_export_snapshot()")
+            snapshot_id, count = first.execute(f"{_BEGIN}; {setup}; select pg_export_snapshot(), ({_TABLE_COUNT})")
+            tables = int(count or 0)
         except LibpqError as exc:
             if exc.sqlstate != "0A000":  # pg_export_snapshot() not supported (a standby during recovery)
                 raise failure(exc) from None
             first.execute(f"rollback; begin read only; {setup}")
-        if snapshot_id and _SNAPSHOT_ID.match(snapshot_id) and os.environ.get("DBGUARD_XP_ONE") != "1":
+        if snapshot_id and _SNAPSHOT_ID.match(snapshot_id) and tables >= _SECOND_CONNECTION_FROM:
             try:
                 second = Connection(lib, dsn)
             except LibpqError:  # connection limit, pooler: one connection does it all

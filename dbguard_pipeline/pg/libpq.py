@@ -114,6 +114,7 @@ def _bind(lib: Any) -> None:
         "PQresultErrorMessage": (s, [p]),
         "PQresultErrorField": (s, [p, i]),
         "PQntuples": (i, [p]),
+        "PQnfields": (i, [p]),
         "PQgetvalue": (p, [p, i, i]),
         "PQgetlength": (i, [p, i, i]),
         "PQgetisnull": (i, [p, i, i]),
@@ -215,20 +216,23 @@ class Connection:
         lost = code is None or code.startswith("08") or code.startswith("57P")
         raise LibpqError(message, code, connection=lost)
 
-    def execute(self, command: str) -> Optional[str]:
-        """Run statements (no parameters: text written by dbguard only); the first value of the last result."""
-        res = self.lib.PQexec(self.pgconn, command.encode())
+    def execute(self, command: str) -> tuple[Optional[str], ...]:
+        """Run statements (no parameters: text written by dbguard only); the first row of the last result (an
+        empty tuple when it has none)."""
+        lib = self.lib
+        res = lib.PQexec(self.pgconn, command.encode())
         self._check(res)
         try:
-            return self._value(res)
+            if lib.PQresultStatus(res) != _PGRES_TUPLES_OK or lib.PQntuples(res) < 1:
+                return ()
+            return tuple(
+                None
+                if lib.PQgetisnull(res, 0, k)
+                else ctypes.string_at(lib.PQgetvalue(res, 0, k), lib.PQgetlength(res, 0, k)).decode()
+                for k in range(lib.PQnfields(res))
+            )
         finally:
-            self.lib.PQclear(res)
-
-    def _value(self, res: Any) -> Optional[str]:
-        lib = self.lib
-        if lib.PQresultStatus(res) != _PGRES_TUPLES_OK or lib.PQntuples(res) < 1 or lib.PQgetisnull(res, 0, 0):
-            return None
-        return ctypes.string_at(lib.PQgetvalue(res, 0, 0), lib.PQgetlength(res, 0, 0)).decode()
+            lib.PQclear(res)
 
     def first_values(
         self, queries: Sequence[str], params: Sequence[Optional[Sequence[Optional[str]]]]
