@@ -171,42 +171,51 @@ def _engine_args(dsn: str, config: Config) -> tuple[str, dict]:
 def _run_sql(
     dsn: str, config: Config, snapshot: Snapshot, items: list[Expectation], objects: list[str], checks: dict[int, Any]
 ) -> dict[int, ExpectationResult]:
-    """The expectations dbguard evaluates itself: one READ ONLY query per table."""
+    """The expectations dbguard evaluates itself: one READ ONLY query per table, small tables read together
+    (``UNION ALL``, as the data metrics read them; a group that fails is read again table by table)."""
     from dbguard_pipeline.pg.expectations_sql import outcome, table_query
-    from dbguard_pipeline.pg.metrics import _Runner
+    from dbguard_pipeline.pg.metrics import BATCH_ROWS, _run_units, _Runner
 
     by_table: dict[str, list[int]] = {}
     for i in checks:
         found = snapshot.table(raw_qualified(items[i].table))
         assert found is not None  # translate() admits only existing tables
         by_table.setdefault(found.qualified, []).append(i)
+    tables = [snapshot.table(q) for q in by_table]
     results: dict[int, ExpectationResult] = {}
     runner = _Runner(dsn, config)
     try:
-        for qualified, idxs in by_table.items():
-            table = snapshot.table(qualified)
-            assert table is not None
-            rows, reason = runner.fetch(table_query(table, [checks[i] for i in idxs]))
-            for k, i in enumerate(idxs):
-                e = items[i]
-                base: dict[str, Any] = dict(
-                    table=qualified,
-                    schema=table.schema,
-                    name=table.name,
-                    type=class_name(e.type),
-                    kwargs=dict(e.kwargs),
-                    severity=e.severity,
-                    object=objects[i],
-                    engine="dbguard",
-                )
-                if rows is None:
-                    results[i] = ExpectationResult(**base, error=reason)
-                    continue
-                row = rows[0]
-                success, observed = outcome(checks[i], int(row[0]), row[1 + 2 * k], row[2 + 2 * k])
-                results[i] = ExpectationResult(**base, success=success, observed=observed)
+        rows = _run_units(
+            runner,
+            [
+                lambda n, t=t, idxs=idxs: table_query(t, [checks[i] for i in idxs], n)
+                for t, idxs in zip(tables, by_table.values(), strict=True)
+            ],
+            [(t is not None and 0 <= t.row_estimate < BATCH_ROWS, max(t.row_estimate if t else 0, 0)) for t in tables],
+            "expectations: tables",
+        )
     finally:
         runner.close()
+    for table, idxs, (row, reason) in zip(tables, by_table.values(), rows, strict=True):
+        assert table is not None
+        values = list(row[0]) if row is not None else None
+        for k, i in enumerate(idxs):
+            e = items[i]
+            base: dict[str, Any] = dict(
+                table=table.qualified,
+                schema=table.schema,
+                name=table.name,
+                type=class_name(e.type),
+                kwargs=dict(e.kwargs),
+                severity=e.severity,
+                object=objects[i],
+                engine="dbguard",
+            )
+            if values is None:
+                results[i] = ExpectationResult(**base, error=reason)
+                continue
+            success, observed = outcome(checks[i], int(values[0]), values[1 + 2 * k], values[2 + 2 * k])
+            results[i] = ExpectationResult(**base, success=success, observed=observed)
     return results
 
 

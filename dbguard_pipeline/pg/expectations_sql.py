@@ -177,8 +177,10 @@ def _missing(check: SqlCheck) -> Optional[sql.Composable]:
     return sql.SQL("count(*) filter (where {} is null)").format(sql.Identifier(check.column or ""))
 
 
-def table_query(table: Table, checks: list[SqlCheck]) -> sql.Composable:
-    """One statement for all of a table's checks: ``n, (unexpected_i, missing_i)...``."""
+def table_query(table: Table, checks: list[SqlCheck], index: Optional[int] = None) -> sql.Composable:
+    """One statement for all of a table's checks: ``n, (unexpected_i, missing_i)...``; with ``index``,
+    ``index, ARRAY[n, (unexpected_i, missing_i)...]::bigint[]`` (one shape for every table: small tables are
+    read together, ``UNION ALL``, as the data metrics read them)."""
     ref = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
     cols: list[sql.Composable] = [sql.SQL("count(*)")]
     for c in checks:
@@ -187,6 +189,10 @@ def table_query(table: Table, checks: list[SqlCheck]) -> sql.Composable:
             continue
         missing = _missing(c)
         cols += [_unexpected(c, ref), missing if missing is not None else sql.SQL("null")]
+    if index is not None:
+        return sql.SQL("select {}::int, array[{}]::bigint[] from {}").format(
+            sql.Literal(index), sql.SQL(", ").join(cols), ref
+        )
     return sql.SQL("select {} from {}").format(sql.SQL(", ").join(cols), ref)
 
 
