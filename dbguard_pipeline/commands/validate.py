@@ -87,14 +87,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def warm_imports() -> Callable[[], None]:
+_WRITERS = {
+    "text": "dbguard_pipeline.report.grouped",
+    "sarif": "dbguard_pipeline.report.sarif",
+    "junit": "dbguard_pipeline.report.junit",
+    "github": "dbguard_pipeline.report.github",
+    "markdown": "dbguard_pipeline.report.markdown",
+}
+
+
+def warm_imports(fmt: str = "text") -> Callable[[], None]:
     """Import the audit, the rules (the policy analyzer and pglast with them) and the reports in a thread while
     the catalog queries run: the introspection mostly waits on the server, so about 0.1 s of imports costs no
-    wall time there. Returns the join to call before the first import after the introspection.
+    wall time there. Of the report writers, only the one of ``fmt``. Returns the join to call before the first import after the introspection.
 
     The modules the introspection needs are imported first, in the calling thread, and the caller imports
     nothing new until it has joined, so the two threads never import at the same time anything but the
     warm-up's own modules. A failure here is ignored: the audit imports the same modules again and reports it."""
+    import importlib
     import threading
 
     import dbguard_pipeline.errors
@@ -109,6 +119,9 @@ def warm_imports() -> Callable[[], None]:
             import dbguard_pipeline.report
             import dbguard_pipeline.rules.context  # noqa: F401
             from dbguard_pipeline import rules
+
+            if fmt in _WRITERS:
+                importlib.import_module(_WRITERS[fmt])
 
             rules.all_rules()  # imports every rule module
         except Exception:  # noqa: BLE001, S110  (imported again, and reported, where used)
@@ -168,7 +181,7 @@ def _run(args: argparse.Namespace) -> int:
         color = True
     with progress(quiet=args.quiet, color=use_color(args.color, sys.stderr)) as bar:
         bar.phase("introspecting the schema")
-        joined = warm_imports()
+        joined = warm_imports(args.format)
         collecting = gc.isenabled()
         gc.disable()  # the snapshot's objects are many and live to the end: no collection while they are built
         try:

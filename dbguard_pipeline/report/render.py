@@ -11,13 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from dbguard_pipeline.errors import DbguardError
-from dbguard_pipeline.report.github import render_github
-from dbguard_pipeline.report.grouped import render_grouped
 from dbguard_pipeline.report.json import dumps, render_json
-from dbguard_pipeline.report.junit import audit_junit
-from dbguard_pipeline.report.markdown import render_markdown
-from dbguard_pipeline.report.sarif import to_sarif
-from dbguard_pipeline.report.text import render_text
 from dbguard_pipeline.text import use_color
 
 if TYPE_CHECKING:
@@ -43,7 +37,11 @@ def render(
         if color is None:
             color = use_color("auto")
         if group_by is None:
+            from dbguard_pipeline.report.text import render_text
+
             return render_text(result, color=color, fail_on=fail_on)
+        from dbguard_pipeline.report.grouped import render_grouped
+
         return render_grouped(
             result,
             color=color,
@@ -57,15 +55,24 @@ def render(
         if config_source is None:
             return render_json(result)
         return dumps({**result.to_json_dict(), "config": config_source})
+    # each writer is imported when its format is asked for (the junit one loads an XML library)
     if fmt == "sarif":
+        from dbguard_pipeline.report.sarif import to_sarif
+
         doc = to_sarif(result)
         if config_source is not None:
             doc["runs"][0]["properties"]["config"] = config_source
         return dumps(doc)
     if fmt == "junit":
+        from dbguard_pipeline.report.junit import audit_junit
+
         return audit_junit(result, fail_on=fail_on)
     if fmt == "github":
+        from dbguard_pipeline.report.github import render_github
+
         return render_github(result, fail_on=fail_on)
     if fmt == "markdown":
+        from dbguard_pipeline.report.markdown import render_markdown
+
         return render_markdown(result, fail_on=fail_on, config_source=config_source)
     raise DbguardError(f"unknown report format {fmt!r} (choose from {', '.join(FORMATS)})")
