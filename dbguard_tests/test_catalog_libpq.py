@@ -334,3 +334,42 @@ def test_report_json_is_jsons_indented_text():
     ]  # fmt: skip
     for doc in docs:
         assert dumps(doc) == json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n", doc
+
+
+def test_ctrl_c_while_the_catalog_waits_cancels_and_leaves_no_session(demo_dsn, tmp_path):
+    import signal
+
+    config = tmp_path / "dbguard.yaml"
+    config.write_text("lock_timeout_ms: 60000\n")
+    holder = psycopg.connect(demo_dsn)
+    try:
+        holder.execute("lock table public.vehicles in access exclusive mode")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dbguard_pipeline.cli", "validate", "--dsn", demo_dsn, "--config", str(config),
+             "--no-data", "--format", "json", "--out", str(tmp_path / "r.json")],
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        with psycopg.connect(demo_dsn, autocommit=True) as watch:
+            for _ in range(600):  # until dbguard's catalog query waits on the lock
+                if watch.execute(
+                    "select count(*) from pg_stat_activity where application_name = 'dbguard'"
+                    " and wait_event_type = 'Lock'"
+                ).fetchone()[0]:
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("dbguard never waited on the lock")
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=10)
+            assert proc.returncode == 130 and err.strip().endswith("interrupted"), err
+            for _ in range(100):  # the backends end a moment after the client
+                left = watch.execute(
+                    "select count(*) from pg_stat_activity where application_name = 'dbguard'"
+                ).fetchone()[0]
+                if not left:
+                    break
+                time.sleep(0.05)
+            assert left == 0
+    finally:
+        holder.rollback()
+        holder.close()
