@@ -419,6 +419,7 @@ def _introspect_libpq(
     except LibpqError as exc:
         raise connect_failure(str(exc), dsn) from None
     connections = [first]
+    threads: dict[Connection, threading.Thread] = {}
     try:
         snapshot_id, tables = None, 0
         try:
@@ -458,7 +459,9 @@ def _introspect_libpq(
                 results.put((None, None))
 
         for conn, queries in shares:
-            threading.Thread(target=work, args=(conn, queries), name="dbguard-introspect", daemon=True).start()
+            thread = threading.Thread(target=work, args=(conn, queries), name="dbguard-introspect", daemon=True)
+            thread.start()
+            threads[conn] = thread
         assembler = _Assembler()
         later: dict[str, list[Any]] = {}
         running = len(shares)
@@ -491,6 +494,13 @@ def _introspect_libpq(
         return assembler.snapshot()
     finally:
         for conn in connections:
+            # never free a connection a thread is still inside (after an error or Ctrl-C its query was cancelled:
+            # the thread returns at once); one that does not return in time is left to the process's exit
+            inside = threads.get(conn)
+            if inside is not None:
+                inside.join(timeout=10)
+                if inside.is_alive():
+                    continue
             conn.close()
 
 
