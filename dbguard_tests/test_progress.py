@@ -34,6 +34,12 @@ def _run(argv: list[str], tty: bool, tmp_path: Path) -> tuple[int, str, str]:
             cmd, env=env, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, cwd=tmp_path
         )
         os.close(slave)
+        # stdout is read beside the pty: a report bigger than a pipe's buffer must not block the child
+        import threading
+
+        stdout: list[bytes] = []
+        reader = threading.Thread(target=lambda: stdout.append(proc2.stdout.read() if proc2.stdout else b""))
+        reader.start()
         chunks = []
         while True:
             try:
@@ -43,8 +49,9 @@ def _run(argv: list[str], tty: bool, tmp_path: Path) -> tuple[int, str, str]:
             if not data:
                 break
             chunks.append(data)
-        out = proc2.stdout.read().decode() if proc2.stdout else ""
         code = proc2.wait(timeout=600)
+        reader.join(timeout=60)
+        out = b"".join(stdout).decode()
     finally:
         os.close(master)
     return code, out, b"".join(chunks).decode(errors="replace")
