@@ -37,11 +37,12 @@ def _without_clock(snap):
     return dataclasses.replace(snap, taken_at="")
 
 
-@pytest.fixture(params=["one connection", "two connections"])
+@pytest.fixture(params=["one connection", "two connections", "one connection, no pipeline"])
 def connections(request, monkeypatch):
-    """Both shapes of the libpq path: one connection (below catalog._SECOND_CONNECTION_FROM tables) and two
-    sharing an exported snapshot (above it)."""
-    monkeypatch.setattr(catalog, "_SECOND_CONNECTION_FROM", 10**9 if request.param == "one connection" else 0)
+    """The shapes of the libpq path: one connection (below catalog._SECOND_CONNECTION_FROM tables), two sharing
+    an exported snapshot (above it), and the statements one by one (a libpq older than 14 has no pipeline)."""
+    monkeypatch.setattr(catalog, "_SECOND_CONNECTION_FROM", 0 if request.param == "two connections" else 10**9)
+    monkeypatch.setattr(libpq, "PIPELINE", "no pipeline" not in request.param)
     return request.param
 
 

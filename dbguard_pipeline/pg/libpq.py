@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 ENV_LIBPQ = "DBGUARD_LIBPQ"
+PIPELINE = True  # libpq 14+ pipelines the catalog queries; False (tests) sends them one by one, as before 14
 
 _CONNECTION_OK = 0
 _PGRES_COMMAND_OK = 1
@@ -241,7 +242,7 @@ class Connection:
         soon as it arrives, as bytes (None for SQL NULL or no row). In pipeline mode (libpq 14+) they all go out
         at once, one round trip, as psycopg's pipeline does."""
         lib = self.lib
-        pipeline = hasattr(lib, "PQenterPipelineMode") and lib.PQenterPipelineMode(self.pgconn) == 1
+        pipeline = PIPELINE and hasattr(lib, "PQenterPipelineMode") and lib.PQenterPipelineMode(self.pgconn) == 1
         if not pipeline:
             for query, values in zip(queries, params, strict=True):
                 self._send(query, values)
