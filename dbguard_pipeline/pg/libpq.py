@@ -72,7 +72,7 @@ def _candidates() -> Iterator[str]:
         for location in spec.submodule_search_locations:
             libs = os.path.join(os.path.dirname(location), "psycopg_binary.libs")
             yield from sorted(glob.glob(os.path.join(libs, "libpq-*.so*")))
-            yield from sorted(glob.glob(os.path.join(libs, "libpq*.dylib")))
+            yield from sorted(glob.glob(os.path.join(location, ".dylibs", "libpq*.dylib")))  # macOS wheels
     if sys.platform == "darwin":
         yield "libpq.5.dylib"
     elif sys.platform != "win32":
