@@ -463,15 +463,26 @@ def fix_outcomes(dsn: str, limit: int = 50) -> list[OutcomeRow]:
 # --------------------------------------------------------------------------- audit, probe, diff
 
 
-def introspect(dsn: str, config: Optional[Config] = None, schemas: Optional[Iterable[str]] = None) -> Snapshot:
+def introspect(
+    dsn: str,
+    config: Optional[Config] = None,
+    schemas: Optional[Iterable[str]] = None,
+    *,
+    on_counts: Optional[Callable[[int, int], None]] = None,
+) -> Snapshot:
     """The schema snapshot of ``dsn`` (read-only transactions, the config's timeouts). ``schemas``: only these
-    (None: every schema; the audit's scope is ``config.schemas or None``)."""
+    (None: every schema; the audit's scope is ``config.schemas or None``). ``on_counts(tables, policies)``:
+    told early how big the catalog is (validate decides from it whether to load the policy parser)."""
     from dbguard_pipeline.config import Config
     from dbguard_pipeline.pg.catalog import introspect as take_snapshot
 
     config = config or Config()
     return take_snapshot(
-        dsn, schemas, statement_timeout_ms=config.statement_timeout_ms, lock_timeout_ms=config.lock_timeout_ms
+        dsn,
+        schemas,
+        statement_timeout_ms=config.statement_timeout_ms,
+        lock_timeout_ms=config.lock_timeout_ms,
+        on_counts=on_counts,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-from collections.abc import Callable
+from typing import Optional
 
 from dbguard_pipeline import RULES_DOC_URL
 from dbguard_pipeline.commands._args import add_database_arguments
@@ -96,23 +96,43 @@ _WRITERS = {
 }
 
 
-def warm_imports(fmt: str = "text") -> Callable[[], None]:
-    """Import the audit, the rules (the policy analyzer and pglast with them) and the reports in a thread while
-    the catalog queries run: the introspection mostly waits on the server, so about 0.1 s of imports costs no
-    wall time there. Of the report writers, only the one of ``fmt``. Returns the join to call before the first import after the introspection.
+class _Warmup:
+    """Imports, in a thread, what the audit needs after the introspection, while the catalog queries run: the
+    introspection mostly waits on the server, so about 0.1 s of imports costs no wall time there. The policy
+    parser (pglast, 20 ms) only when the database has policies: the first round trip of the catalog tells
+    (:meth:`counts`); without that news (the psycopg path) it is loaded anyway.
 
     The modules the introspection needs are imported first, in the calling thread, and the caller imports
     nothing new until it has joined, so the two threads never import at the same time anything but the
     warm-up's own modules. A failure here is ignored: the audit imports the same modules again and reports it."""
-    import importlib
-    import threading
 
-    import dbguard_pipeline.errors
-    import dbguard_pipeline.pg.catalog
-    import dbguard_pipeline.pg.failures
-    import dbguard_pipeline.pg.libpq  # noqa: F401
+    def __init__(self, fmt: str = "text") -> None:
+        import threading
 
-    def warm() -> None:
+        import dbguard_pipeline.errors
+        import dbguard_pipeline.pg.catalog
+        import dbguard_pipeline.pg.failures
+        import dbguard_pipeline.pg.libpq  # noqa: F401
+
+        self.fmt = fmt
+        self.policies: Optional[int] = None  # None: not known
+        self.settled = threading.Event()
+        self.thread = threading.Thread(target=self._warm, name="dbguard-warm-imports", daemon=True)
+        self.thread.start()
+
+    def counts(self, tables: int, policies: int) -> None:
+        self.policies = policies
+        self.settled.set()
+
+    def join(self, *, failed: bool = False) -> None:
+        if failed:
+            self.policies = 0  # nothing more to load for an error message
+        self.settled.set()
+        self.thread.join()
+
+    def _warm(self) -> None:
+        import importlib
+
         try:
             import dbguard_pipeline.audit
             import dbguard_pipeline.commands.output
@@ -120,16 +140,14 @@ def warm_imports(fmt: str = "text") -> Callable[[], None]:
             import dbguard_pipeline.rules.context  # noqa: F401
             from dbguard_pipeline import rules
 
-            if fmt in _WRITERS:
-                importlib.import_module(_WRITERS[fmt])
-
-            rules.all_rules()  # imports every rule module
+            if self.fmt in _WRITERS:
+                importlib.import_module(_WRITERS[self.fmt])
+            rules.all_rules()  # imports every rule module (none imports pglast)
+            self.settled.wait()
+            if self.policies is None or self.policies > 0:
+                import dbguard_pipeline.policy  # noqa: F401  (pglast)
         except Exception:  # noqa: BLE001, S110  (imported again, and reported, where used)
             pass
-
-    thread = threading.Thread(target=warm, name="dbguard-warm-imports", daemon=True)
-    thread.start()
-    return thread.join
 
 
 def trim_heap() -> None:
@@ -154,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     # Only what is needed before connecting is imported here; the audit, the rules and the reports are imported
-    # while the server answers the catalog queries (warm_imports).
+    # while the server answers the catalog queries (_Warmup).
     from dbguard_pipeline import services
     from dbguard_pipeline.commands.progress import progress
     from dbguard_pipeline.config import config_path, load_config
@@ -181,13 +199,15 @@ def _run(args: argparse.Namespace) -> int:
         color = True
     with progress(quiet=args.quiet, color=use_color(args.color, sys.stderr)) as bar:
         bar.phase("introspecting the schema")
-        joined = warm_imports(args.format)
+        warmup = _Warmup(args.format)
         collecting = gc.isenabled()
         gc.disable()  # the snapshot's objects are many and live to the end: no collection while they are built
+        failed = True
         try:
-            snapshot = services.introspect(dsn, config, config.schemas or None)
+            snapshot = services.introspect(dsn, config, config.schemas or None, on_counts=warmup.counts)
+            failed = False
         finally:
-            joined()
+            warmup.join(failed=failed)
             gc.freeze()  # and none walks them afterwards, until run() returns
             if collecting:
                 gc.enable()

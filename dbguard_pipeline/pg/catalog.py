@@ -388,11 +388,17 @@ def _session_sql(statement_timeout_ms: int, lock_timeout_ms: int) -> str:
 
 
 def _introspect_libpq(
-    lib: Any, dsn: str, schemas: Optional[Sequence[str]], statement_timeout_ms: int, lock_timeout_ms: int
+    lib: Any,
+    dsn: str,
+    schemas: Optional[Sequence[str]],
+    statement_timeout_ms: int,
+    lock_timeout_ms: int,
+    on_counts: Optional[Callable[[int, int], None]] = None,
 ) -> Snapshot:
     """The same queries in the same read-only transactions as the psycopg path (two connections sharing one
     exported snapshot, else one), through :mod:`dbguard_pipeline.pg.libpq`: no psycopg import. Each connection
-    runs in a thread and hands its results over as they arrive; Ctrl-C cancels the queries."""
+    runs in a thread and hands its results over as they arrive; Ctrl-C cancels the queries. ``on_counts``
+    hears the numbers of tables and policies of the database as soon as the first round trip brings them."""
     import queue
     import threading
 
@@ -423,8 +429,12 @@ def _introspect_libpq(
     try:
         snapshot_id, tables = None, 0
         try:
-            snapshot_id, count = first.execute(f"{_BEGIN}; {setup}; select pg_export_snapshot(), ({_TABLE_COUNT})")
+            snapshot_id, count, policies = first.execute(
+                f"{_BEGIN}; {setup}; select pg_export_snapshot(), ({_TABLE_COUNT}), (select count(*) from pg_policy)"
+            )
             tables = int(count or 0)
+            if on_counts is not None:
+                on_counts(tables, int(policies or 0))
         except LibpqError as exc:
             if exc.sqlstate != "0A000":  # pg_export_snapshot() not supported (a standby during recovery)
                 raise failure(exc) from None
@@ -723,9 +733,11 @@ def introspect(
     *,
     statement_timeout_ms: int = 60_000,
     lock_timeout_ms: int = 2_000,
+    on_counts: Optional[Callable[[int, int], None]] = None,
 ) -> Snapshot:
     """Take a snapshot of the database (a DSN or an open connection) in READ ONLY transactions: with a DSN
-    over two connections sharing one snapshot, with an open connection on that connection alone."""
+    over two connections sharing one snapshot, with an open connection on that connection alone.
+    ``on_counts(tables, policies)``: called early, from the first round trip, when the libpq path runs."""
     schemas = list(schemas) if schemas else None
     snapshot = None
     if isinstance(dsn_or_conn, str):
@@ -733,7 +745,7 @@ def introspect(
 
         lib = libpq.load()
         if lib is not None:  # client_encoding UTF8: the server sends valid UTF-8 or refuses in one line
-            snapshot = _introspect_libpq(lib, dsn_or_conn, schemas, statement_timeout_ms, lock_timeout_ms)
+            snapshot = _introspect_libpq(lib, dsn_or_conn, schemas, statement_timeout_ms, lock_timeout_ms, on_counts)
     if snapshot is None and isinstance(dsn_or_conn, str):
         with contextlib.suppress(_NoSecondConnection):  # then one connection does it all
             snapshot = _introspect_two_connections(dsn_or_conn, schemas, statement_timeout_ms, lock_timeout_ms)

@@ -9,14 +9,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from dbguard_pipeline.model.schema import Policy, Table
-from dbguard_pipeline.policy import ExprAnalysis
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.semantics.isolation import check_analysis, good_enough, using_analysis
 from dbguard_pipeline.semantics.roles import policy_is_moot
 from dbguard_pipeline.text import ident, qname, shell_table_arg
 from dbguard_pipeline.text import role_list as roles_text
+
+if TYPE_CHECKING:  # the policy package (pglast) loads with the first policy analysed
+    from dbguard_pipeline.policy import ExprAnalysis
 
 __all__ = [
     "check_analysis",

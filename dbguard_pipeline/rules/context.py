@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import cached_property
-from typing import Any, Optional, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Optional, TypeVar, cast
 
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.model.schema import Policy, Snapshot, Table
-from dbguard_pipeline.policy import Analyzer, ExprAnalysis
 from dbguard_pipeline.semantics import tenancy
 from dbguard_pipeline.semantics.roles import API_ROLES, RoleGraph, bypass_roles, policy_is_moot
+
+if TYPE_CHECKING:
+    from dbguard_pipeline.policy import Analyzer, ExprAnalysis
 
 T = TypeVar("T")
 
@@ -98,8 +100,11 @@ class RuleContext:
         return self._tenant_columns[key]
 
     def party_columns(self, table: Table) -> tuple[str, ...]:
-        """The columns naming each tenant of a two-party table, () for any other (``tenancy.party_columns``)."""
-        return self.analyzer.parties(table)
+        """The columns naming each tenant of a two-party table, () for any other (``tenancy.party_columns``,
+        kept by the analyzer once there is one: a database without policies never loads the policy parser)."""
+        if "analyzer" in self.__dict__:
+            return self.analyzer.parties(table)
+        return tenancy.party_columns(self.snapshot, table, self.config)
 
     def has_tenant_column(self, table: Table) -> bool:
         return self.tenant_column(table) is not None and not self.is_tenants_table(table)
@@ -121,6 +126,8 @@ class RuleContext:
     @cached_property
     def analyzer(self) -> Analyzer:
         """The policy analyzer of this audit: each expression is parsed and judged once."""
+        from dbguard_pipeline.policy import Analyzer  # pglast: loaded with the first policy analysed
+
         return Analyzer(self.snapshot, self.config)
 
     def policy_analyses(self, table: Table, policy: Policy) -> tuple[Optional[ExprAnalysis], Optional[ExprAnalysis]]:

@@ -3,11 +3,13 @@ tenants through on reads?"""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from dbguard_pipeline.model.schema import Policy, Table
-from dbguard_pipeline.policy import Analyzer, ExprAnalysis
 from dbguard_pipeline.semantics.isolation import good_enough, using_analysis
+
+if TYPE_CHECKING:  # the policy package (pglast) loads with the first policy analysed
+    from dbguard_pipeline.policy import Analyzer, ExprAnalysis
 
 
 def weak_using(an: Analyzer, table: Table, policy: Policy, tcol: Optional[str]) -> Optional[ExprAnalysis]:

@@ -17,13 +17,13 @@ resolve, a PL/pgSQL body, a function it cannot find is read as reading nothing, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
-
-from pglast import ast
+from typing import TYPE_CHECKING, Optional
 
 from dbguard_pipeline.model.schema import Function, Policy, Table, View
-from dbguard_pipeline.policy.parse import PolicyParseError, func_name, parse_expression, parse_statements, walk
 from dbguard_pipeline.rules.context import RuleContext
+
+if TYPE_CHECKING:  # pglast loads with the first expression read
+    from pglast import ast
 
 COMMANDS = ("select", "insert", "update", "delete")
 _MAX_DEPTH = 8  # functions calling functions, views on views
@@ -106,6 +106,8 @@ class Recursion:
     def reads(self, text: str, role: str) -> tuple[Read, ...]:
         key = (text, role)
         if key not in self._reads:
+            from dbguard_pipeline.policy.parse import PolicyParseError, parse_expression
+
             try:
                 node = parse_expression(text)
             except PolicyParseError:
@@ -119,6 +121,10 @@ class Recursion:
     def _collect(self, tree: object, role: str, function: Optional[str], out: list[Read], depth: int) -> None:
         if depth > _MAX_DEPTH:
             return
+        from pglast import ast
+
+        from dbguard_pipeline.policy.parse import PolicyParseError, parse_statements, walk
+
         nodes = list(walk(tree))
         ctes = {n.ctename for n in nodes if isinstance(n, ast.CommonTableExpr) and n.ctename}
         for n in nodes:
@@ -167,6 +173,8 @@ class Recursion:
         return found
 
     def _function(self, call: ast.FuncCall) -> Optional[Function]:
+        from dbguard_pipeline.policy.parse import func_name
+
         schema, name = func_name(call)
         if schema in self._skip:
             return None

@@ -52,7 +52,6 @@ SPEC = RuleSpec(
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
-    an = ctx.analyzer
     for t in ctx.rls_scope_tables:
         tcol = ctx.tenant_column(t)
         tenants = ctx.is_tenants_table(t)
@@ -63,12 +62,12 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
                 continue  # creating a tenant is not writing a row for another tenant
             if not p.with_check and p.command == "insert":
                 continue  # an INSERT policy without WITH CHECK admits no row at all
-            check = check_analysis(an, t, p, tcol)
+            check = check_analysis(ctx.analyzer, t, p, tcol)
             if check is None or good_enough(check, tcol, strict=True):
                 continue
-            if not p.with_check and weak_using(an, t, p, tcol) is not None:
+            if not p.with_check and weak_using(ctx.analyzer, t, p, tcol) is not None:
                 continue  # the same always-true / unpinned USING is reported once, as weak_rls_policy
-            if covered_by_restrictive(an, t, p, tcol, "check"):
+            if covered_by_restrictive(ctx.analyzer, t, p, tcol, "check"):
                 continue
             parties = ctx.party_columns(t)
             target = tcol or (" and ".join(parties) if parties else "the row's parent")

@@ -54,14 +54,13 @@ SPEC = RuleSpec(
 
 
 def check(ctx: RuleContext) -> Iterator[Finding]:
-    an = ctx.analyzer
     for t in ctx.rls_scope_tables:
         tcol = ctx.tenant_column(t)
         for p in t.policies:
             if ctx.policy_is_moot(p):
                 continue
-            u = weak_using(an, t, p, tcol)
-            if u is None or covered_by_restrictive(an, t, p, tcol, "using"):
+            u = weak_using(ctx.analyzer, t, p, tcol)
+            if u is None or covered_by_restrictive(ctx.analyzer, t, p, tcol, "using"):
                 continue
             writes = ""
             if p.command in ("all", "update") and not p.with_check:

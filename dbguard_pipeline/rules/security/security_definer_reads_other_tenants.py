@@ -50,17 +50,19 @@ REVOKE EXECUTE ON FUNCTION app.search_customers(q text) FROM crm_app;
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from dbguard_pipeline.config import Config
 from dbguard_pipeline.model.findings import Finding, Severity
 from dbguard_pipeline.model.schema import Function, Table
-from dbguard_pipeline.policy.bodies import Access, body_accesses
 from dbguard_pipeline.rules import RuleSpec
 from dbguard_pipeline.rules.context import RuleContext
 from dbguard_pipeline.semantics.roles import bypass_text
 from dbguard_pipeline.semantics.tenancy import in_audited_schema
 from dbguard_pipeline.text import ident, literal, qname, quoted, quoted_qname, role_list
+
+if TYPE_CHECKING:  # the body reader (pglast) loads with the first function read
+    from dbguard_pipeline.policy.bodies import Access
 
 SPEC = RuleSpec(
     "security_definer_reads_other_tenants",
@@ -142,11 +144,17 @@ def check(ctx: RuleContext) -> Iterator[Finding]:
         yield _finding(ctx, fn, callers, leaking)
 
 
+def _read_body(fn: Function, ctx: RuleContext) -> Optional[tuple[Access, ...]]:
+    from dbguard_pipeline.policy.bodies import body_accesses
+
+    return body_accesses(fn, ctx.analyzer, ctx.tenant_column)
+
+
 def _accesses(ctx: RuleContext, fn: Function) -> Optional[tuple[Access, ...]]:
     return ctx.memo(
         "function_accesses",
         f"{fn.qualified}({fn.arguments})",
-        lambda: body_accesses(fn, ctx.analyzer, ctx.tenant_column),
+        lambda: _read_body(fn, ctx),
     )
 
 
