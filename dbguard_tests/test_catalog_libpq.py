@@ -396,3 +396,43 @@ def test_the_policy_parser_loads_only_for_a_database_with_policies(empty_dsn, de
     assert "dbguard_pipeline.rules.rls.weak_rls_policy" in without  # the rules ran
     assert not {m for m in without if m.split(".")[0] == "pglast" or m.startswith("dbguard_pipeline.policy")}
     assert "pglast" in _imported(demo_dsn, tmp_path)  # the demo's policies are parsed
+
+
+def _sql_ascii_database(databases) -> str:
+    name = f"sqlascii_{os.getpid()}_{len(databases.created)}"
+    with connect(databases.server_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("create database {} encoding 'SQL_ASCII' template template0 lc_collate 'C' lc_ctype 'C'").format(
+                sql.Identifier(name)
+            )
+        )
+    databases.created.append(name)
+    from dbguard_pipeline.pg.dsn import with_database
+
+    return with_database(databases.server_dsn, name)
+
+
+@pytest.mark.parametrize("path", ["libpq", "psycopg"])
+def test_a_sql_ascii_database_is_audited_or_refused_in_one_line(databases, tmp_path, path):
+    """Text comes back as str on both paths (client_encoding UTF8): a SQL_ASCII database with ASCII names is
+    audited and probed; one holding other bytes is refused in one line (it was a traceback)."""
+    dsn = _sql_ascii_database(databases)
+    run_sql(dsn, "create table t (id int primary key, tenant_id int, note text)")
+    env = dict(os.environ, **({libpq.ENV_LIBPQ: "psycopg"} if path == "psycopg" else {}))
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "dbguard_pipeline.cli", *args, "--dsn", dsn, "--out", str(tmp_path / "out")],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+
+    proc = cli("validate")
+    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+    proc = cli("test-isolation")  # no app role in a fresh database: a one-line refusal, not the encoding
+    assert "Traceback" not in proc.stderr and "UTF-8" not in proc.stderr, proc.stderr[-1500:]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.pgconn.exec_(b'create table "caf\xe9" (id int primary key)')
+    for args in (("validate", "--no-data"), ("test-isolation",)):
+        proc = cli(*args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+        assert len(proc.stderr.strip().splitlines()) == 1 and "not valid UTF-8" in proc.stderr

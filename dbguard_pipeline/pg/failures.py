@@ -55,6 +55,11 @@ def session_failure(
         return DbguardError(
             f"gave up waiting for a lock after the lock timeout ({lock_timeout_ms} ms): {explain(raw, dsn)}"
         )
+    if sqlstate in ("22021", "22P05"):  # bytes the UTF-8 client encoding cannot carry
+        return DbguardError(
+            f"the database holds text that is not valid UTF-8 (a SQL_ASCII database with other bytes in names or "
+            f"comments?): {explain(raw, dsn)}"
+        )
     if lost:
         return ConnectionError_(f"lost the connection to the database: {explain(raw, dsn)}")
     return None

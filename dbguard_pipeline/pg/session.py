@@ -27,6 +27,9 @@ def connect(
     params = parse_dsn(dsn)
     params.setdefault("connect_timeout", str(connect_timeout))
     params.setdefault("application_name", application_name)
+    # text comes back as str whatever the database's encoding (in a SQL_ASCII database psycopg would hand out
+    # bytes): the server converts to UTF-8, as the libpq path asks too
+    params["client_encoding"] = "UTF8"
     try:
         return psycopg.connect(_conninfo.make_conninfo(**params), autocommit=autocommit, **kwargs)
     except psycopg.OperationalError as exc:
@@ -83,6 +86,8 @@ def read_only_session(
         psycopg.errors.InsufficientPrivilege,
         psycopg.errors.QueryCanceled,
         psycopg.errors.LockNotAvailable,  # an OperationalError, but the connection is fine
+        psycopg.errors.CharacterNotInRepertoire,
+        psycopg.errors.UntranslatableCharacter,
         psycopg.OperationalError,
     ) as exc:
         failure = session_failure(
