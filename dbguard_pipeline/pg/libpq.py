@@ -79,14 +79,15 @@ def _candidates() -> Iterator[str]:
         yield "libpq.so.5"
 
 
-def load() -> Any:
-    """The bound libpq, or None when none can be loaded (or ``DBGUARD_LIBPQ=psycopg`` asks for psycopg)."""
+def load(*, respect_env: bool = True) -> Any:
+    """The bound libpq, or None when none can be loaded (or ``DBGUARD_LIBPQ=psycopg`` asks for psycopg, unless
+    ``respect_env`` is False: the tests of this module)."""
     global _lib, _loaded
+    if respect_env and os.environ.get(ENV_LIBPQ, "").strip().lower() == "psycopg":
+        return None
     if _loaded:
         return _lib
     _loaded = True
-    if os.environ.get(ENV_LIBPQ, "").strip().lower() == "psycopg":
-        return None
     for path in _candidates():
         try:
             lib = ctypes.CDLL(path)

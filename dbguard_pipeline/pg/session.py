@@ -5,6 +5,7 @@ one-line :class:`~dbguard_pipeline.errors.DbguardError` messages that never cont
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Optional
 
@@ -14,6 +15,10 @@ from psycopg import sql
 
 from dbguard_pipeline.pg.dsn import parse_dsn
 from dbguard_pipeline.pg.failures import connect_failure, explain, session_failure
+
+# psycopg logs what it ignores while closing a pipeline that failed ("error ignored terminating ..."): dbguard
+# reports the failure itself, in one line; an application that configures logging still sees psycopg's records
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 
 def _explain(exc: Exception, dsn: str) -> str:
