@@ -187,14 +187,6 @@ _FKACTION = {"a": "no action", "r": "restrict", "c": "cascade", "n": "set null",
 _POLCMD = {"*": "all", "r": "select", "a": "insert", "w": "update", "d": "delete"}
 
 
-def _fetch(conn: psycopg.Connection, query: str, params: Optional[dict]) -> list[dict]:
-    from psycopg.rows import dict_row
-
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, params)
-        return cur.fetchall()
-
-
 def _params_for(query: str, schemas: Optional[Sequence[str]]) -> Optional[dict]:
     return None if query is Q_ROLES else {"schemas": list(schemas) if schemas else None}
 
@@ -378,13 +370,13 @@ _TABLE_COUNT = (
 
 
 def _session_sql(statement_timeout_ms: int, lock_timeout_ms: int) -> str:
-    """What :func:`~dbguard_pipeline.pg.session.read_only_session` sets in the transaction (integers only)."""
-    st, lock = int(statement_timeout_ms), int(lock_timeout_ms)
-    return (
-        f"select set_config('statement_timeout', '{st}ms', true), set_config('lock_timeout', '{lock}ms', true),"
-        f" set_config('idle_in_transaction_session_timeout', '{st * 2}ms', true),"
-        " set_config('search_path', 'pg_catalog', true)"
-    )
+    """The settings of :func:`~dbguard_pipeline.pg.readonly.session_settings` as one statement (the libpq path
+    sends no parameters with it: the values are dbguard's own, integers and names)."""
+    from dbguard_pipeline.pg.readonly import session_settings
+
+    pairs = session_settings(statement_timeout_ms, lock_timeout_ms)
+    assert not any("'" in v or "\\" in v for pair in pairs for v in pair)
+    return "select " + ", ".join(f"set_config('{name}', '{value}', true)" for name, value in pairs)
 
 
 def _introspect_libpq(

@@ -15,6 +15,7 @@ from psycopg import sql
 
 from dbguard_pipeline.pg.dsn import parse_dsn
 from dbguard_pipeline.pg.failures import connect_failure, explain, session_failure
+from dbguard_pipeline.pg.readonly import session_settings
 
 # psycopg logs what it ignores while closing a pipeline that failed ("error ignored terminating ..."): dbguard
 # reports the failure itself, in one line; an application that configures logging still sees psycopg's records
@@ -74,17 +75,10 @@ def read_only_session(
         with conn.transaction(force_rollback=True):
             if snapshot and snapshot != "export":  # must be the transaction's first statement
                 conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-            extra = list((settings or {}).items())
+            pairs = session_settings(statement_timeout_ms, lock_timeout_ms, settings)
             conn.execute(
-                "select set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true),"
-                " set_config('idle_in_transaction_session_timeout', %s, true),"
-                " set_config('search_path', 'pg_catalog', true)" + ", set_config(%s, %s, true)" * len(extra),
-                (
-                    f"{int(statement_timeout_ms)}ms",
-                    f"{int(lock_timeout_ms)}ms",
-                    f"{int(statement_timeout_ms) * 2}ms",
-                    *[v for kv in extra for v in kv],
-                ),
+                "select " + ", ".join(["set_config(%s, %s, true)"] * len(pairs)),
+                [v for pair in pairs for v in pair],
             )
             yield conn
     except (
