@@ -64,7 +64,7 @@ END $$;
 """
 
 
-def sizes(dsn: str) -> tuple[dict[str, int], int, dict[str, tuple[int, int, int]]]:
+def sizes(dsn: str, probed=TABLES) -> tuple[dict[str, int], int, dict[str, tuple[int, int, int]]]:
     """pg_total_relation_size of every table, pg_database_size, and for each probed table the rows on its first
     page, the rows on its last page and its pages."""
     with psycopg.connect(dsn) as conn:
@@ -81,7 +81,7 @@ def sizes(dsn: str) -> tuple[dict[str, int], int, dict[str, tuple[int, int, int]
                 f" (ctid::text::point)[0] = (select max((ctid::text::point)[0]) from public.{t})),"
                 f" max((ctid::text::point)[0])::int + 1 from public.{t}"
             ).fetchone()
-            for t in TABLES
+            for t in probed
         }
     return tables, db, pages
 
@@ -200,3 +200,125 @@ def test_where_a_null_could_change_the_answer_the_probe_writes_for_real_and_find
     assert [r.probe for r in report.results if r.table == "pinned" and NOT_WRITTEN in r.detail] == [
         "insert_for_other_tenant"
     ]
+
+
+# --------------------------------------------------------------------------- no room at all on the last page
+# The probe's writes target the table's own rows of tenants A and B and write nothing: the UPDATEs set a NOT
+# NULL column to NULL, the DELETEs stop on the row the policies let through (filtered: an expression that
+# raises, evaluated after the policies; blind: the RETURNING of the one row deleted raises before any foreign
+# key action), and the INSERT's candidate row is never inserted by the connecting role to prove it valid.
+FULL_TABLES = {
+    "open_all": ("true", "true", "true"),  # every write leaks
+    # B's rows hidden from SELECT and UPDATE, but the DELETE policy lets A delete them blind
+    "blind_delete": (f"tenant_id = {CTX}", f"tenant_id = {CTX}", "true"),
+    "sealed_full": (f"tenant_id = {CTX}", f"tenant_id = {CTX}", f"tenant_id = {CTX}"),  # the control
+}
+
+
+def full_table(name: str, using: str, check: str, delete: str) -> str:
+    return f"""
+CREATE TABLE public.{name} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id uuid NOT NULL REFERENCES public.tenants (id), body text NOT NULL,
+    pad char(1500) NOT NULL DEFAULT 'x');
+ALTER TABLE public.{name} ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON public.{name} FOR SELECT TO {APP} USING ({using});
+CREATE POLICY i ON public.{name} FOR INSERT TO {APP} WITH CHECK ({check});
+CREATE POLICY u ON public.{name} FOR UPDATE TO {APP} USING ({using}) WITH CHECK ({check});
+CREATE POLICY d ON public.{name} FOR DELETE TO {APP} USING ({delete});
+DO $$
+DECLARE per_page int; n int := 0;
+BEGIN
+  LOOP
+    INSERT INTO public.{name} (tenant_id, body)
+      VALUES (CASE WHEN n % 2 = 0 THEN '{TENANT_A}'::uuid ELSE '{TENANT_B}'::uuid END, 'row ' || n);
+    n := n + 1;
+    EXIT WHEN n >= 40;
+  END LOOP;
+  SELECT count(*) INTO per_page FROM public.{name} WHERE (ctid::text::point)[0] = 0;
+  DELETE FROM public.{name} WHERE id > 3 * per_page;
+END $$;
+"""
+
+
+FULL_SQL = (
+    ROLES_SQL
+    + TENANTS_SQL
+    + "".join(full_table(n, *p) for n, p in FULL_TABLES.items())
+    + f"""
+-- rows of open_all are referenced: a real DELETE would set these to NULL (new row versions, a larger table)
+CREATE TABLE public.lines (id int PRIMARY KEY, order_id bigint REFERENCES public.open_all (id) ON DELETE SET NULL,
+    note text NOT NULL);
+INSERT INTO public.lines SELECT id, id, 'line' FROM public.open_all;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP};
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def full(server_dsn):
+    with scratch_database(server_dsn, FULL_SQL, "VACUUM FULL", "VACUUM ANALYZE", "CHECKPOINT") as dsn:
+        with psycopg.connect(dsn) as conn:
+            last_page_room = {
+                t: conn.execute(
+                    f"select count(*) filter (where (ctid::text::point)[0] = 0) - count(*) filter (where"
+                    f" (ctid::text::point)[0] = (select max((ctid::text::point)[0]) from public.{t})) from public.{t}"
+                ).fetchone()[0]
+                for t in FULL_TABLES
+            }
+            lines_before = conn.execute("select count(*), count(order_id) from public.lines").fetchone()
+        before = sizes(dsn, FULL_TABLES)
+        report = services.probe(dsn, GUC)
+        after = sizes(dsn, FULL_TABLES)
+        with psycopg.connect(dsn) as conn:
+            lines_after = conn.execute("select count(*), count(order_id) from public.lines").fetchone()
+    return last_page_room, before, report, after, (lines_before, lines_after)
+
+
+def test_every_last_page_is_full(full):
+    assert set(full[0].values()) == {0}, full[0]
+
+
+def test_writes_on_full_tables_are_proven_and_nothing_grows(full):
+    _, before, report, after, lines = full
+    assert after == before
+    assert lines[0] == lines[1] == (lines[0][0], lines[0][0])  # no ON DELETE SET NULL ran
+    open_all, blind, sealed = (verdicts(report, t) for t in FULL_TABLES)
+    assert set(open_all.values()) == {"leak"}, open_all
+    assert blind["delete_other_tenant_blind"] == "leak", blind
+    assert blind["delete_other_tenant"] == blind["update_other_tenant_blind"] == "held", blind
+    assert blind["select_other_tenant"] == "held", blind
+    assert set(sealed.values()) == {"held"}, sealed
+
+
+def test_the_delete_witness_says_the_statement_was_stopped_on_the_row(full):
+    report = full[2]
+    deletes = [r for r in report.results if r.command == "delete" and not r.isolated and r.table in FULL_TABLES]
+    assert {(r.table, r.probe) for r in deletes} == {
+        ("open_all", "delete_other_tenant"),
+        ("open_all", "delete_other_tenant_blind"),
+        ("blind_delete", "delete_other_tenant_blind"),
+    }
+    for r in deletes:
+        assert "stopped the statement on that row" in r.detail and r.rows == 1, r.detail
+    held = [r for r in report.results if r.command == "delete" and r.isolated and r.table in FULL_TABLES]
+    assert held and all("deleted none of the tenant B rows" in r.detail for r in held), [r.detail for r in held]
+
+
+def test_a_row_the_application_holds_locked_is_not_waited_for(server_dsn):
+    """The writes that stop before the row is written never wait for a lock on it; the blind DELETE, which
+    deletes the row its cursor stands on, meets the lock timeout and proves the leak on a fresh test row."""
+    config = GUC.model_copy(update={"lock_timeout_ms": 300})
+    with scratch_database(server_dsn, FULL_SQL) as dsn:
+        with psycopg.connect(dsn) as holder:  # the application, in the middle of a transaction on B's rows
+            locked = holder.execute(
+                f"select count(*) from (select 1 from public.open_all where tenant_id = '{TENANT_B}' for update) s"
+            ).fetchone()[0]
+            report = services.probe(dsn, config, tables=["open_all"])
+            holder.rollback()
+    assert locked > 0
+    v = verdicts(report, "open_all")
+    assert set(v.values()) == {"leak"}, v
+    blind = next(r for r in report.results if r.probe == "delete_other_tenant_blind")
+    assert "deleted 1 row of tenant B" in blind.detail, blind.detail  # the real DELETE of the fresh row
+    stopped = next(r for r in report.results if r.probe == "delete_other_tenant")
+    assert "stopped the statement on that row" in stopped.detail, stopped.detail

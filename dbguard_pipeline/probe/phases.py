@@ -56,7 +56,7 @@ class JoinOtherTenant(Probe):
                 f"{rel.q} has columns that hold the acting user ({', '.join(cols)}), but no user of tenant A "
                 f"is known to put in them"
             )
-        cand = rel.rows.candidate(rel.table, rel.tenants.b, override=users)
+        cand = rel.rows.candidate(rel.table, rel.tenants.b, override=users, prove=fx.null_insert is None)
         if cand.stmt is None:
             return cand.why
         self._cands[rel.q] = (cols, cand)  # for judge, which runs next

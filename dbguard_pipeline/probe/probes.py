@@ -111,11 +111,22 @@ class Attempt:
     # the NOT NULL column the statement sets to NULL, so that a row the policies admit fails before it is
     # written (:mod:`.unwritten`); the real write to run instead when the outcome says anything else
     unwritten: Optional[Unwritten] = None
-    fallback: Optional[Attempt] = None
+    # the real write, or how to plan it when it is needed (on fresh test rows, or proving the INSERT valid
+    # first): an Attempt, or the verdict when it cannot be made
+    fallback: Optional[Union[Attempt, Callable[[], Union[Attempt, Verdict]]]] = None
+    stopped: bool = False  # the statement raises STOPPED once a row it targets got through the policies
 
     def admitted(self, out: Outcome) -> bool:
-        """The policies admitted the row and nothing was written (23502 on the column set to NULL)."""
+        """The policies admitted the row and nothing was written (23502 on the column set to NULL), or the
+        statement reached a targeted row and stopped there (:data:`STOPPED`)."""
+        if self.stopped:
+            return out.sqlstate == "22P02" and STOPPED in out.message
         return self.unwritten is not None and self.unwritten.admitted(out)
+
+
+# A DELETE probe on an existing row proves the policies let it through without deleting it: an expression that
+# raises, and names this marker, evaluated only on the rows that passed the policies (see ``_stop_on_reached``)
+STOPPED = "dbguard probe: the policies let this row through"
 
 
 def unwritten(attempt: Attempt, u: Optional[Unwritten], statement: Query, shape: str) -> Attempt:
@@ -176,12 +187,13 @@ class Probe(ABC):
     def plan(self, rel: Relation, fx: Any) -> Union[Attempt, str, None]:
         """The attempt, the reason it cannot run, or None when the probe does not apply to the relation."""
 
-    def retry(self, rel: Relation, fx: Any, attempt: Attempt, out: Outcome) -> Optional[Attempt]:
-        """A second attempt that measures what the first could not (None: the first one stands): the real
-        write, when the attempt that writes nothing met an error other than a refusal or its own 23502."""
+    def retry(self, rel: Relation, fx: Any, attempt: Attempt, out: Outcome) -> Union[Attempt, Verdict, None]:
+        """A second attempt that measures what the first could not (None: the first one stands; a verdict: it
+        could not be made): the real write, when the attempt that writes nothing met an error other than a
+        refusal or its own 23502."""
         if attempt.fallback is None or out.error is None or out.kind == "refused" or attempt.admitted(out):
             return None
-        return attempt.fallback
+        return attempt.fallback() if callable(attempt.fallback) else attempt.fallback
 
     @abstractmethod
     def judge(self, rel: Relation, fx: Any, attempt: Attempt, out: Outcome) -> Verdict: ...
@@ -258,6 +270,13 @@ def judge_write_error(out: Outcome, who: str, what: str, shape: str, *, filtered
 
 
 def judge_write(attempt: Attempt, out: Outcome, who: str, what: str, *, filtered: bool, verb: str) -> Verdict:
+    if attempt.stopped and attempt.admitted(out):
+        return leaked(
+            f"{who}, row level security admitted {what}: 1 row of tenant B would be {verb} (admitted; the probe "
+            f"stopped the statement on that row, before any trigger or foreign-key action ran){attempt.note}",
+            attempt.shape,
+            1,
+        )
     if attempt.unwritten is not None and attempt.admitted(out):
         return leaked(
             f"{who}, row level security admitted {what}: 1 row of tenant B would be {verb} (admitted, not written"
@@ -375,9 +394,59 @@ class WriteRows:
     no_b: str
     null_insert: Optional[Unwritten] = None  # the column an INSERT probe sets to NULL (None: a real write)
     null_update: Optional[Unwritten] = None  # the same for the UPDATE probes
+    # the writes target existing rows and write nothing (UPDATEs set ``null_update``, DELETEs stop on the row
+    # they reach); ``real`` builds the fresh-row targets for a real write, when one is needed after all
+    in_place: bool = False
+    real: Optional[Callable[[], WriteRows]] = None
 
 
 def prepare_writes(rel: Relation, reads: ReadRows) -> WriteRows:
+    """The targets of the write probes. When every write can be proven without writing (the UPDATEs set a NOT
+    NULL column to NULL, the DELETEs stop on the row they reach, and no trigger or rule on the table could
+    change what they do), they target the rows the reads did: the existing rows of each tenant, or the test
+    row built for a tenant that has none; no other row is built (a row inserted and rolled back extends the
+    table when its last page is full). Otherwise a fresh row of each tenant is built, as the writes on it
+    meet no foreign key."""
+    t, tenants, rows = rel.table, rel.tenants, rel.rows
+    assign = rows.row_tenancy.require(t).assign_columns
+    keep = frozenset(assign) | frozenset(identity_columns(rel.session.analyzer, t, rows.row_tenancy))
+    null_insert = unwritten_column(rel.session, t, "INSERT", keep)
+    null_update = unwritten_column(rel.session, t, "UPDATE", keep, assigned=frozenset(assign))
+    candidate = rows.candidate(t, tenants.b, prove=null_insert is None)
+    if (
+        reads.b_sel
+        and reads.a_sel
+        and null_update is not None
+        and rel.target.qualified not in rel.session.delete_triggers
+    ):
+        a_write = reads.a_sel[:1]
+        memo: list[WriteRows] = []
+
+        def real() -> WriteRows:
+            if not memo:
+                memo.append(_fresh_writes(rel, reads, assign, candidate))
+            return memo[0]
+
+        return WriteRows(
+            b_write=reads.b_sel,
+            a_write=a_write,
+            candidate=candidate,
+            set_a=rows.assignment(t, tenants.a, reads.a_sel),
+            set_b=rows.assignment(t, tenants.b, reads.b_sel),
+            columns=", ".join(assign),
+            a_key=rows.key_values(t, a_write, assign),
+            no_a=f"{rel.q}: the values that make a row tenant A's could not be read from its rows",
+            no_b=f"{rel.q}: the values that make a row tenant B's could not be read from its rows",
+            null_insert=null_insert,
+            null_update=null_update,
+            in_place=True,
+            real=real,
+        )
+    return replace(_fresh_writes(rel, reads, assign, candidate), null_insert=null_insert, null_update=null_update)
+
+
+def _fresh_writes(rel: Relation, reads: ReadRows, assign: tuple[str, ...], candidate: Candidate) -> WriteRows:
+    """The writes' targets on a fresh row of each tenant (the existing ones when none could be built)."""
     t, tenants, rows = rel.table, rel.tenants, rel.rows
     fresh_b, why_b, fresh_a, why_a = reads.fresh_b, reads.why_b, reads.fresh_a, reads.why_a
     if reads.b_existing:
@@ -386,21 +455,30 @@ def prepare_writes(rel: Relation, reads: ReadRows) -> WriteRows:
         fresh_a, why_a = rows.fresh_row(t, tenants.a)
     b_sel, a_sel = reads.b_existing + fresh_b, reads.a_existing + fresh_a
     a_write = fresh_a or reads.a_existing
-    assign = rows.row_tenancy.require(t).assign_columns
-    keep = frozenset(assign) | frozenset(identity_columns(rel.session.analyzer, t, rows.row_tenancy))
     return WriteRows(
         b_write=fresh_b or reads.b_existing,
         a_write=a_write,
-        candidate=rows.candidate(t, tenants.b),
+        candidate=candidate,
         set_a=rows.assignment(t, tenants.a, a_sel),
         set_b=rows.assignment(t, tenants.b, b_sel),
         columns=", ".join(assign),
         a_key=rows.key_values(t, a_write, assign) if a_write else None,
         no_a=f"{rel.q} has no row of tenant A and none could be built: {why_a}",
         no_b=f"{rel.q} has no row of tenant B and none could be built: {why_b}",
-        null_insert=unwritten_column(rel.session, t, "INSERT", keep),
-        null_update=unwritten_column(rel.session, t, "UPDATE", keep, assigned=frozenset(assign)),
     )
+
+
+def real_write(
+    fx: WriteRows, plan: Callable[[WriteRows], Union[Attempt, str]]
+) -> Callable[[], Union[Attempt, Verdict]]:
+    """The fallback of an attempt on existing rows: the real write, planned on fresh test rows (built now)."""
+
+    def build() -> Union[Attempt, Verdict]:
+        assert fx.real is not None
+        attempt = plan(fx.real())
+        return not_probed(attempt) if isinstance(attempt, str) else attempt
+
+    return build
 
 
 def insert_unwritten(rel: Relation, fx: WriteRows, cand: Candidate, attempt: Attempt) -> Attempt:
@@ -409,7 +487,17 @@ def insert_unwritten(rel: Relation, fx: WriteRows, cand: Candidate, attempt: Att
     if u is None or cand.stmt is None:
         return attempt
     values = {**cand.values, u.column: sql.SQL("NULL")}
-    return unwritten(attempt, u, insert_sql(rel.table, values), f"{attempt.shape} with {ident(u.column)} NULL")
+    nulled = unwritten(attempt, u, insert_sql(rel.table, values), f"{attempt.shape} with {ident(u.column)} NULL")
+    if cand.check is None:
+        return nulled
+
+    def prove_then_write() -> Union[Attempt, Verdict]:
+        proven = cand.checked()
+        if proven.stmt is None:
+            return not_probed(proven.why)
+        return replace(attempt, statement=proven.stmt)
+
+    return replace(nulled, fallback=prove_then_write)
 
 
 def stored_of_b(rel: Relation, values: dict[str, Query]) -> Optional[Callable[[], int]]:
@@ -427,6 +515,7 @@ def judge_insert(rel: Relation, cand: Candidate, attempt: Attempt, out: Outcome,
     """An INSERT of a row of tenant B: stored as B's = leak; refused by row level security = held; a unique,
     exclusion or foreign-key error (raised only after the policies admitted the row) = leak; a row stored for
     another tenant (a trigger stamped it) = held; a 23502 on the column set to NULL (:mod:`.unwritten`) = leak."""
+    cand = cand.known  # proven valid, when the probe needed the proof
     if attempt.unwritten is not None and attempt.admitted(out):
         return leaked(
             f"{rel.as_a}, row level security admitted {what} (not written{attempt.unwritten.note})"
@@ -565,11 +654,17 @@ class UpdateOtherTenant(_FilteredOrBlind):
     base, command = "update_other_tenant", "update"
 
     def plan(self, rel: Relation, fx: WriteRows) -> Union[Attempt, str]:
+        return self._plan(rel, fx, fx.null_update)
+
+    def _plan(self, rel: Relation, fx: WriteRows, null: Optional[Unwritten]) -> Union[Attempt, str]:
         if not fx.b_write:
             return fx.no_b
         if fx.set_a is None:
             return fx.no_a
-        return _update(rel, fx.columns, fx.set_a, fx.b_write, to="A", of="B", blind=self.blind, null=fx.null_update)
+        attempt = _update(rel, fx.columns, fx.set_a, fx.b_write, to="A", of="B", blind=self.blind, null=null)
+        if fx.in_place:
+            attempt = replace(attempt, fallback=real_write(fx, lambda real: self._plan(rel, real, None)))
+        return attempt
 
     def judge(self, rel: Relation, fx: WriteRows, attempt: Attempt, out: Outcome) -> Verdict:
         what = (
@@ -587,6 +682,9 @@ class MoveRowToOtherTenant(_FilteredOrBlind):
     base, command = "move_row_to_other_tenant", "update"
 
     def plan(self, rel: Relation, fx: WriteRows) -> Union[Attempt, str]:
+        return self._plan(rel, fx, fx.null_update)
+
+    def _plan(self, rel: Relation, fx: WriteRows, null: Optional[Unwritten]) -> Union[Attempt, str]:
         if not fx.a_write:
             return fx.no_a
         if fx.set_b is None:
@@ -599,17 +697,12 @@ class MoveRowToOtherTenant(_FilteredOrBlind):
             )
             already = rows.count_where(rel.table, where)
             measure = lambda: rows.count_where(rel.table, where) - already  # noqa: E731
-        return _update(
-            rel,
-            fx.columns,
-            fx.set_b,
-            fx.a_write,
-            to="B",
-            of="A",
-            blind=self.blind,
-            measure=measure,
-            null=fx.null_update,
+        attempt = _update(
+            rel, fx.columns, fx.set_b, fx.a_write, to="B", of="A", blind=self.blind, measure=measure, null=null
         )
+        if fx.in_place:
+            attempt = replace(attempt, fallback=real_write(fx, lambda real: self._plan(rel, real, None)))
+        return attempt
 
     def judge(self, rel: Relation, fx: WriteRows, attempt: Attempt, out: Outcome) -> Verdict:
         what = (
@@ -652,6 +745,8 @@ class DeleteOtherTenant(_FilteredOrBlind):
     def plan(self, rel: Relation, fx: WriteRows) -> Union[Attempt, str]:
         if not fx.b_write:
             return fx.no_b
+        if fx.in_place:
+            return self._stopping(rel, fx.b_write)
         rows = fx.b_write
         before: Optional[Callable[[], object]] = None
         if self.blind:
@@ -664,10 +759,44 @@ class DeleteOtherTenant(_FilteredOrBlind):
             shape = f"DELETE FROM {rel.q} WHERE ctid = ANY(<{_rows(len(rows))} of tenant B>)"
         return Attempt(rel.tenants.a, stmt, shape, targeted=len(rows), measure=_measure(rel, rows), before=before)
 
-    def retry(self, rel: Relation, fx: WriteRows, attempt: Attempt, out: Outcome) -> Optional[Attempt]:
-        """A blind DELETE that reached rows referenced by other tables fails on their foreign keys. Measure again
-        with the foreign-key triggers off, which only a superuser may do, and only when no user trigger on this
-        table could be part of the isolation."""
+    def _stopping(self, rel: Relation, rows: list[RowRef]) -> Attempt:
+        """A DELETE of existing rows of tenant B that deletes none: filtered, its WHERE ends with an expression
+        that raises (naming :data:`STOPPED`) and that PostgreSQL evaluates only on the rows that passed the
+        policies' USING (it is not leakproof, so it runs after them); blind (reading no column), the row the
+        cursor stands on is deleted and its RETURNING raises at once, before the statement's AFTER triggers
+        and foreign-key actions run, and the savepoint is rolled back. Only on a table with no DELETE trigger,
+        which could be part of the isolation."""
+        stop = sql.SQL("pg_catalog.textcat({}, {}::text)::pg_catalog.int4").format(
+            sql.Literal(STOPPED + ": "), sql.SQL("pg_catalog.random()") if self.blind else sql.SQL("t.ctid")
+        )
+        before: Optional[Callable[[], object]] = None
+        if self.blind:
+            rows = rows[:1]
+            stmt: Query = sql.SQL("DELETE FROM {} WHERE CURRENT OF {} RETURNING {}").format(rel.ident, CURSOR, stop)
+            shape = f"DELETE FROM {rel.q} WHERE CURRENT OF <a cursor on 1 row of tenant B> (stopped by its RETURNING)"
+            before = _cursor_on(rel, rows[0])
+        else:
+            stmt = sql.SQL("DELETE FROM {} AS t WHERE {} AND {} IS NULL").format(
+                rel.ident, where_rows(rel.table, rows), stop
+            )
+            shape = (
+                f"DELETE FROM {rel.q} WHERE ctid = ANY(<{_rows(len(rows))} of tenant B>) "
+                f"(stopped on the first one the policies let through)"
+            )
+        return Attempt(
+            rel.tenants.a, stmt, shape, targeted=len(rows), measure=_measure(rel, rows), before=before, stopped=True
+        )
+
+    def retry(self, rel: Relation, fx: WriteRows, attempt: Attempt, out: Outcome) -> Union[Attempt, Verdict, None]:
+        """A DELETE stopped on an existing row that waited past the lock timeout (the application holds a lock
+        on that row): the real DELETE of a fresh test row instead. A blind DELETE that reached rows referenced
+        by other tables fails on their foreign keys: measure again with the foreign-key triggers off, which only
+        a superuser may do, and only when no user trigger on this table could be part of the isolation."""
+        if attempt.stopped:
+            if out.kind != "timeout" or fx.real is None:
+                return None
+            real = self.plan(rel, fx.real())
+            return not_probed(real) if isinstance(real, str) else real
         session = rel.session
         if (
             not self.blind

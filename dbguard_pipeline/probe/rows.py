@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import psycopg
@@ -52,12 +52,30 @@ AFTER_POLICY_STATES = ("23505", "23P01", "23503")
 @dataclass(frozen=True)
 class Candidate:
     """An INSERT of a new row (None when none could be built: ``why``), its values, and the constraint error
-    the connecting role met when it tried it (``conflict``: the row exists already, or its key does)."""
+    the connecting role met when it tried it (``conflict``: the row exists already, or its key does).
+
+    ``check`` is set on a candidate not yet proven valid (the probe that sets a NOT NULL column to NULL needs no
+    proof, and the proof inserts a row, which may extend the table): :meth:`checked` proves it, once."""
 
     stmt: Optional[Query]
     values: dict[str, Query]
     why: str
     conflict: str = ""
+    check: Optional[Callable[[], Candidate]] = field(default=None, compare=False, repr=False)
+    _proof: dict[str, Candidate] = field(default_factory=dict, compare=False, repr=False)
+
+    def checked(self) -> Candidate:
+        """This candidate proven valid (inserted as the connecting role and rolled back), or why it is not."""
+        if self.check is None:
+            return self
+        if "proof" not in self._proof:
+            self._proof["proof"] = self.check()
+        return self._proof["proof"]
+
+    @property
+    def known(self) -> Candidate:
+        """The proven candidate when it has been proven, else this one (never inserts anything)."""
+        return self._proof.get("proof", self)
 
 
 class CannotBuild(Exception):
@@ -534,18 +552,47 @@ class Rows:
             return [], f"a trigger changed the tenant of the test row built for {qname(table.schema, table.name)}"
         return rows, ""
 
-    def candidate(self, table: Table, tenant: str, *, override: Optional[dict[str, str]] = None) -> Candidate:
+    def candidate(
+        self, table: Table, tenant: str, *, override: Optional[dict[str, str]] = None, prove: bool = True
+    ) -> Candidate:
         """An INSERT of a valid new row of ``tenant`` (``override``: column -> value set on top): proven valid by
         inserting it as the connecting role in a savepoint that is rolled back, so that only row level security
         or privileges can refuse it. A row that only a unique, exclusion or foreign-key constraint refuses is
         still a candidate (``conflict``): PostgreSQL checks the policies' WITH CHECK before those constraints,
-        so the application role meets 42501 first when row level security refuses the row."""
+        so the application role meets 42501 first when row level security refuses the row. ``prove=False``:
+        the proof is left for :meth:`Candidate.checked` (the probe may not need it)."""
         try:
             values = self.build(table, tenant)
         except CannotBuild as exc:
             return Candidate(None, {}, str(exc))
         for c, v in (override or {}).items():
             values[c] = lit(v, column(table, c).type)
+        if not prove:
+            return Candidate(
+                insert_sql(table, values),
+                values,
+                "",
+                conflict=self._key_taken(table, values),
+                check=lambda: self._prove(table, tenant, values),
+            )
+        return self._prove(table, tenant, values)
+
+    def _key_taken(self, table: Table, values: dict[str, Query]) -> str:
+        """The error a primary key or unique constraint would raise on the row, read without inserting it (a
+        candidate that is not proven valid: the witness still says that its key exists already)."""
+        for c in table.constraints:
+            if c.kind not in ("primary_key", "unique") or not c.columns or not all(k in values for k in c.columns):
+                continue
+            match = sql.SQL(" AND ").join(
+                sql.SQL("{} = {}").format(sql.Identifier("t", k), values[k]) for k in c.columns
+            )
+            if self.conn.execute(
+                sql.SQL("SELECT 1 FROM {} AS t WHERE {} LIMIT 1").format(table_id(table), match)
+            ).fetchone():
+                return f'duplicate key value violates unique constraint "{c.name}"'
+        return ""
+
+    def _prove(self, table: Table, tenant: str, values: dict[str, Query]) -> Candidate:
         stmt = insert_sql(table, values)
         try:
             with self.conn.transaction(force_rollback=True):

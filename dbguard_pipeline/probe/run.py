@@ -190,6 +190,8 @@ class _RelationRun:
         session = self.rel.session
         out = session.attempt(plan.tenant, plan.statement, plan.measure, before=plan.before)
         again = p.retry(self.rel, fixture, plan, out)
+        if isinstance(again, Verdict):
+            return again
         if again is not None:
             plan, out = again, session.attempt(again.tenant, again.statement, again.measure, before=again.before)
         return p.judge(self.rel, fixture, plan, out)
