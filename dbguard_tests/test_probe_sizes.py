@@ -308,13 +308,13 @@ def test_a_row_the_application_holds_locked_is_not_waited_for(server_dsn):
     """The writes that stop before the row is written never wait for a lock on it; the blind DELETE, which
     deletes the row its cursor stands on, meets the lock timeout and proves the leak on a fresh test row."""
     config = GUC.model_copy(update={"lock_timeout_ms": 300})
-    with scratch_database(server_dsn, FULL_SQL) as dsn:
-        with psycopg.connect(dsn) as holder:  # the application, in the middle of a transaction on B's rows
-            locked = holder.execute(
-                f"select count(*) from (select 1 from public.open_all where tenant_id = '{TENANT_B}' for update) s"
-            ).fetchone()[0]
-            report = services.probe(dsn, config, tables=["open_all"])
-            holder.rollback()
+    # the holder is the application, in the middle of a transaction on B's rows
+    with scratch_database(server_dsn, FULL_SQL) as dsn, psycopg.connect(dsn) as holder:
+        locked = holder.execute(
+            f"select count(*) from (select 1 from public.open_all where tenant_id = '{TENANT_B}' for update) s"
+        ).fetchone()[0]
+        report = services.probe(dsn, config, tables=["open_all"])
+        holder.rollback()
     assert locked > 0
     v = verdicts(report, "open_all")
     assert set(v.values()) == {"leak"}, v
