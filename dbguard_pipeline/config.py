@@ -480,6 +480,10 @@ class Config(_Settings):
     round_trip_row_limit: int = 200_000
     statement_timeout_ms: int = 60_000
     lock_timeout_ms: int = 2_000
+    # The isolation probe inserts a test row (rolled back) into a table that holds no row of tenant A or B, and
+    # where a write can be proven only by making it: a rolled-back insert still extends a table whose last page
+    # is full. False: it never inserts anything, and what would need a test row is reported as not probed.
+    probe_test_rows: bool = True
     # Parallel workers PostgreSQL may use per scan or join of the data metrics (transaction-local
     # max_parallel_workers_per_gather); None: the server's setting. Capped by the server's max_parallel_workers.
     parallel_workers: Optional[int] = None

@@ -521,14 +521,16 @@ def probe(
     *,
     snapshot: Optional[Snapshot] = None,
     tenants: Optional[Sequence[str]] = None,
+    test_rows: Optional[bool] = None,
 ) -> ProbeReport:
-    """Cross-tenant reads and writes as the application role, always rolled back (``dbguard test-isolation``)."""
+    """Cross-tenant reads and writes as the application role, always rolled back (``dbguard test-isolation``).
+    ``test_rows=False`` (default: ``config.probe_test_rows``): nothing is inserted, not even rolled back."""
     from dbguard_pipeline.config import Config as _Config
     from dbguard_pipeline.probe import probe as run
     from dbguard_pipeline.probe.disagree import disagreements
 
     config = config or _Config()
-    report = run(dsn, config, tables, snapshot=snapshot, tenants=tenants)
+    report = run(dsn, config, tables, snapshot=snapshot, tenants=tenants, test_rows=test_rows)
     if report.snapshot is not None:  # where the static audit of the same snapshot and the probe disagree
         report.disagreements = disagreements(report, static_audit(report.snapshot, config).findings, report.snapshot)
     return report

@@ -10,13 +10,15 @@ the real writes of the leaks used to extend them; the isolated control table sho
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 import pytest
 
 from dbguard_pipeline import services
 from dbguard_pipeline.config import Config, TenantModel
 
-from .isolation_helpers import APP, ROLES_SQL, TENANT_A, TENANT_B, TENANTS_SQL, scratch_database
+from .isolation_helpers import APP, ROLES_SQL, TENANT_A, TENANT_B, TENANT_C, TENANTS_SQL, scratch_database
 
 pytestmark = pytest.mark.security
 
@@ -322,3 +324,83 @@ def test_a_row_the_application_holds_locked_is_not_waited_for(server_dsn):
     assert "deleted 1 row of tenant B" in blind.detail, blind.detail  # the real DELETE of the fresh row
     stopped = next(r for r in report.results if r.probe == "delete_other_tenant")
     assert "stopped the statement on that row" in stopped.detail, stopped.detail
+
+
+# --------------------------------------------------------------------------- tables without rows of A or B
+TENANT_D = "00000000-0000-0000-0000-00000000000d"
+SPARSE_SQL = (
+    ROLES_SQL
+    + TENANTS_SQL
+    + f"""
+INSERT INTO public.tenants VALUES ('{TENANT_D}', 'D');
+CREATE TABLE public.others (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id uuid NOT NULL REFERENCES public.tenants (id), body text NOT NULL);
+CREATE TABLE public.others_sealed (LIKE public.others INCLUDING ALL);
+ALTER TABLE public.others_sealed ADD FOREIGN KEY (tenant_id) REFERENCES public.tenants (id);
+CREATE TABLE public.empty_leaky (LIKE public.others INCLUDING ALL);
+ALTER TABLE public.empty_leaky ADD FOREIGN KEY (tenant_id) REFERENCES public.tenants (id);
+-- rows of tenants C and D only: none of A or B
+INSERT INTO public.others (tenant_id, body) VALUES ('{TENANT_C}', 'c'), ('{TENANT_D}', 'd');
+INSERT INTO public.others_sealed (tenant_id, body) VALUES ('{TENANT_C}', 'c'), ('{TENANT_D}', 'd');
+ALTER TABLE public.others ENABLE ROW LEVEL SECURITY;
+CREATE POLICY p ON public.others FOR ALL TO {APP} USING (true) WITH CHECK (true);
+ALTER TABLE public.others_sealed ENABLE ROW LEVEL SECURITY;
+CREATE POLICY p ON public.others_sealed FOR ALL TO {APP} USING (tenant_id = {CTX}) WITH CHECK (tenant_id = {CTX});
+ALTER TABLE public.empty_leaky ENABLE ROW LEVEL SECURITY;
+CREATE POLICY p ON public.empty_leaky FOR ALL TO {APP} USING (true) WITH CHECK (true);
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP};
+"""
+)
+SPARSE = ("others", "others_sealed", "empty_leaky")
+
+
+def probed_sparse(server_dsn, test_rows: bool):
+    with scratch_database(server_dsn, SPARSE_SQL, "VACUUM ANALYZE", "CHECKPOINT") as dsn:
+        before = sizes(dsn, SPARSE)[:2]
+        report = services.probe(dsn, GUC, test_rows=test_rows)
+        after = sizes(dsn, SPARSE)[:2]
+    return before, report, after
+
+
+def test_another_tenants_rows_stand_in_for_a_tenant_without_rows(server_dsn):
+    _, report, _ = probed_sparse(server_dsn, True)
+    others, sealed = verdicts(report, "others"), verdicts(report, "others_sealed")
+    assert set(others.values()) == {"leak"} and set(sealed.values()) == {"held"}, (others, sealed)
+    leak = next(r for r in report.results if r.table == "others" and r.probe == "select_other_tenant")
+    assert f"tenant {TENANT_C} stands in for B ({TENANT_B})" in leak.detail, leak.detail
+    assert f"tenant {TENANT_D} stands in for A ({TENANT_A})" in leak.detail, leak.detail
+    # only the empty table needed a test row, and the report says how much larger it is now
+    assert list(report.test_rows) == ["public.empty_leaky"] and report.test_rows["public.empty_leaky"] > 0
+    assert any("public.empty_leaky" in w and "bytes larger" in w for w in report.warnings), report.warnings
+    assert set(verdicts(report, "empty_leaky").values()) == {"leak"}
+
+
+def test_without_test_rows_nothing_is_inserted_and_nothing_grows(server_dsn):
+    before, report, after = probed_sparse(server_dsn, False)
+    assert after == before
+    assert report.test_rows == {}
+    assert set(verdicts(report, "others").values()) == {"leak"}
+    assert set(verdicts(report, "others_sealed").values()) == {"held"}
+    # the empty table: the INSERT is still proven (it writes nothing); what needs a row of B is not probed
+    empty = [n for n in report.not_probed if n.table == "empty_leaky"]
+    assert {n.probe for n in empty} >= {"select_other_tenant", "update_other_tenant", "delete_other_tenant_blind"}
+    assert all("test rows are off" in n.reason for n in empty), [n.reason for n in empty]
+    assert [(r.probe, r.isolated) for r in report.results if r.table == "empty_leaky"] == [
+        ("insert_for_other_tenant", False)
+    ]
+
+
+def test_the_cli_takes_no_test_rows(server_dsn, tmp_path):
+    from dbguard_pipeline.cli import main
+
+    cfg = tmp_path / "dbguard.yaml"
+    cfg.write_text(f"tenant:\n  app_role: {APP}\n", encoding="utf-8")
+    out = tmp_path / "report.json"
+    with scratch_database(server_dsn, SPARSE_SQL) as dsn:
+        code = main(
+            ["test-isolation", "--dsn", dsn, "--config", str(cfg), "--no-test-rows", "-q", "--format", "json"]
+            + ["--out", str(out)]
+        )
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert code == 1 and data["test_rows"] == {} and data["summary"]["test_rows"] == 0
+    assert {n["table"] for n in data["not_probed"]} == {"empty_leaky"}

@@ -30,6 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tenant-a", metavar="ID", help="the tenant to act as (default: the first tenant by key)")
     parser.add_argument("--tenant-b", metavar="ID", help="the tenant to attack (default: the second tenant by key)")
     parser.add_argument(
+        "--no-test-rows",
+        action="store_false",
+        dest="test_rows",
+        default=None,
+        help="insert nothing, not even rolled back (a rolled-back row still extends a table whose last page is "
+        "full): relations without rows of both tenants, and writes that can be proven only by making them, "
+        "are not probed (config: probe_test_rows)",
+    )
+    parser.add_argument(
         "--strict",
         action="store_true",
         help="exit 1 also when a probe could not run (default: reported, exit code unaffected)",
@@ -69,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     tenants = (args.tenant_a, args.tenant_b) if args.tenant_a else None
     with progress(quiet=args.quiet, color=use_color("auto", sys.stderr)) as bar:
         bar.phase("introspecting the schema, choosing tenants A and B")
-        report = services.probe(dsn, config, args.tables, tenants=tenants)
+        report = services.probe(dsn, config, args.tables, tenants=tenants, test_rows=args.test_rows)
     if args.format == "json":
         text = report.to_json()
     elif args.format == "junit":

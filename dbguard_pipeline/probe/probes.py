@@ -23,6 +23,7 @@ from dbguard_pipeline.probe.identity import identity_columns
 from dbguard_pipeline.probe.report import Target
 from dbguard_pipeline.probe.rows import (
     AFTER_POLICY_STATES,
+    NO_TEST_ROWS,
     Candidate,
     CannotBuild,
     RowRef,
@@ -71,7 +72,8 @@ class Relation:
 
     @property
     def as_a(self) -> str:
-        return f"as {ident(self.session.role)} with tenant A"
+        note = f" ({self.tenants.stand_in})" if self.tenants.stand_in else ""
+        return f"as {ident(self.session.role)} with tenant A{note}"
 
     @property
     def no_context(self) -> str:
@@ -413,12 +415,8 @@ def prepare_writes(rel: Relation, reads: ReadRows) -> WriteRows:
     null_insert = unwritten_column(rel.session, t, "INSERT", keep)
     null_update = unwritten_column(rel.session, t, "UPDATE", keep, assigned=frozenset(assign))
     candidate = rows.candidate(t, tenants.b, prove=null_insert is None)
-    if (
-        reads.b_sel
-        and reads.a_sel
-        and null_update is not None
-        and rel.target.qualified not in rel.session.delete_triggers
-    ):
+    delete_trigger = rel.target.qualified in rel.session.delete_triggers
+    if reads.b_sel and reads.a_sel and null_update is not None and not delete_trigger:
         a_write = reads.a_sel[:1]
         memo: list[WriteRows] = []
 
@@ -440,7 +438,30 @@ def prepare_writes(rel: Relation, reads: ReadRows) -> WriteRows:
             null_insert=null_insert,
             null_update=null_update,
             in_place=True,
-            real=real,
+            real=real if rows.test_rows else None,  # without test rows, never a real write on the app's rows
+        )
+    if not rows.test_rows:  # the writes would be made for real: on the application's own rows, or on test rows
+        if not (reads.b_sel and reads.a_sel):
+            why = f"{rel.q} has no row of tenant {'B' if not reads.b_sel else 'A'}, and {NO_TEST_ROWS}"
+        elif delete_trigger:
+            why = f"{rel.q} has a DELETE trigger, so its writes are proven only by writing, and {NO_TEST_ROWS}"
+        else:
+            why = (
+                f"{rel.q} has no NOT NULL column the probe can set to NULL (or a write trigger or rule), so its "
+                f"writes are proven only by writing, and {NO_TEST_ROWS}"
+            )
+        return WriteRows(
+            b_write=[],
+            a_write=[],
+            candidate=candidate,
+            set_a=None,
+            set_b=None,
+            columns=", ".join(assign),
+            a_key=None,
+            no_a=why,
+            no_b=why,
+            null_insert=null_insert,
+            null_update=null_update,
         )
     return replace(_fresh_writes(rel, reads, assign, candidate), null_insert=null_insert, null_update=null_update)
 
@@ -474,7 +495,8 @@ def real_write(
     """The fallback of an attempt on existing rows: the real write, planned on fresh test rows (built now)."""
 
     def build() -> Union[Attempt, Verdict]:
-        assert fx.real is not None
+        if fx.real is None:
+            return not_probed(f"the attempt that writes nothing met an unexpected error, and {NO_TEST_ROWS}")
         attempt = plan(fx.real())
         return not_probed(attempt) if isinstance(attempt, str) else attempt
 
@@ -794,7 +816,7 @@ class DeleteOtherTenant(_FilteredOrBlind):
         a superuser may do, and only when no user trigger on this table could be part of the isolation."""
         if attempt.stopped:
             if out.kind != "timeout" or fx.real is None:
-                return None
+                return None  # (without test rows: the timeout stands, not probed)
             real = self.plan(rel, fx.real())
             return not_probed(real) if isinstance(real, str) else real
         session = rel.session

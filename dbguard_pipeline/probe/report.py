@@ -112,6 +112,8 @@ class ProbeReport:
     # sequences that moved during the run ({"sequence", "before", "after", "by", "why"})
     sequences: list[dict[str, Any]] = field(default_factory=list)
     advisory_locks: dict[str, int] = field(default_factory=dict)  # relation -> session locks released after it
+    # the tables a test row was inserted into (rolled back, but a table whose last page was full is a page larger)
+    test_rows: dict[str, int] = field(default_factory=dict)  # table -> bytes larger afterwards (0: not grown)
     # relation -> [{"audit": [...], "probe": {...}, "note": ...}]: where the static audit and the probe disagree
     disagreements: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     snapshot: Any = field(default=None, repr=False, compare=False)  # what was probed (not rendered)
@@ -135,6 +137,7 @@ class ProbeReport:
             "not_probed": len(self.not_probed),
             "errors": len(self.errors()),
             "sequences_moved": len(self.sequences),
+            "test_rows": len(self.test_rows),
             "disagreements": sum(len(v) for v in self.disagreements.values()),
             "seconds": round(self.seconds, 3),
         }
@@ -192,6 +195,7 @@ class ProbeReport:
             "errors": self.errors(),
             "sequences_moved": list(self.sequences),
             "advisory_locks_released": dict(self.advisory_locks),
+            "test_rows": dict(self.test_rows),
             "disagreements": self.disagreements,
             "table_seconds": {k: round(v, 4) for k, v in self.table_seconds.items()},
         }

@@ -45,6 +45,9 @@ _FIXED_VALUES = {
 }
 
 
+# why a probe that needs a row inserted did not run (``Rows.test_rows`` off)
+NO_TEST_ROWS = "test rows are off (probe_test_rows: false, or --no-test-rows), so nothing may be inserted"
+
 # unique, exclusion and foreign-key violations: raised after row level security admitted the row
 AFTER_POLICY_STATES = ("23505", "23P01", "23503")
 
@@ -252,13 +255,19 @@ def insert_sql(table: Table, values: dict[str, Query], returning: Optional[Query
 class Rows:
     """Reads, counts and builds rows as the connecting role, inside the current transaction."""
 
-    def __init__(self, session: Session, snapshot: Snapshot, row_tenancy: RowTenancy, *, sample: int):
+    def __init__(
+        self, session: Session, snapshot: Snapshot, row_tenancy: RowTenancy, *, sample: int, test_rows: bool = True
+    ):
         self.session = session
         self.conn = session.conn
         self.snapshot = snapshot
         self.row_tenancy = row_tenancy
         self.sample = sample  # at most this many rows of a tenant are targeted
         self._counter = 0
+        # False: never insert a row (nothing the probe does can extend a table); what needs one is not probed
+        self.test_rows = test_rows
+        # the tables a test row was inserted into (rolled back), in order, with their size before the first one
+        self.built: dict[str, tuple[sql.Identifier, int]] = {}
 
     def of_tenant(self, table: Table, tenant: str) -> list[RowRef]:
         """Up to ``sample`` rows of ``tenant``."""
@@ -511,7 +520,10 @@ class Rows:
     ) -> dict[str, Optional[str]]:
         """Build a row and insert it as the connecting role (with the tenant's context set, as the application
         would); returns its columns as text plus ``__tableoid``/``__ctid``."""
+        if not self.test_rows:
+            raise CannotBuild(NO_TEST_ROWS)
         values = self.build(table, tenant, depth=depth, stack=stack, fixed=fixed)
+        self._note_size(table)
         cols = [c.name for c in table.columns if not c.generated]
         returning = sql.SQL(", ").join(
             [sql.SQL("tableoid::int8::text"), sql.SQL("ctid::text")]
@@ -533,6 +545,26 @@ class Rows:
             )
         out = dict(zip(cols, row[2:], strict=True))
         out["__tableoid"], out["__ctid"] = row[0], row[1]
+        return out
+
+    def _note_size(self, table: Table) -> None:
+        """Remember the table's size before the probe's first row goes in (see :meth:`grown`)."""
+        if table.qualified not in self.built:
+            name = table_id(table)
+            size = self.conn.execute(
+                sql.SQL("SELECT pg_total_relation_size({}::regclass)").format(sql.Literal(name.as_string(self.conn)))
+            ).fetchone()
+            self.built[table.qualified] = (name, int(size[0]) if size else 0)
+
+    def grown(self) -> dict[str, int]:
+        """Every table a test row went into, and how many bytes larger it is now (0: the row fitted in a page
+        that had room); a rolled-back row keeps the page it extended the table by."""
+        out: dict[str, int] = {}
+        for q, (name, before) in self.built.items():
+            now = self.conn.execute(
+                sql.SQL("SELECT pg_total_relation_size({}::regclass)").format(sql.Literal(name.as_string(self.conn)))
+            ).fetchone()
+            out[q] = (int(now[0]) if now else before) - before
         return out
 
     def fresh_row(self, table: Table, tenant: str) -> tuple[list[RowRef], str]:
@@ -593,6 +625,9 @@ class Rows:
         return ""
 
     def _prove(self, table: Table, tenant: str, values: dict[str, Query]) -> Candidate:
+        if not self.test_rows:
+            return Candidate(None, values, f"proving the INSERT's row valid would insert it: {NO_TEST_ROWS}")
+        self._note_size(table)
         stmt = insert_sql(table, values)
         try:
             with self.conn.transaction(force_rollback=True):

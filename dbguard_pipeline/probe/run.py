@@ -49,7 +49,7 @@ from dbguard_pipeline.probe.probes import Probe, Relation, SkipAll, Verdict, not
 from dbguard_pipeline.probe.report import NotProbed, ProbeReport, ProbeResult, Target
 from dbguard_pipeline.probe.rows import Rows, RowTenancy
 from dbguard_pipeline.probe.session import Session, error_message
-from dbguard_pipeline.probe.tenants import pick_tenants
+from dbguard_pipeline.probe.tenants import for_table, pick_tenants
 from dbguard_pipeline.probe.traces import advisory_locks_released, moved_sequences, sequence_values
 from dbguard_pipeline.progress import tick
 from dbguard_pipeline.semantics import tenancy
@@ -164,6 +164,9 @@ class _RelationRun:
         try:
             with conn.transaction(force_rollback=True):
                 rel.session.timeouts()
+                if rel.target.table is not None:  # another tenant's rows stand in for a tenant without rows
+                    tenants = for_table(conn, rel.rows.row_tenancy, rel.tenants, rel.table)
+                    rel = self.rel = replace(rel, tenants=tenants)
                 # constraints and constraint triggers deferred to COMMIT are checked at each statement: the
                 # probe never commits, so a deferred check would never run and its refusal never be seen
                 conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -243,12 +246,14 @@ def probe(
     snapshot: Optional[Snapshot] = None,
     tenants: Optional[Sequence[str]] = None,
     sample_rows: int = DEFAULT_SAMPLE_ROWS,
+    test_rows: Optional[bool] = None,
 ) -> ProbeReport:
     """Probe tenant isolation of every tenant table (or ``tables``) of the database at ``dsn``.
 
     Connect as a superuser or BYPASSRLS role (the probe builds rows and counts tenant B's rows); the probes
     themselves run as ``config.tenant.app_role``, which must be neither. Nothing is ever committed.
     ``tenants`` = (A, B) overrides the deterministic choice (the first two keys of the tenants table).
+    ``test_rows`` (default: ``config.probe_test_rows``): False, nothing is ever inserted, not even rolled back.
     """
     from dbguard_pipeline.pg.catalog import introspect
     from dbguard_pipeline.policy import analyzer_for
@@ -275,7 +280,13 @@ def probe(
             session.preflight()
             chosen = pick_tenants(conn, row_tenancy, tenants, targets)
         session.jwt_sub = chosen.user_a
-        rows = Rows(session, snapshot, row_tenancy, sample=max(1, int(sample_rows)))
+        rows = Rows(
+            session,
+            snapshot,
+            row_tenancy,
+            sample=max(1, int(sample_rows)),
+            test_rows=config.probe_test_rows if test_rows is None else test_rows,
+        )
         report = ProbeReport(
             database=describe_dsn(dsn), app_role=config.tenant.app_role, tenant_context=chosen.context(config)
         )
@@ -297,6 +308,15 @@ def probe(
             report.kinds[target.qualified] = target.kind
             report.table_seconds[target.qualified] = time.perf_counter() - t0
             tick("probes: tables", done, len(targets))
+        report.test_rows = rows.grown()
+        grew = {q: n for q, n in report.test_rows.items() if n > 0}
+        if grew:
+            warnings.append(
+                "the probe's test rows (rolled back) left "
+                + ", ".join(f"{q} {n:,} bytes larger" for q, n in grew.items())
+                + ": a rolled-back row keeps the page it added to a table whose last page was full "
+                "(--no-test-rows, or probe_test_rows: false, inserts none)"
+            )
         report.sequences = moved_sequences(sequences, sequence_values(conn, config))
         report.warnings = list(dict.fromkeys(warnings))
         report.seconds = time.perf_counter() - started

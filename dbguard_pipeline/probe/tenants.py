@@ -24,6 +24,8 @@ class Tenants:
     b: str  # the tenant they attack
     user_a: Optional[str] = None  # JWT tenancy: a user of A only, sent as the ``sub`` claim
     missing: tuple[str, ...] = ()  # keys to create in the tenants table in each transaction
+    # on one table: which tenant stands in for the chosen A or B, which has no row there ("" when none does)
+    stand_in: str = ""
 
     def context(self, config: Config) -> dict[str, Any]:
         """The tenant context as the report shows it."""
@@ -34,6 +36,53 @@ class Tenants:
         else:
             ctx.update(setting=tm.guc)
         return ctx
+
+
+def for_table(conn: psycopg.Connection[Any], row_tenancy: RowTenancy, tenants: Tenants, table: Table) -> Tenants:
+    """The tenants to probe ``table`` with. When it holds no row of tenant B, the rows of another tenant (any
+    but A: to A, every other tenant's rows are another tenant's) stand in for B's, so that no test row of B
+    has to be inserted (a rolled-back row still extends a table whose last page is full); the same for tenant
+    A, whose context the probes then act with on this table. The witnesses say so. Never on a two-party
+    table, nor when a user of A is known (JWT and membership tenancy: that user may be a member of the other
+    tenant)."""
+    info = row_tenancy.info(table)
+    if info is None or info.parties or tenants.user_a is not None:
+        return tenants
+
+    def one_other(*exclude: str) -> Optional[str]:
+        expr = row_tenancy.expr(table)
+        row = conn.execute(
+            sql.SQL("SELECT {e}::text FROM {t} AS t WHERE {e} IS NOT NULL AND {e}::text <> ALL({x}) LIMIT 1").format(
+                e=expr, t=table_id(table), x=sql.Literal(list(exclude))
+            )
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def has(tenant: str) -> bool:
+        return (
+            conn.execute(
+                sql.SQL("SELECT 1 FROM {} AS t WHERE {} LIMIT 1").format(
+                    table_id(table), row_tenancy.pred(table, tenant)
+                )
+            ).fetchone()
+            is not None
+        )
+
+    a, b, notes = tenants.a, tenants.b, []
+    if not has(b):
+        other = one_other(a, b)
+        if other is not None:
+            notes.append(f"tenant {other} stands in for B ({b}), which has no row here")
+            b = other
+    if not has(a):
+        other = one_other(a, b, tenants.b)
+        if other is not None:
+            notes.append(f"tenant {other} stands in for A ({a}), which has no row here")
+            a = other
+    if not notes:
+        return tenants
+    missing = tuple(x for x in tenants.missing if x in (a, b))
+    return Tenants(a, b, tenants.user_a, missing, "; ".join(notes))
 
 
 def _synthetic_tenants(type_: str) -> list[str]:

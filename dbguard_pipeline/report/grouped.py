@@ -200,6 +200,8 @@ def _isolation_summary(report: ProbeReport) -> str:
             )
             + f" ({report.sequences[0]['why']})"
         )
+    if report.test_rows:
+        traces += f"; test rows inserted and rolled back in {plural(len(report.test_rows), 'table')}"
     if report.advisory_locks:
         traces += "; session advisory locks taken during the probe were released after " + ", ".join(
             f"{q} ({n})" for q, n in report.advisory_locks.items()
