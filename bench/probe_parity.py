@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 conn.execute("CHECKPOINT")
             before = _sizes(dsn)
             t0 = time.perf_counter()
-            report = services.probe(dsn, config)
+            report = services.probe(dsn, config, test_rows=False if args.no_test_rows else None)
             took = time.perf_counter() - t0
             after = _sizes(dsn)
         finally:
@@ -111,11 +111,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "database_before": before[1],
             "database_after": after[1],
             "seconds": round(took, 2),
+            "test_rows": dict(getattr(report, "test_rows", {}) or {}),
         }
         counts = {v: list(verdicts.values()).count(v) for v in ("held", "leak", "not probed")}
         print(
             f"{name}: {counts}, {len(grown)} of {len(before[0])} tables grew, database {after[1] - before[1]:+,} bytes,"
-            f" {took:.1f} s",
+            f" {took:.1f} s, test rows in {len(result[name]['test_rows'])} tables",
             file=sys.stderr,
         )
     return result
@@ -138,6 +139,7 @@ def main() -> None:
     p.add_argument("--server", required=True, help="DSN of a server where databases may be created")
     p.add_argument("--bench-db", help="also probe a copy of this database (CREATE DATABASE ... TEMPLATE)")
     p.add_argument("--only", action="append", help="only the databases whose name contains this")
+    p.add_argument("--no-test-rows", action="store_true", help="probe with test_rows=False (inserts nothing)")
     p.add_argument("--out", required=True)
     p.add_argument("--compare", help="a previous --out file: print every verdict that differs")
     args = p.parse_args()

@@ -127,7 +127,8 @@ class Attempt:
 
 
 # A DELETE probe on an existing row proves the policies let it through without deleting it: an expression that
-# raises, and names this marker, evaluated only on the rows that passed the policies (see ``_stop_on_reached``)
+# raises, and names this marker, evaluated only on the rows that passed the policies
+# (see ``DeleteOtherTenant._stopping``)
 STOPPED = "dbguard probe: the policies let this row through"
 
 
