@@ -404,3 +404,11 @@ def test_the_cli_takes_no_test_rows(server_dsn, tmp_path):
     data = json.loads(out.read_text(encoding="utf-8"))
     assert code == 1 and data["test_rows"] == {} and data["summary"]["test_rows"] == 0
     assert {n["table"] for n in data["not_probed"]} == {"empty_leaky"}
+
+
+def test_tenants_the_user_chose_are_never_stood_in_for(server_dsn):
+    with scratch_database(server_dsn, SPARSE_SQL) as dsn:
+        report = services.probe(dsn, GUC, tenants=(TENANT_A, TENANT_B))
+    assert not any("stands in" in r.detail for r in report.results)
+    assert set(verdicts(report, "others").values()) == {"leak"}
+    assert {"public.others", "public.others_sealed"} <= set(report.test_rows)  # test rows of A and B instead

@@ -26,6 +26,7 @@ class Tenants:
     missing: tuple[str, ...] = ()  # keys to create in the tenants table in each transaction
     # on one table: which tenant stands in for the chosen A or B, which has no row there ("" when none does)
     stand_in: str = ""
+    explicit: bool = False  # given by the user (--tenant-a/--tenant-b): never stood in for
 
     def context(self, config: Config) -> dict[str, Any]:
         """The tenant context as the report shows it."""
@@ -44,9 +45,9 @@ def for_table(conn: psycopg.Connection[Any], row_tenancy: RowTenancy, tenants: T
     has to be inserted (a rolled-back row still extends a table whose last page is full); the same for tenant
     A, whose context the probes then act with on this table. The witnesses say so. Never on a two-party
     table, nor when a user of A is known (JWT and membership tenancy: that user may be a member of the other
-    tenant)."""
+    tenant), nor when the user chose A and B."""
     info = row_tenancy.info(table)
-    if info is None or info.parties or tenants.user_a is not None:
+    if info is None or info.parties or tenants.user_a is not None or tenants.explicit:
         return tenants
 
     def one_other(*exclude: str) -> Optional[str]:
@@ -151,7 +152,7 @@ def pick_tenants(
     a, b = found[0], found[1]
     missing = tuple(x for x in (a, b) if x not in existing) if keys is not None else ()
     user_a = _find_user_a(conn, row_tenancy, a, b)  # the ``sub`` claim (JWT), and the "join" INSERT's user
-    return Tenants(a, b, user_a, missing)
+    return Tenants(a, b, user_a, missing, explicit=bool(explicit))
 
 
 def _find_user_a(conn: psycopg.Connection[Any], row_tenancy: RowTenancy, a: str, b: str) -> Optional[str]:
