@@ -65,6 +65,9 @@ def report_metadata(report: ProbeReport, database: str) -> dict:
         "probes": dg.MetadataValue.int(s["probes"]),
         "not_probed": dg.MetadataValue.int(s["not_probed"]),
         "probe_seconds": dg.MetadataValue.float(round(report.seconds, 3)),
+        # tables the probe inserted a test row into (rolled back), and how many of them are larger afterwards
+        "test_rows_tables": dg.MetadataValue.int(len(report.test_rows)),
+        "tables_grown": dg.MetadataValue.int(sum(1 for n in report.test_rows.values() if n > 0)),
         "results": isolation_grid(report),
     }
 
