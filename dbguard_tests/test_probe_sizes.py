@@ -412,3 +412,19 @@ def test_tenants_the_user_chose_are_never_stood_in_for(server_dsn):
     assert not any("stands in" in r.detail for r in report.results)
     assert set(verdicts(report, "others").values()) == {"leak"}
     assert {"public.others", "public.others_sealed"} <= set(report.test_rows)  # test rows of A and B instead
+
+
+def test_the_pages_a_test_row_adds_to_an_empty_table_are_the_ones_its_first_row_takes(server_dsn):
+    """Where the probe still grows a table (an empty one needs a test row of B to prove anything about its
+    SELECT policy), it adds the pages the table's own first row takes anyway: no bloat."""
+    with scratch_database(server_dsn, SPARSE_SQL, "VACUUM ANALYZE") as dsn:
+        size = "select pg_total_relation_size('public.empty_leaky')"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            empty = conn.execute(size).fetchone()[0]
+        report = services.probe(dsn, GUC)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            probed = conn.execute(size).fetchone()[0]
+            conn.execute(f"insert into public.empty_leaky (tenant_id, body) values ('{TENANT_A}', 'the first row')")
+            first_row = conn.execute(size).fetchone()[0]
+    assert probed > empty and report.test_rows["public.empty_leaky"] == probed - empty
+    assert first_row == probed
