@@ -48,8 +48,8 @@ TABLES = {
 GRANTS = f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP};"
 
 
-def fill(name: str) -> str:
-    """Rows of A and B (alternating) until the last page has room for exactly SETUP_ROWS more."""
+def fill(name: str, room: int = SETUP_ROWS) -> str:
+    """Rows of A and B (alternating) until the last page has room for exactly ``room`` more."""
     return f"""
 DO $$
 DECLARE per_page int; n int := 0;
@@ -61,7 +61,7 @@ BEGIN
     EXIT WHEN n >= 40;
   END LOOP;
   SELECT count(*) INTO per_page FROM public.{name} WHERE (ctid::text::point)[0] = 0;
-  DELETE FROM public.{name} WHERE id > 3 * per_page - {SETUP_ROWS};
+  DELETE FROM public.{name} WHERE id > 3 * per_page - {room};
 END $$;
 """
 
@@ -227,19 +227,7 @@ CREATE POLICY r ON public.{name} FOR SELECT TO {APP} USING ({using});
 CREATE POLICY i ON public.{name} FOR INSERT TO {APP} WITH CHECK ({check});
 CREATE POLICY u ON public.{name} FOR UPDATE TO {APP} USING ({using}) WITH CHECK ({check});
 CREATE POLICY d ON public.{name} FOR DELETE TO {APP} USING ({delete});
-DO $$
-DECLARE per_page int; n int := 0;
-BEGIN
-  LOOP
-    INSERT INTO public.{name} (tenant_id, body)
-      VALUES (CASE WHEN n % 2 = 0 THEN '{TENANT_A}'::uuid ELSE '{TENANT_B}'::uuid END, 'row ' || n);
-    n := n + 1;
-    EXIT WHEN n >= 40;
-  END LOOP;
-  SELECT count(*) INTO per_page FROM public.{name} WHERE (ctid::text::point)[0] = 0;
-  DELETE FROM public.{name} WHERE id > 3 * per_page;
-END $$;
-"""
+""" + fill(name, room=0)
 
 
 FULL_SQL = (
