@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="test_rows",
         default=None,
         help="insert nothing, not even rolled back (a rolled-back row still extends a table whose last page is "
-        "full): relations without rows of both tenants, and writes that can be proven only by making them, "
-        "are not probed (config: probe_test_rows)",
+        "full): what needs a test row (a table without rows of two tenants, such as an empty one, or a write "
+        "that can be proven only by making it) is not probed (config: probe_test_rows)",
     )
     parser.add_argument(
         "--strict",
