@@ -50,6 +50,7 @@ from dbguard_pipeline.policy.parse import (
     parse_expression,
     parse_statements,
     walk,
+    with_members,
 )
 from dbguard_pipeline.policy.restriction import Restriction, Restrictor
 from dbguard_pipeline.policy.scope import OUTER, Frame, Pass, Scope
@@ -279,11 +280,7 @@ def _substitute(node: Node, values: dict[str, Node], fname: str, columns: set[st
                 changed[m] = out
     if not changed:
         return node
-    copy = object.__new__(type(node))
-    for m in node:
-        # set directly, as inline.rebuild does: every value comes from a parsed tree
-        object.__setattr__(copy, m, changed[m] if m in changed else getattr(node, m))
-    return copy
+    return with_members(node, changed)
 
 
 def _substitute_value(value: Any, values: dict[str, Node], fname: str, columns: set[str], depth: int) -> Any:

@@ -29,6 +29,7 @@ from dbguard_pipeline.policy.parse import (
     parse_statements,
     target_values,
     walk,
+    with_members,
 )
 from dbguard_pipeline.policy.scope import OUTER, FunctionKey
 
@@ -132,10 +133,7 @@ def body_tree(fn: Function) -> Optional[tuple[Any, ...]]:
 def rebuild(node: Node, change: Callable[[Node], Node]) -> Node:
     """A copy of ``node`` with ``change`` applied to each node directly below it (attributes set directly:
     pglast's setters validate each value, which is slow, and every value here comes from a parsed tree)."""
-    copy = object.__new__(type(node))
-    for m in node:
-        object.__setattr__(copy, m, _rebuild_value(getattr(node, m), change))
-    return copy
+    return with_members(node, {m: _rebuild_value(getattr(node, m), change) for m in node})
 
 
 def _rebuild_value(value: Any, change: Callable[[Node], Node]) -> Any:

@@ -27,7 +27,7 @@ from typing import Any, Optional
 from pglast import ast
 from pglast.enums import A_Expr_Kind, BoolExprType, BoolTestType, SubLinkType
 
-from dbguard_pipeline.policy.parse import Node, func_name, operator, type_name
+from dbguard_pipeline.policy.parse import Node, func_name, operator, type_name, with_members
 
 MAX_DEPTH = 120  # deeper nesting is left as written (the analysis has its own depth limits)
 
@@ -106,10 +106,7 @@ def _children(node: Node, depth: int) -> Node:
             changed[m] = new
     if not changed:
         return node
-    copy = object.__new__(type(node))
-    for m in node:
-        object.__setattr__(copy, m, changed[m] if m in changed else getattr(node, m))
-    return copy
+    return with_members(node, changed)
 
 
 def _tuple(values: tuple[Any, ...], depth: int) -> tuple[Any, ...]:

@@ -54,6 +54,29 @@ def parse_expression(text: Optional[str]) -> Node:
 
 
 # --------------------------------------------------------------------------- accessors
+def policy_expressions(policies: Iterable[Any]) -> Iterator[Optional[Node]]:
+    """The parsed USING and WITH CHECK expressions of ``policies`` (objects with ``using`` and ``with_check``
+    texts), absent ones skipped; None for an expression that does not parse (each caller decides what an
+    unreadable expression means to it)."""
+    for p in policies:
+        for text in (p.using, p.with_check):
+            if not text:
+                continue
+            try:
+                yield parse_expression(text)
+            except PolicyParseError:
+                yield None
+
+
+def with_members(node: Node, changed: dict[str, Any]) -> Node:
+    """A shallow copy of ``node`` with the members in ``changed`` replaced. Attributes are set directly: pglast's
+    setters validate each value, which is slow, and every value here comes from a parsed tree."""
+    copy = object.__new__(type(node))
+    for m in node:
+        object.__setattr__(copy, m, changed[m] if m in changed else getattr(node, m))
+    return copy
+
+
 def names(items: Optional[tuple[Any, ...]]) -> list[str]:
     """The strings of a name list (``funcname``, ``fields``, ``names``); ``*`` for A_Star."""
     out = []

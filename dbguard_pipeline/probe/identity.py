@@ -13,7 +13,7 @@ from dbguard_pipeline.errors import ConfigError
 from dbguard_pipeline.model.schema import Snapshot, Table
 from dbguard_pipeline.policy import Analyzer, ContextKind
 from dbguard_pipeline.policy.context import is_setting_read
-from dbguard_pipeline.policy.parse import Node, PolicyParseError, parse_expression
+from dbguard_pipeline.policy.parse import Node, PolicyParseError, parse_expression, policy_expressions
 from dbguard_pipeline.policy.scope import Frame, top_scope
 
 if TYPE_CHECKING:
@@ -59,27 +59,22 @@ def identity_columns(analyzer: Optional[Analyzer], table: Table, row_tenancy: Ro
     found: list[str] = []
     if analyzer is not None:
         frame = Frame((top_scope(table),))
-        for p in table.policies:
-            for text in (p.using, p.with_check):
-                if not text:
+        for node in policy_expressions(table.policies):
+            if node is None:
+                continue  # unreadable: it names no column here
+            walker = analyzer.walker()
+            for n in _top_level(node):
+                if not (isinstance(n, ast.A_Expr) and [s.sval for s in n.name or ()] == ["="]):
                     continue
-                try:
-                    node = parse_expression(text)
-                except PolicyParseError:
-                    continue
-                walker = analyzer.walker()
-                for n in _top_level(node):
-                    if not (isinstance(n, ast.A_Expr) and [s.sval for s in n.name or ()] == ["="]):
-                        continue
-                    for col, other in ((_column_of(n.lexpr, table), n.rexpr), (_column_of(n.rexpr, table), n.lexpr)):
-                        if (
-                            col
-                            and col not in found
-                            and col not in skip
-                            and isinstance(other, ast.Node)
-                            and walker.kind(other, frame) is ContextKind.IDENTITY
-                        ):
-                            found.append(col)
+                for col, other in ((_column_of(n.lexpr, table), n.rexpr), (_column_of(n.rexpr, table), n.lexpr)):
+                    if (
+                        col
+                        and col not in found
+                        and col not in skip
+                        and isinstance(other, ast.Node)
+                        and walker.kind(other, frame) is ContextKind.IDENTITY
+                    ):
+                        found.append(col)
     for fk in table.foreign_keys:
         if (
             fk.ref_table == "users"

@@ -35,7 +35,7 @@ from pglast import ast
 from psycopg import sql
 
 from dbguard_pipeline.model.schema import Table
-from dbguard_pipeline.policy.parse import PolicyParseError, parse_expression, walk
+from dbguard_pipeline.policy.parse import policy_expressions, walk
 from dbguard_pipeline.text import ident
 
 if TYPE_CHECKING:
@@ -71,24 +71,19 @@ def policy_columns(table: Table) -> Optional[set[str]]:
     """Every name a policy expression of ``table`` uses as a column (in any command, subqueries included);
     None when they may read any column (a whole-row reference, ``*``, or an expression that does not parse)."""
     names: set[str] = set()
-    for p in table.policies:
-        for text in (p.using, p.with_check):
-            if not text:
+    for node in policy_expressions(table.policies):
+        if node is None:
+            return None
+        for n in walk(node):
+            if not isinstance(n, ast.ColumnRef):
                 continue
-            try:
-                node = parse_expression(text)
-            except PolicyParseError:
+            fields = n.fields or ()
+            if any(isinstance(f, ast.A_Star) for f in fields):
                 return None
-            for n in walk(node):
-                if not isinstance(n, ast.ColumnRef):
-                    continue
-                fields = n.fields or ()
-                if any(isinstance(f, ast.A_Star) for f in fields):
-                    return None
-                parts = [str(f.sval) for f in fields if isinstance(f, ast.String)]
-                if len(parts) == 1 and parts[0] == table.name:
-                    return None  # the whole row, passed to a function
-                names.update(parts)
+            parts = [str(f.sval) for f in fields if isinstance(f, ast.String)]
+            if len(parts) == 1 and parts[0] == table.name:
+                return None  # the whole row, passed to a function
+            names.update(parts)
     return names
 
 
